@@ -1,0 +1,1 @@
+"""Files -> documents -> chunks -> embeddings -> Chroma, and the `ingest` and `docs` commands."""

@@ -1,0 +1,185 @@
+"""`ragtune ingest` and `ragtune docs ...`: thin commands over the ingestion service."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from ingest.documents import list_documents, remove_documents
+from ingest.pipeline import FileResult, FileStatus, IngestService, IngestSummary, parse_meta
+from ingest.settings import IngestSettings
+from retrieval.embedder import load_embedder, model_id_for
+from retrieval.errors import CollectionNotFoundError
+from retrieval.settings import RetrievalSettings
+from retrieval.store import Collection, EmptyCollection, open_store
+
+stdout = Console()
+stderr = Console(stderr=True)
+
+CollectionOption = Annotated[
+    str | None,
+    typer.Option("--collection", "-c", help="Collection to use [default: RAGTUNE_COLLECTION]"),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+def retrieval_settings(collection: str | None) -> RetrievalSettings:
+    settings = RetrievalSettings()
+    if collection is not None:
+        settings = RetrievalSettings(collection=collection)
+    return settings
+
+
+class RichProgress:
+    """Draws the run on stderr: files done, chunks embedded."""
+
+    def __init__(self, console: Console) -> None:
+        self._progress = Progress(
+            TextColumn("[bold]ingest"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("files · {task.fields[chunks]} chunks embedded"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+            disable=not console.is_terminal,
+        )
+        self._task = self._progress.add_task("ingest", total=None, chunks=0)
+        self._chunks = 0
+
+    def __enter__(self) -> RichProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def start(self, total_files: int) -> None:
+        self._progress.update(self._task, total=total_files)
+
+    def file_done(self, result: FileResult) -> None:
+        self._progress.advance(self._task)
+
+    def embedded(self, chunks: int) -> None:
+        self._chunks += chunks
+        self._progress.update(self._task, chunks=self._chunks)
+
+
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders (read recursively).")],
+    collection: CollectionOption = None,
+    meta: Annotated[
+        list[str] | None,
+        typer.Option("--meta", "-m", help="key=value stored on every chunk (repeatable)."),
+    ] = None,
+    sync: Annotated[
+        bool, typer.Option("--sync", help="Remove documents under PATHS whose files are gone.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Report what would change; write nothing.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Index documents (.txt .md .rst .rst.txt .html .htm .pdf .docx) into a collection.
+
+    Unchanged files are skipped without embedding; changed files are replaced; with --sync,
+    documents whose files were deleted are removed. Exit status 1 if any file failed.
+
+    Example: ragtune ingest docs/ handbook.pdf --collection handbook --meta team=support
+    """
+    pairs = parse_meta(meta or [])
+    settings = retrieval_settings(collection)
+    ingest_settings = IngestSettings()
+    target: Collection
+    with open_store(settings, "read" if dry_run else "write") as store:
+        model_id = model_id_for(settings.embedding_model)
+        if dry_run:
+            try:
+                target = store.collection(settings.collection, model_id)
+            except CollectionNotFoundError:
+                target = EmptyCollection(settings.collection, model_id)
+        else:
+            target = store.collection(settings.collection, model_id, create=True)
+        service = IngestService(ingest_settings, target, lambda: load_embedder(settings))
+        with RichProgress(stderr) as progress:
+            summary = service.run(paths, pairs, sync=sync, dry_run=dry_run, progress=progress)
+    if as_json:
+        stdout.print_json(json.dumps(summary.to_dict()))
+    else:
+        print_summary(summary)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+def print_summary(summary: IngestSummary) -> None:
+    title = f"{'Dry run: ' if summary.dry_run else ''}collection {summary.collection!r}"
+    table = Table(title=title, show_header=True)
+    for status in FileStatus:
+        table.add_column(status.value, justify="right")
+    table.add_row(*(str(summary.count(status)) for status in FileStatus))
+    stdout.print(table)
+    verb = "to embed" if summary.dry_run else "embedded"
+    stdout.print(
+        f"chunks: {summary.chunks_embedded} {verb}, {summary.chunks_reused} reused, "
+        f"{summary.chunks_deleted} removed · {summary.seconds:.1f}s"
+    )
+    for result in summary.files:
+        if result.status == FileStatus.FAILED:
+            stdout.print(f"[red]failed[/red] {result.source}: {result.reason}")
+        elif result.status == FileStatus.REMOVED:
+            stdout.print(f"[yellow]removed[/yellow] {result.source}")
+
+
+docs_app = typer.Typer(help="List and remove ingested documents.", no_args_is_help=True)
+
+
+@docs_app.command("list")
+def docs_list(collection: CollectionOption = None, as_json: JsonOption = False) -> None:
+    """List the documents in a collection.
+
+    Example: ragtune docs list --collection handbook
+    """
+    settings = retrieval_settings(collection)
+    with open_store(settings, "read") as store:
+        target = store.collection(settings.collection, model_id_for(settings.embedding_model))
+        documents = list_documents(target)
+    if as_json:
+        stdout.print_json(json.dumps([asdict(d) for d in documents]))
+        return
+    table = Table(title=f"{len(documents)} documents in {settings.collection!r}")
+    for column in ("source", "title", "type", "chunks", "ingested", "meta"):
+        table.add_column(column, overflow="fold")
+    for d in documents:
+        meta = " ".join(f"{k}={v}" for k, v in d.meta.items())
+        table.add_row(d.source, d.title, d.file_type, str(d.chunks), d.ingested_at, meta)
+    stdout.print(table)
+
+
+@docs_app.command("rm")
+def docs_rm(
+    sources: Annotated[list[str], typer.Argument(help="Document paths (or a folder, or ids).")],
+    collection: CollectionOption = None,
+) -> None:
+    """Remove documents and every chunk of them from a collection.
+
+    Example: ragtune docs rm docs/old-handbook.md
+    """
+    settings = retrieval_settings(collection)
+    with open_store(settings, "write") as store:
+        target = store.collection(settings.collection, model_id_for(settings.embedding_model))
+        removed = remove_documents(target, sources)
+    for d in removed:
+        stdout.print(f"removed {d.source} ({d.chunks} chunks)")

@@ -1,0 +1,75 @@
+"""Documents in a collection: list them, remove them (every chunk of each)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ingest.errors import DocumentNotFoundError
+from retrieval.store import Collection
+
+
+@dataclass
+class DocumentInfo:
+    source: str
+    doc_id: str
+    title: str
+    file_type: str
+    chunks: int
+    ingested_at: str
+    meta: dict[str, str] = field(default_factory=dict)
+
+
+def list_documents(collection: Collection) -> list[DocumentInfo]:
+    documents: dict[str, DocumentInfo] = {}
+    for chunk in collection.scan():
+        meta = chunk.metadata
+        doc_id = str(meta.get("doc_id", ""))
+        info = documents.get(doc_id)
+        if info is None:
+            keys = [k for k in str(meta.get("meta_keys", "")).split(",") if k]
+            info = documents[doc_id] = DocumentInfo(
+                source=str(meta.get("source", "")),
+                doc_id=doc_id,
+                title=str(meta.get("title", "")),
+                file_type=str(meta.get("file_type", "")),
+                chunks=0,
+                ingested_at=str(meta.get("ingested_at", "")),
+                meta={k: str(meta[k]) for k in keys if k in meta},
+            )
+        info.chunks += 1
+        info.ingested_at = max(info.ingested_at, str(meta.get("ingested_at", "")))
+    return sorted(documents.values(), key=lambda d: d.source)
+
+
+def remove_documents(collection: Collection, sources: Sequence[str]) -> list[DocumentInfo]:
+    """Remove the documents named by path (a file, or a folder for all below it) or by id.
+
+    Nothing is removed unless every name matches at least one document.
+    """
+    documents = list_documents(collection)
+    chosen: dict[str, DocumentInfo] = {}
+    unmatched = []
+    for given in sources:
+        target = Path(given).expanduser().absolute()
+        matches = [
+            d
+            for d in documents
+            if given in (d.doc_id, d.source)
+            or Path(d.source) == target
+            or target in Path(d.source).parents
+        ]
+        if not matches:
+            unmatched.append(given)
+        for d in matches:
+            chosen[d.doc_id] = d
+    if unmatched:
+        raise DocumentNotFoundError(
+            f"not in collection {collection.name!r}: {', '.join(unmatched)} (nothing was "
+            "removed); `ragtune docs list` shows what is there"
+        )
+    for doc in chosen.values():
+        ids = [chunk.id for chunk in collection.scan(where={"doc_id": doc.doc_id})]
+        collection.delete(ids)
+    return sorted(chosen.values(), key=lambda d: d.source)

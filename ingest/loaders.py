@@ -1,0 +1,309 @@
+"""Read a file into a document: its title and its sections (heading path + text), by type.
+
+Markdown and HTML are split on their headings by LangChain's header splitters; PDF is read
+with pypdf and DOCX with python-docx. reStructuredText has no structure-aware loader in
+LangChain, so its section titles are found by RST's own rule (a title line with an adornment
+line of one repeated punctuation character under it, and optionally over it).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ingest.errors import DocumentLoadError, UnsupportedFileTypeError
+
+TEXT = "text"
+MARKDOWN = "markdown"
+RST = "rst"
+HTML = "html"
+PDF = "pdf"
+DOCX = "docx"
+
+SUFFIXES: dict[str, str] = {
+    ".rst.txt": RST,
+    ".rst": RST,
+    ".txt": TEXT,
+    ".text": TEXT,
+    ".md": MARKDOWN,
+    ".markdown": MARKDOWN,
+    ".html": HTML,
+    ".htm": HTML,
+    ".pdf": PDF,
+    ".docx": DOCX,
+}
+
+
+@dataclass(frozen=True)
+class Section:
+    """A run of text under one heading path (outermost heading first)."""
+
+    path: tuple[str, ...]
+    text: str
+    page: int | None = None
+
+
+@dataclass
+class LoadedDocument:
+    title: str
+    file_type: str
+    sections: list[Section] = field(default_factory=list)
+
+
+def file_type_of(path: Path) -> str | None:
+    name = path.name.lower()
+    for suffix, kind in SUFFIXES.items():
+        if name.endswith(suffix):
+            return kind
+    return None
+
+
+def supported_suffixes() -> str:
+    return ", ".join(sorted(SUFFIXES))
+
+
+def load_document(path: Path, data: bytes) -> LoadedDocument:
+    """Parse `data` (the bytes of `path`) by the file's type; raise `DocumentLoadError`."""
+    kind = file_type_of(path)
+    if kind is None:
+        raise UnsupportedFileTypeError(
+            f"unsupported file type {path.suffix or '(no extension)'!r}; ragtune reads "
+            f"{supported_suffixes()}"
+        )
+    if not data.strip():
+        raise DocumentLoadError("empty file: there is no text to index")
+    document = _LOADERS[kind](path, data)
+    document.sections = [s for s in document.sections if s.text.strip()]
+    if not document.sections:
+        raise DocumentLoadError("no text found in the file: there is nothing to index")
+    return document
+
+
+def decode_text(data: bytes) -> str:
+    """Text of a file: UTF-8 (with or without BOM), else the detected encoding."""
+    if b"\x00" in data[:8192]:
+        raise DocumentLoadError(
+            "binary content in a text file (NUL bytes): not a text document; check the file "
+            "or its extension"
+        )
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        pass
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(data).best()
+    if best is None or best.chaos > 0.3:
+        raise DocumentLoadError(
+            "not text: the bytes decode as no known encoding; check the file or its extension"
+        )
+    return str(best)
+
+
+def _title_from_name(path: Path) -> str:
+    name = path.name
+    for suffix in SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def _load_text(path: Path, data: bytes) -> LoadedDocument:
+    text = decode_text(data)
+    return LoadedDocument(_title_from_name(path), TEXT, [Section((), text)])
+
+
+# One repeated punctuation character: RST's section adornment.
+_ADORNMENT = re.compile(r"^([!-/:-@\[-`{-~])\1{2,}\s*$")
+
+
+def _load_rst(path: Path, data: bytes) -> LoadedDocument:
+    lines = decode_text(data).splitlines()
+    styles: list[tuple[str, bool]] = []  # adornment styles in order of first use = levels
+    stack: list[str] = []
+    sections: list[Section] = []
+    body: list[str] = []
+    title = ""
+    i = 0
+    while i < len(lines):
+        found = _rst_heading(lines, i)
+        if found is None:
+            body.append(lines[i])
+            i += 1
+            continue
+        heading, style, used = found
+        if body:
+            sections.append(Section(tuple(stack), "\n".join(body).strip("\n")))
+            body.clear()
+        if style not in styles:
+            styles.append(style)
+        del stack[styles.index(style) :]
+        stack.append(heading)
+        title = title or heading
+        i += used
+    if body:
+        sections.append(Section(tuple(stack), "\n".join(body).strip("\n")))
+    return LoadedDocument(title or _title_from_name(path), RST, sections)
+
+
+def _rst_heading(lines: list[str], i: int) -> tuple[str, tuple[str, bool], int] | None:
+    """(title, adornment style, lines used) when a section title starts at line `i`."""
+
+    def adornment(n: int) -> str | None:
+        match = _ADORNMENT.match(lines[n]) if n < len(lines) else None
+        return match.group(1) if match else None
+
+    char = adornment(i)
+    if char is not None:  # an overline, the title, then the same underline
+        text = lines[i + 1].strip() if i + 1 < len(lines) else ""
+        if text and adornment(i + 2) == char and len(lines[i].rstrip()) >= len(text):
+            return text, (char, True), 3
+        return None
+    line = lines[i]
+    text = line.strip()
+    char = adornment(i + 1)
+    if (
+        text
+        and char is not None
+        and not line[0].isspace()
+        and len(lines[i + 1].rstrip()) >= len(text) - 1
+    ):
+        return text, (char, False), 2
+    return None
+
+
+def _load_markdown(path: Path, data: bytes) -> LoadedDocument:
+    from langchain_text_splitters import MarkdownHeaderTextSplitter
+
+    levels = [("#" * n, f"h{n}") for n in range(1, 7)]
+    splitter = MarkdownHeaderTextSplitter(levels, strip_headers=True)
+    sections = []
+    title = ""
+    for part in splitter.split_text(decode_text(data)):
+        heading_path = tuple(str(part.metadata[key]) for _, key in levels if key in part.metadata)
+        title = title or str(part.metadata.get("h1", ""))
+        sections.append(Section(heading_path, part.page_content))
+    return LoadedDocument(title or _title_from_name(path), MARKDOWN, sections)
+
+
+# Elements whose text is never document content.
+_HTML_NOISE = ("script", "style", "noscript", "template", "svg", "nav", "iframe", "form")
+
+
+def _load_html(path: Path, data: bytes) -> LoadedDocument:
+    from bs4 import BeautifulSoup
+    from langchain_text_splitters import HTMLHeaderTextSplitter
+
+    soup = BeautifulSoup(decode_text(data), "lxml")
+    page_title = soup.title.get_text(" ", strip=True) if soup.title else ""
+    for element in soup(_HTML_NOISE):
+        element.decompose()
+    if soup.head:
+        soup.head.decompose()
+    levels = [(f"h{n}", f"h{n}") for n in range(1, 7)]
+    splitter = HTMLHeaderTextSplitter(levels)
+    sections = []
+    for part in splitter.split_text(str(soup)):
+        heading_path = tuple(str(part.metadata[key]) for _, key in levels if key in part.metadata)
+        text = part.page_content
+        if heading_path and text.strip() == heading_path[-1].strip():
+            continue  # the splitter also emits each heading as its own piece
+        sections.append(Section(heading_path, text))
+    first_h1 = soup.find("h1")
+    title = page_title or (first_h1.get_text(" ", strip=True) if first_h1 else "")
+    return LoadedDocument(title or _title_from_name(path), HTML, sections)
+
+
+def _load_pdf(path: Path, data: bytes) -> LoadedDocument:
+    from pypdf import PdfReader
+    from pypdf.errors import FileNotDecryptedError, PyPdfError
+
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        if reader.is_encrypted and not reader.decrypt(""):
+            raise DocumentLoadError(
+                "encrypted PDF: it needs a password; save a decrypted copy (for example "
+                "`qpdf --decrypt --password=... in.pdf out.pdf`) and ingest that"
+            )
+        pages = [page.extract_text() or "" for page in reader.pages]
+        info_title = reader.metadata.title if reader.metadata else None
+    except DocumentLoadError:
+        raise
+    except FileNotDecryptedError as exc:
+        raise DocumentLoadError(f"encrypted PDF that cannot be opened ({exc})") from exc
+    except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
+        raise DocumentLoadError(
+            f"corrupt or unreadable PDF ({type(exc).__name__}: {exc}); re-export or repair it"
+        ) from exc
+    sections = [Section((), text, page=n) for n, text in enumerate(pages, start=1)]
+    if not any(s.text.strip() for s in sections):
+        raise DocumentLoadError(
+            "the PDF has no extractable text (scanned images?); run OCR on it first"
+        )
+    return LoadedDocument(str(info_title or _title_from_name(path)), PDF, sections)
+
+
+def _load_docx(path: Path, data: bytes) -> LoadedDocument:
+    import docx
+    from docx.opc.exceptions import PackageNotFoundError
+    from docx.table import Table
+
+    try:
+        document = docx.Document(io.BytesIO(data))
+    except (PackageNotFoundError, zipfile.BadZipFile, KeyError, ValueError) as exc:
+        raise DocumentLoadError(
+            f"corrupt or not a .docx file ({type(exc).__name__}: {exc}); re-save it from "
+            "a word processor"
+        ) from exc
+    title = (document.core_properties.title or "").strip()
+    stack: list[str] = []
+    sections: list[Section] = []
+    body: list[str] = []
+
+    def flush() -> None:
+        if body:
+            sections.append(Section(tuple(stack), "\n\n".join(body)))
+            body.clear()
+
+    for block in document.iter_inner_content():
+        if isinstance(block, Table):
+            rows = [" | ".join(cell.text.strip() for cell in row.cells) for row in block.rows]
+            body.append("\n".join(rows))
+            continue
+        text = block.text.strip()
+        style = block.style.name if block.style is not None else ""
+        level = _docx_heading_level(style or "")
+        if level is None or not text:
+            if text:
+                body.append(text)
+            continue
+        flush()
+        if level == 0:
+            title = title or text
+            stack = []
+            continue
+        del stack[level - 1 :]
+        stack.append(text)
+    flush()
+    return LoadedDocument(title or _title_from_name(path), DOCX, sections)
+
+
+def _docx_heading_level(style: str) -> int | None:
+    if style == "Title":
+        return 0
+    match = re.fullmatch(r"Heading (\d)", style)
+    return int(match.group(1)) if match else None
+
+
+_LOADERS: dict[str, Callable[[Path, bytes], LoadedDocument]] = {
+    TEXT: _load_text,
+    RST: _load_rst,
+    MARKDOWN: _load_markdown,
+    HTML: _load_html,
+    PDF: _load_pdf,
+    DOCX: _load_docx,
+}

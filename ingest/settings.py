@@ -1,0 +1,35 @@
+"""Ingestion settings (env prefix `RAGTUNE_`)."""
+
+from __future__ import annotations
+
+from pydantic import field_validator
+
+from retrieval.settings import RagtuneSettings
+
+
+class IngestSettings(RagtuneSettings):
+    """How files are read and cut into chunks."""
+
+    max_file_bytes: int = 50 * 1024 * 1024
+    """Files larger than this are reported as failed, not read."""
+    chunk_max_tokens: int | None = None
+    """Most word pieces per embedded chunk, heading included; default: all the embedding
+    model reads (256 for all-MiniLM-L6-v2). Never more than the model reads."""
+    chunk_overlap_tokens: int = 24
+    """Word pieces shared by consecutive chunks of one section."""
+    embed_window: int = 512
+    """Chunks embedded per model call: larger windows pad less, use more memory."""
+
+    @field_validator("max_file_bytes", "embed_window")
+    @classmethod
+    def _positive(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be at least 1")
+        return value
+
+    @field_validator("chunk_overlap_tokens")
+    @classmethod
+    def _not_negative(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError("must not be negative")
+        return value

@@ -1,0 +1,1 @@
+"""Query -> ranked evidence -> prompt context: the embedder, the Chroma store and search."""

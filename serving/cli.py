@@ -1,0 +1,83 @@
+"""The `ragtune` command: one entry point, subcommands from each package."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from ingest import cli as ingest_cli
+from ingest.errors import IngestError
+from ingest.settings import IngestSettings
+from retrieval import cli as retrieval_cli
+from retrieval.errors import RetrievalError
+from retrieval.settings import RetrievalSettings, unknown_config_keys
+
+app = typer.Typer(
+    name="ragtune",
+    help="RAG-first assistant server: index documents, search them, serve answers.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command()(ingest_cli.ingest)
+app.add_typer(ingest_cli.docs_app, name="docs")
+app.command()(retrieval_cli.search)
+
+SETTINGS_CLASSES = (RetrievalSettings, IngestSettings)
+stderr = Console(stderr=True)
+
+
+@app.callback()
+def root(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks.")] = False,
+) -> None:
+    """RAG-first assistant server: index documents, search them, serve answers.
+
+    Settings come from RAGTUNE_* environment variables or a TOML file (RAGTUNE_CONFIG,
+    default ./ragtune.toml).
+    """
+    unknown = unknown_config_keys(*SETTINGS_CLASSES)
+    if unknown:
+        raise typer.BadParameter(f"unknown keys in the config file: {', '.join(unknown)}")
+
+
+def main() -> None:
+    """Console entry point: domain errors become one line on stderr and exit status 2."""
+    try:
+        # Without standalone mode click returns the exit code of `typer.Exit` instead.
+        code = app(standalone_mode=False)
+        if code == 130:  # typer's translation of Ctrl-C
+            _interrupted()
+        sys.exit(code if isinstance(code, int) else 0)
+    except (IngestError, RetrievalError) as exc:
+        stderr.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors()
+        )
+        stderr.print(f"[red]error:[/red] invalid setting: {problems}", soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        stderr.print("interrupted: the store is consistent; run the same command again to finish")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):  # click's wrapping of Ctrl-C
+            _interrupted()
+        raise
+
+
+def _interrupted() -> None:
+    stderr.print("interrupted: what was stored is consistent; run the same command again to finish")
+    sys.exit(130)

@@ -1,0 +1,120 @@
+"""Shared fixtures: the real embedding model, the developers' eval corpus, a Chroma server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Nothing may be downloaded at run time.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["ANONYMIZED_TELEMETRY"] = "False"
+
+from retrieval.embedder import Embedder, SentenceTransformerEmbedder
+from retrieval.settings import RetrievalSettings
+from tests.fakes import FakeEmbedder
+
+REPO = Path(__file__).resolve().parent.parent
+EVAL_BUILDER = REPO.parent / "shared" / "eval" / "build_python_docs.py"
+EVAL_CACHE = Path(
+    os.environ.get("RAGTUNE_EVAL_CACHE")
+    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ragtune" / "evalsets"
+)
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(autouse=True)
+def _isolated_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No developer's RAGTUNE_* environment or config file leaks into a test."""
+    for key in list(os.environ):
+        if key.startswith("RAGTUNE_") and key != "RAGTUNE_EVAL_CACHE":
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("RAGTUNE_CONFIG", str(REPO / "tests" / "no-such-config.toml"))
+
+
+def build_eval_set(subset: str) -> Path:
+    """The developers' eval set (Python FAQ over the Python docs), built once and cached."""
+    out = EVAL_CACHE / subset
+    if not (out / "qa.json").is_file():
+        if not EVAL_BUILDER.is_file():
+            pytest.fail(f"the eval set builder is missing: {EVAL_BUILDER}")
+        result = subprocess.run(
+            [sys.executable, str(EVAL_BUILDER), str(out), "--subset", subset],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            pytest.fail(
+                "cannot build the eval set (apt-get download python3.11-doc; run "
+                f"`apt-get update` once first):\n{result.stderr[-2000:]}"
+            )
+    return out
+
+
+@pytest.fixture(scope="session")
+def eval_small() -> Path:
+    return build_eval_set("small")
+
+
+@pytest.fixture(scope="session")
+def real_embedder() -> Embedder:
+    return SentenceTransformerEmbedder("all-MiniLM-L6-v2")
+
+
+@pytest.fixture
+def fake_embedder() -> FakeEmbedder:
+    return FakeEmbedder()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> RetrievalSettings:
+    return RetrievalSettings(data_dir=tmp_path / "data")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Chroma server (`chroma run`) on loopback, for the whole session."""
+    chroma = shutil.which("chroma", path=str(BIN)) or shutil.which("chroma")
+    assert chroma, "the `chroma` command (from the chromadb package) is not installed"
+    path = tmp_path_factory.mktemp("chroma-server")
+    port = free_port()
+    log = (path / "server.log").open("w")
+    process = subprocess.Popen(
+        [chroma, "run", "--path", str(path / "db"), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout=2):
+                break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"chroma run did not start: {(path / 'server.log').read_text()}")
+            time.sleep(0.2)
+    yield f"http://127.0.0.1:{port}"
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()

@@ -1,0 +1,69 @@
+"""Chunks stay inside sections, carry their heading, and always fit the embedding model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ingest.chunking import Chunker
+from ingest.loaders import LoadedDocument, Section, load_document
+from retrieval.embedder import Embedder
+from tests.fakes import FakeEmbedder
+
+
+def test_every_chunk_of_the_real_corpus_fits_the_model(
+    eval_small: Path, real_embedder: Embedder
+) -> None:
+    chunker = Chunker(real_embedder)
+    files = sorted((eval_small / "corpus").rglob("*.rst.txt"))
+    texts = []
+    for path in files:
+        document = load_document(path, path.read_bytes())
+        chunks = chunker.chunk(document)
+        assert chunks, path
+        headings = {" > ".join(s.path) for s in document.sections}
+        for chunk in chunks:
+            assert chunk.heading.startswith(document.title) or chunk.heading in headings
+            texts.append(chunk.embed_text)
+    lengths = real_embedder.count_tokens(texts)
+    assert max(lengths) <= real_embedder.max_tokens
+    # Sections are long enough that most chunks use a good part of the model's input.
+    assert sorted(lengths)[len(lengths) // 2] > 60
+
+
+def test_chunks_never_cross_sections() -> None:
+    fake = FakeEmbedder(max_tokens=40)
+    document = LoadedDocument(
+        "Doc",
+        "text",
+        [
+            Section(("Doc", "A"), "alpha " * 50),
+            Section(("Doc", "B"), "beta " * 10),
+        ],
+    )
+    chunks = Chunker(fake, overlap_tokens=0).chunk(document)
+    assert [c.section for c in chunks].count("B") == 1
+    for chunk in chunks:
+        words = set(chunk.text.split())
+        assert words == ({"alpha"} if chunk.section == "A" else {"beta"})
+        assert chunk.heading == f"Doc > {chunk.section}"
+        assert fake.count_tokens([chunk.embed_text])[0] <= 40
+    assert [c.index for c in chunks] == list(range(len(chunks)))
+
+
+def test_text_without_any_separator_is_still_cut_to_fit() -> None:
+    fake = FakeEmbedder(max_tokens=30)
+    run_on = "-".join(f"w{i}" for i in range(200))  # one "line", no spaces
+    document = LoadedDocument("T", "text", [Section((), run_on)])
+    chunks = Chunker(fake, overlap_tokens=0).chunk(document)
+    assert len(chunks) > 1
+    assert all(fake.count_tokens([c.embed_text])[0] <= 30 for c in chunks)
+    assert "".join(c.text for c in chunks).replace("-", "") == run_on.replace("-", "")
+
+
+def test_a_very_long_heading_keeps_its_innermost_part() -> None:
+    fake = FakeEmbedder(max_tokens=40)
+    path = tuple(f"level{n} words here" for n in range(10))
+    document = LoadedDocument("Title", "text", [Section(path, "body text")])
+    (chunk,) = Chunker(fake).chunk(document)
+    assert chunk.heading.endswith("level9 words here")
+    assert fake.count_tokens([chunk.heading])[0] <= 40 // 4 + 2

@@ -1,0 +1,148 @@
+"""Each format is read into a title and sections that follow the document's headings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ingest.errors import DocumentLoadError, UnsupportedFileTypeError
+from ingest.loaders import LoadedDocument, file_type_of, load_document
+from tests.makers import encrypted_pdf_bytes, pdf_bytes, write_docx
+
+
+def load(path: Path) -> LoadedDocument:
+    return load_document(path, path.read_bytes())
+
+
+def paths_and_texts(document: LoadedDocument) -> list[tuple[tuple[str, ...], str]]:
+    return [(s.path, " ".join(s.text.split())) for s in document.sections]
+
+
+def test_file_types_by_suffix() -> None:
+    assert file_type_of(Path("faq/general.rst.txt")) == "rst"
+    assert file_type_of(Path("notes.TXT")) == "text"
+    assert file_type_of(Path("a.htm")) == "html"
+    assert file_type_of(Path("a.markdown")) == "markdown"
+    assert file_type_of(Path("image.png")) is None
+
+
+def test_markdown_sections_follow_headings(tmp_path: Path) -> None:
+    path = tmp_path / "guide.md"
+    path.write_text(
+        "# Guide\nIntro text.\n\n## Install\nRun pip.\n\n```\n# not a heading\n```\n"
+        "### Offline\nUse wheels.\n## Use\nCall it.\n"
+    )
+    document = load(path)
+    assert document.title == "Guide"
+    assert paths_and_texts(document) == [
+        (("Guide",), "Intro text."),
+        (("Guide", "Install"), "Run pip. ``` # not a heading ```"),
+        (("Guide", "Install", "Offline"), "Use wheels."),
+        (("Guide", "Use"), "Call it."),
+    ]
+
+
+def test_rst_levels_follow_adornment_styles(tmp_path: Path) -> None:
+    path = tmp_path / "doc.rst.txt"
+    path.write_text(
+        "=======\n Title\n=======\n\nPreamble.\n\n"
+        "First\n=====\n\nOne.\n\nDeeper\n------\n\nTwo::\n\n   code\n   ----\n\n"
+        "Second\n======\n\nThree.\n"
+    )
+    document = load(path)
+    assert document.title == "Title"
+    assert document.file_type == "rst"
+    assert paths_and_texts(document) == [
+        (("Title",), "Preamble."),
+        (("Title", "First"), "One."),
+        (("Title", "First", "Deeper"), "Two:: code ----"),
+        (("Title", "Second"), "Three."),
+    ]
+
+
+def test_real_rst_from_the_python_docs(eval_small: Path) -> None:
+    document = load(eval_small / "corpus" / "tutorial" / "inputoutput.rst.txt")
+    assert document.title == "Input and Output"
+    paths = [s.path for s in document.sections]
+    assert ("Input and Output", "Reading and Writing Files", "Methods of File Objects") in paths
+
+
+def test_html_drops_scripts_and_keeps_headings(tmp_path: Path) -> None:
+    path = tmp_path / "page.html"
+    path.write_text(
+        "<html><head><title>Handbook</title><style>p{color:red}</style></head><body>"
+        "<nav>Home | About</nav><h1>Leave</h1><p>Ask your manager.</p>"
+        "<script>track()</script><h2>Sick leave</h2><p>Call in before 9.</p></body></html>"
+    )
+    document = load(path)
+    assert document.title == "Handbook"
+    assert paths_and_texts(document) == [
+        (("Leave",), "Ask your manager."),
+        (("Leave", "Sick leave"), "Call in before 9."),
+    ]
+
+
+def test_pdf_pages_become_sections(tmp_path: Path) -> None:
+    path = tmp_path / "report.pdf"
+    path.write_bytes(pdf_bytes([["Quarterly report", "Sales grew."], ["Costs fell."]], "Q3"))
+    document = load(path)
+    assert document.title == "Q3"
+    assert [(s.page, " ".join(s.text.split())) for s in document.sections] == [
+        (1, "Quarterly report Sales grew."),
+        (2, "Costs fell."),
+    ]
+
+
+def test_docx_headings_become_sections(tmp_path: Path) -> None:
+    path = write_docx(
+        tmp_path / "policy.docx",
+        "Travel policy",
+        [(1, "Booking", ["Book early.", "Use the portal."]), (2, "Trains", ["Second class."])],
+    )
+    document = load(path)
+    assert document.title == "Travel policy"
+    assert paths_and_texts(document) == [
+        (("Booking",), "Book early. Use the portal."),
+        (("Booking", "Trains"), "Second class."),
+    ]
+
+
+def test_latin1_text_is_decoded(tmp_path: Path) -> None:
+    path = tmp_path / "old.txt"
+    text = (
+        "Le présent règlement s'applique à tous les employés. Les congés payés doivent être "
+        "demandés au moins deux semaines à l'avance auprès du responsable hiérarchique. En "
+        "cas de maladie, l'employé prévient son supérieur dès que possible.\n"
+    )
+    path.write_bytes(text.encode("latin-1"))
+    assert load(path).sections[0].text == text
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "reason"),
+    [
+        ("empty.txt", b"", "empty file"),
+        ("blank.md", b"  \n\n ", "empty file"),
+        ("binary.txt", bytes(range(256)) * 4, "binary content"),
+        ("corrupt.pdf", pdf_bytes([["hello"]])[:40], "corrupt or unreadable PDF"),
+        ("locked.pdf", encrypted_pdf_bytes([["secret plans"]]), "encrypted PDF"),
+        ("garbage.pdf", b"%PDF-1.4\n" + bytes(range(256)) * 8, "corrupt or unreadable PDF"),
+        ("notzip.docx", b"PK\x03\x04 this is not a zip archive", "not a .docx"),
+        ("scan.pdf", pdf_bytes([[]]), "no extractable text"),
+    ],
+)
+def test_bad_files_raise_a_clear_reason(
+    tmp_path: Path, name: str, data: bytes, reason: str
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(data)
+    with pytest.raises(DocumentLoadError, match=reason):
+        load(path)
+
+
+def test_unknown_extension(tmp_path: Path) -> None:
+    path = tmp_path / "photo.jpeg"
+    path.write_bytes(b"\xff\xd8\xff")
+    with pytest.raises(UnsupportedFileTypeError, match=r"'\.jpeg'.*\.docx"):
+        load(path)

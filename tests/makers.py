@@ -1,0 +1,69 @@
+"""Build real test files of each format (PDF by hand, encrypted with pypdf; DOCX with
+python-docx), so that tests never depend on files nobody can regenerate."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+
+def pdf_bytes(pages: list[list[str]], title: str | None = None) -> bytes:
+    """A valid PDF with one text line per entry, one page per list."""
+    objects: list[str] = ["<< /Type /Catalog /Pages 2 0 R >>", ""]
+    kids = []
+    font = 3 + 2 * len(pages)
+    for lines in pages:
+        page_no = len(objects) + 1
+        kids.append(f"{page_no} 0 R")
+        escaped = [ln.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)") for ln in lines]
+        content = "BT /F1 12 Tf 72 720 Td 16 TL " + " ".join(f"({ln}) '" for ln in escaped) + " ET"
+        objects.append(
+            f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents {page_no + 1} 0 R "
+            f"/Resources << /Font << /F1 {font} 0 R >> >> >>"
+        )
+        objects.append(f"<< /Length {len(content)} >>\nstream\n{content}\nendstream")
+    objects[1] = f"<< /Type /Pages /Kids [{' '.join(kids)}] /Count {len(pages)} >>"
+    objects.append("<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
+    info = ""
+    if title:
+        objects.append(f"<< /Title ({title}) >>")
+        info = f" /Info {len(objects)} 0 R"
+    out = io.BytesIO()
+    out.write(b"%PDF-1.4\n")
+    offsets = []
+    for n, body in enumerate(objects, start=1):
+        offsets.append(out.tell())
+        out.write(f"{n} 0 obj\n{body}\nendobj\n".encode("latin-1"))
+    xref = out.tell()
+    out.write(f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode())
+    for offset in offsets:
+        out.write(f"{offset:010d} 00000 n \n".encode())
+    out.write(
+        f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R{info} >>\n"
+        f"startxref\n{xref}\n%%EOF\n".encode()
+    )
+    return out.getvalue()
+
+
+def encrypted_pdf_bytes(pages: list[list[str]], password: str = "secret") -> bytes:
+    from pypdf import PdfReader, PdfWriter
+
+    writer = PdfWriter(clone_from=PdfReader(io.BytesIO(pdf_bytes(pages))))
+    writer.encrypt(user_password=password, owner_password=password, algorithm="AES-256")
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def write_docx(path: Path, title: str, sections: list[tuple[int, str, list[str]]]) -> Path:
+    """sections: (heading level, heading, paragraphs)."""
+    import docx
+
+    document = docx.Document()
+    document.add_heading(title, 0)
+    for level, heading, paragraphs in sections:
+        document.add_heading(heading, level)
+        for paragraph in paragraphs:
+            document.add_paragraph(paragraph)
+    document.save(str(path))
+    return path

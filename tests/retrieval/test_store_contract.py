@@ -1,0 +1,117 @@
+"""One contract for every vector store: the in-memory fake, embedded Chroma, a Chroma server."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from retrieval.errors import CollectionNotFoundError, EmbeddingModelMismatchError
+from retrieval.settings import RetrievalSettings
+from retrieval.store import ChunkRecord, VectorStore, open_store
+from tests.fakes import InMemoryStore
+
+MODEL = "test-model"
+
+
+@pytest.fixture(params=["memory", "embedded", "server"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorStore]:
+    if request.param == "memory":
+        yield InMemoryStore()
+        return
+    if request.param == "embedded":
+        settings = RetrievalSettings(data_dir=tmp_path)
+    else:
+        settings = RetrievalSettings(chroma_url=request.getfixturevalue("chroma_server"))
+    with open_store(settings, "write") as opened:
+        yield opened
+
+
+@pytest.fixture
+def name() -> str:
+    return f"contract-{uuid.uuid4().hex[:12]}"
+
+
+def unit(*xs: float) -> list[float]:
+    norm = math.sqrt(sum(x * x for x in xs))
+    return [x / norm for x in xs]
+
+
+def record(i: int, vector: list[float], **meta: str | int) -> ChunkRecord:
+    return ChunkRecord(f"c{i}", f"text {i}", {"doc_id": f"d{i % 2}", "n": i, **meta}, vector)
+
+
+def test_add_scan_get_count(store: VectorStore, name: str) -> None:
+    col = store.collection(name, MODEL, create=True)
+    records = [record(i, unit(1, i + 1, 0)) for i in range(23)]  # several write batches
+    col.add(records)
+    assert col.count() == 23
+    scanned = {c.id: c for c in col.scan(with_text=True)}
+    assert set(scanned) == {r.id for r in records}
+    assert scanned["c5"].text == "text 5"
+    assert scanned["c5"].metadata["n"] == 5
+    assert [c.id for c in col.get(["c3", "c4"])] == ["c3", "c4"]
+    assert {c.id for c in col.scan(where={"doc_id": "d1"})} == {f"c{i}" for i in range(1, 23, 2)}
+
+
+def test_upsert_replaces_by_id(store: VectorStore, name: str) -> None:
+    col = store.collection(name, MODEL, create=True)
+    col.add([record(1, unit(1, 0, 0))])
+    col.add([ChunkRecord("c1", "new text", {"doc_id": "d1", "n": 9}, unit(0, 1, 0))])
+    assert col.count() == 1
+    (chunk,) = col.get(["c1"])
+    assert chunk.text == "new text"
+    assert chunk.metadata["n"] == 9
+
+
+def test_update_metadata_keeps_text_and_vector(store: VectorStore, name: str) -> None:
+    col = store.collection(name, MODEL, create=True)
+    col.add([record(1, unit(1, 0, 0)), record(2, unit(0, 1, 0))])
+    col.update_metadata(["c1"], [{"doc_id": "d1", "n": 100}])
+    (chunk,) = col.get(["c1"])
+    assert chunk.metadata == {"doc_id": "d1", "n": 100}
+    assert chunk.text == "text 1"
+    assert col.query(unit(1, 0, 0), 1)[0].id == "c1"
+
+
+def test_delete(store: VectorStore, name: str) -> None:
+    col = store.collection(name, MODEL, create=True)
+    col.add([record(i, unit(1, i, 1)) for i in range(10)])
+    col.delete([f"c{i}" for i in range(0, 10, 2)])
+    assert {c.id for c in col.scan()} == {"c1", "c3", "c5", "c7", "c9"}
+    col.delete([])
+    assert col.count() == 5
+
+
+def test_query_orders_by_cosine_and_filters(store: VectorStore, name: str) -> None:
+    col = store.collection(name, MODEL, create=True)
+    col.add(
+        [
+            record(1, unit(1, 0, 0)),
+            record(2, unit(1, 1, 0)),
+            record(3, unit(0, 0, 1)),
+            record(4, unit(1, 0.1, 0)),
+        ]
+    )
+    hits = col.query(unit(1, 0, 0), 3)
+    assert [h.id for h in hits] == ["c1", "c4", "c2"]
+    assert hits[0].distance == pytest.approx(0.0, abs=1e-5)
+    assert hits[2].distance == pytest.approx(1 - 1 / math.sqrt(2), abs=1e-5)
+    assert [h.id for h in col.query(unit(1, 0, 0), 3, where={"doc_id": "d1"})] == ["c1", "c3"]
+
+
+def test_collection_records_its_embedding_model(store: VectorStore, name: str) -> None:
+    store.collection(name, MODEL, create=True)
+    with pytest.raises(EmbeddingModelMismatchError, match="RAGTUNE_EMBEDDING_MODEL"):
+        store.collection(name, "another-model")
+    assert name in {c.name for c in store.list_collections()}
+    info = next(c for c in store.list_collections() if c.name == name)
+    assert info.embedding_model == MODEL
+
+
+def test_missing_collection_is_a_clear_error(store: VectorStore, name: str) -> None:
+    with pytest.raises(CollectionNotFoundError, match="ragtune ingest"):
+        store.collection(name, MODEL)
