@@ -91,11 +91,9 @@ def main() -> None:
         ingest = [str(BIN / "ragtune"), "ingest", str(docs), "--json"]
         first_wall, first_rss, out = timed(ingest, env)
         first = json.loads(out)
-        again_wall, again_rss, out = timed(ingest, env)
+        again_wall, _, out = timed(ingest, env)
         again = json.loads(out)
-        _, raw_rss, out = timed(
-            [sys.executable, "-c", RAW_ENCODE, str(args.batch_size)], env
-        )
+        _, raw_rss, out = timed([sys.executable, "-c", RAW_ENCODE, str(args.batch_size)], env)
         raw = json.loads(out)
 
     chunks = first["chunks_embedded"]

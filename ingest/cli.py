@@ -23,7 +23,8 @@ from ingest.pipeline import FileResult, FileStatus, IngestService, IngestSummary
 from ingest.settings import IngestSettings
 from retrieval.embedder import load_embedder, model_id_for
 from retrieval.errors import CollectionNotFoundError
-from retrieval.settings import RetrievalSettings
+from retrieval.lexical import LexicalIndexes
+from retrieval.settings import settings_for
 from retrieval.store import Collection, EmptyCollection, open_store
 
 stdout = Console()
@@ -34,13 +35,6 @@ CollectionOption = Annotated[
     typer.Option("--collection", "-c", help="Collection to use [default: RAGTUNE_COLLECTION]"),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
-
-
-def retrieval_settings(collection: str | None) -> RetrievalSettings:
-    settings = RetrievalSettings()
-    if collection is not None:
-        settings = RetrievalSettings(collection=collection)
-    return settings
 
 
 class RichProgress:
@@ -101,7 +95,7 @@ def ingest(
     Example: ragtune ingest docs/ handbook.pdf --collection handbook --meta team=support
     """
     pairs = parse_meta(meta or [])
-    settings = retrieval_settings(collection)
+    settings = settings_for(collection)
     ingest_settings = IngestSettings()
     target: Collection
     with open_store(settings, "read" if dry_run else "write") as store:
@@ -113,7 +107,12 @@ def ingest(
                 target = EmptyCollection(settings.collection, model_id)
         else:
             target = store.collection(settings.collection, model_id, create=True)
-        service = IngestService(ingest_settings, target, lambda: load_embedder(settings))
+        service = IngestService(
+            ingest_settings,
+            target,
+            lambda: load_embedder(settings),
+            LexicalIndexes.for_store(settings.data_dir, store),
+        )
         with RichProgress(stderr) as progress:
             summary = service.run(paths, pairs, sync=sync, dry_run=dry_run, progress=progress)
     if as_json:
@@ -152,7 +151,7 @@ def docs_list(collection: CollectionOption = None, as_json: JsonOption = False) 
 
     Example: ragtune docs list --collection handbook
     """
-    settings = retrieval_settings(collection)
+    settings = settings_for(collection)
     with open_store(settings, "read") as store:
         target = store.collection(settings.collection, model_id_for(settings.embedding_model))
         documents = list_documents(target)
@@ -177,9 +176,10 @@ def docs_rm(
 
     Example: ragtune docs rm docs/old-handbook.md
     """
-    settings = retrieval_settings(collection)
+    settings = settings_for(collection)
     with open_store(settings, "write") as store:
         target = store.collection(settings.collection, model_id_for(settings.embedding_model))
         removed = remove_documents(target, sources)
+        LexicalIndexes.for_store(settings.data_dir, store).current(target, save=True)
     for d in removed:
         stdout.print(f"removed {d.source} ({d.chunks} chunks)")

@@ -31,6 +31,7 @@ from ingest.errors import DocumentLoadError, InvalidMetadataError
 from ingest.loaders import file_type_of, load_document
 from ingest.settings import IngestSettings
 from retrieval.embedder import Embedder
+from retrieval.lexical import LexicalIndexes
 from retrieval.store import ChunkRecord, Collection, Metadata, MetadataValue
 
 # Metadata keys ragtune writes on every chunk; `--meta` may not use them.
@@ -215,9 +216,11 @@ class IngestService:
         settings: IngestSettings,
         collection: Collection,
         embedder: Callable[[], Embedder],
+        lexical: LexicalIndexes | None = None,
     ) -> None:
         self.settings = settings
         self.collection = collection
+        self.lexical = lexical
         self._embedder_factory = embedder
         self._embedder: Embedder | None = None
         self._chunker: Chunker | None = None
@@ -295,6 +298,9 @@ class IngestService:
                 result = FileResult(doc.source, FileStatus.REMOVED, chunks=len(doc.chunk_ids))
                 summary.files.append(result)
                 del stored[doc_id]
+        if self.lexical is not None and not dry_run:
+            # Keep BM25 in step with what was just written (and repair a stale index).
+            self.lexical.current(self.collection, save=True)
         summary.seconds = time.perf_counter() - started
         return summary
 

@@ -11,8 +11,10 @@ from rich.console import Console
 from rich.panel import Panel
 
 from retrieval.embedder import load_embedder, model_id_for
-from retrieval.search import SearchService
-from retrieval.settings import RetrievalSettings
+from retrieval.filters import SearchFilter
+from retrieval.lexical import LexicalIndexes
+from retrieval.search import Retriever, SearchHit, SearchMode
+from retrieval.settings import settings_for
 from retrieval.store import open_store
 
 stdout = Console()
@@ -21,6 +23,21 @@ stdout = Console()
 def search(
     question: Annotated[str, typer.Argument(help="What to look for, in plain words.")],
     k: Annotated[int, typer.Option("-k", min=1, max=100, help="How many hits.")] = 5,
+    mode: Annotated[
+        SearchMode | None,
+        typer.Option("--mode", help="hybrid (dense + BM25, fused), dense or lexical."),
+    ] = None,
+    filters: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--filter",
+            "-f",
+            help="source=PATH-OR-GLOB, section=PATH or a --meta KEY=VALUE (repeatable).",
+        ),
+    ] = None,
+    neighbours: Annotated[
+        int, typer.Option("--neighbours", "-n", min=0, max=5, help="Add adjacent chunks.")
+    ] = 0,
     collection: Annotated[
         str | None, typer.Option("--collection", "-c", help="Collection to search.")
     ] = None,
@@ -28,26 +45,44 @@ def search(
 ) -> None:
     """Search a collection and show the best chunks with their sources.
 
-    Example: ragtune search "How do I read a file line by line?" -k 3
+    Example: ragtune search "How do I read a file line by line?" -k 3 --filter source=tutorial/
     """
-    settings = (
-        RetrievalSettings() if collection is None else RetrievalSettings(collection=collection)
-    )
+    settings = settings_for(collection)
+    search_filter = SearchFilter.parse(filters or [])
     with open_store(settings, "read") as store:
         target = store.collection(settings.collection, model_id_for(settings.embedding_model))
-        hits = SearchService(target, load_embedder(settings)).search(question, k)
+        retriever = Retriever(
+            target,
+            load_embedder(settings),
+            LexicalIndexes.for_store(settings.data_dir, store),
+            settings,
+        )
+        hits = retriever.search(
+            question,
+            k,
+            mode or SearchMode(settings.search_mode),
+            search_filter,
+            neighbours=neighbours,
+        )
     if as_json:
         stdout.print_json(json.dumps([asdict(h) for h in hits]))
         return
     if not hits:
         stdout.print(f"no results in collection {settings.collection!r}")
     for hit in hits:
-        where = hit.source + (f" · {hit.section}" if hit.section else "")
-        stdout.print(
-            Panel(
-                hit.text,
-                title=f"[{hit.rank}] {where}",
-                subtitle=f"score {hit.score:.3f} · {hit.chunk_id}",
-                title_align="left",
-            )
-        )
+        stdout.print(hit_panel(hit))
+
+
+def hit_panel(hit: SearchHit) -> Panel:
+    where = hit.source + (f" · {hit.section}" if hit.section else "")
+    scores = []
+    if hit.dense_rank is not None:
+        scores.append(f"dense #{hit.dense_rank} {hit.dense_score:.3f}")
+    if hit.lexical_rank is not None:
+        scores.append(f"bm25 #{hit.lexical_rank} {hit.lexical_score:.2f}")
+    return Panel(
+        hit.context or hit.text,
+        title=f"[{hit.rank}] {where}",
+        subtitle=f"{' · '.join(scores)} · {hit.chunk_id}",
+        title_align="left",
+    )

@@ -27,3 +27,7 @@ class StoreUnavailableError(RetrievalError):
 
 class CollectionNotFoundError(RetrievalError):
     """The named collection does not exist."""
+
+
+class InvalidFilterError(RetrievalError):
+    """A search filter is malformed."""

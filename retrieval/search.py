@@ -1,11 +1,28 @@
-"""Search a collection: the query embedded with the collection's own model, nearest chunks."""
+"""Search a collection: dense (Chroma), lexical (BM25) or both fused by reciprocal rank.
+
+The query is embedded once with the collection's own model (a caller that already has the
+vector, such as the chat router, passes it in). Filters apply alike to both retrievers.
+Hits carry each retriever's score and rank, so a reader can see why a chunk came up.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
 
-from retrieval.embedder import Embedder
-from retrieval.store import Collection, Metadata, Where
+from retrieval.embedder import Embedder, Vector
+from retrieval.filters import SearchFilter
+from retrieval.lexical import LexicalIndex, LexicalIndexes
+from retrieval.settings import RetrievalSettings
+from retrieval.store import Collection, Metadata
+
+
+class SearchMode(StrEnum):
+    HYBRID = "hybrid"
+    DENSE = "dense"
+    LEXICAL = "lexical"
 
 
 @dataclass(frozen=True)
@@ -16,27 +33,188 @@ class SearchHit:
     source: str
     section: str
     score: float
-    """Cosine similarity of query and chunk."""
+    """The mode's score: fused RRF score (hybrid), cosine similarity (dense) or BM25."""
     metadata: Metadata
+    dense_score: float | None = None
+    dense_rank: int | None = None
+    lexical_score: float | None = None
+    lexical_rank: int | None = None
+    context: str | None = None
+    """The hit with its neighbouring chunks of the same section, when asked for."""
+    neighbours: tuple[str, ...] = field(default=())
 
 
-class SearchService:
-    def __init__(self, collection: Collection, embedder: Embedder) -> None:
+@dataclass
+class _Candidate:
+    chunk_id: str
+    text: str | None = None
+    metadata: Metadata | None = None
+    dense_score: float | None = None
+    dense_rank: int | None = None
+    lexical_score: float | None = None
+    lexical_rank: int | None = None
+    fused: float = 0.0
+
+
+class Retriever:
+    """Searches one collection. Keeps its lexical index current (see `retrieval.lexical`)."""
+
+    def __init__(
+        self,
+        collection: Collection,
+        embedder: Embedder,
+        indexes: LexicalIndexes,
+        settings: RetrievalSettings,
+        save_lexical: bool = True,
+    ) -> None:
         self.collection = collection
         self.embedder = embedder
+        self.indexes = indexes
+        self.settings = settings
+        self._save_lexical = save_lexical
+        self._lexical: LexicalIndex | None = None
+        self._checked_at = 0.0
 
-    def search(self, query: str, k: int = 5, where: Where | None = None) -> list[SearchHit]:
-        vector = self.embedder.embed_query(query)
-        hits = self.collection.query(vector, k, where)
-        return [
-            SearchHit(
-                rank=n,
-                chunk_id=hit.id,
-                text=hit.text,
-                source=str(hit.metadata.get("source", "")),
-                section=str(hit.metadata.get("section", "")),
-                score=1.0 - hit.distance,
-                metadata=hit.metadata,
-            )
-            for n, hit in enumerate(hits, start=1)
-        ]
+    def lexical(self) -> LexicalIndex:
+        """The lexical index, checked against the collection's revision at most once per
+        `lexical_check_seconds`."""
+        now = time.monotonic()
+        if self._lexical is None or now - self._checked_at >= self.settings.lexical_check_seconds:
+            if self._lexical is None or self._lexical.revision != self.collection.revision():
+                self._lexical = self.indexes.current(self.collection, save=self._save_lexical)
+            self._checked_at = now
+        return self._lexical
+
+    def search(
+        self,
+        query: str,
+        k: int = 5,
+        mode: SearchMode = SearchMode.HYBRID,
+        filters: SearchFilter | None = None,
+        neighbours: int = 0,
+        vector: Vector | None = None,
+    ) -> list[SearchHit]:
+        filters = filters or SearchFilter()
+        lexical = self.lexical()
+        candidates: dict[str, _Candidate] = {}
+        depth = max(k, self.settings.fusion_depth) if mode == SearchMode.HYBRID else k
+
+        if mode in (SearchMode.HYBRID, SearchMode.DENSE):
+            where = None if filters.is_empty() else filters.chroma_where(lexical.rows)
+            if where is not None or filters.is_empty():
+                vector = vector if vector is not None else self.embedder.embed_query(query)
+                for rank, hit in enumerate(
+                    self.collection.query(vector, depth, where or None), start=1
+                ):
+                    c = candidates.setdefault(hit.id, _Candidate(hit.id))
+                    c.text, c.metadata = hit.text, hit.metadata
+                    c.dense_score, c.dense_rank = 1.0 - hit.distance, rank
+                    c.fused += self.settings.dense_weight / (self.settings.rrf_k + rank)
+
+        if mode in (SearchMode.HYBRID, SearchMode.LEXICAL):
+            mask = None if filters.is_empty() else filters.mask(lexical.rows)
+            for rank, lexical_hit in enumerate(lexical.search(query, depth, mask), start=1):
+                chunk_id = lexical.ids[lexical_hit.row]
+                c = candidates.setdefault(chunk_id, _Candidate(chunk_id))
+                c.lexical_score, c.lexical_rank = lexical_hit.score, rank
+                c.fused += self.settings.lexical_weight / (self.settings.rrf_k + rank)
+
+        def order(c: _Candidate) -> tuple[float, ...]:
+            if mode == SearchMode.DENSE:
+                return (c.dense_rank or 0,)
+            if mode == SearchMode.LEXICAL:
+                return (c.lexical_rank or 0,)
+            return (-c.fused, c.dense_rank or depth + 1, c.lexical_rank or depth + 1)
+
+        chosen = sorted(candidates.values(), key=order)[:k]
+        self._fill_texts(chosen)
+        hits = [self._hit(n, c, mode) for n, c in enumerate(chosen, start=1)]
+        if neighbours > 0:
+            hits = self._with_neighbours(hits, lexical, neighbours)
+        return hits
+
+    def _fill_texts(self, chosen: list[_Candidate]) -> None:
+        missing = [c.chunk_id for c in chosen if c.text is None]
+        if missing:
+            found = {s.id: s for s in self.collection.get(missing)}
+            for c in chosen:
+                if c.chunk_id in found:
+                    c.text = found[c.chunk_id].text or ""
+                    c.metadata = found[c.chunk_id].metadata
+
+    @staticmethod
+    def _hit(rank: int, c: _Candidate, mode: SearchMode) -> SearchHit:
+        metadata = c.metadata or {}
+        score = {
+            SearchMode.HYBRID: c.fused,
+            SearchMode.DENSE: c.dense_score,
+            SearchMode.LEXICAL: c.lexical_score,
+        }[mode]
+        return SearchHit(
+            rank=rank,
+            chunk_id=c.chunk_id,
+            text=c.text or "",
+            source=str(metadata.get("source", "")),
+            section=str(metadata.get("section", "")),
+            score=float(score or 0.0),
+            metadata=metadata,
+            dense_score=c.dense_score,
+            dense_rank=c.dense_rank,
+            lexical_score=c.lexical_score,
+            lexical_rank=c.lexical_rank,
+        )
+
+    def _with_neighbours(
+        self, hits: list[SearchHit], lexical: LexicalIndex, width: int
+    ) -> list[SearchHit]:
+        """Each hit with up to `width` chunks either side from its own section; a chunk is
+        shown once only, in the best-ranked hit that reaches it."""
+        used = {h.chunk_id for h in hits}
+        plans: list[tuple[list[str], list[str]]] = []
+        for hit in hits:
+            row = lexical.row_of.get(hit.chunk_id)
+            before: list[str] = []
+            after: list[str] = []
+            if row is not None:
+                base = lexical.rows[row]
+                for step, side in ((-1, before), (1, after)):
+                    for offset in range(1, width + 1):
+                        other = lexical.position(
+                            base["doc_id"], base["chunk_index"] + step * offset
+                        )
+                        if other is None or lexical.rows[other].get("section") != base.get(
+                            "section"
+                        ):
+                            break
+                        other_id = lexical.ids[other]
+                        if other_id in used:
+                            break
+                        used.add(other_id)
+                        side.append(other_id)
+            plans.append((before[::-1], after))
+        wanted = [i for before, after in plans for i in (*before, *after)]
+        texts = {s.id: s.text or "" for s in self.collection.get(wanted)} if wanted else {}
+        expanded = []
+        for hit, (before, after) in zip(hits, plans, strict=True):
+            parts = [texts[i] for i in before if i in texts] + [hit.text]
+            parts += [texts[i] for i in after if i in texts]
+            context = parts[0]
+            for part in parts[1:]:
+                context = join_overlapping(context, part)
+            expanded.append(_replace(hit, context=context, neighbours=(*before, *after)))
+        return expanded
+
+
+def _replace(hit: SearchHit, **changes: Any) -> SearchHit:
+    from dataclasses import replace
+
+    return replace(hit, **changes)
+
+
+def join_overlapping(first: str, second: str, min_overlap: int = 16) -> str:
+    """Join consecutive chunks, dropping the text they share (chunks overlap a little)."""
+    longest = min(len(first), len(second))
+    for size in range(longest, min_overlap - 1, -1):
+        if first.endswith(second[:size]):
+            return first + second[size:]
+    return f"{first}\n{second}"

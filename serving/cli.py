@@ -15,6 +15,7 @@ from ingest.settings import IngestSettings
 from retrieval import cli as retrieval_cli
 from retrieval.errors import RetrievalError
 from retrieval.settings import RetrievalSettings, unknown_config_keys
+from serving.cli_eval import eval_app
 
 app = typer.Typer(
     name="ragtune",
@@ -26,6 +27,7 @@ app = typer.Typer(
 app.command()(ingest_cli.ingest)
 app.add_typer(ingest_cli.docs_app, name="docs")
 app.command()(retrieval_cli.search)
+app.add_typer(eval_app, name="eval")
 
 SETTINGS_CLASSES = (RetrievalSettings, IngestSettings)
 stderr = Console(stderr=True)

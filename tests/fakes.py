@@ -94,10 +94,17 @@ class InMemoryCollection(Collection):
         self._max_batch = max_batch
         self.rows: dict[str, tuple[str, Metadata, Vector]] = {}
         self.operations: list[tuple[str, int]] = []
+        self._revision = ""
 
     @property
     def max_batch(self) -> int:
         return self._max_batch
+
+    def revision(self) -> str:
+        return self._revision
+
+    def _set_revision(self, revision: str) -> None:
+        self._revision = revision
 
     def _upsert(self, records: Sequence[ChunkRecord]) -> None:
         self.operations.append(("upsert", len(records)))
@@ -144,6 +151,7 @@ class InMemoryCollection(Collection):
 class InMemoryStore(VectorStore):
     def __init__(self) -> None:
         self.collections: dict[str, InMemoryCollection] = {}
+        self.location = "memory"
 
     def collection(self, name: str, embedding_model: str, create: bool = False) -> Collection:
         check_collection_name(name)

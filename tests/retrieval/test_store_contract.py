@@ -115,3 +115,21 @@ def test_collection_records_its_embedding_model(store: VectorStore, name: str) -
 def test_missing_collection_is_a_clear_error(store: VectorStore, name: str) -> None:
     with pytest.raises(CollectionNotFoundError, match="ragtune ingest"):
         store.collection(name, MODEL)
+
+
+def test_every_write_changes_the_revision(store: VectorStore, name: str) -> None:
+    col = store.collection(name, MODEL, create=True)
+    seen = {col.revision()}
+    col.add([record(1, unit(1, 0, 0)), record(2, unit(0, 1, 0))])
+    seen.add(col.revision())
+    col.update_metadata(["c1"], [{"doc_id": "d1", "n": 3}])
+    seen.add(col.revision())
+    col.delete(["c2"])
+    seen.add(col.revision())
+    assert len(seen) == 4
+    col.delete([])  # nothing written, nothing changed
+    assert col.revision() in seen
+    again = store.collection(name, MODEL)  # another handle sees the same revision
+    assert again.revision() == col.revision()
+    info = next(c for c in store.list_collections() if c.name == name)
+    assert info.embedding_model == MODEL

@@ -1,0 +1,205 @@
+"""Retrieval evaluation on question/answer sets, with the developers' relevance rule.
+
+The rule (`../shared/eval/README.md`): normalise text by lowercasing and taking words as
+`[a-z0-9_]+`; a retrieved chunk is relevant to a question when at least half of the chunk's
+distinct word 5-grams occur in the answer passage, or at least half of the answer passage's
+distinct word 5-grams occur in the chunk. A chunk of fewer than 5 words is never relevant.
+Metrics: Recall@k (any relevant chunk in the top k), MRR@10 and nDCG@10 with binary gains, and
+the ceiling: questions with a relevant chunk anywhere in the collection.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from retrieval.errors import RetrievalError
+from retrieval.search import SearchHit
+from retrieval.store import Collection
+
+_WORD = re.compile(r"[a-z0-9_]+")
+NGRAM = 5
+CUTOFF = 10  # MRR@10 and nDCG@10
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def ngrams(tokens: Sequence[str], n: int = NGRAM) -> set[tuple[str, ...]]:
+    return {tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)}
+
+
+def is_relevant(chunk: str, answer: str) -> bool:
+    """The relevance rule for one chunk and one answer passage."""
+    chunk_words = words(chunk)
+    if len(chunk_words) < NGRAM:
+        return False
+    chunk_grams, answer_grams = ngrams(chunk_words), ngrams(words(answer))
+    if not answer_grams:
+        return False
+    shared = len(chunk_grams & answer_grams)
+    return 2 * shared >= len(chunk_grams) or 2 * shared >= len(answer_grams)
+
+
+@dataclass(frozen=True)
+class QAItem:
+    id: str
+    question: str
+    answer_passage: str
+    source: str = ""
+
+
+def load_qa(path: Path) -> list[QAItem]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        items = [
+            QAItem(str(d["id"]), d["question"], d["answer_passage"], str(d.get("source", "")))
+            for d in data
+        ]
+    except FileNotFoundError:
+        raise RetrievalError(f"no such QA file: {path}") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise RetrievalError(
+            f"{path} is not a QA file: expected a JSON list of "
+            f'{{"id", "question", "answer_passage", "source"}} ({type(exc).__name__}: {exc})'
+        ) from None
+    if not items:
+        raise RetrievalError(f"{path} holds no questions")
+    return items
+
+
+class RelevanceJudge:
+    """Judges chunks against every question at once (an inverted index of answer 5-grams)."""
+
+    def __init__(self, qa: Sequence[QAItem]) -> None:
+        self.answer_sizes = [len(ngrams(words(item.answer_passage))) for item in qa]
+        self._index: dict[tuple[str, ...], list[int]] = defaultdict(list)
+        for n, item in enumerate(qa):
+            for gram in ngrams(words(item.answer_passage)):
+                self._index[gram].append(n)
+
+    def relevant_to(self, chunk: str) -> set[int]:
+        """Indexes of the questions `chunk` is relevant to."""
+        chunk_words = words(chunk)
+        if len(chunk_words) < NGRAM:
+            return set()
+        grams = ngrams(chunk_words)
+        shared = Counter(q for gram in grams for q in self._index.get(gram, ()))
+        return {
+            q
+            for q, count in shared.items()
+            if 2 * count >= len(grams) or 2 * count >= self.answer_sizes[q]
+        }
+
+
+def recall_at(flags: Sequence[bool], k: int) -> float:
+    return 1.0 if any(flags[:k]) else 0.0
+
+
+def reciprocal_rank(flags: Sequence[bool], cutoff: int = CUTOFF) -> float:
+    for rank, flag in enumerate(flags[:cutoff], start=1):
+        if flag:
+            return 1.0 / rank
+    return 0.0
+
+
+def ndcg(flags: Sequence[bool], relevant_total: int, cutoff: int = CUTOFF) -> float:
+    """Binary-gain nDCG; the ideal ranking puts all `relevant_total` relevant chunks first."""
+    ideal = sum(1.0 / math.log2(rank + 1) for rank in range(1, min(relevant_total, cutoff) + 1))
+    if ideal == 0:
+        return 0.0
+    gained = sum(1.0 / math.log2(rank + 1) for rank, f in enumerate(flags[:cutoff], 1) if f)
+    return gained / ideal
+
+
+@dataclass
+class ModeReport:
+    mode: str
+    metrics: dict[str, float]
+    runs: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class RetrievalReport:
+    collection: str
+    chunks: int
+    questions: int
+    ceiling: int
+    """Questions with at least one relevant chunk in the collection."""
+    modes: list[ModeReport]
+
+    def to_dict(self, with_runs: bool = False) -> dict[str, Any]:
+        return {
+            "collection": self.collection,
+            "chunks": self.chunks,
+            "questions": self.questions,
+            "ceiling": self.ceiling,
+            "modes": {
+                m.mode: ({"metrics": m.metrics, "runs": m.runs} if with_runs else m.metrics)
+                for m in self.modes
+            },
+        }
+
+
+Search = Callable[[str, int], list[SearchHit]]
+
+
+def evaluate(
+    collection: Collection,
+    qa: Sequence[QAItem],
+    searches: Iterable[tuple[str, Search]],
+    ks: Sequence[int] = (1, 5, 10),
+) -> RetrievalReport:
+    judge = RelevanceJudge(qa)
+    totals = [0] * len(qa)
+    chunks = 0
+    for chunk in collection.scan(with_text=True):
+        chunks += 1
+        for q in judge.relevant_to(chunk.text or ""):
+            totals[q] += 1
+    depth = max(*ks, CUTOFF)
+    reports = []
+    for mode, search in searches:
+        sums: dict[str, float] = defaultdict(float)
+        runs = []
+        for n, item in enumerate(qa):
+            hits = search(item.question, depth)
+            flags = [n in judge.relevant_to(h.context or h.text) for h in hits]
+            for k in ks:
+                sums[f"recall@{k}"] += recall_at(flags, k)
+            sums[f"mrr@{CUTOFF}"] += reciprocal_rank(flags)
+            sums[f"ndcg@{CUTOFF}"] += ndcg(flags, totals[n])
+            runs.append(
+                {
+                    "id": item.id,
+                    "question": item.question,
+                    "relevant_in_collection": totals[n],
+                    "hits": [
+                        {
+                            "rank": h.rank,
+                            "chunk_id": h.chunk_id,
+                            "source": h.source,
+                            "section": h.section,
+                            "text": h.context or h.text,
+                            "relevant": flag,
+                            "score": h.score,
+                            "dense_score": h.dense_score,
+                            "dense_rank": h.dense_rank,
+                            "lexical_score": h.lexical_score,
+                            "lexical_rank": h.lexical_rank,
+                        }
+                        for h, flag in zip(hits, flags, strict=True)
+                    ],
+                }
+            )
+        metrics = {name: value / len(qa) for name, value in sums.items()}
+        reports.append(ModeReport(mode, metrics, runs))
+    ceiling = sum(1 for t in totals if t > 0)
+    return RetrievalReport(collection.name, chunks, len(qa), ceiling, reports)

@@ -1,0 +1,113 @@
+"""Metadata filters for search, applied alike to the dense and the lexical retriever.
+
+- `source=PATTERN`: a path prefix (`docs/faq`) or a glob (`docs/*.md`); relative patterns match
+  at any folder boundary, absolute ones from the root.
+- `section=PATH`: a section and everything below it (`Installing` matches
+  `Installing > Offline`), case-insensitive; globs allowed.
+- `KEY=VALUE`: a pair given at ingest with `--meta`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from retrieval.errors import InvalidFilterError
+
+_GLOB = set("*?[")
+SECTION_SEPARATOR = " > "
+
+
+def _has_glob(pattern: str) -> bool:
+    return bool(_GLOB & set(pattern))
+
+
+@dataclass(frozen=True)
+class SearchFilter:
+    source: str | None = None
+    section: str | None = None
+    meta: tuple[tuple[str, str], ...] = field(default=())
+
+    @classmethod
+    def parse(cls, pairs: Iterable[str]) -> SearchFilter:
+        source = section = None
+        meta: list[tuple[str, str]] = []
+        for pair in pairs:
+            key, sep, value = pair.partition("=")
+            key, value = key.strip(), value.strip()
+            if not sep or not key or not value:
+                raise InvalidFilterError(
+                    f"--filter expects key=value (source=PATTERN, section=PATH or a --meta "
+                    f"pair), got {pair!r}"
+                )
+            if key == "source":
+                source = value
+            elif key == "section":
+                section = value
+            else:
+                meta.append((key, value))
+        return cls(source, section, tuple(meta))
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, str]) -> SearchFilter:
+        return cls.parse(f"{k}={v}" for k, v in data.items())
+
+    def is_empty(self) -> bool:
+        return self.source is None and self.section is None and not self.meta
+
+    def matches(self, row: Mapping[str, Any]) -> bool:
+        if self.source is not None and not source_matches(str(row.get("source", "")), self.source):
+            return False
+        if self.section is not None and not section_matches(
+            str(row.get("section", "")), self.section
+        ):
+            return False
+        return all(str(row.get(key)) == value for key, value in self.meta)
+
+    def mask(self, rows: Sequence[Mapping[str, Any]]) -> npt.NDArray[np.bool_]:
+        return np.fromiter((self.matches(r) for r in rows), dtype=bool, count=len(rows))
+
+    def chroma_where(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+        """The same filter as a Chroma `where`; path and section patterns become `$in` lists of
+        the values that match among `rows` (Chroma has no prefix or glob operators).
+
+        Returns None when nothing can match.
+        """
+        clauses: list[dict[str, Any]] = []
+        for key, pattern, test in (
+            ("source", self.source, source_matches),
+            ("section", self.section, section_matches),
+        ):
+            if pattern is None:
+                continue
+            values = sorted(
+                {str(r.get(key, "")) for r in rows if test(str(r.get(key, "")), pattern)}
+            )
+            if not values:
+                return None
+            clauses.append({key: {"$in": values}})
+        for key, value in self.meta:
+            # Values are stored as given (strings); equality on the string form.
+            clauses.append({key: value})
+        if not clauses:
+            return {}
+        return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+
+def source_matches(source: str, pattern: str) -> bool:
+    candidates = [pattern] if _has_glob(pattern) else [pattern, pattern.rstrip("/") + "/*"]
+    if not pattern.startswith("/"):
+        candidates = [c for p in candidates for c in (p, "*/" + p)]
+    return any(fnmatchcase(source, c) for c in candidates)
+
+
+def section_matches(section: str, pattern: str) -> bool:
+    section, pattern = section.casefold(), pattern.casefold().strip()
+    if _has_glob(pattern):
+        return fnmatchcase(section, pattern)
+    return section == pattern or section.startswith(pattern + SECTION_SEPARATOR.casefold())

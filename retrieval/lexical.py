@@ -1,0 +1,194 @@
+"""BM25 over a collection's chunks (bm25s), persisted beside the store.
+
+Single-node Chroma has no lexical search, so ragtune keeps a BM25 index per collection under
+`DATA_DIR/lexical/`. It is derived data: every write to a collection stamps the collection with
+a new revision (see `Collection`), and an index built at another revision is rebuilt from the
+collection before it is used. A stale lexical index is therefore never searched, whoever wrote
+to the store (this process, an interrupted run, another process on a Chroma server).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from retrieval.store import Collection, Metadata, VectorStore
+
+FORMAT = 1
+# Metadata kept beside the index, for filters and neighbour lookups without a store round trip.
+ROW_KEYS = ("source", "doc_id", "section", "title", "chunk_index", "page", "file_type")
+
+
+def _stemmer() -> Any:
+    import Stemmer
+
+    return Stemmer.Stemmer("english")
+
+
+@dataclass(frozen=True)
+class LexicalHit:
+    row: int
+    score: float
+
+
+def row_metadata(metadata: Metadata) -> dict[str, Any]:
+    keys = [k for k in str(metadata.get("meta_keys", "")).split(",") if k]
+    return {k: metadata[k] for k in (*ROW_KEYS, *keys) if k in metadata}
+
+
+def index_text(metadata: Metadata, text: str) -> str:
+    """What BM25 reads of a chunk: its heading path and its text."""
+    heading = str(metadata.get("heading", ""))
+    return f"{heading}\n{text}" if heading else text
+
+
+class LexicalIndex:
+    """A BM25 index of one collection at one revision, with each chunk's id and metadata."""
+
+    def __init__(
+        self, revision: str, ids: list[str], rows: list[dict[str, Any]], bm25: Any | None
+    ) -> None:
+        self.revision = revision
+        self.ids = ids
+        self.rows = rows
+        self._bm25 = bm25
+        self._stemmer = _stemmer()
+        self.row_of = {chunk_id: n for n, chunk_id in enumerate(ids)}
+        self._positions: dict[tuple[str, int], int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def position(self, doc_id: str, chunk_index: int) -> int | None:
+        """The row of a document's chunk by its index, if stored."""
+        if self._positions is None:
+            self._positions = {
+                (str(r.get("doc_id")), int(r.get("chunk_index", -1))): n
+                for n, r in enumerate(self.rows)
+            }
+        return self._positions.get((doc_id, chunk_index))
+
+    @classmethod
+    def build(cls, collection: Collection) -> LexicalIndex:
+        import bm25s
+
+        revision = collection.revision()
+        ids: list[str] = []
+        rows: list[dict[str, Any]] = []
+        texts: list[str] = []
+        for chunk in collection.scan(with_text=True):
+            ids.append(chunk.id)
+            rows.append(row_metadata(chunk.metadata))
+            texts.append(index_text(chunk.metadata, chunk.text or ""))
+        bm25 = None
+        if texts:
+            tokens = cls._tokenize(texts, _stemmer())
+            bm25 = bm25s.BM25()
+            bm25.index(tokens, show_progress=False)
+        return cls(revision, ids, rows, bm25)
+
+    @staticmethod
+    def _tokenize(texts: Sequence[str], stemmer: Any) -> list[list[str]]:
+        import bm25s
+
+        tokens: list[list[str]] = bm25s.tokenize(
+            list(texts), stopwords="en", stemmer=stemmer, return_ids=False, show_progress=False
+        )
+        return tokens
+
+    def search(
+        self, query: str, k: int, mask: npt.NDArray[np.bool_] | None = None
+    ) -> list[LexicalHit]:
+        """The `k` best rows with a positive BM25 score (among `mask`, when given)."""
+        if self._bm25 is None or k < 1:
+            return []
+        tokens = self._tokenize([query], self._stemmer)[0]
+        if not tokens:
+            return []
+        scores = self._bm25.get_scores(tokens)
+        if mask is not None:
+            scores = np.where(mask, scores, 0.0)
+        k = min(k, len(scores))
+        top = np.argpartition(-scores, k - 1)[:k]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return [LexicalHit(int(row), float(scores[row])) for row in top if scores[row] > 0]
+
+    def save(self, directory: Path) -> None:
+        """Write atomically: readers see the old index or the new one, never half of one."""
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".lexical-", dir=directory.parent))
+        try:
+            if self._bm25 is not None:
+                self._bm25.save(str(staging / "bm25"), show_progress=False)
+            state = {"format": FORMAT, "revision": self.revision}
+            (staging / "rows.json").write_text(json.dumps({"ids": self.ids, "rows": self.rows}))
+            (staging / "state.json").write_text(json.dumps(state))
+            old = directory.with_name(directory.name + ".old")
+            shutil.rmtree(old, ignore_errors=True)
+            if directory.exists():
+                os.replace(directory, old)
+            os.replace(staging, directory)
+            shutil.rmtree(old, ignore_errors=True)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    @classmethod
+    def load(cls, directory: Path) -> LexicalIndex | None:
+        """The saved index, or None when there is none or it cannot be read."""
+        import bm25s
+
+        try:
+            state = json.loads((directory / "state.json").read_text())
+            if state.get("format") != FORMAT:
+                return None
+            data = json.loads((directory / "rows.json").read_text())
+            bm25 = None
+            if (directory / "bm25").is_dir():
+                bm25 = bm25s.BM25.load(str(directory / "bm25"), mmap=False, show_progress=False)
+        except (OSError, ValueError, KeyError):
+            return None
+        return cls(str(state["revision"]), data["ids"], data["rows"], bm25)
+
+
+class LexicalIndexes:
+    """Where each collection's lexical index lives, and getting a current one."""
+
+    @classmethod
+    def for_store(cls, data_dir: Path, store: VectorStore) -> LexicalIndexes:
+        return cls(data_dir / "lexical", store.location)
+
+    def __init__(self, root: Path, store_location: str) -> None:
+        # One folder per store: an embedded store and a Chroma server never share an index.
+        key = hashlib.sha256(store_location.encode()).hexdigest()[:12]
+        self.root = root / key
+
+    def directory(self, collection_name: str) -> Path:
+        return self.root / collection_name
+
+    def current(self, collection: Collection, save: bool = True) -> LexicalIndex:
+        """The index of `collection` at its current revision, rebuilt (and saved) if stale."""
+        directory = self.directory(collection.name)
+        index = LexicalIndex.load(directory)
+        if index is not None and index.revision == collection.revision():
+            return index
+        index = LexicalIndex.build(collection)
+        if save:
+            index.save(directory)
+        return index
+
+    def refresh(self, collection: Collection) -> LexicalIndex:
+        """Bring the saved index up to date after writes."""
+        return self.current(collection, save=True)
+
+    def drop(self, collection_name: str) -> None:
+        shutil.rmtree(self.directory(collection_name), ignore_errors=True)

@@ -1,0 +1,60 @@
+"""Filters by source, section and --meta pairs, the same for both retrievers."""
+
+from __future__ import annotations
+
+import pytest
+
+from retrieval.errors import InvalidFilterError
+from retrieval.filters import SearchFilter, section_matches, source_matches
+
+ROWS = [
+    {"source": "/docs/faq/general.rst", "section": "General Information", "team": "core"},
+    {"source": "/docs/faq/library.rst", "section": "Threads > Locks", "team": "core"},
+    {"source": "/docs/tutorial/io.rst", "section": "Reading and Writing Files", "team": "edu"},
+    {"source": "/other/faq.md", "section": "Threads", "team": "edu"},
+]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "expected"),
+    [
+        ("faq", [0, 1]),  # a folder at any depth, not the file /other/faq.md
+        ("faq/", [0, 1]),
+        ("/docs/faq", [0, 1]),
+        ("/faq", []),  # absolute: from the root only
+        ("faq/*.rst", [0, 1]),
+        ("*.md", [3]),
+        ("tutorial/io.rst", [2]),
+        ("faq.md", [3]),
+    ],
+)
+def test_source_prefix_and_glob(pattern: str, expected: list[int]) -> None:
+    assert [n for n, r in enumerate(ROWS) if source_matches(r["source"], pattern)] == expected
+
+
+def test_section_matches_the_section_and_below() -> None:
+    assert section_matches("Threads > Locks", "threads")
+    assert section_matches("Threads", "Threads")
+    assert not section_matches("Threadsafe", "Threads")
+    assert section_matches("Reading and Writing Files", "reading*")
+
+
+def test_parse_and_match() -> None:
+    f = SearchFilter.parse(["source=faq", "team=core", "section=Threads"])
+    assert f == SearchFilter("faq", "Threads", (("team", "core"),))
+    assert [n for n, r in enumerate(ROWS) if f.matches(r)] == [1]
+    assert f.mask(ROWS).tolist() == [False, True, False, False]
+    with pytest.raises(InvalidFilterError, match="key=value"):
+        SearchFilter.parse(["source"])
+
+
+def test_chroma_where_selects_the_same_rows() -> None:
+    f = SearchFilter.parse(["source=faq", "team=core"])
+    assert f.chroma_where(ROWS) == {
+        "$and": [
+            {"source": {"$in": ["/docs/faq/general.rst", "/docs/faq/library.rst"]}},
+            {"team": "core"},
+        ]
+    }
+    assert SearchFilter.parse(["source=nowhere"]).chroma_where(ROWS) is None
+    assert SearchFilter().chroma_where(ROWS) == {}

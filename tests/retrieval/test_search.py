@@ -1,0 +1,221 @@
+"""Dense, lexical and fused search over a real embedded Chroma, with the lexical index kept in
+step with every kind of write."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ingest.documents import remove_documents
+from ingest.pipeline import IngestService
+from ingest.settings import IngestSettings
+from retrieval.filters import SearchFilter
+from retrieval.lexical import LexicalIndex, LexicalIndexes
+from retrieval.search import Retriever, SearchMode, join_overlapping
+from retrieval.settings import RetrievalSettings
+from retrieval.store import ChunkRecord, Collection, VectorStore, open_store
+from tests.fakes import FakeEmbedder
+
+
+@pytest.fixture
+def store(settings: RetrievalSettings) -> Iterator[VectorStore]:
+    with open_store(settings, "write") as opened:
+        yield opened
+
+
+@pytest.fixture
+def embedder() -> FakeEmbedder:
+    return FakeEmbedder(max_tokens=40)
+
+
+@pytest.fixture
+def collection(store: VectorStore, embedder: FakeEmbedder) -> Collection:
+    return store.collection("docs", embedder.model_id, create=True)
+
+
+@pytest.fixture
+def indexes(settings: RetrievalSettings, store: VectorStore) -> LexicalIndexes:
+    return LexicalIndexes.for_store(settings.data_dir, store)
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    root = tmp_path / "corpus"
+    (root / "pets").mkdir(parents=True)
+    (root / "work").mkdir()
+    (root / "pets" / "cats.md").write_text(
+        "# Cats\n## Food\nCats eat fish and chicken every day.\n"
+        "## Sleep\nCats sleep sixteen hours a day in warm places.\n"
+    )
+    (root / "pets" / "dogs.md").write_text(
+        "# Dogs\n## Walks\nDogs need long walks in the park twice a day.\n"
+    )
+    (root / "work" / "leave.md").write_text(
+        "# Leave\n## Holidays\nEmployees get 25 days of paid holidays per year.\n"
+        "## Sick days\nCall your manager before nine when you are sick.\n"
+    )
+    long_section = " ".join(f"Step {n}: turn the zorblax valve clockwise." for n in range(12))
+    (root / "work" / "manual.md").write_text(f"# Manual\n## Valves\n{long_section}\n")
+    return root
+
+
+def ingest(
+    collection: Collection,
+    embedder: FakeEmbedder,
+    indexes: LexicalIndexes,
+    *paths: Path,
+    sync: bool = False,
+) -> None:
+    service = IngestService(
+        IngestSettings(chunk_overlap_tokens=4), collection, lambda: embedder, indexes
+    )
+    service.run(list(paths), sync=sync)
+
+
+def saved_ids(indexes: LexicalIndexes, collection: Collection) -> set[str]:
+    index = LexicalIndex.load(indexes.directory(collection.name))
+    assert index is not None
+    assert index.revision == collection.revision()
+    return set(index.ids)
+
+
+def stored_ids(collection: Collection) -> set[str]:
+    return {c.id for c in collection.scan()}
+
+
+def test_lexical_index_follows_ingest_change_rm_and_sync(
+    collection: Collection, embedder: FakeEmbedder, indexes: LexicalIndexes, corpus: Path
+) -> None:
+    ingest(collection, embedder, indexes, corpus)
+    assert saved_ids(indexes, collection) == stored_ids(collection) != set()
+
+    (corpus / "pets" / "dogs.md").write_text("# Dogs\n## Walks\nDogs love the beach.\n")
+    ingest(collection, embedder, indexes, corpus)
+    assert saved_ids(indexes, collection) == stored_ids(collection)
+
+    remove_documents(collection, [str(corpus / "pets" / "cats.md")])
+    indexes.current(collection)  # what `ragtune docs rm` does after removing
+    assert saved_ids(indexes, collection) == stored_ids(collection)
+
+    (corpus / "work" / "leave.md").unlink()
+    ingest(collection, embedder, indexes, corpus, sync=True)
+    assert saved_ids(indexes, collection) == stored_ids(collection)
+    texts = " ".join(c.text or "" for c in collection.scan(with_text=True))
+    assert "holidays" not in texts
+    assert "beach" in texts
+
+
+def test_a_stale_lexical_index_is_never_searched(
+    collection: Collection,
+    embedder: FakeEmbedder,
+    indexes: LexicalIndexes,
+    corpus: Path,
+    settings: RetrievalSettings,
+) -> None:
+    ingest(collection, embedder, indexes, corpus)
+    retriever = Retriever(
+        collection, embedder, indexes, settings.model_copy(update={"lexical_check_seconds": 0})
+    )
+    assert retriever.search("quokka", 3, SearchMode.LEXICAL) == []
+    # another writer (an interrupted run, another process) changes the collection behind
+    # the saved index's back
+    text = "The quokka is a small marsupial."
+    collection.add(
+        [ChunkRecord("x-1", text, {"source": "/x.md", "doc_id": "x"}, embedder.embed([text])[0])]
+    )
+    hits = retriever.search("quokka", 3, SearchMode.LEXICAL)
+    assert [h.chunk_id for h in hits] == ["x-1"]
+
+
+def test_hits_carry_both_retrievers_scores_and_ranks(
+    collection: Collection,
+    embedder: FakeEmbedder,
+    indexes: LexicalIndexes,
+    corpus: Path,
+    settings: RetrievalSettings,
+) -> None:
+    ingest(collection, embedder, indexes, corpus)
+    retriever = Retriever(collection, embedder, indexes, settings)
+    hits = retriever.search("how many days of paid holidays", 3)
+    top = hits[0]
+    assert "25 days of paid holidays" in top.text
+    assert top.source.endswith("work/leave.md")
+    assert top.section == "Holidays"
+    assert top.dense_rank == 1
+    assert top.lexical_rank == 1
+    assert top.score == pytest.approx(2 / (settings.rrf_k + 1))
+    assert [h.rank for h in hits] == [1, 2, 3]
+    assert all(a.score >= b.score for a, b in zip(hits, hits[1:], strict=False))
+    dense = retriever.search("how many days of paid holidays", 3, SearchMode.DENSE)
+    assert dense[0].lexical_rank is None
+    assert dense[0].score == pytest.approx(dense[0].dense_score or 0)
+
+
+def test_lexical_finds_a_rare_word(
+    collection: Collection,
+    embedder: FakeEmbedder,
+    indexes: LexicalIndexes,
+    corpus: Path,
+    settings: RetrievalSettings,
+) -> None:
+    ingest(collection, embedder, indexes, corpus)
+    retriever = Retriever(collection, embedder, indexes, settings)
+    hits = retriever.search("zorblax", 2, SearchMode.LEXICAL)
+    assert hits
+    assert all("zorblax" in h.text for h in hits)
+
+
+@pytest.mark.parametrize("mode", list(SearchMode))
+def test_filters_apply_to_both_retrievers(
+    mode: SearchMode,
+    collection: Collection,
+    embedder: FakeEmbedder,
+    indexes: LexicalIndexes,
+    corpus: Path,
+    settings: RetrievalSettings,
+) -> None:
+    ingest(collection, embedder, indexes, corpus / "pets")
+    service = IngestService(IngestSettings(), collection, lambda: embedder, indexes)
+    service.run([corpus / "work"], meta={"team": "hr"})
+    retriever = Retriever(collection, embedder, indexes, settings)
+    question = "how many days per day"
+    for pairs, allowed in (
+        (["source=pets"], {"cats.md", "dogs.md"}),
+        (["source=*/leave.md"], {"leave.md"}),
+        (["team=hr"], {"leave.md", "manual.md"}),
+        (["team=hr", "section=sick*"], {"leave.md"}),
+    ):
+        hits = retriever.search(question, 10, mode, SearchFilter.parse(pairs))
+        assert hits, pairs
+        assert {Path(h.source).name for h in hits} <= allowed, pairs
+    assert retriever.search(question, 5, mode, SearchFilter.parse(["source=nowhere"])) == []
+
+
+def test_neighbours_expand_within_the_section_without_duplicates(
+    collection: Collection,
+    embedder: FakeEmbedder,
+    indexes: LexicalIndexes,
+    corpus: Path,
+    settings: RetrievalSettings,
+) -> None:
+    ingest(collection, embedder, indexes, corpus)
+    retriever = Retriever(collection, embedder, indexes, settings)
+    plain = retriever.search("Step 5 zorblax valve", 2, SearchMode.LEXICAL)
+    hits = retriever.search("Step 5 zorblax valve", 2, SearchMode.LEXICAL, neighbours=1)
+    assert [h.chunk_id for h in hits] == [h.chunk_id for h in plain]
+    shown = [i for h in hits for i in (h.chunk_id, *h.neighbours)]
+    assert len(shown) == len(set(shown))
+    assert any(h.neighbours for h in hits)
+    for hit in hits:
+        assert hit.context is not None
+        assert hit.text in hit.context
+        assert "Holidays" not in hit.context  # never crosses into another section
+
+
+def test_join_overlapping() -> None:
+    assert join_overlapping("alpha beta gamma delta epsilon", "gamma delta epsilon zeta") == (
+        "alpha beta gamma delta epsilon zeta"
+    )
+    assert join_overlapping("abc", "def") == "abc\ndef"
