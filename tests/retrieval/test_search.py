@@ -3,6 +3,7 @@ step with every kind of write."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -147,7 +148,7 @@ def test_hits_carry_both_retrievers_scores_and_ranks(
     assert top.lexical_rank == 1
     assert top.score == pytest.approx(2 / (settings.rrf_k + 1))
     assert [h.rank for h in hits] == [1, 2, 3]
-    assert all(a.score >= b.score for a, b in zip(hits, hits[1:], strict=False))
+    assert all(a.score >= b.score for a, b in itertools.pairwise(hits))
     dense = retriever.search("how many days of paid holidays", 3, SearchMode.DENSE)
     assert dense[0].lexical_rank is None
     assert dense[0].score == pytest.approx(dense[0].dense_score or 0)
