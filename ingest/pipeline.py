@@ -235,15 +235,21 @@ class IngestService:
     def chunker(self) -> Chunker:
         if self._chunker is None:
             self._chunker = Chunker(
-                self.embedder, self.settings.chunk_max_tokens, self.settings.chunk_overlap_tokens
+                self.embedder,
+                self.settings.chunk_max_tokens,
+                self.settings.chunk_overlap_tokens,
+                self.settings.embed_headings,
+                self.settings.split_on_blank_lines,
             )
         return self._chunker
 
     def chunker_signature(self) -> str:
         # Known without loading the model: the configured sizes and the model's identity.
+        s = self.settings
         return (
-            f"chunker-v1:max={self.settings.chunk_max_tokens}:"
-            f"overlap={self.settings.chunk_overlap_tokens}:model={self.collection.embedding_model}"
+            f"chunker-v2:max={s.chunk_max_tokens}:overlap={s.chunk_overlap_tokens}:"
+            f"headings={s.embed_headings}:blank-lines={s.split_on_blank_lines}:"
+            f"model={self.collection.embedding_model}"
         )
 
     def run(

@@ -17,6 +17,11 @@ class IngestSettings(RagtuneSettings):
     model reads (256 for all-MiniLM-L6-v2). Never more than the model reads."""
     chunk_overlap_tokens: int = 24
     """Word pieces shared by consecutive chunks of one section."""
+    embed_headings: bool = False
+    """Embed each chunk with its heading path in front. Off by default: on the developers'
+    evaluation set it lowered dense Recall@5 from 0.83 to 0.75."""
+    split_on_blank_lines: bool = True
+    """Treat a run of two or more blank lines as a break no chunk may span."""
     embed_window: int = 512
     """Chunks embedded per model call: larger windows pad less, use more memory."""
 

@@ -24,10 +24,11 @@ def test_every_chunk_of_the_real_corpus_fits_the_model(
         for chunk in chunks:
             assert chunk.heading.startswith(document.title) or chunk.heading in headings
             texts.append(chunk.embed_text)
+    texts += [c.embed_text for c in Chunker(real_embedder, embed_headings=True).chunk(document)]
     lengths = real_embedder.count_tokens(texts)
     assert max(lengths) <= real_embedder.max_tokens
     # Sections are long enough that most chunks use a good part of the model's input.
-    assert sorted(lengths)[len(lengths) // 2] > 60
+    assert sorted(lengths)[len(lengths) // 2] > 40
 
 
 def test_chunks_never_cross_sections() -> None:
@@ -60,10 +61,35 @@ def test_text_without_any_separator_is_still_cut_to_fit() -> None:
     assert "".join(c.text for c in chunks).replace("-", "") == run_on.replace("-", "")
 
 
+def test_headings_are_kept_and_embedded_only_when_asked() -> None:
+    fake = FakeEmbedder(max_tokens=40)
+    document = LoadedDocument("Guide", "text", [Section(("Guide", "Install"), "word " * 60)])
+    plain = Chunker(fake).chunk(document)
+    assert all(c.heading == "Guide > Install" and c.embed_text == c.text for c in plain)
+    with_headings = Chunker(fake, embed_headings=True).chunk(document)
+    assert all(c.embed_text == f"Guide > Install\n{c.text}" for c in with_headings)
+    # the heading's tokens count against the model's limit
+    assert all(fake.count_tokens([c.embed_text])[0] <= 40 for c in with_headings)
+
+
+def test_a_run_of_blank_lines_is_a_break_no_chunk_spans() -> None:
+    fake = FakeEmbedder(max_tokens=200)
+    text = "first topic words here.\n\nstill first.\n\n\n\nsecond topic words.\n \n\nthird."
+    document = LoadedDocument("T", "text", [Section((), text)])
+    assert [c.text for c in Chunker(fake).chunk(document)] == [
+        "first topic words here.\n\nstill first.",
+        "second topic words.",
+        "third.",
+    ]
+    merged = Chunker(fake, split_on_blank_lines=False).chunk(document)
+    assert len(merged) == 1
+
+
 def test_a_very_long_heading_keeps_its_innermost_part() -> None:
     fake = FakeEmbedder(max_tokens=40)
     path = tuple(f"level{n} words here" for n in range(10))
     document = LoadedDocument("Title", "text", [Section(path, "body text")])
-    (chunk,) = Chunker(fake).chunk(document)
-    assert chunk.heading.endswith("level9 words here")
-    assert fake.count_tokens([chunk.heading])[0] <= 40 // 4 + 2
+    (chunk,) = Chunker(fake, embed_headings=True).chunk(document)
+    heading = chunk.embed_text.split("\n")[0]
+    assert heading.endswith("level9 words here")
+    assert fake.count_tokens([heading])[0] <= 40 // 4 + 2

@@ -146,7 +146,9 @@ def test_hits_carry_both_retrievers_scores_and_ranks(
     assert top.section == "Holidays"
     assert top.dense_rank == 1
     assert top.lexical_rank == 1
-    assert top.score == pytest.approx(2 / (settings.rrf_k + 1))
+    assert top.score == pytest.approx(
+        (settings.dense_weight + settings.lexical_weight) / (settings.rrf_k + 1)
+    )
     assert [h.rank for h in hits] == [1, 2, 3]
     assert all(a.score >= b.score for a, b in itertools.pairwise(hits))
     dense = retriever.search("how many days of paid holidays", 3, SearchMode.DENSE)
