@@ -24,6 +24,7 @@ from retrieval.embedder import Vector
 from retrieval.errors import (
     CollectionNotFoundError,
     EmbeddingModelMismatchError,
+    RetrievalError,
     StoreBusyError,
     StoreUnavailableError,
 )
@@ -422,7 +423,10 @@ class ChromaStore(VectorStore):
     def collection(self, name: str, embedding_model: str, create: bool = False) -> Collection:
         import chromadb.errors
 
-        check_collection_name(name)
+        try:
+            check_collection_name(name)
+        except ValueError as exc:
+            raise RetrievalError(str(exc)) from None
         try:
             raw = self._client.get_collection(name, embedding_function=None)
         except chromadb.errors.NotFoundError:

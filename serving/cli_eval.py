@@ -74,9 +74,9 @@ def eval_retrieval(
 
     Example: ragtune eval retrieval --qa qa.json --corpus docs/ --mode all --run-file run.json
     """
-    items = load_qa(qa)
     ks = parse_ks(k)
     modes = list(SearchMode) if mode == "all" else [_mode(mode)]
+    items = load_qa(qa)
     search_filter = SearchFilter.parse(filters or [])
     name = f"eval-{uuid.uuid4().hex[:10]}" if corpus is not None else collection
     settings = settings_for(name)

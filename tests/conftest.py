@@ -11,6 +11,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -64,6 +65,16 @@ def build_eval_set(subset: str) -> Path:
 @pytest.fixture(scope="session")
 def eval_small() -> Path:
     return build_eval_set("small")
+
+
+@pytest.fixture(scope="session")
+def ingested(eval_small: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """The small Python-docs corpus ingested once through the CLI: (data dir, summary)."""
+    from tests.cli import ragtune_json
+
+    data_dir = tmp_path_factory.mktemp("cli") / "data"
+    summary = ragtune_json("ingest", eval_small / "corpus", data_dir=data_dir)
+    return data_dir, summary
 
 
 @pytest.fixture(scope="session")

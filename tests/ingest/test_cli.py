@@ -17,14 +17,6 @@ from tests.cli import RAGTUNE, env_for, ragtune, ragtune_json
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def ingested(eval_small: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:  # type: ignore[type-arg]
-    """The small Python-docs corpus ingested once through the CLI."""
-    data_dir = tmp_path_factory.mktemp("cli") / "data"
-    summary = ragtune_json("ingest", eval_small / "corpus", data_dir=data_dir)
-    return data_dir, summary
-
-
 def test_ingest_reports_every_file(ingested: tuple[Path, dict], eval_small: Path) -> None:  # type: ignore[type-arg]
     _, summary = ingested
     files = sorted((eval_small / "corpus").rglob("*.rst.txt"))

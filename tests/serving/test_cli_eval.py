@@ -1,0 +1,132 @@
+"""`ragtune eval retrieval` end to end on the developers' small set, and `search` options."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cli import ragtune, ragtune_json
+
+pytestmark = pytest.mark.slow
+
+
+def test_eval_on_the_ingested_small_corpus(
+    ingested: tuple[Path, Any], eval_small: Path, tmp_path: Path
+) -> None:
+    data_dir, _ = ingested
+    run_file = tmp_path / "run.json"
+    report = ragtune_json(
+        "eval", "retrieval", "--qa", eval_small / "qa.json", "--mode", "all",
+        "--run-file", run_file, data_dir=data_dir,
+    )  # fmt: skip
+    assert report["questions"] == 174
+    assert report["ceiling"] >= 170
+    modes = report["modes"]
+    assert set(modes) == {"hybrid", "dense", "lexical"}
+    # A sane band around what bench/retrieval.py measures (0.85 / 0.72 for hybrid).
+    assert 0.75 <= modes["hybrid"]["recall@5"] <= 0.95
+    assert 0.60 <= modes["hybrid"]["mrr@10"] <= 0.85
+    assert modes["lexical"]["recall@5"] < modes["hybrid"]["recall@5"]
+    for metrics in modes.values():
+        assert metrics["recall@1"] <= metrics["recall@5"] <= metrics["recall@10"]
+    run = json.loads(run_file.read_text())
+    hybrid_runs = run["modes"]["hybrid"]["runs"]
+    assert len(hybrid_runs) == 174
+    first = hybrid_runs[0]
+    assert {"id", "question", "relevant_in_collection", "hits"} <= set(first)
+    assert len(first["hits"]) == 10
+    assert {"chunk_id", "text", "source", "relevant", "dense_rank", "lexical_rank"} <= set(
+        first["hits"][0]
+    )
+    table = ragtune("eval", "retrieval", "--qa", eval_small / "qa.json", data_dir=data_dir)
+    assert table.returncode == 0
+    assert "ceiling:" in table.stdout
+    assert "hybrid" in table.stdout
+
+
+def test_eval_with_a_corpus_uses_a_temporary_collection(eval_small: Path, tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    faq_qa = [q for q in json.loads((eval_small / "qa.json").read_text())
+              if q["source"] == "faq/installed.rst.txt"]  # fmt: skip
+    qa = tmp_path / "qa.json"
+    qa.write_text(json.dumps(faq_qa))
+    corpus = eval_small / "corpus" / "faq"
+    report = ragtune_json(
+        "eval", "retrieval", "--qa", qa, "--corpus", corpus, "--k", "1,3", data_dir=data_dir
+    )
+    assert report["collection"].startswith("eval-")
+    assert report["ceiling"] == report["questions"] == len(faq_qa)
+    assert set(report["modes"]["hybrid"]) == {"recall@1", "recall@3", "mrr@10", "ndcg@10"}
+    assert report["modes"]["hybrid"]["recall@3"] > 0.5
+    # the temporary collection is gone
+    result = ragtune("docs", "list", "--collection", report["collection"], data_dir=data_dir)
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr
+
+
+def test_bad_eval_input_is_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "qa.json"
+    bad.write_text("{not json")
+    result = ragtune("eval", "retrieval", "--qa", bad, data_dir=tmp_path / "data")
+    assert result.returncode == 2
+    assert "not a QA file" in result.stderr
+    result = ragtune(
+        "eval", "retrieval", "--qa", bad, "--mode", "fuzzy", data_dir=tmp_path / "data"
+    )
+    assert result.returncode == 2
+    assert "--mode" in result.stderr
+
+
+def test_search_modes_and_filters(ingested: tuple[Path, Any]) -> None:
+    data_dir, _ = ingested
+    question = "How do I make a Python script executable on Unix?"
+    for mode in ("dense", "lexical", "hybrid"):
+        hits = ragtune_json("search", question, "--mode", mode, "-k", "5", data_dir=data_dir)
+        assert len(hits) == 5
+        ranks = {"dense": "dense_rank", "lexical": "lexical_rank"}
+        if mode in ranks:
+            assert all(h[ranks[mode]] == h["rank"] for h in hits)
+    filtered = ragtune_json(
+        "search", question, "--filter", "source=tutorial/", "-k", "5", data_dir=data_dir
+    )
+    assert filtered
+    assert all("/tutorial/" in h["source"] for h in filtered)
+    expanded = ragtune_json("search", question, "--neighbours", "1", "-k", "2", data_dir=data_dir)
+    assert all(h["context"] and h["text"] in h["context"] for h in expanded)
+    shown = ragtune("search", question, "-k", "2", data_dir=data_dir)
+    assert shown.returncode == 0
+    assert "dense #" in shown.stdout
+    assert "bm25 #" in shown.stdout
+    bad = ragtune("search", question, "--filter", "source", data_dir=data_dir)
+    assert bad.returncode == 2
+    assert "key=value" in bad.stderr
+
+
+def test_help_shows_examples(tmp_path: Path) -> None:
+    for command in (("ingest",), ("search",), ("docs", "list"), ("docs", "rm"),
+                    ("eval", "retrieval")):  # fmt: skip
+        result = ragtune(*command, "--help", data_dir=tmp_path)
+        assert result.returncode == 0
+        assert "Example: ragtune" in result.stdout, command
+
+
+def test_a_typo_in_the_config_file_is_reported(tmp_path: Path) -> None:
+    config = tmp_path / "ragtune.toml"
+    config.write_text('colection = "handbook"\n')
+    result = ragtune("docs", "list", data_dir=tmp_path, RAGTUNE_CONFIG=str(config))
+    assert result.returncode == 2
+    assert "colection" in result.stderr
+
+
+def test_settings_come_from_the_config_file(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("# A\nText about owls.\n")
+    config = tmp_path / "ragtune.toml"
+    config.write_text('collection = "handbook"\n')
+    assert ragtune("ingest", docs, data_dir=tmp_path, RAGTUNE_CONFIG=str(config)).returncode == 0
+    listed = ragtune_json("docs", "list", "--collection", "handbook", data_dir=tmp_path)
+    assert [Path(d["source"]).name for d in listed] == ["a.md"]
