@@ -22,15 +22,12 @@ import tempfile
 import time
 from pathlib import Path
 
-# bench/ingest.py would shadow the `ingest` package when a bench runs as a script.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+# The repository root goes first on the path, not bench/ (whose ingest.py would otherwise
+# shadow the `ingest` package when a bench runs as a script).
+sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-REPO = Path(__file__).resolve().parent.parent
-BUILDER = REPO.parent / "shared" / "eval" / "build_python_docs.py"
-CACHE = Path(
-    os.environ.get("RAGTUNE_EVAL_CACHE")
-    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ragtune" / "evalsets"
-)
+from bench.common import eval_set
+
 BIN = Path(sys.executable).parent
 GIB = 1024**3
 
@@ -57,13 +54,6 @@ print(json.dumps({"texts": len(texts), "seconds": time.perf_counter() - start}))
 """
 
 
-def corpus(subset: str) -> Path:
-    out = CACHE / subset
-    if not (out / "qa.json").is_file():
-        subprocess.run([sys.executable, str(BUILDER), str(out), "--subset", subset], check=True)
-    return out / "corpus"
-
-
 def timed(command: list[str], env: dict[str, str]) -> tuple[float, int, str]:
     """(wall seconds, peak RSS bytes, stdout) of one child process."""
     start = time.perf_counter()
@@ -83,7 +73,7 @@ def main() -> None:
     parser.add_argument("--subset", choices=["full", "small"], default="full")
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args()
-    docs = corpus(args.subset)
+    docs = eval_set(args.subset) / "corpus"
     files = len(list(docs.rglob("*.rst.txt")))
     with tempfile.TemporaryDirectory() as tmp:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAGTUNE_")}

@@ -16,16 +16,17 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-# bench/ingest.py would shadow the `ingest` package when a bench runs as a script.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+# The repository root goes first on the path, not bench/ (whose ingest.py would otherwise
+# shadow the `ingest` package when a bench runs as a script).
+sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from bench.common import eval_set
 from ingest.pipeline import IngestService
 from ingest.settings import IngestSettings
 from retrieval.embedder import SentenceTransformerEmbedder
@@ -35,18 +36,7 @@ from retrieval.search import Retriever, SearchMode
 from retrieval.settings import RetrievalSettings
 from retrieval.store import ChunkRecord, Collection, VectorStore, open_store
 
-REPO = Path(__file__).resolve().parent.parent
-BUILDER = REPO.parent / "shared" / "eval" / "build_python_docs.py"
-CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ragtune"
-EVAL = Path(os.environ.get("RAGTUNE_EVAL_CACHE") or CACHE / "evalsets")
 METRICS = ["recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10"]
-
-
-def eval_set(subset: str) -> Path:
-    out = EVAL / subset
-    if not (out / "qa.json").is_file():
-        subprocess.run([sys.executable, str(BUILDER), str(out), "--subset", subset], check=True)
-    return out
 
 
 def naive_collection(

@@ -25,32 +25,25 @@ import tempfile
 import time
 from pathlib import Path
 
-# bench/ingest.py would shadow the `ingest` package when a bench runs as a script.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+# The repository root goes first on the path, not bench/ (whose ingest.py would otherwise
+# shadow the `ingest` package when a bench runs as a script).
+sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from bench.common import CACHE, MODEL_ID, eval_set
 from retrieval.embedder import SentenceTransformerEmbedder
 from retrieval.lexical import LexicalIndexes
 from retrieval.search import Retriever, SearchMode
 from retrieval.settings import RetrievalSettings
 from retrieval.store import ChunkRecord, Collection, open_store
 
-REPO = Path(__file__).resolve().parent.parent
-BUILDER = REPO.parent / "shared" / "eval" / "build_python_docs.py"
-CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ragtune"
-EVAL = Path(os.environ.get("RAGTUNE_EVAL_CACHE") or CACHE / "evalsets")
 SOURCE_DIR = CACHE / "bench" / "full-ingest"
-MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 def source_collection() -> Path:
     """The full corpus ingested once by the real pipeline (cached)."""
-    corpus = EVAL / "full" / "corpus"
-    if not corpus.is_dir():
-        subprocess.run(
-            [sys.executable, str(BUILDER), str(EVAL / "full"), "--subset", "full"], check=True
-        )
+    corpus = eval_set("full") / "corpus"
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAGTUNE_")}
     env.update(RAGTUNE_DATA_DIR=str(SOURCE_DIR), RAGTUNE_CONFIG="/nonexistent.toml")
     print("ingesting the full corpus (cached after the first run)...", file=sys.stderr)
@@ -66,7 +59,7 @@ def source_collection() -> Path:
 def load_source() -> list[tuple[str, str, dict, list[float]]]:  # type: ignore[type-arg]
     settings = RetrievalSettings(data_dir=source_collection())
     with open_store(settings, "read") as store:
-        collection = store.collection("default", MODEL)
+        collection = store.collection("default", MODEL_ID)
         raw = collection._raw  # type: ignore[attr-defined]  # the bench reads vectors back
         rows = []
         offset = 0
@@ -129,7 +122,7 @@ def main() -> None:
     parser.add_argument("-k", type=int, default=5)
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    questions = [q["question"] for q in json.loads((EVAL / "full" / "qa.json").read_text())]
+    questions = [q["question"] for q in json.loads((eval_set("full") / "qa.json").read_text())]
     questions = questions[: args.queries]
     rows = load_source()
     embedder = SentenceTransformerEmbedder("all-MiniLM-L6-v2")
@@ -141,7 +134,7 @@ def main() -> None:
             indexes = LexicalIndexes.for_store(settings.data_dir, store)
             for size in sizes:
                 print(f"building {size:,} chunks...", file=sys.stderr)
-                collection = store.collection(f"bench-{size}", MODEL, create=True)
+                collection = store.collection(f"bench-{size}", MODEL_ID, create=True)
                 fill(collection, rows, size)
                 indexes.current(collection)
                 retriever = Retriever(collection, embedder, indexes, settings)

@@ -22,6 +22,7 @@ os.environ["ANONYMIZED_TELEMETRY"] = "False"
 
 from retrieval.embedder import Embedder, SentenceTransformerEmbedder
 from retrieval.settings import RetrievalSettings
+from retrieval.store import Collection, VectorStore, open_store
 from tests.fakes import FakeEmbedder
 
 REPO = Path(__file__).resolve().parent.parent
@@ -90,6 +91,24 @@ def fake_embedder() -> FakeEmbedder:
 @pytest.fixture
 def settings(tmp_path: Path) -> RetrievalSettings:
     return RetrievalSettings(data_dir=tmp_path / "data")
+
+
+@pytest.fixture
+def store(settings: RetrievalSettings) -> Iterator[VectorStore]:
+    """A real embedded Chroma in a temporary folder."""
+    with open_store(settings, "write") as opened:
+        yield opened
+
+
+@pytest.fixture
+def embedder() -> FakeEmbedder:
+    """The embedder of the store-backed unit tests (a module may override it)."""
+    return FakeEmbedder(max_tokens=64)
+
+
+@pytest.fixture
+def collection(store: VectorStore, embedder: FakeEmbedder) -> Collection:
+    return store.collection("docs", embedder.model_id, create=True)
 
 
 def free_port() -> int:

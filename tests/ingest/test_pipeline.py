@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,28 +9,11 @@ import pytest
 from ingest.errors import InvalidMetadataError
 from ingest.pipeline import FileStatus, IngestService, IngestSummary, parse_meta
 from ingest.settings import IngestSettings
-from retrieval.settings import RetrievalSettings
-from retrieval.store import ChunkRecord, Collection, VectorStore, open_store
+from retrieval.store import ChunkRecord, Collection
 from tests.fakes import FakeEmbedder, InMemoryCollection
 from tests.makers import encrypted_pdf_bytes, pdf_bytes, write_docx
 
 LONG = " ".join(f"sentence {n} about topic {n % 7}." for n in range(60))
-
-
-@pytest.fixture
-def store(settings: RetrievalSettings) -> Iterator[VectorStore]:
-    with open_store(settings, "write") as opened:
-        yield opened
-
-
-@pytest.fixture
-def embedder() -> FakeEmbedder:
-    return FakeEmbedder(max_tokens=64)
-
-
-@pytest.fixture
-def collection(store: VectorStore, embedder: FakeEmbedder) -> Collection:
-    return store.collection("docs", embedder.model_id, create=True)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ step with every kind of write."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,24 +15,13 @@ from retrieval.filters import SearchFilter
 from retrieval.lexical import LexicalIndex, LexicalIndexes
 from retrieval.search import Retriever, SearchMode, join_overlapping
 from retrieval.settings import RetrievalSettings
-from retrieval.store import ChunkRecord, Collection, VectorStore, open_store
+from retrieval.store import ChunkRecord, Collection, VectorStore
 from tests.fakes import FakeEmbedder
-
-
-@pytest.fixture
-def store(settings: RetrievalSettings) -> Iterator[VectorStore]:
-    with open_store(settings, "write") as opened:
-        yield opened
 
 
 @pytest.fixture
 def embedder() -> FakeEmbedder:
     return FakeEmbedder(max_tokens=40)
-
-
-@pytest.fixture
-def collection(store: VectorStore, embedder: FakeEmbedder) -> Collection:
-    return store.collection("docs", embedder.model_id, create=True)
 
 
 @pytest.fixture
@@ -73,6 +61,19 @@ def ingest(
         IngestSettings(chunk_overlap_tokens=4), collection, lambda: embedder, indexes
     )
     service.run(list(paths), sync=sync)
+
+
+@pytest.fixture
+def retriever(
+    collection: Collection,
+    embedder: FakeEmbedder,
+    indexes: LexicalIndexes,
+    corpus: Path,
+    settings: RetrievalSettings,
+) -> Retriever:
+    """A retriever over the whole corpus, ingested."""
+    ingest(collection, embedder, indexes, corpus)
+    return Retriever(collection, embedder, indexes, settings)
 
 
 def saved_ids(indexes: LexicalIndexes, collection: Collection) -> set[str]:
@@ -131,14 +132,8 @@ def test_a_stale_lexical_index_is_never_searched(
 
 
 def test_hits_carry_both_retrievers_scores_and_ranks(
-    collection: Collection,
-    embedder: FakeEmbedder,
-    indexes: LexicalIndexes,
-    corpus: Path,
-    settings: RetrievalSettings,
+    retriever: Retriever, settings: RetrievalSettings
 ) -> None:
-    ingest(collection, embedder, indexes, corpus)
-    retriever = Retriever(collection, embedder, indexes, settings)
     hits = retriever.search("how many days of paid holidays", 3)
     top = hits[0]
     assert "25 days of paid holidays" in top.text
@@ -156,15 +151,7 @@ def test_hits_carry_both_retrievers_scores_and_ranks(
     assert dense[0].score == pytest.approx(dense[0].dense_score or 0)
 
 
-def test_lexical_finds_a_rare_word(
-    collection: Collection,
-    embedder: FakeEmbedder,
-    indexes: LexicalIndexes,
-    corpus: Path,
-    settings: RetrievalSettings,
-) -> None:
-    ingest(collection, embedder, indexes, corpus)
-    retriever = Retriever(collection, embedder, indexes, settings)
+def test_lexical_finds_a_rare_word(retriever: Retriever) -> None:
     hits = retriever.search("zorblax", 2, SearchMode.LEXICAL)
     assert hits
     assert all("zorblax" in h.text for h in hits)
@@ -196,15 +183,7 @@ def test_filters_apply_to_both_retrievers(
     assert retriever.search(question, 5, mode, SearchFilter.parse(["source=nowhere"])) == []
 
 
-def test_neighbours_expand_within_the_section_without_duplicates(
-    collection: Collection,
-    embedder: FakeEmbedder,
-    indexes: LexicalIndexes,
-    corpus: Path,
-    settings: RetrievalSettings,
-) -> None:
-    ingest(collection, embedder, indexes, corpus)
-    retriever = Retriever(collection, embedder, indexes, settings)
+def test_neighbours_expand_within_the_section_without_duplicates(retriever: Retriever) -> None:
     plain = retriever.search("Step 5 zorblax valve", 2, SearchMode.LEXICAL)
     hits = retriever.search("Step 5 zorblax valve", 2, SearchMode.LEXICAL, neighbours=1)
     assert [h.chunk_id for h in hits] == [h.chunk_id for h in plain]
