@@ -16,7 +16,7 @@ from retrieval.embedder import Embedder, Vector
 from retrieval.filters import SearchFilter
 from retrieval.lexical import LexicalIndex, LexicalIndexes
 from retrieval.settings import RetrievalSettings
-from retrieval.store import Collection, Metadata
+from retrieval.store import Collection, Metadata, Where
 
 
 class SearchMode(StrEnum):
@@ -103,13 +103,14 @@ class Retriever:
             where = None if filters.is_empty() else filters.chroma_where(lexical.rows)
             if where is not None or filters.is_empty():
                 vector = vector if vector is not None else self.embedder.embed_query(query)
-                for rank, hit in enumerate(
-                    self.collection.query(vector, depth, where or None), start=1
+                for rank, (chunk_id, distance, payload) in enumerate(
+                    self._dense(vector, depth, where or None, mode), start=1
                 ):
-                    c = candidates.setdefault(hit.id, _Candidate(hit.id))
-                    c.text, c.metadata = hit.text, hit.metadata
-                    c.dense_score, c.dense_rank = 1.0 - hit.distance, rank
+                    c = candidates.setdefault(chunk_id, _Candidate(chunk_id))
+                    c.dense_score, c.dense_rank = 1.0 - distance, rank
                     c.fused += self.settings.dense_weight / (self.settings.rrf_k + rank)
+                    if payload is not None:
+                        c.text, c.metadata = payload
 
         if mode in (SearchMode.HYBRID, SearchMode.LEXICAL):
             mask = None if filters.is_empty() else filters.mask(lexical.rows)
@@ -132,6 +133,18 @@ class Retriever:
         if neighbours > 0:
             hits = self._with_neighbours(hits, lexical, neighbours)
         return hits
+
+    def _dense(
+        self, vector: Vector, depth: int, where: Where | None, mode: SearchMode
+    ) -> list[tuple[str, float, tuple[str, Metadata] | None]]:
+        """(id, distance, text and metadata if fetched) of the nearest chunks."""
+        if mode == SearchMode.DENSE:  # every hit is kept: fetch texts with the ranking
+            return [
+                (h.id, h.distance, (h.text, h.metadata))
+                for h in self.collection.query(vector, depth, where)
+            ]
+        # Fusion keeps a few of `depth` candidates: ids now, texts for the kept ones later.
+        return [(i, d, None) for i, d in self.collection.nearest(vector, depth, where)]
 
     def _fill_texts(self, chosen: list[_Candidate]) -> None:
         missing = [c.chunk_id for c in chosen if c.text is None]

@@ -138,7 +138,14 @@ class Collection(ABC):
 
     @abstractmethod
     def query(self, vector: Vector, k: int, where: Where | None = None) -> list[QueryHit]:
-        """The `k` nearest chunks by cosine distance."""
+        """The `k` nearest chunks by cosine distance, with their text and metadata."""
+
+    @abstractmethod
+    def nearest(
+        self, vector: Vector, k: int, where: Where | None = None
+    ) -> list[tuple[str, float]]:
+        """The `k` nearest chunks as (id, cosine distance) only: cheaper when most candidates
+        are dropped later (fusion), and the few kept are fetched with `get`."""
 
 
 class EmptyCollection(Collection):
@@ -182,6 +189,11 @@ class EmptyCollection(Collection):
         return 0
 
     def query(self, vector: Vector, k: int, where: Where | None = None) -> list[QueryHit]:
+        return []
+
+    def nearest(
+        self, vector: Vector, k: int, where: Where | None = None
+    ) -> list[tuple[str, float]]:
         return []
 
 
@@ -351,6 +363,18 @@ class ChromaCollection(Collection):
 
     def count(self) -> int:
         return int(self._raw.count())
+
+    def nearest(
+        self, vector: Vector, k: int, where: Where | None = None
+    ) -> list[tuple[str, float]]:
+        if k < 1:
+            return []
+        result = self._raw.query(
+            query_embeddings=[vector], n_results=k, where=where, include=["distances"]
+        )
+        return [
+            (i, float(d)) for i, d in zip(result["ids"][0], result["distances"][0], strict=True)
+        ]
 
     def query(self, vector: Vector, k: int, where: Where | None = None) -> list[QueryHit]:
         if k < 1:

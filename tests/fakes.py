@@ -147,6 +147,11 @@ class InMemoryCollection(Collection):
         scored.sort(key=lambda h: (h.distance, h.id))
         return scored[:k]
 
+    def nearest(
+        self, vector: Vector, k: int, where: Where | None = None
+    ) -> list[tuple[str, float]]:
+        return [(hit.id, hit.distance) for hit in self.query(vector, k, where)]
+
 
 class InMemoryStore(VectorStore):
     def __init__(self) -> None:

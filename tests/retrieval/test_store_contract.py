@@ -133,3 +133,12 @@ def test_every_write_changes_the_revision(store: VectorStore, name: str) -> None
     assert again.revision() == col.revision()
     info = next(c for c in store.list_collections() if c.name == name)
     assert info.embedding_model == MODEL
+
+
+def test_nearest_gives_the_query_ranking_without_payload(store: VectorStore, name: str) -> None:
+    col = store.collection(name, MODEL, create=True)
+    col.add([record(i, unit(1, i, 0.5)) for i in range(6)])
+    full = col.query(unit(1, 2, 0.5), 4, where={"doc_id": "d0"})
+    ids = col.nearest(unit(1, 2, 0.5), 4, where={"doc_id": "d0"})
+    assert [i for i, _ in ids] == [h.id for h in full] == ["c2", "c4", "c0"]
+    assert [d for _, d in ids] == pytest.approx([h.distance for h in full], abs=1e-6)
