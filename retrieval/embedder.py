@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from retrieval.errors import ChunkTooLongError, EmbeddingModelError
 from retrieval.settings import DEFAULT_EMBEDDING_MODEL, RetrievalSettings
@@ -128,6 +130,11 @@ class SentenceTransformerEmbedder(Embedder):
         self.max_tokens = int(max_tokens)
         self.batch_size = batch_size
 
+    def embed(self, texts: Sequence[str]) -> list[Vector]:
+        vectors = super().embed(texts)
+        release_freed_memory()
+        return vectors
+
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         encoded = self._model.tokenizer(
             list(texts), add_special_tokens=True, truncation=False, verbose=False
@@ -144,6 +151,25 @@ class SentenceTransformerEmbedder(Embedder):
         )
         vectors: list[Vector] = array.tolist()
         return vectors
+
+
+def release_freed_memory() -> None:
+    """Hand memory that torch freed back to the operating system.
+
+    Batches of varying shapes leave glibc's heap fragmented: without this, the RSS of an ingest
+    of the full Python docs grew from 0.9 to 1.8 GiB; with it, it stays near 0.7 GiB.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Any:
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        return None
 
 
 def load_embedder(settings: RetrievalSettings) -> Embedder:
