@@ -186,9 +186,5 @@ class LexicalIndexes:
             index.save(directory)
         return index
 
-    def refresh(self, collection: Collection) -> LexicalIndex:
-        """Bring the saved index up to date after writes."""
-        return self.current(collection, save=True)
-
     def drop(self, collection_name: str) -> None:
         shutil.rmtree(self.directory(collection_name), ignore_errors=True)

@@ -8,9 +8,8 @@ Hits carry each retriever's score and rank, so a reader can see why a chunk came
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any
 
 from retrieval.embedder import Embedder, Vector
 from retrieval.filters import SearchFilter
@@ -214,14 +213,8 @@ class Retriever:
             context = parts[0]
             for part in parts[1:]:
                 context = join_overlapping(context, part)
-            expanded.append(_replace(hit, context=context, neighbours=(*before, *after)))
+            expanded.append(replace(hit, context=context, neighbours=(*before, *after)))
         return expanded
-
-
-def _replace(hit: SearchHit, **changes: Any) -> SearchHit:
-    from dataclasses import replace
-
-    return replace(hit, **changes)
 
 
 def join_overlapping(first: str, second: str, min_overlap: int = 16) -> str:
