@@ -73,6 +73,19 @@ def search(
         stdout.print(hit_panel(hit))
 
 
+def reflow(text: str) -> str:
+    """Join a paragraph's hard-wrapped lines for the terminal; keep indented (code) lines."""
+    lines = text.split("\n")
+    out: list[str] = []
+    for line in lines:
+        joinable = out and out[-1].strip() and line.strip() and not line[0].isspace()
+        if joinable and not out[-1][:1].isspace():
+            out[-1] = f"{out[-1].rstrip()} {line.strip()}"
+        else:
+            out.append(line)
+    return "\n".join(out)
+
+
 def hit_panel(hit: SearchHit) -> Panel:
     where = hit.source + (f" · {hit.section}" if hit.section else "")
     scores = []
@@ -81,7 +94,7 @@ def hit_panel(hit: SearchHit) -> Panel:
     if hit.lexical_rank is not None:
         scores.append(f"bm25 #{hit.lexical_rank} {hit.lexical_score:.2f}")
     return Panel(
-        hit.context or hit.text,
+        reflow(hit.context or hit.text),
         title=f"[{hit.rank}] {where}",
         subtitle=f"{' · '.join(scores)} · {hit.chunk_id}",
         title_align="left",
