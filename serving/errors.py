@@ -1,0 +1,58 @@
+"""Errors of the serving side, each with a message a user can act on."""
+
+from __future__ import annotations
+
+
+class ServingError(Exception):
+    """Base of serving errors; `str(error)` is meant for the user."""
+
+
+class ModelPrepareError(ServingError):
+    """The base model cannot be prepared (package missing, GGUF unreadable, disk full)."""
+
+
+class EngineError(ServingError):
+    """The engine failed in a way the request cannot fix (a 5xx, a broken stream)."""
+
+
+class EngineStartError(EngineError):
+    """The engine process did not become ready."""
+
+
+class EngineNotRunningError(EngineError):
+    """Nothing answers at the engine's URL."""
+
+
+class EngineTimeoutError(EngineError):
+    """The engine took longer than the configured timeout."""
+
+
+class EngineRequestError(ServingError):
+    """The engine refused a request as invalid (a 4xx other than the cases below)."""
+
+    def __init__(self, message: str, status_code: int = 400) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class ModelNotFoundError(EngineRequestError):
+    """The request names a model (base or adapter) the engine does not serve."""
+
+    def __init__(self, message: str, model: str | None = None) -> None:
+        super().__init__(message, 404)
+        self.model = model
+
+
+class ContextLengthError(EngineRequestError):
+    """The prompt plus the requested completion do not fit the model's context."""
+
+    def __init__(
+        self, message: str, limit: int | None = None, requested: int | None = None
+    ) -> None:
+        super().__init__(message, 400)
+        self.limit = limit
+        self.requested = requested
+
+
+class AdapterLoadError(EngineRequestError):
+    """The engine refused to load or unload an adapter."""

