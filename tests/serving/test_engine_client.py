@@ -1,0 +1,213 @@
+"""The engine client against a real vLLM: base chat, adapters at run time, errors, and the
+mixed-batch defence (base rows must not get an adapter's delta on the CPU LoRA path)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+
+from serving.engine.client import EngineClient
+from serving.engine.models import DEFAULT_MODEL_NAME
+from serving.errors import (
+    AdapterLoadError,
+    ContextLengthError,
+    EngineNotRunningError,
+    EngineTimeoutError,
+    ModelNotFoundError,
+)
+from tests.conftest import free_port
+
+T = TypeVar("T")
+BASE = DEFAULT_MODEL_NAME
+PROMPTS = (
+    "What is the capital of France?",
+    "Name three primary colours.",
+    "Write a haiku about rain.",
+)
+
+
+def with_client(settings: Any, work: Callable[[EngineClient], Awaitable[T]]) -> T:
+    async def run() -> T:
+        async with EngineClient.from_settings(settings) as client:
+            return await work(client)
+
+    return asyncio.run(run())
+
+
+def greedy(model: str, prompt: str, max_tokens: int = 24) -> dict[str, Any]:
+    return {
+        "model": model,
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "seed": 0,
+        "return_token_ids": True,
+    }
+
+
+def token_ids(response: dict[str, Any]) -> list[int]:
+    ids: list[int] = response["choices"][0]["token_ids"]
+    assert ids, response
+    return ids
+
+
+@pytest.mark.engine
+def test_base_chat_whole_and_streamed_agree(engine: Any) -> None:
+    request = greedy(BASE, PROMPTS[0])
+
+    async def work(client: EngineClient) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        whole = await client.chat_completion(request)
+        chunks = [
+            chunk
+            async for chunk in client.stream_chat_completion(
+                {**request, "stream_options": {"include_usage": True}}
+            )
+        ]
+        return whole, chunks
+
+    whole, chunks = with_client(engine, work)
+    answer = whole["choices"][0]["message"]["content"]
+    assert "Paris" in answer
+    assert whole["usage"]["completion_tokens"] == len(token_ids(whole))
+    streamed = "".join(
+        c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices")
+    )
+    assert streamed == answer
+    assert chunks[-1]["usage"]["completion_tokens"] == whole["usage"]["completion_tokens"]
+
+
+@pytest.mark.engine
+def test_adapter_loaded_selected_by_name_and_unloaded(
+    engine: Any, lora_adapters: dict[str, Path]
+) -> None:
+    name = "runtime-alpha"
+
+    async def work(client: EngineClient) -> None:
+        base = [token_ids(await client.chat_completion(greedy(BASE, p))) for p in PROMPTS]
+        await client.load_adapter(name, str(lora_adapters["alpha"]))
+        listed = {m["id"]: m for m in await client.list_models()}
+        assert listed[name]["parent"] == BASE
+        tuned = [token_ids(await client.chat_completion(greedy(name, p))) for p in PROMPTS]
+        assert tuned != base, "the adapter changed nothing: it was not applied"
+
+        await client.unload_adapter(name)
+        assert name not in {m["id"] for m in await client.list_models()}
+        with pytest.raises(ModelNotFoundError, match=name):
+            await client.chat_completion(greedy(name, PROMPTS[0]))
+        with pytest.raises(AdapterLoadError, match=name):
+            await client.unload_adapter(name)
+
+    with_client(engine, work)
+
+
+@pytest.mark.engine
+def test_mixed_batch_answers_equal_the_same_requests_sent_alone(
+    engine: Any, lora_adapters: dict[str, Path]
+) -> None:
+    """Base and two adapters at once, every LoRA slot taken: each output token for token equal to
+    the same request sent alone (float32, greedy)."""
+    adapters = {"mix-alpha": lora_adapters["alpha"], "mix-beta": lora_adapters["beta"]}
+    cases = [(model, prompt) for model in (BASE, *adapters) for prompt in PROMPTS]
+
+    async def work(client: EngineClient) -> tuple[dict[Any, list[int]], list[list[int]]]:
+        for name, path in adapters.items():
+            await client.load_adapter(name, str(path))
+        try:
+            alone = {case: token_ids(await client.chat_completion(greedy(*case))) for case in cases}
+            together = await asyncio.gather(
+                *(client.chat_completion(greedy(*case)) for case in cases * 2)
+            )
+            return alone, [token_ids(r) for r in together]
+        finally:
+            for name in adapters:
+                await client.unload_adapter(name)
+
+    alone, together = with_client(engine, work)
+    # The check can only fail if the adapters' answers differ from the base model's.
+    for name in adapters:
+        assert any(alone[(name, p)] != alone[(BASE, p)] for p in PROMPTS)
+    assert any(alone[("mix-alpha", p)] != alone[("mix-beta", p)] for p in PROMPTS)
+
+    wrong = [case for case, ids in zip(cases * 2, together, strict=True) if ids != alone[case]]
+    assert not wrong, f"answers changed when batched with other adapters: {wrong}"
+
+
+@pytest.mark.engine
+def test_prompt_beyond_the_context_is_a_context_length_error(engine: Any) -> None:
+    request = greedy(BASE, "word " * 3000)
+    with pytest.raises(ContextLengthError) as caught:
+        with_client(engine, lambda client: client.chat_completion(request))
+    assert caught.value.limit == 2048
+    assert caught.value.requested is not None
+    assert caught.value.requested > 2048
+
+
+@pytest.mark.engine
+def test_unknown_model_and_missing_adapter_path(engine: Any, tmp_path: Path) -> None:
+    with pytest.raises(ModelNotFoundError, match="no-such-adapter"):
+        with_client(engine, lambda c: c.chat_completion(greedy("no-such-adapter", "hi")))
+    with pytest.raises(AdapterLoadError, match="cannot load adapter 'ghost'"):
+        with_client(engine, lambda c: c.load_adapter("ghost", str(tmp_path / "nothing-here")))
+
+
+def test_engine_down_is_a_clear_error() -> None:
+    client_settings = type(
+        "S",
+        (),
+        {
+            "engine_url": f"http://127.0.0.1:{free_port()}",
+            "request_timeout_s": 5.0,
+            "connect_timeout_s": 1.0,
+            "connect_retries": 1,
+        },
+    )()
+
+    async def consume_stream(client: EngineClient) -> None:
+        async for _ in client.stream_chat_completion(greedy(BASE, "hi")):
+            pass
+
+    for work in (
+        lambda c: c.chat_completion(greedy(BASE, "hi")),
+        consume_stream,
+        lambda c: c.list_models(),
+    ):
+        with pytest.raises(EngineNotRunningError, match="ragtune engine start"):
+            with_client(client_settings, work)
+    assert with_client(client_settings, lambda c: c.health()) is False
+
+
+def test_only_refused_connections_are_retried() -> None:
+    attempts: list[str] = []
+
+    def refuse_twice(request: httpx.Request) -> httpx.Response:
+        attempts.append("connect")
+        if len(attempts) <= 2:
+            raise httpx.ConnectError("connection refused", request=request)
+        return httpx.Response(200, json={"object": "list", "data": []})
+
+    async def list_models(transport: httpx.MockTransport) -> list[dict[str, Any]]:
+        async with EngineClient("http://engine", transport=transport, connect_retries=3) as c:
+            return await c.list_models()
+
+    assert asyncio.run(list_models(httpx.MockTransport(refuse_twice))) == []
+    assert len(attempts) == 3
+
+    # A request that reached the engine is never sent twice: it may have been executed.
+    sent: list[str] = []
+
+    def time_out(request: httpx.Request) -> httpx.Response:
+        sent.append("sent")
+        raise httpx.ReadTimeout("no answer", request=request)
+
+    async def chat(transport: httpx.MockTransport) -> dict[str, Any]:
+        async with EngineClient("http://engine", transport=transport, connect_retries=3) as c:
+            return await c.chat_completion(greedy(BASE, "hi"))
+
+    with pytest.raises(EngineTimeoutError, match="did not answer in time"):
+        asyncio.run(chat(httpx.MockTransport(time_out)))
+    assert sent == ["sent"]
