@@ -83,6 +83,18 @@ def process_alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
+def is_engine_process(pid: int) -> bool:
+    """True when `pid` is alive and is a vLLM server, not an unrelated process that was given
+    the pid of an engine that has since died."""
+    if not process_alive(pid):
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True  # no /proc to ask: trust the pid file
+    return b"vllm" in cmdline
+
+
 class EngineLauncher:
     """The engine as the settings describe it: managed by ragtune, or attached by URL."""
 
@@ -162,7 +174,7 @@ class EngineLauncher:
             return status
 
         record = self._read_record()
-        if record and process_alive(record["pid"]):
+        if record and is_engine_process(record["pid"]):
             # Ours and alive: already up, or still loading from an earlier start.
             return self._wait_ready(record["pid"], None, on_wait)
         self._check_port_free()
@@ -208,7 +220,7 @@ class EngineLauncher:
         if record is None:
             return False
         pid = int(record["pid"])
-        was_alive = process_alive(pid)
+        was_alive = is_engine_process(pid)
         if was_alive:
             self._signal_group(pid, signal.SIGTERM)
             deadline = time.monotonic() + timeout_s
@@ -225,7 +237,7 @@ class EngineLauncher:
         url = self.settings.engine_url
         record = self._read_record() if self.settings.managed else None
         pid = int(record["pid"]) if record else None
-        if pid is not None and not process_alive(pid):
+        if pid is not None and not is_engine_process(pid):
             pid = None
         log = str(self.log_file) if self.settings.managed and self.log_file.exists() else None
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -144,3 +145,21 @@ def test_failure_reason_picks_the_last_error_line() -> None:
     )
     assert failure_reason(tail) == "ValueError: Unrecognized model in /models/broken"
     assert failure_reason("INFO nothing wrong") == "the engine exited without logging an error"
+
+
+def test_stale_pid_file_never_signals_an_unrelated_process(tmp_path: Path) -> None:
+    """The engine died and its pid went to another program: stop must not kill that one."""
+    data_dir = tmp_path / "data"
+    (data_dir / "engine").mkdir(parents=True)
+    bystander = subprocess.Popen(["sleep", "60"])
+    try:
+        (data_dir / "engine" / "engine.json").write_text(json.dumps({"pid": bystander.pid}))
+        env = {"RAGTUNE_ENGINE_PORT": str(free_port())}
+        status = json.loads(ragtune("engine", "status", "--json", data_dir=data_dir, **env).stdout)
+        assert status["running"] is False
+        assert status["pid"] is None
+        assert "no engine was running" in ragtune("engine", "stop", data_dir=data_dir, **env).stdout
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()
