@@ -9,6 +9,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
+from adapters.errors import AdapterError
 from ingest import cli as ingest_cli
 from ingest.errors import IngestError
 from ingest.settings import IngestSettings
@@ -17,8 +18,9 @@ from retrieval.errors import RetrievalError
 from retrieval.settings import RetrievalSettings, unknown_config_keys
 from serving.cli_engine import engine_app, models_app
 from serving.cli_eval import eval_app
+from serving.cli_serve import serve
 from serving.errors import ServingError
-from serving.settings import EngineSettings
+from serving.settings import ApiSettings, EngineSettings, RouterSettings
 
 app = typer.Typer(
     name="ragtune",
@@ -33,8 +35,9 @@ app.command()(retrieval_cli.search)
 app.add_typer(eval_app, name="eval")
 app.add_typer(models_app, name="models")
 app.add_typer(engine_app, name="engine")
+app.command()(serve)
 
-SETTINGS_CLASSES = (RetrievalSettings, IngestSettings, EngineSettings)
+SETTINGS_CLASSES = (RetrievalSettings, IngestSettings, EngineSettings, RouterSettings, ApiSettings)
 stderr = Console(stderr=True)
 
 
@@ -60,7 +63,7 @@ def main() -> None:
         if code == 130:  # typer's translation of Ctrl-C
             _interrupted()
         sys.exit(code if isinstance(code, int) else 0)
-    except (IngestError, RetrievalError, ServingError) as exc:
+    except (IngestError, RetrievalError, ServingError, AdapterError) as exc:
         stderr.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except ValidationError as exc:

@@ -56,3 +56,19 @@ class ContextLengthError(EngineRequestError):
 
 class AdapterLoadError(EngineRequestError):
     """The engine refused to load or unload an adapter."""
+
+
+class RouteRequestError(ServingError):
+    """The request asked for a route that cannot be taken."""
+
+
+class AuthError(ServingError):
+    """No API key, or one that is not valid (401)."""
+
+
+class ForbiddenError(ServingError):
+    """A valid key without the scope the endpoint needs (403)."""
+
+
+class RequestTooLargeError(ServingError):
+    """The request body is over the size limit (413)."""

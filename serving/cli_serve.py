@@ -1,0 +1,53 @@
+"""`ragtune serve`: the chat API on the embedded defaults (or on what the settings name)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from serving.engine.launcher import EngineLauncher
+from serving.state import ServingSettings
+
+stderr = Console(stderr=True)
+
+
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    start_engine: Annotated[
+        bool,
+        typer.Option(
+            "--start-engine/--no-start-engine",
+            help="Start the engine if it is not running (ignored with RAGTUNE_VLLM_URL).",
+        ),
+    ] = True,
+) -> None:
+    """Serve the OpenAI-compatible chat API.
+
+    Prepares the default model and starts the engine if needed (or attaches to RAGTUNE_VLLM_URL),
+    opens the store, and answers on http://HOST:PORT/v1/chat/completions.
+
+    Example: RAGTUNE_API_KEYS=secret ragtune serve --port 8080
+    """
+    import uvicorn
+
+    from serving.app import create_app
+
+    settings = ServingSettings()
+    api = settings.api.model_copy(
+        update={k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    )
+    settings.api = api
+    app = create_app(settings)  # refuses to start without keys before starting anything
+    if settings.engine.managed and start_engine:
+        with stderr.status("starting the engine...") as spinner:
+            status = EngineLauncher(settings.engine).start(
+                on_wait=lambda s: spinner.update(f"waiting for the engine ({s:.0f} s)")
+            )
+        stderr.print(f"engine ready at {status.url} ({status.base_model})")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    stderr.print(f"ragtune API on http://{api.host}:{api.port} (Ctrl-C to stop)")
+    uvicorn.run(app, host=api.host, port=api.port, log_level="info")

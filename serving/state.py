@@ -1,0 +1,171 @@
+"""What the API holds while it runs: settings, the store and embedder, the engine client, the
+adapter registry and its task profiles, the model's tokenizer. Built in the app's lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from adapters.registry import AdapterManifest, AdapterRegistry
+from retrieval.embedder import Embedder, model_id_for
+from retrieval.lexical import LexicalIndexes
+from retrieval.search import Retriever
+from retrieval.settings import RetrievalSettings
+from retrieval.store import VectorStore
+from serving.engine.client import EngineClient
+from serving.errors import ModelNotFoundError, ServingError
+from serving.prompting import PromptBuilder, Tokenizer
+from serving.router import AdapterProfile
+from serving.settings import ApiSettings, EngineSettings, RouterSettings
+
+logger = logging.getLogger("ragtune.serving")
+
+
+@dataclass
+class ServingSettings:
+    """Every package's settings, composed in one place."""
+
+    retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
+    engine: EngineSettings = field(default_factory=EngineSettings)
+    router: RouterSettings = field(default_factory=RouterSettings)
+    api: ApiSettings = field(default_factory=ApiSettings)
+
+
+class ServingState:
+    def __init__(
+        self,
+        settings: ServingSettings,
+        store: VectorStore,
+        embedder: Embedder,
+        engine: EngineClient,
+        registry: AdapterRegistry,
+        tokenizer: Tokenizer | None,
+        base_model: str,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.embedder = embedder
+        self.engine = engine
+        self.registry = registry
+        self.tokenizer = tokenizer
+        self.base_model = base_model
+        self.lexical = LexicalIndexes.for_store(settings.retrieval.data_dir, store)
+        self._retrievers: dict[str, Retriever] = {}
+        self.adapters: dict[str, AdapterManifest] = {}
+        self.profiles: list[AdapterProfile] = []
+        self._loaded: set[str] = set()
+        self._load_lock = asyncio.Lock()
+        self._context_length: int | None = None
+
+    # -- retrieval -------------------------------------------------------------------------
+    def retriever(self, collection: str | None) -> Retriever:
+        name = collection or self.settings.retrieval.collection
+        retriever = self._retrievers.get(name)
+        if retriever is None:
+            settings = self.settings.retrieval.model_copy(update={"collection": name})
+            target = self.store.collection(name, model_id_for(settings.embedding_model))
+            # The API only reads: the lexical index is rebuilt in memory when the collection
+            # changes, and written by ingestion.
+            retriever = Retriever(target, self.embedder, self.lexical, settings, save_lexical=False)
+            self._retrievers[name] = retriever
+        return retriever
+
+    # -- adapters --------------------------------------------------------------------------
+    def refresh_adapters(self) -> None:
+        """Read the registry and embed each adapter's task profile (once per version)."""
+        manifests = {m.name: m for m in self.registry.list()}
+        profiles = []
+        for manifest in manifests.values():
+            known = self.adapters.get(manifest.name)
+            existing = next((p for p in self.profiles if p.name == manifest.name), None)
+            if known is not None and known.version == manifest.version and existing is not None:
+                profiles.append(existing)
+                continue
+            texts = [manifest.task, *manifest.examples]
+            # Truncated like a query: an example prompt can be longer than the model reads.
+            vectors = np.asarray([self.embedder.embed_query(t) for t in texts], np.float32)
+            if len(vectors) > 2:
+                # The examples' centroid: what they share (the task's phrasing) without what
+                # each is about; it matches new requests of the task best.
+                vectors = np.vstack([vectors, vectors[1:].mean(axis=0, keepdims=True)])
+            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-12
+            profiles.append(AdapterProfile(manifest.name, vectors))
+        self.adapters = manifests
+        self.profiles = profiles
+
+    def adapter(self, name: str) -> AdapterManifest:
+        manifest = self.adapters.get(name)
+        if manifest is None:
+            raise ModelNotFoundError(
+                f"no model or adapter named {name!r}: use {self.base_model!r} (the router "
+                f"chooses) or an adapter from GET /v1/models",
+                model=name,
+            )
+        return manifest
+
+    async def ensure_loaded(self, manifest: AdapterManifest, *, reload: bool = False) -> str:
+        """The engine's name for this adapter version, loading it into the engine if needed."""
+        served = manifest.served_name
+        async with self._load_lock:
+            if reload:
+                self._loaded.discard(served)
+            if served not in self._loaded:
+                engine_models = {m["id"] for m in await self.engine.list_models()}
+                if served not in engine_models:
+                    path = self.registry.path(manifest).resolve()
+                    await self.engine.load_adapter(served, str(path))
+                self._loaded.add(served)
+        return served
+
+    async def load_registered_adapters(self) -> None:
+        """Load every registered adapter into the engine (at start; failures are logged)."""
+        for manifest in self.adapters.values():
+            try:
+                await self.ensure_loaded(manifest)
+            except ServingError as exc:
+                logger.warning("adapter %s not loaded yet: %s", manifest.name, exc)
+
+    # -- model -----------------------------------------------------------------------------
+    async def context_length(self) -> int:
+        """The served model's context length, as the engine reports it (asked once)."""
+        if self._context_length is None:
+            for entry in await self.engine.list_models():
+                if entry.get("id") == self.base_model and entry.get("max_model_len"):
+                    self._context_length = int(entry["max_model_len"])
+            if self._context_length is None:
+                self._context_length = self.settings.engine.max_model_len
+        return self._context_length
+
+    async def prompt_builder(self) -> PromptBuilder:
+        if self.tokenizer is None:
+            raise ServingError("no tokenizer loaded: this state only routes")
+        return PromptBuilder(self.tokenizer, await self.context_length())
+
+
+def load_tokenizer(engine: EngineSettings, model_path: str) -> Any:
+    """The served model's tokenizer, from its local directory (or the local cache for a name)."""
+    from transformers import AutoTokenizer
+
+    source = engine.tokenizer or model_path
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as exc:
+        raise ServingError(
+            f"cannot load the tokenizer of {source!r} ({exc}); set RAGTUNE_TOKENIZER to a local "
+            "directory holding the served model's tokenizer"
+        ) from exc
+
+
+def tokenizer_source(engine: EngineSettings) -> str:
+    from serving.engine.models import default_model_dir
+
+    if engine.model:
+        return engine.model
+    path = default_model_dir(engine.models_dir)
+    if not path.is_dir():
+        raise ServingError(f"the default model is not prepared ({path}): `ragtune models prepare`")
+    return str(path)
