@@ -42,12 +42,21 @@ def serve(
     )
     settings.api = api
     app = create_app(settings)  # refuses to start without keys before starting anything
+    launcher = EngineLauncher(settings.engine)
+    started_here = False
     if settings.engine.managed and start_engine:
+        started_here = not launcher.status().running
         with stderr.status("starting the engine...") as spinner:
-            status = EngineLauncher(settings.engine).start(
+            status = launcher.start(
                 on_wait=lambda s: spinner.update(f"waiting for the engine ({s:.0f} s)")
             )
         stderr.print(f"engine ready at {status.url} ({status.base_model})")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     stderr.print(f"ragtune API on http://{api.host}:{api.port} (Ctrl-C to stop)")
-    uvicorn.run(app, host=api.host, port=api.port, log_level="info")
+    try:
+        uvicorn.run(app, host=api.host, port=api.port, log_level="info")
+    finally:
+        if started_here:
+            # An engine this command started goes with it; one that was running stays.
+            launcher.stop()
+            stderr.print("engine stopped")
