@@ -46,6 +46,6 @@ async def create_chat_completion(
         headers["x-ragtune-adapter"] = prepared.decision.adapter
     if body.stream:
         return StreamingResponse(
-            service.stream(prepared), media_type="text/event-stream", headers=headers
+            await service.open_stream(prepared), media_type="text/event-stream", headers=headers
         )
     return JSONResponse(await service.complete(prepared), headers=headers)

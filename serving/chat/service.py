@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -15,8 +14,14 @@ import numpy as np
 
 from retrieval.filters import SearchFilter
 from retrieval.search import SearchHit, SearchMode
-from serving.chat.protocol import ChatCompletionRequest, RagtuneInfo, SourceInfo
-from serving.errors import ModelNotFoundError
+from serving.chat.protocol import (
+    ChatCompletionRequest,
+    ErrorDetail,
+    ErrorResponse,
+    RagtuneInfo,
+    SourceInfo,
+)
+from serving.errors import ModelNotFoundError, ServingError
 from serving.prompting import PromptPlan
 from serving.router import Evidence, Route, RouteDecision, adapter_matches, decide
 from serving.state import ServingState
@@ -185,15 +190,40 @@ class ChatService:
         manifest = self.state.adapter(prepared.decision.adapter)
         await self.state.ensure_loaded(manifest, reload=True)
 
-    async def stream(self, prepared: PreparedChat) -> AsyncIterator[str]:
-        """SSE events: the engine's chunks, the first one carrying `ragtune`, then [DONE]."""
-        first = True
-        started = time.perf_counter()
-        async for chunk in self.state.engine.stream_chat_completion(prepared.engine_request):
-            chunk["model"] = prepared.model
-            if first:
-                chunk["ragtune"] = prepared.info.model_dump()
-                first = False
-                logger.debug("first token after %.3f s", time.perf_counter() - started)
-            yield f"data: {json.dumps(chunk, separators=(',', ':'))}\n\n"
+    async def open_stream(self, prepared: PreparedChat) -> AsyncIterator[str]:
+        """SSE events: the engine's chunks, the first one carrying `ragtune`, then [DONE].
+
+        The first chunk is awaited here, before any byte goes out, so that an error the engine
+        reports at once (unknown model, context too long, engine down) still gets its HTTP
+        status; an error after that arrives as an error event, then [DONE].
+        """
+        chunks = self.state.engine.stream_chat_completion(prepared.engine_request)
+        try:
+            first = await anext(chunks)
+        except StopAsyncIteration:
+            first = None
+        return self._events(prepared, first, chunks)
+
+    async def _events(
+        self,
+        prepared: PreparedChat,
+        first: dict[str, Any] | None,
+        rest: AsyncIterator[dict[str, Any]],
+    ) -> AsyncIterator[str]:
+        try:
+            if first is not None:
+                first["model"] = prepared.model
+                first["ragtune"] = prepared.info.model_dump()
+                yield _event(first)
+                async for chunk in rest:
+                    chunk["model"] = prepared.model
+                    yield _event(chunk)
+        except ServingError as exc:
+            logger.warning("stream ended by an engine error: %s", exc)
+            error = ErrorDetail(message=str(exc), type="server_error", code="engine_stream_error")
+            yield _event(ErrorResponse(error=error).model_dump())
         yield "data: [DONE]\n\n"
+
+
+def _event(payload: dict[str, Any]) -> str:
+    return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"

@@ -223,6 +223,22 @@ def test_errors_come_in_openai_envelope(client: TestClient) -> None:
     assert error_of(big)["code"] == "request_too_large"
 
 
+def test_stream_refused_by_the_engine_gets_a_status_not_a_broken_stream(
+    client: TestClient,
+) -> None:
+    body = {
+        "model": DEFAULT_MODEL_NAME,
+        "messages": [{"role": "user", "content": SMALL_TALK}],
+        "stream": True,
+        "top_k": "not-a-number",  # passed through to vLLM, which refuses it
+    }
+    response = client.post(
+        "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {CHAT}"}
+    )
+    assert response.status_code == 400
+    assert "top_k" in error_of(response)["message"]
+
+
 def test_admin_scope_is_separate(client: TestClient) -> None:
     assert (
         client.get("/admin/adapters", headers={"Authorization": f"Bearer {CHAT}"}).status_code
