@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import uuid
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from ingest.cli import RichProgress
 from ingest.pipeline import IngestService
@@ -22,6 +25,9 @@ from retrieval.lexical import LexicalIndexes
 from retrieval.search import Retriever, SearchHit, SearchMode
 from retrieval.settings import settings_for
 from retrieval.store import open_store
+from serving.route_eval import RouteReport, evaluate_routes, load_cases, routing_state
+from serving.router import ROUTES
+from serving.state import ServingSettings
 
 eval_app = typer.Typer(help="Measure ragtune on labelled data.", no_args_is_help=True)
 stdout = Console()
@@ -145,3 +151,123 @@ def print_report(report: RetrievalReport, ks: list[int]) -> None:
         f"ceiling: {report.ceiling}/{report.questions} questions have a relevant chunk in the "
         f"collection ({report.ceiling / report.questions:.3f})"
     )
+
+
+@eval_app.command("route")
+def eval_route(
+    cases_file: Annotated[
+        Path,
+        typer.Option(
+            "--cases",
+            help='Labelled requests, JSONL: {"question" or "messages", "expected_route", '
+            '"expected_adapter"?} per line.',
+        ),
+    ],
+    collection: Annotated[
+        str | None, typer.Option("--collection", "-c", help="Collection to retrieve from.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Replay labelled requests through the router (no engine needed): accuracy, a confusion
+    matrix, the misrouted requests, and thresholds that would separate the cases best.
+
+    Example: ragtune eval route --cases route_cases.jsonl --collection handbook
+    """
+    cases = load_cases(cases_file)
+    with ExitStack() as stack:
+        with stderr.status("loading the store, the embedding model and the adapters..."):
+            state = stack.enter_context(routing_state(ServingSettings()))
+        progress = stack.enter_context(
+            Progress(
+                TextColumn("[bold]route"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("cases"),
+                TimeElapsedColumn(),
+                console=stderr,
+                transient=True,
+                disable=not stderr.is_terminal,
+            )
+        )
+        task = progress.add_task("route", total=len(cases))
+        report = evaluate_routes(
+            state, cases, collection=collection, on_case=lambda _: progress.advance(task)
+        )
+    if as_json:
+        stdout.print_json(json.dumps(report.to_dict()))
+    else:
+        print_route_report(report)
+
+
+def print_route_report(report: RouteReport) -> None:
+    table = Table(title=f"routes: {report.cases} cases · collection {report.collection!r}")
+    table.add_column("expected \\ chosen")
+    for route in ROUTES:
+        table.add_column(route, justify="right")
+    table.add_column("cases", justify="right")
+    for expected in ROUTES:
+        row = report.confusion[expected]
+        cells = [
+            f"[green]{n}[/green]" if chosen == expected else (f"[red]{n}[/red]" if n else "0")
+            for chosen, n in row.items()
+        ]
+        table.add_row(expected, *cells, str(sum(row.values())))
+    stdout.print(table)
+    correct = report.cases - len(report.misrouted)
+    stdout.print(
+        f"accuracy: {report.accuracy:.3f} ({correct}/{report.cases} cases got the expected route "
+        f"and adapter; the route alone: {report.route_accuracy:.3f})"
+    )
+
+    thresholds = Table(title="thresholds (balanced accuracy on the cases)")
+    thresholds.add_column("setting")
+    thresholds.add_column("applies to")
+    for column in ("current", "accuracy", "suggested", "accuracy"):
+        thresholds.add_column(column, justify="right")
+    thresholds.add_column("cases that should reach it: n, lowest", justify="right")
+    thresholds.add_column("stay below it: n, highest", justify="right")
+    for t in report.thresholds:
+        thresholds.add_row(
+            t.setting,
+            t.score,
+            f"{t.current:.3f}",
+            _maybe(t.current_accuracy),
+            _maybe(t.suggested),
+            _maybe(t.accuracy),
+            f"{t.positives}, {_maybe(t.lowest_positive)}",
+            f"{t.negatives}, {_maybe(t.highest_negative)}",
+        )
+    stdout.print(thresholds)
+
+    misrouted = report.misrouted
+    if not misrouted:
+        stdout.print("no misrouted cases")
+        return
+    cases = Table(title=f"{len(misrouted)} misrouted cases")
+    cases.add_column("line", justify="right")
+    cases.add_column("question")
+    cases.add_column("expected")
+    cases.add_column("got")
+    cases.add_column("reason")
+    for result in misrouted:
+        cases.add_row(
+            str(result.case.line),
+            Text(_shorten(result.case.question, 80)),
+            _route_label(result.case.expected_route, result.case.expected_adapter),
+            _route_label(result.route, result.adapter),
+            Text(result.reason),
+        )
+    stdout.print(cases)
+
+
+def _maybe(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _route_label(route: str, adapter: str | None) -> str:
+    return f"{route} ({adapter})" if adapter else route
+
+
+def _shorten(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"

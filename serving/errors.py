@@ -72,3 +72,7 @@ class ForbiddenError(ServingError):
 
 class RequestTooLargeError(ServingError):
     """The request body is over the size limit (413)."""
+
+
+class RouteCasesError(ServingError):
+    """A route evaluation's case file is missing or malformed (the message names the line)."""

@@ -75,7 +75,7 @@ class RouterSettings(RagtuneSettings):
 
     rag_top_k: int = 5
     """Passages retrieved per request (fewer if they do not fit the model's context)."""
-    evidence_threshold: float = 0.35
+    evidence_threshold: float = 0.37
     """Dense similarity at which a passage counts as evidence; below it on every passage, the
     documents are taken not to cover the question."""
     strong_evidence_threshold: float = 0.55

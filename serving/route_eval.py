@@ -1,0 +1,361 @@
+"""Route evaluation: replay labelled requests through the router (retrieval and adapter matching,
+no engine), measure how often it picks the expected route, and suggest thresholds from the scores.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Self
+
+import anyio
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from adapters.registry import AdapterRegistry
+from retrieval.embedder import load_embedder
+from retrieval.store import open_store
+from serving.chat.protocol import ChatMessage
+from serving.chat.service import ChatService
+from serving.engine.client import EngineClient
+from serving.engine.launcher import EngineLauncher
+from serving.errors import RouteCasesError
+from serving.router import ROUTES, Route
+from serving.state import ServingSettings, ServingState
+
+CASES_FORMAT = (
+    'one JSON object per line: {"question": "..."} or {"messages": [...]}, with "expected_route" '
+    '(rag, adapter, adapter+rag or base) and optionally "expected_adapter" and "source"'
+)
+
+
+class _CaseLine(BaseModel):
+    """One line of a case file, as written."""
+
+    model_config = ConfigDict(extra="forbid")
+    question: str | None = None
+    messages: list[ChatMessage] | None = None
+    expected_route: Route
+    expected_adapter: str | None = None
+    source: str = ""
+
+    @model_validator(mode="after")
+    def _one_request(self) -> Self:
+        if (self.question is None) == (self.messages is None):
+            raise ValueError('give either "question" or "messages", not both or neither')
+        if not self.text().strip():
+            raise ValueError("the request has no text (no user message with text)")
+        if self.expected_adapter is not None and not self.expected_route.startswith("adapter"):
+            raise ValueError(
+                f'"expected_adapter" goes with the adapter routes, not {self.expected_route!r}'
+            )
+        return self
+
+    def text(self) -> str:
+        """What the router reads: the question, or the last user message with text."""
+        if self.question is not None:
+            return self.question
+        users = (m.text() for m in reversed(self.messages or []) if m.role == "user")
+        return next((text for text in users if text.strip()), "")
+
+
+@dataclass(frozen=True)
+class RouteCase:
+    line: int
+    question: str
+    expected_route: Route
+    expected_adapter: str | None = None
+    source: str = ""
+
+
+def load_cases(path: Path) -> list[RouteCase]:
+    """The cases of a JSONL file; the first bad line is an error that names it."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise RouteCasesError(f"no such case file: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RouteCasesError(f"cannot read the case file {path}: {exc}") from None
+    cases = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            raw = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise RouteCasesError(
+                f"{path}, line {number}: not valid JSON ({exc.msg}, column {exc.colno}); "
+                f"expected {CASES_FORMAT}"
+            ) from None
+        if not isinstance(raw, dict):
+            raise RouteCasesError(
+                f"{path}, line {number}: not a JSON object; expected {CASES_FORMAT}"
+            )
+        try:
+            parsed = _CaseLine.model_validate(raw)
+        except ValidationError as exc:
+            raise RouteCasesError(f"{path}, line {number}: {_problems(exc)}") from None
+        cases.append(
+            RouteCase(
+                number,
+                parsed.text(),
+                parsed.expected_route,
+                parsed.expected_adapter,
+                parsed.source,
+            )
+        )
+    if not cases:
+        raise RouteCasesError(f"{path} holds no cases; expected {CASES_FORMAT}")
+    return cases
+
+
+def _problems(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        message = error["msg"].removeprefix("Value error, ")
+        where = ".".join(str(part) for part in error["loc"])
+        problems.append(f"{where}: {message}" if where else message)
+    return "; ".join(problems)
+
+
+@contextmanager
+def routing_state(settings: ServingSettings) -> Iterator[ServingState]:
+    """A state that only routes: the store (read-only), the embedder and the adapters' task
+    profiles. No tokenizer, and an engine client that is never called."""
+    store = open_store(settings.retrieval, "read")
+    engine = EngineClient.from_settings(settings.engine)
+    try:
+        state = ServingState(
+            settings,
+            store,
+            load_embedder(settings.retrieval),
+            engine,
+            AdapterRegistry(settings.engine.data_dir / "adapters"),
+            None,
+            EngineLauncher(settings.engine).served_model_name(),
+        )
+        state.refresh_adapters()
+        yield state
+    finally:
+        anyio.run(engine.aclose)
+        store.close()
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    case: RouteCase
+    route: Route
+    adapter: str | None
+    reason: str
+    scores: dict[str, float]
+
+    @property
+    def route_correct(self) -> bool:
+        return self.route == self.case.expected_route
+
+    @property
+    def correct(self) -> bool:
+        expected_adapter = self.case.expected_adapter
+        return self.route_correct and expected_adapter in (None, self.adapter)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "line": self.case.line,
+            "source": self.case.source,
+            "question": self.case.question,
+            "expected_route": self.case.expected_route,
+            "expected_adapter": self.case.expected_adapter,
+            "route": self.route,
+            "adapter": self.adapter,
+            "correct": self.correct,
+            "reason": self.reason,
+            "scores": self.scores,
+        }
+
+
+@dataclass(frozen=True)
+class ThresholdSuggestion:
+    """A threshold that separates the cases that should pass it from those that should not,
+    judged by balanced accuracy (the mean of both sides' hit rates, so the larger side does not
+    decide alone)."""
+
+    setting: str
+    score: str
+    """The decision score the threshold applies to."""
+    current: float
+    positives: int
+    """Cases that should reach the threshold."""
+    negatives: int
+    """Cases that should stay below it."""
+    lowest_positive: float | None
+    highest_negative: float | None
+    """With `lowest_positive`: how much room the cases leave around a threshold."""
+    current_accuracy: float | None
+    suggested: float | None
+    """None when one side has no cases (nothing to separate)."""
+    accuracy: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "score": self.score,
+            "current": self.current,
+            "current_balanced_accuracy": self.current_accuracy,
+            "suggested": self.suggested,
+            "balanced_accuracy": self.accuracy,
+            "positives": self.positives,
+            "negatives": self.negatives,
+            "lowest_positive": self.lowest_positive,
+            "highest_negative": self.highest_negative,
+        }
+
+
+@dataclass
+class RouteReport:
+    collection: str
+    results: list[CaseResult]
+    confusion: dict[Route, dict[Route, int]]
+    """Expected route -> chosen route -> cases."""
+    thresholds: list[ThresholdSuggestion] = field(default_factory=list)
+
+    @property
+    def cases(self) -> int:
+        return len(self.results)
+
+    @property
+    def accuracy(self) -> float:
+        """Cases with the expected route and, where one is named, the expected adapter."""
+        return sum(r.correct for r in self.results) / self.cases
+
+    @property
+    def route_accuracy(self) -> float:
+        return sum(r.route_correct for r in self.results) / self.cases
+
+    @property
+    def misrouted(self) -> list[CaseResult]:
+        return [r for r in self.results if not r.correct]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "collection": self.collection,
+            "cases": self.cases,
+            "accuracy": self.accuracy,
+            "route_accuracy": self.route_accuracy,
+            "routes": list(ROUTES),
+            "confusion": self.confusion,
+            "thresholds": {t.setting: t.to_dict() for t in self.thresholds},
+            "results": [r.to_dict() for r in self.results],
+        }
+
+
+def balanced_accuracy(
+    positives: Sequence[float], negatives: Sequence[float], threshold: float
+) -> float:
+    """Mean of the share of positives at or above `threshold` and of negatives below it (the
+    router's comparisons are `>=`)."""
+    hits = sum(s >= threshold for s in positives) / len(positives)
+    rejections = sum(s < threshold for s in negatives) / len(negatives)
+    return (hits + rejections) / 2
+
+
+def suggest_threshold(
+    positives: Sequence[float], negatives: Sequence[float]
+) -> tuple[float, float] | None:
+    """(threshold, balanced accuracy) that best separates `positives` (should reach it) from
+    `negatives`: the midpoint between two neighbouring scores; among equals, the widest gap
+    (the most room either way), then the lowest. None when a side is empty or every score is
+    the same."""
+    if not positives or not negatives:
+        return None
+    scores = sorted({*positives, *negatives})
+    best: tuple[float, float, float] | None = None  # (accuracy, gap, -threshold)
+    for low, high in itertools.pairwise(scores):
+        threshold = (low + high) / 2
+        key = (balanced_accuracy(positives, negatives, threshold), high - low, -threshold)
+        if best is None or key > best:
+            best = key
+    if best is None:
+        return None
+    return -best[2], best[0]
+
+
+def _suggestion(
+    results: Sequence[CaseResult],
+    setting: str,
+    score: str,
+    current: float,
+    positive: Callable[[RouteCase], bool],
+    negative: Callable[[RouteCase], bool],
+) -> ThresholdSuggestion:
+    pos = [r.scores[score] for r in results if positive(r.case)]
+    neg = [r.scores[score] for r in results if negative(r.case)]
+    suggested = suggest_threshold(pos, neg)
+    return ThresholdSuggestion(
+        setting=setting,
+        score=score,
+        current=current,
+        positives=len(pos),
+        negatives=len(neg),
+        lowest_positive=min(pos, default=None),
+        highest_negative=max(neg, default=None),
+        current_accuracy=balanced_accuracy(pos, neg, current) if pos and neg else None,
+        suggested=suggested[0] if suggested else None,
+        accuracy=suggested[1] if suggested else None,
+    )
+
+
+def evaluate_routes(
+    state: ServingState,
+    cases: Sequence[RouteCase],
+    *,
+    collection: str | None = None,
+    on_case: Callable[[CaseResult], None] | None = None,
+) -> RouteReport:
+    """Route every case as a chat request would be routed (no adapter named, no route forced)."""
+    unknown = [c for c in cases if c.expected_adapter and c.expected_adapter not in state.adapters]
+    if unknown:
+        registered = ", ".join(sorted(state.adapters)) or "none"
+        raise RouteCasesError(
+            f"line {unknown[0].line} expects adapter {unknown[0].expected_adapter!r}, which is "
+            f"not registered (registered: {registered})"
+        )
+    service = ChatService(state)
+    results = []
+    for case in cases:
+        decision = service.route(case.question, collection=collection).decision
+        result = CaseResult(
+            case, decision.route, decision.adapter, decision.reason, decision.scores
+        )
+        results.append(result)
+        if on_case is not None:
+            on_case(result)
+
+    confusion: dict[Route, dict[Route, int]] = {e: dict.fromkeys(ROUTES, 0) for e in ROUTES}
+    for result in results:
+        confusion[result.case.expected_route][result.route] += 1
+    router = state.settings.router
+    thresholds = [
+        # Documents should count as evidence for the RAG routes, and not when the base model
+        # answers (adapter cases may or may not have evidence: left out).
+        _suggestion(
+            results,
+            "evidence_threshold",
+            "evidence_top",
+            router.evidence_threshold,
+            lambda c: c.expected_route in ("rag", "adapter+rag"),
+            lambda c: c.expected_route == "base",
+        ),
+        _suggestion(
+            results,
+            "adapter_threshold",
+            "adapter_match",
+            router.adapter_threshold,
+            lambda c: c.expected_route.startswith("adapter"),
+            lambda c: not c.expected_route.startswith("adapter"),
+        ),
+    ]
+    return RouteReport(
+        collection or state.settings.retrieval.collection, results, confusion, thresholds
+    )
