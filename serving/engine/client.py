@@ -141,16 +141,13 @@ class EngineClient:
         )
 
     # -- transport -------------------------------------------------------------------------
-    async def _send(
-        self, method: str, path: str, *, json: Any = None, adapter_op: str | None = None
-    ) -> httpx.Response:
-        request = self._http.build_request(method, path, json=json)
+    async def _open(self, request: httpx.Request, *, stream: bool) -> httpx.Response:
+        """Send, retrying only while the connection is refused: nothing reached the engine, so
+        sending again cannot do anything twice."""
         for attempt in range(self.connect_retries + 1):
             try:
-                response = await self._http.send(request)
-                break
+                return await self._http.send(request, stream=stream)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                # Nothing reached the engine, so sending again cannot do anything twice.
                 if attempt == self.connect_retries:
                     raise _not_running(self.base_url) from exc
                 await asyncio.sleep(0.2 * 2**attempt)
@@ -160,6 +157,12 @@ class EngineClient:
                 raise EngineError(
                     f"the request to the engine at {self.base_url} failed: {exc}"
                 ) from exc
+        raise AssertionError("unreachable")
+
+    async def _send(
+        self, method: str, path: str, *, json: Any = None, adapter_op: str | None = None
+    ) -> httpx.Response:
+        response = await self._open(self._http.build_request(method, path, json=json), stream=False)
         if response.status_code >= 400:
             body = _json_or_text(response)
             model = json.get("model") if isinstance(json, dict) else None
@@ -170,19 +173,7 @@ class EngineClient:
 
     @asynccontextmanager
     async def _stream(self, method: str, path: str, *, json: Any) -> AsyncIterator[httpx.Response]:
-        request = self._http.build_request(method, path, json=json)
-        response: httpx.Response | None = None
-        for attempt in range(self.connect_retries + 1):
-            try:
-                response = await self._http.send(request, stream=True)
-                break
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                if attempt == self.connect_retries:
-                    raise _not_running(self.base_url) from exc
-                await asyncio.sleep(0.2 * 2**attempt)
-            except httpx.TimeoutException as exc:
-                raise _timeout(self.base_url) from exc
-        assert response is not None
+        response = await self._open(self._http.build_request(method, path, json=json), stream=True)
         try:
             if response.status_code >= 400:
                 await response.aread()

@@ -7,7 +7,6 @@ a second `prepare` verifies and does nothing, and a damaged or stale directory i
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from adapters.registry import sha256_file
 from serving.errors import ModelPrepareError
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
@@ -50,14 +50,6 @@ def find_default_gguf() -> Path:
 
 def default_model_dir(models_dir: Path) -> Path:
     return models_dir / DEFAULT_MODEL_NAME
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_manifest(path: Path) -> dict[str, Any] | None:
