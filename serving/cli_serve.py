@@ -51,6 +51,9 @@ def serve(
                 on_wait=lambda s: spinner.update(f"waiting for the engine ({s:.0f} s)")
             )
         stderr.print(f"engine ready at {status.url} ({status.base_model})")
+    import torch
+
+    torch.set_num_threads(api.torch_threads)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     stderr.print(f"ragtune API on http://{api.host}:{api.port} (Ctrl-C to stop)")
     try:

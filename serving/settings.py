@@ -105,6 +105,9 @@ class ApiSettings(RagtuneSettings):
     """Serve without keys. Only for local use; the server warns loudly at start."""
     max_request_bytes: int = 1_000_000
     """Larger request bodies are refused with 413."""
+    torch_threads: int = 1
+    """Threads `ragtune serve` gives torch (it only embeds one question at a time). More threads
+    spin-wait after each embedding and take CPU from a vLLM engine on the same machine."""
 
     def keys(self, scope: Literal["chat", "admin"]) -> list[str]:
         raw = self.admin_api_keys if scope == "admin" else self.api_keys
