@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import shutil
 import time
@@ -16,10 +15,9 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from adapters.errors import AdapterNotFoundError, InvalidAdapterError
+from adapters.validation import CONFIG, WEIGHTS, as_list, read_peft_config, validate_adapter
 
 MANIFEST = "manifest.json"
-WEIGHTS = "adapter_model.safetensors"
-CONFIG = "adapter_config.json"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 
 
@@ -100,18 +98,29 @@ class AdapterRegistry:
         base_model: str,
         examples: Sequence[str] = (),
         training_data_sha256: str | None = None,
+        max_rank: int | None = None,
+        base_model_dir: Path | None = None,
     ) -> AdapterManifest:
-        """Copy a PEFT LoRA directory into the registry as a new adapter (version 1)."""
+        """Validate a PEFT LoRA directory and copy it into the registry as a new adapter
+        (version 1). `max_rank` and `base_model_dir` describe the engine it must fit."""
         check_name(name)
         if self._latest(name) is not None:
-            raise InvalidAdapterError(f"an adapter named {name!r} already exists")
-        config = read_peft_config(source)
+            raise InvalidAdapterError(
+                f"an adapter named {name!r} already exists: choose another name, or publish a "
+                "new version of it"
+            )
+        if max_rank is None:
+            config = read_peft_config(source)
+        else:
+            config = validate_adapter(
+                source, max_rank=max_rank, base_model_dir=base_model_dir, base_model=base_model
+            )
         manifest = AdapterManifest(
             name=name,
             base_model=base_model,
             rank=int(config.get("r", 0)),
             alpha=float(config.get("lora_alpha", 0)),
-            target_modules=sorted(_as_list(config.get("target_modules"))),
+            target_modules=sorted(as_list(config.get("target_modules"))),
             task=task.strip(),
             examples=[e.strip() for e in examples if e.strip()],
             weights_sha256=sha256_file(source / WEIGHTS),
@@ -138,32 +147,3 @@ class AdapterRegistry:
             if path.is_file():
                 return AdapterManifest.model_validate_json(path.read_text())
         return None
-
-
-def read_peft_config(source: Path) -> dict[str, Any]:
-    """The adapter's `adapter_config.json`, after checking it is a LoRA in safetensors."""
-    if not source.is_dir():
-        raise InvalidAdapterError(f"{source} is not a directory")
-    if (source / "adapter_model.bin").exists() and not (source / WEIGHTS).exists():
-        raise InvalidAdapterError(
-            f"{source} holds pickle weights (adapter_model.bin), which can run code when loaded; "
-            "save it with safetensors (PEFT: save_pretrained(..., safe_serialization=True))"
-        )
-    for file in (CONFIG, WEIGHTS):
-        if not (source / file).is_file():
-            raise InvalidAdapterError(f"{source} is not a PEFT adapter: {file} is missing")
-    try:
-        config: dict[str, Any] = json.loads((source / CONFIG).read_text())
-    except ValueError as exc:
-        raise InvalidAdapterError(f"{source / CONFIG} is not valid JSON: {exc}") from exc
-    if str(config.get("peft_type", "")).upper() != "LORA":
-        raise InvalidAdapterError(f"{source} is a {config.get('peft_type')} adapter, not LoRA")
-    return config
-
-
-def _as_list(value: object) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list):
-        return [str(v) for v in value]
-    return []

@@ -16,6 +16,7 @@ from ingest.settings import IngestSettings
 from retrieval import cli as retrieval_cli
 from retrieval.errors import RetrievalError
 from retrieval.settings import RetrievalSettings, unknown_config_keys
+from serving.cli_adapters import adapters_app
 from serving.cli_engine import engine_app, models_app
 from serving.cli_eval import eval_app
 from serving.cli_serve import serve
@@ -36,6 +37,7 @@ app.add_typer(eval_app, name="eval")
 app.add_typer(models_app, name="models")
 app.add_typer(engine_app, name="engine")
 app.command()(serve)
+app.add_typer(adapters_app, name="adapters")
 
 SETTINGS_CLASSES = (RetrievalSettings, IngestSettings, EngineSettings, RouterSettings, ApiSettings)
 stderr = Console(stderr=True)

@@ -1,0 +1,215 @@
+"""`ragtune adapters ...`: register, inspect and remove LoRA adapters (operators)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Annotated
+
+import anyio
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from adapters.errors import InvalidAdapterError
+from adapters.registry import AdapterManifest, AdapterRegistry
+from serving.engine.client import EngineClient
+from serving.engine.launcher import EngineLauncher
+from serving.settings import EngineSettings
+
+adapters_app = typer.Typer(
+    help="LoRA adapters: register, list, show, load, unload, remove.", no_args_is_help=True
+)
+stdout = Console()
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+def registry(settings: EngineSettings) -> AdapterRegistry:
+    return AdapterRegistry(settings.data_dir / "adapters")
+
+
+def read_examples(path: Path) -> list[str]:
+    """Example prompts: JSONL (`prompt`, `question`, `instruction` + `input`, or `messages`) or
+    plain text, one prompt per line."""
+    try:
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+    except OSError as exc:
+        raise InvalidAdapterError(f"cannot read the examples file {path}: {exc}") from exc
+    if path.suffix != ".jsonl":
+        return lines
+    prompts = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            raise InvalidAdapterError(f"{path}, line {number}: not JSON ({exc})") from exc
+        if isinstance(row, dict) and isinstance(row.get("messages"), list):
+            users = [m.get("content", "") for m in row["messages"] if m.get("role") == "user"]
+            text = users[-1] if users else ""
+        elif isinstance(row, dict):
+            text = (
+                row.get("prompt")
+                or row.get("question")
+                or " ".join(str(row.get(k, "")) for k in ("instruction", "input") if row.get(k))
+            )
+        else:
+            text = ""
+        if not str(text).strip():
+            raise InvalidAdapterError(
+                f"{path}, line {number}: no prompt (give prompt, question, instruction/input "
+                "or messages)"
+            )
+        prompts.append(str(text).strip())
+    return prompts
+
+
+def engine_loaded(settings: EngineSettings) -> set[str] | None:
+    """Names the engine serves now, or None when it does not answer."""
+    try:
+        response = httpx.get(f"{settings.engine_url}/v1/models", timeout=2.0)
+        response.raise_for_status()
+    except httpx.HTTPError:
+        return None
+    return {entry["id"] for entry in response.json().get("data", [])}
+
+
+@adapters_app.command("add")
+def adapters_add(
+    path: Annotated[Path, typer.Argument(help="A PEFT LoRA directory.")],
+    name: Annotated[str, typer.Option("--name", help="Name clients use as `model`.")],
+    task: Annotated[str, typer.Option("--task", help="What the adapter is for, one sentence.")],
+    examples: Annotated[
+        Path | None,
+        typer.Option("--examples", help="Example prompts of the task (JSONL or one per line)."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Validate a LoRA adapter against the served base model and register it.
+
+    Example: ragtune adapters add ./titler-lora --name titler --task "Write a paper's title from
+    its abstract." --examples abstracts.jsonl
+    """
+    settings = EngineSettings()
+    launcher = EngineLauncher(settings)
+    model_dir = Path(launcher.model_path(prepare=False))
+    manifest = registry(settings).add(
+        path,
+        name,
+        task,
+        base_model=launcher.served_model_name(),
+        examples=read_examples(examples) if examples else (),
+        max_rank=settings.max_lora_rank,
+        base_model_dir=model_dir if model_dir.is_dir() else None,
+    )
+    if as_json:
+        stdout.print_json(manifest.model_dump_json())
+        return
+    stdout.print(
+        f"registered {manifest.name} v{manifest.version} (rank {manifest.rank}, "
+        f"{len(manifest.examples)} example prompts); a running `ragtune serve` picks it up "
+        "when restarted"
+    )
+
+
+@adapters_app.command("list")
+def adapters_list(as_json: JsonOption = False) -> None:
+    """Registered adapters, and whether the engine has each loaded.
+
+    Example: ragtune adapters list
+    """
+    settings = EngineSettings()
+    manifests = registry(settings).list()
+    loaded = engine_loaded(settings)
+    rows = [
+        {
+            "name": m.name,
+            "version": m.version,
+            "loaded": None if loaded is None else m.served_name in loaded,
+            "rank": m.rank,
+            "task": m.task,
+        }
+        for m in manifests
+    ]
+    if as_json:
+        stdout.print_json(json.dumps(rows))
+        return
+    if not rows:
+        stdout.print("no adapters registered (ragtune adapters add PATH --name N --task ...)")
+        return
+    table = Table("name", "version", "loaded", "rank", "task")
+    for row in rows:
+        state = "engine down" if row["loaded"] is None else ("yes" if row["loaded"] else "no")
+        table.add_row(
+            str(row["name"]), f"v{row['version']}", state, str(row["rank"]), str(row["task"])
+        )
+    stdout.print(table)
+
+
+@adapters_app.command("show")
+def adapters_show(name: str, as_json: JsonOption = False) -> None:
+    """An adapter's manifest: base model, rank, targets, task, examples, hashes, evaluation.
+
+    Example: ragtune adapters show titler
+    """
+    manifest = registry(EngineSettings()).get(name)
+    if as_json:
+        stdout.print_json(manifest.model_dump_json())
+        return
+    show_manifest(manifest)
+
+
+def show_manifest(manifest: AdapterManifest) -> None:
+    table = Table(show_header=False, box=None)
+    for key, value in manifest.model_dump().items():
+        shown = str(value)
+        if key == "examples":
+            shown = f"{len(value)} prompts" + (f", first: {value[0][:100]!r}" if value else "")
+        table.add_row(key, shown)
+    stdout.print(table)
+
+
+@adapters_app.command("rm")
+def adapters_rm(name: str) -> None:
+    """Remove an adapter (every version) from the registry.
+
+    Example: ragtune adapters rm titler
+    """
+    reg = registry(EngineSettings())
+    manifest = reg.get(name)
+    shutil.rmtree(reg.root / manifest.name)
+    stdout.print(f"removed {manifest.name}")
+
+
+@adapters_app.command("load")
+def adapters_load(name: str) -> None:
+    """Load a registered adapter into the running engine (it serves as `name@vN`).
+
+    Example: ragtune adapters load titler
+    """
+    settings = EngineSettings()
+    reg = registry(settings)
+    manifest = reg.get(name)
+    anyio.run(_engine_call, settings, "load", manifest.served_name, str(reg.path(manifest)))
+    stdout.print(f"loaded {manifest.name} v{manifest.version} into {settings.engine_url}")
+
+
+@adapters_app.command("unload")
+def adapters_unload(name: str) -> None:
+    """Unload an adapter from the running engine (it stays registered).
+
+    Example: ragtune adapters unload titler
+    """
+    settings = EngineSettings()
+    manifest = registry(settings).get(name)
+    anyio.run(_engine_call, settings, "unload", manifest.served_name, "")
+    stdout.print(f"unloaded {manifest.name} v{manifest.version} from {settings.engine_url}")
+
+
+async def _engine_call(settings: EngineSettings, action: str, served: str, path: str) -> None:
+    async with EngineClient.from_settings(settings) as client:
+        if action == "load":
+            await client.load_adapter(served, str(Path(path).resolve()))
+        else:
+            await client.unload_adapter(served)

@@ -1,0 +1,187 @@
+"""The adapter registry refuses what vLLM should never see, and keeps what it accepts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from adapters.errors import AdapterNotFoundError, InvalidAdapterError
+from adapters.registry import AdapterRegistry
+from serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir
+from tests.cli import ragtune
+
+TASK = "Write the title of a scientific article from its abstract."
+
+
+def add(registry: AdapterRegistry, source: Path, models_dir: Path, name: str = "titler") -> object:
+    return registry.add(
+        source,
+        name,
+        TASK,
+        base_model=DEFAULT_MODEL_NAME,
+        max_rank=16,
+        base_model_dir=default_model_dir(models_dir),
+    )
+
+
+def crafted_adapter(
+    path: Path, tensors: dict[str, list[int]], rank: int = 8, targets: object = ("q_proj",)
+) -> Path:
+    """A LoRA directory with the given tensor shapes (zeros: only shapes are checked)."""
+    path.mkdir(parents=True)
+    config = {"peft_type": "LORA", "r": rank, "lora_alpha": 16, "target_modules": list(targets)}
+    (path / "adapter_config.json").write_text(json.dumps(config))
+    save_file(
+        {k: torch.zeros(shape) for k, shape in tensors.items()},
+        str(path / "adapter_model.safetensors"),
+    )
+    return path
+
+
+def q_proj(layer: int, a: list[int], b: list[int]) -> dict[str, list[int]]:
+    prefix = f"base_model.model.model.layers.{layer}.self_attn.q_proj"
+    return {f"{prefix}.lora_A.weight": a, f"{prefix}.lora_B.weight": b}
+
+
+def test_a_real_peft_adapter_is_registered_with_its_manifest(
+    lora_adapters: dict[str, Path], models_dir: Path, tmp_path: Path
+) -> None:
+    registry = AdapterRegistry(tmp_path / "adapters")
+    manifest = add(registry, lora_adapters["alpha"], models_dir)
+    assert registry.get("titler") == manifest
+    assert manifest.rank == 8
+    assert manifest.target_modules == ["k_proj", "o_proj", "q_proj", "v_proj"]
+    stored = registry.path(manifest)
+    assert (stored / "adapter_model.safetensors").read_bytes() == (
+        lora_adapters["alpha"] / "adapter_model.safetensors"
+    ).read_bytes()
+    with pytest.raises(InvalidAdapterError, match="already exists"):
+        add(registry, lora_adapters["beta"], models_dir)
+
+
+@pytest.mark.parametrize(
+    ("tensors", "message"),
+    [
+        (q_proj(0, [8, 512], [576, 8]), "built for another base model: .*576x576"),
+        (q_proj(0, [8, 576], [640, 8]), "built for another base model"),
+        (q_proj(40, [8, 576], [576, 8]), "layers.40.*does not have \\(30 layers\\)"),
+    ],
+)
+def test_adapter_for_another_base_model_is_refused(
+    tensors: dict[str, list[int]], message: str, models_dir: Path, tmp_path: Path
+) -> None:
+    source = crafted_adapter(tmp_path / "other", tensors)
+    with pytest.raises(InvalidAdapterError, match=message):
+        add(AdapterRegistry(tmp_path / "adapters"), source, models_dir)
+    assert not (tmp_path / "adapters" / "titler").exists()
+
+
+def test_rank_above_the_engine_limit_and_unknown_targets_are_refused(
+    models_dir: Path, tmp_path: Path
+) -> None:
+    registry = AdapterRegistry(tmp_path / "adapters")
+    big = crafted_adapter(tmp_path / "big", q_proj(0, [32, 576], [576, 32]), rank=32)
+    with pytest.raises(InvalidAdapterError, match=r"rank 32 is above .*--max-lora-rank 16"):
+        add(registry, big, models_dir)
+    odd = crafted_adapter(
+        tmp_path / "odd", q_proj(0, [8, 576], [576, 8]), targets=("q_proj", "c_attn")
+    )
+    with pytest.raises(InvalidAdapterError, match="does not have: c_attn"):
+        add(registry, odd, models_dir)
+
+
+def test_pickle_weights_symlinks_and_bad_names_are_refused(
+    lora_adapters: dict[str, Path], models_dir: Path, tmp_path: Path
+) -> None:
+    registry = AdapterRegistry(tmp_path / "adapters")
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    shutil.copy(lora_adapters["alpha"] / "adapter_config.json", pickled)
+    (pickled / "adapter_model.bin").write_bytes(b"\x80\x04not really a pickle")
+    with pytest.raises(InvalidAdapterError, match="pickle"):
+        add(registry, pickled, models_dir)
+
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    shutil.copy(lora_adapters["alpha"] / "adapter_config.json", linked)
+    (linked / "adapter_model.safetensors").symlink_to(
+        lora_adapters["alpha"] / "adapter_model.safetensors"
+    )
+    with pytest.raises(InvalidAdapterError, match="symbolic link"):
+        add(registry, linked, models_dir)
+
+    for name in ("../escape", "a/b", "UPPER", ""):
+        with pytest.raises(InvalidAdapterError, match="invalid adapter name"):
+            add(registry, lora_adapters["alpha"], models_dir, name=name)
+    with pytest.raises(AdapterNotFoundError):
+        registry.get("../../etc")
+    assert not any((tmp_path / "adapters").glob("**/*.safetensors"))
+
+
+def test_cli_add_list_show_rm(
+    lora_adapters: dict[str, Path], models_dir: Path, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    model = {"RAGTUNE_MODEL": str(default_model_dir(models_dir))}
+    examples = tmp_path / "examples.jsonl"
+    examples.write_text(
+        json.dumps({"instruction": "Write a title:", "input": "We study sleep in mice."}) + "\n"
+    )
+    added = ragtune(
+        "adapters", "add", lora_adapters["alpha"], "--name", "titler", "--task", TASK,
+        "--examples", examples, data_dir=data_dir, **model,
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    listed = json.loads(ragtune("adapters", "list", "--json", data_dir=data_dir).stdout)
+    assert [(a["name"], a["version"], a["task"]) for a in listed] == [("titler", 1, TASK)]
+    shown = json.loads(ragtune("adapters", "show", "titler", "--json", data_dir=data_dir).stdout)
+    assert shown["examples"] == ["Write a title: We study sleep in mice."]
+    assert shown["base_model"] == DEFAULT_MODEL_NAME
+
+    refused = ragtune(
+        "adapters", "add", tmp_path / "missing", "--name", "other", "--task", TASK,
+        data_dir=data_dir, **model,
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert "is not a directory" in refused.stderr
+
+    assert ragtune("adapters", "rm", "titler", data_dir=data_dir).returncode == 0
+    assert json.loads(ragtune("adapters", "list", "--json", data_dir=data_dir).stdout) == []
+    gone = ragtune("adapters", "show", "titler", data_dir=data_dir)
+    assert gone.returncode == 2
+    assert "no adapter named 'titler'" in gone.stderr
+
+
+@pytest.mark.engine
+def test_cli_load_and_unload_on_the_engine(
+    engine: Any, lora_adapters: dict[str, Path], models_dir: Path, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    env = {
+        "RAGTUNE_MODEL": str(default_model_dir(models_dir)),
+        "RAGTUNE_SERVED_MODEL_NAME": DEFAULT_MODEL_NAME,
+        "RAGTUNE_VLLM_URL": engine.engine_url,
+    }
+    added = ragtune(
+        "adapters", "add", lora_adapters["beta"], "--name", "cli-beta", "--task", TASK,
+        data_dir=data_dir, **env,
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+
+    def loaded() -> object:
+        rows = json.loads(ragtune("adapters", "list", "--json", data_dir=data_dir, **env).stdout)
+        return rows[0]["loaded"]
+
+    assert loaded() is False
+    load = ragtune("adapters", "load", "cli-beta", data_dir=data_dir, **env)
+    assert load.returncode == 0, load.stderr
+    assert loaded() is True
+    unload = ragtune("adapters", "unload", "cli-beta", data_dir=data_dir, **env)
+    assert unload.returncode == 0, unload.stderr
+    assert loaded() is False
