@@ -137,6 +137,17 @@ class AdapterRegistry:
         staging.rename(target)
         return manifest
 
+    def save_evaluation(
+        self, manifest: AdapterManifest, results: dict[str, Any]
+    ) -> AdapterManifest:
+        """Merge results into the manifest's `evaluation` and write it back."""
+        updated = manifest.model_copy(update={"evaluation": {**manifest.evaluation, **results}})
+        path = self.path(updated) / MANIFEST
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(updated.model_dump_json(indent=2) + "\n")
+        tmp.replace(path)
+        return updated
+
     def _latest(self, name: str) -> AdapterManifest | None:
         folder = self.root / name
         versions = sorted(
