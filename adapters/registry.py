@@ -127,6 +127,47 @@ class AdapterRegistry:
             training_data_sha256=training_data_sha256,
             created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         )
+        self._store(source, manifest)
+        return manifest
+
+    def add_version(
+        self,
+        name: str,
+        source: Path,
+        *,
+        max_rank: int | None = None,
+        base_model_dir: Path | None = None,
+    ) -> AdapterManifest:
+        """Validate `source` and store it as the next version of `name` (same task, examples
+        and base model). The previous version stays on disk until removed."""
+        previous = self.get(name)
+        if max_rank is None:
+            config = read_peft_config(source)
+        else:
+            config = validate_adapter(
+                source,
+                max_rank=max_rank,
+                base_model_dir=base_model_dir,
+                base_model=previous.base_model,
+            )
+        manifest = previous.model_copy(
+            update={
+                "version": previous.version + 1,
+                "rank": int(config.get("r", 0)),
+                "alpha": float(config.get("lora_alpha", 0)),
+                "target_modules": sorted(as_list(config.get("target_modules"))),
+                "weights_sha256": sha256_file(source / WEIGHTS),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "evaluation": {},
+            }
+        )
+        self._store(source, manifest)
+        return manifest
+
+    def remove_version(self, manifest: AdapterManifest) -> None:
+        shutil.rmtree(self.path(manifest), ignore_errors=True)
+
+    def _store(self, source: Path, manifest: AdapterManifest) -> None:
         target = self.path(manifest)
         staging = target.with_name(f".{target.name}.partial")
         shutil.rmtree(staging, ignore_errors=True)
@@ -135,7 +176,6 @@ class AdapterRegistry:
             shutil.copy2(source / file, staging / file)
         (staging / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
         staging.rename(target)
-        return manifest
 
     def save_evaluation(
         self, manifest: AdapterManifest, results: dict[str, Any]

@@ -8,7 +8,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated
 
 import anyio
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -18,7 +18,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from adapters.registry import AdapterRegistry
 from retrieval.embedder import load_embedder
 from retrieval.store import open_store
-from serving.auth import require_admin, require_chat
+from serving.admin.routes import router as admin_router
+from serving.auth import require_chat
 from serving.chat.protocol import ModelCard, ModelList
 from serving.chat.routes import router as chat_router
 from serving.chat.service import ChatService
@@ -71,6 +72,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, limit=api.max_request_bytes)
     app.include_router(chat_router)
     app.include_router(service_router)
+    app.include_router(admin_router)
     return app
 
 
@@ -147,12 +149,6 @@ async def list_models(state: State) -> ModelList:
         for manifest in state.adapters.values()
     ]
     return ModelList(data=cards)
-
-
-@service_router.get("/admin/adapters", dependencies=[Depends(require_admin)])
-async def list_adapters(state: State) -> list[dict[str, Any]]:
-    """Registered adapters with their manifests (admin scope)."""
-    return [m.model_dump() for m in state.adapters.values()]
 
 
 class BodySizeLimit:

@@ -330,3 +330,48 @@ def adapters_train(
 
 def _loss(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
+
+
+@adapters_app.command("swap")
+def adapters_swap(
+    name: str,
+    path: Annotated[Path, typer.Argument(help="The new version's PEFT LoRA directory.")],
+    url: Annotated[
+        str | None,
+        typer.Option("--url", help="The ragtune server (default: http://HOST:PORT of settings)."),
+    ] = None,
+    key: Annotated[
+        str | None,
+        typer.Option("--key", envvar="RAGTUNE_ADMIN_KEY", help="An admin API key."),
+    ] = None,
+) -> None:
+    """Hot-swap a new version of an adapter into a running server, without a dropped request.
+
+    The server loads the new version, switches the name to it, waits for the requests still
+    on the old one, then unloads it. A failed load leaves the old version serving.
+
+    Example: RAGTUNE_ADMIN_KEY=... ragtune adapters swap titler ./titler-v2
+    """
+    from serving.errors import ServingError
+    from serving.settings import ApiSettings
+
+    api = ApiSettings()
+    base = (url or f"http://{api.host}:{api.port}").rstrip("/")
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        response = httpx.post(
+            f"{base}/admin/adapters/{name}/swap",
+            json={"path": str(path.resolve())},
+            headers=headers,
+            timeout=600,
+        )
+    except httpx.HTTPError as exc:
+        raise ServingError(f"cannot reach the ragtune server at {base}: {exc}") from exc
+    if response.status_code != 200:
+        try:
+            message = response.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = response.text[:300]
+        raise ServingError(f"swap refused ({response.status_code}): {message}")
+    status = response.json()
+    stdout.print(f"{name} now serves v{status['version']} ({status['served_name']})")

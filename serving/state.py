@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +60,11 @@ class ServingState:
         self.profiles: list[AdapterProfile] = []
         self._loaded: set[str] = set()
         self._load_lock = asyncio.Lock()
+        self.swap_lock = asyncio.Lock()
+        # Requests in flight per engine name: a swapped-out version is unloaded only when its
+        # count is back to zero.
+        self.in_flight: Counter[str] = Counter()
+        self._drained = asyncio.Condition()
         self._context_length: int | None = None
 
     # -- retrieval -------------------------------------------------------------------------
@@ -120,6 +126,42 @@ class ServingState:
                     await self.engine.load_adapter(served, str(path))
                 self._loaded.add(served)
         return served
+
+    def acquire(self, served: str) -> None:
+        """Count a request on `served` (call in the same step as reading the alias)."""
+        self.in_flight[served] += 1
+
+    async def release(self, served: str) -> None:
+        self.in_flight[served] -= 1
+        if self.in_flight[served] <= 0:
+            del self.in_flight[served]
+            async with self._drained:
+                self._drained.notify_all()
+
+    async def drain(self, served: str, timeout_s: float) -> bool:
+        """Wait until no request uses `served`; False when the timeout came first."""
+
+        async def idle() -> None:
+            async with self._drained:
+                await self._drained.wait_for(lambda: self.in_flight[served] <= 0)
+
+        try:
+            await asyncio.wait_for(idle(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    def is_loaded(self, manifest: AdapterManifest) -> bool:
+        return manifest.served_name in self._loaded
+
+    async def unload(self, manifest: AdapterManifest) -> None:
+        async with self._load_lock:
+            self._loaded.discard(manifest.served_name)
+            await self.engine.unload_adapter(manifest.served_name)
+
+    def switch(self, manifest: AdapterManifest) -> None:
+        """Point the adapter's name at this version: requests from now on use it."""
+        self.adapters[manifest.name] = manifest
 
     async def load_registered_adapters(self) -> None:
         """Load every registered adapter into the engine (at start; failures are logged)."""

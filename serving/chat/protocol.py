@@ -95,6 +95,7 @@ class RagtuneInfo(BaseModel):
 
     route: Route
     adapter: str | None = None
+    adapter_version: int | None = None
     reason: str
     scores: dict[str, float] = Field(default_factory=dict)
     sources: list[SourceInfo] = Field(default_factory=list)

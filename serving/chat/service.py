@@ -12,6 +12,7 @@ from typing import Any
 import anyio
 import numpy as np
 
+from adapters.registry import AdapterManifest
 from retrieval.filters import SearchFilter
 from retrieval.search import SearchHit, SearchMode
 from serving.chat.protocol import (
@@ -48,6 +49,8 @@ class PreparedChat:
     engine_request: dict[str, Any]
     model: str
     """The name the client used, echoed in responses."""
+    adapter: AdapterManifest | None = None
+    """The adapter version this request uses; counted in flight until it ends."""
 
 
 class ChatService:
@@ -76,9 +79,27 @@ class ChatService:
             )
         )
         decision, hits = routed.decision, routed.hits
-        if decision.adapter and manifest is None:
+        manifest = None
+        if decision.adapter:
+            # Read the alias and count the request in one step (no await between): a hot-swap
+            # then waits for this request before unloading the version it uses.
             manifest = state.adapter(decision.adapter)
+            state.acquire(manifest.served_name)
+        try:
+            return await self._prepare_prompt(request, decision, hits, manifest)
+        except BaseException:
+            if manifest is not None:
+                await state.release(manifest.served_name)
+            raise
 
+    async def _prepare_prompt(
+        self,
+        request: ChatCompletionRequest,
+        decision: RouteDecision,
+        hits: list[SearchHit],
+        manifest: AdapterManifest | None,
+    ) -> PreparedChat:
+        state = self.state
         builder = await state.prompt_builder()
         messages = [m.model_dump(exclude_none=True) for m in request.messages]
         for message in messages:
@@ -103,6 +124,7 @@ class ChatService:
         info = RagtuneInfo(
             route=decision.route,
             adapter=decision.adapter,
+            adapter_version=manifest.version if manifest else None,
             reason=decision.reason,
             scores=decision.scores,
             sources=[
@@ -116,7 +138,7 @@ class ChatService:
                 for n, hit in enumerate(plan.passages, start=1)
             ],
         )
-        return PreparedChat(decision, info, body, request.model)
+        return PreparedChat(decision, info, body, request.model, manifest)
 
     def route(
         self,
@@ -169,8 +191,16 @@ class ChatService:
             body["stream_options"] = request.stream_options.model_dump()
         return body
 
+    async def finish(self, prepared: PreparedChat) -> None:
+        """The request is over: a hot-swap may now unload the version it used."""
+        if prepared.adapter is not None:
+            await self.state.release(prepared.adapter.served_name)
+
     async def complete(self, prepared: PreparedChat) -> dict[str, Any]:
-        response = await self._with_reload(prepared)
+        try:
+            response = await self._with_reload(prepared)
+        finally:
+            await self.finish(prepared)
         response["model"] = prepared.model
         response["ragtune"] = prepared.info.model_dump()
         return response
@@ -186,9 +216,8 @@ class ChatService:
             return await self.state.engine.chat_completion(prepared.engine_request)
 
     async def _reload(self, prepared: PreparedChat) -> None:
-        assert prepared.decision.adapter is not None
-        manifest = self.state.adapter(prepared.decision.adapter)
-        await self.state.ensure_loaded(manifest, reload=True)
+        assert prepared.adapter is not None
+        await self.state.ensure_loaded(prepared.adapter, reload=True)
 
     async def open_stream(self, prepared: PreparedChat) -> AsyncIterator[str]:
         """SSE events: the engine's chunks, the first one carrying `ragtune`, then [DONE].
@@ -202,6 +231,9 @@ class ChatService:
             first = await anext(chunks)
         except StopAsyncIteration:
             first = None
+        except BaseException:
+            await self.finish(prepared)
+            raise
         return self._events(prepared, first, chunks)
 
     async def _events(
@@ -222,6 +254,8 @@ class ChatService:
             logger.warning("stream ended by an engine error: %s", exc)
             error = ErrorDetail(message=str(exc), type="server_error", code="engine_stream_error")
             yield _event(ErrorResponse(error=error).model_dump())
+        finally:
+            await self.finish(prepared)
         yield "data: [DONE]\n\n"
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from adapters.registry import AdapterRegistry
 from serving.route_eval import balanced_accuracy, suggest_threshold
+from serving.settings import RouterSettings
 from tests.cli import ragtune
 
 REPO = Path(__file__).resolve().parents[2]
@@ -71,7 +72,7 @@ def test_thresholds_are_suggested_from_the_scores(report: dict[str, Any]) -> Non
     thresholds = report["thresholds"]
     assert set(thresholds) == {"evidence_threshold", "adapter_threshold"}
     evidence, adapter = thresholds["evidence_threshold"], thresholds["adapter_threshold"]
-    assert evidence["current"] == 0.35
+    assert evidence["current"] == RouterSettings().evidence_threshold
     assert (evidence["positives"], evidence["negatives"]) == (30, 20)
     assert (adapter["positives"], adapter["negatives"]) == (30, 50)
     for suggestion in (evidence, adapter):

@@ -1,0 +1,1 @@
+"""Operator endpoints under /admin (admin scope): adapters."""

@@ -1,0 +1,195 @@
+"""Hot-swap under load: 8 clients streaming from an adapter while it is swapped 5 times; no
+request fails and every answer comes wholly from one version."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from adapters.registry import AdapterRegistry
+from serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir
+from serving.settings import EngineSettings
+from tests.cli import RAGTUNE, env_for, ragtune
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.engine
+CHAT, ADMIN = "chat-key", "admin-key"
+PROMPT = "Name three primary colours."
+
+
+@pytest.fixture(scope="module")
+def server(
+    ingested: tuple[Path, Any],
+    engine: EngineSettings,
+    models_dir: Path,
+    lora_adapters: dict[str, Path],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[str, EngineSettings]]:
+    data_dir = tmp_path_factory.mktemp("swap") / "data"
+    shutil.copytree(ingested[0], data_dir)
+    AdapterRegistry(data_dir / "adapters").add(
+        lora_adapters["alpha"], "swapper", "Name things.", base_model=DEFAULT_MODEL_NAME
+    )
+    port = free_port()
+    log_path = data_dir.parent / "serve.log"
+    log = log_path.open("w")
+    env = env_for(
+        data_dir,
+        RAGTUNE_VLLM_URL=engine.engine_url,
+        RAGTUNE_MODEL=str(default_model_dir(models_dir)),
+        RAGTUNE_SERVED_MODEL_NAME=DEFAULT_MODEL_NAME,
+        RAGTUNE_API_KEYS=CHAT,
+        RAGTUNE_ADMIN_API_KEYS=ADMIN,
+    )
+    process = subprocess.Popen(
+        [RAGTUNE, "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"ragtune serve did not get ready:\n{log_path.read_text()}")
+        time.sleep(0.3)
+    yield url, engine
+    process.terminate()
+    process.wait(timeout=30)
+    log.close()
+
+
+async def stream_once(client: httpx.AsyncClient) -> tuple[int, str, list[str]]:
+    """(adapter version, text, errors) of one streamed answer."""
+    body = {
+        "model": "swapper",
+        "messages": [{"role": "user", "content": PROMPT}],
+        "max_tokens": 12,
+        "temperature": 0,
+        "stream": True,
+    }
+    headers = {"Authorization": f"Bearer {CHAT}"}
+    version, text, errors = -1, "", []
+    async with client.stream("POST", "/v1/chat/completions", json=body, headers=headers) as r:
+        if r.status_code != 200:
+            await r.aread()
+            return version, text, [f"{r.status_code}: {r.text}"]
+        async for line in r.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            if "error" in chunk:
+                errors.append(chunk["error"]["message"])
+                continue
+            if "ragtune" in chunk:
+                version = chunk["ragtune"]["adapter_version"]
+            if chunk.get("choices"):
+                text += chunk["choices"][0]["delta"].get("content") or ""
+    return version, text, errors
+
+
+async def swap(client: httpx.AsyncClient, path: Path) -> httpx.Response:
+    return await client.post(
+        "/admin/adapters/swapper/swap",
+        json={"path": str(path)},
+        headers={"Authorization": f"Bearer {ADMIN}"},
+        timeout=300,
+    )
+
+
+def test_eight_streams_through_five_swaps(
+    server: tuple[str, EngineSettings], lora_adapters: dict[str, Path]
+) -> None:
+    url, engine = server
+    weights = {1: lora_adapters["alpha"], 0: lora_adapters["beta"]}  # by version parity
+
+    async def scenario() -> tuple[dict[int, str], list[tuple[int, str, list[str]]], list[Any]]:
+        async with httpx.AsyncClient(base_url=url, timeout=300) as client:
+            expected = {}
+            version, text, errors = await stream_once(client)
+            assert (version, errors) == (1, [])
+            expected[1] = text
+            assert (await swap(client, weights[0])).status_code == 200
+            version, text, errors = await stream_once(client)
+            assert (version, errors) == (2, [])
+            expected[0] = text
+            assert expected[0] != expected[1], "the two weight sets must answer differently"
+
+            results: list[tuple[int, str, list[str]]] = []
+            swapping = True
+
+            async def reader() -> None:
+                while swapping:
+                    results.append(await stream_once(client))
+
+            readers = [asyncio.create_task(reader()) for _ in range(8)]
+            swaps = []
+            for step in range(5):
+                await asyncio.sleep(1.0)
+                swaps.append((await swap(client, weights[(3 + step) % 2])).json())
+            swapping = False
+            await asyncio.gather(*readers)
+            return expected, results, swaps
+
+    expected, results, swaps = asyncio.run(scenario())
+    assert [s["version"] for s in swaps] == [3, 4, 5, 6, 7]
+    assert len(results) >= 16
+    failures = [r for r in results if r[2] or r[0] < 2]
+    assert not failures, failures
+    mixed = [r for r in results if r[1] != expected[r[0] % 2]]
+    assert not mixed, f"answers not wholly from their version: {mixed}"
+    assert len({r[0] for r in results}) >= 3  # the storm really spanned several versions
+
+    served = {m["id"] for m in httpx.get(f"{engine.engine_url}/v1/models").json()["data"]}
+    assert "swapper@v7" in served
+    assert not {f"swapper@v{v}" for v in range(1, 7)} & served  # old versions unloaded
+
+
+def test_failed_swap_leaves_the_old_version_serving(
+    server: tuple[str, EngineSettings], tmp_path: Path
+) -> None:
+    url, _ = server
+
+    async def scenario() -> tuple[httpx.Response, tuple[int, str, list[str]]]:
+        async with httpx.AsyncClient(base_url=url, timeout=300) as client:
+            before = await stream_once(client)
+            refused = await swap(client, tmp_path / "no-such-adapter")
+            after = await stream_once(client)
+            assert after[0] == before[0]
+            assert after[1] == before[1]
+            return refused, after
+
+    refused, after = asyncio.run(scenario())
+    assert refused.status_code == 400
+    assert "is not a directory" in refused.json()["error"]["message"]
+    assert after[2] == []
+
+
+def test_cli_swap_targets_the_server(
+    server: tuple[str, EngineSettings], lora_adapters: dict[str, Path], tmp_path: Path
+) -> None:
+    url, _ = server
+    swapped = ragtune(
+        "adapters", "swap", "swapper", lora_adapters["beta"], "--url", url,
+        data_dir=tmp_path, RAGTUNE_ADMIN_KEY=ADMIN,
+    )  # fmt: skip
+    assert swapped.returncode == 0, swapped.stderr
+    assert "now serves v" in swapped.stdout
+    refused = ragtune(
+        "adapters", "swap", "swapper", lora_adapters["beta"], "--url", url,
+        data_dir=tmp_path, RAGTUNE_ADMIN_KEY=CHAT,
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert "403" in refused.stderr
