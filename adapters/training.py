@@ -220,7 +220,7 @@ class PeftLoraTrainer(Trainer):
                 optimizer.step()
                 optimizer.zero_grad()
                 step += 1
-                losses.append(float(loss))
+                losses.append(loss.item())
                 if on_step:
                     on_step(step, total_steps, losses[-1])
         after = evaluate()

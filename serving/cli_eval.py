@@ -6,7 +6,7 @@ import json
 import uuid
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -271,3 +271,79 @@ def _route_label(route: str, adapter: str | None) -> str:
 def _shorten(text: str, width: int) -> str:
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@eval_app.command("compare")
+def eval_compare(
+    task: Annotated[
+        Path,
+        typer.Option(
+            "--task",
+            help="Examples of the task (JSONL), unseen by the adapter: e.g. its heldout.jsonl.",
+        ),
+    ],
+    adapter: Annotated[str | None, typer.Option("--adapter", help="Adapter to compare.")] = None,
+    metric: Annotated[str, typer.Option(help="rouge-l, exact or json-valid.")] = "rouge-l",
+    shots: Annotated[int, typer.Option(min=0, help="Examples used as few-shot examples.")] = 3,
+    max_examples: Annotated[int | None, typer.Option(min=1)] = None,
+    max_tokens: Annotated[int, typer.Option(min=1)] = 64,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Prompting vs few-shot vs RAG vs the adapter on a task: does the adapter earn its place?
+
+    Runs every example through the base model with the task's instruction, the same with
+    few-shot examples, RAG over the collection, and the adapter; prints the task metric, mean
+    latency and answer length of each and a recommendation, and stores the result in the
+    adapter's manifest (`ragtune adapters show`). Needs the engine running.
+
+    Example: ragtune eval compare --task .ragtune/adapters/titler/v1/heldout.jsonl --adapter titler
+    """
+    import anyio
+
+    from adapters.training import load_examples
+    from serving.app import open_state
+    from serving.chat.service import ChatService
+    from serving.compare import compare
+    from serving.errors import ServingError
+    from serving.state import ServingSettings
+
+    if metric not in ("rouge-l", "exact", "json-valid"):
+        raise typer.BadParameter("--metric is one of rouge-l, exact, json-valid")
+    examples = load_examples(task)[: (max_examples or 10**9) + shots]
+    state = open_state(ServingSettings())
+    try:
+        if adapter is None:
+            names = list(state.adapters)
+            if len(names) != 1:
+                raise ServingError(
+                    f"name the adapter to compare with --adapter (registered: {', '.join(names)})"
+                )
+            adapter = names[0]
+        manifest = state.adapter(adapter)
+
+        async def run() -> Any:
+            try:
+                return await compare(
+                    ChatService(state), adapter, examples, metric=metric,  # type: ignore[arg-type]
+                    shots=shots, max_tokens=max_tokens,
+                )  # fmt: skip
+            finally:
+                await state.engine.aclose()
+
+        report = anyio.run(run)
+    finally:
+        state.store.close()
+    state.registry.save_evaluation(manifest, {"compare": report.to_dict()})
+    if as_json:
+        stdout.print_json(json.dumps(report.to_dict()))
+        return
+    table = Table(title=f"{report.metric} on {report.examples} examples ({report.shots} shots)")
+    for column in ("approach", report.metric, "mean latency (s)", "tokens per answer"):
+        table.add_column(column, justify="left" if column == "approach" else "right")
+    for result in report.systems:
+        table.add_row(
+            result.system, f"{result.metric:.3f}", f"{result.latency_s:.2f}",
+            f"{result.completion_tokens:.1f}",
+        )  # fmt: skip
+    stdout.print(table)
+    stdout.print(report.recommendation)

@@ -1,0 +1,158 @@
+"""The comparison that decides whether an adapter earns its place: on a task's examples, the base
+model with the task's instruction, the same with few-shot examples, RAG over the collection, and
+the adapter; a task metric, latency and answer length for each, and a recommendation."""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from adapters.training import Example
+from serving.chat.protocol import ChatCompletionRequest, ChatMessage, RagtuneOptions
+from serving.chat.service import ChatService
+
+Metric = Literal["rouge-l", "exact", "json-valid"]
+SYSTEMS = ("prompt", "few-shot", "rag", "adapter")
+# The adapter earns its place when it beats the best prompting system by this much (absolute).
+MARGIN = 0.05
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"\w+", text.lower())
+
+
+def rouge_l(candidate: str, reference: str) -> float:
+    """ROUGE-L F1 on lowercased words (longest common subsequence)."""
+    a, b = _words(candidate), _words(reference)
+    if not a or not b:
+        return 0.0
+    previous = [0] * (len(b) + 1)
+    for x in a:
+        current = [0]
+        for j, y in enumerate(b, start=1):
+            current.append(previous[j - 1] + 1 if x == y else max(previous[j], current[j - 1]))
+        previous = current
+    lcs = previous[-1]
+    if lcs == 0:
+        return 0.0
+    precision, recall = lcs / len(a), lcs / len(b)
+    return 2 * precision * recall / (precision + recall)
+
+
+def score(metric: Metric, candidate: str, reference: str) -> float:
+    if metric == "exact":
+        return float(" ".join(_words(candidate)) == " ".join(_words(reference)))
+    if metric == "json-valid":
+        try:
+            json.loads(candidate)
+        except ValueError:
+            return 0.0
+        return 1.0
+    return rouge_l(candidate, reference)
+
+
+@dataclass
+class SystemResult:
+    system: str
+    metric: float
+    latency_s: float
+    completion_tokens: float
+    answers: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CompareReport:
+    metric: Metric
+    adapter: str
+    examples: int
+    shots: int
+    systems: list[SystemResult]
+    recommendation: str
+
+    def to_dict(self, with_answers: bool = False) -> dict[str, Any]:
+        data = asdict(self)
+        if not with_answers:
+            for system in data["systems"]:
+                system.pop("answers")
+        return data
+
+
+def recommend(results: Sequence[SystemResult]) -> str:
+    by_name = {r.system: r for r in results}
+    adapter = by_name["adapter"].metric
+    best_prompting = max((r for r in results if r.system != "adapter"), key=lambda r: r.metric)
+    if adapter >= best_prompting.metric + MARGIN:
+        return (
+            f"The adapter earns its place: {adapter:.3f} against {best_prompting.metric:.3f} for "
+            f"the best prompting approach ({best_prompting.system})."
+        )
+    if best_prompting.metric > 0.0 and best_prompting.metric + MARGIN > adapter:
+        return (
+            f"Prompting is enough: {best_prompting.system} scores {best_prompting.metric:.3f}, the "
+            f"adapter {adapter:.3f} (not {MARGIN} better)."
+        )
+    return "Neither: no approach does the task (every score is 0)."
+
+
+async def compare(
+    service: ChatService,
+    adapter: str,
+    examples: Sequence[Example],
+    *,
+    metric: Metric = "rouge-l",
+    shots: int = 3,
+    max_tokens: int = 64,
+    on_answer: Callable[[], None] | None = None,
+) -> CompareReport:
+    """Run every system on `examples[shots:]` (the first `shots` are the few-shot examples)."""
+    demonstrations, scored = list(examples[:shots]), list(examples[shots:])
+    if not scored:
+        raise ValueError("no examples left to score after the few-shot examples")
+    base = service.state.base_model
+    few_shot: list[dict[str, str]] = []
+    for demo in demonstrations:
+        few_shot += [*demo.messages, {"role": "assistant", "content": demo.answer}]
+
+    results = []
+    for system in SYSTEMS:
+        answers, latencies, tokens, scores = [], [], [], []
+        for example in scored:
+            model, route, messages = {
+                "prompt": (base, "base", example.messages),
+                "few-shot": (base, "base", few_shot + example.messages),
+                "rag": (base, "rag", example.messages),
+                "adapter": (adapter, "adapter", example.messages),
+            }[system]
+            request = ChatCompletionRequest(
+                model=model,
+                messages=[ChatMessage(**m) for m in messages],
+                temperature=0,
+                max_tokens=max_tokens,
+                ragtune=RagtuneOptions(route=route),
+            )
+            started = time.perf_counter()
+            response = await service.complete(await service.prepare(request))
+            latencies.append(time.perf_counter() - started)
+            answer = response["choices"][0]["message"]["content"] or ""
+            answers.append(answer)
+            tokens.append(response["usage"]["completion_tokens"])
+            scores.append(score(metric, answer, example.answer))
+            if on_answer:
+                on_answer()
+        results.append(
+            SystemResult(
+                system,
+                round(statistics.fmean(scores), 4),
+                round(statistics.fmean(latencies), 3),
+                round(statistics.fmean(tokens), 1),
+                answers,
+            )
+        )
+    return CompareReport(
+        metric, adapter, len(scored), len(demonstrations), results, recommend(results)
+    )
