@@ -6,8 +6,14 @@ import json
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import httpx
+import pytest
 
 RAGTUNE = str(Path(sys.executable).parent / "ragtune")
 
@@ -42,3 +48,37 @@ def ragtune_json(*args: str | Path, data_dir: Path, **env: str) -> Any:
     result = ragtune(*args, "--json", data_dir=data_dir, **env)
     assert result.returncode in (0, 1), result.stderr
     return json.loads(result.stdout)
+
+
+@contextmanager
+def ragtune_serve(data_dir: Path, port: int, **env: str) -> Iterator[str]:
+    """`ragtune serve` as its own process (as in production) until the block ends; yields its
+    URL once GET /ready answers 200."""
+    log_path = data_dir.parent / f"serve-{port}.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [RAGTUNE, "serve", "--port", str(port)],
+            env=env_for(data_dir, **env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        try:
+            while True:
+                try:
+                    if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"ragtune serve did not get ready:\n{log_path.read_text()}")
+                time.sleep(0.3)
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

@@ -5,20 +5,17 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from langchain_openai import ChatOpenAI
 from openai import APIStatusError, OpenAI
 
 from serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir
 from serving.settings import EngineSettings
-from tests.cli import RAGTUNE, env_for
+from tests.cli import ragtune_serve
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.engine
@@ -36,36 +33,15 @@ def server(
     """`ragtune serve` attached to the session's engine, on the ingested small corpus."""
     data_dir = tmp_path_factory.mktemp("serve") / "data"
     shutil.copytree(ingested[0], data_dir)
-    port = free_port()
-    log = (data_dir.parent / "serve.log").open("w")
-    env = env_for(
+    with ragtune_serve(
         data_dir,
+        free_port(),
         RAGTUNE_VLLM_URL=engine.engine_url,
         RAGTUNE_MODEL=str(default_model_dir(models_dir)),
         RAGTUNE_SERVED_MODEL_NAME=DEFAULT_MODEL_NAME,
         RAGTUNE_API_KEYS=KEY,
-    )
-    process = subprocess.Popen(
-        [RAGTUNE, "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(
-                f"ragtune serve did not get ready:\n{(data_dir.parent / 'serve.log').read_text()}"
-            )
-        time.sleep(0.3)
-    yield url
-    process.terminate()
-    process.wait(timeout=30)
-    log.close()
+    ) as url:
+        yield url
 
 
 def test_openai_client_whole_streamed_and_models(server: str) -> None:

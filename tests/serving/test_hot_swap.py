@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,7 @@ import pytest
 from adapters.registry import AdapterRegistry
 from serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir
 from serving.settings import EngineSettings
-from tests.cli import RAGTUNE, env_for, ragtune
+from tests.cli import ragtune, ragtune_serve
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.engine
@@ -39,36 +37,16 @@ def server(
     AdapterRegistry(data_dir / "adapters").add(
         lora_adapters["alpha"], "swapper", "Name things.", base_model=DEFAULT_MODEL_NAME
     )
-    port = free_port()
-    log_path = data_dir.parent / "serve.log"
-    log = log_path.open("w")
-    env = env_for(
+    with ragtune_serve(
         data_dir,
+        free_port(),
         RAGTUNE_VLLM_URL=engine.engine_url,
         RAGTUNE_MODEL=str(default_model_dir(models_dir)),
         RAGTUNE_SERVED_MODEL_NAME=DEFAULT_MODEL_NAME,
         RAGTUNE_API_KEYS=CHAT,
         RAGTUNE_ADMIN_API_KEYS=ADMIN,
-    )
-    process = subprocess.Popen(
-        [RAGTUNE, "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"ragtune serve did not get ready:\n{log_path.read_text()}")
-        time.sleep(0.3)
-    yield url, engine
-    process.terminate()
-    process.wait(timeout=30)
-    log.close()
+    ) as url:
+        yield url, engine
 
 
 async def stream_once(client: httpx.AsyncClient) -> tuple[int, str, list[str]]:
