@@ -61,11 +61,11 @@ class ChatService:
         state = self.state
         options = request.ragtune
         requested_adapter = None if request.model == state.base_model else request.model
-        manifest = state.adapter(requested_adapter) if requested_adapter else None
+        if requested_adapter:
+            state.adapter(requested_adapter)  # an unknown name is a 404 before any work
         forced = options.route if options else None
-        if forced in ("rag", "base") and manifest is not None:
-            manifest = None  # the route asked for uses no adapter
-            requested_adapter = None
+        if forced in ("rag", "base"):
+            requested_adapter = None  # the route asked for uses no adapter
 
         question = request.question()
         routed = await anyio.to_thread.run_sync(
