@@ -18,6 +18,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from ingest.counters import record_run
 from ingest.documents import list_documents, remove_documents
 from ingest.pipeline import FileResult, FileStatus, IngestService, IngestSummary, parse_meta
 from ingest.settings import IngestSettings
@@ -115,6 +116,8 @@ def ingest(
         )
         with RichProgress(stderr) as progress:
             summary = service.run(paths, pairs, sync=sync, dry_run=dry_run, progress=progress)
+    if not dry_run:
+        record_run(settings.data_dir, summary)
     if as_json:
         stdout.print_json(json.dumps(summary.to_dict()))
     else:

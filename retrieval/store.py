@@ -397,6 +397,37 @@ class ChromaCollection(Collection):
         ]
 
 
+class _ServerGuard:
+    """A Chroma server client (or one of its collections) whose calls turn a lost connection
+    into `StoreUnavailableError`: the server stopped or cannot be reached. Nothing stored is
+    lost by that; the next call after it is back works."""
+
+    def __init__(self, target: Any, url: str) -> None:
+        self._target = target
+        self._url = url
+
+    def __getattr__(self, name: str) -> Any:
+        import httpx
+
+        value = getattr(self._target, name)
+        if not callable(value):
+            return value
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                result = value(*args, **kwargs)
+            except httpx.TransportError as exc:
+                raise StoreUnavailableError(
+                    f"the Chroma server at {self._url} does not answer ({type(exc).__name__}: "
+                    f"{exc}); start it again (`chroma run`): what is stored is kept"
+                ) from exc
+            if type(result).__name__ == "Collection" and hasattr(result, "query"):
+                return _ServerGuard(result, self._url)
+            return result
+
+        return call
+
+
 class ChromaStore(VectorStore):
     """Chroma, embedded under the data directory or as a server by URL."""
 
@@ -422,6 +453,7 @@ class ChromaStore(VectorStore):
                     settings=chroma_settings,
                 )
                 self._client.heartbeat()
+                self._client = _ServerGuard(self._client, settings.chroma_url)
             except Exception as exc:
                 raise StoreUnavailableError(
                     f"cannot reach the Chroma server at {settings.chroma_url} "

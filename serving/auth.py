@@ -7,7 +7,8 @@ from typing import Literal
 
 from fastapi import Request
 
-from serving.errors import AuthError, ForbiddenError
+from serving.errors import AuthError, ForbiddenError, RateLimitedError
+from serving.ratelimit import RateLimiter
 from serving.settings import ApiSettings
 
 Scope = Literal["chat", "admin"]
@@ -40,7 +41,20 @@ def check_key(settings: ApiSettings, authorization: str | None, scope: Scope) ->
 
 
 async def require_chat(request: Request) -> None:
-    check_key(request.app.state.settings.api, request.headers.get("authorization"), "chat")
+    settings: ApiSettings = request.app.state.settings.api
+    authorization = request.headers.get("authorization")
+    check_key(settings, authorization, "chat")
+    limiter: RateLimiter = request.app.state.rate_limiter
+    if limiter.enabled:
+        client = request.client.host if request.client else "unknown"
+        wait = limiter.check(authorization or f"address:{client}")
+        if wait > 0:
+            request.app.state.metrics.rate_limited.inc()
+            raise RateLimitedError(
+                f"rate limit of {settings.rate_limit:g} requests per minute for this API key "
+                f"reached; retry in {wait:.1f} s",
+                wait,
+            )
 
 
 async def require_admin(request: Request) -> None:

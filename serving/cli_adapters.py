@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import anyio
 import httpx
@@ -24,6 +24,43 @@ adapters_app = typer.Typer(
 )
 stdout = Console()
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+UrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        envvar="RAGTUNE_URL",
+        help="Act through a running ragtune server (admin API) instead of on local files.",
+    ),
+]
+KeyOption = Annotated[
+    str | None,
+    typer.Option("--key", envvar="RAGTUNE_ADMIN_KEY", help="An admin API key (with --url)."),
+]
+
+
+def server_call(
+    url: str, key: str | None, method: str, path: str, body: dict[str, Any] | None = None
+) -> Any:
+    """One admin API call; the server's own error message on failure."""
+    from serving.errors import ServingError
+
+    base = url.rstrip("/")
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        response = httpx.request(
+            method, f"{base}/admin/adapters{path}", json=body, headers=headers, timeout=600
+        )
+    except httpx.HTTPError as exc:
+        raise ServingError(f"cannot reach the ragtune server at {base}: {exc}") from exc
+    if response.status_code >= 400:
+        try:
+            message = response.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = response.text[:300]
+        raise ServingError(f"the server refused ({response.status_code}): {message}")
+    return response.json() if response.content else None
 
 
 def registry(settings: EngineSettings) -> AdapterRegistry:
@@ -84,13 +121,27 @@ def adapters_add(
         Path | None,
         typer.Option("--examples", help="Example prompts of the task (JSONL or one per line)."),
     ] = None,
+    url: UrlOption = None,
+    key: KeyOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Validate a LoRA adapter against the served base model and register it.
 
+    With --url the server registers and loads it; PATH must then be readable by the server
+    (e.g. the adapters volume both share).
+
     Example: ragtune adapters add ./titler-lora --name titler --task "Write a paper's title from
     its abstract." --examples abstracts.jsonl
     """
+    prompts = read_examples(examples) if examples else []
+    if url:
+        body = {"name": name, "path": str(path.resolve()), "task": task, "examples": prompts}
+        status = server_call(url, key, "POST", "", body)
+        if as_json:
+            stdout.print_json(json.dumps(status))
+            return
+        stdout.print(f"registered and loaded {name} v{status['version']} on {url}")
+        return
     settings = EngineSettings()
     launcher = EngineLauncher(settings)
     model_dir = Path(launcher.model_path(prepare=False))
@@ -99,7 +150,7 @@ def adapters_add(
         name,
         task,
         base_model=launcher.served_model_name(),
-        examples=read_examples(examples) if examples else (),
+        examples=prompts,
         max_rank=settings.max_lora_rank,
         base_model_dir=model_dir if model_dir.is_dir() else None,
     )
@@ -109,29 +160,34 @@ def adapters_add(
     stdout.print(
         f"registered {manifest.name} v{manifest.version} (rank {manifest.rank}, "
         f"{len(manifest.examples)} example prompts); a running `ragtune serve` picks it up "
-        "when restarted"
+        "when restarted (or add it with --url URL to the running server)"
     )
 
 
 @adapters_app.command("list")
-def adapters_list(as_json: JsonOption = False) -> None:
+def adapters_list(
+    url: UrlOption = None, key: KeyOption = None, as_json: JsonOption = False
+) -> None:
     """Registered adapters, and whether the engine has each loaded.
 
-    Example: ragtune adapters list
+    Example: ragtune adapters list [--url http://api-host:8080]
     """
-    settings = EngineSettings()
-    manifests = registry(settings).list()
-    loaded = engine_loaded(settings)
-    rows = [
-        {
-            "name": m.name,
-            "version": m.version,
-            "loaded": None if loaded is None else m.served_name in loaded,
-            "rank": m.rank,
-            "task": m.task,
-        }
-        for m in manifests
-    ]
+    if url:
+        fields = ("name", "version", "loaded", "rank", "task")
+        rows = [{k: row[k] for k in fields} for row in server_call(url, key, "GET", "")]
+    else:
+        settings = EngineSettings()
+        loaded = engine_loaded(settings)
+        rows = [
+            {
+                "name": m.name,
+                "version": m.version,
+                "loaded": None if loaded is None else m.served_name in loaded,
+                "rank": m.rank,
+                "task": m.task,
+            }
+            for m in registry(settings).list()
+        ]
     if as_json:
         stdout.print_json(json.dumps(rows))
         return
@@ -148,12 +204,18 @@ def adapters_list(as_json: JsonOption = False) -> None:
 
 
 @adapters_app.command("show")
-def adapters_show(name: str, as_json: JsonOption = False) -> None:
+def adapters_show(
+    name: str, url: UrlOption = None, key: KeyOption = None, as_json: JsonOption = False
+) -> None:
     """An adapter's manifest: base model, rank, targets, task, examples, hashes, evaluation.
 
     Example: ragtune adapters show titler
     """
-    manifest = registry(EngineSettings()).get(name)
+    if url:
+        detail = server_call(url, key, "GET", f"/{name}")
+        manifest = AdapterManifest.model_validate(detail["manifest"])
+    else:
+        manifest = registry(EngineSettings()).get(name)
     if as_json:
         stdout.print_json(manifest.model_dump_json())
         return
@@ -171,11 +233,15 @@ def show_manifest(manifest: AdapterManifest) -> None:
 
 
 @adapters_app.command("rm")
-def adapters_rm(name: str) -> None:
-    """Remove an adapter (every version) from the registry.
+def adapters_rm(name: str, url: UrlOption = None, key: KeyOption = None) -> None:
+    """Remove an adapter (every version) from the registry (and the engine, with --url).
 
     Example: ragtune adapters rm titler
     """
+    if url:
+        server_call(url, key, "DELETE", f"/{name}")
+        stdout.print(f"removed {name} from {url}")
+        return
     reg = registry(EngineSettings())
     manifest = reg.get(name)
     shutil.rmtree(reg.root / manifest.name)
@@ -183,11 +249,18 @@ def adapters_rm(name: str) -> None:
 
 
 @adapters_app.command("load")
-def adapters_load(name: str) -> None:
-    """Load a registered adapter into the running engine (it serves as `name@vN`).
+def adapters_load(name: str, url: UrlOption = None, key: KeyOption = None) -> None:
+    """Load a registered adapter into the engine (it serves as `name@vN`).
 
-    Example: ragtune adapters load titler
+    With --url the server loads it (evicting its least recently used idle adapter when every
+    LoRA slot is taken) and loads it again after a restart; without, straight into the engine.
+
+    Example: ragtune adapters load titler --url http://127.0.0.1:8080
     """
+    if url:
+        status = server_call(url, key, "POST", f"/{name}/load")
+        stdout.print(f"loaded {name} v{status['version']} on {', '.join(status['loaded_on'])}")
+        return
     settings = EngineSettings()
     reg = registry(settings)
     manifest = reg.get(name)
@@ -196,11 +269,15 @@ def adapters_load(name: str) -> None:
 
 
 @adapters_app.command("unload")
-def adapters_unload(name: str) -> None:
-    """Unload an adapter from the running engine (it stays registered).
+def adapters_unload(name: str, url: UrlOption = None, key: KeyOption = None) -> None:
+    """Unload an adapter from the engine (it stays registered, and loads again on demand).
 
-    Example: ragtune adapters unload titler
+    Example: ragtune adapters unload titler --url http://127.0.0.1:8080
     """
+    if url:
+        status = server_call(url, key, "POST", f"/{name}/unload")
+        stdout.print(f"unloaded {name} v{status['version']} on {url}")
+        return
     settings = EngineSettings()
     manifest = registry(settings).get(name)
     anyio.run(_engine_call, settings, "unload", manifest.served_name, "")
@@ -338,40 +415,25 @@ def adapters_swap(
     path: Annotated[Path, typer.Argument(help="The new version's PEFT LoRA directory.")],
     url: Annotated[
         str | None,
-        typer.Option("--url", help="The ragtune server (default: http://HOST:PORT of settings)."),
+        typer.Option(
+            "--url",
+            envvar="RAGTUNE_URL",
+            help="The ragtune server (default: http://HOST:PORT of the settings).",
+        ),
     ] = None,
-    key: Annotated[
-        str | None,
-        typer.Option("--key", envvar="RAGTUNE_ADMIN_KEY", help="An admin API key."),
-    ] = None,
+    key: KeyOption = None,
 ) -> None:
     """Hot-swap a new version of an adapter into a running server, without a dropped request.
 
     The server loads the new version, switches the name to it, waits for the requests still
-    on the old one, then unloads it. A failed load leaves the old version serving.
+    on the old one, then unloads it. A failed load leaves the old version serving. PATH must
+    be readable by the server.
 
     Example: RAGTUNE_ADMIN_KEY=... ragtune adapters swap titler ./titler-v2
     """
-    from serving.errors import ServingError
     from serving.settings import ApiSettings
 
     api = ApiSettings()
-    base = (url or f"http://{api.host}:{api.port}").rstrip("/")
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    try:
-        response = httpx.post(
-            f"{base}/admin/adapters/{name}/swap",
-            json={"path": str(path.resolve())},
-            headers=headers,
-            timeout=600,
-        )
-    except httpx.HTTPError as exc:
-        raise ServingError(f"cannot reach the ragtune server at {base}: {exc}") from exc
-    if response.status_code != 200:
-        try:
-            message = response.json()["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = response.text[:300]
-        raise ServingError(f"swap refused ({response.status_code}): {message}")
-    status = response.json()
+    base = url or f"http://{api.host}:{api.port}"
+    status = server_call(base, key, "POST", f"/{name}/swap", {"path": str(path.resolve())})
     stdout.print(f"{name} now serves v{status['version']} ({status['served_name']})")

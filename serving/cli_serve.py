@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Annotated
 
 import typer
@@ -35,6 +34,7 @@ def serve(
     import uvicorn
 
     from serving.app import create_app
+    from serving.observability import configure_logging
 
     settings = ServingSettings()
     api = settings.api.model_copy(
@@ -54,10 +54,19 @@ def serve(
     import torch
 
     torch.set_num_threads(api.torch_threads)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(api.log_format, api.log_level)
     stderr.print(f"ragtune API on http://{api.host}:{api.port} (Ctrl-C to stop)")
     try:
-        uvicorn.run(app, host=api.host, port=api.port, log_level="info")
+        # Logging as configured above (uvicorn's own config off); one line per request comes
+        # from ragtune, with its id and route, instead of uvicorn's access log.
+        uvicorn.run(
+            app,
+            host=api.host,
+            port=api.port,
+            log_config=None,
+            log_level=api.log_level.lower(),
+            access_log=False,
+        )
     finally:
         if started_here:
             # An engine this command started goes with it; one that was running stays.

@@ -58,6 +58,18 @@ class AdapterLoadError(EngineRequestError):
     """The engine refused to load or unload an adapter."""
 
 
+class AdapterSlotsBusyError(ServingError):
+    """Every LoRA slot of the engine holds an adapter that is answering requests (503)."""
+
+
+class InvalidRequestError(ServingError):
+    """A request field has a value this server does not accept (400, `param` names it)."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
 class RouteRequestError(ServingError):
     """The request asked for a route that cannot be taken."""
 
@@ -68,6 +80,14 @@ class AuthError(ServingError):
 
 class ForbiddenError(ServingError):
     """A valid key without the scope the endpoint needs (403)."""
+
+
+class RateLimitedError(ServingError):
+    """The API key sent more requests than its rate limit allows (429)."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class RequestTooLargeError(ServingError):

@@ -4,6 +4,7 @@ Domain exceptions are mapped to HTTP here and nowhere else; no traceback reaches
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -20,13 +21,16 @@ from retrieval.errors import (
     StoreUnavailableError,
 )
 from serving.errors import (
+    AdapterSlotsBusyError,
     AuthError,
     ContextLengthError,
     EngineError,
     EngineRequestError,
     EngineTimeoutError,
     ForbiddenError,
+    InvalidRequestError,
     ModelNotFoundError,
+    RateLimitedError,
     RequestTooLargeError,
     RouteRequestError,
     ServingError,
@@ -39,10 +43,13 @@ RETRY_AFTER_S = "5"
 _MAPPING: list[tuple[type[Exception], int, str, str | None]] = [
     (AuthError, 401, "authentication_error", "invalid_api_key"),
     (ForbiddenError, 403, "permission_error", "insufficient_scope"),
+    (RateLimitedError, 429, "rate_limit_error", "rate_limit_exceeded"),
     (RequestTooLargeError, 413, "invalid_request_error", "request_too_large"),
     (ModelNotFoundError, 404, "invalid_request_error", "model_not_found"),
     (ContextLengthError, 400, "invalid_request_error", "context_length_exceeded"),
     (RouteRequestError, 400, "invalid_request_error", "invalid_route"),
+    (InvalidRequestError, 400, "invalid_request_error", "invalid_value"),
+    (AdapterSlotsBusyError, 503, "server_error", "adapter_slots_busy"),
     (EngineTimeoutError, 503, "server_error", "engine_timeout"),
     (EngineError, 503, "server_error", "engine_unavailable"),
     (AdapterNotFoundError, 404, "invalid_request_error", "adapter_not_found"),
@@ -68,11 +75,17 @@ def error_response(
 
 
 def response_for(exc: Exception) -> JSONResponse:
+    if isinstance(exc, RateLimitedError):
+        response = error_response(429, str(exc), "rate_limit_error", None, "rate_limit_exceeded")
+        response.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
+        return response
     for kind, status, type_, code in _MAPPING:
         if isinstance(exc, kind):
             param = "model" if isinstance(exc, ModelNotFoundError) else None
             if isinstance(exc, ContextLengthError):
                 param = "messages"
+            if isinstance(exc, InvalidRequestError):
+                param = exc.param
             return error_response(status, str(exc), type_, param, code)
     if isinstance(exc, EngineRequestError):
         return error_response(exc.status_code, str(exc), "invalid_request_error")

@@ -4,12 +4,15 @@ score first."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from jinja2 import TemplateError
+
 from retrieval.search import SearchHit
-from serving.errors import ContextLengthError
+from serving.errors import ContextLengthError, InvalidRequestError
 
 Message = dict[str, Any]
 
@@ -43,20 +46,43 @@ class PromptPlan:
     """Passages retrieved but left out for lack of room."""
 
 
-def render_passage(number: int, hit: SearchHit) -> str:
+_CONTEXT_TAG = re.compile(r"<\s*/?\s*context\s*>", re.IGNORECASE)
+
+
+def render_passage(number: int, hit: SearchHit, special_tokens: Sequence[str] = ()) -> str:
     where = f"{hit.source} - {hit.section}" if hit.section else hit.source
-    return f"[{number}] ({where})\n{hit.text.strip()}"
+    return f"[{number}] ({where})\n{neutralize(hit.text.strip(), special_tokens)}"
+
+
+def neutralize(text: str, special_tokens: Sequence[str] = ()) -> str:
+    """A document's text as data: it cannot close the context block, nor open a chat turn of
+    its own with the model's special tokens (e.g. `<|im_start|>system`)."""
+    text = _CONTEXT_TAG.sub(lambda m: m.group(0).replace("<", "(").replace(">", ")"), text)
+    for token in special_tokens:
+        if token:
+            text = text.replace(token, "")
+    return text
 
 
 class PromptBuilder:
     def __init__(self, tokenizer: Tokenizer, context_length: int) -> None:
         self.tokenizer = tokenizer
         self.context_length = context_length
+        special = getattr(tokenizer, "all_special_tokens", None) or []
+        # Longest first, so that no special token is left half-removed.
+        self.special_tokens = sorted((str(t) for t in special), key=len, reverse=True)
 
     def count(self, messages: Sequence[Message]) -> int:
-        ids = self.tokenizer.apply_chat_template(
-            list(messages), tokenize=True, add_generation_prompt=True
-        )
+        try:
+            ids = self.tokenizer.apply_chat_template(
+                list(messages), tokenize=True, add_generation_prompt=True
+            )
+        except TemplateError as exc:
+            # What the model's own template refuses (roles out of order, a role it lacks...).
+            raise InvalidRequestError(
+                f"the model's chat template cannot format these messages: {exc}",
+                param="messages",
+            ) from exc
         if isinstance(ids, dict) or hasattr(ids, "keys"):  # BatchEncoding in newer transformers
             ids = ids["input_ids"]
         return len(ids)
@@ -78,7 +104,7 @@ class PromptBuilder:
             return PromptPlan(with_note, [], tokens)
 
         budget = self.context_length - max_tokens
-        empty = with_system(messages, context_block(RAG_INSTRUCTIONS, []))
+        empty = with_system(messages, self.context_block([]))
         fixed = self.count(empty)
         self._check_fits(fixed, max_tokens)
         room = budget - fixed - SLACK_TOKENS
@@ -88,7 +114,8 @@ class PromptBuilder:
         for hit in ranked:
             cost = len(
                 self.tokenizer.encode(
-                    render_passage(len(kept) + 1, hit) + "\n\n", add_special_tokens=False
+                    render_passage(len(kept) + 1, hit, self.special_tokens) + "\n\n",
+                    add_special_tokens=False,
                 )
             )
             if used + cost > room:
@@ -96,7 +123,7 @@ class PromptBuilder:
             kept.append(hit)
             used += cost
         while True:
-            prompt = with_system(messages, context_block(RAG_INSTRUCTIONS, kept))
+            prompt = with_system(messages, self.context_block(kept))
             tokens = self.count(prompt)
             if tokens <= budget or not kept:
                 return PromptPlan(prompt, kept, tokens, len(hits) - len(kept))
@@ -112,9 +139,16 @@ class PromptBuilder:
                 requested=prompt_tokens + max_tokens,
             )
 
+    def context_block(self, hits: Sequence[SearchHit]) -> str:
+        return context_block(RAG_INSTRUCTIONS, hits, self.special_tokens)
 
-def context_block(instructions: str, hits: Sequence[SearchHit]) -> str:
-    passages = "\n\n".join(render_passage(n, hit) for n, hit in enumerate(hits, start=1))
+
+def context_block(
+    instructions: str, hits: Sequence[SearchHit], special_tokens: Sequence[str] = ()
+) -> str:
+    passages = "\n\n".join(
+        render_passage(n, hit, special_tokens) for n, hit in enumerate(hits, start=1)
+    )
     return f"{instructions}\n\n<context>\n{passages}\n</context>"
 
 

@@ -22,6 +22,7 @@ from serving.chat.protocol import ChatMessage
 from serving.chat.service import ChatService
 from serving.engine.client import EngineClient
 from serving.engine.launcher import EngineLauncher
+from serving.engine.pool import EnginePool
 from serving.errors import RouteCasesError
 from serving.router import ROUTES, Route
 from serving.state import ServingSettings, ServingState
@@ -132,7 +133,7 @@ def routing_state(settings: ServingSettings) -> Iterator[ServingState]:
             settings,
             store,
             load_embedder(settings.retrieval),
-            engine,
+            EnginePool([engine], settings.engine.max_loras),
             AdapterRegistry(settings.engine.data_dir / "adapters"),
             None,
             EngineLauncher(settings.engine).served_model_name(),

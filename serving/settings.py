@@ -29,6 +29,10 @@ class EngineSettings(RagtuneSettings):
     vllm_url: str | None = None
     """An already running vLLM server (e.g. http://gpu-host:8000): ragtune attaches to it and
     starts nothing."""
+    vllm_urls: str = ""
+    """Several running vLLM replicas of the same model, comma-separated: the API keeps track
+    of the adapters resident on each, sends an adapter's requests to a replica holding it (or
+    loads it there) and spreads the rest. Starts nothing."""
     engine_python: Path = DEFAULT_ENGINE_VENV / "bin" / "python"
     """The Python of the engine's own environment (`scripts/install-engine` creates it)."""
     engine_host: str = "127.0.0.1"
@@ -53,13 +57,22 @@ class EngineSettings(RagtuneSettings):
     @property
     def managed(self) -> bool:
         """True when ragtune starts and stops the engine itself."""
-        return self.vllm_url is None
+        return self.vllm_url is None and not self.engine_urls[1:] and not self.vllm_urls.strip()
 
     @property
     def engine_url(self) -> str:
+        """The (first) engine's URL."""
+        return self.engine_urls[0]
+
+    @property
+    def engine_urls(self) -> list[str]:
+        """Every engine replica's URL (one unless `vllm_urls` lists several)."""
+        listed = [u.strip().rstrip("/") for u in self.vllm_urls.split(",") if u.strip()]
+        if listed:
+            return listed
         if self.vllm_url:
-            return self.vllm_url.rstrip("/")
-        return f"http://{self.engine_host}:{self.engine_port}"
+            return [self.vllm_url.rstrip("/")]
+        return [f"http://{self.engine_host}:{self.engine_port}"]
 
     @property
     def engine_dir(self) -> Path:
@@ -105,6 +118,23 @@ class ApiSettings(RagtuneSettings):
     """Serve without keys. Only for local use; the server warns loudly at start."""
     max_request_bytes: int = 1_000_000
     """Larger request bodies are refused with 413."""
+    max_tokens_limit: int = 0
+    """Most tokens one request may ask to generate (`max_tokens`); 0: what the context allows."""
+    rate_limit: float = 0.0
+    """Chat requests per minute per API key (per client address without keys); 0: no limit.
+    Over it: 429 with Retry-After."""
+    rate_limit_burst: int = 0
+    """Requests a key may send at once before the rate applies; 0: a tenth of a minute's."""
+    log_format: Literal["auto", "json", "text"] = "auto"
+    """`ragtune serve`'s logs: JSON lines, or text; auto is text on a terminal, else JSON."""
+    log_level: str = "info"
+    log_prompts: bool = False
+    """Put each request's question in its log line. For debugging only: logs then hold user
+    data."""
+    metrics_public: bool = True
+    """GET /metrics without a key (for a Prometheus inside the cluster); false: admin key."""
+    registry_check_s: float = 5.0
+    """How often the API looks for adapters added or swapped by another process."""
     torch_threads: int = 1
     """Threads `ragtune serve` gives torch (it only embeds one question at a time). More threads
     spin-wait after each embedding and take CPU from a vLLM engine on the same machine."""

@@ -9,7 +9,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 import numpy as np
+from pydantic import ValidationError
 
 from adapters.registry import AdapterManifest, AdapterRegistry
 from retrieval.embedder import Embedder, model_id_for
@@ -18,7 +20,8 @@ from retrieval.search import Retriever
 from retrieval.settings import RetrievalSettings
 from retrieval.store import VectorStore
 from serving.engine.client import EngineClient
-from serving.errors import ModelNotFoundError, ServingError
+from serving.engine.pool import EnginePool, Replica
+from serving.errors import InvalidRequestError, ModelNotFoundError, ServingError
 from serving.prompting import PromptBuilder, Tokenizer
 from serving.router import AdapterProfile
 from serving.settings import ApiSettings, EngineSettings, RouterSettings
@@ -42,7 +45,7 @@ class ServingState:
         settings: ServingSettings,
         store: VectorStore,
         embedder: Embedder,
-        engine: EngineClient,
+        engines: EnginePool,
         registry: AdapterRegistry,
         tokenizer: Tokenizer | None,
         base_model: str,
@@ -50,7 +53,7 @@ class ServingState:
         self.settings = settings
         self.store = store
         self.embedder = embedder
-        self.engine = engine
+        self.engines = engines
         self.registry = registry
         self.tokenizer = tokenizer
         self.base_model = base_model
@@ -58,21 +61,30 @@ class ServingState:
         self._retrievers: dict[str, Retriever] = {}
         self.adapters: dict[str, AdapterManifest] = {}
         self.profiles: list[AdapterProfile] = []
-        self._loaded: set[str] = set()
-        self._load_lock = asyncio.Lock()
         self.swap_lock = asyncio.Lock()
-        # Requests in flight per engine name: a swapped-out version is unloaded only when its
-        # count is back to zero.
+        # Requests in flight per engine name, over all engines: a swapped-out version is
+        # unloaded only when its count is back to zero.
         self.in_flight: Counter[str] = Counter()
         self._drained = asyncio.Condition()
         self._context_length: int | None = None
+
+    @property
+    def engine(self) -> EngineClient:
+        """The first engine (for tools that use one; the chat path picks a replica)."""
+        return self.engines.primary
 
     # -- retrieval -------------------------------------------------------------------------
     def retriever(self, collection: str | None) -> Retriever:
         name = collection or self.settings.retrieval.collection
         retriever = self._retrievers.get(name)
         if retriever is None:
-            settings = self.settings.retrieval.model_copy(update={"collection": name})
+            try:
+                settings = RetrievalSettings.model_validate(
+                    {**self.settings.retrieval.model_dump(), "collection": name}
+                )
+            except ValidationError as exc:
+                message = exc.errors()[0]["msg"].removeprefix("Value error, ")
+                raise InvalidRequestError(message, param="ragtune.collection") from exc
             target = self.store.collection(name, model_id_for(settings.embedding_model))
             # The API only reads: the lexical index is rebuilt in memory when the collection
             # changes, and written by ingestion.
@@ -113,25 +125,30 @@ class ServingState:
             )
         return manifest
 
-    async def ensure_loaded(self, manifest: AdapterManifest, *, reload: bool = False) -> str:
-        """The engine's name for this adapter version, loading it into the engine if needed."""
+    def _path(self, manifest: AdapterManifest) -> str:
+        return str(self.registry.path(manifest).resolve())
+
+    async def ensure_loaded(
+        self, manifest: AdapterManifest, replica: Replica | None = None, *, reload: bool = False
+    ) -> str:
+        """The engine's name for this adapter version, loading it into `replica` (default: the
+        one the pool would send its requests to) if needed."""
         served = manifest.served_name
-        async with self._load_lock:
-            if reload:
-                self._loaded.discard(served)
-            if served not in self._loaded:
-                engine_models = {m["id"] for m in await self.engine.list_models()}
-                if served not in engine_models:
-                    path = self.registry.path(manifest).resolve()
-                    await self.engine.load_adapter(served, str(path))
-                self._loaded.add(served)
+        target = replica or self.engines.choose(served)
+        await self.engines.ensure_loaded(target, served, self._path(manifest), reload=reload)
         return served
 
-    def acquire(self, served: str) -> None:
-        """Count a request on `served` (call in the same step as reading the alias)."""
+    def acquire(self, replica: Replica, served: str) -> None:
+        """Count a request on `served` at `replica` (call in the same step as reading the
+        alias, so that a hot-swap waits for it)."""
         self.in_flight[served] += 1
+        replica.in_flight[served] += 1
+        replica.touch(served)
 
-    async def release(self, served: str) -> None:
+    async def release(self, replica: Replica, served: str) -> None:
+        replica.in_flight[served] -= 1
+        if replica.in_flight[served] <= 0:
+            del replica.in_flight[served]
         self.in_flight[served] -= 1
         if self.in_flight[served] <= 0:
             del self.in_flight[served]
@@ -151,31 +168,78 @@ class ServingState:
             return False
         return True
 
+    def loaded_on(self, manifest: AdapterManifest) -> list[str]:
+        """URLs of the engines holding this adapter version."""
+        return [r.url for r in self.engines.holding(manifest.served_name)]
+
     def is_loaded(self, manifest: AdapterManifest) -> bool:
-        return manifest.served_name in self._loaded
+        return bool(self.engines.holding(manifest.served_name))
 
     async def unload(self, manifest: AdapterManifest) -> None:
-        async with self._load_lock:
-            self._loaded.discard(manifest.served_name)
-            await self.engine.unload_adapter(manifest.served_name)
+        await self.engines.unload(manifest.served_name)
 
     def switch(self, manifest: AdapterManifest) -> None:
         """Point the adapter's name at this version: requests from now on use it."""
         self.adapters[manifest.name] = manifest
 
-    async def load_registered_adapters(self) -> None:
-        """Load every registered adapter into the engine (at start; failures are logged)."""
-        for manifest in self.adapters.values():
+    async def sync_registry(self) -> None:
+        """Pick up what changed in the registry outside this process (another API replica's
+        swap, a `ragtune adapters add` on the shared volume) and unload versions no longer
+        current once no request uses them. Not during a swap of this process."""
+        async with self.swap_lock:
+            await anyio.to_thread.run_sync(self.refresh_adapters)
+            for replica in self.engines.replicas:
+                stale = [
+                    n for n in replica.resident if self._ours(n) is False and not self.in_flight[n]
+                ]
+                for name in stale:
+                    try:
+                        await self.engines.unload(name)
+                    except ServingError as exc:
+                        logger.warning("could not unload stale %s: %s", name, exc)
+
+    def _ours(self, served: str) -> bool | None:
+        """True: a current adapter version; False: a stale or removed one of ours; None: a
+        name ragtune did not give."""
+        name, _, version = served.rpartition("@v")
+        if not name or not version.isdigit():
+            return None
+        manifest = self.adapters.get(name)
+        if manifest is None:
+            return False if (self.registry.root / name).is_dir() else None
+        return manifest.served_name == served
+
+    async def restore_adapters(self) -> None:
+        """At start: take over what each engine already holds, then load again the adapters
+        that were resident before the restart (their current versions). With no record (a
+        first start), the registered adapters go to the first engine, as many as it has slots
+        for. Failures are logged; the adapter then loads on first use."""
+        remembered = self.engines.remembered()
+        for index, replica in enumerate(self.engines.replicas):
             try:
-                await self.ensure_loaded(manifest)
+                await self.engines.adopt(replica, self._ours)
             except ServingError as exc:
-                logger.warning("adapter %s not loaded yet: %s", manifest.name, exc)
+                logger.warning("engine %s: %s", replica.url, exc)
+                continue
+            if remembered is None:
+                names = list(self.adapters)[: replica.slots] if index == 0 else []
+            else:
+                names = remembered.get(replica.url, [])[-replica.slots :]
+            for name in names:
+                manifest = self.adapters.get(name)
+                if manifest is None:
+                    continue
+                try:
+                    await self.ensure_loaded(manifest, replica)
+                except ServingError as exc:
+                    logger.warning("adapter %s not loaded again yet: %s", name, exc)
+        self.engines.save()
 
     # -- model -----------------------------------------------------------------------------
     async def context_length(self) -> int:
         """The served model's context length, as the engine reports it (asked once)."""
         if self._context_length is None:
-            for entry in await self.engine.list_models():
+            for entry in await self.engines.primary.list_models():
                 if entry.get("id") == self.base_model and entry.get("max_model_len"):
                     self._context_length = int(entry["max_model_len"])
             if self._context_length is None:

@@ -51,9 +51,12 @@ def ragtune_json(*args: str | Path, data_dir: Path, **env: str) -> Any:
 
 
 @contextmanager
-def ragtune_serve(data_dir: Path, port: int, **env: str) -> Iterator[str]:
+def ragtune_serve(
+    data_dir: Path, port: int, *, wait_ready: bool = True, **env: str
+) -> Iterator[str]:
     """`ragtune serve` as its own process (as in production) until the block ends; yields its
-    URL once GET /ready answers 200."""
+    URL once GET /ready answers 200 (once GET /health does, without `wait_ready`)."""
+    probe = "/ready" if wait_ready else "/health"
     log_path = data_dir.parent / f"serve-{port}.log"
     with log_path.open("w") as log:
         process = subprocess.Popen(
@@ -67,7 +70,7 @@ def ragtune_serve(data_dir: Path, port: int, **env: str) -> Iterator[str]:
         try:
             while True:
                 try:
-                    if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                    if httpx.get(f"{url}{probe}", timeout=2).status_code == 200:
                         break
                 except httpx.HTTPError:
                     pass

@@ -122,36 +122,59 @@ def free_port() -> int:
         return port
 
 
+class ChromaServer:
+    """`chroma run` as its own process on loopback; can be stopped and started again on the
+    same data and port."""
+
+    def __init__(self, path: Path, port: int | None = None) -> None:
+        chroma = shutil.which("chroma", path=str(BIN)) or shutil.which("chroma")
+        assert chroma, "the `chroma` command (from the chromadb package) is not installed"
+        self.command = chroma
+        self.path = path
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> str:
+        log = (self.path / "server.log").open("a")
+        self.process = subprocess.Popen(
+            [self.command, "run", "--path", str(self.path / "db"), "--host", "127.0.0.1",
+             "--port", str(self.port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        log.close()
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.url}/api/v2/heartbeat", timeout=2):
+                    return self.url
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.process.kill()
+                    pytest.fail(
+                        f"chroma run did not start: {(self.path / 'server.log').read_text()}"
+                    )
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+
 @pytest.fixture(scope="session")
 def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Chroma server (`chroma run`) on loopback, for the whole session."""
-    chroma = shutil.which("chroma", path=str(BIN)) or shutil.which("chroma")
-    assert chroma, "the `chroma` command (from the chromadb package) is not installed"
-    path = tmp_path_factory.mktemp("chroma-server")
-    port = free_port()
-    log = (path / "server.log").open("w")
-    process = subprocess.Popen(
-        [chroma, "run", "--path", str(path / "db"), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout=2):
-                break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"chroma run did not start: {(path / 'server.log').read_text()}")
-            time.sleep(0.2)
-    yield f"http://127.0.0.1:{port}"
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
+    server = ChromaServer(tmp_path_factory.mktemp("chroma-server"))
+    yield server.start()
+    server.stop()
 
 
 @pytest.fixture(scope="session")

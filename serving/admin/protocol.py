@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field
 
 
@@ -21,6 +23,11 @@ class AdapterStatus(BaseModel):
     version: int
     served_name: str
     loaded: bool
+    loaded_on: list[str] = Field(default_factory=list, description="Engines holding it.")
     in_flight: int
     task: str
     rank: int
+
+
+class AdapterDetail(AdapterStatus):
+    manifest: dict[str, Any] = Field(description="The version's manifest, evaluation included.")

@@ -6,7 +6,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 
-from serving.admin.protocol import AdapterStatus, AddAdapterRequest, SwapAdapterRequest
+from serving.admin.protocol import (
+    AdapterDetail,
+    AdapterStatus,
+    AddAdapterRequest,
+    SwapAdapterRequest,
+)
 from serving.admin.service import AdapterAdmin
 from serving.auth import require_admin
 from serving.chat.routes import ERRORS
@@ -33,10 +38,12 @@ async def add_adapter(body: AddAdapterRequest, service: Admin) -> AdapterStatus:
     return await service.add(body.name, body.path, body.task, body.examples)
 
 
-@router.get("/{name}", response_model=AdapterStatus, responses=ERRORS)
-async def show_adapter(name: str, service: Admin) -> AdapterStatus:
-    """One adapter's status."""
-    return service.status(service.state.adapter(name))
+@router.get("/{name}", response_model=AdapterDetail, responses=ERRORS)
+async def show_adapter(name: str, service: Admin) -> AdapterDetail:
+    """One adapter's status and manifest."""
+    manifest = service.state.adapter(name)
+    status = service.status(manifest)
+    return AdapterDetail(**status.model_dump(), manifest=manifest.model_dump(mode="json"))
 
 
 @router.post("/{name}/swap", response_model=AdapterStatus, responses=ERRORS)

@@ -13,6 +13,7 @@ from adapters.errors import InvalidAdapterError
 from adapters.registry import AdapterManifest
 from serving.admin.protocol import AdapterStatus
 from serving.engine.launcher import EngineLauncher
+from serving.errors import ServingError
 from serving.state import ServingState
 
 logger = logging.getLogger("ragtune.admin")
@@ -33,6 +34,7 @@ class AdapterAdmin:
             version=manifest.version,
             served_name=manifest.served_name,
             loaded=self.state.is_loaded(manifest),
+            loaded_on=self.state.loaded_on(manifest),
             in_flight=self.state.in_flight[manifest.served_name],
             task=manifest.task,
             rank=manifest.rank,
@@ -69,12 +71,25 @@ class AdapterAdmin:
                     base_model_dir=self._model_dir(),
                 )
             )
+            # On every engine holding the old version (one, if none does), so that the traffic
+            # moves over without a cold load. The swap holds the old version meanwhile: loading
+            # the new one must not evict it.
+            replicas = state.engines.holding(old.served_name) or [
+                state.engines.choose(new.served_name)
+            ]
+            for replica in replicas:
+                state.acquire(replica, old.served_name)
             try:
-                await state.ensure_loaded(new)
+                for replica in replicas:
+                    await state.ensure_loaded(new, replica)
+                state.switch(new)
             except BaseException:
-                await anyio.to_thread.run_sync(state.registry.remove_version, new)
+                state.engines.on_event("swap_failed", new.served_name)
+                await self._forget(new)
                 raise
-            state.switch(new)
+            finally:
+                for replica in replicas:
+                    await state.release(replica, old.served_name)
             if not await state.drain(old.served_name, DRAIN_TIMEOUT_S):
                 logger.warning(
                     "requests on %s still running after %.0f s; unloading it anyway",
@@ -82,7 +97,16 @@ class AdapterAdmin:
                     DRAIN_TIMEOUT_S,
                 )
             await state.unload(old)
+            state.engines.on_event("swap", new.served_name)
             return self.status(new)
+
+    async def _forget(self, failed: AdapterManifest) -> None:
+        """Undo a version that could not be loaded (the old one keeps serving)."""
+        try:
+            await self.state.unload(failed)
+        except ServingError as exc:
+            logger.warning("could not unload the failed version %s: %s", failed.served_name, exc)
+        await anyio.to_thread.run_sync(self.state.registry.remove_version, failed)
 
     async def load(self, name: str) -> AdapterStatus:
         manifest = self.state.adapter(name)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import numpy as np
@@ -15,6 +16,7 @@ import numpy as np
 from adapters.registry import AdapterManifest
 from retrieval.filters import SearchFilter
 from retrieval.search import SearchHit, SearchMode
+from serving import observability
 from serving.chat.protocol import (
     ChatCompletionRequest,
     ErrorDetail,
@@ -22,12 +24,19 @@ from serving.chat.protocol import (
     RagtuneInfo,
     SourceInfo,
 )
-from serving.errors import ModelNotFoundError, ServingError
+from serving.engine.pool import Replica
+from serving.errors import (
+    EngineNotRunningError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    ServingError,
+)
 from serving.prompting import PromptPlan
 from serving.router import Evidence, Route, RouteDecision, adapter_matches, decide
 from serving.state import ServingState
 
 logger = logging.getLogger("ragtune.chat")
+_T = TypeVar("_T")
 
 # Sampling fields passed to the engine as the client sent them.
 _FORWARDED = (
@@ -40,17 +49,23 @@ _FORWARDED = (
 class Routed:
     decision: RouteDecision
     hits: list[SearchHit]
+    timings: dict[str, float]
+    """Seconds: "retrieval" (query embedding + search), "routing" (the decision)."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class PreparedChat:
     decision: RouteDecision
     info: RagtuneInfo
     engine_request: dict[str, Any]
     model: str
     """The name the client used, echoed in responses."""
+    replica: Replica
+    """The engine this request is sent to."""
     adapter: AdapterManifest | None = None
     """The adapter version this request uses; counted in flight until it ends."""
+    client_wants_usage: bool = False
+    """The stream's client asked for the usage chunk (`stream_options.include_usage`)."""
 
 
 class ChatService:
@@ -59,6 +74,14 @@ class ChatService:
 
     async def prepare(self, request: ChatCompletionRequest) -> PreparedChat:
         state = self.state
+        limit = state.settings.api.max_tokens_limit
+        asked = request.max_tokens or request.max_completion_tokens
+        if limit and asked and asked > limit:
+            raise InvalidRequestError(
+                f"max_tokens {asked} is above this server's limit of {limit} "
+                "(RAGTUNE_MAX_TOKENS_LIMIT); ask for fewer",
+                param="max_tokens",
+            )
         options = request.ragtune
         requested_adapter = None if request.model == state.base_model else request.model
         if requested_adapter:
@@ -79,17 +102,26 @@ class ChatService:
             )
         )
         decision, hits = routed.decision, routed.hits
-        manifest = None
-        if decision.adapter:
-            # Read the alias and count the request in one step (no await between): a hot-swap
-            # then waits for this request before unloading the version it uses.
-            manifest = state.adapter(decision.adapter)
-            state.acquire(manifest.served_name)
+        record = observability.current()
+        if record is not None:
+            for name, seconds in routed.timings.items():
+                record.time(name, seconds)
+            record.route, record.adapter, record.reason = (
+                decision.route, decision.adapter, decision.reason,
+            )  # fmt: skip
+            record.stream = request.stream
+            if state.settings.api.log_prompts:
+                record.question = question
+        manifest = state.adapter(decision.adapter) if decision.adapter else None
+        served = manifest.served_name if manifest else state.base_model
+        # Read the alias, choose the engine and count the request in one step (no await
+        # between): a hot-swap then waits for this request before unloading its version.
+        replica = state.engines.choose(manifest.served_name if manifest else None)
+        state.acquire(replica, served)
         try:
-            return await self._prepare_prompt(request, decision, hits, manifest)
+            return await self._prepare_prompt(request, decision, hits, manifest, replica)
         except BaseException:
-            if manifest is not None:
-                await state.release(manifest.served_name)
+            await state.release(replica, served)
             raise
 
     async def _prepare_prompt(
@@ -98,6 +130,7 @@ class ChatService:
         decision: RouteDecision,
         hits: list[SearchHit],
         manifest: AdapterManifest | None,
+        replica: Replica,
     ) -> PreparedChat:
         state = self.state
         builder = await state.prompt_builder()
@@ -107,6 +140,9 @@ class ChatService:
                 message["content"] = "\n".join(
                     part.get("text") or "" for part in message["content"]
                 )
+            # Chat templates expect every message to have text (an assistant turn that only
+            # called tools has none).
+            message.setdefault("content", "")
         asked = request.max_tokens or request.max_completion_tokens
         if decision.uses_retrieval:
             # Room kept for the answer: what the request asks for, else a default share.
@@ -119,7 +155,7 @@ class ChatService:
 
         engine_model = state.base_model
         if manifest is not None:
-            engine_model = await state.ensure_loaded(manifest)
+            engine_model = await state.ensure_loaded(manifest, replica)
         body = self._engine_request(request, plan, engine_model)
         info = RagtuneInfo(
             route=decision.route,
@@ -138,7 +174,10 @@ class ChatService:
                 for n, hit in enumerate(plan.passages, start=1)
             ],
         )
-        return PreparedChat(decision, info, body, request.model, manifest)
+        wants_usage = bool(request.stream_options and request.stream_options.include_usage)
+        return PreparedChat(
+            decision, info, body, request.model, replica, manifest, client_wants_usage=wants_usage
+        )
 
     def route(
         self,
@@ -151,6 +190,7 @@ class ChatService:
     ) -> Routed:
         """Embed the question once, retrieve, match adapters, decide (no engine involved)."""
         state = self.state
+        started = time.perf_counter()
         vector = state.embedder.embed_query(question)
         hits: list[SearchHit] = []
         if forced_route not in ("adapter", "base"):
@@ -161,6 +201,7 @@ class ChatService:
                 SearchFilter.from_mapping(filters) if filters else None,
                 vector=vector,
             )
+        retrieved = time.perf_counter()
         dense = sorted((h.dense_score for h in hits if h.dense_score is not None), reverse=True)
         matches = adapter_matches(state.profiles, np.asarray(vector, dtype=np.float32))
         decision = decide(
@@ -170,7 +211,8 @@ class ChatService:
             requested_adapter=requested_adapter,
             forced_route=forced_route,
         )
-        return Routed(decision, hits)
+        timings = {"retrieval": retrieved - started, "routing": time.perf_counter() - retrieved}
+        return Routed(decision, hits, timings)
 
     @staticmethod
     def _engine_request(
@@ -187,37 +229,69 @@ class ChatService:
                 body[name] = value
         body["model"] = engine_model
         body["messages"] = plan.messages
-        if request.stream_options is not None:
-            body["stream_options"] = request.stream_options.model_dump()
+        if request.stream:
+            # Always asked of the engine, for the token metrics; passed on only if requested.
+            given = request.stream_options.model_dump() if request.stream_options else {}
+            body["stream_options"] = {**given, "include_usage": True}
         return body
 
     async def finish(self, prepared: PreparedChat) -> None:
         """The request is over: a hot-swap may now unload the version it used."""
-        if prepared.adapter is not None:
-            await self.state.release(prepared.adapter.served_name)
+        await self.state.release(prepared.replica, prepared.engine_request["model"])
 
     async def complete(self, prepared: PreparedChat) -> dict[str, Any]:
         try:
-            response = await self._with_reload(prepared)
+            response = await self._call(prepared, self._whole)
         finally:
             await self.finish(prepared)
         response["model"] = prepared.model
         response["ragtune"] = prepared.info.model_dump()
         return response
 
-    async def _with_reload(self, prepared: PreparedChat) -> dict[str, Any]:
-        try:
-            return await self.state.engine.chat_completion(prepared.engine_request)
-        except ModelNotFoundError:
-            if prepared.decision.adapter is None:
-                raise
-            # The engine restarted and lost its adapters: load this one again, once.
-            await self._reload(prepared)
-            return await self.state.engine.chat_completion(prepared.engine_request)
+    async def _whole(self, prepared: PreparedChat) -> dict[str, Any]:
+        started = time.perf_counter()
+        response = await prepared.replica.client.chat_completion(prepared.engine_request)
+        record = observability.current()
+        if record is not None:
+            record.time("generation", time.perf_counter() - started)
+            _count_tokens(record, response.get("usage"))
+        return response
 
-    async def _reload(self, prepared: PreparedChat) -> None:
-        assert prepared.adapter is not None
-        await self.state.ensure_loaded(prepared.adapter, reload=True)
+    async def _call(
+        self, prepared: PreparedChat, call: Callable[[PreparedChat], Awaitable[_T]]
+    ) -> _T:
+        """`call(prepared)`, recovering once from what a replica may do between requests: an
+        engine that restarted and lost its adapters (load again, retry), or a replica that went
+        away (the request moves to another, when there is one). Nothing had reached the client
+        yet, so retrying is safe."""
+        try:
+            return await call(prepared)
+        except ModelNotFoundError:
+            if prepared.adapter is None:
+                raise
+            await self.state.ensure_loaded(prepared.adapter, prepared.replica, reload=True)
+            return await call(prepared)
+        except EngineNotRunningError:
+            if len(self.state.engines.replicas) == 1:
+                raise
+            prepared.replica.mark_down()
+            await self._move(prepared)
+            return await call(prepared)
+
+    async def _move(self, prepared: PreparedChat) -> None:
+        """Send the request to another replica (counted there before it is released here)."""
+        state = self.state
+        served = prepared.engine_request["model"]
+        old = prepared.replica
+        replica = state.engines.choose(served if prepared.adapter else None, exclude=old)
+        state.acquire(replica, served)
+        prepared.replica = replica
+        await state.release(old, served)
+        logger.warning(
+            "engine %s refused the connection; request moved to %s", old.url, replica.url
+        )
+        if prepared.adapter is not None:
+            await state.ensure_loaded(prepared.adapter, replica)
 
     async def open_stream(self, prepared: PreparedChat) -> AsyncIterator[str]:
         """SSE events: the engine's chunks, the first one carrying `ragtune`, then [DONE].
@@ -226,37 +300,70 @@ class ChatService:
         reports at once (unknown model, context too long, engine down) still gets its HTTP
         status; an error after that arrives as an error event, then [DONE].
         """
-        chunks = self.state.engine.stream_chat_completion(prepared.engine_request)
+        holder: dict[str, AsyncIterator[dict[str, Any]]] = {}
+
+        started = time.perf_counter()
+
+        async def first_chunk(attempt: PreparedChat) -> dict[str, Any] | None:
+            chunks = attempt.replica.client.stream_chat_completion(attempt.engine_request)
+            holder["chunks"] = chunks
+            try:
+                return await anext(chunks)
+            except StopAsyncIteration:
+                return None
+
         try:
-            first = await anext(chunks)
-        except StopAsyncIteration:
-            first = None
+            first = await self._call(prepared, first_chunk)
         except BaseException:
             await self.finish(prepared)
             raise
-        return self._events(prepared, first, chunks)
+        record = observability.current()
+        if record is not None:
+            record.time("first_token", time.perf_counter() - record.started)
+        return self._events(prepared, first, holder["chunks"], started, record)
 
     async def _events(
         self,
         prepared: PreparedChat,
         first: dict[str, Any] | None,
         rest: AsyncIterator[dict[str, Any]],
+        started: float,
+        record: observability.RequestRecord | None,
     ) -> AsyncIterator[str]:
+        # The engine always reports usage (for the metrics); the client gets the usage chunk
+        # only when it asked for it.
+        usage_wanted = bool(prepared.client_wants_usage)
         try:
             if first is not None:
                 first["model"] = prepared.model
                 first["ragtune"] = prepared.info.model_dump()
                 yield _event(first)
                 async for chunk in rest:
+                    if chunk.get("usage") and record is not None:
+                        _count_tokens(record, chunk["usage"])
+                    if not chunk.get("choices") and chunk.get("usage") and not usage_wanted:
+                        continue
+                    if not usage_wanted:
+                        chunk.pop("usage", None)
                     chunk["model"] = prepared.model
                     yield _event(chunk)
         except ServingError as exc:
             logger.warning("stream ended by an engine error: %s", exc)
+            if record is not None:
+                record.error = str(exc)
             error = ErrorDetail(message=str(exc), type="server_error", code="engine_stream_error")
             yield _event(ErrorResponse(error=error).model_dump())
         finally:
+            if record is not None:
+                record.time("generation", time.perf_counter() - started)
             await self.finish(prepared)
         yield "data: [DONE]\n\n"
+
+
+def _count_tokens(record: observability.RequestRecord, usage: Any) -> None:
+    if isinstance(usage, dict):
+        record.prompt_tokens = usage.get("prompt_tokens")
+        record.completion_tokens = usage.get("completion_tokens")
 
 
 def _event(payload: dict[str, Any]) -> str:

@@ -57,9 +57,9 @@ class EngineClient:
         )
 
     @classmethod
-    def from_settings(cls, settings: EngineSettings) -> EngineClient:
+    def from_settings(cls, settings: EngineSettings, url: str | None = None) -> EngineClient:
         return cls(
-            settings.engine_url,
+            url or settings.engine_url,
             request_timeout_s=settings.request_timeout_s,
             connect_timeout_s=settings.connect_timeout_s,
             connect_retries=settings.connect_retries,

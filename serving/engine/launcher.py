@@ -182,6 +182,8 @@ class EngineLauncher:
         model = self.model_path()
 
         self.engine_dir.mkdir(parents=True, exist_ok=True)
+        if self._process is not None and self._process.poll() is not None:
+            self._process = None  # an engine this launcher started has died: reaped now
         command = self.command(model)
         with self.log_file.open("wb") as log:
             log.write(f"$ {' '.join(command)}\n".encode())

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
+import httpx
 import pytest
 from transformers import AutoTokenizer
 
 from adapters.training import IGNORE, Example, TrainingDataError, collate, encode, load_examples
-from serving.engine.models import default_model_dir
-from tests.cli import ragtune
+from serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir
+from serving.settings import EngineSettings
+from tests.cli import ragtune, ragtune_serve
+from tests.conftest import free_port
 
 ABSTRACTS = Path(__file__).resolve().parents[3] / "shared" / "eval" / "abstract2title.jsonl"
 
@@ -56,16 +60,26 @@ def test_training_data_formats_and_errors(tmp_path: Path) -> None:
         load_examples(data)
 
 
-def test_cli_trains_registers_and_keeps_the_held_out_split(
-    models_dir: Path, tmp_path: Path
-) -> None:
-    data_dir = tmp_path / "data"
+@pytest.fixture(scope="module")
+def trained(
+    models_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """A tiny adapter trained by the CLI on 12 abstracts (kept short for CI)."""
+    data_dir = tmp_path_factory.mktemp("trained") / "data"
     env = {"RAGTUNE_MODEL": str(default_model_dir(models_dir))}
     result = ragtune(
         "adapters", "train", ABSTRACTS, "--name", "titler", "--task", "Write a paper's title.",
         "--max-examples", "12", "--eval-split", "0.25", "--batch-size", "4", "--epochs", "2",
         "--max-length", "256", "--lr", "1e-3", "--json", data_dir=data_dir, **env,
     )  # fmt: skip
+    return data_dir, result
+
+
+def test_cli_trains_registers_and_keeps_the_held_out_split(
+    models_dir: Path, trained: tuple[Path, subprocess.CompletedProcess[str]]
+) -> None:
+    data_dir, result = trained
+    env = {"RAGTUNE_MODEL": str(default_model_dir(models_dir))}
     assert result.returncode == 0, result.stderr
     manifest = json.loads(result.stdout)
     training = manifest["evaluation"]["training"]
@@ -81,3 +95,43 @@ def test_cli_trains_registers_and_keeps_the_held_out_split(
     assert len(manifest["examples"]) == 9
     listed = json.loads(ragtune("adapters", "list", "--json", data_dir=data_dir, **env).stdout)
     assert [a["name"] for a in listed] == ["titler"]
+
+
+@pytest.mark.engine
+def test_the_adapter_just_trained_is_served(
+    engine: EngineSettings,
+    models_dir: Path,
+    trained: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    data_dir, result = trained
+    assert result.returncode == 0, result.stderr
+    held_out = json.loads(
+        Path(json.loads(result.stdout)["evaluation"]["training"]["held_out_file"])
+        .read_text()
+        .splitlines()[0]
+    )
+    env = {
+        "RAGTUNE_VLLM_URL": engine.engine_url,
+        "RAGTUNE_MODEL": str(default_model_dir(models_dir)),
+        "RAGTUNE_SERVED_MODEL_NAME": DEFAULT_MODEL_NAME,
+        "RAGTUNE_API_KEYS": "chat-key",
+    }
+    with ragtune_serve(data_dir, free_port(), **env) as url:
+        prompt = f"{held_out['instruction']}\n\n{held_out['input']}"
+        for model in ("titler", DEFAULT_MODEL_NAME):  # by name, then chosen by the router
+            response = httpx.post(
+                f"{url}/v1/chat/completions",
+                json={
+                    "model": model,
+                    "messages": [{"role": "user", "content": prompt}],
+                    "max_tokens": 24,
+                    "temperature": 0,
+                },
+                headers={"Authorization": "Bearer chat-key"},
+                timeout=300,
+            )
+            assert response.status_code == 200, response.text
+            answer = response.json()
+            assert answer["ragtune"]["route"] in ("adapter", "adapter+rag")
+            assert answer["ragtune"]["adapter"] == "titler"
+            assert answer["choices"][0]["message"]["content"].strip()
