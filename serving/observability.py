@@ -322,6 +322,7 @@ def configure_logging(log_format: str, level: str = "info") -> None:
     for a terminal. `auto` is text on a terminal, JSON otherwise."""
     use_json = log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
     handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(level.upper())  # also for libraries that set their own loggers' levels
     if use_json:
         handler.setFormatter(JsonFormatter())
     else:

@@ -14,6 +14,7 @@ import anyio
 import numpy as np
 
 from adapters.registry import AdapterManifest
+from retrieval.errors import CollectionNotFoundError
 from retrieval.filters import SearchFilter
 from retrieval.search import SearchHit, SearchMode
 from serving import observability
@@ -157,6 +158,9 @@ class ChatService:
         if manifest is not None:
             engine_model = await state.ensure_loaded(manifest, replica)
         body = self._engine_request(request, plan, engine_model)
+        limit = state.settings.api.max_tokens_limit
+        if limit and not asked:
+            body["max_tokens"] = min(limit, builder.context_length - plan.prompt_tokens)
         info = RagtuneInfo(
             route=decision.route,
             adapter=decision.adapter,
@@ -194,13 +198,19 @@ class ChatService:
         vector = state.embedder.embed_query(question)
         hits: list[SearchHit] = []
         if forced_route not in ("adapter", "base"):
-            hits = state.retriever(collection).search(
-                question,
-                state.settings.router.rag_top_k,
-                SearchMode(state.settings.retrieval.search_mode),
-                SearchFilter.from_mapping(filters) if filters else None,
-                vector=vector,
-            )
+            try:
+                hits = state.retriever(collection).search(
+                    question,
+                    state.settings.router.rag_top_k,
+                    SearchMode(state.settings.retrieval.search_mode),
+                    SearchFilter.from_mapping(filters) if filters else None,
+                    vector=vector,
+                )
+            except CollectionNotFoundError:
+                if collection is not None or forced_route == "rag":
+                    raise  # asked for by name, or retrieval was required: the client's error
+                # Nothing ingested yet: no evidence (adapters and the base model still serve).
+                logger.info("the default collection does not exist yet: no documents")
         retrieved = time.perf_counter()
         dense = sorted((h.dense_score for h in hits if h.dense_score is not None), reverse=True)
         matches = adapter_matches(state.profiles, np.asarray(vector, dtype=np.float32))

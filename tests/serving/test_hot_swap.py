@@ -171,3 +171,83 @@ def test_cli_swap_targets_the_server(
     )  # fmt: skip
     assert refused.returncode == 2
     assert "403" in refused.stderr
+
+
+def test_cli_operates_a_remote_server(
+    server: tuple[str, EngineSettings], lora_adapters: dict[str, Path], tmp_path: Path
+) -> None:
+    url, engine = server
+    remote = {"RAGTUNE_URL": url, "RAGTUNE_ADMIN_KEY": ADMIN}
+
+    def cli(*args: str | Path, **env: str) -> Any:
+        result = ragtune("adapters", *args, data_dir=tmp_path, **{**remote, **env})
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout) if "--json" in args else result.stdout
+
+    def loaded() -> dict[str, bool]:
+        return {row["name"]: row["loaded"] for row in cli("list", "--json")}
+
+    added = cli("add", lora_adapters["beta"], "--name", "remote", "--task", "Remote task.",
+                "--json")  # fmt: skip
+    assert added["served_name"] == "remote@v1"
+    assert loaded()["remote"] is True
+    shown = cli("show", "remote", "--json")
+    assert shown["task"] == "Remote task."
+    assert shown["weights_sha256"]
+    cli("unload", "remote")
+    assert loaded()["remote"] is False
+    assert "remote@v1" not in {
+        m["id"] for m in httpx.get(f"{engine.engine_url}/v1/models").json()["data"]
+    }
+    assert "loaded remote v1" in cli("load", "remote")
+    assert loaded()["remote"] is True
+    cli("rm", "remote")
+    assert "remote" not in loaded()
+    # Nothing was written locally: the server did it all.
+    assert not (tmp_path / "adapters").exists()
+    refused = ragtune("adapters", "list", data_dir=tmp_path, RAGTUNE_URL=url,
+                      RAGTUNE_ADMIN_KEY=CHAT)  # fmt: skip
+    assert refused.returncode == 2
+    assert "403" in refused.stderr
+
+
+def test_swap_failing_in_the_engine_halfway_leaves_the_old_version_serving(
+    server: tuple[str, EngineSettings], lora_adapters: dict[str, Path], tmp_path: Path
+) -> None:
+    """The new version passes ragtune's validation and is stored, then vLLM refuses to load it
+    (it asks for DoRA, which vLLM does not support): the stored version is taken back and the
+    old one never stops serving."""
+    url, engine = server
+    broken = tmp_path / "dora"
+    shutil.copytree(lora_adapters["beta"], broken)
+    config = json.loads((broken / "adapter_config.json").read_text())
+    (broken / "adapter_config.json").write_text(json.dumps({**config, "use_dora": True}))
+
+    async def scenario() -> tuple[httpx.Response, tuple[int, str, list[str]], Any]:
+        async with httpx.AsyncClient(base_url=url, timeout=300) as client:
+            before = await stream_once(client)
+            during = asyncio.create_task(stream_once(client))
+            refused = await swap(client, broken)
+            after = await stream_once(client)
+            assert (await during)[2] == []
+            assert after[:2] == before[:2]
+            status = await client.get(
+                "/admin/adapters/swapper", headers={"Authorization": f"Bearer {ADMIN}"}
+            )
+            return refused, after, status.json()
+
+    refused, after, status = asyncio.run(scenario())
+    assert refused.status_code in (400, 503), refused.text
+    assert "DoRA" in refused.json()["error"]["message"]
+    assert after[2] == []
+    served = {m["id"] for m in httpx.get(f"{engine.engine_url}/v1/models").json()["data"]}
+    assert status["served_name"] in served
+    assert f"swapper@v{status['version'] + 1}" not in served
+    # The refused version was not kept: the next good swap takes its number.
+    good = asyncio.run(_swap_once(url, lora_adapters["alpha"]))
+    assert good.json()["version"] == status["version"] + 1
+
+
+async def _swap_once(url: str, path: Path) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=url, timeout=300) as client:
+        return await swap(client, path)

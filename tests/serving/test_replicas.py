@@ -91,7 +91,7 @@ def test_two_replicas_adapter_affinity_spreading_and_failover(
             assert loaded_on() == [urls[0]]  # first start: on the first replica
             before = [engine_requests(u) for u in urls]
 
-            async def burst(model: str, n: int, **extra: Any) -> list[int]:
+            async def burst(model: str, n: int, **extra: Any) -> list[int | str]:
                 body = {"messages": [{"role": "user", "content": "Say hi."}],
                         "max_tokens": 8, "ignore_eos": True, **extra}  # fmt: skip
                 async with httpx.AsyncClient(base_url=url, timeout=300) as client:
@@ -100,7 +100,7 @@ def test_two_replicas_adapter_affinity_spreading_and_failover(
                                     headers={"Authorization": f"Bearer {CHAT}"})
                         for _ in range(n)
                     ))  # fmt: skip
-                return [r.status_code for r in responses]
+                return [200 if r.status_code == 200 else r.text for r in responses]
 
             assert asyncio.run(burst("rep-alpha", 6)) == [200] * 6
             after_adapter = [engine_requests(u) for u in urls]
