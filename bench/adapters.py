@@ -57,6 +57,7 @@ def train_worker(mode: str, steps: int, model_dir: Path) -> dict[str, Any]:
     from adapters.training import (
         PeftLoraTrainer,
         TrainingConfig,
+        answer_loss,
         collate,
         encode,
         load_examples,
@@ -79,14 +80,29 @@ def train_worker(mode: str, steps: int, model_dir: Path) -> dict[str, Any]:
 
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        if mode == "lora-all-logits":
+            from peft import LoraConfig, get_peft_model
+
+            lora = LoraConfig(
+                r=config.rank,
+                lora_alpha=config.alpha,
+                lora_dropout=0.0,
+                target_modules=list(config.target_modules),
+                task_type="CAUSAL_LM",
+            )
+            model = get_peft_model(model, lora)  # fmt: skip
         model.train()
-        optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate)
+        trained = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trained, lr=config.learning_rate)
         encoded = [encode(tokenizer, e, config.max_length) for e in examples]
         pad = tokenizer.pad_token_id or 0
         stamps.append(time.perf_counter())
         for start in range(0, len(encoded), config.batch_size):
             ids, mask, labels = collate(encoded[start : start + config.batch_size], pad)
-            model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
+            if mode == "full":
+                answer_loss(model, ids, mask, labels).backward()
+            else:  # the loss as transformers computes it, with every position's logits
+                model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
             optimizer.step()
             optimizer.zero_grad()
             stamps.append(time.perf_counter())
@@ -249,9 +265,7 @@ def swap_bench(args: argparse.Namespace, model_dir: Path) -> dict[str, Any]:
             launcher.stop()
 
 
-def report(
-    swap: dict[str, Any] | None, lora: dict[str, Any] | None, full: dict[str, Any] | None
-) -> None:
+def report(swap: dict[str, Any] | None, training: dict[str, dict[str, Any]]) -> None:
     if swap is not None:
         base = swap["median_latency_s"]
         print(f"\nhot-swap under load: {swap['requests']} streamed requests during "
@@ -268,14 +282,18 @@ def report(
               f"{swap['mixed']}, refused swaps: {len(swap['bad_swaps'])}")  # fmt: skip
         if swap["failure_examples"]:
             print(f"  e.g. {swap['failure_examples']}")
-    if lora is not None and full is not None:
+    if training:
+        lora, full = training["lora"], training["full"]
         print("\ntraining on the default model (batch 8 abstracts, max length 384, CPU):")
         print("| | s/step | peak RSS (GiB) |")
         print("| --- | --- | --- |")
-        print(f"| LoRA r=8 (ragtune adapters train) | {lora['s_per_step']:.2f} | "
-              f"{lora['peak_rss_gib']:.2f} |")  # fmt: skip
-        print(f"| baseline: full fine-tune | {full['s_per_step']:.2f} | "
-              f"{full['peak_rss_gib']:.2f} |")  # fmt: skip
+        names = {
+            "lora": "LoRA r=8 (ragtune adapters train: answer logits only)",
+            "lora-all-logits": "LoRA r=8, logits of every position (transformers' loss)",
+            "full": "baseline: full fine-tune (answer logits only)",
+        }
+        for mode, row in training.items():
+            print(f"| {names[mode]} | {row['s_per_step']:.2f} | {row['peak_rss_gib']:.2f} |")
         print(f"ratios LoRA/full: time {lora['s_per_step'] / full['s_per_step']:.2f}, "
               f"peak RSS {lora['peak_rss_gib'] / full['peak_rss_gib']:.2f}")  # fmt: skip
 
@@ -288,7 +306,9 @@ def main() -> None:
     parser.add_argument("--skip-training", action="store_true")
     parser.add_argument("--skip-swap", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--train-worker", choices=["lora", "full"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--train-worker", choices=["lora", "lora-all-logits", "full"], help=argparse.SUPPRESS
+    )
     parser.add_argument("--model-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.train_worker:
@@ -296,13 +316,13 @@ def main() -> None:
         return
     model_dir = prepare_default_model(CACHE / "bench" / "models").path.resolve()
     swap = None if args.skip_swap else swap_bench(args, model_dir)
-    lora = full = None
+    training = {}
     if not args.skip_training:
-        lora = run_worker("lora", args.train_steps, model_dir)
-        full = run_worker("full", args.train_steps, model_dir)
-    report(swap, lora, full)
+        for mode in ("lora", "lora-all-logits", "full"):
+            training[mode] = run_worker(mode, args.train_steps, model_dir)
+    report(swap, training)
     if args.json:
-        args.json.write_text(json.dumps({"swap": swap, "lora": lora, "full": full}, indent=2))
+        args.json.write_text(json.dumps({"swap": swap, "training": training}, indent=2))
 
 
 if __name__ == "__main__":
