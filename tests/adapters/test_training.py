@@ -117,7 +117,7 @@ def test_the_adapter_just_trained_is_served(
         "RAGTUNE_API_KEYS": "chat-key",
     }
     with ragtune_serve(data_dir, free_port(), **env) as url:
-        prompt = f"{held_out['instruction']}\n\n{held_out['input']}"
+        prompt = next(m["content"] for m in held_out["messages"] if m["role"] == "user")
         for model in ("titler", DEFAULT_MODEL_NAME):  # by name, then chosen by the router
             response = httpx.post(
                 f"{url}/v1/chat/completions",
