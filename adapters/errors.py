@@ -6,8 +6,17 @@ class AdapterError(Exception):
 
 
 class AdapterNotFoundError(AdapterError):
-    """No adapter of that name is registered."""
+    """No adapter (or no version) of that name is registered."""
 
 
 class InvalidAdapterError(AdapterError):
     """The directory is not a usable PEFT LoRA adapter (or the name is not acceptable)."""
+
+
+class AdapterConflictError(AdapterError):
+    """The change conflicts with the registry as it is now (409): the name is taken, the version
+    is the one in force, or another operation changed the adapter first."""
+
+
+class AdapterBusyError(AdapterConflictError):
+    """The adapter version is answering requests, so it cannot be unloaded or removed now."""

@@ -47,6 +47,7 @@ from serving.settings import EngineSettings
 
 ABSTRACTS = REPO.parent / "shared" / "eval" / "abstract2title.jsonl"
 CHAT, ADMIN = "bench-chat", "bench-admin"
+ENGINE_API_KEY = "bench-engine"  # the engine's key; the API is given it too
 PROMPT = "Name three primary colours."
 
 
@@ -235,6 +236,7 @@ def swap_bench(args: argparse.Namespace, model_dir: Path) -> dict[str, Any]:
             engine_port=free_port("BENCH_ENGINE_PORT"),
             max_loras=2,
             max_model_len=2048,
+            engine_api_key=ENGINE_API_KEY,
         )
         for name in [n for n in os.environ if n.startswith("RAGTUNE_")]:
             del os.environ[name]
@@ -247,6 +249,7 @@ def swap_bench(args: argparse.Namespace, model_dir: Path) -> dict[str, Any]:
             RAGTUNE_MAX_LORAS="2",
             RAGTUNE_API_KEYS=CHAT,
             RAGTUNE_ADMIN_API_KEYS=ADMIN,
+            RAGTUNE_ENGINE_API_KEY=ENGINE_API_KEY,
             RAGTUNE_LOG_FORMAT="json",
         )
         launcher = EngineLauncher(engine)

@@ -63,6 +63,8 @@ from serving.settings import EngineSettings
 from serving.state import ServingSettings, ServingState
 
 API_KEY = "bench"
+# The key the bench's engine requires; the API process and the direct path send it.
+ENGINE_API_KEY = "bench-engine"
 TARGET_ADDED_P50_MS = 30.0
 TARGET_THROUGHPUT_RATIO = 0.9
 TARGET_DECIDE_P50_MS = 1.0
@@ -114,6 +116,7 @@ def use_bench_settings(
         RAGTUNE_VLLM_URL=engine_url,
         RAGTUNE_MAX_MODEL_LEN=str(max_model_len),
         RAGTUNE_API_KEYS=API_KEY,
+        RAGTUNE_ENGINE_API_KEY=ENGINE_API_KEY,
     )
 
 
@@ -220,10 +223,11 @@ class Paths:
         self.engine_url = f"{engine_url}/v1/chat/completions"
         self.api_url = f"{api_url}/v1/chat/completions"
         self.auth = {"Authorization": f"Bearer {API_KEY}"}
+        self.engine_auth = {"Authorization": f"Bearer {ENGINE_API_KEY}"}
 
     async def send(self, path: str, request: dict[str, Any]) -> tuple[float, dict[str, Any]]:
         if path == "direct":
-            return await post(self.http, self.engine_url, request)
+            return await post(self.http, self.engine_url, request, self.engine_auth)
         return await post(self.http, self.api_url, request, self.auth)
 
 
@@ -428,6 +432,7 @@ def main() -> None:
             # Both paths send the same prompts: with prefix caching, whichever went second
             # would find its prompt cached.
             engine_args=["--no-enable-prefix-caching"],
+            engine_api_key=ENGINE_API_KEY,
         )
         use_bench_settings(data_dir, model_dir, engine.engine_url, max_model_len)
         settings = ServingSettings()  # from the environment, as the API process reads it

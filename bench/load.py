@@ -28,7 +28,15 @@ from typing import Any
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench.api import collection_dir, free_port, start_api, stop_api, use_bench_settings, wait_ready
+from bench.api import (
+    ENGINE_API_KEY,
+    collection_dir,
+    free_port,
+    start_api,
+    stop_api,
+    use_bench_settings,
+    wait_ready,
+)
 from bench.common import CACHE, REPO, eval_set
 from bench.loadgen import Kind, run_load
 from serving.engine.launcher import EngineLauncher
@@ -92,6 +100,7 @@ def main() -> None:
             max_loras=2,
             max_model_len=2048,
             cpu_kvcache_gib=4.0,  # 64 RAG prompts of ~1,000-2,000 tokens at once
+            engine_api_key=ENGINE_API_KEY,
         )
         use_bench_settings(data_dir, model_dir, engine.engine_url, 2048)
         os.environ["RAGTUNE_LOG_LEVEL"] = "warning"

@@ -38,6 +38,7 @@ from retrieval.store import ChunkRecord, Collection, Metadata, MetadataValue
 RESERVED_KEYS = frozenset(
     {
         "source",
+        "display_source",
         "doc_id",
         "title",
         "section",
@@ -182,9 +183,20 @@ def scan_documents(collection: Collection) -> dict[str, _StoredDocument]:
     return documents
 
 
-def discover(paths: Sequence[Path]) -> tuple[list[tuple[Path, bool]], list[FileResult]]:
-    """Files under `paths` (recursively) as (path, named explicitly); missing paths fail."""
-    files: list[tuple[Path, bool]] = []
+@dataclass(frozen=True)
+class FoundFile:
+    path: Path
+    explicit: bool
+    """Named on the command line (an unsupported type is then a failure, not a skip)."""
+    display: str
+    """What readers of answers are shown instead of the server's path: the path below the
+    folder that was ingested, that folder's name first (`docs/guide/setup.md`), or the file's
+    name when the file itself was named."""
+
+
+def discover(paths: Sequence[Path]) -> tuple[list[FoundFile], list[FileResult]]:
+    """Files under `paths` (recursively); missing paths fail."""
+    files: list[FoundFile] = []
     problems: list[FileResult] = []
     seen: set[Path] = set()
     for given in paths:
@@ -192,7 +204,7 @@ def discover(paths: Sequence[Path]) -> tuple[list[tuple[Path, bool]], list[FileR
         if path.is_file():
             if path not in seen:
                 seen.add(path)
-                files.append((path, True))
+                files.append(FoundFile(path, True, path.name))
         elif path.is_dir():
             for root, dirs, names in os.walk(path):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
@@ -200,7 +212,8 @@ def discover(paths: Sequence[Path]) -> tuple[list[tuple[Path, bool]], list[FileR
                     child = Path(root) / name
                     if not name.startswith(".") and child not in seen:
                         seen.add(child)
-                        files.append((child, False))
+                        display = (Path(path.name) / child.relative_to(path)).as_posix()
+                        files.append(FoundFile(child, False, display))
         else:
             problems.append(
                 FileResult(str(path), FileStatus.FAILED, reason="no such file or directory")
@@ -278,8 +291,8 @@ class IngestService:
 
         window: list[_Pending] = []
         window_chunks = 0
-        for path, explicit in files:
-            result, pending = self._prepare(path, explicit, meta, stored)
+        for found in files:
+            result, pending = self._prepare(found, meta, stored)
             if pending is None:
                 summary.files.append(result)
                 progress.file_done(result)
@@ -292,7 +305,7 @@ class IngestService:
         self._flush(window, summary, dry_run, progress)
 
         if sync:
-            present = {str(path) for path, _ in files}
+            present = {str(found.path) for found in files}
             for doc_id, doc in sorted(stored.items(), key=lambda item: item[1].source):
                 if doc.source in present or not _under_any(Path(doc.source), roots):
                     continue
@@ -316,11 +329,11 @@ class IngestService:
 
     def _prepare(
         self,
-        path: Path,
-        explicit: bool,
+        found: FoundFile,
         meta: Mapping[str, str],
         stored: Mapping[str, _StoredDocument],
     ) -> tuple[FileResult, _Pending | None]:
+        path, explicit = found.path, found.explicit
         source = str(path)
         if file_type_of(path) is None:
             reason = f"unsupported file type {path.suffix or '(no extension)'!r}"
@@ -363,6 +376,7 @@ class IngestService:
                 chunk_id += f"-{seen[chunk_hash]}"
             metadata: dict[str, MetadataValue] = {
                 "source": source,
+                "display_source": found.display,
                 "doc_id": doc_id,
                 "title": document.title,
                 "section": chunk.section,

@@ -28,6 +28,10 @@ class StoreUnavailableError(RetrievalError):
 class CollectionNotFoundError(RetrievalError):
     """The named collection does not exist."""
 
+    def __init__(self, message: str, collection: str | None = None) -> None:
+        super().__init__(message)
+        self.collection = collection
+
 
 class InvalidFilterError(RetrievalError):
     """A search filter is malformed."""

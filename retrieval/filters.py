@@ -49,12 +49,20 @@ class SearchFilter:
                 source = value
             elif key == "section":
                 section = value
+            elif key.startswith("$"):
+                # The store would read it as an operator (`$or`, `$and`...), not a key.
+                raise InvalidFilterError(
+                    f"filter key {key[:64]!r} is not a metadata name (keys cannot start with $)"
+                )
             else:
                 meta.append((key, value))
         return cls(source, section, tuple(meta))
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, str]) -> SearchFilter:
+        for key in data:
+            if "=" in key:
+                raise InvalidFilterError(f"filter key {key[:64]!r} contains '='")
         return cls.parse(f"{k}={v}" for k, v in data.items())
 
     def is_empty(self) -> bool:

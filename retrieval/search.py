@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from pathlib import PurePath
 
 from retrieval.embedder import Embedder, Vector
 from retrieval.filters import SearchFilter
@@ -41,6 +42,18 @@ class SearchHit:
     context: str | None = None
     """The hit with its neighbouring chunks of the same section, when asked for."""
     neighbours: tuple[str, ...] = field(default=())
+    document: str = ""
+    """The document as readers of answers see it: its path below the ingested folder (or its
+    file name), never the server's own path (`source`)."""
+
+
+def display_source(metadata: Metadata) -> str:
+    """The reader's name of a chunk's document (chunks ingested before `display_source` was
+    stored show their file name)."""
+    shown = metadata.get("display_source")
+    if isinstance(shown, str) and shown:
+        return shown
+    return PurePath(str(metadata.get("source", ""))).name
 
 
 @dataclass
@@ -169,6 +182,7 @@ class Retriever:
             source=str(metadata.get("source", "")),
             section=str(metadata.get("section", "")),
             score=float(score or 0.0),
+            document=display_source(metadata),
             metadata=metadata,
             dense_score=c.dense_score,
             dense_rank=c.dense_rank,

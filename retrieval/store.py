@@ -241,7 +241,8 @@ def check_embedding_model(name: str, recorded: object, configured: str) -> None:
 def collection_not_found(name: str, location: str) -> CollectionNotFoundError:
     return CollectionNotFoundError(
         f"collection {name!r} does not exist in {location}; ingest documents into it "
-        f"first: ragtune ingest PATH --collection {name}"
+        f"first: ragtune ingest PATH --collection {name}",
+        collection=name,
     )
 
 

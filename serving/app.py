@@ -3,7 +3,6 @@ the engine client, the adapter registry and the tokenizer, and closes them at sh
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -14,7 +13,6 @@ import anyio
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from adapters.registry import AdapterRegistry
 from ingest.counters import ingest_counters_path
@@ -28,11 +26,14 @@ from serving.chat.service import ChatService
 from serving.engine.client import EngineClient
 from serving.engine.launcher import EngineLauncher
 from serving.engine.pool import EnginePool
-from serving.errors import RequestTooLargeError, ServingError
-from serving.http_errors import error_body, install_error_handlers
+from serving.errors import ServingError
+from serving.http_errors import install_error_handlers
+from serving.limits import RequestLimits
+from serving.middleware import BodySizeLimit, HeadAsGet
 from serving.observability import Metrics, RequestContext
 from serving.ratelimit import RateLimiter
 from serving.settings import EngineSettings
+from serving.shutdown import AnswerCancelledRequests
 from serving.state import ServingSettings, ServingState, load_tokenizer, tokenizer_source
 
 logger = logging.getLogger("ragtune.api")
@@ -75,22 +76,38 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
                 await state.engines.aclose()
                 state.store.close()
 
+    public_docs = api.api_docs_public
     app = FastAPI(
         title="ragtune",
         summary="RAG-first assistant server with an OpenAI-compatible chat API.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url="/docs" if public_docs else None,
+        redoc_url="/redoc" if public_docs else None,
+        openapi_url="/openapi.json" if public_docs else None,
     )
     app.state.settings = settings
     app.state.metrics = Metrics(ingest_counters_path(settings.retrieval.data_dir))
     app.state.rate_limiter = RateLimiter(api.rate_limit, api.rate_limit_burst or None)
+    app.state.auth_failures = RateLimiter(api.auth_failure_limit, api.auth_failure_burst or None)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, limit=api.max_request_bytes)
+    app.add_middleware(HeadAsGet)
+    # Outside the body size limit, which reads the body through it.
+    app.add_middleware(
+        RequestLimits,
+        max_header_count=api.max_header_count,
+        max_header_bytes=api.max_header_bytes,
+        body_timeout_s=api.body_timeout_s,
+    )
+    app.add_middleware(AnswerCancelledRequests)
     # Outermost: every response, errors included, gets its request id, metrics and log line.
     app.add_middleware(RequestContext, metrics=app.state.metrics, log_prompts=api.log_prompts)
     app.include_router(chat_router)
     app.include_router(service_router)
     app.include_router(admin_router)
+    if not public_docs:
+        app.include_router(private_docs_router)
     return app
 
 
@@ -170,9 +187,9 @@ async def metrics(request: Request) -> Response:
 
 
 @service_router.get("/ready")
-async def ready(state: State) -> JSONResponse:
-    """Ready to answer: the engine answers /health and the store answers a query. 503 with
-    `Retry-After` and the reasons otherwise."""
+async def ready(request: Request, state: State) -> JSONResponse:
+    """Ready to answer: the engine answers /health and the store answers a query; otherwise
+    503 with `Retry-After`. With an admin key, the reasons and each engine's state too."""
     problems: dict[str, str] = {}
     health = await state.engines.healthy()
     if not any(health.values()):
@@ -180,15 +197,16 @@ async def ready(state: State) -> JSONResponse:
         problems["engine"] = f"the engine at {down} does not answer: `ragtune engine start`"
     try:
         await anyio.to_thread.run_sync(state.store.list_collections)
-    except Exception as exc:  # any failure means "not ready"; the reason goes to the caller
+    except Exception as exc:  # any failure means "not ready"; the reason goes to operators
         problems["store"] = f"the store does not answer: {exc}"
+    body: dict[str, object] = {"status": "not ready" if problems else "ready"}
+    if request.headers.get("authorization") or request.app.state.settings.api.allow_unauthenticated:
+        # Details (URLs, store errors) for operators only; a probe without a key gets the status.
+        await require_admin(request)
+        body.update({"problems": problems, "engines": health} if problems else {"engines": health})
     if problems:
-        return JSONResponse(
-            {"status": "not ready", "problems": problems, "engines": health},
-            503,
-            headers={"Retry-After": "5"},
-        )
-    return JSONResponse({"status": "ready", "engines": health})
+        return JSONResponse(body, 503, headers={"Retry-After": "5"})
+    return JSONResponse(body)
 
 
 @service_router.get("/v1/models", response_model=ModelList, dependencies=[Depends(require_chat)])
@@ -210,50 +228,11 @@ async def list_models(state: State) -> ModelList:
     return ModelList(data=cards)
 
 
-class BodySizeLimit:
-    """Refuse bodies over the limit with 413, by Content-Length or while reading."""
+private_docs_router = APIRouter(include_in_schema=False)
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app = app
-        self.limit = limit
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope.get("headers") or [])
-        declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._refuse(send)
-            return
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise RequestTooLargeError(self._message())
-            return message
-
-        await self.app(scope, limited, send)
-
-    def _message(self) -> str:
-        return (
-            f"the request body is over {self.limit} bytes (RAGTUNE_MAX_REQUEST_BYTES); "
-            "send less context per request"
-        )
-
-    async def _refuse(self, send: Send) -> None:
-        body = json.dumps(
-            error_body(self._message(), "invalid_request_error", None, "request_too_large")
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [(b"content-type", b"application/json")],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+@private_docs_router.get("/openapi.json", dependencies=[Depends(require_admin)])
+async def openapi_document(request: Request) -> JSONResponse:
+    """The OpenAPI document, for operators (RAGTUNE_API_DOCS_PUBLIC=true serves it to anyone,
+    with /docs and /redoc)."""
+    return JSONResponse(request.app.openapi())

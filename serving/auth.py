@@ -1,4 +1,5 @@
-"""API keys as Bearer tokens, in two scopes: chat, and admin (operator endpoints)."""
+"""API keys as Bearer tokens, in two scopes: chat, and admin (operator endpoints); the rate
+limit per key, and the throttle on failed authentications per client address."""
 
 from __future__ import annotations
 
@@ -22,34 +23,73 @@ def _matches(token: str, keys: list[str]) -> bool:
     return found
 
 
-def check_key(settings: ApiSettings, authorization: str | None, scope: Scope) -> None:
-    if settings.allow_unauthenticated:
-        return
-    scheme, _, token = (authorization or "").partition(" ")
+def bearer_token(authorization: str | None) -> str | None:
+    """The key of an `Authorization: Bearer <key>` header, however the scheme is spelled and
+    spaced; None when there is none."""
+    scheme, _, token = (authorization or "").strip().partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
+        return None
+    return token
+
+
+def check_key(settings: ApiSettings, authorization: str | None, scope: Scope) -> str | None:
+    """The matched key (None when authentication is off); AuthError or ForbiddenError."""
+    if settings.allow_unauthenticated:
+        return None
+    token = bearer_token(authorization)
+    if token is None:
         raise AuthError("missing API key: send the header `Authorization: Bearer <key>`")
     admin = _matches(token, settings.keys("admin"))
     if scope == "admin":
         if admin:
-            return
+            return token
         if _matches(token, settings.keys("chat")):
             raise ForbiddenError("this API key may chat but not use operator endpoints")
         raise AuthError("invalid API key")
     if not (admin or _matches(token, settings.keys("chat"))):
         raise AuthError("invalid API key")
+    return token
+
+
+def _client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def authenticate(request: Request, scope: Scope) -> str | None:
+    """Check the request's key for `scope`. Keys that match none are counted per client
+    address: past the allowance, the address gets 429 before its key is even looked at, so
+    guessing keys gains nothing. (A missing key or a chat key on an operator endpoint guesses
+    nothing and is not counted.)"""
+    settings: ApiSettings = request.app.state.settings.api
+    failures: RateLimiter = request.app.state.auth_failures
+    address = f"address:{_client_address(request)}"
+    wait = failures.wait(address)
+    if wait > 0:
+        request.app.state.metrics.rate_limited.inc()
+        raise RateLimitedError(
+            f"too many failed authentications from this address; retry in {wait:.0f} s",
+            wait,
+        )
+    authorization = request.headers.get("authorization")
+    try:
+        return check_key(settings, authorization, scope)
+    except AuthError:
+        if bearer_token(authorization) is not None:
+            failures.check(address)  # a key that matched none: counted
+        raise
 
 
 async def require_chat(request: Request) -> None:
-    settings: ApiSettings = request.app.state.settings.api
-    authorization = request.headers.get("authorization")
-    check_key(settings, authorization, "chat")
+    key = authenticate(request, "chat")
     limiter: RateLimiter = request.app.state.rate_limiter
     if limiter.enabled:
-        client = request.client.host if request.client else "unknown"
-        wait = limiter.check(authorization or f"address:{client}")
+        # Keyed on the key that matched (however the header was spelled), or on the client's
+        # address when authentication is off.
+        wait = limiter.check(f"key:{key}" if key else f"address:{_client_address(request)}")
         if wait > 0:
             request.app.state.metrics.rate_limited.inc()
+            settings: ApiSettings = request.app.state.settings.api
             raise RateLimitedError(
                 f"rate limit of {settings.rate_limit:g} requests per minute for this API key "
                 f"reached; retry in {wait:.1f} s",
@@ -58,4 +98,4 @@ async def require_chat(request: Request) -> None:
 
 
 async def require_admin(request: Request) -> None:
-    check_key(request.app.state.settings.api, request.headers.get("authorization"), "admin")
+    authenticate(request, "admin")

@@ -13,11 +13,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from adapters.errors import InvalidAdapterError
+from adapters.errors import AdapterConflictError, InvalidAdapterError
 from adapters.registry import AdapterManifest, AdapterRegistry
 from serving.engine.client import EngineClient
-from serving.engine.launcher import EngineLauncher
-from serving.settings import EngineSettings
+from serving.engine.launcher import EngineLauncher, auth_headers, engine_api_key
+from serving.settings import ApiSettings, EngineSettings
 
 adapters_app = typer.Typer(
     help="LoRA adapters: register, list, show, load, unload, remove.", no_args_is_help=True
@@ -105,7 +105,11 @@ def read_examples(path: Path) -> list[str]:
 def engine_loaded(settings: EngineSettings) -> set[str] | None:
     """Names the engine serves now, or None when it does not answer."""
     try:
-        response = httpx.get(f"{settings.engine_url}/v1/models", timeout=2.0)
+        response = httpx.get(
+            f"{settings.engine_url}/v1/models",
+            headers=auth_headers(engine_api_key(settings)),
+            timeout=2.0,
+        )
         response.raise_for_status()
     except httpx.HTTPError:
         return None
@@ -153,6 +157,7 @@ def adapters_add(
         examples=prompts,
         max_rank=settings.max_lora_rank,
         base_model_dir=model_dir if model_dir.is_dir() else None,
+        max_examples=ApiSettings().max_adapter_examples,
     )
     if as_json:
         stdout.print_json(manifest.model_dump_json())
@@ -233,19 +238,35 @@ def show_manifest(manifest: AdapterManifest) -> None:
 
 
 @adapters_app.command("rm")
-def adapters_rm(name: str, url: UrlOption = None, key: KeyOption = None) -> None:
-    """Remove an adapter (every version) from the registry (and the engine, with --url).
+def adapters_rm(
+    name: str,
+    version: Annotated[
+        int | None,
+        typer.Option(
+            "--version", min=1, help="Delete only this old version (not the one in force)."
+        ),
+    ] = None,
+    url: UrlOption = None,
+    key: KeyOption = None,
+) -> None:
+    """Remove an adapter (every version) from the registry (and the engine, with --url), or
+    one old version of it.
 
-    Example: ragtune adapters rm titler
+    Example: ragtune adapters rm titler [--version 2]
     """
     if url:
-        server_call(url, key, "DELETE", f"/{name}")
-        stdout.print(f"removed {name} from {url}")
+        path = f"/{name}" if version is None else f"/{name}/versions/{version}"
+        server_call(url, key, "DELETE", path)
+        what = name if version is None else f"{name} v{version}"
+        stdout.print(f"removed {what} from {url}")
         return
     reg = registry(EngineSettings())
-    manifest = reg.get(name)
-    shutil.rmtree(reg.root / manifest.name)
-    stdout.print(f"removed {manifest.name}")
+    if version is None:
+        manifest = reg.remove(name)
+        stdout.print(f"removed {manifest.name}")
+        return
+    manifest = reg.remove_version(name, version)
+    stdout.print(f"removed {manifest.name} v{manifest.version}")
 
 
 @adapters_app.command("load")
@@ -335,7 +356,7 @@ def adapters_train(
     reg = registry(settings)
     check_name(name)
     if any(m.name == name for m in reg.list()):
-        raise InvalidAdapterError(f"an adapter named {name!r} already exists")
+        raise AdapterConflictError(f"an adapter named {name!r} already exists")
     if rank > settings.max_lora_rank:
         raise InvalidAdapterError(
             f"--rank {rank} is above the engine's --max-lora-rank {settings.max_lora_rank}"
@@ -431,8 +452,6 @@ def adapters_swap(
 
     Example: RAGTUNE_ADMIN_KEY=... ragtune adapters swap titler ./titler-v2
     """
-    from serving.settings import ApiSettings
-
     api = ApiSettings()
     base = url or f"http://{api.host}:{api.port}"
     status = server_call(base, key, "POST", f"/{name}/swap", {"path": str(path.resolve())})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -34,6 +36,7 @@ def serve(
     import uvicorn
 
     from serving.app import create_app
+    from serving.limits import server_options
     from serving.observability import configure_logging
 
     settings = ServingSettings()
@@ -44,21 +47,28 @@ def serve(
     app = create_app(settings)  # refuses to start without keys before starting anything
     launcher = EngineLauncher(settings.engine)
     started_here = False
-    if settings.engine.managed and start_engine:
-        started_here = not launcher.status().running
-        with stderr.status("starting the engine...") as spinner:
-            status = launcher.start(
-                on_wait=lambda s: spinner.update(f"waiting for the engine ({s:.0f} s)")
-            )
-        stderr.print(f"engine ready at {status.url} ({status.base_model})")
-    import torch
-
-    torch.set_num_threads(api.torch_threads)
-    configure_logging(api.log_format, api.log_level)
-    stderr.print(f"ragtune API on http://{api.host}:{api.port} (Ctrl-C to stop)")
+    # SIGTERM ends this command the way Ctrl-C does, through `finally`: uvicorn handles it, then
+    # raises it again once shut down, and Python's default action would end the process there
+    # without stopping the engine.
+    signal.signal(signal.SIGTERM, exit_on_signal)
     try:
+        if settings.engine.managed and start_engine:
+            started_here = not launcher.status().running
+            with stderr.status("starting the engine...") as spinner:
+                # Tied: an engine started here ends when this process does, even killed.
+                status = launcher.start(
+                    on_wait=lambda s: spinner.update(f"waiting for the engine ({s:.0f} s)"),
+                    tied=True,
+                )
+            stderr.print(f"engine ready at {status.url} ({status.base_model})")
+        import torch
+
+        torch.set_num_threads(api.torch_threads)
+        configure_logging(api.log_format, api.log_level)
+        stderr.print(f"ragtune API on http://{api.host}:{api.port} (Ctrl-C to stop)")
         # Logging as configured above (uvicorn's own config off); one line per request comes
-        # from ragtune, with its id and route, instead of uvicorn's access log.
+        # from ragtune, with its id and route, instead of uvicorn's access log. On Ctrl-C or
+        # SIGTERM, requests in flight get RAGTUNE_SHUTDOWN_TIMEOUT_S, then are cancelled.
         uvicorn.run(
             app,
             host=api.host,
@@ -66,9 +76,15 @@ def serve(
             log_config=None,
             log_level=api.log_level.lower(),
             access_log=False,
+            timeout_graceful_shutdown=api.shutdown_timeout_s,
+            **server_options(api),
         )
     finally:
         if started_here:
             # An engine this command started goes with it; one that was running stays.
             launcher.stop()
             stderr.print("engine stopped")
+
+
+def exit_on_signal(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)

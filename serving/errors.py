@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 
+def shorten(text: str, limit: int = 64) -> str:
+    """A client-given string as a message may echo it: at most `limit` characters."""
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 class ServingError(Exception):
     """Base of serving errors; `str(error)` is meant for the user."""
 
@@ -30,9 +35,11 @@ class EngineTimeoutError(EngineError):
 class EngineRequestError(ServingError):
     """The engine refused a request as invalid (a 4xx other than the cases below)."""
 
-    def __init__(self, message: str, status_code: int = 400) -> None:
+    def __init__(self, message: str, status_code: int = 400, param: str | None = None) -> None:
         super().__init__(message)
         self.status_code = status_code
+        self.param = param
+        """The request field the engine complained about, when it said."""
 
 
 class ModelNotFoundError(EngineRequestError):

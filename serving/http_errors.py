@@ -11,8 +11,15 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
-from adapters.errors import AdapterError, AdapterNotFoundError, InvalidAdapterError
+from adapters.errors import (
+    AdapterBusyError,
+    AdapterConflictError,
+    AdapterError,
+    AdapterNotFoundError,
+    InvalidAdapterError,
+)
 from retrieval.errors import (
     CollectionNotFoundError,
     InvalidFilterError,
@@ -25,6 +32,7 @@ from serving.errors import (
     AuthError,
     ContextLengthError,
     EngineError,
+    EngineNotRunningError,
     EngineRequestError,
     EngineTimeoutError,
     ForbiddenError,
@@ -34,6 +42,7 @@ from serving.errors import (
     RequestTooLargeError,
     RouteRequestError,
     ServingError,
+    shorten,
 )
 
 logger = logging.getLogger("ragtune.api")
@@ -54,6 +63,8 @@ _MAPPING: list[tuple[type[Exception], int, str, str | None]] = [
     (EngineError, 503, "server_error", "engine_unavailable"),
     (AdapterNotFoundError, 404, "invalid_request_error", "adapter_not_found"),
     (InvalidAdapterError, 400, "invalid_request_error", "invalid_adapter"),
+    (AdapterBusyError, 409, "invalid_request_error", "adapter_busy"),
+    (AdapterConflictError, 409, "invalid_request_error", "adapter_conflict"),
     (AdapterError, 400, "invalid_request_error", None),
     (CollectionNotFoundError, 404, "invalid_request_error", "collection_not_found"),
     (InvalidFilterError, 400, "invalid_request_error", "invalid_filter"),
@@ -74,11 +85,53 @@ def error_response(
     return JSONResponse(error_body(message, type_, param, code), status, headers=headers)
 
 
+def client_message(exc: Exception) -> str:
+    """What a client is told. Errors about the server's own parts (engine, store) name no
+    URL, path or engine internals: the server log has those. Names a client sent are echoed
+    shortened."""
+    if isinstance(exc, ModelNotFoundError):
+        name = shorten(exc.model or "")
+        return (
+            f"no model or adapter named {name!r}: use the base model (the router chooses) or an "
+            "adapter listed by GET /v1/models"
+        )
+    if isinstance(exc, CollectionNotFoundError):
+        name = shorten(exc.collection or "")
+        return f"collection {name!r} does not exist; ingest documents into it first"
+    if isinstance(exc, AdapterSlotsBusyError):
+        return (
+            "every adapter slot of the engine holds an adapter that is answering requests; "
+            "try again shortly (operators: raise RAGTUNE_MAX_LORAS with vLLM's --max-loras)"
+        )
+    if isinstance(exc, EngineNotRunningError):
+        return (
+            "the generation engine is not reachable; try again shortly (operators: "
+            "`ragtune engine status`, and the server log)"
+        )
+    if isinstance(exc, EngineTimeoutError):
+        return (
+            "the generation engine did not answer within the server's time limit "
+            "(RAGTUNE_REQUEST_TIMEOUT_S); ask for a shorter answer (max_tokens) or try again"
+        )
+    if isinstance(exc, EngineError):
+        return "the generation engine failed; try again (the server log has the details)"
+    if isinstance(exc, StoreUnavailableError):
+        return "the document store is not reachable; try again shortly"
+    if isinstance(exc, StoreBusyError):
+        return "the document store is held by another process; try again shortly"
+    if isinstance(exc, RetrievalError) and not isinstance(exc, InvalidFilterError):
+        return "retrieval failed (the server log has the details)"
+    return str(exc)
+
+
 def response_for(exc: Exception) -> JSONResponse:
     if isinstance(exc, RateLimitedError):
         response = error_response(429, str(exc), "rate_limit_error", None, "rate_limit_exceeded")
         response.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
         return response
+    message = client_message(exc)
+    if message != str(exc):
+        logger.warning("%s: %s", type(exc).__name__, exc)  # the details, for operators
     for kind, status, type_, code in _MAPPING:
         if isinstance(exc, kind):
             param = "model" if isinstance(exc, ModelNotFoundError) else None
@@ -86,11 +139,35 @@ def response_for(exc: Exception) -> JSONResponse:
                 param = "messages"
             if isinstance(exc, InvalidRequestError):
                 param = exc.param
-            return error_response(status, str(exc), type_, param, code)
+            return error_response(status, message, type_, param, code)
     if isinstance(exc, EngineRequestError):
-        return error_response(exc.status_code, str(exc), "invalid_request_error")
-    logger.exception("unhandled error", exc_info=exc)
+        return error_response(exc.status_code, message, "invalid_request_error", exc.param)
+    return unhandled(exc)
+
+
+def unhandled(exc: BaseException, request_id: str | None = None) -> JSONResponse:
+    """A 500 for what no handler expected; the traceback goes to the log (with the request's
+    id), never to the client."""
+    extra = {"request_id": request_id} if request_id else None
+    logger.error("unhandled error", exc_info=exc, extra=extra)
     return error_response(500, "internal error; the server log has the details", "server_error")
+
+
+_METHODS = ("DELETE", "GET", "PATCH", "POST", "PUT")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app answers on the request's path (HEAD with GET),
+    found by asking the routes (included routers too) whether they take it."""
+    routes = request.app.router.routes
+    methods = {
+        method
+        for method in _METHODS
+        if any(r.matches({**request.scope, "method": method})[0] == Match.FULL for r in routes)
+    }
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -119,9 +196,17 @@ def install_error_handlers(app: FastAPI) -> None:
     async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         type_ = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-        return error_response(exc.status_code, str(exc.detail), type_)
+        response = error_response(exc.status_code, str(exc.detail), type_)
+        response.headers.update(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route on the path only; FastAPI has one
+            # route per method.
+            response.headers["Allow"] = ", ".join(allowed_methods(request))
+        return response
 
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
-    for kind in (ServingError, AdapterError, RetrievalError, Exception):
+    # Anything else is answered by the request context middleware (serving/observability.py),
+    # inside which the response still gets its request id.
+    for kind in (ServingError, AdapterError, RetrievalError):
         app.add_exception_handler(kind, on_domain_error)

@@ -24,6 +24,8 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from serving.http_errors import unhandled
+
 access_logger = logging.getLogger("ragtune.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -217,11 +219,12 @@ class RequestContext:
         record = RequestRecord(request_id, scope["method"], scope["path"])
         token = _current.set(record)
         status = 500
-        done = False
+        done = started = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status, done
+            nonlocal status, done, started
             if message["type"] == "http.response.start":
+                started = True
                 status = message["status"]
                 message.setdefault("headers", [])
                 message["headers"] = [
@@ -234,6 +237,15 @@ class RequestContext:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            # Here rather than in Starlette's outermost handler, so that the 500 carries the
+            # request id, and its log line (with the traceback) too.
+            record.error = type(exc).__name__
+            response = unhandled(exc, request_id)
+            if started:
+                status = 500  # the response broke off; the client sees a cut connection
+            else:
+                await response(scope, receive, send_with_id)
         finally:
             _current.reset(token)
             if not done and status < 400:
@@ -310,6 +322,11 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
+        request_id = getattr(record, "request_id", None)
+        if request_id is None and (ongoing := current()) is not None:
+            request_id = ongoing.request_id
+        if request_id:
+            line += f" request_id={request_id}"
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             skip = ("event", "method", "path", "status")

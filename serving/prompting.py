@@ -1,10 +1,12 @@
 """Prompts for the model: numbered context passages within a token budget, counted with the
 model's own tokenizer, then the conversation. Passages that do not fit are dropped whole, lowest
-score first."""
+score first. Whatever a document wrote (its text, headings, name) passes `neutralize`."""
 
 from __future__ import annotations
 
+import functools
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -46,31 +48,139 @@ class PromptPlan:
     """Passages retrieved but left out for lack of room."""
 
 
-_CONTEXT_TAG = re.compile(r"<\s*/?\s*context\s*>", re.IGNORECASE)
-
-
 def render_passage(number: int, hit: SearchHit, special_tokens: Sequence[str] = ()) -> str:
-    where = f"{hit.source} - {hit.section}" if hit.section else hit.source
-    return f"[{number}] ({where})\n{neutralize(hit.text.strip(), special_tokens)}"
+    """Passage `number` as the model reads it: a header naming where it comes from, then its
+    text, all of it (header included) neutralised, since a file name or a heading is written by
+    whoever wrote the document."""
+    # One line per header: a name or heading spanning lines could forge a passage of its own.
+    # The document's reader-facing name, not the server's path (which the answer could repeat).
+    name = hit.document or hit.source
+    where = " - ".join(" ".join(field.split()) for field in (name, hit.section) if field)
+    return neutralize(f"[{number}] ({where})\n{hit.text.strip()}", special_tokens)
 
 
 def neutralize(text: str, special_tokens: Sequence[str] = ()) -> str:
-    """A document's text as data: it cannot close the context block, nor open a chat turn of
-    its own with the model's special tokens (e.g. `<|im_start|>system`)."""
-    text = _CONTEXT_TAG.sub(lambda m: m.group(0).replace("<", "(").replace(">", ")"), text)
-    for token in special_tokens:
-        if token:
-            text = text.replace(token, "")
-    return text
+    """A document's text as data: it cannot close or open the context block, nor open a chat
+    turn of its own with the model's special tokens (e.g. `<|im_start|>system`).
+
+    Each special token and each context tag is found on a folded copy of the text (NFKC,
+    case-folded, invisible characters dropped), so width, case and zero-width variants are found
+    too, and defanged in place: its brackets become parentheses (`<|im_end|>` -> `(|im_end|)`,
+    `</context>` -> `(/context)`), so the text stays readable and no fragments are joined. This
+    repeats until nothing is found: what a round leaves behind is searched again."""
+    return _neutralizer(tuple(special_tokens))(text)
+
+
+def served_special_tokens(tokenizer: Any) -> tuple[str, ...]:
+    """Every string that the tokenizer turns into a control id rather than text: its special
+    tokens, every added token marked special, and added tokens that look like markup (models
+    treat some non-special ones as structure too, e.g. Qwen's `<tool_call>`)."""
+    tokens = {str(token) for token in getattr(tokenizer, "all_special_tokens", None) or []}
+    for added in (getattr(tokenizer, "added_tokens_decoder", None) or {}).values():
+        content = str(getattr(added, "content", added))
+        markup = content[:1] in _OPENERS and content[-1:] in _CLOSERS
+        if getattr(added, "special", False) or markup:
+            tokens.add(content)
+    return tuple(sorted(token for token in tokens if token))
+
+
+_OPENERS, _CLOSERS = "<[{", ">]}"
+_DEFANG = str.maketrans(_OPENERS + _CLOSERS, "((()))")
+# Our own tags, open or close, in any spacing, with anything on the line after the name.
+_CONTEXT_TAG = r"<\s*/?\s*context\b[^<>\n]{0,80}>"
+
+
+def _invisible(char: str) -> bool:
+    """Characters that show nothing (zero-width spaces and joiners, bidi controls, soft hyphen,
+    variation selectors...): a reader does not see them inside a tag."""
+    code = ord(char)
+    return (
+        unicodedata.category(char) == "Cf"
+        or code in (0x034F, 0x115F, 0x1160, 0x3164, 0xFFA0)
+        or 0xFE00 <= code <= 0xFE0F
+        or 0xE0100 <= code <= 0xE01EF
+    )
+
+
+def _fold(char: str) -> str:
+    """What a character reads as: NFKC (the fullwidth U+FF1C reads as `<`), case-folded, and ""
+    if it is invisible."""
+    return "" if _invisible(char) else unicodedata.normalize("NFKC", char).casefold()
+
+
+class _FoldTable(dict[int, str]):
+    """`_fold` as a `str.translate` table, filled in as characters are met (and bounded)."""
+
+    def __missing__(self, code: int) -> str:
+        folded = _fold(chr(code))
+        if len(self) < 65536:
+            self[code] = folded
+        return folded
+
+
+_FOLD = _FoldTable()
+
+
+def _origins(text: str) -> list[int]:
+    """For each character of `text.translate(_FOLD)`, the index in `text` it comes from."""
+    origin: list[int] = []
+    for index, char in enumerate(text):
+        origin.extend([index] * len(_FOLD[ord(char)]))
+    return origin
+
+
+def _defang(span: str) -> str:
+    """A found token or tag made inert: brackets become parentheses, invisible characters go."""
+    out = []
+    for char in span:
+        folded = _fold(char)
+        if any(bracket in folded for bracket in _OPENERS + _CLOSERS):
+            out.append(folded.translate(_DEFANG))
+        elif folded:
+            out.append(char)
+    defanged = "".join(out)
+    # A special token without brackets (none in the served models) has nothing to defang.
+    return "" if defanged == span else defanged
+
+
+class _Neutralizer:
+    def __init__(self, special_tokens: Sequence[str]) -> None:
+        folded = {"".join(_fold(char) for char in token) for token in special_tokens}
+        # Longest first, so that a token is found whole rather than a shorter one inside it.
+        tokens = sorted((token for token in folded if token), key=len, reverse=True)
+        self.pattern = re.compile("|".join([_CONTEXT_TAG, *map(re.escape, tokens)]))
+
+    def __call__(self, text: str) -> str:
+        # Terminates: a changed round turns at least one bracket into a parenthesis, drops an
+        # invisible character or shortens the text.
+        while True:
+            folded = text.translate(_FOLD)
+            if not self.pattern.search(folded):
+                return text
+            origin = _origins(text)
+            pieces: list[str] = []
+            end = 0
+            for match in self.pattern.finditer(folded):
+                start = max(origin[match.start()], end)
+                pieces += [text[end:start], _defang(text[start : origin[match.end() - 1] + 1])]
+                end = max(origin[match.end() - 1] + 1, start)
+            pieces.append(text[end:])
+            neutral = "".join(pieces)
+            if neutral == text:
+                return text
+            text = neutral
+
+
+@functools.lru_cache(maxsize=16)
+def _neutralizer(special_tokens: tuple[str, ...]) -> _Neutralizer:
+    return _Neutralizer(special_tokens)
 
 
 class PromptBuilder:
     def __init__(self, tokenizer: Tokenizer, context_length: int) -> None:
         self.tokenizer = tokenizer
         self.context_length = context_length
-        special = getattr(tokenizer, "all_special_tokens", None) or []
-        # Longest first, so that no special token is left half-removed.
-        self.special_tokens = sorted((str(t) for t in special), key=len, reverse=True)
+        self.special_tokens = served_special_tokens(tokenizer)
 
     def count(self, messages: Sequence[Message]) -> int:
         try:
@@ -149,6 +259,8 @@ def context_block(
     passages = "\n\n".join(
         render_passage(n, hit, special_tokens) for n, hit in enumerate(hits, start=1)
     )
+    # Once more over the whole: nothing may be assembled across two passages either.
+    passages = neutralize(passages, special_tokens)
     return f"{instructions}\n\n<context>\n{passages}\n</context>"
 
 

@@ -35,15 +35,35 @@ class RateLimiter:
         """0 when the request may go now (and it is counted), else seconds until it may."""
         if not self.enabled:
             return 0.0
+        bucket = self._refill(key, now)
+        if bucket.tokens >= 1.0:
+            bucket.tokens -= 1.0
+            return 0.0
+        return (1.0 - bucket.tokens) / self.rate
+
+    def wait(self, key: str, now: float | None = None) -> float:
+        """Seconds until `key` may go again (0: now), without counting anything."""
+        if not self.enabled:
+            return 0.0
+        name = self._name(key)
+        bucket = self._buckets.get(name)
+        if bucket is None:
+            return 0.0
         now = time.monotonic() if now is None else now
-        name = hashlib.sha256(key.encode()).hexdigest()
+        tokens = min(self.burst, bucket.tokens + (now - bucket.updated) * self.rate)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
+
+    @staticmethod
+    def _name(key: str) -> str:
+        return hashlib.sha256(key.encode()).hexdigest()
+
+    def _refill(self, key: str, now: float | None) -> _Bucket:
+        now = time.monotonic() if now is None else now
+        name = self._name(key)
         bucket = self._buckets.pop(name, None) or _Bucket(self.burst, now)
         bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.updated) * self.rate)
         bucket.updated = now
         self._buckets[name] = bucket  # most recently used last
         if len(self._buckets) > self.max_keys:
             del self._buckets[next(iter(self._buckets))]
-        if bucket.tokens >= 1.0:
-            bucket.tokens -= 1.0
-            return 0.0
-        return (1.0 - bucket.tokens) / self.rate
+        return bucket

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from retrieval.settings import RagtuneSettings
 
@@ -53,6 +53,11 @@ class EngineSettings(RagtuneSettings):
     connect_timeout_s: float = 5.0
     connect_retries: int = 3
     """Retries on a refused connection (nothing was sent, so retrying is safe)."""
+    engine_api_key: SecretStr | None = None
+    """The key the engine requires (vLLM's --api-key) and ragtune sends as a Bearer token on
+    every call. Unset, an engine ragtune starts gets a random key, kept in
+    <data_dir>/engine/api-key (readable by its owner only) for every ragtune command using that
+    data directory; an attached engine (RAGTUNE_VLLM_URL[S]) is sent none."""
 
     @property
     def managed(self) -> bool:
@@ -118,6 +123,19 @@ class ApiSettings(RagtuneSettings):
     """Serve without keys. Only for local use; the server warns loudly at start."""
     max_request_bytes: int = 1_000_000
     """Larger request bodies are refused with 413."""
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    """Time a client has to send a request's line and headers, from the moment the server waits
+    for them (connection opened, previous response sent); then the connection is closed."""
+    body_timeout_s: float = Field(default=30.0, gt=0)
+    """Time a client has to send a request's whole body once its headers are in; then 408."""
+    max_header_bytes: int = Field(default=16_384, ge=1024)
+    """Request line and headers together; more is refused with 431 (400 when it has not ended
+    by then)."""
+    max_header_count: int = Field(default=100, ge=10)
+    """Headers one request may carry; more is refused with 431."""
+    shutdown_timeout_s: int = Field(default=30, ge=0)
+    """On Ctrl-C or SIGTERM, how long `ragtune serve` lets requests in flight finish before
+    cancelling them (and stopping the engine it started)."""
     max_tokens_limit: int = 0
     """Most tokens one request may ask to generate (`max_tokens`); 0: what the context allows."""
     rate_limit: float = 0.0
@@ -125,6 +143,13 @@ class ApiSettings(RagtuneSettings):
     Over it: 429 with Retry-After."""
     rate_limit_burst: int = 0
     """Requests a key may send at once before the rate applies; 0: a tenth of a minute's."""
+    auth_failure_limit: float = 30.0
+    """Failed authentications per minute allowed per client address (after a burst of
+    `auth_failure_burst`); beyond, the address gets 429 whatever key it sends. 0: no limit."""
+    auth_failure_burst: int = 10
+    api_docs_public: bool = False
+    """Serve /docs and /redoc, and /openapi.json without a key. Off: /openapi.json needs an
+    admin key and the documentation pages are not served."""
     log_format: Literal["auto", "json", "text"] = "auto"
     """`ragtune serve`'s logs: JSON lines, or text; auto is text on a terminal, else JSON."""
     log_level: str = "info"
@@ -135,6 +160,11 @@ class ApiSettings(RagtuneSettings):
     """GET /metrics without a key (for a Prometheus inside the cluster); false: admin key."""
     registry_check_s: float = 5.0
     """How often the API looks for adapters added or swapped by another process."""
+    max_adapter_examples: int = Field(default=500, ge=0)
+    """Most example prompts an adapter may be registered with (`adapters add`, over HTTP or
+    not): more is refused with 400. The router embeds each once per adapter version (stored
+    next to the manifest) and matches every request against them. A manifest written with
+    more (e.g. before the limit was lowered) is profiled from its first ones."""
     torch_threads: int = 1
     """Threads `ragtune serve` gives torch (it only embeds one question at a time). More threads
     spin-wait after each embedding and take CPU from a vLLM engine on the same machine."""

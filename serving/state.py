@@ -4,8 +4,11 @@ adapter registry and its task profiles, the model's tokenizer. Built in the app'
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import threading
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +64,11 @@ class ServingState:
         self._retrievers: dict[str, Retriever] = {}
         self.adapters: dict[str, AdapterManifest] = {}
         self.profiles: list[AdapterProfile] = []
+        # Adapter name -> (profile key, version) of the profiles above.
+        self._profiles_made: dict[str, tuple[str, int]] = {}
+        self._refresh_lock = threading.Lock()
+        # Held by every change to the registry this process makes (add, swap, remove) and by
+        # the sync with changes made elsewhere, so that they apply one after the other.
         self.swap_lock = asyncio.Lock()
         # Requests in flight per engine name, over all engines: a swapped-out version is
         # unloaded only when its count is back to zero.
@@ -94,26 +102,52 @@ class ServingState:
 
     # -- adapters --------------------------------------------------------------------------
     def refresh_adapters(self) -> None:
-        """Read the registry and embed each adapter's task profile (once per version)."""
-        manifests = {m.name: m for m in self.registry.list()}
-        profiles = []
-        for manifest in manifests.values():
-            known = self.adapters.get(manifest.name)
-            existing = next((p for p in self.profiles if p.name == manifest.name), None)
-            if known is not None and known.version == manifest.version and existing is not None:
-                profiles.append(existing)
-                continue
-            texts = [manifest.task, *manifest.examples]
-            # Truncated like a query: an example prompt can be longer than the model reads.
-            vectors = np.asarray([self.embedder.embed_query(t) for t in texts], np.float32)
-            if len(vectors) > 2:
-                # The examples' centroid: what they share (the task's phrasing) without what
-                # each is about; it matches new requests of the task best.
-                vectors = np.vstack([vectors, vectors[1:].mean(axis=0, keepdims=True)])
-            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-12
-            profiles.append(AdapterProfile(manifest.name, vectors))
-        self.adapters = manifests
-        self.profiles = profiles
+        """Read the registry and build each adapter's task profile: once per version, from the
+        vectors stored next to its manifest when this embedder made them from these texts.
+        Blocking (it may embed many example prompts): call it from a worker thread."""
+        with self._refresh_lock:
+            manifests = {m.name: m for m in self.registry.list()}
+            known = {p.name: p for p in self.profiles}
+            limit = self.settings.api.max_adapter_examples
+            profiles, made = [], {}
+            for manifest in manifests.values():
+                texts = [manifest.task, *manifest.examples[:limit]]
+                key = profile_key(self.embedder.model_id, texts)
+                existing = known.get(manifest.name)
+                before = self._profiles_made.get(manifest.name)
+                if existing is not None and before is not None and before[0] == key:
+                    if before[1] != manifest.version:
+                        # A new version with the same task and examples: its own copy of the
+                        # vectors, for the next start.
+                        self.registry.save_profile(manifest, key, existing.vectors)
+                    profiles.append(existing)
+                else:
+                    vectors = self._profile(manifest, texts, key)
+                    profiles.append(AdapterProfile(manifest.name, vectors))
+                made[manifest.name] = (key, manifest.version)
+            self.adapters = manifests
+            self.profiles = profiles
+            self._profiles_made = made
+
+    def _profile(
+        self, manifest: AdapterManifest, texts: list[str], key: str
+    ) -> np.ndarray[Any, Any]:
+        """The stored profile vectors of this version if they were made from these texts by
+        this embedder; else embedded now and stored."""
+        vectors = self.registry.load_profile(manifest, key)
+        if vectors is not None and vectors.shape == profile_shape(texts, self.embedder):
+            return vectors
+        if len(texts) - 1 < len(manifest.examples):
+            logger.warning(
+                "adapter %s has %d example prompts; its task profile uses the first %d "
+                "(RAGTUNE_MAX_ADAPTER_EXAMPLES)",
+                manifest.name,
+                len(manifest.examples),
+                len(texts) - 1,
+            )
+        vectors = embed_profile(self.embedder, texts)
+        self.registry.save_profile(manifest, key, vectors)
+        return vectors
 
     def adapter(self, name: str) -> AdapterManifest:
         manifest = self.adapters.get(name)
@@ -250,6 +284,41 @@ class ServingState:
         if self.tokenizer is None:
             raise ServingError("no tokenizer loaded: this state only routes")
         return PromptBuilder(self.tokenizer, await self.context_length())
+
+
+PROFILE_FORMAT = "task, examples, their centroid; unit vectors; v1"
+"""Part of a stored profile's key: changing how profiles are made invalidates stored ones."""
+
+
+def profile_key(model_id: str, texts: Sequence[str]) -> str:
+    """What a stored profile was made from: the embedding model and the texts (hashed)."""
+    digest = hashlib.sha256()
+    for part in (PROFILE_FORMAT, model_id, *texts):
+        digest.update(part.encode("utf-8", "surrogatepass") + b"\0")
+    return f"{model_id}:{digest.hexdigest()}"
+
+
+def profile_shape(texts: Sequence[str], embedder: Embedder) -> tuple[int, int]:
+    return len(texts) + (1 if len(texts) > 2 else 0), embedder.dimension
+
+
+def embed_profile(embedder: Embedder, texts: Sequence[str]) -> np.ndarray[Any, Any]:
+    """Unit vectors of the texts, plus the examples' centroid when there are several."""
+    # In batches, except the texts longer than the model reads: those are truncated like a
+    # query (one at a time), as an example prompt may be longer.
+    lengths = embedder.count_tokens(texts)
+    fits = [i for i, n in enumerate(lengths) if n <= embedder.max_tokens]
+    embedded = dict(zip(fits, embedder.embed([texts[i] for i in fits]), strict=True))
+    vectors = np.asarray(
+        [embedded[i] if i in embedded else embedder.embed_query(t) for i, t in enumerate(texts)],
+        np.float32,
+    )
+    if len(vectors) > 2:
+        # The examples' centroid: what they share (the task's phrasing) without what
+        # each is about; it matches new requests of the task best.
+        vectors = np.vstack([vectors, vectors[1:].mean(axis=0, keepdims=True)])
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-12
+    return vectors
 
 
 def load_tokenizer(engine: EngineSettings, model_path: str) -> Any:

@@ -16,6 +16,9 @@ import httpx
 import pytest
 
 RAGTUNE = str(Path(sys.executable).parent / "ragtune")
+# The key of the engines tests start (the session's `engine` fixture included), and what every
+# `ragtune` command run here sends them; RAGTUNE_ENGINE_API_KEY="" lets ragtune generate one.
+ENGINE_API_KEY = "ragtune-tests-engine-key"
 
 
 def env_for(data_dir: Path, **extra: str) -> dict[str, str]:
@@ -23,6 +26,7 @@ def env_for(data_dir: Path, **extra: str) -> dict[str, str]:
     env.update(
         RAGTUNE_DATA_DIR=str(data_dir),
         RAGTUNE_CONFIG=str(data_dir / "no-config.toml"),
+        RAGTUNE_ENGINE_API_KEY=ENGINE_API_KEY,
         HF_HUB_OFFLINE="1",
         ANONYMIZED_TELEMETRY="False",
         COLUMNS="200",
@@ -56,6 +60,21 @@ def ragtune_serve(
 ) -> Iterator[str]:
     """`ragtune serve` as its own process (as in production) until the block ends; yields its
     URL once GET /ready answers 200 (once GET /health does, without `wait_ready`)."""
+    with serve_process(data_dir, port, wait_ready=wait_ready, **env) as (_, url):
+        yield url
+
+
+@contextmanager
+def serve_process(
+    data_dir: Path,
+    port: int,
+    *,
+    wait_ready: bool = True,
+    ready_timeout_s: float = 120.0,
+    **env: str,
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """`ragtune_serve`, yielding the process too (to signal it) and waiting `ready_timeout_s`
+    (longer when it starts its own engine). Its output goes to `<data_dir>/../serve-<port>.log`."""
     probe = "/ready" if wait_ready else "/health"
     log_path = data_dir.parent / f"serve-{port}.log"
     with log_path.open("w") as log:
@@ -66,7 +85,7 @@ def ragtune_serve(
             stderr=subprocess.STDOUT,
         )
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + ready_timeout_s
         try:
             while True:
                 try:
@@ -77,7 +96,7 @@ def ragtune_serve(
                 if process.poll() is not None or time.monotonic() > deadline:
                     pytest.fail(f"ragtune serve did not get ready:\n{log_path.read_text()}")
                 time.sleep(0.3)
-            yield url
+            yield process, url
         finally:
             process.terminate()
             try:

@@ -23,6 +23,7 @@ os.environ["ANONYMIZED_TELEMETRY"] = "False"
 from retrieval.embedder import Embedder, SentenceTransformerEmbedder
 from retrieval.settings import RetrievalSettings
 from retrieval.store import Collection, VectorStore, open_store
+from tests.cli import ENGINE_API_KEY
 from tests.fakes import FakeEmbedder
 
 REPO = Path(__file__).resolve().parent.parent
@@ -205,6 +206,8 @@ def engine_settings_for(data_dir: Path, **overrides: Any) -> Any:
         "max_model_len": 2048,
         "dtype": "float32",
         "startup_timeout_s": 600.0,
+        # Required by the engine on every call; tests that reach it directly send it too.
+        "engine_api_key": ENGINE_API_KEY,
     }
     values.update(overrides)
     return EngineSettings(**values)
@@ -220,7 +223,7 @@ def engine(models_dir: Path) -> Iterator[Any]:
 
     settings = engine_settings_for(models_dir.parent)
     launcher = EngineLauncher(settings)
-    launcher.start()
+    launcher.start(tied=True)  # a test session killed outright leaves no engine behind
     yield settings
     launcher.stop()
 

@@ -31,3 +31,6 @@ class AdapterStatus(BaseModel):
 
 class AdapterDetail(AdapterStatus):
     manifest: dict[str, Any] = Field(description="The version's manifest, evaluation included.")
+    versions: list[int] = Field(
+        default_factory=list, description="Every stored version, oldest first."
+    )

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request
 
 from serving.admin.protocol import (
     AdapterDetail,
@@ -14,9 +14,11 @@ from serving.admin.protocol import (
 )
 from serving.admin.service import AdapterAdmin
 from serving.auth import require_admin
-from serving.chat.routes import ERRORS
+from serving.chat.routes import ERRORS as CHAT_ERRORS
 
 router = APIRouter(prefix="/admin/adapters", dependencies=[Depends(require_admin)])
+# 409: the name is taken, the version is in force, or the adapter is answering requests.
+ERRORS: dict[int | str, dict[str, Any]] = {**CHAT_ERRORS, 409: CHAT_ERRORS[400]}
 
 
 def admin(request: Request) -> AdapterAdmin:
@@ -40,10 +42,14 @@ async def add_adapter(body: AddAdapterRequest, service: Admin) -> AdapterStatus:
 
 @router.get("/{name}", response_model=AdapterDetail, responses=ERRORS)
 async def show_adapter(name: str, service: Admin) -> AdapterDetail:
-    """One adapter's status and manifest."""
-    manifest = service.state.adapter(name)
+    """One adapter's status, manifest and stored versions."""
+    manifest = service.current(name)
     status = service.status(manifest)
-    return AdapterDetail(**status.model_dump(), manifest=manifest.model_dump(mode="json"))
+    return AdapterDetail(
+        **status.model_dump(),
+        manifest=manifest.model_dump(mode="json"),
+        versions=service.versions(name),
+    )
 
 
 @router.post("/{name}/swap", response_model=AdapterStatus, responses=ERRORS)
@@ -60,11 +66,21 @@ async def load_adapter(name: str, service: Admin) -> AdapterStatus:
 
 @router.post("/{name}/unload", response_model=AdapterStatus, responses=ERRORS)
 async def unload_adapter(name: str, service: Admin) -> AdapterStatus:
-    """Unload the adapter from the engine (it stays registered)."""
+    """Unload the adapter from the engine (it stays registered). 409 while it is answering
+    requests."""
     return await service.unload(name)
 
 
 @router.delete("/{name}", status_code=204, responses=ERRORS)
 async def remove_adapter(name: str, service: Admin) -> None:
-    """Unload and delete the adapter, every version."""
+    """Unload and delete the adapter, every version. 409 while it is answering requests."""
     await service.remove(name)
+
+
+@router.delete("/{name}/versions/{version}", status_code=204, responses=ERRORS)
+async def remove_adapter_version(
+    name: str, version: Annotated[int, Path(ge=1)], service: Admin
+) -> None:
+    """Delete one old version of the adapter (e.g. kept after a hot-swap). The version in
+    force cannot be deleted (409): publish a newer one first, or delete the adapter."""
+    await service.remove_version(name, version)

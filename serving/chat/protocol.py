@@ -2,11 +2,44 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import math
+import re
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from serving.errors import InvalidRequestError, shorten
 from serving.router import Route
+
+# Fields of the request forwarded to the engine as the client sent them: OpenAI's sampling
+# controls and vLLM's sampling extensions, which shape the answer and reveal nothing of the
+# prompt. Every other field the client sends is logged and dropped (or refused, below).
+ENGINE_FIELDS = frozenset(
+    {
+        "temperature", "top_p", "stop", "seed", "frequency_penalty", "presence_penalty",
+        "user", "logit_bias", "logprobs", "top_logprobs",
+        # vLLM's sampling extensions
+        "top_k", "min_p", "repetition_penalty", "length_penalty", "min_tokens", "ignore_eos",
+        "stop_token_ids", "include_stop_str_in_output", "skip_special_tokens",
+        "spaces_between_special_tokens", "bad_words",
+    }
+)  # fmt: skip
+# Engine controls a client may not use through ragtune: they would return the prompt (the
+# system prompt and the retrieved context) or its token ids, set the engine's request id, cut
+# or rebuild the prompt ragtune made (its instructions included), or reach engine internals.
+REFUSED_FIELDS = frozenset(
+    {
+        "echo", "return_prompt_text", "return_token_ids", "prompt_logprobs",
+        "return_tokens_as_token_ids", "request_id", "truncate_prompt_tokens", "chat_template",
+        "chat_template_kwargs", "add_generation_prompt", "continue_final_message",
+        "add_special_tokens", "documents", "mm_processor_kwargs", "priority", "cache_salt",
+        "kv_transfer_params", "vllm_xargs", "logits_processors", "prompt_embeds",
+    }
+)  # fmt: skip
+MAX_FILTERS = 32
+_FILTER_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+MaxTokens = Annotated[int, Field(strict=True, ge=1)]
 
 
 class ContentPart(BaseModel):
@@ -43,6 +76,23 @@ class RagtuneOptions(BaseModel):
     collection: str | None = None
     """Search this collection instead of the default one."""
 
+    def check_filters(self) -> None:
+        """Filters name metadata, nothing else: no store operators (`$or`), no `=`, a bounded
+        number. InvalidRequestError otherwise."""
+        filters = self.filters or {}
+        if len(filters) > MAX_FILTERS:
+            raise InvalidRequestError(
+                f"{len(filters)} filters: at most {MAX_FILTERS} per request",
+                param="ragtune.filters",
+            )
+        for key in filters:
+            if not _FILTER_KEY.match(key):
+                raise InvalidRequestError(
+                    f"filter key {shorten(key)!r} is not a metadata name: use source, section "
+                    "or a key given at ingest (letters, digits, '_', '.', '-'; no operators)",
+                    param="ragtune.filters",
+                )
+
 
 class ChatCompletionRequest(BaseModel):
     """OpenAI's chat completion request. Fields ragtune does not know are accepted, logged and
@@ -55,8 +105,8 @@ class ChatCompletionRequest(BaseModel):
     stream_options: StreamOptions | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: MaxTokens | None = None
+    max_completion_tokens: MaxTokens | None = None
     stop: str | list[str] | None = None
     seed: int | None = None
     n: int = Field(default=1, ge=1, le=1, description="Only one choice per request.")
@@ -79,12 +129,58 @@ class ChatCompletionRequest(BaseModel):
     def unknown_fields(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
 
+    def answer_bound(self) -> int | None:
+        """The most tokens the client lets the answer take: `max_completion_tokens` (OpenAI's
+        current name) or `max_tokens` (its older one). Both with different values is an error:
+        the engine would honour one and a limit checked on the other would not hold."""
+        given = {v for v in (self.max_tokens, self.max_completion_tokens) if v is not None}
+        if len(given) > 1:
+            raise InvalidRequestError(
+                f"max_tokens ({self.max_tokens}) and max_completion_tokens "
+                f"({self.max_completion_tokens}) differ: set one of them",
+                param="max_completion_tokens",
+            )
+        return given.pop() if given else None
+
+    def check_values(self) -> None:
+        """What the schema lets through but no engine or store can take: unpaired UTF-16
+        surrogates in any text (they cannot be encoded), NaN or Infinity in any number,
+        filters that are not metadata names. InvalidRequestError naming the field."""
+        check_json_values(self.model_dump(exclude_none=True))
+        if self.ragtune is not None:
+            self.ragtune.check_filters()
+
+
+def check_json_values(value: Any, path: str = "") -> None:
+    if isinstance(value, str):
+        if _SURROGATE.search(value):
+            raise InvalidRequestError(
+                f"{path or 'the request'} holds an unpaired UTF-16 surrogate (an invalid "
+                "character); send valid Unicode text",
+                param=path or None,
+            )
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidRequestError(
+                f"{path or 'the request'} is {value}: numbers must be finite", param=path or None
+            )
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_json_values(key, path)
+            check_json_values(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            check_json_values(item, f"{path}.{index}" if path else str(index))
+
 
 class SourceInfo(BaseModel):
     """A passage given to the model; the answer cites it as [number]."""
 
     number: int
     document: str
+    """The document's path below the folder it was ingested from (or its file name)."""
+    document_id: str
+    """A stable id of the document (the same for every chunk of it, across re-ingests)."""
     section: str
     chunk_id: str
     score: float

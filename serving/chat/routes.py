@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Awaitable
+from typing import Annotated, Any, TypeVar
 
+import anyio
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from serving import observability
 from serving.auth import require_chat
 from serving.chat.protocol import ChatCompletionRequest, ChatCompletionResponse, ErrorResponse
 from serving.chat.service import ChatService
 
+_T = TypeVar("_T")
+CLIENT_CLOSED = 499
+"""Logged for a request whose client left before its answer (nginx's convention)."""
 router = APIRouter()
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 413, 422, 429, 503)
@@ -30,6 +36,7 @@ def chat_service(request: Request) -> ChatService:
 )
 async def create_chat_completion(
     body: ChatCompletionRequest,
+    request: Request,
     service: Annotated[ChatService, Depends(chat_service)],
 ) -> Any:
     """Answer a conversation, OpenAI-style, streamed (SSE) or whole.
@@ -45,7 +52,42 @@ async def create_chat_completion(
     if prepared.decision.adapter:
         headers["x-ragtune-adapter"] = prepared.decision.adapter
     if body.stream:
+        # A stream stops when the client goes away (Starlette cancels it on disconnect).
         return StreamingResponse(
             await service.open_stream(prepared), media_type="text/event-stream", headers=headers
         )
-    return JSONResponse(await service.complete(prepared), headers=headers)
+    answer = await unless_disconnected(request, service.complete(prepared))
+    if answer is None:
+        return Response(status_code=CLIENT_CLOSED)
+    return JSONResponse(answer, headers=headers)
+
+
+async def unless_disconnected(request: Request, work: Awaitable[_T]) -> _T | None:
+    """`work`'s result, or None when the client disconnected first: the work is cancelled
+    then (the engine request is closed, so the engine stops generating for nobody)."""
+    result: list[_T] = []
+    failure: list[Exception] = []
+    async with anyio.create_task_group() as tasks:
+
+        async def run() -> None:
+            try:
+                result.append(await work)
+            except Exception as exc:  # raised below as itself, not in an exception group
+                failure.append(exc)
+            tasks.cancel_scope.cancel()
+
+        async def watch() -> None:
+            # The body has been read: the next message is the client's disconnect.
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+            tasks.cancel_scope.cancel()
+
+        tasks.start_soon(run)
+        tasks.start_soon(watch)
+    if failure:
+        raise failure[0]
+    if not result:
+        record = observability.current()
+        if record is not None:
+            record.error = "the client disconnected before the answer was ready"
+    return result[0] if result else None

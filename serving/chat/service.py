@@ -19,6 +19,8 @@ from retrieval.filters import SearchFilter
 from retrieval.search import SearchHit, SearchMode
 from serving import observability
 from serving.chat.protocol import (
+    ENGINE_FIELDS,
+    REFUSED_FIELDS,
     ChatCompletionRequest,
     ErrorDetail,
     ErrorResponse,
@@ -31,6 +33,7 @@ from serving.errors import (
     InvalidRequestError,
     ModelNotFoundError,
     ServingError,
+    shorten,
 )
 from serving.prompting import PromptPlan
 from serving.router import Evidence, Route, RouteDecision, adapter_matches, decide
@@ -38,12 +41,6 @@ from serving.state import ServingState
 
 logger = logging.getLogger("ragtune.chat")
 _T = TypeVar("_T")
-
-# Sampling fields passed to the engine as the client sent them.
-_FORWARDED = (
-    "temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "seed",
-    "frequency_penalty", "presence_penalty", "user",
-)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -75,13 +72,27 @@ class ChatService:
 
     async def prepare(self, request: ChatCompletionRequest) -> PreparedChat:
         state = self.state
+        request.check_values()
+        refused = sorted(REFUSED_FIELDS & set(request.unknown_fields()))
+        if refused:
+            raise InvalidRequestError(
+                f"{refused[0]} is an engine control this server does not accept (it would "
+                "expose or change the prompt ragtune builds); remove it",
+                param=refused[0],
+            )
+        if not request.model.strip():
+            raise InvalidRequestError(
+                f"model is empty: use {state.base_model!r} (the router chooses) or an "
+                "adapter's name from GET /v1/models",
+                param="model",
+            )
         limit = state.settings.api.max_tokens_limit
-        asked = request.max_tokens or request.max_completion_tokens
+        asked = request.answer_bound()
         if limit and asked and asked > limit:
             raise InvalidRequestError(
                 f"max_tokens {asked} is above this server's limit of {limit} "
                 "(RAGTUNE_MAX_TOKENS_LIMIT); ask for fewer",
-                param="max_tokens",
+                param="max_completion_tokens" if request.max_completion_tokens else "max_tokens",
             )
         options = request.ragtune
         requested_adapter = None if request.model == state.base_model else request.model
@@ -144,7 +155,7 @@ class ChatService:
             # Chat templates expect every message to have text (an assistant turn that only
             # called tools has none).
             message.setdefault("content", "")
-        asked = request.max_tokens or request.max_completion_tokens
+        asked = request.answer_bound()
         if decision.uses_retrieval:
             # Room kept for the answer: what the request asks for, else a default share.
             reserve = asked or min(state.settings.router.answer_tokens, builder.context_length // 2)
@@ -159,7 +170,9 @@ class ChatService:
             engine_model = await state.ensure_loaded(manifest, replica)
         body = self._engine_request(request, plan, engine_model)
         limit = state.settings.api.max_tokens_limit
-        if limit and not asked:
+        if asked:
+            body["max_tokens"] = asked  # one field only: the engine honours what was checked
+        elif limit:
             body["max_tokens"] = min(limit, builder.context_length - plan.prompt_tokens)
         info = RagtuneInfo(
             route=decision.route,
@@ -170,7 +183,8 @@ class ChatService:
             sources=[
                 SourceInfo(
                     number=n,
-                    document=hit.source,
+                    document=hit.document,
+                    document_id=str(hit.metadata.get("doc_id", "")),
                     section=hit.section,
                     chunk_id=hit.chunk_id,
                     score=round(hit.dense_score or 0.0, 4),
@@ -228,15 +242,12 @@ class ChatService:
     def _engine_request(
         request: ChatCompletionRequest, plan: PromptPlan, engine_model: str
     ) -> dict[str, Any]:
-        body: dict[str, Any] = {}
-        unknown = request.unknown_fields()
-        if unknown:
-            logger.info("fields passed on to the engine unread: %s", sorted(unknown))
-            body.update(unknown)
-        for name in _FORWARDED:
-            value = getattr(request, name)
-            if value is not None:
-                body[name] = value
+        fields = request.model_dump(exclude_none=True)
+        body = {name: value for name, value in fields.items() if name in ENGINE_FIELDS}
+        dropped = sorted(set(request.unknown_fields()) - ENGINE_FIELDS)
+        if dropped:
+            shown = [shorten(name, 40) for name in dropped[:10]]
+            logger.info("request fields ignored (not forwarded to the engine): %s", shown)
         body["model"] = engine_model
         body["messages"] = plan.messages
         if request.stream:

@@ -16,6 +16,7 @@ from typing import Any, Self
 
 import httpx
 
+from serving.engine.launcher import auth_headers, engine_api_key
 from serving.errors import (
     AdapterLoadError,
     ContextLengthError,
@@ -29,6 +30,8 @@ from serving.settings import EngineSettings
 
 _LIMIT = re.compile(r"maximum (?:context|model) length (?:is|of) (\d+)")
 _REQUESTED = re.compile(r"(?:value=|requested |contains at least |length )(\d+)")
+# One `'msg': '...'` (or "...") of the engine's rendering of pydantic errors.
+_PYDANTIC_MSG = re.compile(r"""'msg': (?:'((?:[^'\\]|\\.)*)'|"((?:[^"\\]|\\.)*)")""")
 _CONTEXT_HINTS = ("maximum context length", "maximum model length", "context length")
 
 
@@ -43,12 +46,15 @@ class EngineClient:
         connect_timeout_s: float = 5.0,
         connect_retries: int = 3,
         max_connections: int = 256,
+        api_key: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.connect_retries = connect_retries
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
+            # On every call, adapter loading included: the engine refuses requests without it.
+            headers=auth_headers(api_key),
             timeout=httpx.Timeout(request_timeout_s, connect=connect_timeout_s),
             limits=httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections
@@ -63,6 +69,7 @@ class EngineClient:
             request_timeout_s=settings.request_timeout_s,
             connect_timeout_s=settings.connect_timeout_s,
             connect_retries=settings.connect_retries,
+            api_key=engine_api_key(settings),
         )
 
     async def aclose(self) -> None:
@@ -146,7 +153,7 @@ class EngineClient:
         sending again cannot do anything twice."""
         for attempt in range(self.connect_retries + 1):
             try:
-                return await self._http.send(request, stream=stream)
+                response = await self._http.send(request, stream=stream)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 if attempt == self.connect_retries:
                     raise _not_running(self.base_url) from exc
@@ -157,6 +164,12 @@ class EngineClient:
                 raise EngineError(
                     f"the request to the engine at {self.base_url} failed: {exc}"
                 ) from exc
+            else:
+                if response.status_code == 401:
+                    # ragtune's configuration, not the client's request: an operator's error.
+                    await response.aclose()
+                    raise _key_refused(self.base_url)
+                return response
         raise AssertionError("unreachable")
 
     async def _send(
@@ -223,8 +236,29 @@ def _error_from_body(status: int, body: Any, model: Any) -> Exception:
             requested=int(requested.group(1)) if requested else None,
         )
     if 400 <= status < 500:
-        return EngineRequestError(f"the engine refused the request: {message}", status)
+        param = _param(body)
+        return EngineRequestError(_readable(message, param), status, param)
     return EngineError(f"the engine failed ({status}): {message}")
+
+
+def _param(body: Any) -> str | None:
+    """The request field the engine named, as the client spelled it (`top_k`, not vLLM's
+    `body.top_k`)."""
+    error = body.get("error") if isinstance(body, dict) else None
+    param = error.get("param") if isinstance(error, dict) else None
+    if not isinstance(param, str) or not param:
+        return None
+    return param.removeprefix("body.")
+
+
+def _readable(message: str, param: str | None) -> str:
+    """A refusal as a client can act on it: `field: what is wrong`, not the engine's dump of
+    pydantic errors (types, locations, the input echoed)."""
+    reasons = _PYDANTIC_MSG.findall(message)
+    if reasons:
+        text = "; ".join(a or b for a, b in reasons[:3])
+        return f"{param}: {text}" if param else text
+    return message[:500]
 
 
 def _adapter_error(operation: str, status: int, body: Any) -> Exception:
@@ -239,6 +273,13 @@ def _adapter_error(operation: str, status: int, body: Any) -> Exception:
     if status >= 500:
         return EngineError(f"cannot {operation}: the engine failed ({status}): {message}")
     return AdapterLoadError(f"cannot {operation}: {message}", status)
+
+
+def _key_refused(url: str) -> EngineError:
+    return EngineError(
+        f"the engine at {url} refused ragtune's API key (401): set RAGTUNE_ENGINE_API_KEY to "
+        "the key it was started with (its --api-key or VLLM_API_KEY)"
+    )
 
 
 def _not_running(url: str) -> EngineNotRunningError:

@@ -1,8 +1,8 @@
 """Start, stop and inspect the vLLM process that serves the base model and its LoRA adapters.
 
 ragtune runs `vllm serve` from the engine's own environment, on loopback, detached in its own
-process group, with its pid file and log under `<data_dir>/engine/`; or, when `RAGTUNE_VLLM_URL`
-is set, attaches to a vLLM server someone else runs and starts nothing.
+process group, with its pid file, log and API key under `<data_dir>/engine/`; or, when
+`RAGTUNE_VLLM_URL` is set, attaches to a vLLM server someone else runs and starts nothing.
 """
 
 from __future__ import annotations
@@ -11,9 +11,11 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -28,8 +30,16 @@ from serving.settings import EngineSettings
 
 PID_FILE = "engine.json"
 LOG_FILE = "engine.log"
+KEY_FILE = "api-key"
 INSTALL_HINT = "run scripts/install-engine, or set RAGTUNE_ENGINE_PYTHON to a Python with vLLM"
 PLUGIN_MODULE = "ragtune_vllm_plugin"
+# vLLM's own key check covers /v1, /v2, /inference and /cohere only (/invocations runs chat
+# completions without it, vllm-project/vllm#58144): the plugin's middleware asks everywhere.
+GUARD_MODULE = f"{PLUGIN_MODULE}.guard"
+KEY_GUARD = f"{GUARD_MODULE}.RequireApiKey"
+# An engine tied to its starter (`ragtune serve`) gets this long to stop once the starter is gone.
+ORPHAN_GRACE_S = 10.0
+WATCHDOG = Path(__file__).with_name("watchdog.py")
 _ERROR_LINE = re.compile(r"(Error|error:|Exception|Traceback|Killed|CUDA out of memory)")
 
 
@@ -48,6 +58,23 @@ class EngineStatus:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def engine_api_key(settings: EngineSettings) -> str | None:
+    """The key ragtune sends to the engine: the setting, or for an engine ragtune starts, the
+    key generated for this data directory at its first start. None: send no key."""
+    if settings.engine_api_key is not None and settings.engine_api_key.get_secret_value():
+        return settings.engine_api_key.get_secret_value()
+    if not settings.managed:
+        return None
+    try:
+        return (settings.engine_dir / KEY_FILE).read_text().strip() or None
+    except OSError:
+        return None
+
+
+def auth_headers(key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"} if key else {}
 
 
 def log_tail(path: Path, lines: int = 30) -> str:
@@ -105,6 +132,8 @@ class EngineLauncher:
         self.log_file = self.engine_dir / LOG_FILE
         # The process this launcher started, kept to reap it on stop (no zombie, no warning).
         self._process: subprocess.Popen[bytes] | None = None
+        # Write end of the pipe an engine tied to this process watches (never written to).
+        self._lifeline: int | None = None
 
     # -- what to serve ---------------------------------------------------------------------
     def model_path(self, prepare: bool = True) -> str:
@@ -147,12 +176,17 @@ class EngineLauncher:
             str(s.max_model_len),
             "--dtype",
             s.dtype,
+            "--middleware",
+            KEY_GUARD,
             *s.engine_args,
         ]
 
-    def environment(self) -> dict[str, str]:
+    def environment(self, api_key: str) -> dict[str, str]:
         env = dict(os.environ)
         env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
+        # In the environment, not as --api-key: a command line is readable by every local user
+        # (ps) and lands in the log and the pid file.
+        env["VLLM_API_KEY"] = api_key
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{self.settings.cpu_kvcache_gib:g}")
         env.setdefault("VLLM_CPU_OMP_THREADS_BIND", "auto")
         # Weights come from disk only: never from a model hub at run time.
@@ -162,8 +196,15 @@ class EngineLauncher:
         return env
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def start(self, on_wait: Callable[[float], None] | None = None) -> EngineStatus:
-        """Start the engine (or check the attached one) and return once it answers /health."""
+    def start(
+        self, on_wait: Callable[[float], None] | None = None, *, tied: bool = False
+    ) -> EngineStatus:
+        """Start the engine (or check the attached one) and return once it answers /health.
+
+        `tied`: the engine this call starts is ended, with every process it started, as soon as
+        this process is gone, even killed (`ragtune serve`'s own engine). Untied, it is left
+        running detached (`ragtune engine start`).
+        """
         if not self.settings.managed:
             status = self.status()
             if not status.running:
@@ -182,22 +223,40 @@ class EngineLauncher:
         model = self.model_path()
 
         self.engine_dir.mkdir(parents=True, exist_ok=True)
+        api_key = self._ensure_api_key()
         if self._process is not None and self._process.poll() is not None:
             self._process = None  # an engine this launcher started has died: reaped now
+        self._close_lifeline()
         command = self.command(model)
-        with self.log_file.open("wb") as log:
-            log.write(f"$ {' '.join(command)}\n".encode())
-            log.flush()
-            process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self.environment(),
-                # Its own session: it outlives this command, and stop() signals the whole group
-                # (vLLM runs its engine core in child processes).
-                start_new_session=True,
-            )
+        launched = command
+        passed: tuple[int, ...] = ()
+        if tied:
+            watch_end, self._lifeline = os.pipe()
+            # By path, isolated (-I): only the standard library, whatever the working directory.
+            launched = [sys.executable, "-I", str(WATCHDOG), str(watch_end)]
+            launched += [f"{ORPHAN_GRACE_S:g}", "--", *command]
+            passed = (watch_end,)
+        try:
+            with self.log_file.open("wb") as log:
+                log.write(f"$ {' '.join(command)}\n".encode())
+                log.flush()
+                process = subprocess.Popen(
+                    launched,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=self.environment(api_key),
+                    # Its own session: it outlives this command, and stop() signals the whole
+                    # group (vLLM runs its engine core in child processes).
+                    start_new_session=True,
+                    pass_fds=passed,
+                )
+        except BaseException:
+            self._close_lifeline()
+            raise
+        finally:
+            for fd in passed:
+                os.close(fd)  # the watchdog's end: only the watchdog may hold it
         self._process = process
         self._write_record(
             {
@@ -206,6 +265,7 @@ class EngineLauncher:
                 "model": model,
                 "served_model_name": self.served_model_name(),
                 "command": command,
+                "tied_to": os.getpid() if tied else None,
                 "started": time.time(),
             }
         )
@@ -232,6 +292,7 @@ class EngineLauncher:
         if self._process is not None and self._process.pid == pid:
             self._process.wait()
             self._process = None
+        self._close_lifeline()
         self.pid_file.unlink(missing_ok=True)
         return was_alive
 
@@ -243,8 +304,12 @@ class EngineLauncher:
             pid = None
         log = str(self.log_file) if self.settings.managed and self.log_file.exists() else None
         try:
-            health = httpx.get(f"{url}/health", timeout=self.settings.connect_timeout_s)
-            models = httpx.get(f"{url}/v1/models", timeout=self.settings.connect_timeout_s)
+            with httpx.Client(
+                headers=auth_headers(engine_api_key(self.settings)),
+                timeout=self.settings.connect_timeout_s,
+            ) as http:
+                health = http.get(f"{url}/health")
+                models = http.get(f"{url}/v1/models")
         except httpx.HTTPError as exc:
             if pid is not None:
                 detail = f"process {pid} is starting (not answering yet: {type(exc).__name__})"
@@ -270,6 +335,26 @@ class EngineLauncher:
         return EngineStatus(url, self.settings.managed, True, pid, base, sorted(adapters), log, "")
 
     # -- helpers -----------------------------------------------------------------------------
+    def _ensure_api_key(self) -> str:
+        """The key the engine will require: the setting, else this data directory's generated
+        key, made now (readable by its owner only) if there is none yet."""
+        key = engine_api_key(self.settings)
+        if key:
+            return key
+        key = secrets.token_urlsafe(32)
+        path = self.engine_dir / KEY_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.unlink(missing_ok=True)
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
+            handle.write(key + "\n")
+        tmp.replace(path)
+        return key
+
+    def _close_lifeline(self) -> None:
+        if self._lifeline is not None:
+            os.close(self._lifeline)
+            self._lifeline = None
+
     def _wait_ready(
         self,
         pid: int,
@@ -328,7 +413,7 @@ class EngineLauncher:
                 str(python),
                 "-c",
                 f"import importlib.util as u; import sys; "
-                f"sys.exit(0 if u.find_spec('vllm') and u.find_spec('{PLUGIN_MODULE}') else 3)",
+                f"sys.exit(0 if u.find_spec('vllm') and u.find_spec('{GUARD_MODULE}') else 3)",
             ],
             capture_output=True,
             check=False,

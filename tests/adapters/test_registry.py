@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from adapters.errors import AdapterNotFoundError, InvalidAdapterError
+from adapters.errors import AdapterConflictError, AdapterNotFoundError, InvalidAdapterError
 from adapters.registry import AdapterRegistry
 from serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir
 from tests.cli import ragtune
@@ -61,7 +64,7 @@ def test_a_real_peft_adapter_is_registered_with_its_manifest(
     assert (stored / "adapter_model.safetensors").read_bytes() == (
         lora_adapters["alpha"] / "adapter_model.safetensors"
     ).read_bytes()
-    with pytest.raises(InvalidAdapterError, match="already exists"):
+    with pytest.raises(AdapterConflictError, match="already exists"):
         add(registry, lora_adapters["beta"], models_dir)
 
 
@@ -185,3 +188,144 @@ def test_cli_load_and_unload_on_the_engine(
     unload = ragtune("adapters", "unload", "cli-beta", data_dir=data_dir, **env)
     assert unload.returncode == 0, unload.stderr
     assert loaded() is False
+
+
+def test_a_refused_adapter_leaves_the_name_free(
+    lora_adapters: dict[str, Path], models_dir: Path, tmp_path: Path
+) -> None:
+    registry = AdapterRegistry(tmp_path / "adapters")
+    bad = crafted_adapter(tmp_path / "bad", q_proj(0, [64, 576], [576, 64]))
+    with pytest.raises(InvalidAdapterError, match="tensors have rank 64"):
+        add(registry, bad, models_dir)
+    with pytest.raises(AdapterNotFoundError):
+        registry.get("titler")
+    assert add(registry, lora_adapters["alpha"], models_dir).version == 1
+
+
+def test_of_concurrent_adds_of_one_name_exactly_one_wins(
+    lora_adapters: dict[str, Path], models_dir: Path, tmp_path: Path
+) -> None:
+    registry = AdapterRegistry(tmp_path / "adapters")
+    start = threading.Barrier(6)
+
+    def attempt(_: int) -> str:
+        start.wait()
+        try:
+            add(registry, lora_adapters["alpha"], models_dir)
+        except AdapterConflictError as exc:
+            return f"conflict: {exc}"
+        return "added"
+
+    with ThreadPoolExecutor(6) as pool:
+        outcomes = list(pool.map(attempt, range(6)))
+    assert outcomes.count("added") == 1, outcomes
+    assert all("already exists" in o for o in outcomes if o != "added")
+    assert [m.version for m in registry.versions("titler")] == [1]
+    # Nothing half-written is left behind.
+    assert sorted(p.name for p in (tmp_path / "adapters" / "titler").iterdir()) == ["v1"]
+
+
+def test_of_concurrent_removals_exactly_one_wins(
+    lora_adapters: dict[str, Path], models_dir: Path, tmp_path: Path
+) -> None:
+    registry = AdapterRegistry(tmp_path / "adapters")
+    add(registry, lora_adapters["alpha"], models_dir)
+    start = threading.Barrier(4)
+
+    def attempt(_: int) -> str:
+        start.wait()
+        try:
+            registry.remove("titler")
+        except AdapterNotFoundError:
+            return "not found"
+        return "removed"
+
+    with ThreadPoolExecutor(4) as pool:
+        outcomes = sorted(pool.map(attempt, range(4)))
+    assert outcomes == ["not found", "not found", "not found", "removed"]
+    assert not any((tmp_path / "adapters").iterdir())
+
+
+def test_old_versions_can_be_removed_but_not_the_current_one(
+    lora_adapters: dict[str, Path], models_dir: Path, tmp_path: Path
+) -> None:
+    registry = AdapterRegistry(tmp_path / "adapters")
+    add(registry, lora_adapters["alpha"], models_dir)
+    registry.add_version("titler", lora_adapters["beta"])
+    registry.add_version("titler", lora_adapters["alpha"])
+    assert [m.version for m in registry.versions("titler")] == [1, 2, 3]
+    with pytest.raises(AdapterConflictError, match="v3 is the version of 'titler' in force"):
+        registry.remove_version("titler", 3)
+    assert registry.remove_version("titler", 2).version == 2
+    assert [m.version for m in registry.versions("titler")] == [1, 3]
+    with pytest.raises(AdapterNotFoundError, match=r"has no version 2 \(it has v1, v3\)"):
+        registry.remove_version("titler", 2)
+    with pytest.raises(AdapterNotFoundError):
+        registry.remove_version("nobody", 1)
+    assert registry.get("titler").version == 3
+
+
+def test_example_prompts_over_the_limit_are_refused(
+    lora_adapters: dict[str, Path], tmp_path: Path
+) -> None:
+    registry = AdapterRegistry(tmp_path / "adapters")
+    prompts = [f"Write a title for abstract {i}." for i in range(11)]
+    with pytest.raises(InvalidAdapterError, match=r"11 example prompts are more than the 10"):
+        registry.add(
+            lora_adapters["alpha"], "titler", TASK, base_model=DEFAULT_MODEL_NAME,
+            examples=prompts, max_examples=10,
+        )  # fmt: skip
+    with pytest.raises(AdapterNotFoundError):
+        registry.get("titler")
+    manifest = registry.add(
+        lora_adapters["alpha"], "titler", TASK, base_model=DEFAULT_MODEL_NAME,
+        examples=prompts[:10], max_examples=10,
+    )  # fmt: skip
+    assert len(manifest.examples) == 10
+
+
+def test_task_profiles_are_stored_with_the_manifest_and_keyed(
+    lora_adapters: dict[str, Path], tmp_path: Path
+) -> None:
+    registry = AdapterRegistry(tmp_path / "adapters")
+    manifest = registry.add(lora_adapters["alpha"], "titler", TASK, base_model=DEFAULT_MODEL_NAME)
+    assert registry.load_profile(manifest, "model-a:123") is None
+    vectors = np.arange(12, dtype=np.float32).reshape(3, 4)
+    registry.save_profile(manifest, "model-a:123", vectors)
+    stored = registry.path(manifest) / "profile.safetensors"
+    assert stored.is_file()
+    assert [p.name for p in registry.path(manifest).iterdir() if p.name.startswith(".")] == []
+    np.testing.assert_array_equal(registry.load_profile(manifest, "model-a:123"), vectors)
+    # Made by another embedder, or from other texts: not used.
+    assert registry.load_profile(manifest, "model-b:123") is None
+    stored.write_bytes(b"not safetensors")
+    assert registry.load_profile(manifest, "model-a:123") is None
+
+
+def test_cli_removes_an_old_version_but_not_the_current_one(
+    lora_adapters: dict[str, Path], tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    registry = AdapterRegistry(data_dir / "adapters")
+    registry.add(lora_adapters["alpha"], "titler", TASK, base_model=DEFAULT_MODEL_NAME)
+    registry.add_version("titler", lora_adapters["beta"])
+    current = ragtune("adapters", "rm", "titler", "--version", "2", data_dir=data_dir)
+    assert current.returncode == 2
+    assert "v2 is the version of 'titler' in force" in current.stderr
+    old = ragtune("adapters", "rm", "titler", "--version", "1", data_dir=data_dir)
+    assert old.returncode == 0, old.stderr
+    assert "removed titler v1" in old.stdout
+    assert [m.version for m in registry.versions("titler")] == [2]
+    assert ragtune("adapters", "rm", "titler", data_dir=data_dir).returncode == 0
+    assert registry.list() == []
+
+
+def test_text_no_file_can_hold_is_refused(lora_adapters: dict[str, Path], tmp_path: Path) -> None:
+    registry = AdapterRegistry(tmp_path / "adapters")
+    for task, examples in (("Titles \udc80.", []), (TASK, ["fine", "broken \ud800 prompt"])):
+        with pytest.raises(InvalidAdapterError, match="lone surrogate"):
+            registry.add(
+                lora_adapters["alpha"], "titler", task, base_model=DEFAULT_MODEL_NAME,
+                examples=examples,
+            )  # fmt: skip
+    assert registry.list() == []

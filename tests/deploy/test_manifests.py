@@ -306,3 +306,140 @@ def test_vllm_serves_the_model_and_lora_limits_the_api_expects() -> None:
         assert (source["name"], source["key"]) == ("ragtune-config", setting)
     (api_container,) = pod_spec(k8s_resource("Deployment", "ragtune-api"))["containers"]
     assert {"configMapRef": {"name": "ragtune-config"}} in api_container["envFrom"]
+
+
+# --- the engine's port ----------------------------------------------------------------------
+# vLLM checks its key on these prefixes only (vllm/entrypoints/serve/middleware/authenticate.py).
+VLLM_GUARDED_PREFIXES = ("/v1", "/v2", "/inference", "/cohere")
+ENGINE_KEY_SETTING = "RAGTUNE_ENGINE_API_KEY"
+# ${VAR:?message}: Compose refuses to start without it (an empty key turns vLLM's check off).
+REQUIRED_REFERENCE = re.compile(r"^\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*):\?[^}]*\}$")
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """Whether a Kubernetes label selector matches these labels (an empty selector: all)."""
+    if any(labels.get(key) != value for key, value in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        key, operator, values = expression["key"], expression["operator"], expression.get("values")
+        matched = {
+            "In": key in labels and labels[key] in values,
+            "NotIn": key not in labels or labels[key] not in values,
+            "Exists": key in labels,
+            "DoesNotExist": key not in labels,
+        }[operator]
+        if not matched:
+            return False
+    return True
+
+
+def pod_labels(workload: dict[str, Any]) -> dict[str, str]:
+    labels: dict[str, str] = workload["spec"]["template"]["metadata"]["labels"]
+    return labels
+
+
+def workloads() -> list[dict[str, Any]]:
+    return [doc for path in MANIFESTS for doc in documents(path) if containers(doc)]
+
+
+def compose_networks(service: dict[str, Any]) -> set[str]:
+    """The networks a Compose service joins (`default` when it names none)."""
+    return set(service.get("networks") or ["default"])
+
+
+def test_only_the_api_pods_reach_the_vllm_port() -> None:
+    vllm = k8s_resource("StatefulSet", "vllm")
+    (container,) = pod_spec(vllm)["containers"]
+    (port,) = container["ports"]
+    policies = [
+        doc
+        for path in MANIFESTS
+        for doc in documents(path)
+        if doc["kind"] == "NetworkPolicy" and selects(doc["spec"]["podSelector"], pod_labels(vllm))
+    ]
+    assert policies, "no NetworkPolicy selects the vLLM pods: every pod in the cluster reaches them"
+    # Policies add up: each one that selects vLLM may only open its port to the API pods.
+    allowed = []
+    for policy in policies:
+        name = policy["metadata"]["name"]
+        assert "Ingress" in policy["spec"].get("policyTypes", ["Ingress"]), name
+        for rule in policy["spec"].get("ingress", []):
+            # A rule without `from` (or without `ports`) admits every source (or every port).
+            assert rule.get("from"), f"{name}: an ingress rule admits every source"
+            assert rule.get("ports"), f"{name}: an ingress rule admits every port"
+            for source in rule["from"]:
+                assert set(source) == {"podSelector"}, f"{name}: admits {source}"
+                allowed += [w for w in workloads() if selects(source["podSelector"], pod_labels(w))]
+            for opened in rule["ports"]:
+                assert opened["port"] in (port["name"], port["containerPort"]), opened
+    api = k8s_resource("Deployment", "ragtune-api")
+    assert allowed, "the NetworkPolicy admits no pod: the API cannot reach vLLM"
+    assert {w["metadata"]["name"] for w in allowed} == {api["metadata"]["name"]}
+
+
+def test_vllm_requires_the_key_the_api_sends_in_kubernetes() -> None:
+    vllm = k8s_resource("StatefulSet", "vllm")
+    (container,) = pod_spec(vllm)["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    reference = env["VLLM_API_KEY"]["valueFrom"]["secretKeyRef"]
+    assert not reference.get("optional"), "vLLM would start without a key"
+    assert reference["key"] == ENGINE_KEY_SETTING
+    assert not any(a.startswith("--api-key") for a in container["args"]), "use VLLM_API_KEY"
+
+    (api,) = pod_spec(k8s_resource("Deployment", "ragtune-api"))["containers"]
+    sources = [s["secretRef"]["name"] for s in api["envFrom"] if "secretRef" in s]
+    assert reference["name"] in sources, "the API is not given the key vLLM requires"
+    # The Secret's template (created by hand, as for the API keys) holds that key.
+    (secret,) = [
+        doc
+        for doc in documents(K8S / "secret.example.yaml")
+        if doc["metadata"]["name"] == reference["name"]
+    ]
+    assert set(secret["stringData"]) == {ENGINE_KEY_SETTING}
+
+
+def test_vllm_probes_ask_a_path_open_without_the_key() -> None:
+    (container,) = pod_spec(k8s_resource("StatefulSet", "vllm"))["containers"]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        path = container[probe]["httpGet"]["path"]
+        assert not path.startswith(VLLM_GUARDED_PREFIXES), f"{probe} would get 401 on {path}"
+    check = " ".join(compose_file()["services"]["vllm"]["healthcheck"]["test"])
+    path = re.search(r"https?://[^/\s']+(/[^\s']*)", check)
+    assert path, check
+    assert not path.group(1).startswith(VLLM_GUARDED_PREFIXES), check
+
+
+def test_vllm_is_on_an_internal_network_with_the_api_alone_in_compose() -> None:
+    compose = compose_file()
+    services = compose["services"]
+    vllm = services["vllm"]
+    assert "ports" not in vllm, "vLLM's port is published"
+    assert "network_mode" not in vllm, "vLLM shares another network namespace"
+    networks = compose_networks(vllm)
+    for name in networks:
+        declared = compose.get("networks", {}).get(name) or {}
+        assert declared.get("internal") is True, f"vLLM's network {name!r} is not internal"
+    peers = {other for other, s in services.items() if compose_networks(s) & networks}
+    assert peers == {"vllm", "api"}
+
+
+def test_vllm_requires_the_key_the_api_sends_in_compose() -> None:
+    services = compose_file()["services"]
+    vllm_key = REQUIRED_REFERENCE.match(str(services["vllm"]["environment"]["VLLM_API_KEY"]))
+    api_key = REQUIRED_REFERENCE.match(str(services["api"]["environment"][ENGINE_KEY_SETTING]))
+    assert vllm_key, "vLLM's key may be left empty (its check is then off)"
+    assert api_key, f"the API's {ENGINE_KEY_SETTING} may be left empty"
+    assert vllm_key["name"] == api_key["name"]
+    assert not any(a.startswith("--api-key") for a in services["vllm"]["command"])
+
+
+def test_api_shutdown_fits_in_the_time_it_is_given_to_stop() -> None:
+    (api,) = pod_spec(k8s_resource("Deployment", "ragtune-api"))["containers"]
+    config = k8s_resource("ConfigMap", "ragtune-config")["data"]
+    pre_stop = api["lifecycle"]["preStop"]["sleep"]["seconds"]
+    grace = pod_spec(k8s_resource("Deployment", "ragtune-api"))["terminationGracePeriodSeconds"]
+    assert pre_stop + int(config["RAGTUNE_SHUTDOWN_TIMEOUT_S"]) < grace
+
+    service = compose_file()["services"]["api"]
+    grace_s = int(str(service["stop_grace_period"]).removesuffix("s"))
+    assert int(service["environment"]["RAGTUNE_SHUTDOWN_TIMEOUT_S"]) < grace_s

@@ -89,7 +89,7 @@ def chat(client: TestClient, content: str, key: str = CHAT, **extra: Any) -> Any
 
 
 def test_rag_answer_cites_ingested_documents(
-    client: TestClient, ingested: tuple[Path, Any]
+    client: TestClient, ingested: tuple[Path, Any], eval_small: Path
 ) -> None:
     response = chat(client, RAG_QUESTION)
     assert response.status_code == 200, response.text
@@ -107,7 +107,11 @@ def test_rag_answer_cites_ingested_documents(
     assert sources
     assert [s["number"] for s in sources] == list(range(1, len(sources) + 1))
     for source in sources:
-        assert Path(source["document"]).is_file()  # an ingested file of the corpus
+        # An ingested file of the corpus, named below the folder given to `ragtune ingest`
+        # (here `corpus/`), never by the server's own path.
+        assert source["document"].startswith("corpus/"), source
+        assert (eval_small / source["document"]).is_file()
+        assert source["document_id"]
         assert source["chunk_id"]
     # The passages reached the model: the prompt is much longer than the question.
     assert body["usage"]["prompt_tokens"] > 100
@@ -256,19 +260,21 @@ def test_engine_down_gives_503_with_retry_after(
     api_data: Path, engine: EngineSettings, models_dir: Path
 ) -> None:
     settings = api_settings(api_data, engine, models_dir)
+    engine_down_url = f"http://127.0.0.1:{free_port()}"
     settings.engine = settings.engine.model_copy(
-        update={"vllm_url": f"http://127.0.0.1:{free_port()}", "connect_retries": 0}
+        update={"vllm_url": engine_down_url, "connect_retries": 0}
     )
     with TestClient(create_app(settings)) as down:
         assert down.get("/health").status_code == 200
-        ready = down.get("/ready")
+        ready = down.get("/ready", headers={"Authorization": f"Bearer {ADMIN}"})
         assert ready.status_code == 503
         assert "engine" in ready.json()["problems"]
         assert ready.headers["retry-after"]
         response = chat(down, RAG_QUESTION)
         assert response.status_code == 503
         assert response.headers["retry-after"]
-        assert "ragtune engine start" in error_of(response)["message"]
+        assert "not reachable" in error_of(response)["message"]
+        assert engine_down_url not in response.text  # the engine's address is for operators
 
 
 def test_keys_are_required_unless_explicitly_switched_off(

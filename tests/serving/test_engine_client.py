@@ -20,6 +20,7 @@ from serving.errors import (
     EngineTimeoutError,
     ModelNotFoundError,
 )
+from serving.settings import EngineSettings
 from tests.conftest import free_port
 
 T = TypeVar("T")
@@ -156,16 +157,12 @@ def test_unknown_model_and_missing_adapter_path(engine: Any, tmp_path: Path) -> 
 
 
 def test_engine_down_is_a_clear_error() -> None:
-    client_settings = type(
-        "S",
-        (),
-        {
-            "engine_url": f"http://127.0.0.1:{free_port()}",
-            "request_timeout_s": 5.0,
-            "connect_timeout_s": 1.0,
-            "connect_retries": 1,
-        },
-    )()
+    client_settings = EngineSettings(
+        vllm_url=f"http://127.0.0.1:{free_port()}",
+        request_timeout_s=5.0,
+        connect_timeout_s=1.0,
+        connect_retries=1,
+    )
 
     async def consume_stream(client: EngineClient) -> None:
         async for _ in client.stream_chat_completion(greedy(BASE, "hi")):

@@ -4,7 +4,6 @@ injection. Every answer is a 4xx in OpenAI's envelope, and nothing stored is tou
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -208,7 +207,9 @@ def test_injected_instructions_reach_the_model_only_inside_the_context_block(
         messages: list[dict[str, Any]] = prepared.engine_request["messages"]
         return messages
 
-    messages = asyncio.run(engine_messages())
+    # In the app's own event loop: its engine client's connections belong to that loop.
+    assert client.portal is not None
+    messages = client.portal.call(engine_messages)
     assert [m["role"] for m in messages] == ["system", "user"]
     system = messages[0]["content"]
     start = system.index("\n\n<context>\n")
@@ -225,4 +226,4 @@ def test_injected_instructions_reach_the_model_only_inside_the_context_block(
 
 def test_neutralize_keeps_the_text_readable() -> None:
     text = neutralize("a </context> b <Context> c <|im_end|> d", ["<|im_end|>"])
-    assert text == "a (/context) b (Context) c  d"
+    assert text == "a (/context) b (Context) c (|im_end|) d"

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from adapters.registry import AdapterRegistry
+from serving.engine.launcher import auth_headers, engine_api_key
 from serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir
 from serving.settings import EngineSettings
 from tests.cli import ragtune, ragtune_serve
@@ -78,6 +79,11 @@ async def stream_once(client: httpx.AsyncClient) -> tuple[int, str, list[str]]:
     return version, text, errors
 
 
+def engine_get(engine: EngineSettings, path: str) -> httpx.Response:
+    """A GET straight to the engine, with its key."""
+    return httpx.get(f"{engine.engine_url}{path}", headers=auth_headers(engine_api_key(engine)))
+
+
 async def swap(client: httpx.AsyncClient, path: Path) -> httpx.Response:
     return await client.post(
         "/admin/adapters/swapper/swap",
@@ -130,7 +136,7 @@ def test_eight_streams_through_five_swaps(
     assert not mixed, f"answers not wholly from their version: {mixed}"
     assert len({r[0] for r in results}) >= 3  # the storm really spanned several versions
 
-    served = {m["id"] for m in httpx.get(f"{engine.engine_url}/v1/models").json()["data"]}
+    served = {m["id"] for m in engine_get(engine, "/v1/models").json()["data"]}
     assert "swapper@v7" in served
     assert not {f"swapper@v{v}" for v in range(1, 7)} & served  # old versions unloaded
 
@@ -196,9 +202,7 @@ def test_cli_operates_a_remote_server(
     assert shown["weights_sha256"]
     cli("unload", "remote")
     assert loaded()["remote"] is False
-    assert "remote@v1" not in {
-        m["id"] for m in httpx.get(f"{engine.engine_url}/v1/models").json()["data"]
-    }
+    assert "remote@v1" not in {m["id"] for m in engine_get(engine, "/v1/models").json()["data"]}
     assert "loaded remote v1" in cli("load", "remote")
     assert loaded()["remote"] is True
     cli("rm", "remote")
@@ -240,7 +244,7 @@ def test_swap_failing_in_the_engine_halfway_leaves_the_old_version_serving(
     assert refused.status_code in (400, 503), refused.text
     assert "DoRA" in refused.json()["error"]["message"]
     assert after[2] == []
-    served = {m["id"] for m in httpx.get(f"{engine.engine_url}/v1/models").json()["data"]}
+    served = {m["id"] for m in engine_get(engine, "/v1/models").json()["data"]}
     assert status["served_name"] in served
     assert f"swapper@v{status['version'] + 1}" not in served
     # The refused version was not kept: the next good swap takes its number.

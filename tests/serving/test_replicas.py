@@ -21,7 +21,7 @@ from serving.engine.launcher import EngineLauncher
 from serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir
 from serving.engine.pool import EnginePool
 from serving.settings import EngineSettings
-from tests.cli import ragtune_serve
+from tests.cli import ENGINE_API_KEY, ragtune_serve
 from tests.conftest import engine_settings_for, free_port
 
 CHAT, ADMIN = "chat-key", "admin-key"
@@ -48,7 +48,9 @@ def test_choice_prefers_holders_then_free_slots_then_the_least_busy() -> None:
 def engine_requests(url: str) -> float:
     """Requests vLLM has finished, from its own Prometheus metrics."""
     total = 0.0
-    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+    # The engine answers only with its key (the plugin's guard covers /metrics too).
+    headers = {"Authorization": f"Bearer {ENGINE_API_KEY}"}
+    for line in httpx.get(f"{url}/metrics", headers=headers, timeout=10).text.splitlines():
         if line.startswith("vllm:request_success_total"):
             total += float(line.rsplit(" ", 1)[1])
     return total
@@ -118,10 +120,21 @@ def test_two_replicas_adapter_affinity_spreading_and_failover(
             # moves to the first, and the API stays ready.
             pid = json.loads((second.engine_dir / "engine.json").read_text())["pid"]
             os.killpg(pid, signal.SIGKILL)
+            # Dead, not dying: a request sent while the kill is still landing is cut mid-way
+            # (not refused), which no replica could take over safely.
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    httpx.get(f"{urls[1]}/health", timeout=1)
+                except httpx.ConnectError:
+                    break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.2)
             statuses = asyncio.run(burst(DEFAULT_MODEL_NAME, 6, ragtune={"route": "base"}))
             assert statuses == [200] * 6  # moved to the replica still up
             assert httpx.get(f"{url}/ready").status_code == 200
-            engines = httpx.get(f"{url}/ready").json()["engines"]
+            engines = httpx.get(f"{url}/ready", headers=admin).json()["engines"]
             assert engines == {urls[0]: True, urls[1]: False}
     finally:
         launcher.stop()

@@ -15,6 +15,7 @@ import pytest
 from adapters.registry import AdapterRegistry
 from adapters.scaffold import make_random_lora
 from serving.engine.client import EngineClient
+from serving.engine.launcher import auth_headers, engine_api_key
 from serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir
 from serving.engine.pool import EnginePool
 from serving.errors import AdapterSlotsBusyError
@@ -37,7 +38,9 @@ def three_adapters(
 
 
 def engine_models(engine: EngineSettings) -> set[str]:
-    data = httpx.get(f"{engine.engine_url}/v1/models", timeout=10).json()["data"]
+    data = httpx.get(
+        f"{engine.engine_url}/v1/models", headers=auth_headers(engine_api_key(engine)), timeout=10
+    ).json()["data"]
     return {m["id"] for m in data}
 
 
@@ -143,7 +146,11 @@ def test_serving_more_adapters_than_slots_and_the_loaded_set_survives_a_restart(
     # The engine loses everything too (as if it restarted): the server loads again what was
     # loaded when it stopped, and only that.
     for name in engine_models(engine) & {f"res-{k}@v1" for k in three_adapters}:
-        httpx.post(f"{engine.engine_url}/v1/unload_lora_adapter", json={"lora_name": name})
+        httpx.post(
+            f"{engine.engine_url}/v1/unload_lora_adapter",
+            json={"lora_name": name},
+            headers=auth_headers(engine_api_key(engine)),
+        )
     with ragtune_serve(data_dir, free_port(), **env) as url:
         loaded = {a["name"] for a in admin(url, "GET") if a["loaded"]}
         assert loaded == {"res-gamma"}
@@ -194,6 +201,7 @@ def test_all_slots_busy_is_a_503_with_retry_after(
         error = refused.json()["error"]
         assert error["code"] == "adapter_slots_busy"
         assert "RAGTUNE_MAX_LORAS" in error["message"]
+        assert "busy-alpha" not in error["message"]  # no other adapter's name
         assert events[-1] == "data: [DONE]"
         assert not any('"error"' in e for e in events)  # the busy stream was not disturbed
         # Once alpha is idle, beta takes its slot.

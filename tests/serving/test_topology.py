@@ -113,7 +113,7 @@ def test_api_chroma_server_and_vllm_as_separate_processes_through_faults(
         # The engine is not there yet: the API starts anyway and says why it is not ready.
         with ragtune_serve(data_dir, free_port(), wait_ready=False, **env) as url:
             wait_for(lambda: status(url, "/health") == 200, 120, "the API")
-            ready = httpx.get(f"{url}/ready")
+            ready = httpx.get(f"{url}/ready", headers={"Authorization": f"Bearer {ADMIN}"})
             assert ready.status_code == 503
             assert "engine" in ready.json()["problems"]
             down = chat(url)
@@ -160,7 +160,8 @@ def test_api_chroma_server_and_vllm_as_separate_processes_through_faults(
             assert failed.json()["error"]["code"] == "store_unavailable"
             assert failed.headers["retry-after"]
             assert chat(url, ragtune={"route": "base"}).status_code == 200
-            assert httpx.get(f"{url}/ready").json()["problems"]["store"]
+            admin = {"Authorization": f"Bearer {ADMIN}"}
+            assert httpx.get(f"{url}/ready", headers=admin).json()["problems"]["store"]
             chroma.start()
             back = chat(url)
             assert back.status_code == 200, back.text

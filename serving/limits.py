@@ -1,0 +1,183 @@
+"""How long and how much one HTTP client may hold the server: time to send a request's head and
+its body, and the size and number of its headers.
+
+uvicorn bounds none of the times itself: it starts no timer on a new connection, and the
+keep-alive timer it starts after a response stops at the first byte, so a client sending a byte
+a second holds its connection (and a slot of `limit_concurrency`) for ever. Its httptools parser
+also takes headers of any size. `ragtune serve` therefore runs uvicorn's h11 protocol (its
+incomplete-event bound caps the request line and headers) with a deadline on the head, and the
+app with `RequestLimits` (header count, body deadline) under its request context, so those
+refusals are logged and carry a request id like every other response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import anyio
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from serving.http_errors import error_body
+from serving.settings import ApiSettings
+
+# Written as is (the connection closes right after): no request was parsed to answer through h11.
+_HEAD_TIMEOUT_BODY = b"the request line and headers took too long to arrive\n"
+_HEAD_TIMEOUT_RESPONSE = (
+    b"HTTP/1.1 408 Request Timeout\r\n"
+    b"content-type: text/plain; charset=utf-8\r\n"
+    b"content-length: %d\r\n"
+    b"connection: close\r\n"
+    b"\r\n%s" % (len(_HEAD_TIMEOUT_BODY), _HEAD_TIMEOUT_BODY)
+)
+
+
+class HeadDeadlineProtocol(H11Protocol):
+    """uvicorn's h11 protocol with a deadline on each request's head: from the moment the server
+    waits for one (connection made, previous response sent) to the moment it is complete. A
+    client that misses it is disconnected, with a 408 if it had begun to send. The time after a
+    response also covers the rest of a body the app did not read."""
+
+    header_timeout_s = 10.0
+    _head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._watch_head()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self._watch_head()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._watch_head()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_timer()
+        super().connection_lost(exc)
+
+    def _waiting_for_head(self) -> bool:
+        # A request is in the app from its complete head until its response is complete.
+        cycle = self.cycle
+        return cycle is None or cycle.response_complete
+
+    def _watch_head(self) -> None:
+        if self.transport.is_closing() or not self._waiting_for_head():
+            self._cancel_head_timer()
+        elif self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.header_timeout_s, self._head_timed_out)
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing() or not self._waiting_for_head():
+            return
+        if self.conn.trailing_data[0]:  # part of a head; an idle connection just closes
+            self.transport.write(_HEAD_TIMEOUT_RESPONSE)
+        self.transport.close()
+
+
+def head_deadline_protocol(header_timeout_s: float) -> type[HeadDeadlineProtocol]:
+    return type(
+        "HeadDeadlineProtocol", (HeadDeadlineProtocol,), {"header_timeout_s": header_timeout_s}
+    )
+
+
+def server_options(api: ApiSettings) -> dict[str, Any]:
+    """uvicorn.run's keyword arguments for these limits."""
+    return {
+        "http": head_deadline_protocol(api.header_timeout_s),
+        # h11 refuses (400) a request whose line and headers pass this before they end.
+        "h11_max_incomplete_event_size": api.max_header_bytes,
+    }
+
+
+class RequestLimits:
+    """431 for a request with more headers than `max_header_count` or a head (line and headers)
+    over `max_header_bytes`; 408 (and the connection closed) when its body is not all in
+    `body_timeout_s` after its head. The app then hears that the client left, and whatever it
+    answers instead is dropped."""
+
+    def __init__(
+        self, app: ASGIApp, max_header_count: int, max_header_bytes: int, body_timeout_s: float
+    ) -> None:
+        self.app = app
+        self.max_header_count = max_header_count
+        self.max_header_bytes = max_header_bytes
+        self.body_timeout_s = body_timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = scope.get("headers") or []
+        # h11 bounds a head only while it is incomplete: one that arrives whole in a single read
+        # (up to 256 KB) passes it, so the size is checked again here.
+        size = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+        size += sum(len(name) + len(value) + 4 for name, value in headers)
+        if len(headers) > self.max_header_count or size > self.max_header_bytes:
+            await refuse(
+                send,
+                431,
+                f"the request has {len(headers)} headers, {size} bytes with its line; at most "
+                f"{self.max_header_count} headers and {self.max_header_bytes} bytes are accepted",
+                "request_header_fields_too_large",
+            )
+            return
+        deadline = anyio.current_time() + self.body_timeout_s
+        body_done = timed_out = started = False
+
+        async def body_within_deadline() -> Message:
+            nonlocal body_done, timed_out
+            if timed_out:
+                return {"type": "http.disconnect"}
+            if body_done:
+                return await receive()  # waiting for a disconnect while answering: unbounded
+            with anyio.move_on_after(deadline - anyio.current_time()) as waited:
+                message = await receive()
+            if waited.cancelled_caught:
+                timed_out = True
+                return {"type": "http.disconnect"}
+            body_done = message["type"] != "http.request" or not message.get("more_body", False)
+            return message
+
+        async def unless_timed_out(message: Message) -> None:
+            nonlocal started
+            if timed_out:
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, body_within_deadline, unless_timed_out)
+        except Exception:
+            if not timed_out:
+                raise
+        if timed_out and not started:
+            await refuse(
+                send,
+                408,
+                f"the request body was not all sent within {self.body_timeout_s:g} s",
+                "request_timeout",
+            )
+
+
+async def refuse(send: Send, status: int, message: str, code: str) -> None:
+    """An error response after which the connection closes (what is left of the request is
+    never read)."""
+    body = json.dumps(error_body(message, "invalid_request_error", None, code)).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
