@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field
 
-from adapters.errors import AdapterConflictError, AdapterNotFoundError, InvalidAdapterError
-from adapters.validation import CONFIG, WEIGHTS, validate_adapter
+from ragtune.adapters.errors import AdapterConflictError, AdapterNotFoundError, InvalidAdapterError
+from ragtune.adapters.validation import CONFIG, WEIGHTS, validate_adapter
 
 logger = logging.getLogger("ragtune.adapters")
 MANIFEST = "manifest.json"
@@ -325,8 +325,11 @@ class AdapterRegistry:
         shutil.rmtree(trash, ignore_errors=True)
 
     def _version_numbers(self, name: str) -> builtins.list[int]:
-        folder = self.root / name
-        return [int(p.name[1:]) for p in folder.glob("v*") if p.name[1:].isdigit()]
+        try:
+            entries = [entry.name for entry in os.scandir(self.root / name)]
+        except (FileNotFoundError, NotADirectoryError):  # absent, or removed meanwhile
+            return []
+        return [int(e[1:]) for e in entries if e.startswith("v") and e[1:].isdigit()]
 
     def _read(self, name: str, version: int) -> AdapterManifest | None:
         try:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from adapters.errors import InvalidAdapterError
+from ragtune.adapters.errors import InvalidAdapterError
 
 IGNORE = -100  # label of tokens the loss skips (the prompt, the padding)
 

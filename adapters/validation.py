@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from adapters.errors import InvalidAdapterError
+from ragtune.adapters.errors import InvalidAdapterError
 
 WEIGHTS = "adapter_model.safetensors"
 CONFIG = "adapter_config.json"

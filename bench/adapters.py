@@ -41,9 +41,9 @@ import httpx
 
 from bench.api import free_port, start_api, stop_api, wait_ready
 from bench.common import CACHE, REPO
-from serving.engine.launcher import EngineLauncher
-from serving.engine.models import DEFAULT_MODEL_NAME, prepare_default_model
-from serving.settings import EngineSettings
+from ragtune.serving.engine.launcher import EngineLauncher
+from ragtune.serving.engine.models import DEFAULT_MODEL_NAME, prepare_default_model
+from ragtune.serving.settings import EngineSettings
 
 ABSTRACTS = REPO.parent / "shared" / "eval" / "abstract2title.jsonl"
 CHAT, ADMIN = "bench-chat", "bench-admin"
@@ -55,7 +55,7 @@ PROMPT = "Name three primary colours."
 def train_worker(mode: str, steps: int, model_dir: Path) -> dict[str, Any]:
     import torch
 
-    from adapters.training import (
+    from ragtune.adapters.training import (
         PeftLoraTrainer,
         TrainingConfig,
         answer_loss,
@@ -216,8 +216,8 @@ async def swap_storm(api_url: str, weights: list[Path], clients: int, swaps: int
 
 
 def swap_bench(args: argparse.Namespace, model_dir: Path) -> dict[str, Any]:
-    from adapters.registry import AdapterRegistry
-    from adapters.scaffold import make_random_lora
+    from ragtune.adapters.registry import AdapterRegistry
+    from ragtune.adapters.scaffold import make_random_lora
 
     with tempfile.TemporaryDirectory(prefix="ragtune-bench-adapters-") as tmp:
         root = Path(tmp)

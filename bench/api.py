@@ -49,18 +49,18 @@ import numpy as np
 
 from bench.common import CACHE, MODEL_ID, REPO, eval_set
 from bench.search import fill, load_source, percentile
-from retrieval.lexical import LexicalIndexes
-from retrieval.search import SearchMode
-from retrieval.settings import RetrievalSettings
-from retrieval.store import open_store
-from serving.app import open_state
-from serving.chat.protocol import ChatCompletionRequest
-from serving.chat.service import ChatService
-from serving.engine.launcher import EngineLauncher
-from serving.engine.models import DEFAULT_MODEL_NAME, prepare_default_model
-from serving.router import Evidence, adapter_matches, decide
-from serving.settings import EngineSettings
-from serving.state import ServingSettings, ServingState
+from ragtune.retrieval.lexical import LexicalIndexes
+from ragtune.retrieval.search import SearchMode
+from ragtune.retrieval.settings import RetrievalSettings
+from ragtune.retrieval.store import open_store
+from ragtune.serving.app import open_state
+from ragtune.serving.chat.protocol import ChatCompletionRequest
+from ragtune.serving.chat.service import ChatService
+from ragtune.serving.engine.launcher import EngineLauncher
+from ragtune.serving.engine.models import DEFAULT_MODEL_NAME, prepare_default_model
+from ragtune.serving.router import Evidence, adapter_matches, decide
+from ragtune.serving.settings import EngineSettings
+from ragtune.serving.state import ServingSettings, ServingState
 
 API_KEY = "bench"
 # The key the bench's engine requires; the API process and the direct path send it.

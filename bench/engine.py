@@ -30,12 +30,12 @@ from typing import Any
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from adapters.scaffold import make_random_lora
 from bench.common import CACHE, REPO, eval_set
-from serving.engine.client import EngineClient
-from serving.engine.launcher import EngineLauncher
-from serving.engine.models import DEFAULT_MODEL_NAME, prepare_default_model
-from serving.settings import EngineSettings
+from ragtune.adapters.scaffold import make_random_lora
+from ragtune.serving.engine.client import EngineClient
+from ragtune.serving.engine.launcher import EngineLauncher
+from ragtune.serving.engine.models import DEFAULT_MODEL_NAME, prepare_default_model
+from ragtune.serving.settings import EngineSettings
 
 ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 

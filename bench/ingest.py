@@ -35,10 +35,10 @@ RAW_ENCODE = r"""
 import json, os, sys, time
 from pathlib import Path
 os.environ["HF_HUB_OFFLINE"] = "1"
-from ingest.chunking import Chunker
-from ingest.loaders import load_document
-from ingest.settings import IngestSettings
-from retrieval.embedder import SentenceTransformerEmbedder
+from ragtune.ingest.chunking import Chunker
+from ragtune.ingest.loaders import load_document
+from ragtune.ingest.settings import IngestSettings
+from ragtune.retrieval.embedder import SentenceTransformerEmbedder
 # Exactly the texts the pipeline embedded: the same loaders and chunker, the same settings.
 embedder = SentenceTransformerEmbedder("all-MiniLM-L6-v2")
 s = IngestSettings()

@@ -39,17 +39,17 @@ from bench.api import (
 )
 from bench.common import CACHE, REPO, eval_set
 from bench.loadgen import Kind, run_load
-from serving.engine.launcher import EngineLauncher
-from serving.engine.models import DEFAULT_MODEL_NAME, prepare_default_model
-from serving.settings import EngineSettings
+from ragtune.serving.engine.launcher import EngineLauncher
+from ragtune.serving.engine.models import DEFAULT_MODEL_NAME, prepare_default_model
+from ragtune.serving.settings import EngineSettings
 
 ABSTRACTS = REPO.parent / "shared" / "eval" / "abstract2title.jsonl"
 API_KEY = "bench"
 
 
 def register_adapter(data_dir: Path, model_dir: Path) -> None:
-    from adapters.registry import AdapterRegistry
-    from adapters.scaffold import make_random_lora
+    from ragtune.adapters.registry import AdapterRegistry
+    from ragtune.adapters.scaffold import make_random_lora
 
     registry = AdapterRegistry(data_dir / "adapters")
     if any(m.name == "titler" for m in registry.list()):

@@ -27,14 +27,14 @@ sys.path[0] = str(Path(__file__).resolve().parent.parent)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from bench.common import eval_set
-from ingest.pipeline import IngestService
-from ingest.settings import IngestSettings
-from retrieval.embedder import SentenceTransformerEmbedder
-from retrieval.evaluation import RetrievalReport, evaluate, load_qa
-from retrieval.lexical import LexicalIndexes
-from retrieval.search import Retriever, SearchMode
-from retrieval.settings import RetrievalSettings
-from retrieval.store import ChunkRecord, Collection, VectorStore, open_store
+from ragtune.ingest.pipeline import IngestService
+from ragtune.ingest.settings import IngestSettings
+from ragtune.retrieval.embedder import SentenceTransformerEmbedder
+from ragtune.retrieval.evaluation import RetrievalReport, evaluate, load_qa
+from ragtune.retrieval.lexical import LexicalIndexes
+from ragtune.retrieval.search import Retriever, SearchMode
+from ragtune.retrieval.settings import RetrievalSettings
+from ragtune.retrieval.store import ChunkRecord, Collection, VectorStore, open_store
 
 METRICS = ["recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10"]
 

@@ -32,11 +32,11 @@ sys.path[0] = str(Path(__file__).resolve().parent.parent)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from bench.common import CACHE, MODEL_ID, eval_set
-from retrieval.embedder import SentenceTransformerEmbedder
-from retrieval.lexical import LexicalIndexes
-from retrieval.search import Retriever, SearchMode
-from retrieval.settings import RetrievalSettings
-from retrieval.store import ChunkRecord, Collection, open_store
+from ragtune.retrieval.embedder import SentenceTransformerEmbedder
+from ragtune.retrieval.lexical import LexicalIndexes
+from ragtune.retrieval.search import Retriever, SearchMode
+from ragtune.retrieval.settings import RetrievalSettings
+from ragtune.retrieval.store import ChunkRecord, Collection, open_store
 
 SOURCE_DIR = CACHE / "bench" / "full-ingest"
 

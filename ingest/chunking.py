@@ -19,7 +19,7 @@ from typing import Protocol
 
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 
-from ingest.loaders import MARKDOWN, RST, LoadedDocument
+from ragtune.ingest.loaders import MARKDOWN, RST, LoadedDocument
 
 HEADING_SEPARATOR = " > "
 # Where to cut, best first, per format (headings are already split off by the loaders).

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ingest.pipeline import FileStatus, IngestSummary
+from ragtune.ingest.pipeline import FileStatus, IngestSummary
 
 
 def ingest_counters_path(data_dir: Path) -> Path:

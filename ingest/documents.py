@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ingest.errors import DocumentNotFoundError
-from retrieval.store import Collection
+from ragtune.ingest.errors import DocumentNotFoundError
+from ragtune.retrieval.store import Collection
 
 
 @dataclass

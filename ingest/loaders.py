@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ingest.errors import DocumentLoadError, UnsupportedFileTypeError
+from ragtune.ingest.errors import DocumentLoadError, UnsupportedFileTypeError
 
 TEXT = "text"
 MARKDOWN = "markdown"

@@ -26,13 +26,13 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
-from ingest.chunking import Chunk, Chunker
-from ingest.errors import DocumentLoadError, InvalidMetadataError
-from ingest.loaders import file_type_of, load_document
-from ingest.settings import IngestSettings
-from retrieval.embedder import Embedder
-from retrieval.lexical import LexicalIndexes
-from retrieval.store import ChunkRecord, Collection, Metadata, MetadataValue
+from ragtune.ingest.chunking import Chunk, Chunker
+from ragtune.ingest.errors import DocumentLoadError, InvalidMetadataError
+from ragtune.ingest.loaders import file_type_of, load_document
+from ragtune.ingest.settings import IngestSettings
+from ragtune.retrieval.embedder import Embedder
+from ragtune.retrieval.lexical import LexicalIndexes
+from ragtune.retrieval.store import ChunkRecord, Collection, Metadata, MetadataValue
 
 # Metadata keys ragtune writes on every chunk; `--meta` may not use them.
 RESERVED_KEYS = frozenset(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import field_validator
 
-from retrieval.settings import RagtuneSettings
+from ragtune.retrieval.settings import RagtuneSettings
 
 
 class IngestSettings(RagtuneSettings):

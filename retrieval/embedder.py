@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from retrieval.errors import ChunkTooLongError, EmbeddingModelError
-from retrieval.settings import DEFAULT_EMBEDDING_MODEL, RetrievalSettings
+from ragtune.retrieval.errors import ChunkTooLongError, EmbeddingModelError
+from ragtune.retrieval.settings import DEFAULT_EMBEDDING_MODEL, RetrievalSettings
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer

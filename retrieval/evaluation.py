@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from retrieval.errors import RetrievalError
-from retrieval.search import SearchHit
-from retrieval.store import Collection
+from ragtune.retrieval.errors import RetrievalError
+from ragtune.retrieval.search import SearchHit
+from ragtune.retrieval.store import Collection
 
 _WORD = re.compile(r"[a-z0-9_]+")
 NGRAM = 5

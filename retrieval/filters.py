@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from retrieval.errors import InvalidFilterError
+from ragtune.retrieval.errors import InvalidFilterError
 
 _GLOB = set("*?[")
 SECTION_SEPARATOR = " > "

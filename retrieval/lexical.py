@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from retrieval.store import Collection, Metadata, VectorStore
+from ragtune.retrieval.store import Collection, Metadata, VectorStore
 
 FORMAT = 1
 # Metadata kept beside the index, for filters and neighbour lookups without a store round trip.

@@ -12,11 +12,11 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import PurePath
 
-from retrieval.embedder import Embedder, Vector
-from retrieval.filters import SearchFilter
-from retrieval.lexical import LexicalIndex, LexicalIndexes
-from retrieval.settings import RetrievalSettings
-from retrieval.store import Collection, Metadata, Where
+from ragtune.retrieval.embedder import Embedder, Vector
+from ragtune.retrieval.filters import SearchFilter
+from ragtune.retrieval.lexical import LexicalIndex, LexicalIndexes
+from ragtune.retrieval.settings import RetrievalSettings
+from ragtune.retrieval.store import Collection, Metadata, Where
 
 
 class SearchMode(StrEnum):

@@ -20,15 +20,15 @@ from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import urlparse
 
-from retrieval.embedder import Vector
-from retrieval.errors import (
+from ragtune.retrieval.embedder import Vector
+from ragtune.retrieval.errors import (
     CollectionNotFoundError,
     EmbeddingModelMismatchError,
     RetrievalError,
     StoreBusyError,
     StoreUnavailableError,
 )
-from retrieval.settings import RetrievalSettings, check_collection_name
+from ragtune.retrieval.settings import RetrievalSettings, check_collection_name
 
 MetadataValue = str | int | float | bool
 Metadata = dict[str, MetadataValue]

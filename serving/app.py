@@ -14,27 +14,27 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from adapters.registry import AdapterRegistry
-from ingest.counters import ingest_counters_path
-from retrieval.embedder import load_embedder
-from retrieval.store import open_store
-from serving.admin.routes import router as admin_router
-from serving.auth import require_admin, require_chat
-from serving.chat.protocol import ModelCard, ModelList
-from serving.chat.routes import router as chat_router
-from serving.chat.service import ChatService
-from serving.engine.client import EngineClient
-from serving.engine.launcher import EngineLauncher
-from serving.engine.pool import EnginePool
-from serving.errors import ServingError
-from serving.http_errors import install_error_handlers
-from serving.limits import RequestLimits
-from serving.middleware import BodySizeLimit, HeadAsGet
-from serving.observability import Metrics, RequestContext
-from serving.ratelimit import RateLimiter
-from serving.settings import EngineSettings
-from serving.shutdown import AnswerCancelledRequests
-from serving.state import ServingSettings, ServingState, load_tokenizer, tokenizer_source
+from ragtune.adapters.registry import AdapterRegistry
+from ragtune.ingest.counters import ingest_counters_path
+from ragtune.retrieval.embedder import load_embedder
+from ragtune.retrieval.store import open_store
+from ragtune.serving.admin.routes import router as admin_router
+from ragtune.serving.auth import require_admin, require_chat
+from ragtune.serving.chat.protocol import ModelCard, ModelList
+from ragtune.serving.chat.routes import router as chat_router
+from ragtune.serving.chat.service import ChatService
+from ragtune.serving.engine.client import EngineClient
+from ragtune.serving.engine.launcher import EngineLauncher
+from ragtune.serving.engine.pool import EnginePool
+from ragtune.serving.errors import ServingError
+from ragtune.serving.http_errors import install_error_handlers
+from ragtune.serving.limits import RequestLimits
+from ragtune.serving.middleware import BodySizeLimit, HeadAsGet
+from ragtune.serving.observability import Metrics, RequestContext
+from ragtune.serving.ratelimit import RateLimiter
+from ragtune.serving.settings import EngineSettings
+from ragtune.serving.shutdown import AnswerCancelledRequests
+from ragtune.serving.state import ServingSettings, ServingState, load_tokenizer, tokenizer_source
 
 logger = logging.getLogger("ragtune.api")
 

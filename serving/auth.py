@@ -8,9 +8,9 @@ from typing import Literal
 
 from fastapi import Request
 
-from serving.errors import AuthError, ForbiddenError, RateLimitedError
-from serving.ratelimit import RateLimiter
-from serving.settings import ApiSettings
+from ragtune.serving.errors import AuthError, ForbiddenError, RateLimitedError
+from ragtune.serving.ratelimit import RateLimiter
+from ragtune.serving.settings import ApiSettings
 
 Scope = Literal["chat", "admin"]
 

@@ -13,21 +13,21 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from adapters.errors import (
+from ragtune.adapters.errors import (
     AdapterBusyError,
     AdapterConflictError,
     AdapterError,
     AdapterNotFoundError,
     InvalidAdapterError,
 )
-from retrieval.errors import (
+from ragtune.retrieval.errors import (
     CollectionNotFoundError,
     InvalidFilterError,
     RetrievalError,
     StoreBusyError,
     StoreUnavailableError,
 )
-from serving.errors import (
+from ragtune.serving.errors import (
     AdapterSlotsBusyError,
     AuthError,
     ContextLengthError,

@@ -20,8 +20,8 @@ import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from serving.http_errors import error_body
-from serving.settings import ApiSettings
+from ragtune.serving.http_errors import error_body
+from ragtune.serving.settings import ApiSettings
 
 # Written as is (the connection closes right after): no request was parsed to answer through h11.
 _HEAD_TIMEOUT_BODY = b"the request line and headers took too long to arrive\n"

@@ -7,7 +7,7 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serving.http_errors import error_body
+from ragtune.serving.http_errors import error_body
 
 
 class BodySizeLimit:

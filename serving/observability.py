@@ -24,7 +24,7 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serving.http_errors import unhandled
+from ragtune.serving.http_errors import unhandled
 
 access_logger = logging.getLogger("ragtune.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")

@@ -13,8 +13,8 @@ from typing import Any, Protocol
 
 from jinja2 import TemplateError
 
-from retrieval.search import SearchHit
-from serving.errors import ContextLengthError, InvalidRequestError
+from ragtune.retrieval.search import SearchHit
+from ragtune.serving.errors import ContextLengthError, InvalidRequestError
 
 Message = dict[str, Any]
 

@@ -13,8 +13,8 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from serving.errors import RouteRequestError
-from serving.settings import RouterSettings
+from ragtune.serving.errors import RouteRequestError
+from ragtune.serving.settings import RouterSettings
 
 Route = Literal["rag", "adapter", "adapter+rag", "base"]
 ROUTES: tuple[Route, ...] = ("rag", "adapter", "adapter+rag", "base")

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr
 
-from retrieval.settings import RagtuneSettings
+from ragtune.retrieval.settings import RagtuneSettings
 
 DEFAULT_ENGINE_VENV = Path(".venv-engine")
 

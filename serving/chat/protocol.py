@@ -8,8 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from serving.errors import InvalidRequestError, shorten
-from serving.router import Route
+from ragtune.serving.errors import InvalidRequestError, shorten
+from ragtune.serving.router import Route
 
 # Fields of the request forwarded to the engine as the client sent them: OpenAI's sampling
 # controls and vLLM's sampling extensions, which shape the answer and reveal nothing of the

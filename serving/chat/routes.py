@@ -9,10 +9,14 @@ import anyio
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from serving import observability
-from serving.auth import require_chat
-from serving.chat.protocol import ChatCompletionRequest, ChatCompletionResponse, ErrorResponse
-from serving.chat.service import ChatService
+from ragtune.serving import observability
+from ragtune.serving.auth import require_chat
+from ragtune.serving.chat.protocol import (
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ErrorResponse,
+)
+from ragtune.serving.chat.service import ChatService
 
 _T = TypeVar("_T")
 CLIENT_CLOSED = 499

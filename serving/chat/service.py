@@ -13,12 +13,12 @@ from typing import Any, TypeVar
 import anyio
 import numpy as np
 
-from adapters.registry import AdapterManifest
-from retrieval.errors import CollectionNotFoundError
-from retrieval.filters import SearchFilter
-from retrieval.search import SearchHit, SearchMode
-from serving import observability
-from serving.chat.protocol import (
+from ragtune.adapters.registry import AdapterManifest
+from ragtune.retrieval.errors import CollectionNotFoundError
+from ragtune.retrieval.filters import SearchFilter
+from ragtune.retrieval.search import SearchHit, SearchMode
+from ragtune.serving import observability
+from ragtune.serving.chat.protocol import (
     ENGINE_FIELDS,
     REFUSED_FIELDS,
     ChatCompletionRequest,
@@ -27,17 +27,17 @@ from serving.chat.protocol import (
     RagtuneInfo,
     SourceInfo,
 )
-from serving.engine.pool import Replica
-from serving.errors import (
+from ragtune.serving.engine.pool import Replica
+from ragtune.serving.errors import (
     EngineNotRunningError,
     InvalidRequestError,
     ModelNotFoundError,
     ServingError,
     shorten,
 )
-from serving.prompting import PromptPlan
-from serving.router import Evidence, Route, RouteDecision, adapter_matches, decide
-from serving.state import ServingState
+from ragtune.serving.prompting import PromptPlan
+from ragtune.serving.router import Evidence, Route, RouteDecision, adapter_matches, decide
+from ragtune.serving.state import ServingState
 
 logger = logging.getLogger("ragtune.chat")
 _T = TypeVar("_T")

@@ -16,8 +16,8 @@ from typing import Any, Self
 
 import httpx
 
-from serving.engine.launcher import auth_headers, engine_api_key
-from serving.errors import (
+from ragtune.serving.engine.launcher import auth_headers, engine_api_key
+from ragtune.serving.errors import (
     AdapterLoadError,
     ContextLengthError,
     EngineError,
@@ -26,7 +26,7 @@ from serving.errors import (
     EngineTimeoutError,
     ModelNotFoundError,
 )
-from serving.settings import EngineSettings
+from ragtune.serving.settings import EngineSettings
 
 _LIMIT = re.compile(r"maximum (?:context|model) length (?:is|of) (\d+)")
 _REQUESTED = re.compile(r"(?:value=|requested |contains at least |length )(\d+)")

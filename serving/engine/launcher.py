@@ -24,9 +24,13 @@ from typing import Any
 
 import httpx
 
-from serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir, prepare_default_model
-from serving.errors import EngineNotRunningError, EngineStartError, ServingError
-from serving.settings import EngineSettings
+from ragtune.serving.engine.models import (
+    DEFAULT_MODEL_NAME,
+    default_model_dir,
+    prepare_default_model,
+)
+from ragtune.serving.errors import EngineNotRunningError, EngineStartError, ServingError
+from ragtune.serving.settings import EngineSettings
 
 PID_FILE = "engine.json"
 LOG_FILE = "engine.log"

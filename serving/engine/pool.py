@@ -21,8 +21,8 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from serving.engine.client import EngineClient
-from serving.errors import AdapterLoadError, AdapterSlotsBusyError
+from ragtune.serving.engine.client import EngineClient
+from ragtune.serving.errors import AdapterLoadError, AdapterSlotsBusyError
 
 logger = logging.getLogger("ragtune.engine")
 DOWN_FOR_S = 5.0

@@ -14,10 +14,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from adapters.errors import AdapterConflictError, AdapterNotFoundError, InvalidAdapterError
-from adapters.registry import AdapterRegistry
-from serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir
-from tests.cli import ragtune
+from ragtune.adapters.errors import AdapterConflictError, AdapterNotFoundError, InvalidAdapterError
+from ragtune.adapters.registry import AdapterRegistry
+from ragtune.serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir
+from tests.support.cli import ragtune
 
 TASK = "Write the title of a scientific article from its abstract."
 

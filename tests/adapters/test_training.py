@@ -10,11 +10,18 @@ import httpx
 import pytest
 from transformers import AutoTokenizer
 
-from adapters.training import IGNORE, Example, TrainingDataError, collate, encode, load_examples
-from serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir
-from serving.settings import EngineSettings
-from tests.cli import ragtune, ragtune_serve
+from ragtune.adapters.training import (
+    IGNORE,
+    Example,
+    TrainingDataError,
+    collate,
+    encode,
+    load_examples,
+)
+from ragtune.serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir
+from ragtune.serving.settings import EngineSettings
 from tests.conftest import free_port
+from tests.support.cli import ragtune, ragtune_serve
 
 ABSTRACTS = Path(__file__).resolve().parents[3] / "shared" / "eval" / "abstract2title.jsonl"
 

@@ -13,9 +13,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from adapters.errors import InvalidAdapterError
-from adapters.validation import validate_adapter
-from serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir
+from ragtune.adapters.errors import InvalidAdapterError
+from ragtune.adapters.validation import validate_adapter
+from ragtune.serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir
 from tests.support.adapters import PREFIX, crafted_adapter, lora_pair
 
 MAX_RANK = 16

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ingest.chunking import Chunker
-from ingest.loaders import LoadedDocument, Section, load_document
-from retrieval.embedder import Embedder
-from tests.fakes import FakeEmbedder
+from ragtune.ingest.chunking import Chunker
+from ragtune.ingest.loaders import LoadedDocument, Section, load_document
+from ragtune.retrieval.embedder import Embedder
+from tests.support.fakes import FakeEmbedder
 
 
 def test_every_chunk_of_the_real_corpus_fits_the_model(

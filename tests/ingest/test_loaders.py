@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from ingest.errors import DocumentLoadError, UnsupportedFileTypeError
-from ingest.loaders import LoadedDocument, file_type_of, load_document
-from tests.makers import encrypted_pdf_bytes, pdf_bytes, write_docx
+from ragtune.ingest.errors import DocumentLoadError, UnsupportedFileTypeError
+from ragtune.ingest.loaders import LoadedDocument, file_type_of, load_document
+from tests.support.makers import encrypted_pdf_bytes, pdf_bytes, write_docx
 
 
 def load(path: Path) -> LoadedDocument:

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from ingest.errors import InvalidMetadataError
-from ingest.pipeline import FileStatus, IngestService, IngestSummary, parse_meta
-from ingest.settings import IngestSettings
-from retrieval.store import ChunkRecord, Collection
-from tests.fakes import FakeEmbedder, InMemoryCollection
-from tests.makers import encrypted_pdf_bytes, pdf_bytes, write_docx
+from ragtune.ingest.errors import InvalidMetadataError
+from ragtune.ingest.pipeline import FileStatus, IngestService, IngestSummary, parse_meta
+from ragtune.ingest.settings import IngestSettings
+from ragtune.retrieval.store import ChunkRecord, Collection
+from tests.support.fakes import FakeEmbedder, InMemoryCollection
+from tests.support.makers import encrypted_pdf_bytes, pdf_bytes, write_docx
 
 LONG = " ".join(f"sentence {n} about topic {n % 7}." for n in range(60))
 

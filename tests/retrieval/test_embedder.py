@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from retrieval.embedder import Embedder, model_id_for
-from retrieval.errors import ChunkTooLongError
-from tests.fakes import FakeEmbedder
+from ragtune.retrieval.embedder import Embedder, model_id_for
+from ragtune.retrieval.errors import ChunkTooLongError
+from tests.support.fakes import FakeEmbedder
 
 
 def cosine(a: list[float], b: list[float]) -> float:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from retrieval.errors import RetrievalError
-from retrieval.evaluation import (
+from ragtune.retrieval.errors import RetrievalError
+from ragtune.retrieval.evaluation import (
     QAItem,
     RelevanceJudge,
     is_relevant,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from retrieval.errors import InvalidFilterError
-from retrieval.filters import SearchFilter, section_matches, source_matches
+from ragtune.retrieval.errors import InvalidFilterError
+from ragtune.retrieval.filters import SearchFilter, section_matches, source_matches
 
 ROWS = [
     {"source": "/docs/faq/general.rst", "section": "General Information", "team": "core"},

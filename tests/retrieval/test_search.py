@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from ingest.documents import remove_documents
-from ingest.pipeline import IngestService
-from ingest.settings import IngestSettings
-from retrieval.filters import SearchFilter
-from retrieval.lexical import LexicalIndex, LexicalIndexes
-from retrieval.search import Retriever, SearchMode, join_overlapping
-from retrieval.settings import RetrievalSettings
-from retrieval.store import ChunkRecord, Collection, VectorStore
-from tests.fakes import FakeEmbedder
+from ragtune.ingest.documents import remove_documents
+from ragtune.ingest.pipeline import IngestService
+from ragtune.ingest.settings import IngestSettings
+from ragtune.retrieval.filters import SearchFilter
+from ragtune.retrieval.lexical import LexicalIndex, LexicalIndexes
+from ragtune.retrieval.search import Retriever, SearchMode, join_overlapping
+from ragtune.retrieval.settings import RetrievalSettings
+from ragtune.retrieval.store import ChunkRecord, Collection, VectorStore
+from tests.support.fakes import FakeEmbedder
 
 
 @pytest.fixture

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from retrieval.errors import CollectionNotFoundError, EmbeddingModelMismatchError
-from retrieval.settings import RetrievalSettings
-from retrieval.store import ChunkRecord, VectorStore, open_store
-from tests.fakes import InMemoryStore
+from ragtune.retrieval.errors import CollectionNotFoundError, EmbeddingModelMismatchError
+from ragtune.retrieval.settings import RetrievalSettings
+from ragtune.retrieval.store import ChunkRecord, VectorStore, open_store
+from tests.support.fakes import InMemoryStore
 
 MODEL = "test-model"
 

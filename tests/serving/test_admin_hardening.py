@@ -22,17 +22,17 @@ import pytest
 from fastapi.testclient import TestClient
 from safetensors.torch import load_file, save_file
 
-from adapters.scaffold import make_random_lora
-from retrieval.embedder import SentenceTransformerEmbedder
-from retrieval.settings import RetrievalSettings
-from serving.app import create_app
-from serving.engine.launcher import auth_headers, engine_api_key
-from serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir
-from serving.settings import ApiSettings, EngineSettings, RouterSettings
-from serving.state import ServingSettings
-from tests.cli import ragtune, ragtune_serve
+from ragtune.adapters.scaffold import make_random_lora
+from ragtune.retrieval.embedder import SentenceTransformerEmbedder
+from ragtune.retrieval.settings import RetrievalSettings
+from ragtune.serving.app import create_app
+from ragtune.serving.engine.launcher import auth_headers, engine_api_key
+from ragtune.serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir
+from ragtune.serving.settings import ApiSettings, EngineSettings, RouterSettings
+from ragtune.serving.state import ServingSettings
 from tests.conftest import free_port
 from tests.support.adapters import crafted_adapter, lora_pair
+from tests.support.cli import ragtune, ragtune_serve
 
 pytestmark = pytest.mark.engine
 CHAT, ADMIN = "chat-key", "admin-key"

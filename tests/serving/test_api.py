@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from adapters.registry import AdapterRegistry
-from retrieval.settings import RetrievalSettings
-from serving.app import create_app
-from serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir
-from serving.errors import ServingError
-from serving.settings import ApiSettings, EngineSettings, RouterSettings
-from serving.state import ServingSettings
+from ragtune.adapters.registry import AdapterRegistry
+from ragtune.retrieval.settings import RetrievalSettings
+from ragtune.serving.app import create_app
+from ragtune.serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir
+from ragtune.serving.errors import ServingError
+from ragtune.serving.settings import ApiSettings, EngineSettings, RouterSettings
+from ragtune.serving.state import ServingSettings
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.engine

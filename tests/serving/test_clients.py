@@ -13,10 +13,10 @@ import pytest
 from langchain_openai import ChatOpenAI
 from openai import APIStatusError, OpenAI
 
-from serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir
-from serving.settings import EngineSettings
-from tests.cli import ragtune_serve
+from ragtune.serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir
+from ragtune.serving.settings import EngineSettings
 from tests.conftest import free_port
+from tests.support.cli import ragtune_serve
 
 pytestmark = pytest.mark.engine
 KEY = "client-key"

@@ -14,10 +14,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir
-from serving.settings import EngineSettings
-from tests.cli import ENGINE_API_KEY, ragtune_serve
+from ragtune.serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir
+from ragtune.serving.settings import EngineSettings
 from tests.conftest import free_port
+from tests.support.cli import ENGINE_API_KEY, ragtune_serve
 
 pytestmark = pytest.mark.engine
 CHAT = "disconnect-key"

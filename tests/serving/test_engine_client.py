@@ -11,16 +11,16 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from serving.engine.client import EngineClient
-from serving.engine.models import DEFAULT_MODEL_NAME
-from serving.errors import (
+from ragtune.serving.engine.client import EngineClient
+from ragtune.serving.engine.models import DEFAULT_MODEL_NAME
+from ragtune.serving.errors import (
     AdapterLoadError,
     ContextLengthError,
     EngineNotRunningError,
     EngineTimeoutError,
     ModelNotFoundError,
 )
-from serving.settings import EngineSettings
+from ragtune.serving.settings import EngineSettings
 from tests.conftest import free_port
 
 T = TypeVar("T")

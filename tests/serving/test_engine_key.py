@@ -21,13 +21,13 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from serving.engine.client import EngineClient
-from serving.engine.launcher import KEY_FILE, KEY_GUARD, EngineLauncher, engine_api_key
-from serving.engine.models import DEFAULT_MODEL_NAME
-from serving.errors import EngineError
-from serving.settings import EngineSettings
-from tests.cli import ENGINE_API_KEY, ragtune, serve_process
+from ragtune.serving.engine.client import EngineClient
+from ragtune.serving.engine.launcher import KEY_FILE, KEY_GUARD, EngineLauncher, engine_api_key
+from ragtune.serving.engine.models import DEFAULT_MODEL_NAME
+from ragtune.serving.errors import EngineError
+from ragtune.serving.settings import EngineSettings
 from tests.conftest import free_port
+from tests.support.cli import ENGINE_API_KEY, ragtune, serve_process
 from tests.support.processes import (
     group_members,
     own_engine_env,

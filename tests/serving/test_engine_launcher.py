@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from serving.engine.launcher import EngineLauncher, failure_reason, process_alive
-from serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir
-from tests.cli import ragtune
+from ragtune.serving.engine.launcher import EngineLauncher, failure_reason, process_alive
+from ragtune.serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir
 from tests.conftest import ENGINE_PYTHON, free_port
+from tests.support.cli import ragtune
 
 
 def engine_env(**extra: str) -> dict[str, str]:

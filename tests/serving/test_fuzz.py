@@ -22,10 +22,10 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir
-from serving.settings import EngineSettings
-from tests.cli import ragtune_serve
+from ragtune.serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir
+from ragtune.serving.settings import EngineSettings
 from tests.conftest import free_port
+from tests.support.cli import ragtune_serve
 
 pytestmark = pytest.mark.engine
 ADMIN = "fuzz-admin"

@@ -12,14 +12,14 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from adapters.registry import AdapterRegistry
-from serving.app import create_app
-from serving.chat.protocol import ChatCompletionRequest
-from serving.engine.models import DEFAULT_MODEL_NAME
-from serving.prompting import neutralize
-from serving.settings import EngineSettings
-from tests.cli import ragtune_json
+from ragtune.adapters.registry import AdapterRegistry
+from ragtune.serving.app import create_app
+from ragtune.serving.chat.protocol import ChatCompletionRequest
+from ragtune.serving.engine.models import DEFAULT_MODEL_NAME
+from ragtune.serving.prompting import neutralize
+from ragtune.serving.settings import EngineSettings
 from tests.serving.test_api import ADMIN, CHAT, api_settings
+from tests.support.cli import ragtune_json
 
 pytestmark = pytest.mark.engine
 INJECTION = (

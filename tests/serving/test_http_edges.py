@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from serving.app import create_app
-from serving.engine.models import DEFAULT_MODEL_NAME
-from serving.settings import EngineSettings
+from ragtune.serving.app import create_app
+from ragtune.serving.engine.models import DEFAULT_MODEL_NAME
+from ragtune.serving.settings import EngineSettings
 from tests.conftest import free_port
 from tests.serving.test_api import ADMIN, CHAT, RAG_QUESTION, api_data, api_settings
 
@@ -76,7 +76,7 @@ def test_a_500_carries_its_request_id_and_its_log_line_too(
     assert "nobody expected" not in error["message"]  # no internals for the client
     logged = [r for r in caplog.records if r.exc_info and r.name == "ragtune.api"]
     assert logged, "the traceback is logged"
-    from serving.observability import JsonFormatter, TextFormatter
+    from ragtune.serving.observability import JsonFormatter, TextFormatter
 
     assert '"request_id": "bug-report-17"' in JsonFormatter().format(logged[-1])
     assert "request_id=bug-report-17" in TextFormatter().format(logged[-1])

@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from serving.engine.models import default_model_dir
-from tests.cli import ragtune_serve
+from ragtune.serving.engine.models import default_model_dir
 from tests.conftest import free_port
+from tests.support.cli import ragtune_serve
 
 HEADER_TIMEOUT_S = 2.0
 BODY_TIMEOUT_S = 2.0

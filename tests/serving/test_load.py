@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
-from adapters.registry import AdapterRegistry
 from bench.loadgen import Kind, run_load
-from serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir
-from serving.settings import EngineSettings
-from tests.cli import ragtune_serve
+from ragtune.adapters.registry import AdapterRegistry
+from ragtune.serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir
+from ragtune.serving.settings import EngineSettings
 from tests.conftest import free_port
 from tests.serving.test_api import abstract_prompts
+from tests.support.cli import ragtune_serve
 
 pytestmark = pytest.mark.engine
 CHAT = "load-key"

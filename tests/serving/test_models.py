@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from serving.engine.models import (
+from ragtune.serving.engine.models import (
     MANIFEST,
     default_model_dir,
     prepare_default_model,
     verify_model_dir,
 )
-from serving.errors import ModelPrepareError
-from tests.cli import ragtune
+from ragtune.serving.errors import ModelPrepareError
+from tests.support.cli import ragtune
 
 
 def test_prepared_directory_is_a_plain_hf_model_with_its_chat_template(models_dir: Path) -> None:

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from retrieval.search import SearchHit
-from serving.engine.models import default_model_dir
-from serving.prompting import PromptBuilder, neutralize, render_passage
-from tests.prompt_checks import CONTEXT_TAG, fullwidth, prompt_tokens, reads_as, special_ids
+from ragtune.retrieval.search import SearchHit
+from ragtune.serving.engine.models import default_model_dir
+from ragtune.serving.prompting import PromptBuilder, neutralize, render_passage
+from tests.support.prompts import CONTEXT_TAG, fullwidth, prompt_tokens, reads_as, special_ids
 
 
 @pytest.fixture(scope="module")

@@ -13,11 +13,11 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from serving.app import create_app
-from serving.engine.models import DEFAULT_MODEL_NAME
-from serving.observability import JsonFormatter
-from serving.ratelimit import RateLimiter
-from serving.settings import EngineSettings
+from ragtune.serving.app import create_app
+from ragtune.serving.engine.models import DEFAULT_MODEL_NAME
+from ragtune.serving.observability import JsonFormatter
+from ragtune.serving.ratelimit import RateLimiter
+from ragtune.serving.settings import EngineSettings
 from tests.serving.test_api import CHAT, RAG_QUESTION, api_data, api_settings
 
 pytestmark = pytest.mark.engine

@@ -13,14 +13,14 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from retrieval.settings import RetrievalSettings
-from serving.app import create_app
-from serving.chat.protocol import ChatCompletionRequest
-from serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir
-from serving.settings import ApiSettings, EngineSettings, RouterSettings
-from serving.state import ServingSettings
-from tests.cli import ragtune_json
-from tests.prompt_checks import fullwidth, prompt_tokens
+from ragtune.retrieval.settings import RetrievalSettings
+from ragtune.serving.app import create_app
+from ragtune.serving.chat.protocol import ChatCompletionRequest
+from ragtune.serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir
+from ragtune.serving.settings import ApiSettings, EngineSettings, RouterSettings
+from ragtune.serving.state import ServingSettings
+from tests.support.cli import ragtune_json
+from tests.support.prompts import fullwidth, prompt_tokens
 
 pytestmark = pytest.mark.engine
 CHAT = "chat-key"

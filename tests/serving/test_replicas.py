@@ -15,14 +15,14 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters.registry import AdapterRegistry
-from serving.engine.client import EngineClient
-from serving.engine.launcher import EngineLauncher
-from serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir
-from serving.engine.pool import EnginePool
-from serving.settings import EngineSettings
-from tests.cli import ENGINE_API_KEY, ragtune_serve
+from ragtune.adapters.registry import AdapterRegistry
+from ragtune.serving.engine.client import EngineClient
+from ragtune.serving.engine.launcher import EngineLauncher
+from ragtune.serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir
+from ragtune.serving.engine.pool import EnginePool
+from ragtune.serving.settings import EngineSettings
 from tests.conftest import engine_settings_for, free_port
+from tests.support.cli import ENGINE_API_KEY, ragtune_serve
 
 CHAT, ADMIN = "chat-key", "admin-key"
 

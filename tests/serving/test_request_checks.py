@@ -9,12 +9,16 @@ from typing import Any
 
 import pytest
 
-from retrieval.errors import CollectionNotFoundError, InvalidFilterError, StoreUnavailableError
-from retrieval.filters import SearchFilter
-from serving.auth import bearer_token, check_key
-from serving.chat.protocol import ChatCompletionRequest
-from serving.engine.client import _error_from_body
-from serving.errors import (
+from ragtune.retrieval.errors import (
+    CollectionNotFoundError,
+    InvalidFilterError,
+    StoreUnavailableError,
+)
+from ragtune.retrieval.filters import SearchFilter
+from ragtune.serving.auth import bearer_token, check_key
+from ragtune.serving.chat.protocol import ChatCompletionRequest
+from ragtune.serving.engine.client import _error_from_body
+from ragtune.serving.errors import (
     AdapterSlotsBusyError,
     AuthError,
     EngineNotRunningError,
@@ -23,9 +27,9 @@ from serving.errors import (
     InvalidRequestError,
     ModelNotFoundError,
 )
-from serving.http_errors import response_for
-from serving.ratelimit import RateLimiter
-from serving.settings import ApiSettings
+from ragtune.serving.http_errors import response_for
+from ragtune.serving.ratelimit import RateLimiter
+from ragtune.serving.settings import ApiSettings
 
 
 def request(**fields: Any) -> ChatCompletionRequest:

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from serving.app import create_app
-from serving.chat.protocol import ChatCompletionRequest
-from serving.engine.models import DEFAULT_MODEL_NAME
-from serving.settings import EngineSettings
+from ragtune.serving.app import create_app
+from ragtune.serving.chat.protocol import ChatCompletionRequest
+from ragtune.serving.engine.models import DEFAULT_MODEL_NAME
+from ragtune.serving.settings import EngineSettings
 from tests.serving.test_api import ADMIN, CHAT, api_data, api_settings
 
 pytestmark = pytest.mark.engine

@@ -12,16 +12,16 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters.registry import AdapterRegistry
-from adapters.scaffold import make_random_lora
-from serving.engine.client import EngineClient
-from serving.engine.launcher import auth_headers, engine_api_key
-from serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir
-from serving.engine.pool import EnginePool
-from serving.errors import AdapterSlotsBusyError
-from serving.settings import EngineSettings
-from tests.cli import ragtune, ragtune_serve
+from ragtune.adapters.registry import AdapterRegistry
+from ragtune.adapters.scaffold import make_random_lora
+from ragtune.serving.engine.client import EngineClient
+from ragtune.serving.engine.launcher import auth_headers, engine_api_key
+from ragtune.serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir
+from ragtune.serving.engine.pool import EnginePool
+from ragtune.serving.errors import AdapterSlotsBusyError
+from ragtune.serving.settings import EngineSettings
 from tests.conftest import free_port
+from tests.support.cli import ragtune, ragtune_serve
 
 pytestmark = pytest.mark.engine
 CHAT, ADMIN = "chat-key", "admin-key"

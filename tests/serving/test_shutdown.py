@@ -20,10 +20,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from serving.engine.launcher import ORPHAN_GRACE_S, WATCHDOG
-from serving.engine.models import DEFAULT_MODEL_NAME
-from tests.cli import ENGINE_API_KEY, serve_process
+from ragtune.serving.engine.launcher import ORPHAN_GRACE_S, WATCHDOG
+from ragtune.serving.engine.models import DEFAULT_MODEL_NAME
 from tests.conftest import free_port
+from tests.support.cli import ENGINE_API_KEY, serve_process
 from tests.support.processes import (
     group_members,
     own_engine_env,

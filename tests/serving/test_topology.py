@@ -18,11 +18,11 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters.registry import AdapterRegistry
-from serving.engine.launcher import EngineLauncher
-from serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir
-from tests.cli import ragtune, ragtune_json, ragtune_serve
+from ragtune.adapters.registry import AdapterRegistry
+from ragtune.serving.engine.launcher import EngineLauncher
+from ragtune.serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir
 from tests.conftest import ChromaServer, engine_settings_for, free_port
+from tests.support.cli import ragtune, ragtune_json, ragtune_serve
 
 pytestmark = [pytest.mark.engine, pytest.mark.chroma_server]
 REPO = Path(__file__).resolve().parents[2]

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from serving.engine.models import default_model_dir
+from ragtune.serving.engine.models import default_model_dir
 from tests.conftest import ENGINE_PYTHON
 
 

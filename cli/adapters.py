@@ -13,11 +13,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from adapters.errors import AdapterConflictError, InvalidAdapterError
-from adapters.registry import AdapterManifest, AdapterRegistry
-from serving.engine.client import EngineClient
-from serving.engine.launcher import EngineLauncher, auth_headers, engine_api_key
-from serving.settings import ApiSettings, EngineSettings
+from ragtune.adapters.errors import AdapterConflictError, InvalidAdapterError
+from ragtune.adapters.registry import AdapterManifest, AdapterRegistry
+from ragtune.serving.engine.client import EngineClient
+from ragtune.serving.engine.launcher import EngineLauncher, auth_headers, engine_api_key
+from ragtune.serving.settings import ApiSettings, EngineSettings
 
 adapters_app = typer.Typer(
     help="LoRA adapters: register, list, show, load, unload, remove.", no_args_is_help=True
@@ -44,7 +44,7 @@ def server_call(
     url: str, key: str | None, method: str, path: str, body: dict[str, Any] | None = None
 ) -> Any:
     """One admin API call; the server's own error message on failure."""
-    from serving.errors import ServingError
+    from ragtune.serving.errors import ServingError
 
     base = url.rstrip("/")
     headers = {"Authorization": f"Bearer {key}"} if key else {}
@@ -342,8 +342,8 @@ def adapters_train(
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from adapters.registry import check_name
-    from adapters.training import (
+    from ragtune.adapters.registry import check_name
+    from ragtune.adapters.training import (
         PeftLoraTrainer,
         TrainingConfig,
         file_sha256,

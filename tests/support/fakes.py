@@ -9,9 +9,9 @@ import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from retrieval.embedder import Embedder, Vector
-from retrieval.settings import check_collection_name
-from retrieval.store import (
+from ragtune.retrieval.embedder import Embedder, Vector
+from ragtune.retrieval.settings import check_collection_name
+from ragtune.retrieval.store import (
     ChunkRecord,
     Collection,
     CollectionInfo,

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.cli import ragtune, ragtune_json
+from tests.support.cli import ragtune, ragtune_json
 
 pytestmark = pytest.mark.slow
 

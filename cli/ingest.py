@@ -18,15 +18,15 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from ingest.counters import record_run
-from ingest.documents import list_documents, remove_documents
-from ingest.pipeline import FileResult, FileStatus, IngestService, IngestSummary, parse_meta
-from ingest.settings import IngestSettings
-from retrieval.embedder import load_embedder, model_id_for
-from retrieval.errors import CollectionNotFoundError
-from retrieval.lexical import LexicalIndexes
-from retrieval.settings import settings_for
-from retrieval.store import Collection, EmptyCollection, open_store
+from ragtune.ingest.counters import record_run
+from ragtune.ingest.documents import list_documents, remove_documents
+from ragtune.ingest.pipeline import FileResult, FileStatus, IngestService, IngestSummary, parse_meta
+from ragtune.ingest.settings import IngestSettings
+from ragtune.retrieval.embedder import load_embedder, model_id_for
+from ragtune.retrieval.errors import CollectionNotFoundError
+from ragtune.retrieval.lexical import LexicalIndexes
+from ragtune.retrieval.settings import settings_for
+from ragtune.retrieval.store import Collection, EmptyCollection, open_store
 
 stdout = Console()
 stderr = Console(stderr=True)

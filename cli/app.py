@@ -9,19 +9,19 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from adapters.errors import AdapterError
-from ingest import cli as ingest_cli
-from ingest.errors import IngestError
-from ingest.settings import IngestSettings
-from retrieval import cli as retrieval_cli
-from retrieval.errors import RetrievalError
-from retrieval.settings import RetrievalSettings, unknown_config_keys
-from serving.cli_adapters import adapters_app
-from serving.cli_engine import engine_app, models_app
-from serving.cli_eval import eval_app
-from serving.cli_serve import serve
-from serving.errors import ServingError
-from serving.settings import ApiSettings, EngineSettings, RouterSettings
+from ragtune.adapters.errors import AdapterError
+from ragtune.cli import ingest as ingest_cli
+from ragtune.cli import search as retrieval_cli
+from ragtune.cli.adapters import adapters_app
+from ragtune.cli.engine import engine_app, models_app
+from ragtune.cli.eval import eval_app
+from ragtune.cli.serve import serve
+from ragtune.ingest.errors import IngestError
+from ragtune.ingest.settings import IngestSettings
+from ragtune.retrieval.errors import RetrievalError
+from ragtune.retrieval.settings import RetrievalSettings, unknown_config_keys
+from ragtune.serving.errors import ServingError
+from ragtune.serving.settings import ApiSettings, EngineSettings, RouterSettings
 
 app = typer.Typer(
     name="ragtune",

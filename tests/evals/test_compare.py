@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from adapters.registry import AdapterRegistry
-from serving.compare import SystemResult, recommend, rouge_l, score
-from serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir
-from serving.settings import EngineSettings
-from tests.cli import ragtune
+from ragtune.adapters.registry import AdapterRegistry
+from ragtune.evals.compare import SystemResult, recommend, rouge_l, score
+from ragtune.serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir
+from ragtune.serving.settings import EngineSettings
+from tests.support.cli import ragtune
 
 ABSTRACTS = Path(__file__).resolve().parents[3] / "shared" / "eval" / "abstract2title.jsonl"
 

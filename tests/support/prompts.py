@@ -9,7 +9,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from serving.prompting import RAG_INSTRUCTIONS
+from ragtune.serving.prompting import RAG_INSTRUCTIONS
 
 # A context tag as a reader (or a tokenizer that normalises) sees it.
 CONTEXT_TAG = re.compile(r"<\s*/?\s*context\s*>")

@@ -14,20 +14,20 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from ingest.cli import RichProgress
-from ingest.pipeline import IngestService
-from ingest.settings import IngestSettings
-from retrieval.embedder import load_embedder, model_id_for
-from retrieval.errors import RetrievalError
-from retrieval.evaluation import RetrievalReport, Search, evaluate, load_qa
-from retrieval.filters import SearchFilter
-from retrieval.lexical import LexicalIndexes
-from retrieval.search import Retriever, SearchHit, SearchMode
-from retrieval.settings import settings_for
-from retrieval.store import open_store
-from serving.route_eval import RouteReport, evaluate_routes, load_cases, routing_state
-from serving.router import ROUTES
-from serving.state import ServingSettings
+from ragtune.cli.ingest import RichProgress
+from ragtune.evals.routes import RouteReport, evaluate_routes, load_cases, routing_state
+from ragtune.ingest.pipeline import IngestService
+from ragtune.ingest.settings import IngestSettings
+from ragtune.retrieval.embedder import load_embedder, model_id_for
+from ragtune.retrieval.errors import RetrievalError
+from ragtune.retrieval.evaluation import RetrievalReport, Search, evaluate, load_qa
+from ragtune.retrieval.filters import SearchFilter
+from ragtune.retrieval.lexical import LexicalIndexes
+from ragtune.retrieval.search import Retriever, SearchHit, SearchMode
+from ragtune.retrieval.settings import settings_for
+from ragtune.retrieval.store import open_store
+from ragtune.serving.router import ROUTES
+from ragtune.serving.state import ServingSettings
 
 eval_app = typer.Typer(help="Measure ragtune on labelled data.", no_args_is_help=True)
 stdout = Console()
@@ -300,12 +300,12 @@ def eval_compare(
     """
     import anyio
 
-    from adapters.training import load_examples
-    from serving.app import open_state
-    from serving.chat.service import ChatService
-    from serving.compare import compare
-    from serving.errors import ServingError
-    from serving.state import ServingSettings
+    from ragtune.adapters.training import load_examples
+    from ragtune.evals.compare import compare
+    from ragtune.serving.app import open_state
+    from ragtune.serving.chat.service import ChatService
+    from ragtune.serving.errors import ServingError
+    from ragtune.serving.state import ServingSettings
 
     if metric not in ("rouge-l", "exact", "json-valid"):
         raise typer.BadParameter("--metric is one of rouge-l, exact, json-valid")

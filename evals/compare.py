@@ -12,9 +12,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from adapters.training import Example
-from serving.chat.protocol import ChatCompletionRequest, ChatMessage, RagtuneOptions
-from serving.chat.service import ChatService
+from ragtune.adapters.training import Example
+from ragtune.serving.chat.protocol import ChatCompletionRequest, ChatMessage, RagtuneOptions
+from ragtune.serving.chat.service import ChatService
 
 Metric = Literal["rouge-l", "exact", "json-valid"]
 SYSTEMS = ("prompt", "few-shot", "rag", "adapter")

@@ -10,12 +10,12 @@ import typer
 from rich.console import Console
 from rich.panel import Panel
 
-from retrieval.embedder import load_embedder, model_id_for
-from retrieval.filters import SearchFilter
-from retrieval.lexical import LexicalIndexes
-from retrieval.search import Retriever, SearchHit, SearchMode
-from retrieval.settings import settings_for
-from retrieval.store import open_store
+from ragtune.retrieval.embedder import load_embedder, model_id_for
+from ragtune.retrieval.filters import SearchFilter
+from ragtune.retrieval.lexical import LexicalIndexes
+from ragtune.retrieval.search import Retriever, SearchHit, SearchMode
+from ragtune.retrieval.settings import settings_for
+from ragtune.retrieval.store import open_store
 
 stdout = Console()
 

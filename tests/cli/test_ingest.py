@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.cli import RAGTUNE, env_for, ragtune, ragtune_json
+from tests.support.cli import RAGTUNE, env_for, ragtune, ragtune_json
 
 pytestmark = pytest.mark.slow
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from retrieval.cli import reflow
+from ragtune.cli.search import reflow
 
 
 def test_search_output_reflows_paragraphs_but_not_code() -> None:

@@ -15,17 +15,17 @@ from typing import Any, Self
 import anyio
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from adapters.registry import AdapterRegistry
-from retrieval.embedder import load_embedder
-from retrieval.store import open_store
-from serving.chat.protocol import ChatMessage
-from serving.chat.service import ChatService
-from serving.engine.client import EngineClient
-from serving.engine.launcher import EngineLauncher
-from serving.engine.pool import EnginePool
-from serving.errors import RouteCasesError
-from serving.router import ROUTES, Route
-from serving.state import ServingSettings, ServingState
+from ragtune.adapters.registry import AdapterRegistry
+from ragtune.retrieval.embedder import load_embedder
+from ragtune.retrieval.store import open_store
+from ragtune.serving.chat.protocol import ChatMessage
+from ragtune.serving.chat.service import ChatService
+from ragtune.serving.engine.client import EngineClient
+from ragtune.serving.engine.launcher import EngineLauncher
+from ragtune.serving.engine.pool import EnginePool
+from ragtune.serving.errors import RouteCasesError
+from ragtune.serving.router import ROUTES, Route
+from ragtune.serving.state import ServingSettings, ServingState
 
 CASES_FORMAT = (
     'one JSON object per line: {"question": "..."} or {"messages": [...]}, with "expected_route" '

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from adapters.registry import AdapterRegistry
-from serving.route_eval import balanced_accuracy, suggest_threshold
-from serving.settings import RouterSettings
-from tests.cli import ragtune
+from ragtune.adapters.registry import AdapterRegistry
+from ragtune.evals.routes import balanced_accuracy, suggest_threshold
+from ragtune.serving.settings import RouterSettings
+from tests.support.cli import ragtune
 
 REPO = Path(__file__).resolve().parents[2]
 CASES = REPO / "tests" / "data" / "route_cases.jsonl"

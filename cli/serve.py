@@ -9,8 +9,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from serving.engine.launcher import EngineLauncher
-from serving.state import ServingSettings
+from ragtune.serving.engine.launcher import EngineLauncher
+from ragtune.serving.state import ServingSettings
 
 stderr = Console(stderr=True)
 
@@ -35,9 +35,9 @@ def serve(
     """
     import uvicorn
 
-    from serving.app import create_app
-    from serving.limits import server_options
-    from serving.observability import configure_logging
+    from ragtune.serving.app import create_app
+    from ragtune.serving.limits import server_options
+    from ragtune.serving.observability import configure_logging
 
     settings = ServingSettings()
     api = settings.api.model_copy(

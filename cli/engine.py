@@ -9,9 +9,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from serving.engine.launcher import EngineLauncher, EngineStatus
-from serving.engine.models import prepare_default_model
-from serving.settings import EngineSettings
+from ragtune.serving.engine.launcher import EngineLauncher, EngineStatus
+from ragtune.serving.engine.models import prepare_default_model
+from ragtune.serving.settings import EngineSettings
 
 models_app = typer.Typer(help="The base model ragtune serves.", no_args_is_help=True)
 engine_app = typer.Typer(
