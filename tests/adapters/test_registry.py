@@ -18,6 +18,7 @@ from ragtune.adapters.errors import AdapterConflictError, AdapterNotFoundError, 
 from ragtune.adapters.registry import AdapterRegistry
 from ragtune.serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir
 from tests.support.cli import ragtune
+from tests.support.serving import attach_env
 
 TASK = "Write the title of a scientific article from its abstract."
 
@@ -166,11 +167,7 @@ def test_cli_load_and_unload_on_the_engine(
     engine: Any, lora_adapters: dict[str, Path], models_dir: Path, tmp_path: Path
 ) -> None:
     data_dir = tmp_path / "data"
-    env = {
-        "RAGTUNE_MODEL": str(default_model_dir(models_dir)),
-        "RAGTUNE_SERVED_MODEL_NAME": DEFAULT_MODEL_NAME,
-        "RAGTUNE_VLLM_URL": engine.engine_url,
-    }
+    env = attach_env(engine, models_dir)
     added = ragtune(
         "adapters", "add", lora_adapters["beta"], "--name", "cli-beta", "--task", TASK,
         data_dir=data_dir, **env,

@@ -20,8 +20,9 @@ from ragtune.adapters.training import (
 )
 from ragtune.serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir
 from ragtune.serving.settings import EngineSettings
-from tests.conftest import free_port
 from tests.support.cli import ragtune, ragtune_serve
+from tests.support.servers import free_port
+from tests.support.serving import attach_env
 
 ABSTRACTS = Path(__file__).resolve().parents[3] / "shared" / "eval" / "abstract2title.jsonl"
 
@@ -118,9 +119,7 @@ def test_the_adapter_just_trained_is_served(
         .splitlines()[0]
     )
     env = {
-        "RAGTUNE_VLLM_URL": engine.engine_url,
-        "RAGTUNE_MODEL": str(default_model_dir(models_dir)),
-        "RAGTUNE_SERVED_MODEL_NAME": DEFAULT_MODEL_NAME,
+        **attach_env(engine, models_dir),
         "RAGTUNE_API_KEYS": "chat-key",
     }
     with ragtune_serve(data_dir, free_port(), **env) as url:

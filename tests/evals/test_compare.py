@@ -11,9 +11,10 @@ import pytest
 
 from ragtune.adapters.registry import AdapterRegistry
 from ragtune.evals.compare import SystemResult, recommend, rouge_l, score
-from ragtune.serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir
+from ragtune.serving.engine.models import DEFAULT_MODEL_NAME
 from ragtune.serving.settings import EngineSettings
 from tests.support.cli import ragtune
+from tests.support.serving import attach_env
 
 ABSTRACTS = Path(__file__).resolve().parents[3] / "shared" / "eval" / "abstract2title.jsonl"
 
@@ -58,9 +59,7 @@ def test_cli_compares_four_approaches_and_stores_the_result(
     rows = ABSTRACTS.read_text().splitlines()[30:37]  # 3 few-shot examples + 4 scored
     task.write_text("\n".join(rows) + "\n")
     env = {
-        "RAGTUNE_VLLM_URL": engine.engine_url,
-        "RAGTUNE_MODEL": str(default_model_dir(models_dir)),
-        "RAGTUNE_SERVED_MODEL_NAME": DEFAULT_MODEL_NAME,
+        **attach_env(engine, models_dir),
     }
     result = ragtune(
         "eval", "compare", "--task", task, "--adapter", "titler", "--max-tokens", "16", "--json",

@@ -4,7 +4,6 @@ abstract -> title prompts for a registered "titler" adapter, and small talk."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from ragtune.adapters.registry import AdapterRegistry
 from ragtune.evals.routes import balanced_accuracy, suggest_threshold
 from ragtune.serving.settings import RouterSettings
 from tests.support.cli import ragtune
+from tests.support.serving import copy_of
 
 REPO = Path(__file__).resolve().parents[2]
 CASES = REPO / "tests" / "data" / "route_cases.jsonl"
@@ -30,8 +30,7 @@ def routed_data_dir(
     """A copy of the ingested data dir with a "titler" adapter registered (rows 0-19 of
     abstract2title as its example prompts; the case file uses rows 100-129)."""
     source, _ = ingested
-    data_dir = tmp_path_factory.mktemp("route-eval") / "data"
-    shutil.copytree(source, data_dir)
+    data_dir = copy_of(source, tmp_path_factory, "route-eval")
     rows = [json.loads(line) for line in ABSTRACTS.read_text(encoding="utf-8").splitlines()[:20]]
     AdapterRegistry(data_dir / "adapters").add(
         lora_adapters["alpha"],

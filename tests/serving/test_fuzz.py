@@ -7,7 +7,6 @@ derandomized, so a CI run is reproducible and bounded."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,10 +21,10 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from ragtune.serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir
 from ragtune.serving.settings import EngineSettings
-from tests.conftest import free_port
 from tests.support.cli import ragtune_serve
+from tests.support.servers import free_port
+from tests.support.serving import attach_env, copy_of
 
 pytestmark = pytest.mark.engine
 ADMIN = "fuzz-admin"
@@ -38,14 +37,11 @@ def fuzz_server(
     models_dir: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[str]:
-    data_dir = tmp_path_factory.mktemp("fuzz") / "data"
-    shutil.copytree(ingested[0], data_dir)
+    data_dir = copy_of(ingested[0], tmp_path_factory, "fuzz")
     with ragtune_serve(
         data_dir,
         free_port(),
-        RAGTUNE_VLLM_URL=engine.engine_url,
-        RAGTUNE_MODEL=str(default_model_dir(models_dir)),
-        RAGTUNE_SERVED_MODEL_NAME=DEFAULT_MODEL_NAME,
+        **attach_env(engine, models_dir),
         RAGTUNE_ADMIN_API_KEYS=ADMIN,  # an admin key may call every endpoint
         RAGTUNE_MAX_TOKENS_LIMIT="8",
         RAGTUNE_LOG_LEVEL="warning",

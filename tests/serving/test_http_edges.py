@@ -16,11 +16,10 @@ from fastapi.testclient import TestClient
 from ragtune.serving.app import create_app
 from ragtune.serving.engine.models import DEFAULT_MODEL_NAME
 from ragtune.serving.settings import EngineSettings
-from tests.conftest import free_port
-from tests.serving.test_api import ADMIN, CHAT, RAG_QUESTION, api_data, api_settings
+from tests.support.servers import free_port
+from tests.support.serving import ADMIN, CHAT, RAG_QUESTION, api_settings
 
 pytestmark = pytest.mark.engine
-__all__ = ["api_data"]  # the module fixture, shared with test_api
 AUTH = {"Authorization": f"Bearer {CHAT}"}
 LIMIT = 50_000
 

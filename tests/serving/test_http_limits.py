@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from ragtune.serving.engine.models import default_model_dir
-from tests.conftest import free_port
 from tests.support.cli import ragtune_serve
+from tests.support.servers import free_port
 
 HEADER_TIMEOUT_S = 2.0
 BODY_TIMEOUT_S = 2.0

@@ -15,11 +15,11 @@ import pytest
 
 from bench.loadgen import Kind, run_load
 from ragtune.adapters.registry import AdapterRegistry
-from ragtune.serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir
+from ragtune.serving.engine.models import DEFAULT_MODEL_NAME
 from ragtune.serving.settings import EngineSettings
-from tests.conftest import free_port
-from tests.serving.test_api import abstract_prompts
 from tests.support.cli import ragtune_serve
+from tests.support.servers import free_port
+from tests.support.serving import abstract_prompts, attach_env
 
 pytestmark = pytest.mark.engine
 CHAT = "load-key"
@@ -53,9 +53,7 @@ def test_sixty_seconds_of_mixed_traffic_without_a_server_error(
     with ragtune_serve(
         data_dir,
         free_port(),
-        RAGTUNE_VLLM_URL=engine.engine_url,
-        RAGTUNE_MODEL=str(default_model_dir(models_dir)),
-        RAGTUNE_SERVED_MODEL_NAME=DEFAULT_MODEL_NAME,
+        **attach_env(engine, models_dir),
         RAGTUNE_API_KEYS=CHAT,
         RAGTUNE_LOG_LEVEL="warning",
     ) as url:

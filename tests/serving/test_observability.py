@@ -18,10 +18,9 @@ from ragtune.serving.engine.models import DEFAULT_MODEL_NAME
 from ragtune.serving.observability import JsonFormatter
 from ragtune.serving.ratelimit import RateLimiter
 from ragtune.serving.settings import EngineSettings
-from tests.serving.test_api import CHAT, RAG_QUESTION, api_data, api_settings
+from tests.support.serving import CHAT, RAG_QUESTION, api_settings
 
 pytestmark = pytest.mark.engine
-__all__ = ["api_data"]  # the module fixture, shared with test_api
 
 
 @pytest.fixture(scope="module")

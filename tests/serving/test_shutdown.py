@@ -22,7 +22,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ragtune.serving.engine.launcher import ORPHAN_GRACE_S, WATCHDOG
 from ragtune.serving.engine.models import DEFAULT_MODEL_NAME
-from tests.conftest import free_port
 from tests.support.cli import ENGINE_API_KEY, serve_process
 from tests.support.processes import (
     group_members,
@@ -31,6 +30,7 @@ from tests.support.processes import (
     reaped_group,
     wait_until,
 )
+from tests.support.servers import free_port
 
 CHAT = "shutdown-key"
 SHUTDOWN_TIMEOUT_S = 3

@@ -21,8 +21,9 @@ import pytest
 from ragtune.adapters.registry import AdapterRegistry
 from ragtune.serving.engine.launcher import EngineLauncher
 from ragtune.serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir
-from tests.conftest import ChromaServer, engine_settings_for, free_port
 from tests.support.cli import ragtune, ragtune_json, ragtune_serve
+from tests.support.servers import ChromaServer, engine_settings_for, free_port
+from tests.support.serving import attach_env
 
 pytestmark = [pytest.mark.engine, pytest.mark.chroma_server]
 REPO = Path(__file__).resolve().parents[2]
@@ -94,9 +95,7 @@ def test_api_chroma_server_and_vllm_as_separate_processes_through_faults(
     data_dir = tmp_path / "api"
     env = {
         "RAGTUNE_CHROMA_URL": chroma.url,
-        "RAGTUNE_VLLM_URL": engine.engine_url,
-        "RAGTUNE_MODEL": str(default_model_dir(models_dir)),
-        "RAGTUNE_SERVED_MODEL_NAME": DEFAULT_MODEL_NAME,
+        **attach_env(engine, models_dir),
         "RAGTUNE_API_KEYS": CHAT,
         "RAGTUNE_ADMIN_API_KEYS": ADMIN,
         "RAGTUNE_REGISTRY_CHECK_S": "1",

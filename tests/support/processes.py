@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ragtune.serving.engine.models import default_model_dir
-from tests.conftest import ENGINE_PYTHON
+from tests.support.servers import ENGINE_PYTHON
 
 
 def own_engine_env(models_dir: Path, engine_port: int, **extra: str) -> dict[str, str]:

@@ -21,7 +21,7 @@ from ragtune.serving.errors import (
     ModelNotFoundError,
 )
 from ragtune.serving.settings import EngineSettings
-from tests.conftest import free_port
+from tests.support.servers import free_port
 
 T = TypeVar("T")
 BASE = DEFAULT_MODEL_NAME

@@ -17,10 +17,9 @@ from ragtune.serving.app import create_app
 from ragtune.serving.chat.protocol import ChatCompletionRequest
 from ragtune.serving.engine.models import DEFAULT_MODEL_NAME
 from ragtune.serving.settings import EngineSettings
-from tests.serving.test_api import ADMIN, CHAT, api_data, api_settings
+from tests.support.serving import ADMIN, CHAT, api_settings
 
 pytestmark = pytest.mark.engine
-__all__ = ["api_data"]  # the module fixture, shared with test_api
 LIMIT = 16
 AUTH = {"Authorization": f"Bearer {CHAT}"}
 

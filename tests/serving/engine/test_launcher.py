@@ -12,8 +12,8 @@ import pytest
 
 from ragtune.serving.engine.launcher import EngineLauncher, failure_reason, process_alive
 from ragtune.serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir
-from tests.conftest import ENGINE_PYTHON, free_port
 from tests.support.cli import ragtune
+from tests.support.servers import ENGINE_PYTHON, free_port
 
 
 def engine_env(**extra: str) -> dict[str, str]:

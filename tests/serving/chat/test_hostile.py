@@ -18,8 +18,8 @@ from ragtune.serving.chat.protocol import ChatCompletionRequest
 from ragtune.serving.engine.models import DEFAULT_MODEL_NAME
 from ragtune.serving.prompting import neutralize
 from ragtune.serving.settings import EngineSettings
-from tests.serving.test_api import ADMIN, CHAT, api_settings
 from tests.support.cli import ragtune_json
+from tests.support.serving import ADMIN, CHAT, api_settings
 
 pytestmark = pytest.mark.engine
 INJECTION = (

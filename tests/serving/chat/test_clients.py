@@ -4,7 +4,6 @@ package and LangChain's ChatOpenAI."""
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,10 +12,11 @@ import pytest
 from langchain_openai import ChatOpenAI
 from openai import APIStatusError, OpenAI
 
-from ragtune.serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir
+from ragtune.serving.engine.models import DEFAULT_MODEL_NAME
 from ragtune.serving.settings import EngineSettings
-from tests.conftest import free_port
 from tests.support.cli import ragtune_serve
+from tests.support.servers import free_port
+from tests.support.serving import attach_env, copy_of
 
 pytestmark = pytest.mark.engine
 KEY = "client-key"
@@ -31,14 +31,11 @@ def server(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[str]:
     """`ragtune serve` attached to the session's engine, on the ingested small corpus."""
-    data_dir = tmp_path_factory.mktemp("serve") / "data"
-    shutil.copytree(ingested[0], data_dir)
+    data_dir = copy_of(ingested[0], tmp_path_factory, "serve")
     with ragtune_serve(
         data_dir,
         free_port(),
-        RAGTUNE_VLLM_URL=engine.engine_url,
-        RAGTUNE_MODEL=str(default_model_dir(models_dir)),
-        RAGTUNE_SERVED_MODEL_NAME=DEFAULT_MODEL_NAME,
+        **attach_env(engine, models_dir),
         RAGTUNE_API_KEYS=KEY,
     ) as url:
         yield url

@@ -15,10 +15,11 @@ import pytest
 
 from ragtune.adapters.registry import AdapterRegistry
 from ragtune.serving.engine.launcher import auth_headers, engine_api_key
-from ragtune.serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir
+from ragtune.serving.engine.models import DEFAULT_MODEL_NAME
 from ragtune.serving.settings import EngineSettings
-from tests.conftest import free_port
 from tests.support.cli import ragtune, ragtune_serve
+from tests.support.servers import free_port
+from tests.support.serving import attach_env, copy_of
 
 pytestmark = pytest.mark.engine
 CHAT, ADMIN = "chat-key", "admin-key"
@@ -33,17 +34,14 @@ def server(
     lora_adapters: dict[str, Path],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[str, EngineSettings]]:
-    data_dir = tmp_path_factory.mktemp("swap") / "data"
-    shutil.copytree(ingested[0], data_dir)
+    data_dir = copy_of(ingested[0], tmp_path_factory, "swap")
     AdapterRegistry(data_dir / "adapters").add(
         lora_adapters["alpha"], "swapper", "Name things.", base_model=DEFAULT_MODEL_NAME
     )
     with ragtune_serve(
         data_dir,
         free_port(),
-        RAGTUNE_VLLM_URL=engine.engine_url,
-        RAGTUNE_MODEL=str(default_model_dir(models_dir)),
-        RAGTUNE_SERVED_MODEL_NAME=DEFAULT_MODEL_NAME,
+        **attach_env(engine, models_dir),
         RAGTUNE_API_KEYS=CHAT,
         RAGTUNE_ADMIN_API_KEYS=ADMIN,
     ) as url:

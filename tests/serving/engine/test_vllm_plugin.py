@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "engine-plugin"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "engine-plugin"))
 from ragtune_vllm_plugin import mask_no_lora_rows, patched_op
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,61 +10,21 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from ragtune.adapters.registry import AdapterRegistry
-from ragtune.retrieval.settings import RetrievalSettings
 from ragtune.serving.app import create_app
-from ragtune.serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir
+from ragtune.serving.engine.models import DEFAULT_MODEL_NAME
 from ragtune.serving.errors import ServingError
 from ragtune.serving.settings import ApiSettings, EngineSettings, RouterSettings
-from ragtune.serving.state import ServingSettings
-from tests.conftest import free_port
+from tests.support.servers import free_port
+from tests.support.serving import (
+    ADMIN,
+    CHAT,
+    RAG_QUESTION,
+    SMALL_TALK,
+    abstract_prompts,
+    api_settings,
+)
 
 pytestmark = pytest.mark.engine
-
-ABSTRACTS = Path(__file__).resolve().parents[3] / "shared" / "eval" / "abstract2title.jsonl"
-CHAT, ADMIN = "chat-key", "admin-key"
-RAG_QUESTION = "How do I read a file line by line in Python?"
-SMALL_TALK = "Good morning! How are you feeling today?"
-
-
-def abstract_prompts() -> list[str]:
-    rows = [json.loads(line) for line in ABSTRACTS.read_text().splitlines() if line.strip()]
-    return [f"{row['instruction']} {row['input']}" for row in rows]
-
-
-def api_settings(data_dir: Path, engine: EngineSettings, models_dir: Path, **api: Any) -> Any:
-    return ServingSettings(
-        retrieval=RetrievalSettings(data_dir=data_dir),
-        engine=engine.model_copy(
-            update={
-                "data_dir": data_dir,
-                "vllm_url": engine.engine_url,
-                "model": str(default_model_dir(models_dir)),
-                "served_model_name": DEFAULT_MODEL_NAME,
-            }
-        ),
-        router=RouterSettings(),
-        api=ApiSettings(api_keys=CHAT, admin_api_keys=ADMIN, **api),
-    )
-
-
-@pytest.fixture(scope="module")
-def api_data(
-    ingested: tuple[Path, Any],
-    lora_adapters: dict[str, Path],
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Path:
-    """A copy of the ingested small corpus, with a title-writing adapter registered."""
-    data_dir = tmp_path_factory.mktemp("api") / "data"
-    shutil.copytree(ingested[0], data_dir)
-    AdapterRegistry(data_dir / "adapters").add(
-        lora_adapters["alpha"],
-        "titler",
-        "Write the title of a scientific article from its abstract.",
-        base_model=DEFAULT_MODEL_NAME,
-        examples=abstract_prompts()[:20],
-    )
-    return data_dir
 
 
 @pytest.fixture(scope="module")

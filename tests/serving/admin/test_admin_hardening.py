@@ -30,9 +30,10 @@ from ragtune.serving.engine.launcher import auth_headers, engine_api_key
 from ragtune.serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir
 from ragtune.serving.settings import ApiSettings, EngineSettings, RouterSettings
 from ragtune.serving.state import ServingSettings
-from tests.conftest import free_port
 from tests.support.adapters import crafted_adapter, lora_pair
 from tests.support.cli import ragtune, ragtune_serve
+from tests.support.servers import free_port
+from tests.support.serving import attach_env
 
 pytestmark = pytest.mark.engine
 CHAT, ADMIN = "chat-key", "admin-key"
@@ -436,9 +437,7 @@ def test_cli_removes_an_old_version_on_a_remote_server(
 ) -> None:
     data_dir = tmp_path / "data"
     env = {
-        "RAGTUNE_VLLM_URL": engine.engine_url,
-        "RAGTUNE_MODEL": str(default_model_dir(models_dir)),
-        "RAGTUNE_SERVED_MODEL_NAME": DEFAULT_MODEL_NAME,
+        **attach_env(engine, models_dir),
         "RAGTUNE_API_KEYS": CHAT,
         "RAGTUNE_ADMIN_API_KEYS": ADMIN,
     }

@@ -20,8 +20,9 @@ from ragtune.serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir
 from ragtune.serving.engine.pool import EnginePool
 from ragtune.serving.errors import AdapterSlotsBusyError
 from ragtune.serving.settings import EngineSettings
-from tests.conftest import free_port
 from tests.support.cli import ragtune, ragtune_serve
+from tests.support.servers import free_port
+from tests.support.serving import attach_env
 
 pytestmark = pytest.mark.engine
 CHAT, ADMIN = "chat-key", "admin-key"
@@ -87,9 +88,7 @@ def test_the_least_recently_used_idle_adapter_is_evicted_and_busy_slots_refuse(
 
 def serve_env(engine: EngineSettings, models_dir: Path, **extra: str) -> dict[str, str]:
     return {
-        "RAGTUNE_VLLM_URL": engine.engine_url,
-        "RAGTUNE_MODEL": str(default_model_dir(models_dir)),
-        "RAGTUNE_SERVED_MODEL_NAME": DEFAULT_MODEL_NAME,
+        **attach_env(engine, models_dir),
         "RAGTUNE_API_KEYS": CHAT,
         "RAGTUNE_ADMIN_API_KEYS": ADMIN,
         **extra,

@@ -26,7 +26,6 @@ from ragtune.serving.engine.launcher import KEY_FILE, KEY_GUARD, EngineLauncher,
 from ragtune.serving.engine.models import DEFAULT_MODEL_NAME
 from ragtune.serving.errors import EngineError
 from ragtune.serving.settings import EngineSettings
-from tests.conftest import free_port
 from tests.support.cli import ENGINE_API_KEY, ragtune, serve_process
 from tests.support.processes import (
     group_members,
@@ -35,8 +34,9 @@ from tests.support.processes import (
     reaped_group,
     wait_until,
 )
+from tests.support.servers import free_port
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "engine-plugin"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "engine-plugin"))
 from ragtune_vllm_plugin.guard import RequireApiKey
 
 KEY = "s3cret-engine-key"

@@ -5,7 +5,6 @@ own process against the shared engine (a disconnect is a real socket closing).""
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -14,10 +13,11 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ragtune.serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir
+from ragtune.serving.engine.models import DEFAULT_MODEL_NAME
 from ragtune.serving.settings import EngineSettings
-from tests.conftest import free_port
 from tests.support.cli import ENGINE_API_KEY, ragtune_serve
+from tests.support.servers import free_port
+from tests.support.serving import attach_env, copy_of
 
 pytestmark = pytest.mark.engine
 CHAT = "disconnect-key"
@@ -53,15 +53,12 @@ def test_an_abandoned_whole_request_stops_generating(
     models_dir: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    data_dir = tmp_path_factory.mktemp("disconnect") / "data"
-    shutil.copytree(ingested[0], data_dir)
+    data_dir = copy_of(ingested[0], tmp_path_factory, "disconnect")
     port = free_port()
     with ragtune_serve(
         data_dir,
         port,
-        RAGTUNE_VLLM_URL=engine.engine_url,
-        RAGTUNE_MODEL=str(default_model_dir(models_dir)),
-        RAGTUNE_SERVED_MODEL_NAME=DEFAULT_MODEL_NAME,
+        **attach_env(engine, models_dir),
         RAGTUNE_API_KEYS=CHAT,
         RAGTUNE_LOG_FORMAT="json",
     ) as url:

@@ -21,8 +21,8 @@ from ragtune.serving.engine.launcher import EngineLauncher
 from ragtune.serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir
 from ragtune.serving.engine.pool import EnginePool
 from ragtune.serving.settings import EngineSettings
-from tests.conftest import engine_settings_for, free_port
 from tests.support.cli import ENGINE_API_KEY, ragtune_serve
+from tests.support.servers import engine_settings_for, free_port
 
 CHAT, ADMIN = "chat-key", "admin-key"
 
