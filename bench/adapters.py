@@ -39,15 +39,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import httpx
 
-from bench.api import free_port, start_api, stop_api, wait_ready
-from bench.common import CACHE, REPO
-from ragtune.serving.engine.launcher import EngineLauncher
-from ragtune.serving.engine.models import DEFAULT_MODEL_NAME, prepare_default_model
-from ragtune.serving.settings import EngineSettings
+from bench.common import (
+    ABSTRACTS,
+    ADMIN_KEY,
+    API_KEY,
+    default_model,
+    engine_settings,
+    running,
+    use_api_settings,
+)
+from ragtune.serving.engine.models import DEFAULT_MODEL_NAME
 
-ABSTRACTS = REPO.parent / "shared" / "eval" / "abstract2title.jsonl"
-CHAT, ADMIN = "bench-chat", "bench-admin"
-ENGINE_API_KEY = "bench-engine"  # the engine's key; the API is given it too
+CHAT, ADMIN = API_KEY, ADMIN_KEY
 PROMPT = "Name three primary colours."
 
 
@@ -226,46 +229,10 @@ def swap_bench(args: argparse.Namespace, model_dir: Path) -> dict[str, Any]:
         AdapterRegistry(data_dir / "adapters").add(
             weights[0], "swapper", "Name things.", base_model=DEFAULT_MODEL_NAME
         )
-        engine = EngineSettings(
-            data_dir=data_dir,
-            model=str(model_dir),
-            served_model_name=DEFAULT_MODEL_NAME,
-            engine_python=Path(
-                os.environ.get("RAGTUNE_ENGINE_PYTHON") or REPO / ".venv-engine/bin/python"
-            ),
-            engine_port=free_port("BENCH_ENGINE_PORT"),
-            max_loras=2,
-            max_model_len=2048,
-            engine_api_key=ENGINE_API_KEY,
-        )
-        for name in [n for n in os.environ if n.startswith("RAGTUNE_")]:
-            del os.environ[name]
-        os.environ.update(
-            RAGTUNE_CONFIG="/nonexistent.toml",
-            RAGTUNE_DATA_DIR=str(data_dir),
-            RAGTUNE_MODEL=str(model_dir),
-            RAGTUNE_SERVED_MODEL_NAME=DEFAULT_MODEL_NAME,
-            RAGTUNE_VLLM_URL=engine.engine_url,
-            RAGTUNE_MAX_LORAS="2",
-            RAGTUNE_API_KEYS=CHAT,
-            RAGTUNE_ADMIN_API_KEYS=ADMIN,
-            RAGTUNE_ENGINE_API_KEY=ENGINE_API_KEY,
-            RAGTUNE_LOG_FORMAT="json",
-        )
-        launcher = EngineLauncher(engine)
-        api = None
-        try:
-            launcher.start()
-            port = free_port("BENCH_API_PORT")
-            api_url = f"http://127.0.0.1:{port}"
-            log = root / "api.log"
-            api = start_api(port, log)
-            wait_ready(api_url, api, log, timeout_s=180)
-            return asyncio.run(swap_storm(api_url, weights, args.clients, args.swaps))
-        finally:
-            if api is not None:
-                stop_api(api)
-            launcher.stop()
+        engine = engine_settings(data_dir, max_loras=2)
+        use_api_settings(data_dir, engine, RAGTUNE_LOG_FORMAT="json")
+        with running(engine, api_log=root / "api.log") as started:
+            return asyncio.run(swap_storm(started.api_url or "", weights, args.clients, args.swaps))
 
 
 def report(swap: dict[str, Any] | None, training: dict[str, dict[str, Any]]) -> None:
@@ -317,7 +284,7 @@ def main() -> None:
     if args.train_worker:
         print(json.dumps(train_worker(args.train_worker, args.train_steps, args.model_dir)))
         return
-    model_dir = prepare_default_model(CACHE / "bench" / "models").path.resolve()
+    model_dir = default_model()
     swap = None if args.skip_swap else swap_bench(args, model_dir)
     training = {}
     if not args.skip_training:

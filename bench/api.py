@@ -26,14 +26,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
-import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,118 +42,27 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import httpx
 import numpy as np
 
-from bench.common import CACHE, MODEL_ID, REPO, eval_set
-from bench.search import fill, load_source, percentile
-from ragtune.retrieval.lexical import LexicalIndexes
+from bench.common import (
+    API_KEY,
+    ENGINE_API_KEY,
+    collection_dir,
+    engine_settings,
+    percentile,
+    questions,
+    running,
+    use_api_settings,
+)
 from ragtune.retrieval.search import SearchMode
-from ragtune.retrieval.settings import RetrievalSettings
-from ragtune.retrieval.store import open_store
 from ragtune.serving.app import open_state
 from ragtune.serving.chat.protocol import ChatCompletionRequest
 from ragtune.serving.chat.service import ChatService
-from ragtune.serving.engine.launcher import EngineLauncher
-from ragtune.serving.engine.models import DEFAULT_MODEL_NAME, prepare_default_model
+from ragtune.serving.engine.models import DEFAULT_MODEL_NAME
 from ragtune.serving.router import Evidence, adapter_matches, decide
-from ragtune.serving.settings import EngineSettings
 from ragtune.serving.state import ServingSettings, ServingState
 
-API_KEY = "bench"
-# The key the bench's engine requires; the API process and the direct path send it.
-ENGINE_API_KEY = "bench-engine"
 TARGET_ADDED_P50_MS = 30.0
 TARGET_THROUGHPUT_RATIO = 0.9
 TARGET_DECIDE_P50_MS = 1.0
-
-
-# -- the collection ----------------------------------------------------------------------------
-def collection_dir(chunks: int) -> Path:
-    """A data dir holding the `default` collection of `chunks` Python-docs chunks and its BM25
-    index, built once (in place: the lexical index is keyed by the store's path) and cached."""
-    data_dir = (CACHE / "bench" / f"api-{chunks}").resolve()
-    done = data_dir / "bench-complete.json"
-    if done.is_file():
-        return data_dir
-    shutil.rmtree(data_dir, ignore_errors=True)
-    print(f"building the {chunks:,}-chunk collection (cached after the first run)...", flush=True)
-    rows = load_source()
-    settings = RetrievalSettings(data_dir=data_dir)
-    with open_store(settings, "write") as store:
-        collection = store.collection(settings.collection, MODEL_ID, create=True)
-        fill(collection, rows, chunks)
-        LexicalIndexes.for_store(data_dir, store).current(collection)
-        count = collection.count()
-    done.write_text(json.dumps({"chunks": count}) + "\n")
-    return data_dir
-
-
-# -- processes ---------------------------------------------------------------------------------
-def free_port(env_name: str) -> int:
-    if os.environ.get(env_name):
-        return int(os.environ[env_name])
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def use_bench_settings(
-    data_dir: Path, model_dir: Path, engine_url: str, max_model_len: int
-) -> None:
-    """Configure ragtune through the environment only, so that this process's ServingSettings
-    and the API process's are the same settings, read the same way."""
-    for name in [n for n in os.environ if n.startswith("RAGTUNE_")]:
-        del os.environ[name]
-    os.environ.update(
-        RAGTUNE_CONFIG="/nonexistent.toml",  # no ragtune.toml from the working directory
-        RAGTUNE_DATA_DIR=str(data_dir),
-        RAGTUNE_MODEL=str(model_dir),
-        RAGTUNE_SERVED_MODEL_NAME=DEFAULT_MODEL_NAME,
-        RAGTUNE_VLLM_URL=engine_url,
-        RAGTUNE_MAX_MODEL_LEN=str(max_model_len),
-        RAGTUNE_API_KEYS=API_KEY,
-        RAGTUNE_ENGINE_API_KEY=ENGINE_API_KEY,
-    )
-
-
-def start_api(port: int, log: Path) -> subprocess.Popen[bytes]:
-    command = [
-        str(Path(sys.executable).parent / "ragtune"),
-        "serve",
-        "--no-start-engine",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
-        )
-
-
-def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    with httpx.Client(timeout=5.0) as http:
-        while True:
-            if process.poll() is not None:
-                tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
-                raise RuntimeError(f"the API exited while starting:\n{tail}")
-            with contextlib.suppress(httpx.HTTPError):
-                if http.get(f"{url}/ready").status_code == 200:
-                    return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the API was not ready after {timeout_s:g} s (log: {log})")
-            time.sleep(0.5)
-
-
-def stop_api(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 # -- the router, in-process --------------------------------------------------------------------
@@ -407,56 +311,32 @@ def main() -> None:
     if args.requests < 2:
         parser.error("--requests must be at least 2 (percentiles need two values)")
 
-    questions = [q["question"] for q in json.loads((eval_set("small") / "qa.json").read_text())]
-    models_dir = CACHE / "bench" / "models"
-    model_dir = prepare_default_model(models_dir).path.resolve()
+    faq = questions("small")
     data_dir = collection_dir(args.chunks)
-    engine_python = Path(
-        os.environ.get("RAGTUNE_ENGINE_PYTHON") or REPO / ".venv-engine/bin/python"
-    )
-    engine_port, api_port = free_port("BENCH_ENGINE_PORT"), free_port("BENCH_API_PORT")
-    max_model_len = 2048
 
     with tempfile.TemporaryDirectory(prefix="ragtune-bench-api-") as tmp:
-        engine = EngineSettings(
-            data_dir=Path(tmp),
-            model=str(model_dir),
-            served_model_name=DEFAULT_MODEL_NAME,
-            engine_python=engine_python,
-            engine_port=engine_port,
-            max_loras=1,
-            max_model_len=max_model_len,
+        engine = engine_settings(
+            Path(tmp),
             # Room for --clients RAG prompts of ~1,000-2,000 tokens at once (fp32 SmolLM2 keeps
             # ~46 KB per token): the engine then batches every client's request on both paths.
             cpu_kvcache_gib=2.0,
             # Both paths send the same prompts: with prefix caching, whichever went second
             # would find its prompt cached.
             engine_args=["--no-enable-prefix-caching"],
-            engine_api_key=ENGINE_API_KEY,
         )
-        use_bench_settings(data_dir, model_dir, engine.engine_url, max_model_len)
+        use_api_settings(data_dir, engine)
         settings = ServingSettings()  # from the environment, as the API process reads it
         state = open_state(settings)
         service = ChatService(state)
-        launcher = EngineLauncher(engine)
-        api: subprocess.Popen[bytes] | None = None
         try:
             count = state.retriever(None).collection.count()
             print(f"collection: {count:,} chunks in {data_dir}", flush=True)
-            router = time_router(state, service, questions, args.decide_iterations)
-            started = time.perf_counter()
-            launcher.start()
-            print(f"engine ready in {time.perf_counter() - started:.1f} s", flush=True)
-            api_url = f"http://127.0.0.1:{api_port}"
-            log = Path(tmp) / "api.log"
-            api = start_api(api_port, log)
-            wait_ready(api_url, api, log, timeout_s=180)
-            print(f"API ready at {api_url}", flush=True)
-            results = asyncio.run(measure(service, engine.engine_url, api_url, questions, args))
+            router = time_router(state, service, faq, args.decide_iterations)
+            with running(engine, api_log=Path(tmp) / "api.log") as started:
+                results = asyncio.run(
+                    measure(service, engine.engine_url, started.api_url or "", faq, args)
+                )
         finally:
-            if api is not None:
-                stop_api(api)
-            launcher.stop()
             state.store.close()
     results["router"] = router
     results["chunks"] = count

@@ -1,17 +1,44 @@
-"""What the benchmarks share: where the developers' evaluation sets are built and cached."""
+"""What the benchmarks share: the developers' evaluation sets, a collection of real Python-docs
+chunks of any size, the engine's settings, and one context manager that starts the engine (and
+`ragtune serve` attached to it) and stops everything it started. No bench imports another."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import random
+import shutil
+import signal
+import socket
+import statistics
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ragtune.retrieval.lexical import LexicalIndexes
+from ragtune.retrieval.settings import RetrievalSettings
+from ragtune.retrieval.store import ChunkRecord, Collection, open_store
+from ragtune.serving.engine.launcher import EngineLauncher
+from ragtune.serving.engine.models import DEFAULT_MODEL_NAME, prepare_default_model
+from ragtune.serving.settings import EngineSettings
 
 REPO = Path(__file__).resolve().parent.parent
 BUILDER = REPO.parent / "shared" / "eval" / "build_python_docs.py"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ragtune"
 EVAL = Path(os.environ.get("RAGTUNE_EVAL_CACHE") or CACHE / "evalsets")
+ABSTRACTS = REPO.parent / "shared" / "eval" / "abstract2title.jsonl"
 MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+SOURCE_DIR = CACHE / "bench" / "full-ingest"
+API_KEY, ADMIN_KEY = "bench", "bench-admin"
+ENGINE_API_KEY = "bench-engine"
+"""The key the benches' engines require; the API process and direct calls send it."""
 
 
 def eval_set(subset: str) -> Path:
@@ -20,3 +47,235 @@ def eval_set(subset: str) -> Path:
     if not (out / "qa.json").is_file():
         subprocess.run([sys.executable, str(BUILDER), str(out), "--subset", subset], check=True)
     return out
+
+
+def questions(subset: str = "small") -> list[str]:
+    return [q["question"] for q in json.loads((eval_set(subset) / "qa.json").read_text())]
+
+
+def percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100)[int(q) - 1]
+
+
+def rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+# -- chunks ------------------------------------------------------------------------------------
+def source_collection() -> Path:
+    """The full corpus ingested once by the real pipeline (cached)."""
+    corpus = eval_set("full") / "corpus"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAGTUNE_")}
+    env.update(RAGTUNE_DATA_DIR=str(SOURCE_DIR), RAGTUNE_CONFIG="/nonexistent.toml")
+    print("ingesting the full corpus (cached after the first run)...", file=sys.stderr)
+    subprocess.run(
+        [str(Path(sys.executable).parent / "ragtune"), "ingest", str(corpus), "--json"],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return SOURCE_DIR
+
+
+def load_source() -> list[tuple[str, str, dict, list[float]]]:  # type: ignore[type-arg]
+    """Every chunk of the full ingest: id, text, metadata, vector."""
+    settings = RetrievalSettings(data_dir=source_collection())
+    with open_store(settings, "read") as store:
+        collection = store.collection("default", MODEL_ID)
+        raw = collection._raw  # type: ignore[attr-defined]  # the bench reads vectors back
+        rows = []
+        offset = 0
+        while True:
+            page = raw.get(
+                include=["documents", "metadatas", "embeddings"], limit=5000, offset=offset
+            )
+            for i, t, m, e in zip(
+                page["ids"], page["documents"], page["metadatas"], page["embeddings"], strict=True
+            ):
+                rows.append((i, t, dict(m), [float(x) for x in e]))
+            if len(page["ids"]) < 5000:
+                return rows
+            offset += 5000
+
+
+def _varied(text: str, copy: int, rng: random.Random) -> str:
+    words = text.split()
+    for _ in range(max(1, len(words) // 20)):  # swap a few neighbouring words
+        i = rng.randrange(max(1, len(words) - 1))
+        words[i : i + 2] = words[i : i + 2][::-1]
+    return f"[variant {copy}] " + " ".join(words)
+
+
+def fill(collection: Collection, rows: list, size: int) -> None:  # type: ignore[type-arg]
+    """`size` chunks from `rows`; past the real ones, copies with lightly reordered words, a copy
+    tag and noisy vectors, so that BM25 and HNSW see distinct chunks."""
+    rng = random.Random(size)
+    batch: list[ChunkRecord] = []
+    for n in range(size):
+        chunk_id, text, meta, vector = rows[n % len(rows)]
+        copy = n // len(rows)
+        if copy:
+            text = _varied(text, copy, rng)
+            noisy = [x + rng.gauss(0, 0.01) for x in vector]
+            norm = sum(x * x for x in noisy) ** 0.5
+            vector = [x / norm for x in noisy]
+            meta = {**meta, "doc_id": f"{meta['doc_id']}-{copy}"}
+        batch.append(ChunkRecord(f"{chunk_id}-{copy}", text, meta, vector))
+        if len(batch) == 5000:
+            collection.add(batch)
+            batch = []
+    collection.add(batch)
+
+
+def collection_dir(chunks: int) -> Path:
+    """A data dir holding the `default` collection of `chunks` Python-docs chunks and its BM25
+    index, built once (in place: the lexical index is keyed by the store's path) and cached."""
+    data_dir = (CACHE / "bench" / f"api-{chunks}").resolve()
+    done = data_dir / "bench-complete.json"
+    if done.is_file():
+        return data_dir
+    shutil.rmtree(data_dir, ignore_errors=True)
+    print(f"building the {chunks:,}-chunk collection (cached after the first run)...", flush=True)
+    rows = load_source()
+    settings = RetrievalSettings(data_dir=data_dir)
+    with open_store(settings, "write") as store:
+        collection = store.collection(settings.collection, MODEL_ID, create=True)
+        fill(collection, rows, chunks)
+        LexicalIndexes.for_store(data_dir, store).current(collection)
+        count = collection.count()
+    done.write_text(json.dumps({"chunks": count}) + "\n")
+    return data_dir
+
+
+# -- the engine and the API --------------------------------------------------------------------
+def free_port(env_name: str) -> int:
+    """The port named by `env_name` in the environment, else a free one."""
+    if os.environ.get(env_name):
+        return int(os.environ[env_name])
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def default_model() -> Path:
+    """SmolLM2-135M-Instruct, prepared once under the benches' cache."""
+    return prepare_default_model(CACHE / "bench" / "models").path.resolve()
+
+
+def engine_settings(data_dir: Path, **overrides: Any) -> EngineSettings:
+    """A fresh engine as `ragtune engine start` runs it, for the benches: the default model in
+    float32, LoRA on, 2,048 tokens of context, its own key. `overrides` are EngineSettings
+    fields."""
+    values: dict[str, Any] = {
+        "data_dir": data_dir,
+        "model": str(default_model()),
+        "served_model_name": DEFAULT_MODEL_NAME,
+        "engine_python": Path(
+            os.environ.get("RAGTUNE_ENGINE_PYTHON") or REPO / ".venv-engine" / "bin" / "python"
+        ),
+        "engine_port": free_port("BENCH_ENGINE_PORT"),
+        "max_loras": 1,
+        "max_model_len": 2048,
+        "engine_api_key": ENGINE_API_KEY,
+        **overrides,
+    }
+    return EngineSettings(**values)
+
+
+def use_api_settings(data_dir: Path, engine: EngineSettings, **extra: str) -> None:
+    """Configure ragtune through the environment only, so that this process's settings and
+    the API process's are the same settings, read the same way."""
+    for name in [n for n in os.environ if n.startswith("RAGTUNE_")]:
+        del os.environ[name]
+    os.environ.update(
+        RAGTUNE_CONFIG="/nonexistent.toml",  # no ragtune.toml from the working directory
+        RAGTUNE_DATA_DIR=str(data_dir),
+        RAGTUNE_MODEL=str(engine.model),
+        RAGTUNE_SERVED_MODEL_NAME=DEFAULT_MODEL_NAME,
+        RAGTUNE_VLLM_URL=engine.engine_url,
+        RAGTUNE_MAX_MODEL_LEN=str(engine.max_model_len),
+        RAGTUNE_MAX_LORAS=str(engine.max_loras),
+        RAGTUNE_API_KEYS=API_KEY,
+        RAGTUNE_ADMIN_API_KEYS=ADMIN_KEY,
+        RAGTUNE_ENGINE_API_KEY=ENGINE_API_KEY,
+        **extra,
+    )
+
+
+@dataclass(frozen=True)
+class Running:
+    engine_url: str
+    engine_ready_s: float
+    api_url: str | None = None
+
+
+@contextlib.contextmanager
+def running(engine: EngineSettings, *, api_log: Path | None = None) -> Iterator[Running]:
+    """Start the engine, and with `api_log`, `ragtune serve --no-start-engine` attached to it
+    (configured by `use_api_settings`, called first); stop whatever was started at the end."""
+    launcher = EngineLauncher(engine)
+    api: subprocess.Popen[bytes] | None = None
+    started = time.perf_counter()
+    try:
+        launcher.start()
+        ready_s = time.perf_counter() - started
+        print(f"engine ready in {ready_s:.1f} s", flush=True)
+        if api_log is None:
+            yield Running(engine.engine_url, ready_s)
+            return
+        port = free_port("BENCH_API_PORT")
+        api_url = f"http://127.0.0.1:{port}"
+        api = _start_api(port, api_log)
+        _wait_ready(api_url, api, api_log, timeout_s=180)
+        print(f"API ready at {api_url}", flush=True)
+        yield Running(engine.engine_url, ready_s, api_url)
+    finally:
+        if api is not None:
+            _stop_api(api)
+        launcher.stop()
+
+
+def _start_api(port: int, log: Path) -> subprocess.Popen[bytes]:
+    command = [
+        str(Path(sys.executable).parent / "ragtune"),
+        "serve",
+        "--no-start-engine",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+        )
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    with httpx.Client(timeout=5.0) as http:
+        while True:
+            if process.poll() is not None:
+                tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+                raise RuntimeError(f"the API exited while starting:\n{tail}")
+            with contextlib.suppress(httpx.HTTPError):
+                if http.get(f"{url}/ready").status_code == 200:
+                    return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the API was not ready after {timeout_s:g} s (log: {log})")
+            time.sleep(0.5)
+
+
+def _stop_api(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

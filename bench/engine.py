@@ -30,11 +30,11 @@ from typing import Any
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench.common import CACHE, REPO, eval_set
+from bench.common import CACHE, default_model, engine_settings, running
+from bench.common import questions as bench_questions
 from ragtune.adapters.scaffold import make_random_lora
 from ragtune.serving.engine.client import EngineClient
-from ragtune.serving.engine.launcher import EngineLauncher
-from ragtune.serving.engine.models import DEFAULT_MODEL_NAME, prepare_default_model
+from ragtune.serving.engine.models import DEFAULT_MODEL_NAME
 from ragtune.serving.settings import EngineSettings
 
 ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -112,13 +112,11 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
-    questions = [q["question"] for q in json.loads((eval_set("small") / "qa.json").read_text())]
-    models_dir = CACHE / "bench" / "models"
-    prepare_default_model(models_dir)
+    questions = bench_questions("small")
     adapter = CACHE / "bench" / f"lora-r{args.rank}-all"
     if not (adapter / "adapter_model.safetensors").is_file():
         make_random_lora(
-            models_dir / DEFAULT_MODEL_NAME,
+            default_model(),
             adapter,
             seed=0,
             rank=args.rank,
@@ -127,27 +125,11 @@ def main() -> None:
         )
 
     with tempfile.TemporaryDirectory(prefix="ragtune-bench-engine-") as tmp:
-        data_dir = Path(tmp)
-        (data_dir / "models").symlink_to(models_dir)
-        settings = EngineSettings(
-            data_dir=data_dir,
-            engine_python=Path(
-                os.environ.get("RAGTUNE_ENGINE_PYTHON") or REPO / ".venv-engine/bin/python"
-            ),
-            engine_port=int(os.environ.get("BENCH_ENGINE_PORT", "8099")),
-            max_lora_rank=max(16, args.rank),
-            max_loras=1,
-            max_model_len=2048,
-        )
-        launcher = EngineLauncher(settings)
-        started = time.perf_counter()
-        launcher.start()
-        ready_s = time.perf_counter() - started
-        print(f"engine ready in {ready_s:.1f} s (dtype {settings.dtype}, 1 LoRA slot)", flush=True)
-        try:
+        settings = engine_settings(Path(tmp), max_lora_rank=max(16, args.rank))
+        with running(settings) as engine:
+            ready_s = engine.engine_ready_s
+            print(f"dtype {settings.dtype}, 1 LoRA slot", flush=True)
             results = asyncio.run(measure(settings, adapter, args, questions))
-        finally:
-            launcher.stop()
 
     print("\nLoRA / base throughput (1.00 = no cost; vLLM on a GPU: 0.66):")
     for concurrency in args.concurrency:

@@ -28,23 +28,18 @@ from typing import Any
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench.api import (
-    ENGINE_API_KEY,
+from bench.common import (
+    ABSTRACTS,
+    API_KEY,
     collection_dir,
-    free_port,
-    start_api,
-    stop_api,
-    use_bench_settings,
-    wait_ready,
+    default_model,
+    engine_settings,
+    questions,
+    running,
+    use_api_settings,
 )
-from bench.common import CACHE, REPO, eval_set
-from bench.loadgen import Kind, run_load
-from ragtune.serving.engine.launcher import EngineLauncher
-from ragtune.serving.engine.models import DEFAULT_MODEL_NAME, prepare_default_model
-from ragtune.serving.settings import EngineSettings
-
-ABSTRACTS = REPO.parent / "shared" / "eval" / "abstract2title.jsonl"
-API_KEY = "bench"
+from ragtune.evals.load import Kind, run_load
+from ragtune.serving.engine.models import DEFAULT_MODEL_NAME
 
 
 def register_adapter(data_dir: Path, model_dir: Path) -> None:
@@ -61,13 +56,11 @@ def register_adapter(data_dir: Path, model_dir: Path) -> None:
 
 
 def kinds() -> dict[str, Kind]:
-    questions = tuple(
-        q["question"] for q in json.loads((eval_set("small") / "qa.json").read_text())
-    )
+    faq = tuple(questions("small"))
     rows = [json.loads(line) for line in ABSTRACTS.read_text().splitlines() if line.strip()]
     abstracts = tuple(f"{r['instruction']} {r['input']}" for r in rows[:64])
     return {
-        "rag": Kind("rag", DEFAULT_MODEL_NAME, questions, expect_route="rag"),
+        "rag": Kind("rag", DEFAULT_MODEL_NAME, faq, expect_route="rag"),
         "adapter": Kind("adapter", "titler", abstracts, expect_route="adapter"),
     }
 
@@ -83,42 +76,23 @@ def main() -> None:
     levels = [int(c) for c in args.clients.split(",")]
     routes = args.routes.split(",")
 
-    model_dir = prepare_default_model(CACHE / "bench" / "models").path.resolve()
+    model_dir = default_model()
     data_dir = collection_dir(10_000)
     register_adapter(data_dir, model_dir)
     mix = kinds()
     results: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="ragtune-bench-load-") as tmp:
-        engine = EngineSettings(
-            data_dir=Path(tmp),
-            model=str(model_dir),
-            served_model_name=DEFAULT_MODEL_NAME,
-            engine_python=Path(
-                os.environ.get("RAGTUNE_ENGINE_PYTHON") or REPO / ".venv-engine/bin/python"
-            ),
-            engine_port=free_port("BENCH_ENGINE_PORT"),
-            max_loras=2,
-            max_model_len=2048,
-            cpu_kvcache_gib=4.0,  # 64 RAG prompts of ~1,000-2,000 tokens at once
-            engine_api_key=ENGINE_API_KEY,
-        )
-        use_bench_settings(data_dir, model_dir, engine.engine_url, 2048)
-        os.environ["RAGTUNE_LOG_LEVEL"] = "warning"
-        launcher = EngineLauncher(engine)
-        api = None
-        try:
-            launcher.start()
-            port = free_port("BENCH_API_PORT")
-            url = f"http://127.0.0.1:{port}"
-            log = Path(tmp) / "api.log"
-            api = start_api(port, log)
-            wait_ready(url, api, log, timeout_s=180)
+        # Room for 64 RAG prompts of ~1,000-2,000 tokens at once.
+        engine = engine_settings(Path(tmp), max_loras=2, cpu_kvcache_gib=4.0)
+        use_api_settings(data_dir, engine, RAGTUNE_LOG_LEVEL="warning")
+        with running(engine, api_log=Path(tmp) / "api.log") as started:
+            url = started.api_url or ""
             for route in routes:
                 # Warm-up: the adapter loaded, the code paths compiled.
                 asyncio.run(run_load(url, API_KEY, [mix[route]], 2, 3.0, args.max_tokens))
                 results[route] = []
                 for clients in levels:
-                    started = time.perf_counter()
+                    began = time.perf_counter()
                     outcome = asyncio.run(
                         run_load(url, API_KEY, [mix[route]], clients, args.seconds, args.max_tokens)
                     )
@@ -127,11 +101,7 @@ def main() -> None:
                     results[route].append(summary)
                     print(f"{route} c={clients}: {summary['requests_per_s']:.2f} req/s, "
                           f"p50 {summary['p50_s']:.2f} s, errors {summary['errors']} "
-                          f"({time.perf_counter() - started:.0f} s)", flush=True)  # fmt: skip
-        finally:
-            if api is not None:
-                stop_api(api)
-            launcher.stop()
+                          f"({time.perf_counter() - began:.0f} s)", flush=True)  # fmt: skip
     report(results, args)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

@@ -16,10 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,88 +29,12 @@ sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench.common import CACHE, MODEL_ID, eval_set
+from bench.common import MODEL_ID, eval_set, fill, load_source, percentile, rss_mib
 from ragtune.retrieval.embedder import SentenceTransformerEmbedder
 from ragtune.retrieval.lexical import LexicalIndexes
 from ragtune.retrieval.search import Retriever, SearchMode
 from ragtune.retrieval.settings import RetrievalSettings
-from ragtune.retrieval.store import ChunkRecord, Collection, open_store
-
-SOURCE_DIR = CACHE / "bench" / "full-ingest"
-
-
-def source_collection() -> Path:
-    """The full corpus ingested once by the real pipeline (cached)."""
-    corpus = eval_set("full") / "corpus"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAGTUNE_")}
-    env.update(RAGTUNE_DATA_DIR=str(SOURCE_DIR), RAGTUNE_CONFIG="/nonexistent.toml")
-    print("ingesting the full corpus (cached after the first run)...", file=sys.stderr)
-    subprocess.run(
-        [str(Path(sys.executable).parent / "ragtune"), "ingest", str(corpus), "--json"],
-        env=env,
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    return SOURCE_DIR
-
-
-def load_source() -> list[tuple[str, str, dict, list[float]]]:  # type: ignore[type-arg]
-    settings = RetrievalSettings(data_dir=source_collection())
-    with open_store(settings, "read") as store:
-        collection = store.collection("default", MODEL_ID)
-        raw = collection._raw  # type: ignore[attr-defined]  # the bench reads vectors back
-        rows = []
-        offset = 0
-        while True:
-            page = raw.get(
-                include=["documents", "metadatas", "embeddings"], limit=5000, offset=offset
-            )
-            for i, t, m, e in zip(
-                page["ids"], page["documents"], page["metadatas"], page["embeddings"], strict=True
-            ):
-                rows.append((i, t, dict(m), [float(x) for x in e]))
-            if len(page["ids"]) < 5000:
-                return rows
-            offset += 5000
-
-
-def varied(text: str, copy: int, rng: random.Random) -> str:
-    words = text.split()
-    for _ in range(max(1, len(words) // 20)):  # swap a few neighbouring words
-        i = rng.randrange(max(1, len(words) - 1))
-        words[i : i + 2] = words[i : i + 2][::-1]
-    return f"[variant {copy}] " + " ".join(words)
-
-
-def fill(collection: Collection, rows: list, size: int) -> None:  # type: ignore[type-arg]
-    rng = random.Random(size)
-    batch: list[ChunkRecord] = []
-    for n in range(size):
-        chunk_id, text, meta, vector = rows[n % len(rows)]
-        copy = n // len(rows)
-        if copy:
-            text = varied(text, copy, rng)
-            noisy = [x + rng.gauss(0, 0.01) for x in vector]
-            norm = sum(x * x for x in noisy) ** 0.5
-            vector = [x / norm for x in noisy]
-            meta = {**meta, "doc_id": f"{meta['doc_id']}-{copy}"}
-        batch.append(ChunkRecord(f"{chunk_id}-{copy}", text, meta, vector))
-        if len(batch) == 5000:
-            collection.add(batch)
-            batch = []
-    collection.add(batch)
-
-
-def percentile(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100)[int(q) - 1]
-
-
-def rss_mib() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+from ragtune.retrieval.store import open_store
 
 
 def main() -> None:

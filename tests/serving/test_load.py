@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from bench.loadgen import Kind, run_load
+from ragtune.evals.load import Kind, run_load
 from ragtune.adapters.registry import AdapterRegistry
 from ragtune.serving.engine.models import DEFAULT_MODEL_NAME
 from ragtune.serving.settings import EngineSettings

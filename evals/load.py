@@ -1,6 +1,6 @@
-"""A headless asyncio load generator for ragtune's chat API (used by bench/load.py and by the
-load test): N clients send requests back to back for a duration, from a mix of kinds (RAG,
-adapter, base; streamed or not), and every outcome is recorded."""
+"""Load on a running ragtune: a headless asyncio load generator for the chat API. N clients send
+requests back to back for a duration, from a mix of kinds (RAG, adapter, base; streamed or not),
+and every outcome is recorded (bench/load.py measures with it, the load test asserts on it)."""
 
 from __future__ import annotations
 
