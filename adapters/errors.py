@@ -13,6 +13,10 @@ class InvalidAdapterError(AdapterError):
     """The directory is not a usable PEFT LoRA adapter (or the name is not acceptable)."""
 
 
+class TrainingDataError(InvalidAdapterError):
+    """The training data file is missing, malformed or too small."""
+
+
 class AdapterConflictError(AdapterError):
     """The change conflicts with the registry as it is now (409): the name is taken, the version
     is the one in force, or another operation changed the adapter first."""

@@ -1,5 +1,6 @@
 """The adapter registry: each adapter is a PEFT LoRA directory plus a manifest, stored under
-`<data_dir>/adapters/<name>/v<version>/`, with the task profile the router matches requests to.
+`<data_dir>/adapters/<name>/v<version>/` (`adapters.settings` says where), with the task profile
+the router matches requests to. Also the one spelling of a version's engine name, `name@vN`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ MANIFEST = "manifest.json"
 PROFILE = "profile.safetensors"
 """The adapter's task profile vectors, next to its manifest, keyed by what they were made from."""
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+_SERVED = re.compile(r"^(?P<name>.+)@v(?P<version>[0-9]+)$")
 # JSON may carry lone UTF-16 surrogates; no file or response can hold them.
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -54,7 +56,22 @@ class AdapterManifest(BaseModel):
     @property
     def served_name(self) -> str:
         """The `model` name the engine serves this version under."""
-        return f"{self.name}@v{self.version}"
+        return served_name(self.name, self.version)
+
+
+def served_name(name: str, version: int) -> str:
+    """The engine's name for one version of an adapter: each version loads under its own name,
+    so that a hot-swap can load the new one while the old one still answers."""
+    return f"{name}@v{version}"
+
+
+def parse_served_name(served: str) -> tuple[str, int] | None:
+    """(adapter name, version) of an engine name `served_name` made; None for any other name
+    (the base model, or an adapter someone else loaded)."""
+    match = _SERVED.match(served)
+    if match is None:
+        return None
+    return match["name"], int(match["version"])
 
 
 def check_name(name: str) -> str:

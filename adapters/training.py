@@ -1,11 +1,11 @@
 """LoRA training with PEFT on the served base model: loss on the answer tokens only, padding per
-batch, a held-out split evaluated before and after, progress reported per step."""
+batch, a held-out split evaluated before and after, progress reported per step; and the whole
+train-and-register flow `ragtune adapters train` runs (`train_and_register`)."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
+import shutil
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -13,28 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ragtune.adapters.errors import InvalidAdapterError
+from ragtune.adapters.errors import AdapterConflictError, InvalidAdapterError, TrainingDataError
+from ragtune.adapters.examples import Example, load_examples
+from ragtune.adapters.registry import AdapterManifest, AdapterRegistry, check_name, sha256_file
 
 IGNORE = -100  # label of tokens the loss skips (the prompt, the padding)
-
-
-class TrainingDataError(InvalidAdapterError):
-    """The training data file is missing, malformed or too small."""
-
-
-@dataclass(frozen=True)
-class Example:
-    messages: list[dict[str, str]]
-    """The conversation up to the answer."""
-    answer: str
-
-    def prompt(self) -> str:
-        return next(m["content"] for m in reversed(self.messages) if m["role"] == "user")
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {"messages": [*self.messages, {"role": "assistant", "content": self.answer}]}
-        )
+HELD_OUT_FILE = "heldout.jsonl"
+"""Kept next to the adapter: the examples it never saw, for `ragtune eval compare --task`."""
+MANIFEST_EXAMPLES = 20
+"""Training prompts recorded as the adapter's example prompts: the router matches requests
+against each, so a few typical ones are enough and many would slow every request."""
 
 
 @dataclass(frozen=True)
@@ -65,52 +53,6 @@ class TrainingResult:
     losses: list[float] = field(default_factory=list)
 
 
-def load_examples(path: Path) -> list[Example]:
-    """JSONL: {"instruction", "input", "output"} or {"messages": [..., {"role": "assistant"}]}."""
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as exc:
-        raise TrainingDataError(f"cannot read the training data {path}: {exc}") from exc
-    examples = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError as exc:
-            raise TrainingDataError(f"{path}, line {number}: not JSON ({exc})") from exc
-        example = _example(row)
-        if example is None:
-            raise TrainingDataError(
-                f'{path}, line {number}: expected {{"instruction", "input", "output"}} or '
-                '{"messages": [...]} ending with an assistant message'
-            )
-        examples.append(example)
-    if len(examples) < 2:
-        raise TrainingDataError(f"{path} has {len(examples)} example(s); training needs more")
-    return examples
-
-
-def _example(row: Any) -> Example | None:
-    if not isinstance(row, dict):
-        return None
-    if isinstance(row.get("messages"), list):
-        messages = [
-            {"role": str(m.get("role")), "content": str(m.get("content") or "")}
-            for m in row["messages"]
-            if isinstance(m, dict)
-        ]
-        if len(messages) < 2 or messages[-1]["role"] != "assistant":
-            return None
-        if not any(m["role"] == "user" for m in messages[:-1]):
-            return None
-        return Example(messages[:-1], messages[-1]["content"])
-    if isinstance(row.get("output"), str) and (row.get("instruction") or row.get("input")):
-        prompt = " ".join(str(row[k]).strip() for k in ("instruction", "input") if row.get(k))
-        return Example([{"role": "user", "content": prompt}], row["output"])
-    return None
-
-
 def split_examples(
     examples: Sequence[Example], eval_split: float, seed: int
 ) -> tuple[list[Example], list[Example]]:
@@ -123,8 +65,87 @@ def split_examples(
     return order[held:], order[:held]
 
 
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+@dataclass(frozen=True)
+class TrainedAdapter:
+    """What `train_and_register` made: the registered manifest (its evaluation holds the
+    training summary), the training run, and where the held-out examples were saved."""
+
+    manifest: AdapterManifest
+    result: TrainingResult
+    held_out_file: Path
+
+
+def train_and_register(
+    registry: AdapterRegistry,
+    data: Path,
+    name: str,
+    task: str,
+    *,
+    base_model: str,
+    base_model_dir: Callable[[], Path],
+    max_rank: int,
+    config: TrainingConfig,
+    trainer: Trainer | None = None,
+    on_step: Callable[[int, int, float], None] | None = None,
+) -> TrainedAdapter:
+    """Train a LoRA adapter on the examples in `data` and register it as `name` (version 1).
+
+    In order: the name, the rank and the data are checked, and the examples (the first
+    `config.max_examples`) split into training and held-out sets, before anything slow;
+    `base_model_dir()` gives the served base model as a local directory (it may prepare it);
+    the adapter is trained into a staging folder inside the registry, registered from there
+    (validated against the base model like any added adapter: `max_rank` is the engine's
+    --max-lora-rank) and the staging folder removed; the held-out examples are saved next to
+    it (`heldout.jsonl`) and a training summary in its manifest's evaluation.
+    """
+    check_name(name)
+    if any(m.name == name for m in registry.list()):
+        raise AdapterConflictError(f"an adapter named {name!r} already exists")
+    if config.rank > max_rank:
+        raise InvalidAdapterError(
+            f"--rank {config.rank} is above the engine's --max-lora-rank {max_rank}"
+        )
+    examples = load_examples(data)[: config.max_examples]
+    train, held_out = split_examples(examples, config.eval_split, config.seed)
+    model_dir = base_model_dir()
+    if not model_dir.is_dir():
+        raise InvalidAdapterError(
+            f"training needs the base model as a local directory; {model_dir} is not one"
+        )
+    staging = registry.root / f".training-{name}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        result = (trainer or PeftLoraTrainer()).train(
+            model_dir, train, held_out, staging, config, on_step
+        )
+        manifest = registry.add(
+            staging,
+            name,
+            task,
+            base_model=base_model,
+            examples=[e.prompt() for e in train[:MANIFEST_EXAMPLES]],
+            training_data_sha256=sha256_file(data),
+            max_rank=max_rank,
+            base_model_dir=model_dir,
+        )
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    held_out_file = registry.path(manifest) / HELD_OUT_FILE
+    held_out_file.write_text("".join(e.to_json() + "\n" for e in held_out))
+    training = {
+        "examples": len(train),
+        "held_out": len(held_out),
+        "held_out_file": str(held_out_file),
+        "steps": result.steps,
+        "epochs": config.epochs,
+        "learning_rate": config.learning_rate,
+        "eval_loss_before": result.eval_loss_before,
+        "eval_loss_after": result.eval_loss_after,
+        "final_train_loss": result.final_train_loss,
+        "seconds": round(result.seconds, 1),
+    }
+    manifest = registry.save_evaluation(manifest, {"training": training})
+    return TrainedAdapter(manifest, result, held_out_file)
 
 
 class Trainer(ABC):

@@ -58,13 +58,13 @@ PROMPT = "Name three primary colours."
 def train_worker(mode: str, steps: int, model_dir: Path) -> dict[str, Any]:
     import torch
 
+    from ragtune.adapters.examples import load_examples
     from ragtune.adapters.training import (
         PeftLoraTrainer,
         TrainingConfig,
         answer_loss,
         collate,
         encode,
-        load_examples,
     )
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))

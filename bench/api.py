@@ -16,10 +16,10 @@ usage is checked to be the same prompt and completion tokens.
 - Sequential latency: after a warm-up, each question goes both ways one after the other (which
   path goes first alternates); added latency = ragtune - direct, per question.
 - Throughput: --clients clients each send requests back to back, --requests per path.
-- Router: `serving.router.decide` on each question's real (Evidence, matches), timed per call;
+- Router: `serving.router.plan_route` on each question's real (hits, matches), timed per call;
   and `ChatService.route` (query embedding + hybrid retrieval + decision), ragtune's main added
   work, timed per question before the engine starts.
-Targets: added latency p50 <= 30 ms; ragtune throughput >= 0.9x direct; decide p50 <= 1 ms.
+Targets: added latency p50 <= 30 ms; ragtune throughput >= 0.9x direct; plan p50 <= 1 ms.
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ sys.path[0] = str(Path(__file__).resolve().parent.parent)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import httpx
-import numpy as np
 
 from bench.common import (
     API_KEY,
@@ -52,13 +51,12 @@ from bench.common import (
     running,
     use_api_settings,
 )
-from ragtune.retrieval.search import SearchMode
-from ragtune.serving.app import open_state
 from ragtune.serving.chat.protocol import ChatCompletionRequest
 from ragtune.serving.chat.service import ChatService
+from ragtune.serving.components import Components, open_components
 from ragtune.serving.engine.models import DEFAULT_MODEL_NAME
-from ragtune.serving.router import Evidence, adapter_matches, decide
-from ragtune.serving.state import ServingSettings, ServingState
+from ragtune.serving.router import RouteRequest, plan_route
+from ragtune.serving.settings import ServingSettings
 
 TARGET_ADDED_P50_MS = 30.0
 TARGET_THROUGHPUT_RATIO = 0.9
@@ -66,42 +64,37 @@ TARGET_DECIDE_P50_MS = 1.0
 
 
 # -- the router, in-process --------------------------------------------------------------------
-def time_router(
-    state: ServingState, service: ChatService, questions: list[str], iterations: int
-) -> dict[str, Any]:
-    """`decide` per call on each question's real inputs; `ChatService.route` per question."""
+def time_router(parts: Components, questions: list[str], iterations: int) -> dict[str, Any]:
+    """`plan_route` per call on each question's real inputs; `ChatService.route` (embedding,
+    retrieval, plan) per question."""
+    chat, settings = parts.chat, parts.settings.router
     for question in questions[:5]:  # warm-up: model, index and caches
-        service.route(question)
+        chat.route(RouteRequest(question))
     route_ms = []
     for question in questions:
         started = time.perf_counter()
-        service.route(question)
+        chat.route(RouteRequest(question))
         route_ms.append((time.perf_counter() - started) * 1000)
 
     # The inputs exactly as `ChatService.route` computes them.
-    router = state.settings.router
-    retriever = state.retriever(None)
-    mode = SearchMode(state.settings.retrieval.search_mode)
     inputs = []
     for question in questions:
-        vector = state.embedder.embed_query(question)
-        hits = retriever.search(question, router.rag_top_k, mode, vector=vector)
-        dense = sorted((h.dense_score for h in hits if h.dense_score is not None), reverse=True)
-        matches = adapter_matches(state.profiles, np.asarray(vector, dtype=np.float32))
-        inputs.append((Evidence(tuple(dense)), matches))
-    decide_ms = []
+        vector = parts.embedder.embed_query(question)
+        hits = parts.retrievers.search(question, vector, k=settings.rag_top_k)
+        inputs.append((RouteRequest(question), hits, parts.fleet.matches(vector)))
+    plan_ms = []
     clock = time.perf_counter_ns
-    for evidence, matches in inputs:
+    for request, hits, matches in inputs:
         for _ in range(iterations):
             tick = clock()
-            decide(router, evidence, matches)
-            decide_ms.append((clock() - tick) / 1e6)
+            plan_route(settings, request, hits, matches)
+            plan_ms.append((clock() - tick) / 1e6)
     return {
         "route_ms": route_ms,
-        "decide_p50_ms": statistics.median(decide_ms),
-        "decide_p99_ms": percentile(decide_ms, 99),
-        "decide_calls": len(decide_ms),
-        "adapters": len(state.profiles),
+        "decide_p50_ms": statistics.median(plan_ms),
+        "decide_p99_ms": percentile(plan_ms, 99),
+        "decide_calls": len(plan_ms),
+        "adapters": len(parts.fleet.profiles),
     }
 
 
@@ -153,8 +146,9 @@ async def engine_bodies(
     bodies, routes = [], Counter[str]()
     for request in requests:
         prepared = await service.prepare(ChatCompletionRequest.model_validate(request))
+        await service.finish(prepared)
         bodies.append({**prepared.engine_request, "stream": False})
-        routes[prepared.decision.route] += 1
+        routes[prepared.plan.route] += 1
     return bodies, routes
 
 
@@ -225,7 +219,7 @@ async def throughput(
 
 
 async def measure(
-    service: ChatService,
+    parts: Components,
     engine_url: str,
     api_url: str,
     questions: list[str],
@@ -236,9 +230,9 @@ async def measure(
         for n in range(args.requests + args.warmup)
     ]
     try:
-        bodies, routes = await engine_bodies(service, requests)
+        bodies, routes = await engine_bodies(parts.chat, requests)
     finally:
-        await service.state.engine.aclose()  # its client belongs to this event loop
+        await parts.engines.aclose()  # its clients belong to this event loop
     print(f"routes ragtune takes for these questions: {dict(routes)}", flush=True)
     limits = httpx.Limits(
         max_connections=4 * args.clients, max_keepalive_connections=4 * args.clients
@@ -326,18 +320,17 @@ def main() -> None:
         )
         use_api_settings(data_dir, engine)
         settings = ServingSettings()  # from the environment, as the API process reads it
-        state = open_state(settings)
-        service = ChatService(state)
+        parts = open_components(settings)
         try:
-            count = state.retriever(None).collection.count()
+            count = parts.retrievers.get(None).collection.count()
             print(f"collection: {count:,} chunks in {data_dir}", flush=True)
-            router = time_router(state, service, faq, args.decide_iterations)
+            router = time_router(parts, faq, args.decide_iterations)
             with running(engine, api_log=Path(tmp) / "api.log") as started:
                 results = asyncio.run(
-                    measure(service, engine.engine_url, started.api_url or "", faq, args)
+                    measure(parts, engine.engine_url, started.api_url or "", faq, args)
                 )
         finally:
-            state.store.close()
+            parts.close()
     results["router"] = router
     results["chunks"] = count
     report(results, args)

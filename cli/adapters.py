@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,11 +12,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ragtune.adapters.errors import AdapterConflictError, InvalidAdapterError
+from ragtune.adapters.examples import read_prompts
 from ragtune.adapters.registry import AdapterManifest, AdapterRegistry
+from ragtune.cli.settings import CommandSettings, command_settings
 from ragtune.serving.engine.client import EngineClient
 from ragtune.serving.engine.launcher import EngineLauncher, auth_headers, engine_api_key
-from ragtune.serving.settings import ApiSettings, EngineSettings
+from ragtune.serving.settings import EngineSettings
 
 adapters_app = typer.Typer(
     help="LoRA adapters: register, list, show, load, unload, remove.", no_args_is_help=True
@@ -63,43 +63,8 @@ def server_call(
     return response.json() if response.content else None
 
 
-def registry(settings: EngineSettings) -> AdapterRegistry:
-    return AdapterRegistry(settings.data_dir / "adapters")
-
-
-def read_examples(path: Path) -> list[str]:
-    """Example prompts: JSONL (`prompt`, `question`, `instruction` + `input`, or `messages`) or
-    plain text, one prompt per line."""
-    try:
-        lines = [line for line in path.read_text().splitlines() if line.strip()]
-    except OSError as exc:
-        raise InvalidAdapterError(f"cannot read the examples file {path}: {exc}") from exc
-    if path.suffix != ".jsonl":
-        return lines
-    prompts = []
-    for number, line in enumerate(lines, start=1):
-        try:
-            row = json.loads(line)
-        except ValueError as exc:
-            raise InvalidAdapterError(f"{path}, line {number}: not JSON ({exc})") from exc
-        if isinstance(row, dict) and isinstance(row.get("messages"), list):
-            users = [m.get("content", "") for m in row["messages"] if m.get("role") == "user"]
-            text = users[-1] if users else ""
-        elif isinstance(row, dict):
-            text = (
-                row.get("prompt")
-                or row.get("question")
-                or " ".join(str(row.get(k, "")) for k in ("instruction", "input") if row.get(k))
-            )
-        else:
-            text = ""
-        if not str(text).strip():
-            raise InvalidAdapterError(
-                f"{path}, line {number}: no prompt (give prompt, question, instruction/input "
-                "or messages)"
-            )
-        prompts.append(str(text).strip())
-    return prompts
+def registry(settings: CommandSettings) -> AdapterRegistry:
+    return AdapterRegistry(settings.serving.adapters.adapters_dir)
 
 
 def engine_loaded(settings: EngineSettings) -> set[str] | None:
@@ -118,6 +83,7 @@ def engine_loaded(settings: EngineSettings) -> set[str] | None:
 
 @adapters_app.command("add")
 def adapters_add(
+    ctx: typer.Context,
     path: Annotated[Path, typer.Argument(help="A PEFT LoRA directory.")],
     name: Annotated[str, typer.Option("--name", help="Name clients use as `model`.")],
     task: Annotated[str, typer.Option("--task", help="What the adapter is for, one sentence.")],
@@ -137,7 +103,7 @@ def adapters_add(
     Example: ragtune adapters add ./titler-lora --name titler --task "Write a paper's title from
     its abstract." --examples abstracts.jsonl
     """
-    prompts = read_examples(examples) if examples else []
+    prompts = read_prompts(examples) if examples else []
     if url:
         body = {"name": name, "path": str(path.resolve()), "task": task, "examples": prompts}
         status = server_call(url, key, "POST", "", body)
@@ -146,8 +112,9 @@ def adapters_add(
             return
         stdout.print(f"registered and loaded {name} v{status['version']} on {url}")
         return
-    settings = EngineSettings()
-    launcher = EngineLauncher(settings)
+    settings = command_settings(ctx)
+    engine = settings.serving.engine
+    launcher = EngineLauncher(engine)
     model_dir = Path(launcher.model_path(prepare=False))
     manifest = registry(settings).add(
         path,
@@ -155,9 +122,9 @@ def adapters_add(
         task,
         base_model=launcher.served_model_name(),
         examples=prompts,
-        max_rank=settings.max_lora_rank,
+        max_rank=engine.max_lora_rank,
         base_model_dir=model_dir if model_dir.is_dir() else None,
-        max_examples=ApiSettings().max_adapter_examples,
+        max_examples=settings.serving.adapters.max_adapter_examples,
     )
     if as_json:
         stdout.print_json(manifest.model_dump_json())
@@ -171,7 +138,7 @@ def adapters_add(
 
 @adapters_app.command("list")
 def adapters_list(
-    url: UrlOption = None, key: KeyOption = None, as_json: JsonOption = False
+    ctx: typer.Context, url: UrlOption = None, key: KeyOption = None, as_json: JsonOption = False
 ) -> None:
     """Registered adapters, and whether the engine has each loaded.
 
@@ -181,8 +148,8 @@ def adapters_list(
         fields = ("name", "version", "loaded", "rank", "task")
         rows = [{k: row[k] for k in fields} for row in server_call(url, key, "GET", "")]
     else:
-        settings = EngineSettings()
-        loaded = engine_loaded(settings)
+        settings = command_settings(ctx)
+        loaded = engine_loaded(settings.serving.engine)
         rows = [
             {
                 "name": m.name,
@@ -210,7 +177,11 @@ def adapters_list(
 
 @adapters_app.command("show")
 def adapters_show(
-    name: str, url: UrlOption = None, key: KeyOption = None, as_json: JsonOption = False
+    ctx: typer.Context,
+    name: str,
+    url: UrlOption = None,
+    key: KeyOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """An adapter's manifest: base model, rank, targets, task, examples, hashes, evaluation.
 
@@ -220,7 +191,7 @@ def adapters_show(
         detail = server_call(url, key, "GET", f"/{name}")
         manifest = AdapterManifest.model_validate(detail["manifest"])
     else:
-        manifest = registry(EngineSettings()).get(name)
+        manifest = registry(command_settings(ctx)).get(name)
     if as_json:
         stdout.print_json(manifest.model_dump_json())
         return
@@ -239,6 +210,7 @@ def show_manifest(manifest: AdapterManifest) -> None:
 
 @adapters_app.command("rm")
 def adapters_rm(
+    ctx: typer.Context,
     name: str,
     version: Annotated[
         int | None,
@@ -260,7 +232,7 @@ def adapters_rm(
         what = name if version is None else f"{name} v{version}"
         stdout.print(f"removed {what} from {url}")
         return
-    reg = registry(EngineSettings())
+    reg = registry(command_settings(ctx))
     if version is None:
         manifest = reg.remove(name)
         stdout.print(f"removed {manifest.name}")
@@ -270,7 +242,9 @@ def adapters_rm(
 
 
 @adapters_app.command("load")
-def adapters_load(name: str, url: UrlOption = None, key: KeyOption = None) -> None:
+def adapters_load(
+    ctx: typer.Context, name: str, url: UrlOption = None, key: KeyOption = None
+) -> None:
     """Load a registered adapter into the engine (it serves as `name@vN`).
 
     With --url the server loads it (evicting its least recently used idle adapter when every
@@ -282,15 +256,18 @@ def adapters_load(name: str, url: UrlOption = None, key: KeyOption = None) -> No
         status = server_call(url, key, "POST", f"/{name}/load")
         stdout.print(f"loaded {name} v{status['version']} on {', '.join(status['loaded_on'])}")
         return
-    settings = EngineSettings()
+    settings = command_settings(ctx)
+    engine = settings.serving.engine
     reg = registry(settings)
     manifest = reg.get(name)
-    anyio.run(_engine_call, settings, "load", manifest.served_name, str(reg.path(manifest)))
-    stdout.print(f"loaded {manifest.name} v{manifest.version} into {settings.engine_url}")
+    anyio.run(_engine_call, engine, "load", manifest.served_name, str(reg.path(manifest)))
+    stdout.print(f"loaded {manifest.name} v{manifest.version} into {engine.engine_url}")
 
 
 @adapters_app.command("unload")
-def adapters_unload(name: str, url: UrlOption = None, key: KeyOption = None) -> None:
+def adapters_unload(
+    ctx: typer.Context, name: str, url: UrlOption = None, key: KeyOption = None
+) -> None:
     """Unload an adapter from the engine (it stays registered, and loads again on demand).
 
     Example: ragtune adapters unload titler --url http://127.0.0.1:8080
@@ -299,10 +276,11 @@ def adapters_unload(name: str, url: UrlOption = None, key: KeyOption = None) -> 
         status = server_call(url, key, "POST", f"/{name}/unload")
         stdout.print(f"unloaded {name} v{status['version']} on {url}")
         return
-    settings = EngineSettings()
+    settings = command_settings(ctx)
+    engine = settings.serving.engine
     manifest = registry(settings).get(name)
-    anyio.run(_engine_call, settings, "unload", manifest.served_name, "")
-    stdout.print(f"unloaded {manifest.name} v{manifest.version} from {settings.engine_url}")
+    anyio.run(_engine_call, engine, "unload", manifest.served_name, "")
+    stdout.print(f"unloaded {manifest.name} v{manifest.version} from {engine.engine_url}")
 
 
 async def _engine_call(settings: EngineSettings, action: str, served: str, path: str) -> None:
@@ -315,6 +293,7 @@ async def _engine_call(settings: EngineSettings, action: str, served: str, path:
 
 @adapters_app.command("train")
 def adapters_train(
+    ctx: typer.Context,
     data: Annotated[
         Path,
         typer.Argument(
@@ -342,87 +321,51 @@ def adapters_train(
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from ragtune.adapters.registry import check_name
-    from ragtune.adapters.training import (
-        PeftLoraTrainer,
-        TrainingConfig,
-        file_sha256,
-        load_examples,
-        split_examples,
-    )
+    from ragtune.adapters.training import TrainingConfig, train_and_register
 
-    settings = EngineSettings()
-    launcher = EngineLauncher(settings)
-    reg = registry(settings)
-    check_name(name)
-    if any(m.name == name for m in reg.list()):
-        raise AdapterConflictError(f"an adapter named {name!r} already exists")
-    if rank > settings.max_lora_rank:
-        raise InvalidAdapterError(
-            f"--rank {rank} is above the engine's --max-lora-rank {settings.max_lora_rank}"
-        )
-    model_dir = Path(launcher.model_path(prepare=True))
-    if not model_dir.is_dir():
-        raise InvalidAdapterError(
-            f"training needs the base model as a local directory; {model_dir} is not one"
-        )
-    examples = load_examples(data)[:max_examples] if max_examples else load_examples(data)
+    settings = command_settings(ctx)
+    engine = settings.serving.engine
+    launcher = EngineLauncher(engine)
     config = TrainingConfig(
         epochs=epochs, rank=rank, alpha=2 * rank, learning_rate=lr, batch_size=batch_size,
-        eval_split=eval_split, max_length=max_length,
+        max_examples=max_examples, eval_split=eval_split, max_length=max_length,
     )  # fmt: skip
-    train, held_out = split_examples(examples, eval_split, config.seed)
-    staging = reg.root / f".training-{name}"
-    shutil.rmtree(staging, ignore_errors=True)
+    progress = Progress(
+        TextColumn("training {task.fields[name]}"),
+        BarColumn(),
+        TextColumn("step {task.completed}/{task.total} loss {task.fields[loss]}"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=as_json,
+    )
+    bar = progress.add_task("train", total=None, name=name, loss="-")
+
+    def on_step(step: int, total: int, loss: float) -> None:
+        progress.start()  # at the first step: a refused request draws no bar
+        progress.update(bar, completed=step, total=total, loss=f"{loss:.3f}")
+
     try:
-        with Progress(
-            TextColumn("training {task.fields[name]}"),
-            BarColumn(),
-            TextColumn("step {task.completed}/{task.total} loss {task.fields[loss]}"),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),
-            disable=as_json,
-        ) as progress:
-            bar = progress.add_task("train", total=None, name=name, loss="-")
-
-            def on_step(step: int, total: int, loss: float) -> None:
-                progress.update(bar, completed=step, total=total, loss=f"{loss:.3f}")
-
-            result = PeftLoraTrainer().train(model_dir, train, held_out, staging, config, on_step)
-        manifest = reg.add(
-            staging,
+        trained = train_and_register(
+            registry(settings),
+            data,
             name,
             task,
             base_model=launcher.served_model_name(),
-            examples=[e.prompt() for e in train[:20]],
-            training_data_sha256=file_sha256(data),
-            max_rank=settings.max_lora_rank,
-            base_model_dir=model_dir,
+            base_model_dir=lambda: Path(launcher.model_path(prepare=True)),
+            max_rank=engine.max_lora_rank,
+            config=config,
+            on_step=on_step,
         )
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    held_out_file = reg.path(manifest) / "heldout.jsonl"
-    held_out_file.write_text("".join(e.to_json() + "\n" for e in held_out))
-    training = {
-        "examples": len(train),
-        "held_out": len(held_out),
-        "held_out_file": str(held_out_file),
-        "steps": result.steps,
-        "epochs": epochs,
-        "learning_rate": lr,
-        "eval_loss_before": result.eval_loss_before,
-        "eval_loss_after": result.eval_loss_after,
-        "final_train_loss": result.final_train_loss,
-        "seconds": round(result.seconds, 1),
-    }
-    manifest = reg.save_evaluation(manifest, {"training": training})
+        progress.stop()
+    manifest, result = trained.manifest, trained.result
     if as_json:
         stdout.print_json(manifest.model_dump_json())
         return
     stdout.print(
         f"trained and registered {manifest.name} v{manifest.version}: {result.steps} steps in "
         f"{result.seconds:.0f} s; held-out loss {_loss(result.eval_loss_before)} -> "
-        f"{_loss(result.eval_loss_after)}; held-out examples: {held_out_file}"
+        f"{_loss(result.eval_loss_after)}; held-out examples: {trained.held_out_file}"
     )
 
 
@@ -432,6 +375,7 @@ def _loss(value: float | None) -> str:
 
 @adapters_app.command("swap")
 def adapters_swap(
+    ctx: typer.Context,
     name: str,
     path: Annotated[Path, typer.Argument(help="The new version's PEFT LoRA directory.")],
     url: Annotated[
@@ -452,7 +396,7 @@ def adapters_swap(
 
     Example: RAGTUNE_ADMIN_KEY=... ragtune adapters swap titler ./titler-v2
     """
-    api = ApiSettings()
+    api = command_settings(ctx).serving.api
     base = url or f"http://{api.host}:{api.port}"
     status = server_call(base, key, "POST", f"/{name}/swap", {"path": str(path.resolve())})
     stdout.print(f"{name} now serves v{status['version']} ({status['served_name']})")

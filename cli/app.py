@@ -16,12 +16,11 @@ from ragtune.cli.adapters import adapters_app
 from ragtune.cli.engine import engine_app, models_app
 from ragtune.cli.eval import eval_app
 from ragtune.cli.serve import serve
+from ragtune.cli.settings import CommandSettings, settings_classes
 from ragtune.ingest.errors import IngestError
-from ragtune.ingest.settings import IngestSettings
 from ragtune.retrieval.errors import RetrievalError
-from ragtune.retrieval.settings import RetrievalSettings, unknown_config_keys
+from ragtune.retrieval.settings import unknown_config_keys
 from ragtune.serving.errors import ServingError
-from ragtune.serving.settings import ApiSettings, EngineSettings, RouterSettings
 
 app = typer.Typer(
     name="ragtune",
@@ -39,12 +38,12 @@ app.add_typer(engine_app, name="engine")
 app.command()(serve)
 app.add_typer(adapters_app, name="adapters")
 
-SETTINGS_CLASSES = (RetrievalSettings, IngestSettings, EngineSettings, RouterSettings, ApiSettings)
 stderr = Console(stderr=True)
 
 
 @app.callback()
 def root(
+    ctx: typer.Context,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks.")] = False,
 ) -> None:
     """RAG-first assistant server: index documents, search them, serve answers.
@@ -52,9 +51,12 @@ def root(
     Settings come from RAGTUNE_* environment variables or a TOML file (RAGTUNE_CONFIG,
     default ./ragtune.toml).
     """
-    unknown = unknown_config_keys(*SETTINGS_CLASSES)
+    # The composition root: the settings tree is read here, once, and every command takes its
+    # part from the context.
+    unknown = unknown_config_keys(*settings_classes())
     if unknown:
         raise typer.BadParameter(f"unknown keys in the config file: {', '.join(unknown)}")
+    ctx.obj = CommandSettings()
 
 
 def main() -> None:

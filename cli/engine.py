@@ -9,9 +9,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ragtune.cli.settings import command_settings
 from ragtune.serving.engine.launcher import EngineLauncher, EngineStatus
 from ragtune.serving.engine.models import prepare_default_model
-from ragtune.serving.settings import EngineSettings
 
 models_app = typer.Typer(help="The base model ragtune serves.", no_args_is_help=True)
 engine_app = typer.Typer(
@@ -24,6 +24,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts
 
 @models_app.command("prepare")
 def models_prepare(
+    ctx: typer.Context,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even if verified.")] = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -33,7 +34,7 @@ def models_prepare(
 
     Example: ragtune models prepare
     """
-    settings = EngineSettings()
+    settings = command_settings(ctx).serving.engine
     if settings.model:
         stderr.print(f"RAGTUNE_MODEL is set ({settings.model}); preparing the default model anyway")
     if not as_json:
@@ -51,7 +52,7 @@ def models_prepare(
 
 
 @engine_app.command("start")
-def engine_start(as_json: JsonOption = False) -> None:
+def engine_start(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Start vLLM with LoRA enabled on loopback and wait until it is ready.
 
     Prepares the default model first if needed. With RAGTUNE_VLLM_URL set, checks that engine
@@ -59,7 +60,7 @@ def engine_start(as_json: JsonOption = False) -> None:
 
     Example: ragtune engine start && ragtune engine status
     """
-    launcher = EngineLauncher(EngineSettings())
+    launcher = EngineLauncher(command_settings(ctx).serving.engine)
     if as_json:
         status = launcher.start()
     else:
@@ -71,25 +72,25 @@ def engine_start(as_json: JsonOption = False) -> None:
 
 
 @engine_app.command("stop")
-def engine_stop() -> None:
+def engine_stop(ctx: typer.Context) -> None:
     """Stop the engine ragtune started.
 
     Example: ragtune engine stop
     """
-    launcher = EngineLauncher(EngineSettings())
+    launcher = EngineLauncher(command_settings(ctx).serving.engine)
     stopped = launcher.stop()
     stdout.print("engine stopped" if stopped else "no engine was running")
 
 
 @engine_app.command("status")
-def engine_status(as_json: JsonOption = False) -> None:
+def engine_status(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Say whether the engine answers, what it serves, and where its log is.
 
     Exit status 0 when it is ready, 1 when not.
 
     Example: ragtune engine status --json
     """
-    status = EngineLauncher(EngineSettings()).status()
+    status = EngineLauncher(command_settings(ctx).serving.engine).status()
     show_status(status, as_json)
     if not status.running:
         raise typer.Exit(1)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import uuid
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, cast, get_args
 
 import typer
 from rich.console import Console
@@ -15,19 +15,14 @@ from rich.table import Table
 from rich.text import Text
 
 from ragtune.cli.ingest import RichProgress
-from ragtune.evals.routes import RouteReport, evaluate_routes, load_cases, routing_state
-from ragtune.ingest.pipeline import IngestService
-from ragtune.ingest.settings import IngestSettings
-from ragtune.retrieval.embedder import load_embedder, model_id_for
-from ragtune.retrieval.errors import RetrievalError
-from ragtune.retrieval.evaluation import RetrievalReport, Search, evaluate, load_qa
+from ragtune.cli.settings import command_settings
+from ragtune.evals.retrieval import evaluate_retrieval
+from ragtune.evals.routes import CaseResult, RouteReport, evaluate_case_file
+from ragtune.ingest.pipeline import IngestSummary
+from ragtune.retrieval.evaluation import RetrievalReport, load_qa
 from ragtune.retrieval.filters import SearchFilter
-from ragtune.retrieval.lexical import LexicalIndexes
-from ragtune.retrieval.search import Retriever, SearchHit, SearchMode
-from ragtune.retrieval.settings import settings_for
-from ragtune.retrieval.store import open_store
+from ragtune.retrieval.search import SearchMode
 from ragtune.serving.router import ROUTES
-from ragtune.serving.state import ServingSettings
 
 eval_app = typer.Typer(help="Measure ragtune on labelled data.", no_args_is_help=True)
 stdout = Console()
@@ -46,6 +41,7 @@ def parse_ks(text: str) -> list[int]:
 
 @eval_app.command("retrieval")
 def eval_retrieval(
+    ctx: typer.Context,
     qa: Annotated[
         Path,
         typer.Option("--qa", help="QA file: JSON list of {id, question, answer_passage, source}."),
@@ -83,48 +79,41 @@ def eval_retrieval(
     ks = parse_ks(k)
     modes = list(SearchMode) if mode == "all" else [_mode(mode)]
     items = load_qa(qa)
-    search_filter = SearchFilter.parse(filters or [])
-    name = f"eval-{uuid.uuid4().hex[:10]}" if corpus is not None else collection
-    settings = settings_for(name)
-    with open_store(settings, "write" if corpus is not None else "read") as store:
-        model_id = model_id_for(settings.embedding_model)
-        indexes = LexicalIndexes.for_store(settings.data_dir, store)
-        embedder = load_embedder(settings)
-        try:
-            if corpus is not None:
-                if not corpus.is_dir():
-                    raise RetrievalError(f"--corpus {corpus} is not a folder")
-                target = store.collection(settings.collection, model_id, create=True)
-                service = IngestService(IngestSettings(), target, lambda: embedder, indexes)
-                with RichProgress(stderr) as progress:
-                    summary = service.run([corpus], progress=progress)
-                stderr.print(
-                    f"ingested {len(summary.files) - len(summary.failed)} files into temporary "
-                    f"collection {settings.collection!r}: {summary.chunks_embedded} chunks, "
-                    f"{len(summary.failed)} failed"
-                )
-            else:
-                target = store.collection(settings.collection, model_id)
-            retriever = Retriever(target, embedder, indexes, settings)
-
-            def searcher(m: SearchMode) -> Search:
-                def run(question: str, depth: int) -> list[SearchHit]:
-                    return retriever.search(question, depth, m, search_filter, neighbours)
-
-                return run
-
-            with stderr.status(f"evaluating {len(items)} questions..."):
-                report = evaluate(target, items, [(m.value, searcher(m)) for m in modes], ks)
-        finally:
-            if corpus is not None:
-                store.delete_collection(settings.collection)
-                indexes.drop(settings.collection)
+    settings = command_settings(ctx)
+    report = evaluate_retrieval(
+        settings.retrieval_for(None if corpus is not None else collection),
+        settings.ingest,
+        items,
+        modes,
+        ks,
+        search_filter=SearchFilter.parse(filters or []),
+        neighbours=neighbours,
+        corpus=corpus,
+        reporter=RetrievalProgress(),
+    )
     if run_file is not None:
         run_file.write_text(json.dumps(report.to_dict(with_runs=True), indent=1))
     if as_json:
         stdout.print_json(json.dumps(report.to_dict()))
     else:
         print_report(report, ks)
+
+
+class RetrievalProgress:
+    """Draws an evaluation on stderr: the corpus ingestion, then a spinner while scoring."""
+
+    def ingesting(self) -> RichProgress:
+        return RichProgress(stderr)
+
+    def ingested(self, summary: IngestSummary) -> None:
+        stderr.print(
+            f"ingested {len(summary.files) - len(summary.failed)} files into temporary "
+            f"collection {summary.collection!r}: {summary.chunks_embedded} chunks, "
+            f"{len(summary.failed)} failed"
+        )
+
+    def scoring(self, questions: int) -> AbstractContextManager[object]:
+        return stderr.status(f"evaluating {questions} questions...")
 
 
 def _mode(text: str) -> SearchMode:
@@ -155,6 +144,7 @@ def print_report(report: RetrievalReport, ks: list[int]) -> None:
 
 @eval_app.command("route")
 def eval_route(
+    ctx: typer.Context,
     cases_file: Annotated[
         Path,
         typer.Option(
@@ -173,30 +163,38 @@ def eval_route(
 
     Example: ragtune eval route --cases route_cases.jsonl --collection handbook
     """
-    cases = load_cases(cases_file)
-    with ExitStack() as stack:
-        with stderr.status("loading the store, the embedding model and the adapters..."):
-            state = stack.enter_context(routing_state(ServingSettings()))
-        progress = stack.enter_context(
-            Progress(
-                TextColumn("[bold]route"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("cases"),
-                TimeElapsedColumn(),
-                console=stderr,
-                transient=True,
-                disable=not stderr.is_terminal,
-            )
-        )
-        task = progress.add_task("route", total=len(cases))
-        report = evaluate_routes(
-            state, cases, collection=collection, on_case=lambda _: progress.advance(task)
-        )
+    report = evaluate_case_file(
+        command_settings(ctx).serving,
+        cases_file,
+        collection=collection,
+        reporter=RouteProgress(),
+    )
     if as_json:
         stdout.print_json(json.dumps(report.to_dict()))
     else:
         print_route_report(report)
+
+
+class RouteProgress:
+    """Draws a route evaluation on stderr: a spinner while loading, then a bar of the cases."""
+
+    def loading(self) -> AbstractContextManager[object]:
+        return stderr.status("loading the store, the embedding model and the adapters...")
+
+    @contextmanager
+    def routing(self, cases: int) -> Iterator[Callable[[CaseResult], None]]:
+        with Progress(
+            TextColumn("[bold]route"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("cases"),
+            TimeElapsedColumn(),
+            console=stderr,
+            transient=True,
+            disable=not stderr.is_terminal,
+        ) as progress:
+            task = progress.add_task("route", total=cases)
+            yield lambda _: progress.advance(task)
 
 
 def print_route_report(report: RouteReport) -> None:
@@ -275,6 +273,7 @@ def _shorten(text: str, width: int) -> str:
 
 @eval_app.command("compare")
 def eval_compare(
+    ctx: typer.Context,
     task: Annotated[
         Path,
         typer.Option(
@@ -298,42 +297,19 @@ def eval_compare(
 
     Example: ragtune eval compare --task .ragtune/adapters/titler/v1/heldout.jsonl --adapter titler
     """
-    import anyio
+    from ragtune.evals.compare import Metric, compare_on_task
 
-    from ragtune.adapters.training import load_examples
-    from ragtune.evals.compare import compare
-    from ragtune.serving.app import open_state
-    from ragtune.serving.chat.service import ChatService
-    from ragtune.serving.errors import ServingError
-    from ragtune.serving.state import ServingSettings
-
-    if metric not in ("rouge-l", "exact", "json-valid"):
+    if metric not in get_args(Metric):
         raise typer.BadParameter("--metric is one of rouge-l, exact, json-valid")
-    examples = load_examples(task)[: (max_examples or 10**9) + shots]
-    state = open_state(ServingSettings())
-    try:
-        if adapter is None:
-            names = list(state.adapters)
-            if len(names) != 1:
-                raise ServingError(
-                    f"name the adapter to compare with --adapter (registered: {', '.join(names)})"
-                )
-            adapter = names[0]
-        manifest = state.adapter(adapter)
-
-        async def run() -> Any:
-            try:
-                return await compare(
-                    ChatService(state), adapter, examples, metric=metric,  # type: ignore[arg-type]
-                    shots=shots, max_tokens=max_tokens,
-                )  # fmt: skip
-            finally:
-                await state.engine.aclose()
-
-        report = anyio.run(run)
-    finally:
-        state.store.close()
-    state.registry.save_evaluation(manifest, {"compare": report.to_dict()})
+    report = compare_on_task(
+        command_settings(ctx).serving,
+        task,
+        adapter,
+        metric=cast(Metric, metric),
+        shots=shots,
+        max_examples=max_examples,
+        max_tokens=max_tokens,
+    )
     if as_json:
         stdout.print_json(json.dumps(report.to_dict()))
         return

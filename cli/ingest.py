@@ -18,14 +18,13 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from ragtune.cli.settings import command_settings
 from ragtune.ingest.counters import record_run
 from ragtune.ingest.documents import list_documents, remove_documents
 from ragtune.ingest.pipeline import FileResult, FileStatus, IngestService, IngestSummary, parse_meta
-from ragtune.ingest.settings import IngestSettings
 from ragtune.retrieval.embedder import load_embedder, model_id_for
 from ragtune.retrieval.errors import CollectionNotFoundError
 from ragtune.retrieval.lexical import LexicalIndexes
-from ragtune.retrieval.settings import settings_for
 from ragtune.retrieval.store import Collection, EmptyCollection, open_store
 
 stdout = Console()
@@ -74,6 +73,7 @@ class RichProgress:
 
 
 def ingest(
+    ctx: typer.Context,
     paths: Annotated[list[Path], typer.Argument(help="Files or folders (read recursively).")],
     collection: CollectionOption = None,
     meta: Annotated[
@@ -96,8 +96,8 @@ def ingest(
     Example: ragtune ingest docs/ handbook.pdf --collection handbook --meta team=support
     """
     pairs = parse_meta(meta or [])
-    settings = settings_for(collection)
-    ingest_settings = IngestSettings()
+    tree = command_settings(ctx)
+    settings = tree.retrieval_for(collection)
     target: Collection
     with open_store(settings, "read" if dry_run else "write") as store:
         model_id = model_id_for(settings.embedding_model)
@@ -109,7 +109,7 @@ def ingest(
         else:
             target = store.collection(settings.collection, model_id, create=True)
         service = IngestService(
-            ingest_settings,
+            tree.ingest,
             target,
             lambda: load_embedder(settings),
             LexicalIndexes.for_store(settings.data_dir, store),
@@ -149,12 +149,14 @@ docs_app = typer.Typer(help="List and remove ingested documents.", no_args_is_he
 
 
 @docs_app.command("list")
-def docs_list(collection: CollectionOption = None, as_json: JsonOption = False) -> None:
+def docs_list(
+    ctx: typer.Context, collection: CollectionOption = None, as_json: JsonOption = False
+) -> None:
     """List the documents in a collection.
 
     Example: ragtune docs list --collection handbook
     """
-    settings = settings_for(collection)
+    settings = command_settings(ctx).retrieval_for(collection)
     with open_store(settings, "read") as store:
         target = store.collection(settings.collection, model_id_for(settings.embedding_model))
         documents = list_documents(target)
@@ -172,6 +174,7 @@ def docs_list(collection: CollectionOption = None, as_json: JsonOption = False) 
 
 @docs_app.command("rm")
 def docs_rm(
+    ctx: typer.Context,
     sources: Annotated[list[str], typer.Argument(help="Document paths (or a folder, or ids).")],
     collection: CollectionOption = None,
 ) -> None:
@@ -179,7 +182,7 @@ def docs_rm(
 
     Example: ragtune docs rm docs/old-handbook.md
     """
-    settings = settings_for(collection)
+    settings = command_settings(ctx).retrieval_for(collection)
     with open_store(settings, "write") as store:
         target = store.collection(settings.collection, model_id_for(settings.embedding_model))
         removed = remove_documents(target, sources)

@@ -10,17 +10,18 @@ import typer
 from rich.console import Console
 from rich.panel import Panel
 
+from ragtune.cli.settings import command_settings
 from ragtune.retrieval.embedder import load_embedder, model_id_for
 from ragtune.retrieval.filters import SearchFilter
 from ragtune.retrieval.lexical import LexicalIndexes
 from ragtune.retrieval.search import Retriever, SearchHit, SearchMode
-from ragtune.retrieval.settings import settings_for
 from ragtune.retrieval.store import open_store
 
 stdout = Console()
 
 
 def search(
+    ctx: typer.Context,
     question: Annotated[str, typer.Argument(help="What to look for, in plain words.")],
     k: Annotated[int, typer.Option("-k", min=1, max=100, help="How many hits.")] = 5,
     mode: Annotated[
@@ -47,7 +48,7 @@ def search(
 
     Example: ragtune search "How do I read a file line by line?" -k 3 --filter source=tutorial/
     """
-    settings = settings_for(collection)
+    settings = command_settings(ctx).retrieval_for(collection)
     search_filter = SearchFilter.parse(filters or [])
     with open_store(settings, "read") as store:
         target = store.collection(settings.collection, model_id_for(settings.embedding_model))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 from types import FrameType
 from typing import Annotated
@@ -9,13 +10,14 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from ragtune.cli.settings import command_settings
 from ragtune.serving.engine.launcher import EngineLauncher
-from ragtune.serving.state import ServingSettings
 
 stderr = Console(stderr=True)
 
 
 def serve(
+    ctx: typer.Context,
     host: Annotated[str | None, typer.Option(help="Interface to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
     start_engine: Annotated[
@@ -39,11 +41,11 @@ def serve(
     from ragtune.serving.limits import server_options
     from ragtune.serving.observability import configure_logging
 
-    settings = ServingSettings()
+    settings = command_settings(ctx).serving
     api = settings.api.model_copy(
         update={k: v for k, v in (("host", host), ("port", port)) if v is not None}
     )
-    settings.api = api
+    settings = dataclasses.replace(settings, api=api)
     app = create_app(settings)  # refuses to start without keys before starting anything
     launcher = EngineLauncher(settings.engine)
     started_here = False

@@ -10,11 +10,18 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
-from ragtune.adapters.training import Example
+import anyio
+
+from ragtune.adapters.examples import Example, load_examples
+from ragtune.adapters.registry import AdapterManifest
 from ragtune.serving.chat.protocol import ChatCompletionRequest, ChatMessage, RagtuneOptions
 from ragtune.serving.chat.service import ChatService
+from ragtune.serving.components import open_components
+from ragtune.serving.errors import ServingError
+from ragtune.serving.settings import ServingSettings
 
 Metric = Literal["rouge-l", "exact", "json-valid"]
 SYSTEMS = ("prompt", "few-shot", "rag", "adapter")
@@ -113,7 +120,7 @@ async def compare(
     demonstrations, scored = list(examples[:shots]), list(examples[shots:])
     if not scored:
         raise ValueError("no examples left to score after the few-shot examples")
-    base = service.state.base_model
+    base = service.base_model
     few_shot: list[dict[str, str]] = []
     for demo in demonstrations:
         few_shot += [*demo.messages, {"role": "assistant", "content": demo.answer}]
@@ -156,3 +163,46 @@ async def compare(
     return CompareReport(
         metric, adapter, len(scored), len(demonstrations), results, recommend(results)
     )
+
+
+def compare_on_task(
+    settings: ServingSettings,
+    task: Path,
+    adapter: str | None = None,
+    *,
+    metric: Metric = "rouge-l",
+    shots: int = 3,
+    max_examples: int | None = None,
+    max_tokens: int = 64,
+) -> CompareReport:
+    """`ragtune eval compare`: `compare` on the examples of a task file (the first `shots` as
+    few-shot examples, then at most `max_examples` scored), through the server's own chat
+    service on the running engine; the report is stored in the adapter's manifest (its
+    evaluation's "compare"), where `ragtune adapters show` and the router's advice read it.
+
+    `adapter` may be left out when exactly one adapter is registered.
+    """
+    examples = load_examples(task)
+    if max_examples is not None:
+        examples = examples[: max_examples + shots]
+    components = open_components(settings)
+
+    async def run() -> tuple[AdapterManifest, CompareReport]:
+        # Closed in this event loop: the engine clients belong to it.
+        async with components:
+            names = components.fleet.names()
+            if adapter is None and len(names) != 1:
+                raise ServingError(
+                    f"name the adapter to compare with --adapter (registered: {', '.join(names)})"
+                )
+            chosen = adapter or names[0]
+            manifest = components.fleet.manifest(chosen)
+            report = await compare(
+                components.chat, chosen, examples, metric=metric, shots=shots,
+                max_tokens=max_tokens,
+            )  # fmt: skip
+            return manifest, report
+
+    manifest, report = anyio.run(run)
+    components.registry.save_evaluation(manifest, {"compare": report.to_dict()})
+    return report

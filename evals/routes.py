@@ -6,26 +6,20 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
-import anyio
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from ragtune.adapters.registry import AdapterRegistry
-from ragtune.retrieval.embedder import load_embedder
-from ragtune.retrieval.store import open_store
+from ragtune.adapters.examples import last_user_text
 from ragtune.serving.chat.protocol import ChatMessage
-from ragtune.serving.chat.service import ChatService
-from ragtune.serving.engine.client import EngineClient
-from ragtune.serving.engine.launcher import EngineLauncher
-from ragtune.serving.engine.pool import EnginePool
+from ragtune.serving.components import Components, open_components
 from ragtune.serving.errors import RouteCasesError
-from ragtune.serving.router import ROUTES, Route
-from ragtune.serving.state import ServingSettings, ServingState
+from ragtune.serving.router import ROUTES, Route, RouteRequest
+from ragtune.serving.settings import ServingSettings
 
 CASES_FORMAT = (
     'one JSON object per line: {"question": "..."} or {"messages": [...]}, with "expected_route" '
@@ -59,8 +53,7 @@ class _CaseLine(BaseModel):
         """What the router reads: the question, or the last user message with text."""
         if self.question is not None:
             return self.question
-        users = (m.text() for m in reversed(self.messages or []) if m.role == "user")
-        return next((text for text in users if text.strip()), "")
+        return last_user_text((m.role, m.text()) for m in self.messages or [])
 
 
 @dataclass(frozen=True)
@@ -120,29 +113,6 @@ def _problems(exc: ValidationError) -> str:
         where = ".".join(str(part) for part in error["loc"])
         problems.append(f"{where}: {message}" if where else message)
     return "; ".join(problems)
-
-
-@contextmanager
-def routing_state(settings: ServingSettings) -> Iterator[ServingState]:
-    """A state that only routes: the store (read-only), the embedder and the adapters' task
-    profiles. No tokenizer, and an engine client that is never called."""
-    store = open_store(settings.retrieval, "read")
-    engine = EngineClient.from_settings(settings.engine)
-    try:
-        state = ServingState(
-            settings,
-            store,
-            load_embedder(settings.retrieval),
-            EnginePool([engine], settings.engine.max_loras),
-            AdapterRegistry(settings.engine.data_dir / "adapters"),
-            None,
-            EngineLauncher(settings.engine).served_model_name(),
-        )
-        state.refresh_adapters()
-        yield state
-    finally:
-        anyio.run(engine.aclose)
-        store.close()
 
 
 @dataclass(frozen=True)
@@ -308,27 +278,25 @@ def _suggestion(
 
 
 def evaluate_routes(
-    state: ServingState,
+    components: Components,
     cases: Sequence[RouteCase],
     *,
     collection: str | None = None,
     on_case: Callable[[CaseResult], None] | None = None,
 ) -> RouteReport:
-    """Route every case as a chat request would be routed (no adapter named, no route forced)."""
-    unknown = [c for c in cases if c.expected_adapter and c.expected_adapter not in state.adapters]
+    """Route every case as a chat request would be routed (no adapter named, no route forced),
+    by the server's own chat service (`open_components(settings, generation=False)`)."""
+    registered = components.fleet.names()
+    unknown = [c for c in cases if c.expected_adapter and c.expected_adapter not in registered]
     if unknown:
-        registered = ", ".join(sorted(state.adapters)) or "none"
         raise RouteCasesError(
             f"line {unknown[0].line} expects adapter {unknown[0].expected_adapter!r}, which is "
-            f"not registered (registered: {registered})"
+            f"not registered (registered: {', '.join(sorted(registered)) or 'none'})"
         )
-    service = ChatService(state)
     results = []
     for case in cases:
-        decision = service.route(case.question, collection=collection).decision
-        result = CaseResult(
-            case, decision.route, decision.adapter, decision.reason, decision.scores
-        )
+        plan = components.chat.route(RouteRequest(case.question, collection=collection)).plan
+        result = CaseResult(case, plan.route, plan.adapter, plan.reason, plan.scores)
         results.append(result)
         if on_case is not None:
             on_case(result)
@@ -336,7 +304,7 @@ def evaluate_routes(
     confusion: dict[Route, dict[Route, int]] = {e: dict.fromkeys(ROUTES, 0) for e in ROUTES}
     for result in results:
         confusion[result.case.expected_route][result.route] += 1
-    router = state.settings.router
+    router = components.settings.router
     thresholds = [
         # Documents should count as evidence for the RAG routes, and not when the base model
         # answers (adapter cases may or may not have evidence: left out).
@@ -358,5 +326,44 @@ def evaluate_routes(
         ),
     ]
     return RouteReport(
-        collection or state.settings.retrieval.collection, results, confusion, thresholds
+        collection or components.retrievers.default_collection, results, confusion, thresholds
     )
+
+
+class RouteReporter(Protocol):
+    """Told how a route evaluation advances (the CLI draws progress from it)."""
+
+    def loading(self) -> AbstractContextManager[object]:
+        """Held while the store, the embedding model and the adapters' profiles load."""
+        ...
+
+    def routing(self, cases: int) -> AbstractContextManager[Callable[[CaseResult], None]]:
+        """Held while the cases are routed; what it gives is told each case's result."""
+        ...
+
+
+class _Quiet:
+    def loading(self) -> AbstractContextManager[object]:
+        return nullcontext()
+
+    def routing(self, cases: int) -> AbstractContextManager[Callable[[CaseResult], None]]:
+        return nullcontext(lambda _: None)
+
+
+def evaluate_case_file(
+    settings: ServingSettings,
+    cases_file: Path,
+    *,
+    collection: str | None = None,
+    reporter: RouteReporter | None = None,
+) -> RouteReport:
+    """`ragtune eval route`: the cases of a JSONL file routed by the router the server would
+    build from `settings` (retrieval and adapter matching; no engine)."""
+    cases = load_cases(cases_file)
+    reporter = reporter or _Quiet()
+    with ExitStack() as stack:
+        with reporter.loading():
+            # Routing only: no tokenizer, and engine clients that are never called.
+            components = stack.enter_context(open_components(settings, generation=False))
+        on_case = stack.enter_context(reporter.routing(len(cases)))
+        return evaluate_routes(components, cases, collection=collection, on_case=on_case)

@@ -98,11 +98,6 @@ class RetrievalSettings(RagtuneSettings):
         return self.data_dir / "chroma"
 
 
-def settings_for(collection: str | None) -> RetrievalSettings:
-    """Settings, with the collection named on the command line (if any) in force."""
-    return RetrievalSettings() if collection is None else RetrievalSettings(collection=collection)
-
-
 def check_collection_name(name: str) -> str:
     if not _COLLECTION_NAME.match(name):
         raise ValueError(

@@ -1,1 +1,1 @@
-"""The HTTP API, the per-request router, the vLLM client and the `ragtune` command."""
+"""The server: the HTTP API, the per-request router, prompting, the engine client and pool."""

@@ -4,6 +4,7 @@ limit per key, and the throttle on failed authentications per client address."""
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from typing import Literal
 
 from fastapi import Request
@@ -56,46 +57,74 @@ def _client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def authenticate(request: Request, scope: Scope) -> str | None:
-    """Check the request's key for `scope`. Keys that match none are counted per client
-    address: past the allowance, the address gets 429 before its key is even looked at, so
-    guessing keys gains nothing. (A missing key or a chat key on an operator endpoint guesses
-    nothing and is not counted.)"""
-    settings: ApiSettings = request.app.state.settings.api
-    failures: RateLimiter = request.app.state.auth_failures
-    address = f"address:{_client_address(request)}"
-    wait = failures.wait(address)
-    if wait > 0:
-        request.app.state.metrics.rate_limited.inc()
-        raise RateLimitedError(
-            f"too many failed authentications from this address; retry in {wait:.0f} s",
-            wait,
+class Authenticator:
+    """Who may call what: the API keys of each scope, the rate limit per key, and the throttle
+    on failed authentications per client address. One per app, built by `create_app`.
+
+    Usage (as FastAPI dependencies): `Depends(require_chat)`, `Depends(require_admin)`."""
+
+    def __init__(self, settings: ApiSettings, on_refused: Callable[[], None]) -> None:
+        self.settings = settings
+        self.on_refused = on_refused
+        """Called for each request refused with 429 (the metrics count them)."""
+        self.rate_limiter = RateLimiter(settings.rate_limit, settings.rate_limit_burst or None)
+        self.failures = RateLimiter(
+            settings.auth_failure_limit, settings.auth_failure_burst or None
         )
-    authorization = request.headers.get("authorization")
-    try:
-        return check_key(settings, authorization, scope)
-    except AuthError:
-        if bearer_token(authorization) is not None:
-            failures.check(address)  # a key that matched none: counted
-        raise
 
+    @property
+    def open(self) -> bool:
+        """Authentication is off (RAGTUNE_ALLOW_UNAUTHENTICATED)."""
+        return self.settings.allow_unauthenticated
 
-async def require_chat(request: Request) -> None:
-    key = authenticate(request, "chat")
-    limiter: RateLimiter = request.app.state.rate_limiter
-    if limiter.enabled:
-        # Keyed on the key that matched (however the header was spelled), or on the client's
-        # address when authentication is off.
-        wait = limiter.check(f"key:{key}" if key else f"address:{_client_address(request)}")
+    def authenticate(self, request: Request, scope: Scope) -> str | None:
+        """Check the request's key for `scope`. Keys that match none are counted per client
+        address: past the allowance, the address gets 429 before its key is even looked at, so
+        guessing keys gains nothing. (A missing key or a chat key on an operator endpoint
+        guesses nothing and is not counted.)"""
+        address = f"address:{_client_address(request)}"
+        wait = self.failures.wait(address)
         if wait > 0:
-            request.app.state.metrics.rate_limited.inc()
-            settings: ApiSettings = request.app.state.settings.api
+            self.on_refused()
             raise RateLimitedError(
-                f"rate limit of {settings.rate_limit:g} requests per minute for this API key "
-                f"reached; retry in {wait:.1f} s",
+                f"too many failed authentications from this address; retry in {wait:.0f} s",
+                wait,
+            )
+        authorization = request.headers.get("authorization")
+        try:
+            return check_key(self.settings, authorization, scope)
+        except AuthError:
+            if bearer_token(authorization) is not None:
+                self.failures.check(address)  # a key that matched none: counted
+            raise
+
+    def admit_chat(self, request: Request) -> None:
+        """Authenticate for chat, then apply the rate limit, keyed on the key that matched
+        (however the header was spelled), or on the client's address when authentication is
+        off."""
+        key = self.authenticate(request, "chat")
+        if not self.rate_limiter.enabled:
+            return
+        wait = self.rate_limiter.check(
+            f"key:{key}" if key else f"address:{_client_address(request)}"
+        )
+        if wait > 0:
+            self.on_refused()
+            raise RateLimitedError(
+                f"rate limit of {self.settings.rate_limit:g} requests per minute for this API "
+                f"key reached; retry in {wait:.1f} s",
                 wait,
             )
 
 
+def authenticator(request: Request) -> Authenticator:
+    auth: Authenticator = request.app.state.auth
+    return auth
+
+
+async def require_chat(request: Request) -> None:
+    authenticator(request).admit_chat(request)
+
+
 async def require_admin(request: Request) -> None:
-    authenticate(request, "admin")
+    authenticator(request).authenticate(request, "admin")

@@ -32,6 +32,17 @@ class EngineTimeoutError(EngineError):
     """The engine took longer than the configured timeout."""
 
 
+class EngineModelMissingError(EngineError):
+    """The engine does not serve a model ragtune sent it: it restarted and lost an adapter
+    ragtune had loaded (the engine pool loads it again and retries once), or its served name is
+    not the one configured. ragtune's state, never the client's error: a client naming an
+    unknown model gets `ModelNotFoundError` before any engine call."""
+
+    def __init__(self, message: str, model: str | None = None) -> None:
+        super().__init__(message)
+        self.model = model
+
+
 class EngineRequestError(ServingError):
     """The engine refused a request as invalid (a 4xx other than the cases below)."""
 
@@ -42,11 +53,11 @@ class EngineRequestError(ServingError):
         """The request field the engine complained about, when it said."""
 
 
-class ModelNotFoundError(EngineRequestError):
-    """The request names a model (base or adapter) the engine does not serve."""
+class ModelNotFoundError(ServingError):
+    """The client named a model that is neither the base model nor a registered adapter (404)."""
 
     def __init__(self, message: str, model: str | None = None) -> None:
-        super().__init__(message, 404)
+        super().__init__(message)
         self.model = model
 
 

@@ -1,5 +1,5 @@
-"""Every error the API returns, in OpenAI's envelope `{"error": {message, type, param, code}}`.
-Domain exceptions are mapped to HTTP here and nowhere else; no traceback reaches a client."""
+"""Every error the API's routes return, in OpenAI's envelope (`protocol.error_body`). Domain
+exceptions are mapped to HTTP here and nowhere else; no traceback reaches a client."""
 
 from __future__ import annotations
 
@@ -44,6 +44,7 @@ from ragtune.serving.errors import (
     ServingError,
     shorten,
 )
+from ragtune.serving.protocol import error_body
 
 logger = logging.getLogger("ragtune.api")
 RETRY_AFTER_S = "5"
@@ -72,10 +73,6 @@ _MAPPING: list[tuple[type[Exception], int, str, str | None]] = [
     (StoreBusyError, 503, "server_error", "store_busy"),
     (RetrievalError, 500, "server_error", None),
 ]
-
-
-def error_body(message: str, type_: str, param: str | None = None, code: Any = None) -> Any:
-    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
 def error_response(
@@ -206,7 +203,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
-    # Anything else is answered by the request context middleware (serving/observability.py),
+    # Anything else is answered by the request context middleware (serving/middleware.py),
     # inside which the response still gets its request id.
     for kind in (ServingError, AdapterError, RetrievalError):
         app.add_exception_handler(kind, on_domain_error)

@@ -5,22 +5,18 @@ uvicorn bounds none of the times itself: it starts no timer on a new connection,
 keep-alive timer it starts after a response stops at the first byte, so a client sending a byte
 a second holds its connection (and a slot of `limit_concurrency`) for ever. Its httptools parser
 also takes headers of any size. `ragtune serve` therefore runs uvicorn's h11 protocol (its
-incomplete-event bound caps the request line and headers) with a deadline on the head, and the
-app with `RequestLimits` (header count, body deadline) under its request context, so those
-refusals are logged and carry a request id like every other response.
+incomplete-event bound caps the request line and headers) with a deadline on the head (this
+module), and the app with `middleware.RequestLimits` (header count, body deadline) under its
+request context, so those refusals are logged and carry a request id like every other response.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
-import anyio
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from ragtune.serving.http_errors import error_body
 from ragtune.serving.settings import ApiSettings
 
 # Written as is (the connection closes right after): no request was parsed to answer through h11.
@@ -97,87 +93,3 @@ def server_options(api: ApiSettings) -> dict[str, Any]:
         # h11 refuses (400) a request whose line and headers pass this before they end.
         "h11_max_incomplete_event_size": api.max_header_bytes,
     }
-
-
-class RequestLimits:
-    """431 for a request with more headers than `max_header_count` or a head (line and headers)
-    over `max_header_bytes`; 408 (and the connection closed) when its body is not all in
-    `body_timeout_s` after its head. The app then hears that the client left, and whatever it
-    answers instead is dropped."""
-
-    def __init__(
-        self, app: ASGIApp, max_header_count: int, max_header_bytes: int, body_timeout_s: float
-    ) -> None:
-        self.app = app
-        self.max_header_count = max_header_count
-        self.max_header_bytes = max_header_bytes
-        self.body_timeout_s = body_timeout_s
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = scope.get("headers") or []
-        # h11 bounds a head only while it is incomplete: one that arrives whole in a single read
-        # (up to 256 KB) passes it, so the size is checked again here.
-        size = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
-        size += sum(len(name) + len(value) + 4 for name, value in headers)
-        if len(headers) > self.max_header_count or size > self.max_header_bytes:
-            await refuse(
-                send,
-                431,
-                f"the request has {len(headers)} headers, {size} bytes with its line; at most "
-                f"{self.max_header_count} headers and {self.max_header_bytes} bytes are accepted",
-                "request_header_fields_too_large",
-            )
-            return
-        deadline = anyio.current_time() + self.body_timeout_s
-        body_done = timed_out = started = False
-
-        async def body_within_deadline() -> Message:
-            nonlocal body_done, timed_out
-            if timed_out:
-                return {"type": "http.disconnect"}
-            if body_done:
-                return await receive()  # waiting for a disconnect while answering: unbounded
-            with anyio.move_on_after(deadline - anyio.current_time()) as waited:
-                message = await receive()
-            if waited.cancelled_caught:
-                timed_out = True
-                return {"type": "http.disconnect"}
-            body_done = message["type"] != "http.request" or not message.get("more_body", False)
-            return message
-
-        async def unless_timed_out(message: Message) -> None:
-            nonlocal started
-            if timed_out:
-                return
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, body_within_deadline, unless_timed_out)
-        except Exception:
-            if not timed_out:
-                raise
-        if timed_out and not started:
-            await refuse(
-                send,
-                408,
-                f"the request body was not all sent within {self.body_timeout_s:g} s",
-                "request_timeout",
-            )
-
-
-async def refuse(send: Send, status: int, message: str, code: str) -> None:
-    """An error response after which the connection closes (what is left of the request is
-    never read)."""
-    body = json.dumps(error_body(message, "invalid_request_error", None, code)).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})

@@ -1,6 +1,6 @@
-"""What the API tells operators: Prometheus metrics (`GET /metrics`), one structured log line
-per request with its id, route and timings, and the request id itself (accepted from
-`x-request-id` or made here, returned on every response).
+"""What the API tells operators: Prometheus metrics (`GET /metrics`), and each request's record
+(its id, route and timings) for the one structured log line per request that
+`middleware.RequestContext` writes; the log formatters.
 
 Prompt text and keys never reach the logs unless `RAGTUNE_LOG_PROMPTS=true` (debugging only).
 """
@@ -10,11 +10,9 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
-import re
 import sys
 import time
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,12 +20,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ragtune.serving.http_errors import unhandled
-
-access_logger = logging.getLogger("ragtune.access")
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
@@ -61,7 +54,17 @@ _current: contextvars.ContextVar[RequestRecord | None] = contextvars.ContextVar(
 
 
 def current() -> RequestRecord | None:
+    """The record of the request being answered (None outside a request)."""
     return _current.get()
+
+
+def start_record(
+    request_id: str, method: str, path: str
+) -> tuple[RequestRecord, Callable[[], None]]:
+    """A new request's record, current from now on; and the call that ends that."""
+    record = RequestRecord(request_id, method, path)
+    token = _current.set(record)
+    return record, lambda: _current.reset(token)
 
 
 class Metrics:
@@ -197,95 +200,6 @@ def read_ingest_counters(path: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
-
-
-class RequestContext:
-    """ASGI middleware: the request id (from `x-request-id` when it is sane, else new), echoed
-    in the response; the request's record for the code below; metrics and one log line when
-    the response has ended (after the last byte of a stream)."""
-
-    def __init__(self, app: ASGIApp, metrics: Metrics, log_prompts: bool = False) -> None:
-        self.app = app
-        self.metrics = metrics
-        self.log_prompts = log_prompts
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope.get("headers") or [])
-        given = headers.get(b"x-request-id", b"").decode("latin-1")
-        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
-        record = RequestRecord(request_id, scope["method"], scope["path"])
-        token = _current.set(record)
-        status = 500
-        done = started = False
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status, done, started
-            if message["type"] == "http.response.start":
-                started = True
-                status = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = [
-                    *message["headers"],
-                    (b"x-request-id", request_id.encode()),
-                ]
-            await send(message)
-            if message["type"] == "http.response.body" and not message.get("more_body"):
-                done = True
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        except Exception as exc:
-            # Here rather than in Starlette's outermost handler, so that the 500 carries the
-            # request id, and its log line (with the traceback) too.
-            record.error = type(exc).__name__
-            response = unhandled(exc, request_id)
-            if started:
-                status = 500  # the response broke off; the client sees a cut connection
-            else:
-                await response(scope, receive, send_with_id)
-        finally:
-            _current.reset(token)
-            if not done and status < 400:
-                status = 499  # the client went away before the response ended
-            self.metrics.observe(record, status)
-            self._log(record, status)
-
-    def _log(self, record: RequestRecord, status: int) -> None:
-        if record.path in ("/health", "/ready", "/metrics"):
-            level = logging.DEBUG
-        else:
-            level = logging.WARNING if status >= 500 else logging.INFO
-        fields: dict[str, Any] = {
-            "event": "request",
-            "method": record.method,
-            "path": record.path,
-            "status": status,
-            "duration_ms": round((time.perf_counter() - record.started) * 1000, 2),
-        }
-        for name in ("route", "adapter", "adapter_version", "reason", "error"):
-            value = getattr(record, name)
-            if value is not None:
-                fields[name] = value
-        if record.route is not None:
-            fields["stream"] = record.stream
-        fields.update({f"{k}_ms": v for k, v in record.timings_ms.items()})
-        if record.prompt_tokens is not None:
-            fields["prompt_tokens"] = record.prompt_tokens
-        if record.completion_tokens is not None:
-            fields["completion_tokens"] = record.completion_tokens
-        if self.log_prompts and record.question is not None:
-            fields["question"] = record.question
-        access_logger.log(
-            level,
-            "%s %s %s",
-            record.method,
-            record.path,
-            status,
-            extra={"request_id": record.request_id, "fields": fields},
-        )
 
 
 class JsonFormatter(logging.Formatter):

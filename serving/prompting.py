@@ -4,17 +4,19 @@ score first. Whatever a document wrote (its text, headings, name) passes `neutra
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from jinja2 import TemplateError
 
 from ragtune.retrieval.search import SearchHit
-from ragtune.serving.errors import ContextLengthError, InvalidRequestError
+from ragtune.serving.errors import ContextLengthError, InvalidRequestError, ServingError
+from ragtune.serving.router import RoutePlan
 
 Message = dict[str, Any]
 
@@ -177,10 +179,23 @@ def _neutralizer(special_tokens: tuple[str, ...]) -> _Neutralizer:
 
 
 class PromptBuilder:
+    """The served model's prompts, counted with its tokenizer within its context.
+
+    Usage: `builder.for_plan(messages, plan)` for a routed request (documents or not, room kept
+    for the answer as the plan says); `rag` and `plain` for the two kinds directly."""
+
     def __init__(self, tokenizer: Tokenizer, context_length: int) -> None:
         self.tokenizer = tokenizer
         self.context_length = context_length
         self.special_tokens = served_special_tokens(tokenizer)
+
+    def for_plan(self, messages: Sequence[Message], plan: RoutePlan) -> PromptPlan:
+        """The prompt of a routed request: its evidence passages in a context block on the
+        document routes, the conversation alone on the others."""
+        reserve = plan.answer.reserve(self.context_length, plan.uses_documents)
+        if plan.uses_documents:
+            return self.rag(messages, plan.evidence, reserve)
+        return self.plain(messages, reserve)
 
     def count(self, messages: Sequence[Message]) -> int:
         try:
@@ -271,3 +286,36 @@ def with_system(messages: Sequence[Message], system: str) -> list[Message]:
         system = f"{system}\n\n{rest[0]['content']}"
         rest = rest[1:]
     return [{"role": "system", "content": system}, *rest]
+
+
+class PromptFactory:
+    """The prompt builder of the served model, made once: the tokenizer is loaded at start, the
+    context length asked of the engine on first use (it may not be up at start).
+
+    Usage: `builder = await prompts.builder()` (the same builder for every request)."""
+
+    def __init__(self, tokenizer: Tokenizer, context_length: Callable[[], Awaitable[int]]):
+        self._tokenizer = tokenizer
+        self._context_length = context_length
+        self._builder: PromptBuilder | None = None
+        self._lock = asyncio.Lock()
+
+    async def builder(self) -> PromptBuilder:
+        if self._builder is None:
+            async with self._lock:
+                if self._builder is None:
+                    self._builder = PromptBuilder(self._tokenizer, await self._context_length())
+        return self._builder
+
+
+def load_tokenizer(source: str) -> Any:
+    """The served model's tokenizer, from its local directory (or the local cache for a name)."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as exc:
+        raise ServingError(
+            f"cannot load the tokenizer of {source!r} ({exc}); set RAGTUNE_TOKENIZER to a local "
+            "directory holding the served model's tokenizer"
+        ) from exc

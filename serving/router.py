@@ -1,35 +1,126 @@
 """The per-request router: retrieval-augmented prompting by default, a LoRA adapter when the
 request clearly matches an adapter's task, both when it also has strong evidence in the documents,
-the plain base model when neither applies. Pure and deterministic: the inputs are numbers the
-service has already computed (the question is embedded once, for retrieval and matching alike).
+the plain base model when neither applies.
+
+Every routing rule is here and nowhere else: whether retrieval runs, a forced route against a
+named adapter, which passages count as evidence, how many tokens the answer may take. Pure and
+deterministic: the inputs are what the chat service already computed (the question is embedded
+once, for retrieval and adapter matching alike), so a decision takes microseconds.
+
+Usage:
+    request = RouteRequest(question, adapter=None, answer=AnswerBound.of(None, limit=0))
+    hits = search(...) if request.searches_documents else []
+    plan = plan_route(settings, request, hits, adapter_matches(profiles, vector))
+    plan.route, plan.adapter, plan.evidence, plan.answer.reserve(context_length, ...)
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-import numpy as np
-import numpy.typing as npt
-
-from ragtune.serving.errors import RouteRequestError
+from ragtune.retrieval.search import SearchHit
+from ragtune.serving.errors import InvalidRequestError, RouteRequestError
 from ragtune.serving.settings import RouterSettings
 
 Route = Literal["rag", "adapter", "adapter+rag", "base"]
 ROUTES: tuple[Route, ...] = ("rag", "adapter", "adapter+rag", "base")
-Matrix = npt.NDArray[np.float32]
+DOCUMENT_ROUTES: frozenset[Route] = frozenset({"rag", "adapter+rag"})
+ADAPTER_ROUTES: frozenset[Route] = frozenset({"adapter", "adapter+rag"})
 
 
 @dataclass(frozen=True)
-class AdapterProfile:
-    """An adapter's task, as unit vectors: its task description and each example prompt."""
+class AnswerBound:
+    """How many tokens the answer may take: what the client asked (`max_tokens` or
+    `max_completion_tokens`, one number), within the server's limit."""
 
-    name: str
-    vectors: Matrix
+    asked: int | None = None
+    limit: int = 0
+    """RAGTUNE_MAX_TOKENS_LIMIT; 0: what the context allows."""
+    default: int = 512
+    """Room kept for the answer of a RAG prompt when the client set no bound."""
 
-    def match(self, question: Matrix) -> float:
-        return float(np.max(self.vectors @ question)) if len(self.vectors) else 0.0
+    @classmethod
+    def of(
+        cls, asked: int | None, *, limit: int = 0, default: int = 512, param: str = "max_tokens"
+    ) -> AnswerBound:
+        """The bound of a request; InvalidRequestError (naming `param`) above the limit."""
+        if limit and asked and asked > limit:
+            raise InvalidRequestError(
+                f"max_tokens {asked} is above this server's limit of {limit} "
+                "(RAGTUNE_MAX_TOKENS_LIMIT); ask for fewer",
+                param=param,
+            )
+        return cls(asked, limit, default)
+
+    def reserve(self, context_length: int, with_documents: bool) -> int:
+        """Tokens kept free for the answer while the prompt is built: what the client asked;
+        else, beside documents, a default share of the context (the passages fill the rest);
+        else one token (the conversation alone just has to fit)."""
+        if self.asked:
+            return self.asked
+        return min(self.default, context_length // 2) if with_documents else 1
+
+    def engine_max_tokens(self, context_length: int, prompt_tokens: int) -> int | None:
+        """The engine's `max_tokens`: what the client asked (already checked against the limit);
+        else the limit, within what the prompt leaves of the context; else None (the engine
+        lets the answer take the rest of the context)."""
+        if self.asked:
+            return self.asked
+        if self.limit:
+            return min(self.limit, context_length - prompt_tokens)
+        return None
+
+
+@dataclass(frozen=True)
+class RouteRequest:
+    """What one request asks of the router."""
+
+    question: str
+    """The text retrieval and adapter matching work on (the last user message)."""
+    route: Route | None = None
+    """A route the client forced (`ragtune.route`)."""
+    adapter: str | None = None
+    """The adapter the client named as `model` (None: the base model, the router chooses)."""
+    collection: str | None = None
+    filters: Mapping[str, str] | None = None
+    answer: AnswerBound = field(default_factory=AnswerBound)
+
+    @property
+    def searches_documents(self) -> bool:
+        """Retrieval runs unless the client forced a route that uses no documents."""
+        return self.route not in ("adapter", "base")
+
+    @property
+    def requires_documents(self) -> bool:
+        """A missing collection is the client's error when it named one or forced RAG;
+        otherwise it means nothing was ingested yet (no evidence)."""
+        return self.collection is not None or self.route == "rag"
+
+    @property
+    def named_adapter(self) -> str | None:
+        """The adapter the request uses whatever the scores: none when the forced route uses
+        no adapter (a named one is then ignored)."""
+        return self.adapter if self.route not in ("rag", "base") else None
+
+
+@dataclass(frozen=True)
+class RoutePlan:
+    """The router's answer for one request: everything the prompt and the engine call need."""
+
+    route: Route
+    adapter: str | None
+    reason: str
+    scores: dict[str, float] = field(default_factory=dict)
+    evidence: tuple[SearchHit, ...] = ()
+    """The passages that count as evidence (dense similarity at the threshold), in retrieval
+    order; empty on the routes that use no documents. The prompt keeps as many as fit."""
+    answer: AnswerBound = field(default_factory=AnswerBound)
+
+    @property
+    def uses_documents(self) -> bool:
+        return self.route in DOCUMENT_ROUTES
 
 
 @dataclass(frozen=True)
@@ -38,6 +129,11 @@ class Evidence:
     first (cosine, -1..1)."""
 
     scores: tuple[float, ...] = ()
+
+    @classmethod
+    def of(cls, hits: Sequence[SearchHit]) -> Evidence:
+        dense = (h.dense_score for h in hits if h.dense_score is not None)
+        return cls(tuple(sorted(dense, reverse=True)))
 
     @property
     def top(self) -> float:
@@ -51,35 +147,29 @@ class Evidence:
         return sum(1 for s in self.scores if s >= threshold)
 
 
-@dataclass(frozen=True)
-class RouteDecision:
-    route: Route
-    adapter: str | None
-    reason: str
-    scores: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def uses_retrieval(self) -> bool:
-        return self.route in ("rag", "adapter+rag")
-
-
-def adapter_matches(
-    profiles: Sequence[AdapterProfile], question: Matrix
-) -> list[tuple[str, float]]:
-    """(adapter, similarity) for every profile, best first."""
-    matches = [(p.name, p.match(question)) for p in profiles]
-    return sorted(matches, key=lambda m: (-m[1], m[0]))
-
-
-def decide(
+def plan_route(
     settings: RouterSettings,
+    request: RouteRequest,
+    hits: Sequence[SearchHit],
+    matches: Sequence[tuple[str, float]],
+) -> RoutePlan:
+    """Choose the route for one request. `hits` are the retrieved passages (none when the
+    request does not search documents), `matches` each adapter's similarity to the question,
+    best first."""
+    route, adapter, reason, scores = _decide(settings, request, Evidence.of(hits), matches)
+    evidence: tuple[SearchHit, ...] = ()
+    if route in DOCUMENT_ROUTES:
+        threshold = settings.evidence_threshold
+        evidence = tuple(h for h in hits if (h.dense_score or 0.0) >= threshold)
+    return RoutePlan(route, adapter, reason, scores, evidence, request.answer)
+
+
+def _decide(
+    settings: RouterSettings,
+    request: RouteRequest,
     evidence: Evidence,
     matches: Sequence[tuple[str, float]],
-    *,
-    requested_adapter: str | None = None,
-    forced_route: Route | None = None,
-) -> RouteDecision:
-    """Choose the route for one request."""
+) -> tuple[Route, str | None, str, dict[str, float]]:
     best_name, best = matches[0] if matches else (None, 0.0)
     runner_up = matches[1][1] if len(matches) > 1 else 0.0
     passing = evidence.passing(settings.evidence_threshold)
@@ -96,67 +186,61 @@ def decide(
         and best >= settings.adapter_threshold
         and best - runner_up >= settings.adapter_margin
     )
+    named = request.named_adapter
 
-    if forced_route is not None:
-        adapter = requested_adapter or (best_name if forced_route.startswith("adapter") else None)
-        if forced_route.startswith("adapter") and adapter is None:
+    forced = request.route
+    if forced is not None:
+        if forced not in ADAPTER_ROUTES:
+            return forced, None, f"The request asked for the {forced} route.", scores
+        adapter = named or best_name
+        if adapter is None:
             raise RouteRequestError(
-                f"route {forced_route!r} was asked for, but no adapter is registered; name one "
+                f"route {forced!r} was asked for, but no adapter is registered; name one "
                 "as `model` or register one (`ragtune adapters add`)"
             )
-        return RouteDecision(
-            forced_route,
-            adapter if forced_route.startswith("adapter") else None,
-            f"The request asked for the {forced_route} route.",
-            scores,
-        )
+        return forced, adapter, f"The request asked for the {forced} route.", scores
 
-    if requested_adapter is not None:
+    if named is not None:
         if strong:
-            return RouteDecision(
+            return (
                 "adapter+rag",
-                requested_adapter,
-                f"The request named adapter {requested_adapter!r} and the documents hold strong "
+                named,
+                f"The request named adapter {named!r} and the documents hold strong "
                 f"evidence (top similarity {evidence.top:.2f}).",
                 scores,
             )
-        return RouteDecision(
-            "adapter",
-            requested_adapter,
-            f"The request named adapter {requested_adapter!r}.",
-            scores,
-        )
+        return "adapter", named, f"The request named adapter {named!r}.", scores
 
-    if clear_match:
+    if clear_match and best_name is not None:
         if strong:
-            return RouteDecision(
+            return (
                 "adapter+rag",
                 best_name,
-                f"The request matches adapter {best_name!r}'s task ({best:.2f}) and the documents "
-                f"hold strong evidence ({evidence.top:.2f}).",
+                f"The request matches adapter {best_name!r}'s task ({best:.2f}) and the "
+                f"documents hold strong evidence ({evidence.top:.2f}).",
                 scores,
             )
-        return RouteDecision(
+        return (
             "adapter",
             best_name,
             f"The request matches adapter {best_name!r}'s task ({best:.2f}).",
             scores,
         )
 
-    if passing or settings.base_route == "explicit":
-        if passing:
-            reason = (
-                f"{passing} passage(s) reach the evidence threshold (top similarity "
-                f"{evidence.top:.2f}); answering from the documents."
-            )
-        else:
-            reason = (
-                f"No passage reaches the evidence threshold (top {evidence.top:.2f}); the model "
-                "is told the documents do not cover the question."
-            )
-        return RouteDecision("rag", None, reason, scores)
+    if passing:
+        reason = (
+            f"{passing} passage(s) reach the evidence threshold (top similarity "
+            f"{evidence.top:.2f}); answering from the documents."
+        )
+        return "rag", None, reason, scores
+    if settings.base_route == "explicit":
+        reason = (
+            f"No passage reaches the evidence threshold (top {evidence.top:.2f}); the model "
+            "is told the documents do not cover the question."
+        )
+        return "rag", None, reason, scores
 
-    return RouteDecision(
+    return (
         "base",
         None,
         f"Neither the documents (top similarity {evidence.top:.2f}) nor any adapter's task "

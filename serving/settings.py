@@ -1,15 +1,16 @@
-"""Settings of the serving side (env prefix `RAGTUNE_`): the generation engine for now."""
+"""Settings of the serving side (env prefix `RAGTUNE_`): the engine, the router, the HTTP API;
+and `ServingSettings`, every package's settings composed in one place."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr
 
-from ragtune.retrieval.settings import RagtuneSettings
-
-DEFAULT_ENGINE_VENV = Path(".venv-engine")
+from ragtune.adapters.settings import AdapterSettings
+from ragtune.retrieval.settings import RagtuneSettings, RetrievalSettings
 
 
 class EngineSettings(RagtuneSettings):
@@ -33,8 +34,9 @@ class EngineSettings(RagtuneSettings):
     """Several running vLLM replicas of the same model, comma-separated: the API keeps track
     of the adapters resident on each, sends an adapter's requests to a replica holding it (or
     loads it there) and spreads the rest. Starts nothing."""
-    engine_python: Path = DEFAULT_ENGINE_VENV / "bin" / "python"
-    """The Python of the engine's own environment (`scripts/install-engine` creates it)."""
+    engine_python: Path | None = None
+    """The Python of the engine's own environment. Unset: the one `scripts/install-engine`
+    made, beside the installation or in the per-user location (`find_engine_python`)."""
     engine_host: str = "127.0.0.1"
     engine_port: int = 8011
     max_lora_rank: int = 16
@@ -160,11 +162,6 @@ class ApiSettings(RagtuneSettings):
     """GET /metrics without a key (for a Prometheus inside the cluster); false: admin key."""
     registry_check_s: float = 5.0
     """How often the API looks for adapters added or swapped by another process."""
-    max_adapter_examples: int = Field(default=500, ge=0)
-    """Most example prompts an adapter may be registered with (`adapters add`, over HTTP or
-    not): more is refused with 400. The router embeds each once per adapter version (stored
-    next to the manifest) and matches every request against them. A manifest written with
-    more (e.g. before the limit was lowered) is profiled from its first ones."""
     torch_threads: int = 1
     """Threads `ragtune serve` gives torch (it only embeds one question at a time). More threads
     spin-wait after each embedding and take CPU from a vLLM engine on the same machine."""
@@ -172,3 +169,18 @@ class ApiSettings(RagtuneSettings):
     def keys(self, scope: Literal["chat", "admin"]) -> list[str]:
         raw = self.admin_api_keys if scope == "admin" else self.api_keys
         return [k.strip() for k in raw.split(",") if k.strip()]
+
+
+@dataclass
+class ServingSettings:
+    """Every package's settings, composed in one place: what `ragtune serve`, the evaluations and
+    the benchmarks build the server's parts from (`serving.components.open_components`).
+
+    Built from the environment (and the TOML file) by default. Code that builds it by hand for
+    another data directory sets it in each part that has one (retrieval, engine, adapters)."""
+
+    retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
+    engine: EngineSettings = field(default_factory=EngineSettings)
+    adapters: AdapterSettings = field(default_factory=AdapterSettings)
+    router: RouterSettings = field(default_factory=RouterSettings)
+    api: ApiSettings = field(default_factory=ApiSettings)

@@ -22,7 +22,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {**CHAT_ERRORS, 409: CHAT_ERRORS[400]}
 
 
 def admin(request: Request) -> AdapterAdmin:
-    return AdapterAdmin(request.app.state.serving)
+    service: AdapterAdmin = request.app.state.components.admin
+    return service
 
 
 Admin = Annotated[AdapterAdmin, Depends(admin)]
@@ -31,7 +32,7 @@ Admin = Annotated[AdapterAdmin, Depends(admin)]
 @router.get("", response_model=list[AdapterStatus], responses=ERRORS)
 async def list_adapters(service: Admin) -> list[AdapterStatus]:
     """Registered adapters: version in force, engine name, loaded or not, requests in flight."""
-    return [service.status(m) for m in service.state.adapters.values()]
+    return service.listed()
 
 
 @router.post("", response_model=AdapterStatus, responses=ERRORS)

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ragtune.adapters.examples import last_user_text
 from ragtune.serving.errors import InvalidRequestError, shorten
 from ragtune.serving.router import Route
 
@@ -124,7 +125,20 @@ class ChatCompletionRequest(BaseModel):
 
     def question(self) -> str:
         """The text the router and retrieval work on: the last user message."""
-        return next(m.text() for m in reversed(self.messages) if m.role == "user" and m.text())
+        return last_user_text((m.role, m.text()) for m in self.messages)
+
+    def conversation(self) -> list[dict[str, Any]]:
+        """The messages as the model's chat template reads them: each one's text as one
+        string, and every message with text (an assistant turn that only called tools has
+        none, and templates expect some)."""
+        messages = [m.model_dump(exclude_none=True) for m in self.messages]
+        for message in messages:
+            if isinstance(message.get("content"), list):
+                message["content"] = "\n".join(
+                    part.get("text") or "" for part in message["content"]
+                )
+            message.setdefault("content", "")
+        return messages
 
     def unknown_fields(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
@@ -226,30 +240,3 @@ class ChatCompletionResponse(BaseModel):
     choices: list[Choice]
     usage: Usage | None = None
     ragtune: RagtuneInfo
-
-
-class ModelCard(BaseModel):
-    id: str
-    object: Literal["model"] = "model"
-    created: int
-    owned_by: str = "ragtune"
-    parent: str | None = None
-    root: str | None = None
-    max_model_len: int | None = None
-    task: str | None = Field(default=None, description="An adapter's task description.")
-
-
-class ModelList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[ModelCard]
-
-
-class ErrorDetail(BaseModel):
-    message: str
-    type: str
-    param: str | None = None
-    code: str | int | None = None
-
-
-class ErrorResponse(BaseModel):
-    error: ErrorDetail

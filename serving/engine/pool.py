@@ -8,6 +8,9 @@ within the slots also keeps vLLM from paging adapters in and out of a running ba
 
 An adapter request goes to a replica that has the adapter loaded (the least busy one), else to
 the replica where loading it costs least; the rest is spread by requests in flight.
+
+Requests are counted per replica and engine model name (`Replica.in_flight`, the one count):
+eviction spares what is answering, a hot-swap drains the old version, the admin API reports it.
 """
 
 from __future__ import annotations
@@ -18,15 +21,24 @@ import logging
 import os
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
+from ragtune.adapters.registry import parse_served_name
 from ragtune.serving.engine.client import EngineClient
-from ragtune.serving.errors import AdapterLoadError, AdapterSlotsBusyError
+from ragtune.serving.errors import (
+    AdapterLoadError,
+    AdapterSlotsBusyError,
+    EngineModelMissingError,
+    EngineNotRunningError,
+)
 
 logger = logging.getLogger("ragtune.engine")
 DOWN_FOR_S = 5.0
 """A replica that refused a connection is passed over for this long (others are tried)."""
+_T = TypeVar("_T")
 
 
 class Replica:
@@ -67,7 +79,33 @@ class Replica:
         )
 
 
+@dataclass(eq=False)
+class Lease:
+    """One request's hold on an engine model: counted on `replica` from `EnginePool.lease` to
+    `EnginePool.release`, so that nothing unloads the model under it. The replica may change
+    (`EnginePool.call` moves a request off a replica that went away)."""
+
+    served: str
+    """The engine's model name: the base model's, or an adapter version's (`name@vN`)."""
+    adapter_path: str | None
+    """The adapter version's directory, for loading it (None: the base model)."""
+    replica: Replica
+    released: bool = False
+
+
 class EnginePool:
+    """Every engine replica, the adapters resident on each, and the requests each answers.
+
+    Usage:
+        lease = pool.lease(served, adapter_path)      # replica chosen, request counted
+        try:
+            answer = await pool.call(lease, lambda client: client.chat_completion(body))
+        finally:
+            await pool.release(lease)
+    `call` loads the adapter where it is missing and recovers once from what a replica may do
+    between two requests: restart and lose its adapters (loaded again), or go away (the
+    request moves to another replica)."""
+
     def __init__(
         self,
         clients: Iterable[EngineClient],
@@ -81,15 +119,124 @@ class EnginePool:
         self.loads = 0
         self.evictions = 0
         self.on_event: Callable[[str, str], None] = lambda event, served: None
-        """Called with ("load" | "evict" | "unload", engine name); metrics hook in here."""
-
-    @property
-    def primary(self) -> EngineClient:
-        return self.replicas[0].client
+        """Called with ("load" | "evict" | "unload" | "swap" | "swap_failed", engine name);
+        metrics hook in here."""
+        self._released = asyncio.Condition()
+        self._context_length: int | None = None
 
     async def aclose(self) -> None:
         for replica in self.replicas:
             await replica.client.aclose()
+
+    async def context_length(self, model: str, fallback: int) -> int:
+        """The served model's context length as the engines report it (asked once, of the first
+        replica that answers), else `fallback` (the configured one)."""
+        if self._context_length is None:
+            models = await self._ask_any(lambda client: client.list_models())
+            lengths = [
+                int(entry["max_model_len"])
+                for entry in models
+                if entry.get("id") == model and entry.get("max_model_len")
+            ]
+            self._context_length = lengths[-1] if lengths else fallback
+        return self._context_length
+
+    async def _ask_any(self, send: Callable[[EngineClient], Awaitable[_T]]) -> _T:
+        """`send(client)` to the replicas in turn (those not passed over first) until one
+        takes the connection."""
+        failure: EngineNotRunningError | None = None
+        for replica in sorted(self.replicas, key=lambda r: not r.up()):
+            try:
+                return await send(replica.client)
+            except EngineNotRunningError as exc:
+                replica.mark_down()
+                failure = exc
+        assert failure is not None
+        raise failure
+
+    # -- requests in flight ----------------------------------------------------------------
+    def lease(
+        self, served: str, adapter_path: str | None = None, replica: Replica | None = None
+    ) -> Lease:
+        """Count a request on `served` at `replica` (default: the one `choose` picks). No await
+        here: called in the same step as reading an adapter's alias, a hot-swap waits for it."""
+        target = replica or self.choose(served if adapter_path is not None else None)
+        self._count(target, served)
+        return Lease(served, adapter_path, target)
+
+    async def release(self, lease: Lease) -> None:
+        """The request is over (once; again is a no-op)."""
+        if lease.released:
+            return
+        lease.released = True
+        await self._uncount(lease.replica, lease.served)
+
+    def in_flight(self, served: str) -> int:
+        """Requests on `served`, over every replica."""
+        return sum(r.in_flight[served] for r in self.replicas)
+
+    async def drain(self, served: str, timeout_s: float) -> bool:
+        """Wait until no request uses `served`; False when the timeout came first."""
+
+        async def idle() -> None:
+            async with self._released:
+                await self._released.wait_for(lambda: self.in_flight(served) <= 0)
+
+        try:
+            await asyncio.wait_for(idle(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    def _count(self, replica: Replica, served: str) -> None:
+        replica.in_flight[served] += 1
+        replica.touch(served)
+
+    async def _uncount(self, replica: Replica, served: str) -> None:
+        replica.in_flight[served] -= 1
+        if replica.in_flight[served] <= 0:
+            del replica.in_flight[served]
+        if self.in_flight(served) <= 0:
+            async with self._released:
+                self._released.notify_all()
+
+    # -- calling an engine -----------------------------------------------------------------
+    async def call(self, lease: Lease, send: Callable[[EngineClient], Awaitable[_T]]) -> _T:
+        """`send(client)` on the lease's replica, its adapter loaded there first. Recovers once
+        from an engine that restarted and lost the adapter (loaded again, sent again) and from
+        a replica that refuses connections (the request moves to another, when there is one).
+        Nothing had reached the client yet, so sending again is safe."""
+        try:
+            await self.load(lease)
+            return await send(lease.replica.client)
+        except EngineModelMissingError:
+            if lease.adapter_path is None:
+                raise
+            await self.load(lease, reload=True)
+            return await send(lease.replica.client)
+        except EngineNotRunningError:
+            if len(self.replicas) == 1:
+                raise
+            lease.replica.mark_down()
+            await self._move(lease)
+            await self.load(lease)
+            return await send(lease.replica.client)
+
+    async def load(self, lease: Lease, *, reload: bool = False) -> None:
+        """Make the lease's adapter resident on its replica (nothing for the base model)."""
+        if lease.adapter_path is not None:
+            await self.ensure_loaded(lease.replica, lease.served, lease.adapter_path, reload=reload)
+
+    async def _move(self, lease: Lease) -> None:
+        """Send the request to another replica (counted there before it is released here)."""
+        old = lease.replica
+        adapter = lease.served if lease.adapter_path is not None else None
+        lease.replica = self.choose(adapter, exclude=old)
+        self._count(lease.replica, lease.served)
+        await self._uncount(old, lease.served)
+        logger.warning(
+            "engine %s refused the connection; request moved to %s", old.url, lease.replica.url
+        )
 
     # -- choosing a replica ----------------------------------------------------------------
     def choose(self, served: str | None, exclude: Replica | None = None) -> Replica:
@@ -216,7 +363,7 @@ class EnginePool:
         loads each adapter's current version)."""
         if self.residency_file is None:
             return
-        engines = {r.url: [name.rsplit("@", 1)[0] for name in r.resident] for r in self.replicas}
+        engines = {r.url: [_adapter_name(name) for name in r.resident] for r in self.replicas}
         self.residency_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.residency_file.with_suffix(".tmp")
         tmp.write_text(json.dumps({"engines": engines}, indent=1))
@@ -225,3 +372,8 @@ class EnginePool:
     async def healthy(self) -> dict[str, bool]:
         results = await asyncio.gather(*(r.client.health() for r in self.replicas))
         return {r.url: ok for r, ok in zip(self.replicas, results, strict=True)}
+
+
+def _adapter_name(served: str) -> str:
+    parsed = parse_served_name(served)
+    return parsed[0] if parsed else served

@@ -1,22 +1,29 @@
-"""`ragtune adapters train`: PEFT LoRA, answer-only loss, per-batch padding, held-out split."""
+"""`ragtune adapters train`: PEFT LoRA, answer-only loss, per-batch padding, held-out split;
+the train-and-register flow with a stand-in trainer, and end to end through the CLI."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import httpx
 import pytest
 from transformers import AutoTokenizer
 
+from ragtune.adapters.errors import AdapterConflictError, InvalidAdapterError
+from ragtune.adapters.examples import Example, load_examples
+from ragtune.adapters.registry import AdapterRegistry
 from ragtune.adapters.training import (
     IGNORE,
-    Example,
-    TrainingDataError,
+    Trainer,
+    TrainingConfig,
+    TrainingResult,
     collate,
     encode,
-    load_examples,
+    train_and_register,
 )
 from ragtune.serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir
 from ragtune.serving.settings import EngineSettings
@@ -43,29 +50,105 @@ def test_loss_covers_the_answer_only_and_batches_pad_to_their_longest(models_dir
     assert set(batch_labels[1, len(short[0]) :].tolist()) == {IGNORE}
 
 
-def test_training_data_formats_and_errors(tmp_path: Path) -> None:
-    data = tmp_path / "data.jsonl"
-    data.write_text(
-        json.dumps({"instruction": "Title:", "input": "An abstract.", "output": "A title"})
-        + "\n"
-        + json.dumps(
-            {
-                "messages": [
-                    {"role": "user", "content": "Hi"},
-                    {"role": "assistant", "content": "Hello"},
-                ]
-            }
-        )
-        + "\n"
-    )
-    examples = load_examples(data)
-    assert [(e.prompt(), e.answer) for e in examples] == [
-        ("Title: An abstract.", "A title"),
-        ("Hi", "Hello"),
+class CopyTrainer(Trainer):
+    """Stands in for PEFT: "trains" by copying a ready LoRA directory, and remembers what it
+    was given."""
+
+    def __init__(self, adapter: Path) -> None:
+        self.adapter = adapter
+        self.seen: tuple[list[Example], list[Example]] | None = None
+
+    def train(
+        self,
+        base_model_dir: Path,
+        train: Sequence[Example],
+        held_out: Sequence[Example],
+        out: Path,
+        config: TrainingConfig,
+        on_step: Callable[[int, int, float], None] | None = None,
+    ) -> TrainingResult:
+        self.seen = (list(train), list(held_out))
+        shutil.copytree(self.adapter, out)
+        if on_step:
+            on_step(1, 1, 1.5)
+        return TrainingResult(out, 1, len(train), list(held_out), 2.0, 1.0, 1.5, 0.5, "")
+
+
+def write_examples(path: Path, count: int) -> Path:
+    rows = [
+        {"instruction": "Title:", "input": f"Abstract number {n}.", "output": f"Title {n}"}
+        for n in range(count)
     ]
-    data.write_text(data.read_text() + '{"input": "no output"}\n')
-    with pytest.raises(TrainingDataError, match="line 3"):
-        load_examples(data)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def test_train_and_register_keeps_the_held_out_split_and_records_the_run(
+    models_dir: Path, lora_adapters: dict[str, Path], tmp_path: Path
+) -> None:
+    registry = AdapterRegistry(tmp_path / "adapters")
+    data = write_examples(tmp_path / "titles.jsonl", 30)
+    trainer = CopyTrainer(lora_adapters["alpha"])
+    steps: list[int] = []
+    trained = train_and_register(
+        registry, data, "titler", "Write a paper's title.",
+        base_model=DEFAULT_MODEL_NAME,
+        base_model_dir=lambda: default_model_dir(models_dir),
+        max_rank=16,
+        config=TrainingConfig(max_examples=25, eval_split=0.2),
+        trainer=trainer,
+        on_step=lambda step, total, loss: steps.append(step),
+    )  # fmt: skip
+    assert trainer.seen is not None
+    train, held_out = trainer.seen
+    assert (len(train), len(held_out)) == (20, 5)  # the first 25 examples, a fifth held out
+    assert steps == [1]
+
+    manifest = registry.get("titler")
+    assert manifest == trained.manifest
+    assert manifest.version == 1
+    assert manifest.examples == [e.prompt() for e in train]
+    assert manifest.training_data_sha256
+    summary = manifest.evaluation["training"]
+    assert summary["examples"] == 20
+    assert summary["held_out"] == 5
+    assert (summary["eval_loss_before"], summary["eval_loss_after"]) == (2.0, 1.0)
+    # The held-out examples lie next to the adapter, in the format `eval compare --task` reads.
+    assert trained.held_out_file == registry.path(manifest) / "heldout.jsonl"
+    assert summary["held_out_file"] == str(trained.held_out_file)
+    assert load_examples(trained.held_out_file) == held_out
+    assert not list(registry.root.glob(".training-*"))  # the staging folder is gone
+
+
+def test_a_refused_training_stops_before_the_base_model_is_prepared(
+    lora_adapters: dict[str, Path], tmp_path: Path
+) -> None:
+    registry = AdapterRegistry(tmp_path / "adapters")
+    data = write_examples(tmp_path / "titles.jsonl", 4)
+    trainer = CopyTrainer(lora_adapters["alpha"])
+
+    def unprepared() -> Path:
+        raise AssertionError("the base model was asked for")
+
+    def train(name: str, data: Path = data, rank: int = 8) -> None:
+        train_and_register(
+            registry, data, name, "A task.", base_model=DEFAULT_MODEL_NAME,
+            base_model_dir=unprepared, max_rank=16, config=TrainingConfig(rank=rank),
+            trainer=trainer,
+        )  # fmt: skip
+
+    with pytest.raises(InvalidAdapterError, match="invalid adapter name"):
+        train("Not A Name")
+    with pytest.raises(InvalidAdapterError, match=r"--rank 32 is above .* 16"):
+        train("titler", rank=32)
+    prose = tmp_path / "prose.jsonl"
+    prose.write_text("Titles are short.\n")
+    with pytest.raises(InvalidAdapterError, match=r"prose\.jsonl, line 1: not JSON"):
+        train("titler", data=prose)
+    registry.add(lora_adapters["alpha"], "taken", "A task.", base_model=DEFAULT_MODEL_NAME)
+    with pytest.raises(AdapterConflictError, match="already exists"):
+        train("taken")
+    assert trainer.seen is None  # nothing was trained
 
 
 @pytest.fixture(scope="module")

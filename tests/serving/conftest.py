@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from ragtune.adapters.registry import AdapterRegistry
+from ragtune.adapters.settings import adapters_dir
 from ragtune.serving.engine.models import DEFAULT_MODEL_NAME
 from tests.support.serving import abstract_prompts, copy_of
 
@@ -21,7 +22,7 @@ def api_data(
     """A copy of the ingested small corpus (one per test module), with a title-writing adapter
     registered."""
     data_dir = copy_of(ingested[0], tmp_path_factory, "api")
-    AdapterRegistry(data_dir / "adapters").add(
+    AdapterRegistry(adapters_dir(data_dir)).add(
         lora_adapters["alpha"],
         "titler",
         "Write the title of a scientific article from its abstract.",

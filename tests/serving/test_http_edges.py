@@ -56,7 +56,7 @@ def test_every_response_carries_its_request_id(client: TestClient) -> None:
 def test_a_500_carries_its_request_id_and_its_log_line_too(
     client: TestClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    chat = client.app.state.chat  # type: ignore[attr-defined]
+    chat = client.app.state.components.chat  # type: ignore[attr-defined]
 
     async def broken(request: Any) -> Any:
         raise RuntimeError("a bug nobody expected")

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from ragtune.evals.load import Kind, run_load
 from ragtune.adapters.registry import AdapterRegistry
+from ragtune.adapters.settings import adapters_dir
+from ragtune.evals.load import Kind, run_load
 from ragtune.serving.engine.models import DEFAULT_MODEL_NAME
 from ragtune.serving.settings import EngineSettings
 from tests.support.cli import ragtune_serve
@@ -35,7 +36,7 @@ def test_sixty_seconds_of_mixed_traffic_without_a_server_error(
 ) -> None:
     data_dir = tmp_path / "data"
     shutil.copytree(ingested[0], data_dir)
-    AdapterRegistry(data_dir / "adapters").add(
+    AdapterRegistry(adapters_dir(data_dir)).add(
         lora_adapters["alpha"], "titler", "Write a title.", base_model=DEFAULT_MODEL_NAME
     )
     questions = tuple(q["question"] for q in json.loads((eval_small / "qa.json").read_text()))

@@ -81,7 +81,7 @@ def test_metrics_count_requests_routes_timings_and_tokens(client: TestClient) ->
     assert delta("ragtune_time_to_first_token_seconds_count", route="rag") == 1
     assert delta("ragtune_tokens_total", kind="completion") == 16  # 8 + 8, whole and streamed
     assert delta("ragtune_tokens_total", kind="prompt") > 100
-    engine_url = client.app.state.serving.engines.replicas[0].url  # type: ignore[attr-defined]
+    engine_url = client.app.state.components.engines.replicas[0].url  # type: ignore[attr-defined]
     assert value(after, "ragtune_engine_up", url=engine_url) == 1
     admin = {"Authorization": "Bearer admin-key"}
     assert client.post("/admin/adapters/titler/unload", headers=admin).status_code == 200

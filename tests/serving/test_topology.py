@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from ragtune.adapters.registry import AdapterRegistry
+from ragtune.adapters.settings import adapters_dir
 from ragtune.serving.engine.launcher import EngineLauncher
 from ragtune.serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir
 from tests.support.cli import ragtune, ragtune_json, ragtune_serve
@@ -100,7 +101,7 @@ def test_api_chroma_server_and_vllm_as_separate_processes_through_faults(
         "RAGTUNE_ADMIN_API_KEYS": ADMIN,
         "RAGTUNE_REGISTRY_CHECK_S": "1",
     }
-    AdapterRegistry(data_dir / "adapters").add(
+    AdapterRegistry(adapters_dir(data_dir)).add(
         lora_adapters["alpha"], "titler", "Write a title.", base_model=DEFAULT_MODEL_NAME
     )
     chroma.start()

@@ -178,3 +178,23 @@ class InMemoryStore(VectorStore):
 
     def snapshot(self) -> dict[str, Any]:
         return {name: dict(c.rows) for name, c in self.collections.items()}
+
+
+class FakeTokenizer:
+    """A chat model's tokenizer in miniature: a token is a whitespace-separated word, and the
+    chat template wraps each message as `<|im_start|> role content... <|im_end|>` (so a
+    message costs its words plus three), then opens the assistant's turn (two)."""
+
+    all_special_tokens = ("<|im_start|>", "<|im_end|>")
+    added_tokens_decoder: dict[int, Any] = {}  # noqa: RUF012 (read only)
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        return [len(word) for word in text.split()]
+
+    def apply_chat_template(self, conversation: Any, **kwargs: Any) -> list[int]:
+        ids: list[int] = []
+        for message in conversation:
+            ids += [0, *self.encode(message["role"]), *self.encode(message["content"]), 1]
+        if kwargs.get("add_generation_prompt"):
+            ids += [0, *self.encode("assistant")]
+        return ids

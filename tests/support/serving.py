@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
+from ragtune.adapters.settings import AdapterSettings
 from ragtune.retrieval.settings import RetrievalSettings
 from ragtune.serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir
-from ragtune.serving.settings import ApiSettings, EngineSettings, RouterSettings
-from ragtune.serving.state import ServingSettings
+from ragtune.serving.settings import ApiSettings, EngineSettings, RouterSettings, ServingSettings
 
 ABSTRACTS = Path(__file__).resolve().parents[3] / "shared" / "eval" / "abstract2title.jsonl"
 CHAT, ADMIN = "chat-key", "admin-key"
@@ -38,6 +38,7 @@ def api_settings(data_dir: Path, engine: EngineSettings, models_dir: Path, **api
                 "served_model_name": DEFAULT_MODEL_NAME,
             }
         ),
+        adapters=AdapterSettings(data_dir=data_dir),
         router=RouterSettings(),
         api=ApiSettings(api_keys=CHAT, admin_api_keys=ADMIN, **api),
     )

@@ -23,13 +23,18 @@ from fastapi.testclient import TestClient
 from safetensors.torch import load_file, save_file
 
 from ragtune.adapters.scaffold import make_random_lora
+from ragtune.adapters.settings import AdapterSettings, adapters_dir
 from ragtune.retrieval.embedder import SentenceTransformerEmbedder
 from ragtune.retrieval.settings import RetrievalSettings
 from ragtune.serving.app import create_app
 from ragtune.serving.engine.launcher import auth_headers, engine_api_key
 from ragtune.serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir
-from ragtune.serving.settings import ApiSettings, EngineSettings, RouterSettings
-from ragtune.serving.state import ServingSettings
+from ragtune.serving.settings import (
+    ApiSettings,
+    EngineSettings,
+    RouterSettings,
+    ServingSettings,
+)
 from tests.support.adapters import crafted_adapter, lora_pair
 from tests.support.cli import ragtune, ragtune_serve
 from tests.support.servers import free_port
@@ -55,6 +60,7 @@ def settings_for(
     return ServingSettings(
         retrieval=RetrievalSettings(data_dir=data_dir),
         engine=engine.model_copy(update=update),
+        adapters=AdapterSettings(data_dir=data_dir),
         router=RouterSettings(),
         api=ApiSettings(api_keys=CHAT, admin_api_keys=ADMIN, **api),
     )
@@ -73,7 +79,7 @@ def client(
 
 
 def registry_root(client: TestClient) -> Path:
-    root: Path = client.app.state.serving.registry.root  # type: ignore[attr-defined]
+    root: Path = client.app.state.components.registry.root  # type: ignore[attr-defined]
     return root
 
 
@@ -201,7 +207,7 @@ def test_an_adapter_the_engine_refuses_is_not_registered(
         assert "max_lora_rank" in refused["message"]
         assert "not registered" in refused["message"]
         error(test_client.get("/admin/adapters/wide", headers=AUTH), 404, "adapter_not_found")
-        assert not (tmp_path / "data" / "adapters" / "wide").exists()
+        assert not (adapters_dir(tmp_path / "data") / "wide").exists()
 
         assert add(test_client, "narrow", lora_adapters["alpha"]).status_code == 200
         swap = test_client.post(
@@ -406,9 +412,9 @@ def test_many_examples_neither_freeze_the_server_nor_are_embedded_again(
 
         added, gaps = first.portal.call(scenario)  # type: ignore[union-attr]
         assert added.status_code == 200, added.text
-        state = first.app.state.serving  # type: ignore[attr-defined]
-        profile = next(p for p in state.profiles if p.name == "titler")
-        stored = state.registry.path(state.adapters["titler"])
+        components = first.app.state.components  # type: ignore[attr-defined]
+        profile = next(p for p in components.fleet.profiles if p.name == "titler")
+        stored = components.registry.path(components.fleet.manifest("titler"))
     # /health answered all along (the embedding of 500 prompts ran off the event loop); on
     # the event loop, it kept the server from answering for 10 s to a minute.
     assert len(gaps) >= 4, gaps
@@ -425,8 +431,8 @@ def test_many_examples_neither_freeze_the_server_nor_are_embedded_again(
 
     monkeypatch.setattr(SentenceTransformerEmbedder, "_encode", counting)
     with TestClient(create_app(settings)) as second:
-        state = second.app.state.serving  # type: ignore[attr-defined]
-        again = next(p for p in state.profiles if p.name == "titler")
+        fleet = second.app.state.components.fleet  # type: ignore[attr-defined]
+        again = next(p for p in fleet.profiles if p.name == "titler")
         assert encoded == []  # nothing embedded at this start: the stored vectors were used
         assert (again.vectors == profile.vectors).all()
         assert second.delete("/admin/adapters/titler", headers=AUTH).status_code == 204
@@ -457,7 +463,7 @@ def test_cli_removes_an_old_version_on_a_remote_server(
         old = cli("rm", "remote", "--version", "1")
         assert old.returncode == 0, old.stderr
         assert "removed remote v1" in old.stdout
-        assert sorted(p.name for p in (data_dir / "adapters" / "remote").iterdir()) == ["v2"]
+        assert sorted(p.name for p in (adapters_dir(data_dir) / "remote").iterdir()) == ["v2"]
         assert cli("rm", "remote").returncode == 0
         gone = cli("rm", "remote")
         assert gone.returncode == 2

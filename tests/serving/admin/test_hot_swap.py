@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from ragtune.adapters.registry import AdapterRegistry
+from ragtune.adapters.settings import adapters_dir
 from ragtune.serving.engine.launcher import auth_headers, engine_api_key
 from ragtune.serving.engine.models import DEFAULT_MODEL_NAME
 from ragtune.serving.settings import EngineSettings
@@ -35,7 +36,7 @@ def server(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[str, EngineSettings]]:
     data_dir = copy_of(ingested[0], tmp_path_factory, "swap")
-    AdapterRegistry(data_dir / "adapters").add(
+    AdapterRegistry(adapters_dir(data_dir)).add(
         lora_adapters["alpha"], "swapper", "Name things.", base_model=DEFAULT_MODEL_NAME
     )
     with ragtune_serve(
@@ -206,7 +207,7 @@ def test_cli_operates_a_remote_server(
     cli("rm", "remote")
     assert "remote" not in loaded()
     # Nothing was written locally: the server did it all.
-    assert not (tmp_path / "adapters").exists()
+    assert not (adapters_dir(tmp_path)).exists()
     refused = ragtune("adapters", "list", data_dir=tmp_path, RAGTUNE_URL=url,
                       RAGTUNE_ADMIN_KEY=CHAT)  # fmt: skip
     assert refused.returncode == 2

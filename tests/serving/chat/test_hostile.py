@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from ragtune.adapters.registry import AdapterRegistry
+from ragtune.adapters.settings import adapters_dir
 from ragtune.serving.app import create_app
 from ragtune.serving.chat.protocol import ChatCompletionRequest
 from ragtune.serving.engine.models import DEFAULT_MODEL_NAME
@@ -46,7 +47,7 @@ def hostile_data(
     (docs / "evil.md").write_text(f"# Refund policy update\n\nRefunds and invoices: {INJECTION}\n")
     data_dir = root / "data"
     ragtune_json("ingest", docs, data_dir=data_dir)
-    AdapterRegistry(data_dir / "adapters").add(
+    AdapterRegistry(adapters_dir(data_dir)).add(
         lora_adapters["alpha"], "titler", "Write a title.", base_model=DEFAULT_MODEL_NAME
     )
     return data_dir
@@ -186,7 +187,7 @@ def test_adapter_names_and_paths_cannot_leave_the_adapters_directory(
     swapped = client.post("/admin/adapters/titler/swap", json={"path": str(sneaky)}, headers=admin)
     assert "link" in assert_error(swapped, 400)["message"]
     assert (outside / "keep.txt").read_text() == "keep me"
-    registry = AdapterRegistry(hostile_data / "adapters")
+    registry = AdapterRegistry(adapters_dir(hostile_data))
     assert [m.name for m in registry.list()] == ["titler"]
     assert registry.get("titler").version == 1  # the refused swap stored nothing
 
@@ -194,7 +195,7 @@ def test_adapter_names_and_paths_cannot_leave_the_adapters_directory(
 def test_injected_instructions_reach_the_model_only_inside_the_context_block(
     client: TestClient,
 ) -> None:
-    chat = client.app.state.chat  # type: ignore[attr-defined]
+    chat = client.app.state.components.chat  # type: ignore[attr-defined]
     request = ChatCompletionRequest.model_validate(
         body(messages=[{"role": "user", "content": "What is the refund policy for invoices?"}])
     )
@@ -202,7 +203,7 @@ def test_injected_instructions_reach_the_model_only_inside_the_context_block(
     async def engine_messages() -> list[dict[str, Any]]:
         prepared = await chat.prepare(request)
         await chat.finish(prepared)
-        assert prepared.decision.route == "rag"
+        assert prepared.plan.route == "rag"
         assert any(s.document.endswith("evil.md") for s in prepared.info.sources)
         messages: list[dict[str, Any]] = prepared.engine_request["messages"]
         return messages

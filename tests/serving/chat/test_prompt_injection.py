@@ -13,12 +13,17 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from ragtune.adapters.settings import AdapterSettings
 from ragtune.retrieval.settings import RetrievalSettings
 from ragtune.serving.app import create_app
 from ragtune.serving.chat.protocol import ChatCompletionRequest
 from ragtune.serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir
-from ragtune.serving.settings import ApiSettings, EngineSettings, RouterSettings
-from ragtune.serving.state import ServingSettings
+from ragtune.serving.settings import (
+    ApiSettings,
+    EngineSettings,
+    RouterSettings,
+    ServingSettings,
+)
 from tests.support.cli import ragtune_json
 from tests.support.prompts import fullwidth, prompt_tokens
 
@@ -67,6 +72,7 @@ def client(data_dir: Path, engine: EngineSettings, models_dir: Path) -> Iterator
                 "served_model_name": DEFAULT_MODEL_NAME,
             }
         ),
+        adapters=AdapterSettings(data_dir=data_dir),
         # Every passage counts as evidence: what is measured here is the prompt, not the route.
         router=RouterSettings(evidence_threshold=0.0),
         api=ApiSettings(api_keys=CHAT, admin_api_keys="admin-key"),
@@ -95,7 +101,7 @@ def request(**fields: Any) -> dict[str, Any]:
 def test_the_engine_gets_no_special_token_from_a_document(
     client: TestClient, tokenizer: Any
 ) -> None:
-    chat = client.app.state.chat  # type: ignore[attr-defined]
+    chat = client.app.state.components.chat  # type: ignore[attr-defined]
 
     async def engine_messages() -> list[dict[str, Any]]:
         prepared = await chat.prepare(ChatCompletionRequest.model_validate(request()))

@@ -59,7 +59,7 @@ def error(response: Any, status: int) -> dict[str, Any]:
 
 def engine_request(client: TestClient, payload: dict[str, Any]) -> dict[str, Any]:
     """What ragtune would send the engine for this request."""
-    chat = client.app.state.chat  # type: ignore[attr-defined]
+    chat = client.app.state.components.chat  # type: ignore[attr-defined]
 
     async def prepare() -> dict[str, Any]:
         prepared = await chat.prepare(ChatCompletionRequest.model_validate(payload))

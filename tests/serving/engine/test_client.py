@@ -16,9 +16,9 @@ from ragtune.serving.engine.models import DEFAULT_MODEL_NAME
 from ragtune.serving.errors import (
     AdapterLoadError,
     ContextLengthError,
+    EngineModelMissingError,
     EngineNotRunningError,
     EngineTimeoutError,
-    ModelNotFoundError,
 )
 from ragtune.serving.settings import EngineSettings
 from tests.support.servers import free_port
@@ -98,7 +98,7 @@ def test_adapter_loaded_selected_by_name_and_unloaded(
 
         await client.unload_adapter(name)
         assert name not in {m["id"] for m in await client.list_models()}
-        with pytest.raises(ModelNotFoundError, match=name):
+        with pytest.raises(EngineModelMissingError, match=name):
             await client.chat_completion(greedy(name, PROMPTS[0]))
         with pytest.raises(AdapterLoadError, match=name):
             await client.unload_adapter(name)
@@ -150,7 +150,7 @@ def test_prompt_beyond_the_context_is_a_context_length_error(engine: Any) -> Non
 
 @pytest.mark.engine
 def test_unknown_model_and_missing_adapter_path(engine: Any, tmp_path: Path) -> None:
-    with pytest.raises(ModelNotFoundError, match="no-such-adapter"):
+    with pytest.raises(EngineModelMissingError, match="no-such-adapter"):
         with_client(engine, lambda c: c.chat_completion(greedy("no-such-adapter", "hi")))
     with pytest.raises(AdapterLoadError, match="cannot load adapter 'ghost'"):
         with_client(engine, lambda c: c.load_adapter("ghost", str(tmp_path / "nothing-here")))

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from ragtune.adapters.registry import AdapterRegistry
+from ragtune.adapters.settings import adapters_dir
 from ragtune.serving.engine.client import EngineClient
 from ragtune.serving.engine.launcher import EngineLauncher
 from ragtune.serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir
@@ -68,7 +69,7 @@ def test_two_replicas_adapter_affinity_spreading_and_failover(
     })  # fmt: skip
     launcher = EngineLauncher(second)
     data_dir = tmp_path / "data"
-    registry = AdapterRegistry(data_dir / "adapters")
+    registry = AdapterRegistry(adapters_dir(data_dir))
     registry.add(lora_adapters["alpha"], "rep-alpha", "Task a.", base_model=DEFAULT_MODEL_NAME)
     urls = [engine.engine_url, second.engine_url]
     launcher.start()

@@ -14,6 +14,7 @@ import pytest
 
 from ragtune.adapters.registry import AdapterRegistry
 from ragtune.adapters.scaffold import make_random_lora
+from ragtune.adapters.settings import adapters_dir
 from ragtune.serving.engine.client import EngineClient
 from ragtune.serving.engine.launcher import auth_headers, engine_api_key
 from ragtune.serving.engine.models import DEFAULT_MODEL_NAME, default_model_dir
@@ -126,7 +127,7 @@ def test_serving_more_adapters_than_slots_and_the_loaded_set_survives_a_restart(
 ) -> None:
     data_dir = tmp_path / "data"
     shutil.copytree(ingested[0], data_dir)
-    registry = AdapterRegistry(data_dir / "adapters")
+    registry = AdapterRegistry(adapters_dir(data_dir))
     for key, path in three_adapters.items():
         registry.add(path, f"res-{key}", f"Task {key}.", base_model=DEFAULT_MODEL_NAME)
     env = serve_env(engine, models_dir, RAGTUNE_MAX_LORAS="2")
@@ -170,7 +171,7 @@ def test_all_slots_busy_is_a_503_with_retry_after(
 ) -> None:
     data_dir = tmp_path / "data"
     shutil.copytree(ingested[0], data_dir)
-    registry = AdapterRegistry(data_dir / "adapters")
+    registry = AdapterRegistry(adapters_dir(data_dir))
     for key in ("alpha", "beta"):
         registry.add(three_adapters[key], f"busy-{key}", "Task.", base_model=DEFAULT_MODEL_NAME)
     env = serve_env(engine, models_dir, RAGTUNE_MAX_LORAS="1")

@@ -1,0 +1,108 @@
+"""Retrieval evaluation (`ragtune eval retrieval`): score search modes on a QA set, over a
+collection as it is or over a corpus ingested for the purpose into a temporary collection.
+
+It lives here rather than beside `retrieval.evaluation` (the metrics) because it ingests, and
+`retrieval` imports nothing above it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import Protocol
+
+from ragtune.ingest.pipeline import IngestProgress, IngestService, IngestSummary
+from ragtune.ingest.settings import IngestSettings
+from ragtune.retrieval.embedder import load_embedder, model_id_for
+from ragtune.retrieval.errors import RetrievalError
+from ragtune.retrieval.evaluation import QAItem, RetrievalReport, Search, evaluate
+from ragtune.retrieval.filters import SearchFilter
+from ragtune.retrieval.lexical import LexicalIndexes
+from ragtune.retrieval.search import Retriever, SearchHit, SearchMode
+from ragtune.retrieval.settings import RetrievalSettings
+from ragtune.retrieval.store import Collection, open_store
+
+TEMPORARY_PREFIX = "eval-"
+"""Names of the temporary collections a corpus is ingested into."""
+
+
+class EvaluationReporter(Protocol):
+    """Told how an evaluation advances (the CLI draws progress from it)."""
+
+    def ingesting(self) -> AbstractContextManager[IngestProgress | None]:
+        """Held while the corpus is ingested."""
+        ...
+
+    def ingested(self, summary: IngestSummary) -> None: ...
+
+    def scoring(self, questions: int) -> AbstractContextManager[object]:
+        """Held while the questions are searched and scored."""
+        ...
+
+
+class _Quiet:
+    def ingesting(self) -> AbstractContextManager[IngestProgress | None]:
+        return nullcontext()
+
+    def ingested(self, summary: IngestSummary) -> None:
+        pass
+
+    def scoring(self, questions: int) -> AbstractContextManager[object]:
+        return nullcontext()
+
+
+def evaluate_retrieval(
+    settings: RetrievalSettings,
+    ingest_settings: IngestSettings,
+    qa: Sequence[QAItem],
+    modes: Sequence[SearchMode],
+    ks: Sequence[int],
+    *,
+    search_filter: SearchFilter | None = None,
+    neighbours: int = 0,
+    corpus: Path | None = None,
+    reporter: EvaluationReporter | None = None,
+) -> RetrievalReport:
+    """Recall@k, MRR@10, nDCG@10 and the ceiling of each search mode on `qa`.
+
+    Without `corpus`, over `settings.collection` (read only). With it, the corpus folder is
+    ingested (as `ingest_settings` say) into a new collection `eval-<random>`, which is removed
+    afterwards, whatever happens: an evaluation leaves the store as it found it.
+    """
+    reporter = reporter or _Quiet()
+    search_filter = search_filter or SearchFilter.parse([])
+    if corpus is not None:
+        if not corpus.is_dir():
+            raise RetrievalError(f"--corpus {corpus} is not a folder")
+        name = f"{TEMPORARY_PREFIX}{uuid.uuid4().hex[:10]}"
+        settings = settings.model_copy(update={"collection": name})
+    model_id = model_id_for(settings.embedding_model)
+    with open_store(settings, "write" if corpus is not None else "read") as store:
+        indexes = LexicalIndexes.for_store(settings.data_dir, store)
+        embedder = load_embedder(settings)
+        target: Collection | None = None
+        try:
+            if corpus is None:
+                target = store.collection(settings.collection, model_id)
+            else:
+                target = store.collection(settings.collection, model_id, create=True)
+                service = IngestService(ingest_settings, target, lambda: embedder, indexes)
+                with reporter.ingesting() as progress:
+                    summary = service.run([corpus], progress=progress)
+                reporter.ingested(summary)
+            retriever = Retriever(target, embedder, indexes, settings)
+
+            def searcher(mode: SearchMode) -> Search:
+                def run(question: str, depth: int) -> list[SearchHit]:
+                    return retriever.search(question, depth, mode, search_filter, neighbours)
+
+                return run
+
+            with reporter.scoring(len(qa)):
+                return evaluate(target, qa, [(m.value, searcher(m)) for m in modes], ks)
+        finally:
+            if corpus is not None and target is not None:
+                store.delete_collection(settings.collection)
+                indexes.drop(settings.collection)

@@ -1,0 +1,181 @@
+"""The server's parts, built once from the settings: the one factory that the app's lifespan,
+the evaluations and the benchmarks use, so that they all answer the way the API does."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+
+import anyio
+
+from ragtune.adapters.registry import AdapterRegistry
+from ragtune.retrieval.embedder import Embedder, load_embedder
+from ragtune.retrieval.store import VectorStore, open_store
+from ragtune.serving.admin.service import AdapterAdmin
+from ragtune.serving.chat.service import ChatService
+from ragtune.serving.engine.client import EngineClient
+from ragtune.serving.engine.launcher import EngineLauncher
+from ragtune.serving.engine.models import default_model_dir
+from ragtune.serving.engine.pool import EnginePool
+from ragtune.serving.errors import ServingError
+from ragtune.serving.fleet import AdapterFleet
+from ragtune.serving.models.service import ModelCatalog
+from ragtune.serving.prompting import PromptFactory, Tokenizer, load_tokenizer
+from ragtune.serving.retrievers import RetrieverCache
+from ragtune.serving.settings import EngineSettings, ServingSettings
+
+
+@dataclass
+class Components:
+    """The server's collaborators, each built once and handed to whoever needs it: the HTTP
+    features get their service (`chat`, `admin`, `models`), nothing reaches through another.
+
+    Usage:
+        with open_components(ServingSettings(), generation=False) as parts:   # routing only
+            parts.chat.route(RouteRequest("How do I ...?"))
+        parts = open_components(settings)        # the app's lifespan (from a worker thread)
+        ...; await parts.aclose()
+    """
+
+    settings: ServingSettings
+    """What they were built from (for offline tools; the server's parts got theirs)."""
+    store: VectorStore
+    embedder: Embedder
+    retrievers: RetrieverCache
+    engines: EnginePool
+    registry: AdapterRegistry
+    fleet: AdapterFleet
+    prompts: PromptFactory | None
+    """None when built without generation (nothing is prompted: route evaluation)."""
+    chat: ChatService
+    admin: AdapterAdmin
+    models: ModelCatalog
+
+    async def aclose(self) -> None:
+        """Close the engine clients (in the event loop that used them), then the store."""
+        try:
+            await self.engines.aclose()
+        finally:
+            self.store.close()
+
+    def close(self) -> None:
+        """`aclose` outside any event loop (engine clients no loop has used)."""
+        anyio.run(self.aclose)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+def open_components(settings: ServingSettings, *, generation: bool = True) -> Components:
+    """Open the store (read-only), load the embedding model and, with `generation`, the served
+    model's tokenizer; make the engine clients (they connect on first use) and read the adapter
+    registry. Blocking: the app calls it from a worker thread."""
+    store = open_store(settings.retrieval, "read")
+    try:
+        embedder = load_embedder(settings.retrieval)
+        tokenizer = load_tokenizer(tokenizer_source(settings.engine)) if generation else None
+        launcher = EngineLauncher(settings.engine)
+        return assemble(
+            settings,
+            store=store,
+            embedder=embedder,
+            engines=engine_pool(settings.engine),
+            tokenizer=tokenizer,
+            base_model=launcher.served_model_name(),
+            base_model_path=launcher.model_path(prepare=False),
+        )
+    except BaseException:
+        store.close()
+        raise
+
+
+def assemble(
+    settings: ServingSettings,
+    *,
+    store: VectorStore,
+    embedder: Embedder,
+    engines: EnginePool,
+    tokenizer: Tokenizer | None,
+    base_model: str,
+    base_model_path: str = "",
+) -> Components:
+    """The parts wired together over an open store, an embedder and engine clients (real ones
+    from `open_components`, or fakes in unit tests); the adapters' profiles are read (or
+    embedded) here."""
+    registry = AdapterRegistry(settings.adapters.adapters_dir)
+    fleet = AdapterFleet(
+        registry,
+        embedder,
+        engines,
+        base_model,
+        max_examples=settings.adapters.max_adapter_examples,
+    )
+    fleet.refresh()
+    prompts = None
+    if tokenizer is not None:
+        configured = settings.engine.max_model_len
+
+        async def context_length() -> int:
+            return await engines.context_length(base_model, configured)
+
+        prompts = PromptFactory(tokenizer, context_length)
+    retrievers = RetrieverCache(store, embedder, settings.retrieval)
+    chat = ChatService(
+        embedder,
+        retrievers,
+        fleet,
+        engines,
+        prompts,
+        settings.router,
+        max_tokens_limit=settings.api.max_tokens_limit,
+        log_prompts=settings.api.log_prompts,
+    )
+    admin = AdapterAdmin(
+        fleet,
+        registry,
+        engines,
+        max_rank=settings.engine.max_lora_rank,
+        base_model_path=base_model_path,
+        max_examples=settings.adapters.max_adapter_examples,
+    )
+    models = ModelCatalog(fleet, settings.engine.max_model_len)
+    return Components(
+        settings, store, embedder, retrievers, engines, registry, fleet, prompts, chat, admin,
+        models,
+    )  # fmt: skip
+
+
+def engine_pool(settings: EngineSettings) -> EnginePool:
+    """One client per engine replica; resident adapters remembered across restarts."""
+    return EnginePool(
+        [EngineClient.from_settings(settings, url) for url in settings.engine_urls],
+        settings.max_loras,
+        residency_file=settings.engine_dir / "resident-adapters.json",
+    )
+
+
+def tokenizer_source(engine: EngineSettings) -> str:
+    """Where the served model's tokenizer is read from: the setting, the model's directory, or
+    the prepared default model."""
+    if engine.tokenizer:
+        return engine.tokenizer
+    if engine.model:
+        return engine.model
+    path = default_model_dir(engine.models_dir)
+    if not path.is_dir():
+        raise ServingError(f"the default model is not prepared ({path}): `ragtune models prepare`")
+    return str(path)

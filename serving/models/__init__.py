@@ -1,0 +1,1 @@
+"""`GET /v1/models`: the base model and the registered adapters."""

@@ -1,0 +1,93 @@
+"""The API's retrievers: one per collection a request names, made on first use and kept."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from pydantic import ValidationError
+
+from ragtune.retrieval.embedder import Embedder, Vector
+from ragtune.retrieval.errors import CollectionNotFoundError
+from ragtune.retrieval.filters import SearchFilter
+from ragtune.retrieval.lexical import LexicalIndexes
+from ragtune.retrieval.search import Retriever, SearchHit, SearchMode
+from ragtune.retrieval.settings import RetrievalSettings
+from ragtune.retrieval.store import VectorStore
+from ragtune.serving.errors import InvalidRequestError
+
+logger = logging.getLogger("ragtune.chat")
+
+
+class RetrieverCache:
+    """A `Retriever` per collection, each made once: the collection name is validated and the
+    collection opened (its embedding model checked) on the first request that names it.
+
+    Usage:
+        retrievers = RetrieverCache(store, embedder, settings.retrieval)
+        hits = retrievers.search(question, vector, k=5, collection="handbook")
+    The API only reads: a collection's lexical index is rebuilt in memory when the collection
+    changes, and written by ingestion."""
+
+    def __init__(
+        self,
+        store: VectorStore,
+        embedder: Embedder,
+        settings: RetrievalSettings,
+        lexical: LexicalIndexes | None = None,
+    ) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.settings = settings
+        self.lexical = lexical or LexicalIndexes.for_store(settings.data_dir, store)
+        self._retrievers: dict[str, Retriever] = {}
+
+    @property
+    def default_collection(self) -> str:
+        return self.settings.collection
+
+    def get(self, collection: str | None = None) -> Retriever:
+        """The retriever of `collection` (default: the configured one). InvalidRequestError for
+        a name no collection may have, CollectionNotFoundError for one that does not exist."""
+        name = collection or self.settings.collection
+        retriever = self._retrievers.get(name)
+        if retriever is None:
+            try:
+                settings = RetrievalSettings.model_validate(
+                    {**self.settings.model_dump(), "collection": name}
+                )
+            except ValidationError as exc:
+                message = exc.errors()[0]["msg"].removeprefix("Value error, ")
+                raise InvalidRequestError(message, param="ragtune.collection") from exc
+            target = self.store.collection(name, self.embedder.model_id)
+            retriever = Retriever(target, self.embedder, self.lexical, settings, save_lexical=False)
+            self._retrievers[name] = retriever
+        return retriever
+
+    def search(
+        self,
+        question: str,
+        vector: Vector,
+        *,
+        k: int,
+        collection: str | None = None,
+        filters: Mapping[str, str] | None = None,
+        required: bool = False,
+    ) -> list[SearchHit]:
+        """The `k` best passages for the question (its vector already computed). A collection
+        that does not exist is CollectionNotFoundError when `required` (the router says when:
+        `RouteRequest.requires_documents`), else no evidence."""
+        try:
+            return self.get(collection).search(
+                question,
+                k,
+                SearchMode(self.settings.search_mode),
+                SearchFilter.from_mapping(filters) if filters else None,
+                vector=vector,
+            )
+        except CollectionNotFoundError:
+            if required:
+                raise
+            # Nothing ingested yet: no evidence (adapters and the base model still serve).
+            logger.info("the default collection does not exist yet: no documents")
+            return []

@@ -1,0 +1,42 @@
+"""The settings tree the root command reads once and hands to every command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from ragtune.adapters.settings import AdapterSettings
+from ragtune.cli.settings import CommandSettings, settings_classes
+from ragtune.ingest.settings import IngestSettings
+from ragtune.retrieval.settings import RetrievalSettings
+from ragtune.serving.settings import ApiSettings, EngineSettings, RouterSettings
+from tests.support.cli import ragtune
+
+
+def test_the_tree_holds_every_package_settings() -> None:
+    assert set(settings_classes()) == {
+        RetrievalSettings, IngestSettings, EngineSettings, AdapterSettings, RouterSettings,
+        ApiSettings,
+    }  # fmt: skip
+
+
+def test_a_collection_named_on_the_command_line_is_checked_like_the_setting(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("RAGTUNE_DATA_DIR", str(tmp_path))
+    tree = CommandSettings()
+    assert tree.retrieval_for(None) is tree.serving.retrieval
+    named = tree.retrieval_for("handbook")
+    assert (named.collection, named.data_dir) == ("handbook", tmp_path)
+    with pytest.raises(ValidationError, match="invalid collection name"):
+        tree.retrieval_for("x")
+
+
+def test_every_package_may_be_configured_in_the_file(tmp_path: Path) -> None:
+    config = tmp_path / "ragtune.toml"
+    config.write_text("max_adapter_examples = 10\nchunk_overlap_tokens = 8\nrag_top_k = 3\n")
+    result = ragtune("adapters", "list", "--json", data_dir=tmp_path, RAGTUNE_CONFIG=str(config))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -1,0 +1,112 @@
+"""Retrieval evaluation over a corpus: ingested into a temporary collection, scored, and the
+collection removed whatever happens (the real embedding model and an embedded Chroma)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from ragtune.evals.retrieval import evaluate_retrieval
+from ragtune.ingest.pipeline import IngestProgress, IngestSummary
+from ragtune.ingest.settings import IngestSettings
+from ragtune.retrieval.errors import RetrievalError
+from ragtune.retrieval.evaluation import QAItem
+from ragtune.retrieval.search import SearchMode
+from ragtune.retrieval.settings import RetrievalSettings
+from ragtune.retrieval.store import open_store
+
+pytestmark = pytest.mark.slow
+
+OWLS = (
+    "Owls hunt at night. The soft fringes of their feathers break up the air so that their "
+    "flight makes almost no sound."
+)
+TEA = (
+    "Green tea leaves are steamed or pan-fired soon after picking, which stops the enzymes that "
+    "would oxidise them."
+)
+QA = [
+    QAItem("owls", "How do owls fly without a sound?", OWLS.split(". ")[1], "owls.md"),
+    QAItem("tea", "Why does green tea not oxidise?", TEA, "tea.md"),
+]
+
+
+class Recorder:
+    """Remembers what the evaluation told its reporter, in order."""
+
+    def __init__(self, fail_scoring: bool = False) -> None:
+        self.events: list[str] = []
+        self.fail_scoring = fail_scoring
+
+    @contextmanager
+    def ingesting(self) -> Iterator[IngestProgress | None]:
+        self.events.append("ingesting")
+        yield None
+
+    def ingested(self, summary: IngestSummary) -> None:
+        self.events.append(f"ingested {len(summary.files)} files into {summary.collection}")
+
+    @contextmanager
+    def scoring(self, questions: int) -> Iterator[None]:
+        self.events.append(f"scoring {questions}")
+        if self.fail_scoring:
+            raise RuntimeError("scoring failed")
+        yield
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    (folder / "owls.md").write_text(f"# Owls\n\n{OWLS}\n")
+    (folder / "tea.md").write_text(f"# Tea\n\n{TEA}\n")
+    return folder
+
+
+def assert_store_is_as_it_was(settings: RetrievalSettings) -> None:
+    with open_store(settings, "read") as store:
+        assert store.list_collections() == []
+    assert not [p for p in (settings.data_dir / "lexical").rglob("*") if "eval-" in p.name]
+
+
+def test_a_corpus_is_scored_in_a_temporary_collection(corpus: Path, tmp_path: Path) -> None:
+    settings = RetrievalSettings(data_dir=tmp_path / "data")
+    reporter = Recorder()
+    report = evaluate_retrieval(
+        settings, IngestSettings(), QA, list(SearchMode), [1, 3], corpus=corpus, reporter=reporter
+    )
+    assert report.collection.startswith("eval-")
+    assert report.questions == report.ceiling == 2
+    hybrid = next(m for m in report.modes if m.mode == "hybrid")
+    assert hybrid.metrics["recall@3"] == 1.0
+    assert set(hybrid.metrics) == {"recall@1", "recall@3", "mrr@10", "ndcg@10"}
+    assert reporter.events == [
+        "ingesting",
+        f"ingested 2 files into {report.collection}",
+        "scoring 2",
+    ]
+    assert_store_is_as_it_was(settings)
+
+
+def test_the_temporary_collection_goes_when_the_evaluation_fails(
+    corpus: Path, tmp_path: Path
+) -> None:
+    settings = RetrievalSettings(data_dir=tmp_path / "data")
+    with pytest.raises(RuntimeError, match="scoring failed"):
+        evaluate_retrieval(
+            settings, IngestSettings(), QA, [SearchMode.DENSE], [1], corpus=corpus,
+            reporter=Recorder(fail_scoring=True),
+        )  # fmt: skip
+    assert_store_is_as_it_was(settings)
+
+
+def test_a_corpus_that_is_not_a_folder_is_refused_before_anything_opens(tmp_path: Path) -> None:
+    settings = RetrievalSettings(data_dir=tmp_path / "data")
+    with pytest.raises(RetrievalError, match="is not a folder"):
+        evaluate_retrieval(
+            settings, IngestSettings(), QA, [SearchMode.DENSE], [1], corpus=tmp_path / "qa.json"
+        )
+    assert not settings.data_dir.exists()

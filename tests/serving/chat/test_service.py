@@ -1,0 +1,310 @@
+"""The chat service over the server's real parts, against fakes at the edges: an engine behind
+`httpx.MockTransport` (what vLLM's OpenAI API answers), the fake embedder and the in-memory
+store. Seconds, no model: what the service sends the engine and what it answers the client."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import httpx
+import pytest
+
+from ragtune.adapters.registry import MANIFEST, AdapterManifest, AdapterRegistry
+from ragtune.adapters.settings import AdapterSettings, adapters_dir
+from ragtune.retrieval.settings import RetrievalSettings
+from ragtune.retrieval.store import ChunkRecord
+from ragtune.serving.chat.protocol import ChatCompletionRequest
+from ragtune.serving.components import Components, assemble
+from ragtune.serving.engine.client import EngineClient
+from ragtune.serving.engine.pool import EnginePool
+from ragtune.serving.errors import ModelNotFoundError
+from ragtune.serving.settings import ApiSettings, EngineSettings, RouterSettings, ServingSettings
+from tests.support.fakes import FakeEmbedder, FakeTokenizer, InMemoryStore
+
+BASE = "base-model"
+TASK = "Write the title of a scientific article from its abstract."
+PASSAGES = (
+    "Invoices are refunded within thirty days of the refund request.",
+    "The office is closed on public holidays and at weekends.",
+)
+REFUND_QUESTION = "How are invoices refunded, and within how many days?"
+T = TypeVar("T")
+
+
+class FakeEngine:
+    """vLLM's OpenAI API as ragtune calls it: the model list, runtime adapter loading, chat
+    completions (whole or streamed). `refuse` makes it refuse every connection."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.adapters: set[str] = set()
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.refuse = False
+
+    def client(self) -> EngineClient:
+        return EngineClient(self.url, connect_retries=0, transport=httpx.MockTransport(self.handle))
+
+    def sent(self, path: str) -> list[dict[str, Any]]:
+        return [body for called, body in self.calls if called == path]
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        if self.refuse:
+            raise httpx.ConnectError("connection refused", request=request)
+        path = request.url.path
+        body = json.loads(request.content) if request.content else {}
+        self.calls.append((path, body))
+        if path == "/health":
+            return httpx.Response(200)
+        if path == "/v1/models":
+            models = [{"id": BASE, "max_model_len": 2048}]
+            models += [{"id": name, "parent": BASE} for name in sorted(self.adapters)]
+            return httpx.Response(200, json={"object": "list", "data": models})
+        if path == "/v1/load_lora_adapter":
+            self.adapters.add(body["lora_name"])
+            return httpx.Response(200, text="Success")
+        if path == "/v1/unload_lora_adapter":
+            self.adapters.discard(body["lora_name"])
+            return httpx.Response(200, text="Success")
+        assert path == "/v1/chat/completions", path
+        model = body["model"]
+        if model != BASE and model not in self.adapters:
+            error = {"message": f"The model `{model}` does not exist.", "code": 404}
+            return httpx.Response(404, json={"error": error})
+        if body.get("stream"):
+            return httpx.Response(
+                200, text=self.events(model), headers={"content-type": "text/event-stream"}
+            )
+        return httpx.Response(200, json=completion(model, f"answer from {self.url}"))
+
+    @staticmethod
+    def events(model: str) -> str:
+        chunks = [
+            {"id": "c", "object": "chat.completion.chunk", "model": model,
+             "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Thirty"}}]},
+            {"id": "c", "object": "chat.completion.chunk", "model": model,
+             "choices": [{"index": 0, "delta": {"content": " days."}, "finish_reason": "stop"}]},
+            {"id": "c", "object": "chat.completion.chunk", "model": model, "choices": [],
+             "usage": {"prompt_tokens": 50, "completion_tokens": 2, "total_tokens": 52}},
+        ]  # fmt: skip
+        return "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+
+
+def completion(model: str, text: str) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 0,
+        "model": model,
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+        ],
+        "usage": {"prompt_tokens": 50, "completion_tokens": 3, "total_tokens": 53},
+    }
+
+
+def register(data_dir: Path, name: str, task: str) -> None:
+    """A registered adapter version as the registry stores it (its weights are never read:
+    the fake engine takes any path)."""
+    manifest = AdapterManifest(
+        name=name, base_model=BASE, rank=8, alpha=16, target_modules=["q_proj"], task=task,
+        examples=[], weights_sha256="0" * 64, created="2025-01-01T00:00:00Z",
+    )  # fmt: skip
+    folder = AdapterRegistry(AdapterSettings(data_dir=data_dir).adapters_dir).path(manifest)
+    folder.mkdir(parents=True)
+    (folder / MANIFEST).write_text(manifest.model_dump_json())
+
+
+def metadata(n: int) -> dict[str, str | int]:
+    """As ingestion writes it: the server's path, the reader's name, the document's id."""
+    return {
+        "source": f"/srv/docs/policy-{n}.md",
+        "display_source": f"policy-{n}.md",
+        "doc_id": f"policy-{n}",
+        "section": "Refunds",
+    }
+
+
+def components(data_dir: Path, *engines: FakeEngine) -> Components:
+    settings = ServingSettings(
+        retrieval=RetrievalSettings(data_dir=data_dir),
+        engine=EngineSettings(data_dir=data_dir, max_model_len=2048),
+        adapters=AdapterSettings(data_dir=data_dir),
+        router=RouterSettings(),
+        api=ApiSettings(allow_unauthenticated=True),
+    )
+    embedder = FakeEmbedder()
+    store = InMemoryStore()
+    collection = store.collection("default", embedder.model_id, create=True)
+    collection.add(
+        [
+            ChunkRecord(f"doc-{n}", text, metadata(n), embedder.embed([text])[0])
+            for n, text in enumerate(PASSAGES, start=1)
+        ]
+    )
+    pool = EnginePool([engine.client() for engine in engines], slots=2)
+    return assemble(
+        settings, store=store, embedder=embedder, engines=pool, tokenizer=FakeTokenizer(),
+        base_model=BASE,
+    )  # fmt: skip
+
+
+def chat(model: str, question: str, **fields: Any) -> ChatCompletionRequest:
+    return ChatCompletionRequest.model_validate(
+        {"model": model, "messages": [{"role": "user", "content": question}], **fields}
+    )
+
+
+def run(parts: Components, work: Callable[[], Awaitable[T]]) -> T:
+    async def within() -> T:
+        async with parts:
+            return await work()
+
+    return anyio.run(within)
+
+
+@pytest.fixture
+def engine() -> FakeEngine:
+    return FakeEngine("http://engine-a")
+
+
+def test_the_rag_route_sends_numbered_passages_and_returns_the_sources(
+    tmp_path: Path, engine: FakeEngine
+) -> None:
+    parts = components(tmp_path, engine)
+
+    async def answer() -> dict[str, Any]:
+        return await parts.chat.complete(await parts.chat.prepare(chat(BASE, REFUND_QUESTION)))
+
+    response = run(parts, answer)
+    (sent,) = engine.sent("/v1/chat/completions")
+    assert sent["model"] == BASE
+    assert [m["role"] for m in sent["messages"]] == ["system", "user"]
+    system = sent["messages"][0]["content"]
+    assert "[1] (policy-1.md - Refunds)\n" + PASSAGES[0] in system
+    assert PASSAGES[1] not in system  # below the evidence threshold
+    assert response["model"] == BASE
+    info = response["ragtune"]
+    assert info["route"] == "rag"
+    assert [(s["number"], s["document"], s["document_id"]) for s in info["sources"]] == [
+        (1, "policy-1.md", "policy-1")
+    ]
+    assert info["scores"]["evidence_passing"] == 1.0
+    assert parts.engines.in_flight(BASE) == 0
+
+
+def test_the_adapter_route_sends_the_engine_name_of_the_version(
+    tmp_path: Path, engine: FakeEngine
+) -> None:
+    register(tmp_path, "titler", TASK)
+    parts = components(tmp_path, engine)
+
+    async def answer() -> dict[str, Any]:
+        request = chat("titler", "Deep nets learn features from raw pixels.")
+        return await parts.chat.complete(await parts.chat.prepare(request))
+
+    response = run(parts, answer)
+    (loaded,) = engine.sent("/v1/load_lora_adapter")
+    assert loaded["lora_name"] == "titler@v1"
+    assert loaded["lora_path"] == str(adapters_dir(tmp_path).resolve() / "titler" / "v1")
+    (sent,) = engine.sent("/v1/chat/completions")
+    assert sent["model"] == "titler@v1"
+    assert sent["messages"] == [
+        {"role": "user", "content": "Deep nets learn features from raw pixels."}
+    ]
+    assert response["model"] == "titler"  # the client's name, not the engine's
+    info = response["ragtune"]
+    assert (info["route"], info["adapter"], info["adapter_version"]) == ("adapter", "titler", 1)
+
+
+def test_an_unknown_model_is_the_clients_404_before_any_engine_call(
+    tmp_path: Path, engine: FakeEngine
+) -> None:
+    parts = components(tmp_path, engine)
+
+    async def prepare() -> None:
+        await parts.chat.prepare(chat("no-such-adapter", "hello"))
+
+    with pytest.raises(ModelNotFoundError, match="no-such-adapter"):
+        run(parts, prepare)
+    assert engine.calls == []
+
+
+def test_an_adapter_the_engine_lost_is_loaded_again_and_the_request_sent_once_more(
+    tmp_path: Path, engine: FakeEngine
+) -> None:
+    register(tmp_path, "titler", TASK)
+    parts = components(tmp_path, engine)
+
+    async def twice() -> dict[str, Any]:
+        first = await parts.chat.prepare(chat("titler", "A title for this abstract, please."))
+        await parts.chat.complete(first)
+        engine.adapters.clear()  # the engine restarted: ragtune still counts it resident
+        second = await parts.chat.prepare(chat("titler", "Another title, please."))
+        return await parts.chat.complete(second)
+
+    response = run(parts, twice)
+    assert response["ragtune"]["adapter"] == "titler"
+    assert [b["lora_name"] for b in engine.sent("/v1/load_lora_adapter")] == ["titler@v1"] * 2
+    sent = engine.sent("/v1/chat/completions")
+    assert len(sent) == 3  # the first request, then the second one twice: 404, then answered
+    assert {b["model"] for b in sent} == {"titler@v1"}
+    assert parts.engines.in_flight("titler@v1") == 0
+
+
+def test_a_replica_refusing_connections_passes_the_request_to_another(tmp_path: Path) -> None:
+    down, up = FakeEngine("http://engine-a"), FakeEngine("http://engine-b")
+    down.refuse = True
+    parts = components(tmp_path, down, up)
+
+    async def answer() -> dict[str, Any]:
+        prepared = await parts.chat.prepare(chat(BASE, "Good morning!"))
+        assert prepared.lease.replica.url == "http://engine-a"  # the first choice, both idle
+        return await parts.chat.complete(prepared)
+
+    response = run(parts, answer)
+    assert response["choices"][0]["message"]["content"] == "answer from http://engine-b"
+    assert len(up.sent("/v1/chat/completions")) == 1
+    first, second = parts.engines.replicas
+    assert not first.up()  # passed over for a while
+    assert first.active == second.active == 0  # counted on one replica at a time, then released
+
+
+def test_the_first_chunk_of_a_stream_carries_ragtune(tmp_path: Path, engine: FakeEngine) -> None:
+    parts = components(tmp_path, engine)
+
+    async def stream() -> list[str]:
+        prepared = await parts.chat.prepare(chat(BASE, REFUND_QUESTION, stream=True))
+        return [event async for event in await parts.chat.open_stream(prepared)]
+
+    events = run(parts, stream)
+    assert events[-1] == "data: [DONE]\n\n"
+    chunks = [json.loads(e.removeprefix("data: ")) for e in events[:-1]]
+    assert chunks[0]["ragtune"]["route"] == "rag"
+    assert chunks[0]["ragtune"]["sources"][0]["document"] == "policy-1.md"
+    assert all("ragtune" not in c for c in chunks[1:])
+    assert "".join(c["choices"][0]["delta"]["content"] for c in chunks) == "Thirty days."
+    assert all(c["model"] == BASE for c in chunks)
+    assert all("usage" not in c for c in chunks)  # the client did not ask for it
+    (sent,) = engine.sent("/v1/chat/completions")
+    assert sent["stream_options"] == {"include_usage": True}  # asked for the metrics
+    assert parts.engines.in_flight(BASE) == 0
+
+
+def test_the_answer_bound_reaches_the_engine_as_one_field(
+    tmp_path: Path, engine: FakeEngine
+) -> None:
+    parts = components(tmp_path, engine)
+
+    async def answer() -> None:
+        request = chat(BASE, "Good morning!", max_completion_tokens=7, temperature=0)
+        await parts.chat.complete(await parts.chat.prepare(request))
+
+    run(parts, answer)
+    (sent,) = engine.sent("/v1/chat/completions")
+    assert sent["max_tokens"] == 7
+    assert "max_completion_tokens" not in sent
+    assert sent["temperature"] == 0
