@@ -16,6 +16,7 @@ from ragtune.serving.admin.routes import router as admin_router
 from ragtune.serving.auth import Authenticator
 from ragtune.serving.chat.routes import router as chat_router
 from ragtune.serving.components import Components, open_components
+from ragtune.serving.embeddings.routes import router as embeddings_router
 from ragtune.serving.errors import ServingError
 from ragtune.serving.health import health_router, private_docs_router
 from ragtune.serving.http_errors import install_error_handlers
@@ -28,6 +29,7 @@ from ragtune.serving.middleware import (
 )
 from ragtune.serving.models.routes import router as models_router
 from ragtune.serving.observability import Metrics
+from ragtune.serving.responses.routes import router as responses_router
 from ragtune.serving.settings import ServingSettings
 
 logger = logging.getLogger("ragtune.api")
@@ -93,8 +95,10 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     # Outermost: every response, errors included, gets its request id, metrics and log line.
     app.add_middleware(RequestContext, metrics=metrics, log_prompts=api.log_prompts)
     app.include_router(chat_router)
+    app.include_router(responses_router)
     app.include_router(health_router(api, metrics))
     app.include_router(models_router)
+    app.include_router(embeddings_router)
     app.include_router(admin_router)
     if not public_docs:
         app.include_router(private_docs_router)

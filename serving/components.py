@@ -14,6 +14,7 @@ from ragtune.retrieval.embedder import Embedder, load_embedder
 from ragtune.retrieval.store import VectorStore, open_store
 from ragtune.serving.admin.service import AdapterAdmin
 from ragtune.serving.chat.service import ChatService
+from ragtune.serving.embeddings.service import EmbeddingService
 from ragtune.serving.engine.client import EngineClient
 from ragtune.serving.engine.launcher import EngineLauncher
 from ragtune.serving.engine.models import default_model_dir
@@ -22,6 +23,7 @@ from ragtune.serving.errors import ServingError
 from ragtune.serving.fleet import AdapterFleet
 from ragtune.serving.models.service import ModelCatalog
 from ragtune.serving.prompting import PromptFactory, Tokenizer, load_tokenizer
+from ragtune.serving.responses.service import ResponsesService
 from ragtune.serving.retrievers import RetrieverCache
 from ragtune.serving.settings import EngineSettings, ServingSettings
 
@@ -29,7 +31,8 @@ from ragtune.serving.settings import EngineSettings, ServingSettings
 @dataclass
 class Components:
     """The server's collaborators, each built once and handed to whoever needs it: the HTTP
-    features get their service (`chat`, `admin`, `models`), nothing reaches through another.
+    features get their service (`chat`, `responses`, `admin`, `models`, `embeddings`), nothing
+    reaches through another.
 
     Usage:
         with open_components(ServingSettings(), generation=False) as parts:   # routing only
@@ -51,6 +54,8 @@ class Components:
     chat: ChatService
     admin: AdapterAdmin
     models: ModelCatalog
+    embeddings: EmbeddingService
+    responses: ResponsesService
 
     async def aclose(self) -> None:
         """Close the engine clients (in the event loop that used them), then the store."""
@@ -142,6 +147,7 @@ def assemble(
         prompts,
         settings.router,
         max_tokens_limit=settings.api.max_tokens_limit,
+        auto_tool_choice=bool(settings.engine.tool_call_parser),
         log_prompts=settings.api.log_prompts,
     )
     admin = AdapterAdmin(
@@ -152,10 +158,11 @@ def assemble(
         base_model_path=base_model_path,
         max_examples=settings.adapters.max_adapter_examples,
     )
-    models = ModelCatalog(fleet, settings.engine.max_model_len)
+    embeddings = EmbeddingService(embedder, max_inputs=settings.api.embedding_max_inputs)
+    models = ModelCatalog(fleet, settings.engine.max_model_len, embedder)
     return Components(
         settings, store, embedder, retrievers, engines, registry, fleet, prompts, chat, admin,
-        models,
+        models, embeddings, ResponsesService(chat),
     )  # fmt: skip
 
 

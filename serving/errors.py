@@ -32,6 +32,29 @@ class EngineTimeoutError(EngineError):
     """The engine took longer than the configured timeout."""
 
 
+class GenerationTimeoutError(EngineTimeoutError):
+    """A generation ran past RAGTUNE_REQUEST_TIMEOUT_S and was stopped, the engine not being
+    saturated: the answer asked for takes longer than the limit (504, not retried)."""
+
+    def __init__(
+        self, message: str, *, limit_s: float, max_tokens: int | None, tokens: int | None
+    ) -> None:
+        super().__init__(message)
+        self.limit_s = limit_s
+        self.max_tokens = max_tokens
+        self.tokens = tokens
+        """Tokens generated when it was stopped (about: chunks streamed); None: not known."""
+
+
+class EngineSaturatedError(EngineTimeoutError):
+    """A request reached RAGTUNE_REQUEST_TIMEOUT_S while the engine had requests waiting for
+    room: more work than it can run (503, retried later)."""
+
+    def __init__(self, message: str, *, waiting: int) -> None:
+        super().__init__(message)
+        self.waiting = waiting
+
+
 class EngineModelMissingError(EngineError):
     """The engine does not serve a model ragtune sent it: it restarted and lost an adapter
     ragtune had loaded (the engine pool loads it again and retries once), or its served name is
@@ -59,6 +82,11 @@ class ModelNotFoundError(ServingError):
     def __init__(self, message: str, model: str | None = None) -> None:
         super().__init__(message)
         self.model = model
+
+
+class EmbeddingModelNotFoundError(ModelNotFoundError):
+    """The client named an embedding model other than the one this server embeds with (404);
+    the message names the right one."""
 
 
 class ContextLengthError(EngineRequestError):

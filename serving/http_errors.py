@@ -31,11 +31,14 @@ from ragtune.serving.errors import (
     AdapterSlotsBusyError,
     AuthError,
     ContextLengthError,
+    EmbeddingModelNotFoundError,
     EngineError,
     EngineNotRunningError,
     EngineRequestError,
+    EngineSaturatedError,
     EngineTimeoutError,
     ForbiddenError,
+    GenerationTimeoutError,
     InvalidRequestError,
     ModelNotFoundError,
     RateLimitedError,
@@ -60,6 +63,8 @@ _MAPPING: list[tuple[type[Exception], int, str, str | None]] = [
     (RouteRequestError, 400, "invalid_request_error", "invalid_route"),
     (InvalidRequestError, 400, "invalid_request_error", "invalid_value"),
     (AdapterSlotsBusyError, 503, "server_error", "adapter_slots_busy"),
+    (EngineSaturatedError, 503, "server_error", "engine_saturated"),
+    (GenerationTimeoutError, 504, "server_error", "generation_timeout"),
     (EngineTimeoutError, 503, "server_error", "engine_timeout"),
     (EngineError, 503, "server_error", "engine_unavailable"),
     (AdapterNotFoundError, 404, "invalid_request_error", "adapter_not_found"),
@@ -86,7 +91,7 @@ def client_message(exc: Exception) -> str:
     """What a client is told. Errors about the server's own parts (engine, store) name no
     URL, path or engine internals: the server log has those. Names a client sent are echoed
     shortened."""
-    if isinstance(exc, ModelNotFoundError):
+    if isinstance(exc, ModelNotFoundError) and not isinstance(exc, EmbeddingModelNotFoundError):
         name = shorten(exc.model or "")
         return (
             f"no model or adapter named {name!r}: use the base model (the router chooses) or an "
@@ -105,6 +110,8 @@ def client_message(exc: Exception) -> str:
             "the generation engine is not reachable; try again shortly (operators: "
             "`ragtune engine status`, and the server log)"
         )
+    if isinstance(exc, GenerationTimeoutError | EngineSaturatedError):
+        return str(exc)  # the limit, the progress, what to do: no server internals
     if isinstance(exc, EngineTimeoutError):
         return (
             "the generation engine did not answer within the server's time limit "
@@ -119,6 +126,22 @@ def client_message(exc: Exception) -> str:
     if isinstance(exc, RetrievalError) and not isinstance(exc, InvalidFilterError):
         return "retrieval failed (the server log has the details)"
     return str(exc)
+
+
+def stream_error(exc: Exception) -> dict[str, Any]:
+    """The error event that ends a stream the engine broke after it began (the HTTP status has
+    gone out): what a client is told, as `response_for` says it, and a code naming what
+    happened (`generation_timeout`, `engine_saturated`, else `engine_stream_error`)."""
+    message = client_message(exc)
+    if message != str(exc):
+        logger.warning("%s: %s", type(exc).__name__, exc)  # the details, for operators
+    code = "engine_stream_error"
+    for kind, _status, _type, mapped in _MAPPING:
+        if isinstance(exc, kind):
+            if isinstance(exc, GenerationTimeoutError | EngineSaturatedError):
+                code = mapped or code
+            break
+    return error_body(message, "server_error", code=code)
 
 
 def response_for(exc: Exception) -> JSONResponse:
@@ -136,7 +159,11 @@ def response_for(exc: Exception) -> JSONResponse:
                 param = "messages"
             if isinstance(exc, InvalidRequestError):
                 param = exc.param
-            return error_response(status, message, type_, param, code)
+            response = error_response(status, message, type_, param, code)
+            if isinstance(exc, GenerationTimeoutError):
+                # The same answer would take as long again: clients (openai's) must not retry.
+                response.headers["x-should-retry"] = "false"
+            return response
     if isinstance(exc, EngineRequestError):
         return error_response(exc.status_code, message, "invalid_request_error", exc.param)
     return unhandled(exc)

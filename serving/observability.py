@@ -164,7 +164,9 @@ def _path_label(path: str) -> str:
         rest = path[len("/admin/adapters/") :]
         action = rest.split("/", 1)[1] if "/" in rest else ""
         return "/admin/adapters/{name}" + (f"/{action}" if action else "")
-    known = ("/v1/chat/completions", "/v1/models", "/health", "/ready", "/metrics")
+    known = (
+        "/v1/chat/completions", "/v1/embeddings", "/v1/models", "/health", "/ready", "/metrics",
+    )  # fmt: skip
     return path if path in known or path == "/admin/adapters" else "other"
 
 

@@ -189,18 +189,24 @@ class PromptBuilder:
         self.context_length = context_length
         self.special_tokens = served_special_tokens(tokenizer)
 
-    def for_plan(self, messages: Sequence[Message], plan: RoutePlan) -> PromptPlan:
+    def for_plan(
+        self, messages: Sequence[Message], plan: RoutePlan, tools: Sequence[Message] | None = None
+    ) -> PromptPlan:
         """The prompt of a routed request: its evidence passages in a context block on the
-        document routes, the conversation alone on the others."""
+        document routes, the conversation alone on the others. `tools` (as the engine gets
+        them) count where the model's template renders them."""
         reserve = plan.answer.reserve(self.context_length, plan.uses_documents)
         if plan.uses_documents:
-            return self.rag(messages, plan.evidence, reserve)
-        return self.plain(messages, reserve)
+            return self.rag(messages, plan.evidence, reserve, tools)
+        return self.plain(messages, reserve, tools)
 
-    def count(self, messages: Sequence[Message]) -> int:
+    def count(self, messages: Sequence[Message], tools: Sequence[Message] | None = None) -> int:
+        """The prompt's tokens as the engine renders it: the model's chat template over the
+        messages and the tools (a template that writes them into the prompt counts them)."""
+        extra = {"tools": list(tools)} if tools else {}
         try:
             ids = self.tokenizer.apply_chat_template(
-                list(messages), tokenize=True, add_generation_prompt=True
+                list(messages), tokenize=True, add_generation_prompt=True, **extra
             )
         except TemplateError as exc:
             # What the model's own template refuses (roles out of order, a role it lacks...).
@@ -212,25 +218,31 @@ class PromptBuilder:
             ids = ids["input_ids"]
         return len(ids)
 
-    def plain(self, messages: Sequence[Message], max_tokens: int) -> PromptPlan:
+    def plain(
+        self, messages: Sequence[Message], max_tokens: int, tools: Sequence[Message] | None = None
+    ) -> PromptPlan:
         """The conversation as it is (adapter and base routes)."""
-        tokens = self.count(messages)
+        tokens = self.count(messages, tools)
         self._check_fits(tokens, max_tokens)
         return PromptPlan(list(messages), [], tokens)
 
     def rag(
-        self, messages: Sequence[Message], hits: Sequence[SearchHit], max_tokens: int
+        self,
+        messages: Sequence[Message],
+        hits: Sequence[SearchHit],
+        max_tokens: int,
+        tools: Sequence[Message] | None = None,
     ) -> PromptPlan:
         """The conversation behind a system message with as many passages as fit."""
         if not hits:
             with_note = with_system(messages, NO_EVIDENCE_INSTRUCTIONS)
-            tokens = self.count(with_note)
+            tokens = self.count(with_note, tools)
             self._check_fits(tokens, max_tokens)
             return PromptPlan(with_note, [], tokens)
 
         budget = self.context_length - max_tokens
         empty = with_system(messages, self.context_block([]))
-        fixed = self.count(empty)
+        fixed = self.count(empty, tools)
         self._check_fits(fixed, max_tokens)
         room = budget - fixed - SLACK_TOKENS
         ranked = sorted(hits, key=lambda h: -h.score)
@@ -249,7 +261,7 @@ class PromptBuilder:
             used += cost
         while True:
             prompt = with_system(messages, self.context_block(kept))
-            tokens = self.count(prompt)
+            tokens = self.count(prompt, tools)
             if tokens <= budget or not kept:
                 return PromptPlan(prompt, kept, tokens, len(hits) - len(kept))
             kept.pop()

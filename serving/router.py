@@ -33,13 +33,16 @@ ADAPTER_ROUTES: frozenset[Route] = frozenset({"adapter", "adapter+rag"})
 @dataclass(frozen=True)
 class AnswerBound:
     """How many tokens the answer may take: what the client asked (`max_tokens` or
-    `max_completion_tokens`, one number), within the server's limit."""
+    `max_completion_tokens`, one number), else the server's default; within the server's limit
+    and what the prompt leaves of the context. Never unbounded: an answer running to the end of
+    the context takes minutes on a CPU."""
 
     asked: int | None = None
     limit: int = 0
     """RAGTUNE_MAX_TOKENS_LIMIT; 0: what the context allows."""
     default: int = 512
-    """Room kept for the answer of a RAG prompt when the client set no bound."""
+    """RAGTUNE_DEFAULT_MAX_TOKENS: the bound of a request that sets none (and the room a RAG
+    prompt keeps for its answer then)."""
 
     @classmethod
     def of(
@@ -62,15 +65,14 @@ class AnswerBound:
             return self.asked
         return min(self.default, context_length // 2) if with_documents else 1
 
-    def engine_max_tokens(self, context_length: int, prompt_tokens: int) -> int | None:
-        """The engine's `max_tokens`: what the client asked (already checked against the limit);
-        else the limit, within what the prompt leaves of the context; else None (the engine
-        lets the answer take the rest of the context)."""
+    def engine_max_tokens(self, context_length: int, prompt_tokens: int) -> int:
+        """The engine's `max_tokens`: what the client asked (already checked against the limit
+        and, with the prompt, against the context); else the default, within the limit and
+        what the prompt leaves of the context (at least 1: the prompt was checked to fit)."""
         if self.asked:
             return self.asked
-        if self.limit:
-            return min(self.limit, context_length - prompt_tokens)
-        return None
+        bound = min(self.default, self.limit) if self.limit else self.default
+        return max(1, min(bound, context_length - prompt_tokens))
 
 
 @dataclass(frozen=True)

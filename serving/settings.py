@@ -51,7 +51,20 @@ class EngineSettings(RagtuneSettings):
     """Extra arguments passed to `vllm serve` as they are (e.g. ["--tensor-parallel-size", "2"])."""
     startup_timeout_s: float = 300.0
     request_timeout_s: float = 300.0
-    """Longest a generation request may take, streaming included."""
+    """Longest a generation request may take, streaming included; past it the request is
+    stopped and answered 504 `generation_timeout` (503 `engine_saturated` when the engine has
+    requests waiting for room)."""
+    compact_json: bool = True
+    """Constrained JSON (response_format json_object / json_schema, forced tool calls) written
+    without free whitespace between its tokens (vLLM's structured-outputs `disable_any_whitespace`,
+    xgrammar backend): small models otherwise fill it with newlines until max_tokens runs out,
+    which leaves invalid JSON. Off: vLLM's defaults (`engine_args` may also set it)."""
+    tool_call_parser: str = ""
+    """vLLM's parser of the served model's own tool calls (its --tool-call-parser; `xlam` for
+    the default SmolLM2, which writes `<tool_call>[...]</tool_call>`): a started engine gets
+    it with --enable-auto-tool-choice, and it lets clients send tool_choice "auto". Set it
+    to what an attached engine was started with. Empty: "required" and named tool choices only
+    (the engine constrains the answer to a call)."""
     connect_timeout_s: float = 5.0
     connect_retries: int = 3
     """Retries on a refused connection (nothing was sent, so retrying is safe)."""
@@ -108,8 +121,10 @@ class RouterSettings(RagtuneSettings):
     """auto: answer with the plain base model when neither documents nor adapters match;
     explicit: only when a request asks for it (otherwise RAG, telling the model the documents
     do not cover the question)."""
-    answer_tokens: int = 512
-    """Tokens kept free for the answer when a request does not set max_tokens."""
+    default_max_tokens: int = Field(default=512, ge=1)
+    """The answer bound of a request that sets no max_tokens / max_completion_tokens (within
+    RAGTUNE_MAX_TOKENS_LIMIT and what the prompt leaves of the context); a RAG prompt keeps
+    this much room for the answer then."""
 
 
 class ApiSettings(RagtuneSettings):
@@ -140,6 +155,8 @@ class ApiSettings(RagtuneSettings):
     cancelling them (and stopping the engine it started)."""
     max_tokens_limit: int = 0
     """Most tokens one request may ask to generate (`max_tokens`); 0: what the context allows."""
+    embedding_max_inputs: int = Field(default=256, ge=1)
+    """Most texts one POST /v1/embeddings request may embed; more is refused with 400."""
     rate_limit: float = 0.0
     """Chat requests per minute per API key (per client address without keys); 0: no limit.
     Over it: 429 with Retry-After."""

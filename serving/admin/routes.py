@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Request
 
@@ -14,11 +14,11 @@ from ragtune.serving.admin.protocol import (
 )
 from ragtune.serving.admin.service import AdapterAdmin
 from ragtune.serving.auth import require_admin
-from ragtune.serving.chat.routes import ERRORS as CHAT_ERRORS
+from ragtune.serving.http import error_responses
 
 router = APIRouter(prefix="/admin/adapters", dependencies=[Depends(require_admin)])
 # 409: the name is taken, the version is in force, or the adapter is answering requests.
-ERRORS: dict[int | str, dict[str, Any]] = {**CHAT_ERRORS, 409: CHAT_ERRORS[400]}
+ERRORS = error_responses((400, 401, 403, 404, 409, 413, 422, 429, 503))
 
 
 def admin(request: Request) -> AdapterAdmin:

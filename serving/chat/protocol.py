@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Annotated, Any, Literal
 
@@ -10,11 +9,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ragtune.adapters.examples import last_user_text
 from ragtune.serving.errors import InvalidRequestError, shorten
+from ragtune.serving.protocol import check_json_values
 from ragtune.serving.router import Route
 
 # Fields of the request forwarded to the engine as the client sent them: OpenAI's sampling
 # controls and vLLM's sampling extensions, which shape the answer and reveal nothing of the
-# prompt. Every other field the client sends is logged and dropped (or refused, below).
+# prompt. Every other field the client sends is logged and dropped (or refused, below). Tools,
+# tool_choice, parallel_tool_calls and response_format go to the engine too, but checked and
+# rebuilt from their known fields (`ChatCompletionRequest.check_content`, `engine_tools`).
 ENGINE_FIELDS = frozenset(
     {
         "temperature", "top_p", "stop", "seed", "frequency_penalty", "presence_penalty",
@@ -39,7 +41,6 @@ REFUSED_FIELDS = frozenset(
 )  # fmt: skip
 MAX_FILTERS = 32
 _FILTER_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$")
-_SURROGATE = re.compile("[\ud800-\udfff]")
 MaxTokens = Annotated[int, Field(strict=True, ge=1)]
 
 
@@ -49,16 +50,276 @@ class ContentPart(BaseModel):
     text: str | None = None
 
 
+class FunctionCall(BaseModel):
+    """A call the assistant made: the function's name and its arguments as a JSON string."""
+
+    model_config = ConfigDict(extra="ignore")
+    name: str
+    arguments: str
+
+
+class ToolCall(BaseModel):
+    """One of an assistant message's `tool_calls`, as the client sends it back."""
+
+    model_config = ConfigDict(extra="ignore")
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    """The calls an assistant turn made (the client sends them back with their results)."""
+    tool_call_id: str | None = None
+    """On a `tool` message: the call whose result it carries."""
 
     def text(self) -> str:
         if isinstance(self.content, list):
             return "\n".join(part.text or "" for part in self.content if part.type == "text")
         return self.content or ""
+
+    def check(self, index: int, model: str) -> None:
+        """What the model cannot read or the template cannot place: a part that is not text
+        (an image, audio, a file), a tool result without the call it answers, tool calls on a
+        turn other than the assistant's. InvalidRequestError naming the message (and part)."""
+        where = f"messages[{index}]"
+        for number, part in enumerate(self.content if isinstance(self.content, list) else []):
+            if part.type != "text":
+                raise InvalidRequestError(
+                    f"{where}.content[{number}] is an {shorten(part.type, 32)!r} part: the model "
+                    f"{shorten(model)!r} reads text only; send the content as text parts",
+                    param=f"{where}.content[{number}]",
+                )
+        if self.role == "tool" and not self.tool_call_id:
+            raise InvalidRequestError(
+                f"{where} is a tool result without tool_call_id: set it to the id of the "
+                "assistant's tool call it answers",
+                param=f"{where}.tool_call_id",
+            )
+        if self.tool_calls and self.role != "assistant":
+            raise InvalidRequestError(
+                f"{where} has tool_calls but is a {self.role} message: only assistant messages "
+                "call tools",
+                param=f"{where}.tool_calls",
+            )
+        for number, call in enumerate(self.tool_calls or []):
+            check_tool_name(call.function.name, f"{where}.tool_calls[{number}].function.name")
+
+    def for_template(self) -> dict[str, Any]:
+        """The message as the chat template reads it: its text as one string (templates expect
+        some, even on an assistant turn that only called tools), and only the fields a
+        template knows (nothing else a client adds reaches the engine)."""
+        message: dict[str, Any] = {"role": self.role, "content": self.text()}
+        if self.name is not None:
+            message["name"] = self.name
+        if self.tool_calls:
+            message["tool_calls"] = [call.model_dump() for call in self.tool_calls]
+        if self.tool_call_id is not None:
+            message["tool_call_id"] = self.tool_call_id
+        return message
+
+
+TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+TOOL_NAME_RULE = "1 to 64 letters, digits, '_' or '-'"
+MAX_TOOLS = 128
+
+
+def check_tool_name(name: str, param: str) -> None:
+    if not TOOL_NAME.match(name):
+        raise InvalidRequestError(
+            f"{param} {shorten(name, 80)!r} is not a function name: use {TOOL_NAME_RULE}",
+            param=param,
+        )
+
+
+class FunctionDefinition(BaseModel):
+    """A function the model may call: its name, what it does, its parameters (a JSON Schema
+    of an object)."""
+
+    model_config = ConfigDict(extra="ignore")
+    name: str
+    description: str | None = None
+    parameters: Any = None
+    strict: bool | None = None
+
+
+class ToolSpec(BaseModel):
+    """One of the request's `tools` (OpenAI's function tool). `check` before use: the types
+    here are loose so that a wrong value is a 400 naming it, not a schema error."""
+
+    model_config = ConfigDict(extra="ignore")
+    type: str
+    function: FunctionDefinition | None = None
+
+    def check(self, param: str) -> FunctionDefinition:
+        """The function, once it is one a chat template and the engine can take:
+        InvalidRequestError naming `param` (e.g. `tools[0]`) otherwise."""
+        if self.type != "function":
+            raise InvalidRequestError(
+                f"{param}.type is {shorten(self.type, 32)!r}: only function tools are "
+                'supported ({"type": "function", "function": {...}})',
+                param=f"{param}.type",
+            )
+        if self.function is None:
+            raise InvalidRequestError(
+                f"{param}.function is missing: give the function's name, description and "
+                "parameters",
+                param=f"{param}.function",
+            )
+        check_tool_name(self.function.name, f"{param}.function.name")
+        parameters = self.function.parameters
+        if parameters is not None and (
+            not isinstance(parameters, dict) or parameters.get("type", "object") != "object"
+        ):
+            raise InvalidRequestError(
+                f"{param}.function.parameters must be a JSON Schema of an object "
+                '({"type": "object", "properties": {...}})',
+                param=f"{param}.function.parameters",
+            )
+        return self.function
+
+    def for_engine(self) -> dict[str, Any]:
+        """The checked tool as the engine (and the chat template) receives it."""
+        assert self.function is not None, "check() first"
+        return {"type": "function", "function": self.function.model_dump(exclude_none=True)}
+
+
+class NamedFunction(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: str
+
+
+class NamedToolChoice(BaseModel):
+    """`tool_choice` naming the one function the model must call."""
+
+    model_config = ConfigDict(extra="ignore")
+    type: str = "function"
+    function: NamedFunction
+
+
+TOOL_CHOICES = ("none", "auto", "required")
+
+
+def check_tools(
+    tools: list[ToolSpec] | None,
+    tool_choice: str | NamedToolChoice | None,
+    *,
+    auto_tool_choice: bool,
+    param: str = "tools",
+) -> None:
+    """The tools a request offers and how the model must use them, as the engine can honour
+    them: each a function tool with a valid name and an object schema, at most MAX_TOOLS, a
+    named choice among them, and "auto" (also meant by tools without `tool_choice`) only where
+    the engine parses the model's own tool calls (`auto_tool_choice`, RAGTUNE_TOOL_CALL_PARSER).
+    InvalidRequestError naming the field otherwise."""
+    if tools is not None:
+        if len(tools) > MAX_TOOLS:
+            raise InvalidRequestError(
+                f"{len(tools)} tools: at most {MAX_TOOLS} per request", param=param
+            )
+        names = [tool.check(f"{param}[{n}]").name for n, tool in enumerate(tools)]
+        duplicate = next((name for name in names if names.count(name) > 1), None)
+        if duplicate is not None:
+            raise InvalidRequestError(
+                f"two tools are named {duplicate!r}: give each function its own name",
+                param=param,
+            )
+    offered = [tool.function.name for tool in tools or [] if tool.function is not None]
+    if isinstance(tool_choice, NamedToolChoice):
+        if tool_choice.type != "function":
+            raise InvalidRequestError(
+                f"tool_choice.type is {shorten(tool_choice.type, 32)!r}: name a function as "
+                '{"type": "function", "function": {"name": ...}}',
+                param="tool_choice.type",
+            )
+        if tool_choice.function.name not in offered:
+            raise InvalidRequestError(
+                f"tool_choice names the function {shorten(tool_choice.function.name)!r}, which "
+                f"is not among the request's tools ({', '.join(offered) or 'none'})",
+                param="tool_choice.function.name",
+            )
+        return
+    if tool_choice is not None and tool_choice not in TOOL_CHOICES:
+        raise InvalidRequestError(
+            f"tool_choice is {shorten(tool_choice, 32)!r}: use none, auto, required or "
+            '{"type": "function", "function": {"name": ...}}',
+            param="tool_choice",
+        )
+    if tool_choice in ("auto", "required") and not offered:
+        raise InvalidRequestError(
+            f"tool_choice is {tool_choice!r} but the request has no tools: add them or "
+            "remove tool_choice",
+            param="tool_choice",
+        )
+    if offered and tool_choice in (None, "auto") and not auto_tool_choice:
+        said = "is auto" if tool_choice else "is not set (which means auto)"
+        raise InvalidRequestError(
+            f"tool_choice {said}, but this server does not let the model choose whether to "
+            "call a tool: its engine was started without a tool-call parser. Use tool_choice "
+            '"required" or {"type": "function", "function": {"name": ...}} (the engine then '
+            'constrains the answer to a call), or "none"; operators: set '
+            "RAGTUNE_TOOL_CALL_PARSER (xlam for the default SmolLM2 model)",
+            param="tool_choice",
+        )
+
+
+class JsonSchemaFormat(BaseModel):
+    """`response_format.json_schema`: the schema the answer must follow, and its name."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    name: str | None = None
+    description: str | None = None
+    schema_: Any = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(BaseModel):
+    """`response_format`: free text, any JSON object, or JSON following a schema (the engine
+    constrains its decoding to it)."""
+
+    model_config = ConfigDict(extra="ignore")
+    type: str
+    json_schema: JsonSchemaFormat | None = None
+
+    def check(self, param: str = "response_format") -> None:
+        """InvalidRequestError naming the field unless the engine can constrain to it."""
+        if self.type not in ("text", "json_object", "json_schema"):
+            raise InvalidRequestError(
+                f"{param}.type is {shorten(self.type, 32)!r}: use text, json_object or json_schema",
+                param=f"{param}.type",
+            )
+        if self.type != "json_schema":
+            return
+        spec = self.json_schema
+        if spec is None:
+            raise InvalidRequestError(
+                f'{param}.json_schema is missing: give {{"name": ..., "schema": {{...}}}}',
+                param=f"{param}.json_schema",
+            )
+        if spec.name is None:
+            raise InvalidRequestError(
+                f"{param}.json_schema.name is missing: name the schema ({TOOL_NAME_RULE})",
+                param=f"{param}.json_schema.name",
+            )
+        check_tool_name(spec.name, f"{param}.json_schema.name")
+        if not isinstance(spec.schema_, dict):
+            said = "missing" if spec.schema_ is None else "not a JSON object"
+            raise InvalidRequestError(
+                f"{param}.json_schema.schema is {said}: give a JSON Schema "
+                '(e.g. {"type": "object", "properties": {...}})',
+                param=f"{param}.json_schema.schema",
+            )
+
+    def for_engine(self) -> dict[str, Any]:
+        """The checked format as the engine receives it (known fields only)."""
+        if self.type != "json_schema" or self.json_schema is None:
+            return {"type": self.type}
+        spec = self.json_schema.model_dump(by_alias=True, exclude_none=True)
+        return {"type": "json_schema", "json_schema": spec}
 
 
 class StreamOptions(BaseModel):
@@ -114,6 +375,10 @@ class ChatCompletionRequest(BaseModel):
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     user: str | None = None
+    tools: list[ToolSpec] | None = None
+    tool_choice: str | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
     ragtune: RagtuneOptions | None = None
 
     @field_validator("messages")
@@ -128,17 +393,12 @@ class ChatCompletionRequest(BaseModel):
         return last_user_text((m.role, m.text()) for m in self.messages)
 
     def conversation(self) -> list[dict[str, Any]]:
-        """The messages as the model's chat template reads them: each one's text as one
-        string, and every message with text (an assistant turn that only called tools has
-        none, and templates expect some)."""
-        messages = [m.model_dump(exclude_none=True) for m in self.messages]
-        for message in messages:
-            if isinstance(message.get("content"), list):
-                message["content"] = "\n".join(
-                    part.get("text") or "" for part in message["content"]
-                )
-            message.setdefault("content", "")
-        return messages
+        """The messages as the model's chat template reads them (`ChatMessage.for_template`)."""
+        return [message.for_template() for message in self.messages]
+
+    def engine_tools(self) -> list[dict[str, Any]] | None:
+        """The checked tools as the engine and the chat template receive them."""
+        return [tool.for_engine() for tool in self.tools] if self.tools else None
 
     def unknown_fields(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
@@ -164,27 +424,15 @@ class ChatCompletionRequest(BaseModel):
         if self.ragtune is not None:
             self.ragtune.check_filters()
 
-
-def check_json_values(value: Any, path: str = "") -> None:
-    if isinstance(value, str):
-        if _SURROGATE.search(value):
-            raise InvalidRequestError(
-                f"{path or 'the request'} holds an unpaired UTF-16 surrogate (an invalid "
-                "character); send valid Unicode text",
-                param=path or None,
-            )
-    elif isinstance(value, float):
-        if not math.isfinite(value):
-            raise InvalidRequestError(
-                f"{path or 'the request'} is {value}: numbers must be finite", param=path or None
-            )
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            check_json_values(key, path)
-            check_json_values(item, f"{path}.{key}" if path else str(key))
-    elif isinstance(value, list | tuple):
-        for index, item in enumerate(value):
-            check_json_values(item, f"{path}.{index}" if path else str(index))
+    def check_content(self, *, auto_tool_choice: bool) -> None:
+        """What the model cannot read (non-text parts), tools it cannot be offered and formats
+        it cannot be held to: InvalidRequestError naming the field. `auto_tool_choice`: the
+        engine parses the model's own tool calls (tool_choice "auto" is possible)."""
+        for index, message in enumerate(self.messages):
+            message.check(index, self.model)
+        check_tools(self.tools, self.tool_choice, auto_tool_choice=auto_tool_choice)
+        if self.response_format is not None:
+            self.response_format.check()
 
 
 class SourceInfo(BaseModel):
@@ -212,16 +460,24 @@ class RagtuneInfo(BaseModel):
 
 
 class ResponseMessage(BaseModel):
+    """The answer (documents the response; `shapes.py` makes what is sent)."""
+
     model_config = ConfigDict(extra="allow")
     role: Literal["assistant"] = "assistant"
     content: str | None = None
+    refusal: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    """Only when the model called tools."""
 
 
 class Choice(BaseModel):
     model_config = ConfigDict(extra="allow")
     index: int
     message: ResponseMessage
+    logprobs: dict[str, Any] | None = None
+    """OpenAI's token log-probabilities, when the request asked for `logprobs`."""
     finish_reason: str | None = None
+    """stop, length or tool_calls."""
 
 
 class Usage(BaseModel):
@@ -229,6 +485,8 @@ class Usage(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    prompt_tokens_details: dict[str, int] | None = None
+    completion_tokens_details: dict[str, int] | None = None
 
 
 class ChatCompletionResponse(BaseModel):

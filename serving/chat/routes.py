@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
-import anyio
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from ragtune.serving import observability
 from ragtune.serving.auth import require_chat
 from ragtune.serving.chat.protocol import ChatCompletionRequest, ChatCompletionResponse
 from ragtune.serving.chat.service import ChatService
-from ragtune.serving.protocol import ErrorResponse
+from ragtune.serving.http import CLIENT_CLOSED, error_responses, unless_disconnected
 
-_T = TypeVar("_T")
-CLIENT_CLOSED = 499
-"""Logged for a request whose client left before its answer (nginx's convention)."""
 router = APIRouter()
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 413, 422, 429, 503)
-}
 
 
 def chat_service(request: Request) -> ChatService:
@@ -32,7 +23,7 @@ def chat_service(request: Request) -> ChatService:
 @router.post(
     "/v1/chat/completions",
     response_model=ChatCompletionResponse,
-    responses=ERRORS,
+    responses=error_responses(),
     dependencies=[Depends(require_chat)],
 )
 async def create_chat_completion(
@@ -61,34 +52,3 @@ async def create_chat_completion(
     if answer is None:
         return Response(status_code=CLIENT_CLOSED)
     return JSONResponse(answer, headers=headers)
-
-
-async def unless_disconnected(request: Request, work: Awaitable[_T]) -> _T | None:
-    """`work`'s result, or None when the client disconnected first: the work is cancelled
-    then (the engine request is closed, so the engine stops generating for nobody)."""
-    result: list[_T] = []
-    failure: list[Exception] = []
-    async with anyio.create_task_group() as tasks:
-
-        async def run() -> None:
-            try:
-                result.append(await work)
-            except Exception as exc:  # raised below as itself, not in an exception group
-                failure.append(exc)
-            tasks.cancel_scope.cancel()
-
-        async def watch() -> None:
-            # The body has been read: the next message is the client's disconnect.
-            while (await request.receive())["type"] != "http.disconnect":
-                pass
-            tasks.cancel_scope.cancel()
-
-        tasks.start_soon(run)
-        tasks.start_soon(watch)
-    if failure:
-        raise failure[0]
-    if not result:
-        record = observability.current()
-        if record is not None:
-            record.error = "the client disconnected before the answer was ready"
-    return result[0] if result else None

@@ -15,10 +15,12 @@ import anyio
 from ragtune.adapters.registry import AdapterManifest
 from ragtune.retrieval.embedder import Embedder
 from ragtune.serving import observability
+from ragtune.serving.chat import shapes
 from ragtune.serving.chat.protocol import (
     ENGINE_FIELDS,
     REFUSED_FIELDS,
     ChatCompletionRequest,
+    NamedToolChoice,
     RagtuneInfo,
     SourceInfo,
 )
@@ -26,8 +28,9 @@ from ragtune.serving.engine.client import EngineClient
 from ragtune.serving.engine.pool import EnginePool, Lease
 from ragtune.serving.errors import InvalidRequestError, ServingError, shorten
 from ragtune.serving.fleet import AdapterFleet
+from ragtune.serving.http_errors import stream_error
 from ragtune.serving.prompting import PromptBuilder, PromptFactory, PromptPlan
-from ragtune.serving.protocol import SSE_DONE, error_body, sse_event
+from ragtune.serving.protocol import SSE_DONE, sse_event
 from ragtune.serving.retrievers import RetrieverCache
 from ragtune.serving.router import AnswerBound, RoutePlan, RouteRequest, plan_route
 from ragtune.serving.settings import RouterSettings
@@ -78,6 +81,7 @@ class ChatService:
         settings: RouterSettings,
         *,
         max_tokens_limit: int = 0,
+        auto_tool_choice: bool = False,
         log_prompts: bool = False,
     ) -> None:
         self.embedder = embedder
@@ -87,6 +91,9 @@ class ChatService:
         self.prompts = prompts
         self.settings = settings
         self.max_tokens_limit = max_tokens_limit
+        self.auto_tool_choice = auto_tool_choice
+        """The engine parses the model's own tool calls (RAGTUNE_TOOL_CALL_PARSER is set):
+        tool_choice "auto" is possible."""
         self.log_prompts = log_prompts
 
     @property
@@ -106,7 +113,7 @@ class ChatService:
         manifest, lease = self.fleet.lease(plan.adapter)
         try:
             builder = await self._builder()
-            prompt = builder.for_plan(request.conversation(), plan)
+            prompt = builder.for_plan(request.conversation(), plan, request.engine_tools())
         except BaseException:
             await self.engines.release(lease)
             raise
@@ -124,9 +131,10 @@ class ChatService:
 
     def read(self, request: ChatCompletionRequest) -> RouteRequest:
         """The request as the router reads it, once checked: values no engine can take, fields
-        it does not forward, the answer bound, and a named adapter (an unknown one is a 404
-        before any work)."""
+        it does not forward, content the model cannot read, tools and formats, the answer bound,
+        and a named adapter (an unknown one is a 404 before any work)."""
         request.check_values()
+        request.check_content(auto_tool_choice=self.auto_tool_choice)
         refused = sorted(REFUSED_FIELDS & set(request.unknown_fields()))
         if refused:
             raise InvalidRequestError(
@@ -143,7 +151,7 @@ class ChatService:
         answer = AnswerBound.of(
             request.answer_bound(),
             limit=self.max_tokens_limit,
-            default=self.settings.answer_tokens,
+            default=self.settings.default_max_tokens,
             param="max_completion_tokens" if request.max_completion_tokens else "max_tokens",
         )
         adapter = None if request.model == self.base_model else request.model
@@ -208,6 +216,7 @@ class ChatService:
             )
         finally:
             await self.finish(prepared)
+        response = shapes.completion(response)
         response["model"] = prepared.model
         response["ragtune"] = prepared.info.model_dump()
         return response
@@ -253,6 +262,7 @@ class ChatService:
         usage_wanted = bool(prepared.client_wants_usage)
         try:
             if first is not None:
+                first = shapes.chunk(first, usage_wanted=usage_wanted)
                 first["model"] = prepared.model
                 first["ragtune"] = prepared.info.model_dump()
                 yield sse_event(first)
@@ -261,15 +271,14 @@ class ChatService:
                         _count_tokens(record, chunk["usage"])
                     if not chunk.get("choices") and chunk.get("usage") and not usage_wanted:
                         continue
-                    if not usage_wanted:
-                        chunk.pop("usage", None)
-                    chunk["model"] = prepared.model
-                    yield sse_event(chunk)
+                    shaped = shapes.chunk(chunk, usage_wanted=usage_wanted)
+                    shaped["model"] = prepared.model
+                    yield sse_event(shaped)
         except ServingError as exc:
             logger.warning("stream ended by an engine error: %s", exc)
             if record is not None:
                 record.error = str(exc)
-            yield sse_event(error_body(str(exc), "server_error", code="engine_stream_error"))
+            yield sse_event(stream_error(exc))
         finally:
             if record is not None:
                 record.time("generation", time.perf_counter() - started)
@@ -288,10 +297,11 @@ async def _whole(body: dict[str, Any], client: EngineClient) -> dict[str, Any]:
 
 
 def _engine_request(
-    request: ChatCompletionRequest, prompt: PromptPlan, engine_model: str, max_tokens: int | None
+    request: ChatCompletionRequest, prompt: PromptPlan, engine_model: str, max_tokens: int
 ) -> dict[str, Any]:
     """The body sent to the engine: the prompt ragtune built, the engine's name for the model,
-    the sampling fields the client may set (others logged and dropped) and the answer bound."""
+    the sampling fields the client may set (others logged and dropped), the checked tools and
+    response format, and the answer bound."""
     fields = request.model_dump(exclude_none=True)
     body = {name: value for name, value in fields.items() if name in ENGINE_FIELDS}
     dropped = sorted(set(request.unknown_fields()) - ENGINE_FIELDS)
@@ -300,8 +310,21 @@ def _engine_request(
         logger.info("request fields ignored (not forwarded to the engine): %s", shown)
     body["model"] = engine_model
     body["messages"] = prompt.messages
-    if max_tokens is not None:
-        body["max_tokens"] = max_tokens  # one field only: the engine honours what was checked
+    body["max_tokens"] = max_tokens  # one field only: the engine honours what was checked
+    tools = request.engine_tools()
+    if tools:
+        body["tools"] = tools
+        if isinstance(request.tool_choice, NamedToolChoice):
+            body["tool_choice"] = {
+                "type": "function",
+                "function": {"name": request.tool_choice.function.name},
+            }
+        elif request.tool_choice is not None:
+            body["tool_choice"] = request.tool_choice
+        if request.parallel_tool_calls is not None:
+            body["parallel_tool_calls"] = request.parallel_tool_calls
+    if request.response_format is not None:
+        body["response_format"] = request.response_format.for_engine()
     if request.stream:
         # Always asked of the engine, for the token metrics; passed on only if requested.
         given = request.stream_options.model_dump() if request.stream_options else {}

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import re
+import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Self
@@ -24,7 +26,9 @@ from ragtune.serving.errors import (
     EngineModelMissingError,
     EngineNotRunningError,
     EngineRequestError,
+    EngineSaturatedError,
     EngineTimeoutError,
+    GenerationTimeoutError,
 )
 from ragtune.serving.settings import EngineSettings
 
@@ -33,6 +37,8 @@ _REQUESTED = re.compile(r"(?:value=|requested |contains at least |length )(\d+)"
 # One `'msg': '...'` (or "...") of the engine's rendering of pydantic errors.
 _PYDANTIC_MSG = re.compile(r"""'msg': (?:'((?:[^'\\]|\\.)*)'|"((?:[^"\\]|\\.)*)")""")
 _CONTEXT_HINTS = ("maximum context length", "maximum model length", "context length")
+# vLLM's gauge of requests queued for room in the running batch (one line per model/engine).
+_WAITING = re.compile(r"^vllm:num_requests_waiting(?:\{[^}]*\})?\s+(\S+)", re.MULTILINE)
 
 
 class EngineClient:
@@ -51,6 +57,7 @@ class EngineClient:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.connect_retries = connect_retries
+        self.request_timeout_s = request_timeout_s
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
             # On every call, adapter loading included: the engine refuses requests without it.
@@ -100,35 +107,90 @@ class EngineClient:
         """One chat completion, whole. `request` is an OpenAI chat completion body."""
         body = {**request, "stream": False}
         body.pop("stream_options", None)
-        response = await self._send("POST", "/v1/chat/completions", json=body)
+        try:
+            response = await self._send("POST", "/v1/chat/completions", json=body)
+        except EngineTimeoutError as exc:
+            # A whole answer shows nothing of its progress before it ends.
+            raise await self._timed_out(body, tokens=None) from exc
         result: dict[str, Any] = response.json()
         return result
 
     async def stream_chat_completion(
         self, request: Mapping[str, Any]
     ) -> AsyncIterator[dict[str, Any]]:
-        """One chat completion as the engine streams it: each SSE chunk, parsed."""
+        """One chat completion as the engine streams it: each SSE chunk, parsed. The whole
+        stream takes at most `request_timeout_s` (checked as chunks arrive; a stalled one is
+        ended by the read timeout)."""
         body = {**request, "stream": True}
-        async with self._stream("POST", "/v1/chat/completions", json=body) as response:
-            try:
-                async for line in response.aiter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    payload = line[5:].strip()
-                    if payload == "[DONE]":
-                        return
-                    chunk = json.loads(payload)
-                    if isinstance(chunk, dict) and "error" in chunk:
-                        raise _error_from_body(500, chunk, body.get("model"))
-                    yield chunk
-            except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
-                raise EngineError(
-                    f"the engine at {self.base_url} closed the stream before it ended ({exc}); "
-                    "check that it is still running (`ragtune engine status`)"
-                ) from exc
-            except httpx.TimeoutException as exc:
-                raise _timeout(self.base_url) from exc
+        deadline = time.monotonic() + self.request_timeout_s
+        produced = 0  # chunks carrying answer text or tool calls: about one token each
+        try:
+            async with self._stream("POST", "/v1/chat/completions", json=body) as response:
+                try:
+                    async for line in response.aiter_lines():
+                        if not line.startswith("data:"):
+                            continue
+                        payload = line[5:].strip()
+                        if payload == "[DONE]":
+                            return
+                        chunk = json.loads(payload)
+                        if isinstance(chunk, dict) and "error" in chunk:
+                            raise _error_from_body(500, chunk, body.get("model"))
+                        produced += _answer_chunk(chunk)
+                        if time.monotonic() > deadline:
+                            raise _timeout(self.base_url)
+                        yield chunk
+                except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+                    raise EngineError(
+                        f"the engine at {self.base_url} closed the stream before it ended "
+                        f"({exc}); check that it is still running (`ragtune engine status`)"
+                    ) from exc
+                except httpx.TimeoutException as exc:
+                    raise _timeout(self.base_url) from exc
+        except EngineTimeoutError as exc:
+            raise await self._timed_out(body, tokens=produced) from exc
         raise EngineError(f"the engine at {self.base_url} ended the stream without [DONE]")
+
+    async def waiting_requests(self) -> int | None:
+        """Requests the engine holds waiting for room in its running batch (vLLM's
+        `vllm:num_requests_waiting` on /metrics); None when it cannot be read."""
+        try:
+            response = await self._http.get("/metrics", timeout=self._http.timeout.connect)
+        except httpx.HTTPError:
+            return None
+        if response.status_code != 200:
+            return None
+        values = [float(value) for value in _WAITING.findall(response.text)]
+        finite = [value for value in values if math.isfinite(value)]
+        return int(sum(finite)) if finite else None
+
+    async def _timed_out(self, body: Mapping[str, Any], tokens: int | None) -> EngineTimeoutError:
+        """What a generation that reached the time limit was: the engine saturated (requests
+        waiting for room when it fired) or an answer longer than the limit allows."""
+        limit = f"{self.request_timeout_s:g} s (RAGTUNE_REQUEST_TIMEOUT_S)"
+        waiting = await self.waiting_requests()
+        if waiting:
+            return EngineSaturatedError(
+                f"the engine is saturated: {waiting} request(s) were waiting for room in it "
+                f"when this one reached the time limit of {limit}; try again later "
+                "(operators: add engine replicas or lower RAGTUNE_DEFAULT_MAX_TOKENS)",
+                waiting=waiting,
+            )
+        max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
+        bound = max_tokens if isinstance(max_tokens, int) else None
+        if tokens is None:
+            progress = "a whole answer's progress is not known before it ends (stream it to see)"
+        else:
+            progress = f"about {tokens} token(s) had been generated"
+        asked = f"max_tokens was {bound}" if bound else "no max_tokens was in force"
+        return GenerationTimeoutError(
+            f"the answer was still being generated when it reached the time limit of {limit} "
+            f"and was stopped: {progress}, and {asked}. Ask for fewer tokens (max_tokens), or "
+            "raise RAGTUNE_REQUEST_TIMEOUT_S on the server",
+            limit_s=self.request_timeout_s,
+            max_tokens=bound,
+            tokens=tokens,
+        )
 
     async def load_adapter(self, name: str, path: str) -> None:
         """Load a LoRA adapter from a directory the engine can read, served as model `name`."""
@@ -291,8 +353,17 @@ def _not_running(url: str) -> EngineNotRunningError:
     )
 
 
+def _answer_chunk(chunk: Any) -> int:
+    """1 when a streamed chunk carries answer text or tool-call arguments, else 0."""
+    choices = chunk.get("choices") if isinstance(chunk, dict) else None
+    for choice in choices if isinstance(choices, list) else []:
+        delta = choice.get("delta") if isinstance(choice, dict) else None
+        if isinstance(delta, dict) and (delta.get("content") or delta.get("tool_calls")):
+            return 1
+    return 0
+
+
 def _timeout(url: str) -> EngineTimeoutError:
     return EngineTimeoutError(
-        f"the engine at {url} did not answer in time (RAGTUNE_REQUEST_TIMEOUT_S); it may be "
-        "overloaded"
+        f"the engine at {url} did not answer within RAGTUNE_REQUEST_TIMEOUT_S"
     )

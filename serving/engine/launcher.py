@@ -124,6 +124,16 @@ def engine_api_key(settings: EngineSettings) -> str | None:
         return None
 
 
+# Constrained JSON without free whitespace (xgrammar honours it; vLLM's "auto" backend may not).
+COMPACT_JSON = '{"backend": "xgrammar", "disable_any_whitespace": true}'
+
+
+def tool_call_args(parser: str) -> list[str]:
+    """vLLM's flags for tool_choice "auto": the model's own tool calls parsed from its text by
+    `parser` (none: the engine still honours "required" and named tool choices)."""
+    return ["--enable-auto-tool-choice", "--tool-call-parser", parser] if parser else []
+
+
 def auth_headers(key: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"} if key else {}
 
@@ -230,6 +240,8 @@ class EngineLauncher:
             s.dtype,
             "--middleware",
             KEY_GUARD,
+            *tool_call_args(s.tool_call_parser),
+            *(["--structured-outputs-config", COMPACT_JSON] if s.compact_json else []),
             *s.engine_args,
         ]
 

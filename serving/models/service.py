@@ -1,20 +1,26 @@
-"""The models a client may name: the base model (the router chooses the route for it) and each
-registered adapter (its version in force). No HTTP here."""
+"""The models a client may name: the base model (the router chooses the route for it), each
+registered adapter (its version in force) and the embedding model (POST /v1/embeddings). No
+HTTP here."""
 
 from __future__ import annotations
 
 import time
 
+from ragtune.retrieval.embedder import Embedder
 from ragtune.serving.fleet import AdapterFleet
 from ragtune.serving.models.protocol import ModelCard, ModelList
 
 
 class ModelCatalog:
-    """Usage: `catalog.list()`: the base model's card, then one per adapter."""
+    """Usage: `catalog.list()`: the base model's card, one per adapter, then the embedding
+    model's."""
 
-    def __init__(self, fleet: AdapterFleet, max_model_len: int) -> None:
+    def __init__(
+        self, fleet: AdapterFleet, max_model_len: int, embedder: Embedder | None = None
+    ) -> None:
         self.fleet = fleet
         self.max_model_len = max_model_len
+        self.embedder = embedder
 
     def list(self) -> ModelList:
         now = int(time.time())
@@ -30,4 +36,16 @@ class ModelCatalog:
             )
             for manifest in self.fleet.manifests()
         ]
+        if self.embedder is not None:
+            model_id = self.embedder.model_id
+            owner = model_id.split("/", 1)[0] if "/" in model_id else "ragtune"
+            cards.append(
+                ModelCard(
+                    id=model_id,
+                    created=now,
+                    owned_by=owner,
+                    max_model_len=self.embedder.max_tokens,
+                    task="Embeddings (POST /v1/embeddings).",
+                )
+            )
         return ModelList(data=cards)

@@ -58,8 +58,8 @@ def test_no_5xx_and_responses_match_the_schema(fuzz_server: str) -> None:
     )
     operations = [result.ok() for result in schema.get_all_operations()]
     assert {op.label for op in operations} >= {
-        "POST /v1/chat/completions", "GET /v1/models", "GET /admin/adapters",
-        "POST /admin/adapters", "POST /admin/adapters/{name}/swap",
+        "POST /v1/chat/completions", "POST /v1/responses", "GET /v1/models", "GET /admin/adapters",
+        "POST /admin/adapters", "POST /admin/adapters/{name}/swap", "POST /v1/embeddings",
     }  # fmt: skip
     checked = []
     for operation in operations:

@@ -170,15 +170,16 @@ def test_the_plan_is_deterministic() -> None:
         (100, 0, True, 100, 100),
         (100, 200, False, 100, 100),
         # Nothing asked: beside documents, the default share (at most half the context)...
-        (None, 0, True, 512, None),
-        # ...the conversation alone just has to fit; the engine gets the limit if any, within
-        # what the prompt leaves.
-        (None, 0, False, 1, None),
+        (None, 0, True, 512, 512),
+        # ...the conversation alone just has to fit; the engine gets the default (never an
+        # unbounded answer), within the limit if any, within what the prompt leaves.
+        (None, 0, False, 1, 512),
         (None, 300, False, 1, 300),
+        (None, 1000, False, 1, 512),
     ],
 )
 def test_the_answer_bound(
-    asked: int | None, limit: int, with_documents: bool, reserve: int, engine: int | None
+    asked: int | None, limit: int, with_documents: bool, reserve: int, engine: int
 ) -> None:
     bound = AnswerBound.of(asked, limit=limit, default=512)
     assert bound.reserve(4096, with_documents) == reserve
@@ -188,6 +189,7 @@ def test_the_answer_bound(
 def test_the_answer_bound_keeps_room_for_the_prompt() -> None:
     assert AnswerBound.of(None, default=512).reserve(600, with_documents=True) == 300
     assert AnswerBound.of(None, limit=300).engine_max_tokens(1000, prompt_tokens=900) == 100
+    assert AnswerBound.of(None, default=512).engine_max_tokens(1000, prompt_tokens=900) == 100
 
 
 def test_an_answer_bound_over_the_limit_is_refused() -> None:

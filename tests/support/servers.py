@@ -99,6 +99,9 @@ def engine_settings_for(data_dir: Path, **overrides: Any) -> Any:
         "startup_timeout_s": 600.0,
         # Required by the engine on every call; tests that reach it directly send it too.
         "engine_api_key": ENGINE_API_KEY,
+        # The default model's tool-call format (`<tool_call>[...]</tool_call>`): tool_choice
+        # "auto" works on the session's engine (APIs attached to it must say so too).
+        "tool_call_parser": "xlam",
     }
     values.update(overrides)
     return EngineSettings(**values)

@@ -24,6 +24,8 @@ from ragtune.serving.engine.pool import EnginePool
 from ragtune.serving.errors import ModelNotFoundError
 from ragtune.serving.settings import ApiSettings, EngineSettings, RouterSettings, ServingSettings
 from tests.support.fakes import FakeEmbedder, FakeTokenizer, InMemoryStore
+from tests.support.openai_schema import assert_openai_shape
+from tests.support.vllm_bodies import vllm_completion, vllm_stream
 
 BASE = "base-model"
 TASK = "Write the title of a scientific article from its abstract."
@@ -44,6 +46,10 @@ class FakeEngine:
         self.adapters: set[str] = set()
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.refuse = False
+        self.answer: dict[str, Any] | None = None
+        """The whole answer to send, when set (else a minimal one)."""
+        self.chunks: list[dict[str, Any]] | None = None
+        """The stream's chunks to send, when set (else `events`)."""
 
     def client(self) -> EngineClient:
         return EngineClient(self.url, connect_retries=0, transport=httpx.MockTransport(self.handle))
@@ -75,10 +81,9 @@ class FakeEngine:
             error = {"message": f"The model `{model}` does not exist.", "code": 404}
             return httpx.Response(404, json={"error": error})
         if body.get("stream"):
-            return httpx.Response(
-                200, text=self.events(model), headers={"content-type": "text/event-stream"}
-            )
-        return httpx.Response(200, json=completion(model, f"answer from {self.url}"))
+            text = self.events(model) if self.chunks is None else sse(self.chunks)
+            return httpx.Response(200, text=text, headers={"content-type": "text/event-stream"})
+        return httpx.Response(200, json=self.answer or completion(model, f"answer from {self.url}"))
 
     @staticmethod
     def events(model: str) -> str:
@@ -90,7 +95,11 @@ class FakeEngine:
             {"id": "c", "object": "chat.completion.chunk", "model": model, "choices": [],
              "usage": {"prompt_tokens": 50, "completion_tokens": 2, "total_tokens": 52}},
         ]  # fmt: skip
-        return "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+        return sse(chunks)
+
+
+def sse(chunks: list[dict[str, Any]]) -> str:
+    return "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
 
 
 def completion(model: str, text: str) -> dict[str, Any]:
@@ -308,3 +317,48 @@ def test_the_answer_bound_reaches_the_engine_as_one_field(
     assert sent["max_tokens"] == 7
     assert "max_completion_tokens" not in sent
     assert sent["temperature"] == 0
+
+
+@pytest.mark.parametrize("include_usage", [False, True])
+def test_answers_reach_the_client_in_openais_shape_without_the_engines_fields(
+    tmp_path: Path, engine: FakeEngine, include_usage: bool
+) -> None:
+    engine.answer, engine.chunks = vllm_completion(), vllm_stream()
+    parts = components(tmp_path, engine)
+
+    async def both() -> tuple[dict[str, Any], list[str]]:
+        whole = await parts.chat.complete(await parts.chat.prepare(chat(BASE, REFUND_QUESTION)))
+        request = chat(
+            BASE, REFUND_QUESTION, stream=True, stream_options={"include_usage": include_usage}
+        )
+        prepared = await parts.chat.prepare(request)
+        return whole, [event async for event in await parts.chat.open_stream(prepared)]
+
+    whole, events = run(parts, both)
+    assert_openai_shape("chat.completion", whole)
+    assert whole["ragtune"]["route"] == "rag"
+    assert "prompt_text" not in whole  # the prompt ragtune built stays on the server
+    chunks = [json.loads(e.removeprefix("data: ")) for e in events[:-1]]
+    for chunk in chunks:
+        assert_openai_shape("chat.completion.chunk", chunk)
+    assert "ragtune" in chunks[0]
+    assert ("usage" in chunks[-1]) is include_usage
+
+
+def test_an_engine_error_in_a_stream_reaches_the_client_as_openais_error(
+    tmp_path: Path, engine: FakeEngine
+) -> None:
+    first, *_ = vllm_stream()
+    engine.chunks = [first, {"error": {"message": "boom", "type": "InternalServerError"}}]
+    parts = components(tmp_path, engine)
+
+    async def stream() -> list[str]:
+        prepared = await parts.chat.prepare(chat(BASE, REFUND_QUESTION, stream=True))
+        return [event async for event in await parts.chat.open_stream(prepared)]
+
+    events = run(parts, stream)
+    assert events[-1] == "data: [DONE]\n\n"
+    first_chunk, error = (json.loads(e.removeprefix("data: ")) for e in events[:-1])
+    assert_openai_shape("chat.completion.chunk", first_chunk)
+    assert_openai_shape("error", error)
+    assert error["error"]["code"] == "engine_stream_error"

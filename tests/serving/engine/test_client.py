@@ -4,7 +4,8 @@ mixed-batch defence (base rows must not get an adapter's delta on the CPU LoRA p
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,8 +19,11 @@ from ragtune.serving.errors import (
     ContextLengthError,
     EngineModelMissingError,
     EngineNotRunningError,
+    EngineSaturatedError,
     EngineTimeoutError,
+    GenerationTimeoutError,
 )
+from ragtune.serving.http_errors import response_for
 from ragtune.serving.settings import EngineSettings
 from tests.support.servers import free_port
 
@@ -198,13 +202,144 @@ def test_only_refused_connections_are_retried() -> None:
     sent: list[str] = []
 
     def time_out(request: httpx.Request) -> httpx.Response:
-        sent.append("sent")
+        sent.append(request.url.path)
         raise httpx.ReadTimeout("no answer", request=request)
 
     async def chat(transport: httpx.MockTransport) -> dict[str, Any]:
         async with EngineClient("http://engine", transport=transport, connect_retries=3) as c:
             return await c.chat_completion(greedy(BASE, "hi"))
 
-    with pytest.raises(EngineTimeoutError, match="did not answer in time"):
+    with pytest.raises(EngineTimeoutError, match="time limit"):
         asyncio.run(chat(httpx.MockTransport(time_out)))
-    assert sent == ["sent"]
+    assert sent.count("/v1/chat/completions") == 1
+
+
+def vllm_metrics(waiting: float) -> str:
+    """/metrics as vLLM writes it: the waiting gauge per model, among other series."""
+    return (
+        "# HELP vllm:num_requests_waiting Number of requests waiting to be processed.\n"
+        "# TYPE vllm:num_requests_waiting gauge\n"
+        f'vllm:num_requests_waiting{{engine="0",model_name="{BASE}"}} {waiting}\n'
+        f'vllm:num_requests_running{{engine="0",model_name="{BASE}"}} 4.0\n'
+    )
+
+
+def engine_that_times_out(waiting: float | None) -> httpx.MockTransport:
+    """An engine whose chat completions never answer in time; its /metrics reports `waiting`
+    requests queued (None: no metrics)."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/metrics":
+            if waiting is None:
+                return httpx.Response(404)
+            return httpx.Response(200, text=vllm_metrics(waiting))
+        raise httpx.ReadTimeout("no answer", request=request)
+
+    return httpx.MockTransport(handle)
+
+
+def run_whole(transport: httpx.AsyncBaseTransport, body: dict[str, Any]) -> dict[str, Any]:
+    async def chat() -> dict[str, Any]:
+        async with EngineClient(
+            "http://engine", transport=transport, request_timeout_s=42.0
+        ) as client:
+            return await client.chat_completion(body)
+
+    return asyncio.run(chat())
+
+
+@pytest.mark.parametrize("waiting", [0.0, None])
+def test_a_long_answer_reads_as_a_generation_timeout(waiting: float | None) -> None:
+    with pytest.raises(GenerationTimeoutError) as caught:
+        run_whole(engine_that_times_out(waiting), greedy(BASE, "hi", max_tokens=900))
+    error = caught.value
+    assert (error.limit_s, error.max_tokens, error.tokens) == (42.0, 900, None)
+    message = str(error)
+    assert "42 s (RAGTUNE_REQUEST_TIMEOUT_S)" in message
+    assert "max_tokens was 900" in message
+    assert "not known" in message  # a whole answer's progress is not claimed
+    assert "Ask for fewer tokens" in message
+    assert "overloaded" not in message
+    assert "saturated" not in message
+    response = response_for(error)
+    assert response.status_code == 504
+    assert response.headers["x-should-retry"] == "false"
+    body = json.loads(bytes(response.body))["error"]
+    assert (body["type"], body["code"]) == ("server_error", "generation_timeout")
+    assert body["message"] == message
+
+
+def test_a_queue_in_the_engine_reads_as_saturation() -> None:
+    with pytest.raises(EngineSaturatedError) as caught:
+        run_whole(engine_that_times_out(3.0), greedy(BASE, "hi"))
+    assert caught.value.waiting == 3
+    assert "saturated: 3 request(s) were waiting" in str(caught.value)
+    response = response_for(caught.value)
+    assert response.status_code == 503
+    assert response.headers["Retry-After"]
+    assert json.loads(bytes(response.body))["error"]["code"] == "engine_saturated"
+
+
+def test_a_stream_past_the_limit_reports_what_it_produced() -> None:
+    """A stream is cut at the limit, however steadily it flows, and says how far it got."""
+
+    class Endless(httpx.AsyncByteStream):
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            role = {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}
+            yield f"data: {json.dumps(role)}\n\n".encode()
+            while True:
+                await asyncio.sleep(0.01)
+                token = {"choices": [{"index": 0, "delta": {"content": "word "}}]}
+                yield f"data: {json.dumps(token)}\n\n".encode()
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/metrics":
+            return httpx.Response(200, text=vllm_metrics(0.0))
+        return httpx.Response(200, stream=Endless())
+
+    received: list[dict[str, Any]] = []
+
+    async def consume() -> None:
+        async with EngineClient(
+            "http://engine", transport=httpx.MockTransport(handle), request_timeout_s=0.3
+        ) as client:
+            async for chunk in client.stream_chat_completion(greedy(BASE, "hi", max_tokens=5000)):
+                received.append(chunk)
+
+    with pytest.raises(GenerationTimeoutError) as caught:
+        asyncio.run(consume())
+    streamed = sum(1 for chunk in received if chunk["choices"][0]["delta"]["content"])
+    assert caught.value.tokens is not None
+    assert caught.value.tokens >= streamed > 0
+    assert f"about {caught.value.tokens} token(s) had been generated" in str(caught.value)
+    assert "max_tokens was 5000" in str(caught.value)
+
+
+def test_engine_metrics_are_read_for_the_waiting_queue() -> None:
+    async def waiting(text: str, status: int = 200) -> int | None:
+        transport = httpx.MockTransport(lambda request: httpx.Response(status, text=text))
+        async with EngineClient("http://engine", transport=transport) as client:
+            return await client.waiting_requests()
+
+    two_engines = vllm_metrics(2.0) + vllm_metrics(1.0).split("\n", 2)[2]
+    assert asyncio.run(waiting(two_engines)) == 3
+    assert asyncio.run(waiting("vllm:num_requests_running 1.0\n")) is None
+    assert asyncio.run(waiting("", status=401)) is None
+
+
+@pytest.mark.engine
+def test_a_real_stream_past_a_tiny_limit_is_a_generation_timeout(engine: Any) -> None:
+    """The real engine, streaming an answer that cannot end within a one-second limit."""
+    tight = engine.model_copy(update={"request_timeout_s": 1.0})
+    body = {**greedy(BASE, "Count from one to five hundred."), "max_tokens": 1500}
+    body.update(ignore_eos=True, stream_options={"include_usage": True})
+
+    async def consume(client: EngineClient) -> None:
+        async for _ in client.stream_chat_completion(body):
+            pass
+
+    with pytest.raises(GenerationTimeoutError) as caught:
+        with_client(tight, consume)
+    assert caught.value.limit_s == 1.0
+    assert caught.value.max_tokens == 1500
+    assert "1 s (RAGTUNE_REQUEST_TIMEOUT_S)" in str(caught.value)
