@@ -125,7 +125,9 @@ async def _events(writer: ResponseEvents, chat_events: AsyncIterator[str]) -> As
                 break
             error = payload.get("error")
             if isinstance(error, dict):
-                for event in writer.failed(str(error.get("message") or "the stream failed")):
+                message = str(error.get("message") or "the stream failed")
+                code = str(error.get("code") or "engine_stream_error")
+                for event in writer.failed(message, code):
                     yield event
                 return
             for event in writer.chunk(payload):
@@ -511,9 +513,11 @@ class ResponseEvents:
         events.append(self.event(kind, response=response))
         return events
 
-    def failed(self, message: str) -> list[str]:
+    def failed(self, message: str, code: str = "engine_stream_error") -> list[str]:
+        """The events that end a stream the engine broke: the open item closed as incomplete,
+        an `error` event with chat's code (`generation_timeout`...), then `response.failed`."""
         events = list(self._close("incomplete"))
-        events.append(self.event("error", code="engine_stream_error", message=message, param=None))
+        events.append(self.event("error", code=code, message=message, param=None))
         response = {
             **self.skeleton,
             "status": "failed",

@@ -518,4 +518,6 @@ def test_an_engine_failure_mid_stream_ends_in_error_and_response_failed(
     assert failed["status"] == "failed"
     assert failed["error"]["code"] == "server_error"
     assert "engine" in found[-2]["message"]
+    assert found[-2]["code"] == "engine_stream_error"  # chat's code, passed on
+    assert "http" not in found[-2]["message"]  # no engine URL reaches a client
     assert parts.engines.in_flight(BASE) == 0
