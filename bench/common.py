@@ -31,6 +31,7 @@ from ragtune.serving.settings import EngineSettings
 
 REPO = Path(__file__).resolve().parent.parent
 BUILDER = REPO.parent / "shared" / "eval" / "build_python_docs.py"
+SQLITE_BUILDER = REPO / "bench" / "evalsets" / "build_sqlite_docs.py"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ragtune"
 EVAL = Path(os.environ.get("RAGTUNE_EVAL_CACHE") or CACHE / "evalsets")
 ABSTRACTS = REPO.parent / "shared" / "eval" / "abstract2title.jsonl"
@@ -47,6 +48,22 @@ def eval_set(subset: str) -> Path:
     if not (out / "qa.json").is_file():
         subprocess.run([sys.executable, str(BUILDER), str(out), "--subset", subset], check=True)
     return out
+
+
+def sqlite_set(subset: str) -> Path:
+    """The second developers' set: the SQLite FAQ over the SQLite HTML docs (`small` or
+    `full`), built once and cached (bench/evalsets/build_sqlite_docs.py)."""
+    out = EVAL / f"sqlite-{subset}"
+    if not (out / "qa.json").is_file():
+        subprocess.run(
+            [sys.executable, str(SQLITE_BUILDER), str(out), "--subset", subset], check=True
+        )
+    return out
+
+
+DEV_SETS = {"python": eval_set, "sqlite": sqlite_set}
+"""The developers' sets every retrieval change is measured on: Python docs (reStructuredText)
+and SQLite docs (HTML)."""
 
 
 def questions(subset: str = "small") -> list[str]:
