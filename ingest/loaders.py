@@ -1,6 +1,7 @@
 """Read a file into a document: its title and its sections (heading path + text), by type.
 
-Markdown and HTML are split on their headings by LangChain's header splitters; PDF is read
+Markdown is split on its headings by LangChain's header splitter, HTML by one walk over the
+page in document order (inline elements stay in their sentences); PDF is read
 with pypdf and DOCX with python-docx. reStructuredText has no structure-aware loader in
 LangChain, so its section titles are found by RST's own rule (a title line with an adornment
 line of one repeated punctuation character under it, and optionally over it).
@@ -14,6 +15,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ragtune.ingest.errors import DocumentLoadError, UnsupportedFileTypeError
 
@@ -36,6 +38,17 @@ SUFFIXES: dict[str, str] = {
     ".pdf": PDF,
     ".docx": DOCX,
 }
+
+
+LOADER_VERSIONS: dict[str, int] = {HTML: 2}
+"""Bumped when a loader reads the same file differently (HTML 2: inline elements in place), so
+that the next ingest re-reads files of that type instead of skipping them as unchanged."""
+
+
+def loader_version(path: Path) -> int:
+    """The version of the loader that reads `path` (1 for a type never changed)."""
+    kind = file_type_of(path)
+    return LOADER_VERSIONS.get(kind, 1) if kind else 1
 
 
 @dataclass(frozen=True)
@@ -195,8 +208,13 @@ _HTML_NOISE = ("script", "style", "noscript", "template", "svg", "nav", "iframe"
 
 
 def _load_html(path: Path, data: bytes) -> LoadedDocument:
+    """Sections split at h1-h6, read in document order: inline elements (links, code, bold)
+    stay inside their sentences, block elements end lines, paragraphs are separated by a blank
+    line, `pre` keeps its lines. (LangChain's HTMLHeaderTextSplitter moves every inline
+    element's text after its paragraph: "run PRAGMA foreign_keys=ON or compile with ..." came
+    out as "run or compile with . PRAGMA foreign_keys=ON", breaking the sentences retrieval
+    matches.)"""
     from bs4 import BeautifulSoup
-    from langchain_text_splitters import HTMLHeaderTextSplitter
 
     soup = BeautifulSoup(decode_text(data), "lxml")
     page_title = soup.title.get_text(" ", strip=True) if soup.title else ""
@@ -204,18 +222,84 @@ def _load_html(path: Path, data: bytes) -> LoadedDocument:
         element.decompose()
     if soup.head:
         soup.head.decompose()
-    levels = [(f"h{n}", f"h{n}") for n in range(1, 7)]
-    splitter = HTMLHeaderTextSplitter(levels)
-    sections = []
-    for part in splitter.split_text(str(soup)):
-        heading_path = tuple(str(part.metadata[key]) for _, key in levels if key in part.metadata)
-        text = part.page_content
-        if heading_path and text.strip() == heading_path[-1].strip():
-            continue  # the splitter also emits each heading as its own piece
-        sections.append(Section(heading_path, text))
     first_h1 = soup.find("h1")
     title = page_title or (first_h1.get_text(" ", strip=True) if first_h1 else "")
-    return LoadedDocument(title or _title_from_name(path), HTML, sections)
+    reader = _HtmlSections()
+    reader.read(soup.body or soup)
+    return LoadedDocument(title or _title_from_name(path), HTML, reader.finish())
+
+
+_HTML_HEADINGS = {f"h{n}": n for n in range(1, 7)}
+_HTML_BLOCKS = frozenset(
+    {
+        "address", "article", "aside", "blockquote", "caption", "dd", "details", "dialog",
+        "div", "dl", "dt", "fieldset", "figcaption", "figure", "footer", "header", "hr", "li",
+        "main", "menu", "ol", "p", "pre", "section", "summary", "table", "tbody", "td", "tfoot",
+        "th", "thead", "tr", "ul",
+    }
+)  # fmt: skip
+_PARAGRAPH_BREAK = "\x00"  # a block boundary, resolved to line breaks once the text is whole
+_PRE_LINE = "\x01"  # a line break inside `pre`, kept with the indentation after it
+
+
+def _unmarked(text: str) -> str:
+    """A document's text without the two control characters the walk uses as marks."""
+    return text.replace(_PARAGRAPH_BREAK, "").replace(_PRE_LINE, "")
+
+
+class _HtmlSections:
+    """One walk over an HTML tree in document order, cutting a section at each heading."""
+
+    def __init__(self) -> None:
+        self.sections: list[Section] = []
+        self.headings: list[tuple[int, str]] = []
+        self.parts: list[str] = []
+
+    def read(self, node: Any) -> None:
+        from bs4.element import NavigableString, PreformattedString, Tag
+
+        for child in node.children:
+            if isinstance(child, PreformattedString):
+                continue  # comments, doctype, CDATA, processing instructions
+            if isinstance(child, NavigableString):
+                self.parts.append(re.sub(r"\s+", " ", _unmarked(str(child))))
+                continue
+            if not isinstance(child, Tag):
+                continue
+            if child.name == "pre":  # its lines and indentation as written
+                code = _unmarked(child.get_text()).strip("\n").replace("\n", _PRE_LINE)
+                self.parts += [_PARAGRAPH_BREAK, code, _PARAGRAPH_BREAK]
+                continue
+            level = _HTML_HEADINGS.get(child.name)
+            if level is not None:
+                self.flush()
+                heading = child.get_text(" ", strip=True)
+                while self.headings and self.headings[-1][0] >= level:
+                    self.headings.pop()
+                if heading:
+                    self.headings.append((level, heading))
+                continue
+            if child.name == "br":
+                self.parts.append("\n")
+                continue
+            block = child.name in _HTML_BLOCKS
+            if block:
+                self.parts.append(_PARAGRAPH_BREAK)
+            self.read(child)
+            if block:
+                self.parts.append(_PARAGRAPH_BREAK)
+
+    def flush(self) -> None:
+        text = "".join(self.parts)
+        self.parts = []
+        lines = [line.strip() for line in text.replace(_PARAGRAPH_BREAK, "\n\n").split("\n")]
+        text = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip().replace(_PRE_LINE, "\n")
+        if text:
+            self.sections.append(Section(tuple(h for _, h in self.headings), text))
+
+    def finish(self) -> list[Section]:
+        self.flush()
+        return self.sections
 
 
 def _load_pdf(path: Path, data: bytes) -> LoadedDocument:

@@ -28,7 +28,7 @@ from typing import Protocol
 
 from ragtune.ingest.chunking import Chunk, Chunker
 from ragtune.ingest.errors import DocumentLoadError, InvalidMetadataError
-from ragtune.ingest.loaders import file_type_of, load_document
+from ragtune.ingest.loaders import file_type_of, load_document, loader_version
 from ragtune.ingest.settings import IngestSettings
 from ragtune.retrieval.embedder import Embedder
 from ragtune.retrieval.lexical import LexicalIndexes
@@ -354,7 +354,10 @@ class IngestService:
 
         doc_id = document_id(source)
         meta_json = json.dumps(meta, sort_keys=True).encode()
-        doc_hash = _sha256(data, self.chunker_signature().encode(), meta_json)
+        # The loader's version too: a file read differently by a newer loader is re-chunked.
+        version = loader_version(path)
+        signature = self.chunker_signature() + (f":loader={version}" if version > 1 else "")
+        doc_hash = _sha256(data, signature.encode(), meta_json)
         previous = stored.get(doc_id)
         if previous is not None and previous.is_complete(doc_hash):
             return FileResult(source, FileStatus.UNCHANGED, chunks=len(previous.chunk_ids)), None

@@ -83,6 +83,25 @@ def test_html_drops_scripts_and_keeps_headings(tmp_path: Path) -> None:
     ]
 
 
+def test_html_inline_elements_stay_in_their_sentences(tmp_path: Path) -> None:
+    """Links, code and bold text are read where they stand (LangChain's header splitter moved
+    them after their paragraph: "run or compile with . PRAGMA foreign_keys=ON"); blocks end
+    lines, paragraphs are a blank line apart, `pre` keeps its lines and indentation."""
+    path = tmp_path / "faq.html"
+    path.write_text(
+        "<html><body><h1>FAQ</h1><blockquote>As of <a href='v.html'>version 3.6.19</a>, "
+        "run\n  <b>PRAGMA foreign_keys=ON</b> or compile with <tt>-DFK=1</tt>.</blockquote>"
+        "<p>Second <i>paragraph</i>.<br>Next line.</p><pre>a = 1\n  b = 2</pre>"
+        "<!-- a comment --><ul><li>one</li><li>two</li></ul></body></html>"
+    )
+    (section,) = load(path).sections
+    assert section.path == ("FAQ",)
+    assert section.text == (
+        "As of version 3.6.19, run PRAGMA foreign_keys=ON or compile with -DFK=1.\n\n"
+        "Second paragraph.\nNext line.\n\na = 1\n  b = 2\n\none\n\ntwo"
+    )
+
+
 def test_pdf_pages_become_sections(tmp_path: Path) -> None:
     path = tmp_path / "report.pdf"
     path.write_bytes(pdf_bytes([["Quarterly report", "Sales grew."], ["Costs fell."]], "Q3"))

@@ -77,6 +77,20 @@ def test_second_run_embeds_nothing(
     assert chunk_state(collection) == before
 
 
+def test_a_newer_loader_rereads_its_files_only(
+    collection: Collection, embedder: FakeEmbedder, corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files stored by an older loader of their type are read again (the store would otherwise
+    keep the older reading for ever); files of other types stay unchanged."""
+    from ragtune.ingest import loaders
+
+    run(collection, embedder, corpus)
+    monkeypatch.setitem(loaders.LOADER_VERSIONS, loaders.HTML, loaders.LOADER_VERSIONS["html"] + 1)
+    summary = run(collection, embedder, corpus)
+    changed = {name for name, status in statuses(summary).items() if status != "unchanged"}
+    assert changed == {"d.html"}
+
+
 def test_changed_file_replaces_only_what_changed(
     collection: Collection, embedder: FakeEmbedder, corpus: Path
 ) -> None:
