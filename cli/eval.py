@@ -44,7 +44,10 @@ def eval_retrieval(
     ctx: typer.Context,
     qa: Annotated[
         Path,
-        typer.Option("--qa", help="QA file: JSON list of {id, question, answer_passage, source}."),
+        typer.Option(
+            "--qa",
+            help="QA file: JSON list of {id, question or messages, answer_passage, source}.",
+        ),
     ],
     corpus: Annotated[
         Path | None,
@@ -72,7 +75,9 @@ def eval_retrieval(
         typer.Option("--run-file", help="Write every question's ranked hits here (JSON)."),
     ] = None,
 ) -> None:
-    """Score retrieval on a QA set: Recall@k, MRR@10, nDCG@10 and the ceiling.
+    """Score retrieval on a QA set: Recall@k, MRR@10, nDCG@10 and the ceiling. An item may
+    give a conversation (`messages`) instead of a question: it is searched as the server
+    searches one (a follow-up together with the user's messages before it).
 
     Example: ragtune eval retrieval --qa qa.json --corpus docs/ --mode all --run-file run.json
     """
@@ -90,6 +95,7 @@ def eval_retrieval(
         neighbours=neighbours,
         corpus=corpus,
         reporter=RetrievalProgress(),
+        weighting=settings.serving.router.turn_weighting(),
     )
     if run_file is not None:
         run_file.write_text(json.dumps(report.to_dict(with_runs=True), indent=1))

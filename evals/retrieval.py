@@ -15,9 +15,20 @@ from typing import Protocol
 
 from ragtune.ingest.pipeline import IngestProgress, IngestService, IngestSummary
 from ragtune.ingest.settings import IngestSettings
+from ragtune.retrieval.conversation import (
+    DEFAULT_WEIGHTING,
+    TurnWeighting,
+    closest_in,
+    conversation_query,
+)
 from ragtune.retrieval.embedder import load_embedder, model_id_for
 from ragtune.retrieval.errors import RetrievalError
-from ragtune.retrieval.evaluation import QAItem, RetrievalReport, Search, evaluate
+from ragtune.retrieval.evaluation import (
+    ConversationSearch,
+    QAItem,
+    RetrievalReport,
+    evaluate_conversations,
+)
 from ragtune.retrieval.filters import SearchFilter
 from ragtune.retrieval.lexical import LexicalIndexes
 from ragtune.retrieval.search import Retriever, SearchHit, SearchMode
@@ -64,8 +75,11 @@ def evaluate_retrieval(
     neighbours: int = 0,
     corpus: Path | None = None,
     reporter: EvaluationReporter | None = None,
+    weighting: TurnWeighting = DEFAULT_WEIGHTING,
 ) -> RetrievalReport:
-    """Recall@k, MRR@10, nDCG@10 and the ceiling of each search mode on `qa`.
+    """Recall@k, MRR@10, nDCG@10 and the ceiling of each search mode on `qa`. An item given as
+    a conversation is searched as the chat path searches it (its user turns, as `weighting`
+    says); a question, as it is.
 
     Without `corpus`, over `settings.collection` (read only). With it, the corpus folder is
     ingested (as `ingest_settings` say) into a new collection `eval-<random>`, which is removed
@@ -94,14 +108,22 @@ def evaluate_retrieval(
                 reporter.ingested(summary)
             retriever = Retriever(target, embedder, indexes, settings)
 
-            def searcher(mode: SearchMode) -> Search:
-                def run(question: str, depth: int) -> list[SearchHit]:
-                    return retriever.search(question, depth, mode, search_filter, neighbours)
+            closest = closest_in(retriever, search_filter)
+
+            def searcher(mode: SearchMode) -> ConversationSearch:
+                def run(turns: Sequence[str], depth: int) -> list[SearchHit]:
+                    if len(turns) == 1:  # a question, searched as it is
+                        return retriever.search(turns[0], depth, mode, search_filter, neighbours)
+                    query = conversation_query(turns, embedder, closest, weighting)
+                    return retriever.search(
+                        query.text, depth, mode, search_filter, neighbours, vector=query.vector
+                    )
 
                 return run
 
             with reporter.scoring(len(qa)):
-                return evaluate(target, qa, [(m.value, searcher(m)) for m in modes], ks)
+                searches = [(m.value, searcher(m)) for m in modes]
+                return evaluate_conversations(target, qa, searches, ks)
         finally:
             if corpus is not None and target is not None:
                 store.delete_collection(settings.collection)

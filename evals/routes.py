@@ -14,7 +14,7 @@ from typing import Any, Protocol, Self
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from ragtune.adapters.examples import last_user_text
+from ragtune.retrieval.conversation import user_turns
 from ragtune.serving.chat.protocol import ChatMessage
 from ragtune.serving.components import Components, open_components
 from ragtune.serving.errors import RouteCasesError
@@ -41,7 +41,7 @@ class _CaseLine(BaseModel):
     def _one_request(self) -> Self:
         if (self.question is None) == (self.messages is None):
             raise ValueError('give either "question" or "messages", not both or neither')
-        if not self.text().strip():
+        if not self.turns():
             raise ValueError("the request has no text (no user message with text)")
         if self.expected_adapter is not None and not self.expected_route.startswith("adapter"):
             raise ValueError(
@@ -49,20 +49,23 @@ class _CaseLine(BaseModel):
             )
         return self
 
-    def text(self) -> str:
-        """What the router reads: the question, or the last user message with text."""
+    def turns(self) -> list[str]:
+        """What the router reads: the question, or the user messages with text, oldest first."""
         if self.question is not None:
-            return self.question
-        return last_user_text((m.role, m.text()) for m in self.messages or [])
+            return [self.question] if self.question.strip() else []
+        return user_turns((m.role, m.text()) for m in self.messages or [])
 
 
 @dataclass(frozen=True)
 class RouteCase:
     line: int
     question: str
+    """The question, or the conversation's last user message with text."""
     expected_route: Route
     expected_adapter: str | None = None
     source: str = ""
+    history: tuple[str, ...] = ()
+    """The conversation's earlier user messages with text, oldest first."""
 
 
 def load_cases(path: Path) -> list[RouteCase]:
@@ -92,13 +95,15 @@ def load_cases(path: Path) -> list[RouteCase]:
             parsed = _CaseLine.model_validate(raw)
         except ValidationError as exc:
             raise RouteCasesError(f"{path}, line {number}: {_problems(exc)}") from None
+        *history, question = parsed.turns()
         cases.append(
             RouteCase(
                 number,
-                parsed.text(),
+                question,
                 parsed.expected_route,
                 parsed.expected_adapter,
                 parsed.source,
+                tuple(history),
             )
         )
     if not cases:
@@ -137,6 +142,7 @@ class CaseResult:
             "line": self.case.line,
             "source": self.case.source,
             "question": self.case.question,
+            **({"history": list(self.case.history)} if self.case.history else {}),
             "expected_route": self.case.expected_route,
             "expected_adapter": self.case.expected_adapter,
             "route": self.route,
@@ -295,7 +301,8 @@ def evaluate_routes(
         )
     results = []
     for case in cases:
-        plan = components.chat.route(RouteRequest(case.question, collection=collection)).plan
+        request = RouteRequest(case.question, history=case.history, collection=collection)
+        plan = components.chat.route(request).plan
         result = CaseResult(case, plan.route, plan.adapter, plan.reason, plan.scores)
         results.append(result)
         if on_case is not None:

@@ -74,6 +74,11 @@ class Embedder(ABC):
         """Embed a search query, truncating it if it is long (a query is not stored)."""
         return self._encode([text])[0]
 
+    def embed_queries(self, texts: Sequence[str]) -> list[Vector]:
+        """Embed several search queries in one batch, truncating long ones (as `embed_query`):
+        the turns of a conversation, for instance."""
+        return self._encode(list(texts)) if texts else []
+
 
 def resolve_model_path(name: str) -> str:
     """The sentence-transformers model to load for a configured name or path."""

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ragtune.retrieval.conversation import user_turns
 from ragtune.retrieval.errors import RetrievalError
 from ragtune.retrieval.search import SearchHit
 from ragtune.retrieval.store import Collection
@@ -52,27 +53,88 @@ def is_relevant(chunk: str, answer: str) -> bool:
 class QAItem:
     id: str
     question: str
+    """What the item asks: the question, or the conversation's last user turn with text."""
     answer_passage: str
     source: str = ""
+    history: tuple[str, ...] = ()
+    """The conversation's earlier user turns with text, oldest first (items given as
+    `messages`); empty for a plain question."""
+
+    @property
+    def turns(self) -> tuple[str, ...]:
+        """The user turns, oldest first: what a conversation-aware search reads."""
+        return (*self.history, self.question)
+
+
+QA_FORMAT = (
+    'a JSON list of {"id", "question" or "messages", "answer_passage", "source"}, "messages" '
+    'being a conversation as OpenAI\'s chat API takes it: [{"role": "user", "content": "..."}, ...]'
+)
 
 
 def load_qa(path: Path) -> list[QAItem]:
+    """The items of a QA file; a bad item is an error that names it."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        items = [
-            QAItem(str(d["id"]), d["question"], d["answer_passage"], str(d.get("source", "")))
-            for d in data
-        ]
     except FileNotFoundError:
         raise RetrievalError(f"no such QA file: {path}") from None
-    except (ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError) as exc:
         raise RetrievalError(
-            f"{path} is not a QA file: expected a JSON list of "
-            f'{{"id", "question", "answer_passage", "source"}} ({type(exc).__name__}: {exc})'
+            f"{path} is not a QA file: expected {QA_FORMAT} ({type(exc).__name__}: {exc})"
         ) from None
+    if not isinstance(data, list):
+        raise RetrievalError(f"{path} is not a QA file: expected {QA_FORMAT}")
+    items = [_qa_item(raw, f"{path}, item {n}") for n, raw in enumerate(data)]
     if not items:
         raise RetrievalError(f"{path} holds no questions")
     return items
+
+
+def _qa_item(raw: object, where: str) -> QAItem:
+    if not isinstance(raw, dict):
+        raise RetrievalError(f"{where}: not a JSON object; expected {QA_FORMAT}")
+    missing = [key for key in ("id", "answer_passage") if key not in raw]
+    if missing:
+        raise RetrievalError(f"{where}: {missing[0]!r} is missing; expected {QA_FORMAT}")
+    where = f"{where} (id {raw['id']!r})"
+    answer = raw["answer_passage"]
+    if not isinstance(answer, str):
+        raise RetrievalError(f"{where}: answer_passage is not a string")
+    question, messages = raw.get("question"), raw.get("messages")
+    if (question is None) == (messages is None):
+        raise RetrievalError(f'{where}: give either "question" or "messages", not both or neither')
+    if question is not None:
+        if not isinstance(question, str) or not question.strip():
+            raise RetrievalError(f"{where}: question is not a text")
+        turns = [question]
+    else:
+        turns = user_turns(_messages(messages, where))
+        if not turns:
+            raise RetrievalError(f"{where}: messages hold no user message with text")
+    return QAItem(str(raw["id"]), turns[-1], answer, str(raw.get("source", "")), tuple(turns[:-1]))
+
+
+def _messages(messages: object, where: str) -> list[tuple[str, str]]:
+    """(role, text) of each message: its content, or the text of its text parts."""
+    if not isinstance(messages, list):
+        raise RetrievalError(f"{where}: messages is not a list of messages")
+    pairs = []
+    for n, message in enumerate(messages):
+        role = message.get("role") if isinstance(message, dict) else None
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(role, str):
+            raise RetrievalError(
+                f'{where}: messages[{n}] is not a message: expected {{"role", "content"}}'
+            )
+        if isinstance(content, list):
+            parts = [p for p in content if isinstance(p, dict) and p.get("type") == "text"]
+            content = "\n".join(str(p.get("text") or "") for p in parts)
+        elif content is not None and not isinstance(content, str):
+            raise RetrievalError(
+                f"{where}: messages[{n}].content is neither a text nor a list of parts"
+            )
+        pairs.append((role, content or ""))
+    return pairs
 
 
 class RelevanceJudge:
@@ -149,6 +211,10 @@ class RetrievalReport:
 
 
 Search = Callable[[str, int], list[SearchHit]]
+"""A query text and a depth -> the ranked hits."""
+ConversationSearch = Callable[[Sequence[str], int], list[SearchHit]]
+"""A conversation's user turns (oldest first; one for a plain question) and a depth -> the
+ranked hits."""
 
 
 def evaluate(
@@ -157,6 +223,24 @@ def evaluate(
     searches: Iterable[tuple[str, Search]],
     ks: Sequence[int] = (1, 5, 10),
 ) -> RetrievalReport:
+    """The metrics of each search, given each item's question (a conversation's last user
+    turn) alone."""
+    return evaluate_conversations(
+        collection, qa, [(mode, _on_last_turn(search)) for mode, search in searches], ks
+    )
+
+
+def _on_last_turn(search: Search) -> ConversationSearch:
+    return lambda turns, depth: search(turns[-1], depth)
+
+
+def evaluate_conversations(
+    collection: Collection,
+    qa: Sequence[QAItem],
+    searches: Iterable[tuple[str, ConversationSearch]],
+    ks: Sequence[int] = (1, 5, 10),
+) -> RetrievalReport:
+    """The metrics of each search, given each item's user turns (`QAItem.turns`)."""
     judge = RelevanceJudge(qa)
     totals = [0] * len(qa)
     chunks = 0
@@ -170,7 +254,7 @@ def evaluate(
         sums: dict[str, float] = defaultdict(float)
         runs = []
         for n, item in enumerate(qa):
-            hits = search(item.question, depth)
+            hits = search(item.turns, depth)
             flags = [n in judge.relevant_to(h.context or h.text) for h in hits]
             for k in ks:
                 sums[f"recall@{k}"] += recall_at(flags, k)
@@ -180,6 +264,7 @@ def evaluate(
                 {
                     "id": item.id,
                     "question": item.question,
+                    **({"history": list(item.history)} if item.history else {}),
                     "relevant_in_collection": totals[n],
                     "hits": [
                         {

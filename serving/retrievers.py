@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 from pydantic import ValidationError
 
+from ragtune.retrieval.conversation import Closest, closest_in
 from ragtune.retrieval.embedder import Embedder, Vector
 from ragtune.retrieval.errors import CollectionNotFoundError
 from ragtune.retrieval.filters import SearchFilter
@@ -64,6 +65,18 @@ class RetrieverCache:
             self._retrievers[name] = retriever
         return retriever
 
+    def closest(
+        self, collection: str | None = None, filters: Mapping[str, str] | None = None
+    ) -> Closest | None:
+        """How close a vector comes to the collection's chunks (among those `filters` let
+        through): what tells a follow-up from a question that stands alone
+        (`retrieval.conversation`). None when the collection does not exist (yet)."""
+        try:
+            retriever = self.get(collection)
+        except CollectionNotFoundError:
+            return None
+        return closest_in(retriever, SearchFilter.from_mapping(filters) if filters else None)
+
     def search(
         self,
         question: str,
@@ -74,7 +87,7 @@ class RetrieverCache:
         filters: Mapping[str, str] | None = None,
         required: bool = False,
     ) -> list[SearchHit]:
-        """The `k` best passages for the question (its vector already computed). A collection
+        """The `k` best passages for the query text (its vector already computed). A collection
         that does not exist is CollectionNotFoundError when `required` (the router says when:
         `RouteRequest.requires_documents`), else no evidence."""
         try:

@@ -4,8 +4,8 @@ the plain base model when neither applies.
 
 Every routing rule is here and nowhere else: whether retrieval runs, a forced route against a
 named adapter, which passages count as evidence, how many tokens the answer may take. Pure and
-deterministic: the inputs are what the chat service already computed (the question is embedded
-once, for retrieval and adapter matching alike), so a decision takes microseconds.
+deterministic: the inputs are what the chat service already computed (the conversation's query is
+embedded once, for retrieval and adapter matching alike), so a decision takes microseconds.
 
 Usage:
     request = RouteRequest(question, adapter=None, answer=AnswerBound.of(None, limit=0))
@@ -80,7 +80,10 @@ class RouteRequest:
     """What one request asks of the router."""
 
     question: str
-    """The text retrieval and adapter matching work on (the last user message)."""
+    """What the request asks: the last user message with text."""
+    history: tuple[str, ...] = ()
+    """The earlier user messages with text, oldest first: retrieval and adapter matching read
+    them with the question (`retrieval.conversation`), so that a follow-up finds its topic."""
     route: Route | None = None
     """A route the client forced (`ragtune.route`)."""
     adapter: str | None = None
@@ -88,6 +91,11 @@ class RouteRequest:
     collection: str | None = None
     filters: Mapping[str, str] | None = None
     answer: AnswerBound = field(default_factory=AnswerBound)
+
+    @property
+    def turns(self) -> tuple[str, ...]:
+        """The user messages the retrieval query is built from, oldest first."""
+        return (*self.history, self.question)
 
     @property
     def searches_documents(self) -> bool:

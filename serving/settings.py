@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import Field, SecretStr
 
 from ragtune.adapters.settings import AdapterSettings
+from ragtune.retrieval.conversation import TurnWeighting
 from ragtune.retrieval.settings import RagtuneSettings, RetrievalSettings
 
 
@@ -108,6 +109,10 @@ class RouterSettings(RagtuneSettings):
 
     rag_top_k: int = 5
     """Passages retrieved per request (fewer if they do not fit the model's context)."""
+    query_turns: int = Field(default=3, ge=1)
+    """User messages a request's retrieval query may read, the last one included: a follow-up
+    that finds no evidence on its own is searched with the messages before it
+    (`retrieval.conversation`); 1: the last user message alone."""
     evidence_threshold: float = 0.37
     """Dense similarity at which a passage counts as evidence; below it on every passage, the
     documents are taken not to cover the question."""
@@ -125,6 +130,11 @@ class RouterSettings(RagtuneSettings):
     """The answer bound of a request that sets no max_tokens / max_completion_tokens (within
     RAGTUNE_MAX_TOKENS_LIMIT and what the prompt leaves of the context); a RAG prompt keeps
     this much room for the answer then."""
+
+    def turn_weighting(self) -> TurnWeighting:
+        """Which of a request's user messages its retrieval query reads: a message that finds
+        evidence on its own (`evidence_threshold`) is searched alone."""
+        return TurnWeighting(turns=self.query_turns, standalone_similarity=self.evidence_threshold)
 
 
 class ApiSettings(RagtuneSettings):

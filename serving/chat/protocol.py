@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ragtune.adapters.examples import last_user_text
+from ragtune.retrieval.conversation import user_turns as user_texts
 from ragtune.serving.errors import InvalidRequestError, shorten
 from ragtune.serving.protocol import check_json_values
 from ragtune.serving.router import Route
@@ -389,8 +390,13 @@ class ChatCompletionRequest(BaseModel):
         return messages
 
     def question(self) -> str:
-        """The text the router and retrieval work on: the last user message."""
+        """What the request asks: the last user message with text."""
         return last_user_text((m.role, m.text()) for m in self.messages)
+
+    def user_turns(self) -> list[str]:
+        """The user messages with text, oldest first: what retrieval and adapter matching read
+        (a follow-up with the messages before it: `retrieval.conversation`)."""
+        return user_texts((m.role, m.text()) for m in self.messages)
 
     def conversation(self) -> list[dict[str, Any]]:
         """The messages as the model's chat template reads them (`ChatMessage.for_template`)."""

@@ -1,5 +1,5 @@
-"""The chat logic: route (embed the question once, retrieve, match adapters, plan), prompt,
-generate, respond. No HTTP here."""
+"""The chat logic: route (build the conversation's query and embed it once, retrieve, match
+adapters, plan), prompt, generate, respond. No HTTP here."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any
 import anyio
 
 from ragtune.adapters.registry import AdapterManifest
+from ragtune.retrieval.conversation import conversation_query
 from ragtune.retrieval.embedder import Embedder
 from ragtune.serving import observability
 from ragtune.serving.chat import shapes
@@ -90,6 +91,8 @@ class ChatService:
         self.engines = engines
         self.prompts = prompts
         self.settings = settings
+        self.weighting = settings.turn_weighting()
+        """How the user's earlier messages count in the retrieval query."""
         self.max_tokens_limit = max_tokens_limit
         self.auto_tool_choice = auto_tool_choice
         """The engine parses the model's own tool calls (RAGTUNE_TOOL_CALL_PARSER is set):
@@ -158,8 +161,10 @@ class ChatService:
         if adapter is not None:
             self.fleet.manifest(adapter)
         options = request.ragtune
+        *history, question = request.user_turns()
         return RouteRequest(
-            request.question(),
+            question,
+            history=tuple(history),
             route=options.route if options else None,
             adapter=adapter,
             collection=options.collection if options else None,
@@ -168,22 +173,29 @@ class ChatService:
         )
 
     def route(self, request: RouteRequest) -> Routed:
-        """Embed the question once, retrieve, match adapters, plan (no engine involved).
-        Blocking: the chat path runs it in a worker thread."""
+        """Build the conversation's query and embed it once, retrieve, match adapters, plan (no
+        engine involved). Blocking: the chat path runs it in a worker thread."""
         started = time.perf_counter()
-        vector = self.embedder.embed_query(request.question)
+        # The documents tell a follow-up from a new question (one turn needs no telling; a
+        # route forced to use no documents reads none, and the last turn alone).
+        closest = (
+            self.retrievers.closest(request.collection, request.filters)
+            if request.history and request.searches_documents
+            else None
+        )
+        query = conversation_query(request.turns, self.embedder, closest, self.weighting)
         hits = []
         if request.searches_documents:
             hits = self.retrievers.search(
-                request.question,
-                vector,
+                query.text,
+                query.vector,
                 k=self.settings.rag_top_k,
                 collection=request.collection,
                 filters=request.filters,
                 required=request.requires_documents,
             )
         retrieved = time.perf_counter()
-        plan = plan_route(self.settings, request, hits, self.fleet.matches(vector))
+        plan = plan_route(self.settings, request, hits, self.fleet.matches(query.vector))
         timings = {"retrieval": retrieved - started, "routing": time.perf_counter() - retrieved}
         return Routed(plan, timings)
 

@@ -78,6 +78,12 @@ def test_bad_eval_input_is_a_clear_error(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "--mode" in result.stderr
+    conversation = [{"role": "assistant", "content": "Hello! How can I help?"}]
+    bad.write_text(json.dumps([{"id": "q1", "messages": conversation, "answer_passage": "a"}]))
+    result = ragtune("eval", "retrieval", "--qa", bad, data_dir=tmp_path / "data")
+    assert result.returncode == 2
+    assert "item 0 (id 'q1'): messages hold no user message with text" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_search_modes_and_filters(ingested: tuple[Path, Any]) -> None:

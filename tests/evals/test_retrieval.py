@@ -3,6 +3,7 @@ collection removed whatever happens (the real embedding model and an embedded Ch
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,7 +14,7 @@ from ragtune.evals.retrieval import evaluate_retrieval
 from ragtune.ingest.pipeline import IngestProgress, IngestSummary
 from ragtune.ingest.settings import IngestSettings
 from ragtune.retrieval.errors import RetrievalError
-from ragtune.retrieval.evaluation import QAItem
+from ragtune.retrieval.evaluation import QAItem, load_qa
 from ragtune.retrieval.search import SearchMode
 from ragtune.retrieval.settings import RetrievalSettings
 from ragtune.retrieval.store import open_store
@@ -110,3 +111,37 @@ def test_a_corpus_that_is_not_a_folder_is_refused_before_anything_opens(tmp_path
             settings, IngestSettings(), QA, [SearchMode.DENSE], [1], corpus=tmp_path / "qa.json"
         )
     assert not settings.data_dir.exists()
+
+
+BREAD = (
+    "Sourdough rises slowly because wild yeast works that way: it takes a whole night, and the "
+    "long rise is what gives the bread its sour taste."
+)
+
+
+def test_a_conversation_is_searched_with_the_question_it_follows(
+    corpus: Path, tmp_path: Path
+) -> None:
+    (corpus / "bread.md").write_text(f"# Bread\n\n{BREAD}\n")
+    follow_up = "Why does it work that way?"
+    conversation = [
+        {"role": "user", "content": QA[0].question},
+        {"role": "assistant", "content": "Their feathers are soft."},
+        {"role": "user", "content": follow_up},
+    ]
+    qa_file = tmp_path / "qa.json"
+    items = [
+        {"id": "follow-up", "messages": conversation, "answer_passage": QA[0].answer_passage},
+        {"id": "alone", "question": follow_up, "answer_passage": QA[0].answer_passage},
+    ]
+    qa_file.write_text(json.dumps(items))
+    report = evaluate_retrieval(
+        RetrievalSettings(data_dir=tmp_path / "data"), IngestSettings(), load_qa(qa_file),
+        list(SearchMode), [1], corpus=corpus,
+    )  # fmt: skip
+    for mode in report.modes:
+        found = {run["id"]: run["hits"][0]["relevant"] for run in mode.runs}
+        # The follow-up alone finds the bread; with the question before it, the owls.
+        assert found == {"follow-up": True, "alone": False}, mode.mode
+    (run, _) = report.modes[0].runs
+    assert run["history"] == [QA[0].question]

@@ -10,9 +10,16 @@ from typing import Any
 import pytest
 
 from ragtune.adapters.registry import AdapterRegistry
-from ragtune.evals.routes import balanced_accuracy, suggest_threshold
-from ragtune.serving.settings import RouterSettings
+from ragtune.adapters.settings import AdapterSettings
+from ragtune.evals.routes import balanced_accuracy, evaluate_routes, load_cases, suggest_threshold
+from ragtune.retrieval.settings import RetrievalSettings
+from ragtune.retrieval.store import ChunkRecord
+from ragtune.serving.components import assemble
+from ragtune.serving.engine.client import EngineClient
+from ragtune.serving.engine.pool import EnginePool
+from ragtune.serving.settings import EngineSettings, RouterSettings, ServingSettings
 from tests.support.cli import ragtune
+from tests.support.fakes import FakeEmbedder, InMemoryStore
 from tests.support.serving import copy_of
 
 REPO = Path(__file__).resolve().parents[2]
@@ -141,3 +148,45 @@ def test_suggested_threshold_separates_hand_made_scores() -> None:
     # Nothing to separate.
     assert suggest_threshold([0.5], []) is None
     assert suggest_threshold([0.5], [0.5]) is None
+
+
+def test_a_follow_up_case_is_routed_with_the_conversation(tmp_path: Path) -> None:
+    """Conversations are routed as the chat path routes them: a follow-up that says nothing of
+    its topic finds the documents of the question before it (fake embedder and store)."""
+    question = "Within how many days are invoices refunded after a refund request?"
+    follow_up = [
+        {"role": "user", "content": question},
+        {"role": "assistant", "content": "Within thirty days."},
+        {"role": "user", "content": "And how do I turn that off?"},
+    ]
+    cases_file = tmp_path / "cases.jsonl"
+    cases_file.write_text(
+        json.dumps({"messages": follow_up, "expected_route": "rag"})
+        + "\n"
+        + json.dumps({"question": "Good morning!", "expected_route": "base"})
+        + "\n"
+    )
+    cases = load_cases(cases_file)
+    assert [(c.question, c.history) for c in cases] == [
+        ("And how do I turn that off?", (question,)),
+        ("Good morning!", ()),
+    ]
+
+    settings = ServingSettings(
+        retrieval=RetrievalSettings(data_dir=tmp_path),
+        engine=EngineSettings(data_dir=tmp_path),
+        adapters=AdapterSettings(data_dir=tmp_path),
+    )
+    embedder, store = FakeEmbedder(), InMemoryStore()
+    passage = "Invoices are refunded within thirty days of the refund request."
+    store.collection("default", embedder.model_id, create=True).add(
+        [ChunkRecord("refunds", passage, {"source": "refunds.md"}, embedder.embed([passage])[0])]
+    )
+    engines = EnginePool([EngineClient("http://127.0.0.1:9")], slots=1)  # never called
+    parts = assemble(
+        settings, store=store, embedder=embedder, engines=engines, tokenizer=None,
+        base_model="base-model",
+    )  # fmt: skip
+    report = evaluate_routes(parts, cases)
+    assert [(r.route, r.correct) for r in report.results] == [("rag", True), ("base", True)]
+    assert report.to_dict()["results"][0]["history"] == [question]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -11,6 +14,8 @@ from ragtune.retrieval.errors import RetrievalError
 from ragtune.retrieval.evaluation import (
     QAItem,
     RelevanceJudge,
+    evaluate,
+    evaluate_conversations,
     is_relevant,
     load_qa,
     ndcg,
@@ -19,6 +24,9 @@ from ragtune.retrieval.evaluation import (
     reciprocal_rank,
     words,
 )
+from ragtune.retrieval.search import SearchHit
+from ragtune.retrieval.store import ChunkRecord
+from tests.support.fakes import InMemoryStore
 
 ANSWER = "Use the open function and iterate over the file object line by line."
 # 13 words -> 9 distinct 5-grams
@@ -99,3 +107,78 @@ def test_load_qa_explains_a_bad_file(tmp_path: Path) -> None:
         load_qa(bad)
     with pytest.raises(RetrievalError, match="no such QA file"):
         load_qa(tmp_path / "missing.json")
+
+
+def test_load_qa_reads_conversations(tmp_path: Path) -> None:
+    path = tmp_path / "qa.json"
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "How do I create an AUTOINCREMENT field?"},
+        {"role": "assistant", "content": "Declare an INTEGER PRIMARY KEY."},
+        {"role": "user", "content": [{"type": "text", "text": "And how do I turn that off?"}]},
+    ]
+    items = [
+        {"id": 1, "question": "What is SQLite?", "answer_passage": "a", "source": "faq.html"},
+        {"id": "2", "messages": messages, "answer_passage": "b"},
+    ]
+    path.write_text(json.dumps(items))
+    question, conversation = load_qa(path)
+    assert question == QAItem("1", "What is SQLite?", "a", "faq.html")
+    assert question.turns == ("What is SQLite?",)
+    assert conversation == QAItem(
+        "2",
+        "And how do I turn that off?",
+        "b",
+        "",
+        ("How do I create an AUTOINCREMENT field?",),
+    )
+    assert conversation.turns == (
+        "How do I create an AUTOINCREMENT field?",
+        "And how do I turn that off?",
+    )
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ({"question": "q", "messages": [{"role": "user", "content": "q"}]}, "not both or neither"),
+        ({}, "not both or neither"),
+        ({"messages": [{"role": "assistant", "content": "hi"}]}, "no user message with text"),
+        ({"messages": [{"role": "user", "content": "  "}]}, "no user message with text"),
+        ({"messages": "q"}, "messages is not a list"),
+        ({"messages": ["q"]}, r"messages\[0\] is not a message"),
+        ({"messages": [{"role": "user", "content": 3}]}, r"messages\[0\].content is neither"),
+        ({"question": ""}, "question is not a text"),
+    ],
+)
+def test_load_qa_names_a_bad_item(tmp_path: Path, item: dict[str, Any], message: str) -> None:
+    path = tmp_path / "qa.json"
+    good = {"id": "ok", "question": "q", "answer_passage": "a"}
+    path.write_text(json.dumps([good, {"id": "bad", "answer_passage": "a", **item}]))
+    with pytest.raises(RetrievalError, match=f"item 1 \\(id 'bad'\\): .*{message}"):
+        load_qa(path)
+
+
+def test_a_conversation_search_gets_the_user_turns_and_a_question_search_the_last() -> None:
+    collection = InMemoryStore().collection("qa-set", "fake", create=True)
+    collection.add([ChunkRecord("c1", ANSWER, {"source": "a.md"}, [1.0, 0.0])])
+    hit = SearchHit(1, "c1", ANSWER, "a.md", "", 1.0, {})
+    qa = [QAItem("a", "And why?", ANSWER, "a.md", ("How do I read a file line by line?",))]
+    seen: list[object] = []
+
+    def conversation(turns: Sequence[str], depth: int) -> list[SearchHit]:
+        seen.append(tuple(turns))
+        return [hit]
+
+    def question(text: str, depth: int) -> list[SearchHit]:
+        seen.append(text)
+        return []
+
+    by_turns = evaluate_conversations(collection, qa, [("hybrid", conversation)], [1])
+    by_question = evaluate(collection, qa, [("hybrid", question)], [1])
+    assert seen == [("How do I read a file line by line?", "And why?"), "And why?"]
+    assert by_turns.modes[0].metrics["recall@1"] == 1.0
+    assert by_question.modes[0].metrics["recall@1"] == 0.0
+    assert by_turns.to_dict(with_runs=True)["modes"]["hybrid"]["runs"][0]["history"] == [
+        "How do I read a file line by line?"
+    ]

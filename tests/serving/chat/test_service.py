@@ -137,12 +137,14 @@ def metadata(n: int) -> dict[str, str | int]:
     }
 
 
-def components(data_dir: Path, *engines: FakeEngine) -> Components:
+def components(
+    data_dir: Path, *engines: FakeEngine, router: RouterSettings | None = None
+) -> Components:
     settings = ServingSettings(
         retrieval=RetrievalSettings(data_dir=data_dir),
         engine=EngineSettings(data_dir=data_dir, max_model_len=2048),
         adapters=AdapterSettings(data_dir=data_dir),
-        router=RouterSettings(),
+        router=router or RouterSettings(),
         api=ApiSettings(allow_unauthenticated=True),
     )
     embedder = FakeEmbedder()
@@ -203,6 +205,49 @@ def test_the_rag_route_sends_numbered_passages_and_returns_the_sources(
     ]
     assert info["scores"]["evidence_passing"] == 1.0
     assert parts.engines.in_flight(BASE) == 0
+
+
+@pytest.mark.parametrize("query_turns", [3, 1])
+def test_a_follow_up_retrieves_the_document_of_the_question_it_follows(
+    tmp_path: Path, engine: FakeEngine, query_turns: int
+) -> None:
+    parts = components(tmp_path, engine, router=RouterSettings(query_turns=query_turns))
+    question = "Within how many days are invoices refunded after a refund request?"
+    conversation = [
+        {"role": "user", "content": question},
+        {"role": "assistant", "content": "Within thirty days."},
+        {"role": "user", "content": "And how do I turn that off?"},
+    ]
+
+    async def answer() -> dict[str, Any]:
+        request = ChatCompletionRequest.model_validate({"model": BASE, "messages": conversation})
+        return await parts.chat.complete(await parts.chat.prepare(request))
+
+    info = run(parts, answer)["ragtune"]
+    if query_turns == 1:  # the follow-up alone names nothing the documents hold
+        assert (info["route"], info["sources"]) == ("base", [])
+    else:
+        assert info["route"] == "rag"
+        assert [s["document"] for s in info["sources"]] == ["policy-1.md"]
+
+
+def test_a_new_question_in_a_conversation_is_searched_alone(
+    tmp_path: Path, engine: FakeEngine
+) -> None:
+    parts = components(tmp_path, engine)
+    conversation = [
+        {"role": "user", "content": REFUND_QUESTION},
+        {"role": "assistant", "content": "Within thirty days."},
+        {"role": "user", "content": "Is the office closed on public holidays and at weekends?"},
+    ]
+
+    async def answer() -> dict[str, Any]:
+        request = ChatCompletionRequest.model_validate({"model": BASE, "messages": conversation})
+        return await parts.chat.complete(await parts.chat.prepare(request))
+
+    info = run(parts, answer)["ragtune"]
+    assert info["route"] == "rag"
+    assert [s["document"] for s in info["sources"]] == ["policy-2.md"]
 
 
 def test_the_adapter_route_sends_the_engine_name_of_the_version(

@@ -1,0 +1,242 @@
+"""Conversation-aware retrieval benchmark: a follow-up searched with the conversation against the
+last user turn alone, on both developers' sets.
+
+    .venv/bin/python bench/conversation.py [--subset small|full] [--sets python,sqlite]
+
+Each set's corpus is ingested once (`ragtune ingest`'s pipeline, a temporary store); its FAQ
+items become four kinds of conversations, each judged against the item's answer passage by the
+relevance rule of `bench/retrieval.py`, hybrid search (only user turns make the query: an
+assistant reply between them, here a neutral one, changes nothing):
+- follow-up: the item's question, then a follow-up that does not name its topic ("And how do I
+  turn that off?", ...; every phrasing on every item);
+- switch: another item's question (from another document where there is one), then the item's
+  own question: the earlier topic must not pull retrieval away;
+- switch+follow-up: another item's question, the item's question, then a follow-up;
+- single: the item's question alone (the query of one turn is that turn's: equal by design).
+Rows: `last turn` (what the chat path searched before), `conversation` (what it searches now:
+the router settings' `TurnWeighting`), and variants that show why that is the default.
+evidence@5 also asks that the relevant chunk passes the router's evidence threshold (else it is
+not prompted). A weighting is kept only if it helps follow-ups on both sets and does not
+noticeably hurt switches on either.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+# The repository root goes first on the path, not bench/ (whose ingest.py would otherwise
+# shadow the `ingest` package when a bench runs as a script).
+sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from bench.common import DEV_SETS
+from ragtune.ingest.pipeline import IngestService
+from ragtune.ingest.settings import IngestSettings
+from ragtune.retrieval.conversation import (
+    LAST_TURN_ONLY,
+    TurnWeighting,
+    closest_in,
+    conversation_query,
+)
+from ragtune.retrieval.embedder import Embedder, SentenceTransformerEmbedder, Vector
+from ragtune.retrieval.evaluation import (
+    ConversationSearch,
+    QAItem,
+    RetrievalReport,
+    evaluate_conversations,
+    load_qa,
+)
+from ragtune.retrieval.lexical import LexicalIndexes
+from ragtune.retrieval.search import Retriever, SearchHit, SearchMode
+from ragtune.retrieval.settings import RetrievalSettings
+from ragtune.retrieval.store import open_store
+from ragtune.serving.settings import RouterSettings
+
+FOLLOW_UPS = (
+    "And how do I turn that off?",
+    "Can you show an example of that?",
+    "Why does it work that way?",
+    "Can you explain that in more detail?",
+    "Could you elaborate?",
+    "Any caveats I should know about?",
+)
+"""Follow-ups that do not name their topic (the last two point back at it by no word)."""
+NOTHING_ALONE = math.inf
+VARIANTS: dict[str, TurnWeighting] = {
+    "last turn": LAST_TURN_ONLY,
+    "conversation": RouterSettings().turn_weighting(),
+    "every turn": TurnWeighting(standalone_similarity=NOTHING_ALONE),
+    "every, decay .5": TurnWeighting(standalone_similarity=NOTHING_ALONE, decay=0.5),
+    "decay .5": TurnWeighting(decay=0.5),
+    "decay .7": TurnWeighting(decay=0.7),
+    "alone at .30": TurnWeighting(standalone_similarity=0.30),
+    "alone at .45": TurnWeighting(standalone_similarity=0.45),
+}
+"""`last turn`: what the chat path searched before; `conversation`: the server's default; the
+others show why it is the default (`every`: no turn stands alone, each read with up to two
+before it; `decay`: the last turn weighs more; `alone at`: another similarity for a turn to
+stand alone)."""
+METRICS = ("recall@1", "recall@5", "mrr@10", "evidence@5")
+EVIDENCE = RouterSettings().evidence_threshold
+
+
+class CachedEmbedder(Embedder):
+    """The real embedder, each query text embedded once per run (the variants share them)."""
+
+    def __init__(self, inner: Embedder) -> None:
+        self.inner = inner
+        self.model_id, self.dimension = inner.model_id, inner.dimension
+        self.max_tokens, self.batch_size = inner.max_tokens, inner.batch_size
+        self.cache: dict[str, Vector] = {}
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return self.inner.count_tokens(texts)
+
+    def _encode(self, texts: Sequence[str]) -> list[Vector]:
+        missing = [t for t in dict.fromkeys(texts) if t not in self.cache]
+        if missing:
+            self.cache.update(zip(missing, self.inner.embed_queries(missing), strict=True))
+        return [self.cache[t] for t in texts]
+
+
+def cases(qa: Sequence[QAItem]) -> dict[str, list[QAItem]]:
+    """The kinds of conversations built from the FAQ items (answer: the item's passage)."""
+
+    def other(i: int) -> QAItem:  # another item, from another document where there is one
+        others = [qa[(i + len(qa) // 2 + step) % len(qa)] for step in range(len(qa) - 1)]
+        return next((o for o in others if o.source != qa[i].source), others[0])
+
+    def item(base: QAItem, kind: str, *turns: str) -> QAItem:
+        *history, last = turns
+        return QAItem(f"{base.id}/{kind}", last, base.answer_passage, base.source, tuple(history))
+
+    return {
+        "follow-up": [
+            item(q, f"follow-up-{n}", q.question, text)
+            for q in qa
+            for n, text in enumerate(FOLLOW_UPS)
+        ],
+        "switch": [item(q, "switch", other(i).question, q.question) for i, q in enumerate(qa)],
+        "switch+follow-up": [
+            item(q, "switch-follow-up", other(i).question, q.question, FOLLOW_UPS[i % 6])
+            for i, q in enumerate(qa)
+        ],
+        "single": list(qa),
+    }
+
+
+def score_set(
+    name: str, data: Path, embedder: SentenceTransformerEmbedder
+) -> tuple[dict[str, RetrievalReport], float]:
+    """{case kind: report with one row per variant}, the corpus ingested once; and the mean
+    milliseconds of one `closest` lookup (what telling a follow-up from a question costs)."""
+    queries = CachedEmbedder(embedder)
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = RetrievalSettings(data_dir=Path(tmp))
+        with open_store(settings, "write") as store:
+            indexes = LexicalIndexes.for_store(settings.data_dir, store)
+            print(f"{name}: ingesting...", file=sys.stderr)
+            collection = store.collection("conversation", embedder.model_id, create=True)
+            IngestService(IngestSettings(), collection, lambda: embedder, indexes).run(
+                [data / "corpus"]
+            )
+            retriever = Retriever(collection, embedder, indexes, settings)
+            closest = closest_in(retriever)
+
+            def searcher(weighting: TurnWeighting) -> ConversationSearch:
+                def run(turns: Sequence[str], depth: int) -> list[SearchHit]:
+                    query = conversation_query(turns, queries, closest, weighting)
+                    return retriever.search(
+                        query.text, depth, SearchMode.HYBRID, vector=query.vector
+                    )
+
+                return run
+
+            searches = [(variant, searcher(w)) for variant, w in VARIANTS.items()]
+            reports = {}
+            qa = load_qa(data / "qa.json")
+            for kind, items in cases(qa).items():
+                print(f"{name}: {len(items)} {kind} conversations...", file=sys.stderr)
+                reports[kind] = with_evidence(
+                    evaluate_conversations(collection, items, searches, (1, 5, 10))
+                )
+            vectors = queries.embed_queries([item.question for item in qa])
+            started = time.perf_counter()
+            for vector in vectors:
+                closest(vector)
+            probe_ms = 1000 * (time.perf_counter() - started) / len(vectors)
+    return reports, probe_ms
+
+
+def with_evidence(report: RetrievalReport) -> RetrievalReport:
+    """Adds evidence@5: the conversations with a relevant chunk in the top 5 that the router
+    counts as evidence (dense similarity at its threshold), i.e. that reaches the prompt."""
+    for row in report.modes:
+        found = [
+            any(h["relevant"] and (h["dense_score"] or 0.0) >= EVIDENCE for h in run["hits"][:5])
+            for run in row.runs
+        ]
+        row.metrics["evidence@5"] = sum(found) / len(found)
+    return report
+
+
+def print_set(name: str, subset: str, reports: dict[str, RetrievalReport], probe_ms: float) -> None:
+    print(f"{name} {subset} (hybrid; {reports['single'].chunks} chunks)")
+    header = f"{'kind':<17} {'query':<16} {'cases':>5} " + " ".join(f"{m:>10}" for m in METRICS)
+    print(header)
+    for kind, report in reports.items():
+        for row in report.modes:
+            values = " ".join(f"{row.metrics[m]:10.3f}" for m in METRICS)
+            print(f"{kind:<17} {row.mode:<16} {report.questions:>5} {values}")
+    print(f"(evidence@5: a relevant chunk in the top 5 at dense similarity >= {EVIDENCE})")
+    by = {kind: {row.mode: row.metrics for row in r.modes} for kind, r in reports.items()}
+    alone = by["single"]["last turn"]
+    for kind in ("follow-up", "switch+follow-up"):
+        for metric in ("recall@5", "mrr@10"):
+            # The question searched alone is the ceiling: the follow-up adds no words of its topic.
+            kept, before = (
+                by[kind][q][metric] / alone[metric] for q in ("conversation", "last turn")
+            )
+            print(
+                f"{kind} {metric}, share of the question's own: conversation {kept:.3f}, "
+                f"last turn {before:.3f}  (target: conversation > last turn)"
+            )
+    for kind, target in (("switch", ">= 0.98"), ("single", "= 1.0")):
+        for metric in ("recall@5", "mrr@10"):
+            ratio = by[kind]["conversation"][metric] / by[kind]["last turn"][metric]
+            print(f"{kind} conversation / last turn {metric}: {ratio:.3f}  (target {target})")
+    print(
+        f"telling a follow-up from a question: {probe_ms:.1f} ms per turn looked at (a dense "
+        "lookup of its closest chunk; none for one turn, one for a new question, two for a "
+        "follow-up)"
+    )
+    print()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--subset", choices=["small", "full"], default="small")
+    parser.add_argument(
+        "--sets", default=",".join(DEV_SETS), help="comma-separated: " + ", ".join(DEV_SETS)
+    )
+    args = parser.parse_args()
+    names = [name.strip() for name in args.sets.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(DEV_SETS))
+    if unknown:
+        parser.error(f"unknown set(s) {unknown}: choose from {', '.join(DEV_SETS)}")
+    embedder = SentenceTransformerEmbedder("all-MiniLM-L6-v2")
+    for name in names:
+        data = DEV_SETS[name](args.subset)
+        print_set(name, args.subset, *score_set(name, data, embedder))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""A conversation's retrieval query: one turn as before, a follow-up with the question it
+follows, a new question alone (the fake embedder, words shared: vectors close; two passages in
+the in-memory store tell which turns find evidence on their own)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ragtune.retrieval.conversation import (
+    DEFAULT_WEIGHTING,
+    LAST_TURN_ONLY,
+    Closest,
+    TurnWeighting,
+    closest_in,
+    conversation_query,
+    user_turns,
+)
+from ragtune.retrieval.embedder import Vector
+from ragtune.retrieval.filters import SearchFilter
+from ragtune.retrieval.lexical import LexicalIndexes
+from ragtune.retrieval.search import Retriever
+from ragtune.retrieval.settings import RetrievalSettings
+from ragtune.retrieval.store import ChunkRecord
+from tests.support.fakes import FakeEmbedder, InMemoryStore
+
+REFUNDS = "Within how many days are invoices refunded after a refund request?"
+HOLIDAYS = "Is the office closed on public holidays and at weekends?"
+FOLLOW_UP = "And how do I turn that off?"
+PASSAGES = {
+    "refunds.md": "Invoices are refunded within thirty days of the refund request.",
+    "office.md": "The office is closed on public holidays and at weekends.",
+}
+
+
+def cosine(a: Vector, b: Vector) -> float:
+    return sum(x * y for x, y in zip(a, b, strict=True))
+
+
+@pytest.fixture
+def embedder() -> FakeEmbedder:
+    return FakeEmbedder()
+
+
+@pytest.fixture
+def retriever(tmp_path: Path, embedder: FakeEmbedder) -> Retriever:
+    store = InMemoryStore()
+    collection = store.collection("policies", embedder.model_id, create=True)
+    collection.add(
+        [
+            ChunkRecord(name, text, {"source": name, "doc_id": name}, embedder.embed([text])[0])
+            for name, text in PASSAGES.items()
+        ]
+    )
+    settings = RetrievalSettings(data_dir=tmp_path)
+    return Retriever(collection, embedder, LexicalIndexes.for_store(tmp_path, store), settings)
+
+
+@pytest.fixture
+def closest(retriever: Retriever) -> Closest:
+    return closest_in(retriever)
+
+
+def never_asked(vector: Vector) -> float:
+    raise AssertionError("one turn needs no telling")
+
+
+@pytest.mark.parametrize("turns", [[REFUNDS], ["", REFUNDS, "  \n"], [FOLLOW_UP], [" why? "]])
+def test_one_turn_is_searched_exactly_as_the_turn_alone(
+    turns: list[str], embedder: FakeEmbedder
+) -> None:
+    (text,) = [t for t in turns if t.strip()]
+    query = conversation_query(turns, embedder, never_asked)
+    assert (query.text, query.vector, query.turns) == (text, embedder.embed_query(text), 1)
+
+
+def test_closest_is_the_similarity_of_the_closest_chunk(
+    retriever: Retriever, embedder: FakeEmbedder, closest: Closest
+) -> None:
+    office = embedder.embed_query(PASSAGES["office.md"])
+    assert closest(office) == pytest.approx(1.0)
+    assert closest(embedder.embed_query(REFUNDS)) >= DEFAULT_WEIGHTING.standalone_similarity
+    assert closest(embedder.embed_query(FOLLOW_UP)) < DEFAULT_WEIGHTING.standalone_similarity
+    refunds_only = closest_in(retriever, SearchFilter.parse(["source=refunds.md"]))
+    assert refunds_only(office) < 0.5
+
+
+def test_a_follow_up_is_searched_with_the_question_it_follows(
+    embedder: FakeEmbedder, closest: Closest
+) -> None:
+    embedder.calls.clear()
+    query = conversation_query([REFUNDS, FOLLOW_UP], embedder, closest)
+    assert query.turns == 2
+    assert embedder.calls == [2]  # both turns embedded in one batch
+    assert query.text == f"{REFUNDS}\n{FOLLOW_UP}"  # the lexical index reads the topic too
+    follow_up = embedder.embed_query(FOLLOW_UP)
+    refund_passage = embedder.embed_query(PASSAGES["refunds.md"])
+    assert cosine(query.vector, refund_passage) > DEFAULT_WEIGHTING.standalone_similarity
+    assert cosine(follow_up, refund_passage) < 0.1
+    assert cosine(query.vector, query.vector) == pytest.approx(1.0)
+
+
+def test_a_question_that_finds_evidence_on_its_own_is_searched_alone(
+    embedder: FakeEmbedder, closest: Closest
+) -> None:
+    query = conversation_query([REFUNDS, HOLIDAYS], embedder, closest)
+    assert (query.text, query.vector, query.turns) == (
+        HOLIDAYS,
+        embedder.embed_query(HOLIDAYS),
+        1,
+    )
+
+
+def test_a_follow_up_reads_back_to_the_last_turn_that_stands_alone(
+    embedder: FakeEmbedder, closest: Closest
+) -> None:
+    query = conversation_query([HOLIDAYS, REFUNDS, FOLLOW_UP], embedder, closest)
+    assert query.text == f"{REFUNDS}\n{FOLLOW_UP}"
+    chain = [REFUNDS, "Why?", "Could you elaborate?", FOLLOW_UP]
+    assert conversation_query(chain, embedder, closest).text == "\n".join(chain[1:])  # 3 at most
+    longer = TurnWeighting(turns=5)
+    assert conversation_query(chain, embedder, closest, longer).text == "\n".join(chain)
+
+
+def test_without_documents_to_tell_by_the_last_turn_is_searched_alone(
+    embedder: FakeEmbedder, closest: Closest
+) -> None:
+    for query in (
+        conversation_query([REFUNDS, FOLLOW_UP], embedder, None),
+        conversation_query([REFUNDS, FOLLOW_UP], embedder, closest, LAST_TURN_ONLY),
+    ):
+        assert (query.text, query.vector) == (FOLLOW_UP, embedder.embed_query(FOLLOW_UP))
+
+
+def test_decaying_weights_lean_toward_the_last_turn() -> None:
+    embedder = FakeEmbedder(dimension=1024)  # no two of these words share a component
+    turns = ["What is the refund deadline?", "Tell me more.", "Could you elaborate?"]
+    query = conversation_query(turns, embedder, lambda _: 0.0, TurnWeighting(decay=0.5))
+    oldest, middle, last = embedder.embed_queries(turns)
+    assert cosine(query.vector, last) > cosine(query.vector, middle) > cosine(query.vector, oldest)
+    alike = conversation_query(turns, embedder, lambda _: 0.0)
+    assert cosine(alike.vector, last) == pytest.approx(cosine(alike.vector, oldest))
+
+
+def test_a_conversation_without_user_text_has_no_query(embedder: FakeEmbedder) -> None:
+    with pytest.raises(ValueError, match="user turn with text"):
+        conversation_query(["", "  "], embedder, None)
+
+
+def test_user_turns_are_the_user_messages_with_text() -> None:
+    messages = [
+        ("system", "Be brief."),
+        ("user", REFUNDS),
+        ("assistant", "Within thirty days."),
+        ("user", "   "),
+        ("tool", "{}"),
+        ("user", FOLLOW_UP),
+    ]
+    assert user_turns(messages) == [REFUNDS, FOLLOW_UP]
