@@ -1,7 +1,7 @@
 """Retrieval quality benchmark: ragtune's retrieval against a naive RAG setup, same run, on
 both developers' sets.
 
-    .venv/bin/python bench/retrieval.py [--subset small|full] [--sets python,sqlite]
+    .venv/bin/python bench/retrieval.py [--subset small|full] [--sets python,sqlite] [--calibrate]
 
 The sets are of two kinds: the Python FAQ over the Python docs (reStructuredText,
 `../shared/eval/`) and the SQLite FAQ over the SQLite docs (HTML,
@@ -34,6 +34,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from bench.common import DEV_SETS
 from ragtune.ingest.pipeline import IngestService
 from ragtune.ingest.settings import IngestSettings
+from ragtune.retrieval.calibration import calibrate, store_calibration
 from ragtune.retrieval.embedder import SentenceTransformerEmbedder
 from ragtune.retrieval.evaluation import RetrievalReport, evaluate, load_qa
 from ragtune.retrieval.lexical import LexicalIndexes
@@ -91,10 +92,33 @@ def run_modes(retriever: Retriever, collection: Collection, qa_path: Path) -> Re
     return evaluate(collection, load_qa(qa_path), searches)  # type: ignore[arg-type]
 
 
+def chunk_shape(collection: Collection, embedder: SentenceTransformerEmbedder) -> str:
+    """Chunks per document and chunk sizes (the embedding model's tokens): p10/p50/p90/max."""
+    per_doc: dict[str, int] = {}
+    texts = []
+    for chunk in collection.scan(with_text=True):
+        doc = str(chunk.metadata.get("doc_id", ""))
+        per_doc[doc] = per_doc.get(doc, 0) + 1
+        texts.append(chunk.text or "")
+    sizes = embedder.count_tokens(texts)
+
+    def spread(values: list[int]) -> str:
+        ordered = sorted(values)
+        at = [ordered[min(len(ordered) - 1, int(q * len(ordered)))] for q in (0.1, 0.5, 0.9)]
+        return f"{at[0]}/{at[1]}/{at[2]}/{ordered[-1]}"
+
+    return (
+        f"{len(per_doc)} docs, {len(texts)} chunks; chunks/doc p10/p50/p90/max "
+        f"{spread(list(per_doc.values()))}; tokens/chunk {spread(sizes)}"
+    )
+
+
 def score_set(
-    name: str, data: Path, embedder: SentenceTransformerEmbedder
+    name: str, data: Path, embedder: SentenceTransformerEmbedder, calibrated: bool = False
 ) -> dict[str, RetrievalReport]:
-    """Both setups indexed and scored on one set: {setup: RetrievalReport}."""
+    """Both setups indexed and scored on one set: {setup: RetrievalReport}; with `calibrated`,
+    ragtune's collection also calibrated by `ragtune tune retrieval`'s procedure and scored
+    with its own fusion ("ragtune-cal")."""
     reports: dict[str, RetrievalReport] = {}
     with tempfile.TemporaryDirectory() as tmp:
         settings = RetrievalSettings(data_dir=Path(tmp))
@@ -108,6 +132,7 @@ def score_set(
             reports["naive"] = run_modes(
                 Retriever(naive, embedder, indexes, naive_settings), naive, data / "qa.json"
             )
+            print(f"{name} naive chunks: {chunk_shape(naive, embedder)}")
             print(f"{name}: indexing (ragtune)...", file=sys.stderr)
             product = store.collection("ragtune", embedder.model_id, create=True)
             IngestService(IngestSettings(), product, lambda: embedder, indexes).run(
@@ -116,6 +141,19 @@ def score_set(
             reports["ragtune"] = run_modes(
                 Retriever(product, embedder, indexes, settings), product, data / "qa.json"
             )
+            print(f"{name} ragtune chunks: {chunk_shape(product, embedder)}")
+            if calibrated:
+                lexical = indexes.current(product)
+                result = calibrate(product, lexical, embedder, settings)
+                store_calibration(product, result)
+                print(
+                    f"{name} calibration: lexical weight {result.lexical_weight}, rrf_k "
+                    f"{result.rrf_k} (pseudo-query MRR@10 {result.mrr:.3f}, defaults "
+                    f"{result.default_mrr:.3f}, {result.seconds:.1f} s)"
+                )
+                reports["ragtune-cal"] = run_modes(
+                    Retriever(product, embedder, indexes, settings), product, data / "qa.json"
+                )
     return reports
 
 
@@ -123,12 +161,16 @@ def print_set(name: str, subset: str, reports: dict[str, RetrievalReport]) -> No
     first = reports["ragtune"]
     asked = first.questions
     print(f"{name} {subset}: {asked} questions; ceiling {first.ceiling}/{asked}")
-    print(f"{'setup':<8} {'mode':<8} {'chunks':>6} " + " ".join(f"{m:>9}" for m in METRICS))
+    print(f"{'setup':<11} {'mode':<8} {'chunks':>6} " + " ".join(f"{m:>9}" for m in METRICS))
     for setup, report in reports.items():
         for mode in report.modes:
             values = " ".join(f"{mode.metrics[m]:9.3f}" for m in METRICS)
-            print(f"{setup:<8} {mode.mode:<8} {report.chunks:>6} {values}")
+            print(f"{setup:<11} {mode.mode:<8} {report.chunks:>6} {values}")
     by = {(s, m.mode): m.metrics for s, r in reports.items() for m in r.modes}
+    if "ragtune-cal" in reports:
+        for metric in ("recall@5", "mrr@10"):
+            change = by["ragtune-cal", "hybrid"][metric] - by["ragtune", "hybrid"][metric]
+            print(f"calibrated - default hybrid {metric}: {change:+.3f}")
     for metric in ("recall@5", "mrr@10"):
         ratio = by["ragtune", "hybrid"][metric] / by["naive", "hybrid"][metric]
         print(f"ragtune hybrid / naive hybrid {metric}: {ratio:.3f}  (target >= 1.0)")
@@ -148,6 +190,11 @@ def main() -> None:
     parser.add_argument(
         "--sets", default=",".join(DEV_SETS), help="comma-separated: " + ", ".join(DEV_SETS)
     )
+    parser.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="also score ragtune with the collection's own calibration (ragtune tune retrieval)",
+    )
     args = parser.parse_args()
     names = [name.strip() for name in args.sets.split(",") if name.strip()]
     unknown = sorted(set(names) - set(DEV_SETS))
@@ -156,7 +203,7 @@ def main() -> None:
     embedder = SentenceTransformerEmbedder("all-MiniLM-L6-v2")
     for name in names:
         data = DEV_SETS[name](args.subset)
-        print_set(name, args.subset, score_set(name, data, embedder))
+        print_set(name, args.subset, score_set(name, data, embedder, args.calibrate))
 
 
 if __name__ == "__main__":

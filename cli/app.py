@@ -17,6 +17,7 @@ from ragtune.cli.engine import engine_app, models_app
 from ragtune.cli.eval import eval_app
 from ragtune.cli.serve import serve
 from ragtune.cli.settings import CommandSettings, settings_classes
+from ragtune.cli.tune import tune_app
 from ragtune.ingest.errors import IngestError
 from ragtune.retrieval.errors import RetrievalError
 from ragtune.retrieval.settings import unknown_config_keys
@@ -33,6 +34,7 @@ app.command()(ingest_cli.ingest)
 app.add_typer(ingest_cli.docs_app, name="docs")
 app.command()(retrieval_cli.search)
 app.add_typer(eval_app, name="eval")
+app.add_typer(tune_app, name="tune")
 app.add_typer(models_app, name="models")
 app.add_typer(engine_app, name="engine")
 app.command()(serve)

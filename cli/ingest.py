@@ -22,6 +22,7 @@ from ragtune.cli.settings import command_settings
 from ragtune.ingest.counters import record_run
 from ragtune.ingest.documents import list_documents, remove_documents
 from ragtune.ingest.pipeline import FileResult, FileStatus, IngestService, IngestSummary, parse_meta
+from ragtune.retrieval.calibration import Calibration, stored_calibration
 from ragtune.retrieval.embedder import load_embedder, model_id_for
 from ragtune.retrieval.errors import CollectionNotFoundError
 from ragtune.retrieval.lexical import LexicalIndexes
@@ -160,16 +161,30 @@ def docs_list(
     with open_store(settings, "read") as store:
         target = store.collection(settings.collection, model_id_for(settings.embedding_model))
         documents = list_documents(target)
+        calibration = stored_calibration(target)
     if as_json:
         stdout.print_json(json.dumps([asdict(d) for d in documents]))
         return
-    table = Table(title=f"{len(documents)} documents in {settings.collection!r}")
+    table = Table(
+        title=f"{len(documents)} documents in {settings.collection!r}",
+        caption=_fusion_caption(calibration),
+    )
     for column in ("source", "title", "type", "chunks", "ingested", "meta"):
         table.add_column(column, overflow="fold")
     for d in documents:
         meta = " ".join(f"{k}={v}" for k, v in d.meta.items())
         table.add_row(d.source, d.title, d.file_type, str(d.chunks), d.ingested_at, meta)
     stdout.print(table)
+
+
+def _fusion_caption(calibration: Calibration | None) -> str:
+    if calibration is None:
+        return "search fusion: shipped defaults (calibrate: ragtune tune retrieval)"
+    return (
+        f"search fusion: calibrated, lexical weight {calibration.lexical_weight}, rrf_k "
+        f"{calibration.rrf_k} ({calibration.pseudo_queries} pseudo-queries, MRR@10 "
+        f"{calibration.mrr:.3f} vs defaults {calibration.default_mrr:.3f})"
+    )
 
 
 @docs_app.command("rm")

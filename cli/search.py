@@ -14,6 +14,7 @@ from ragtune.cli.settings import command_settings
 from ragtune.retrieval.embedder import load_embedder, model_id_for
 from ragtune.retrieval.filters import SearchFilter
 from ragtune.retrieval.lexical import LexicalIndexes
+from ragtune.retrieval.rerank import load_reranker
 from ragtune.retrieval.search import Retriever, SearchHit, SearchMode
 from ragtune.retrieval.store import open_store
 
@@ -50,6 +51,7 @@ def search(
     """
     settings = command_settings(ctx).retrieval_for(collection)
     search_filter = SearchFilter.parse(filters or [])
+    reranker = load_reranker(settings.reranker, settings.embedding_device)
     with open_store(settings, "read") as store:
         target = store.collection(settings.collection, model_id_for(settings.embedding_model))
         retriever = Retriever(
@@ -57,6 +59,7 @@ def search(
             load_embedder(settings),
             LexicalIndexes.for_store(settings.data_dir, store),
             settings,
+            reranker=reranker,
         )
         hits = retriever.search(
             question,
@@ -65,8 +68,10 @@ def search(
             search_filter,
             neighbours=neighbours,
         )
+        fusion = retriever.fusion_summary()
     if as_json:
-        stdout.print_json(json.dumps([asdict(h) for h in hits]))
+        # Each hit says which fusion ranked it (the collection's calibration or defaults).
+        stdout.print_json(json.dumps([{**asdict(h), "fusion": fusion} for h in hits]))
         return
     if not hits:
         stdout.print(f"no results in collection {settings.collection!r}")
@@ -94,6 +99,8 @@ def hit_panel(hit: SearchHit) -> Panel:
         scores.append(f"dense #{hit.dense_rank} {hit.dense_score:.3f}")
     if hit.lexical_rank is not None:
         scores.append(f"bm25 #{hit.lexical_rank} {hit.lexical_score:.2f}")
+    if hit.rerank_score is not None:
+        scores.append(f"rerank {hit.rerank_score:.3f}")
     return Panel(
         reflow(hit.context or hit.text),
         title=f"[{hit.rank}] {where}",

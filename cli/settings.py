@@ -30,9 +30,7 @@ class CommandSettings:
         retrieval = self.serving.retrieval
         if collection is None:
             return retrieval
-        return RetrievalSettings.model_validate(
-            {**retrieval.model_dump(), "collection": collection}
-        )
+        return retrieval.for_collection(collection)
 
 
 def settings_classes() -> list[type[BaseSettings]]:

@@ -31,6 +31,7 @@ from ragtune.retrieval.evaluation import (
 )
 from ragtune.retrieval.filters import SearchFilter
 from ragtune.retrieval.lexical import LexicalIndexes
+from ragtune.retrieval.rerank import load_reranker
 from ragtune.retrieval.search import Retriever, SearchHit, SearchMode
 from ragtune.retrieval.settings import RetrievalSettings
 from ragtune.retrieval.store import Collection, open_store
@@ -106,7 +107,8 @@ def evaluate_retrieval(
                 with reporter.ingesting() as progress:
                     summary = service.run([corpus], progress=progress)
                 reporter.ingested(summary)
-            retriever = Retriever(target, embedder, indexes, settings)
+            reranker = load_reranker(settings.reranker, settings.embedding_device)
+            retriever = Retriever(target, embedder, indexes, settings, reranker=reranker)
 
             closest = closest_in(retriever, search_filter)
 

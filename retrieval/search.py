@@ -12,11 +12,16 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import PurePath
 
+from ragtune.retrieval.calibration import Calibration, stored_calibration
 from ragtune.retrieval.embedder import Embedder, Vector
 from ragtune.retrieval.filters import SearchFilter
 from ragtune.retrieval.lexical import LexicalIndex, LexicalIndexes
+from ragtune.retrieval.rerank import Reranker
 from ragtune.retrieval.settings import RetrievalSettings
 from ragtune.retrieval.store import Collection, Metadata, Where
+
+FUSION_KEYS = frozenset({"dense_weight", "lexical_weight", "rrf_k"})
+"""The settings a collection's calibration chooses."""
 
 
 class SearchMode(StrEnum):
@@ -42,6 +47,8 @@ class SearchHit:
     context: str | None = None
     """The hit with its neighbouring chunks of the same section, when asked for."""
     neighbours: tuple[str, ...] = field(default=())
+    rerank_score: float | None = None
+    """The reranker's score, when a reranking stage ran (hits are then in its order)."""
     document: str = ""
     """The document as readers of answers see it: its path below the ingested folder (or its
     file name), never the server's own path (`source`)."""
@@ -66,6 +73,7 @@ class _Candidate:
     lexical_score: float | None = None
     lexical_rank: int | None = None
     fused: float = 0.0
+    rerank_score: float | None = None
 
 
 class Retriever:
@@ -78,14 +86,47 @@ class Retriever:
         indexes: LexicalIndexes,
         settings: RetrievalSettings,
         save_lexical: bool = True,
+        reranker: Reranker | None = None,
     ) -> None:
         self.collection = collection
+        self.reranker = reranker
+        """Reorders the best fused candidates of hybrid searches (see `retrieval.rerank`)."""
         self.embedder = embedder
         self.indexes = indexes
         self.settings = settings
         self._save_lexical = save_lexical
         self._lexical: LexicalIndex | None = None
         self._checked_at = 0.0
+        self._fusion: RetrievalSettings | None = None
+        self.calibration: Calibration | None = None
+        """The collection's stored calibration, when it has one."""
+
+    def fusion(self) -> RetrievalSettings:
+        """The settings fusion runs with: the collection's calibration (`ragtune tune
+        retrieval`) over the shipped defaults; a fusion setting given explicitly (argument,
+        environment, config file) wins over both. RetrievalError when the stored calibration
+        came from another embedding model."""
+        if self._fusion is None:
+            self.calibration = stored_calibration(self.collection)
+            settings = self.settings
+            explicit = FUSION_KEYS & self.settings.model_fields_set
+            if self.calibration is not None and not explicit:
+                settings = self.calibration.apply(settings)
+            self._fusion = settings
+        return self._fusion
+
+    def fusion_summary(self) -> dict[str, object]:
+        """The fusion in force and where it came from, for `search --json` and the like."""
+        fusion = self.fusion()
+        calibrated = self.calibration is not None and fusion is not self.settings
+        return {
+            "dense_weight": fusion.dense_weight,
+            "lexical_weight": fusion.lexical_weight,
+            "rrf_k": fusion.rrf_k,
+            "from": "calibration"
+            if calibrated
+            else ("settings" if FUSION_KEYS & self.settings.model_fields_set else "defaults"),
+        }
 
     def lexical(self) -> LexicalIndex:
         """The lexical index, checked against the collection's revision at most once per
@@ -94,6 +135,7 @@ class Retriever:
         if self._lexical is None or now - self._checked_at >= self.settings.lexical_check_seconds:
             if self._lexical is None or self._lexical.revision != self.collection.revision():
                 self._lexical = self.indexes.current(self.collection, save=self._save_lexical)
+            self._fusion = None  # read the calibration again: `tune retrieval` may have run
             self._checked_at = now
         return self._lexical
 
@@ -108,8 +150,9 @@ class Retriever:
     ) -> list[SearchHit]:
         filters = filters or SearchFilter()
         lexical = self.lexical()
+        fusion = self.fusion()
         candidates: dict[str, _Candidate] = {}
-        depth = max(k, self.settings.fusion_depth) if mode == SearchMode.HYBRID else k
+        depth = max(k, fusion.fusion_depth) if mode == SearchMode.HYBRID else k
 
         if mode in (SearchMode.HYBRID, SearchMode.DENSE):
             where = None if filters.is_empty() else filters.chroma_where(lexical.rows)
@@ -120,7 +163,7 @@ class Retriever:
                 ):
                     c = candidates.setdefault(chunk_id, _Candidate(chunk_id))
                     c.dense_score, c.dense_rank = 1.0 - distance, rank
-                    c.fused += self.settings.dense_weight / (self.settings.rrf_k + rank)
+                    c.fused += fusion.dense_weight / (fusion.rrf_k + rank)
                     if payload is not None:
                         c.text, c.metadata = payload
 
@@ -130,7 +173,7 @@ class Retriever:
                 chunk_id = lexical.ids[lexical_hit.row]
                 c = candidates.setdefault(chunk_id, _Candidate(chunk_id))
                 c.lexical_score, c.lexical_rank = lexical_hit.score, rank
-                c.fused += self.settings.lexical_weight / (self.settings.rrf_k + rank)
+                c.fused += fusion.lexical_weight / (fusion.rrf_k + rank)
 
         def order(c: _Candidate) -> tuple[float, ...]:
             if mode == SearchMode.DENSE:
@@ -139,8 +182,17 @@ class Retriever:
                 return (c.lexical_rank or 0,)
             return (-c.fused, c.dense_rank or depth + 1, c.lexical_rank or depth + 1)
 
-        chosen = sorted(candidates.values(), key=order)[:k]
-        self._fill_texts(chosen)
+        ranked = sorted(candidates.values(), key=order)
+        if self.reranker is not None and mode == SearchMode.HYBRID and ranked:
+            chosen = ranked[: max(k, fusion.rerank_depth)]
+            self._fill_texts(chosen)
+            scores = self.reranker.score(query, [c.text or "" for c in chosen])
+            for c, score in zip(chosen, scores, strict=True):
+                c.rerank_score = score
+            chosen = sorted(chosen, key=lambda c: -(c.rerank_score or 0.0))[:k]
+        else:
+            chosen = ranked[:k]
+            self._fill_texts(chosen)
         hits = [self._hit(n, c, mode) for n, c in enumerate(chosen, start=1)]
         if neighbours > 0:
             hits = self._with_neighbours(hits, lexical, neighbours)
@@ -188,6 +240,7 @@ class Retriever:
             dense_rank=c.dense_rank,
             lexical_score=c.lexical_score,
             lexical_rank=c.lexical_rank,
+            rerank_score=c.rerank_score,
         )
 
     def _with_neighbours(

@@ -78,6 +78,12 @@ class RetrievalSettings(RagtuneSettings):
     dense retriever there, so it refines the dense ranking rather than outvoting it."""
     fusion_depth: int = 50
     """Candidates taken from each retriever before fusion."""
+    reranker: str | None = None
+    """A sentence-transformers CrossEncoder (a local folder, or a name in the local Hugging
+    Face cache; never downloaded) that reorders the best `rerank_depth` fused candidates.
+    None: no reranking stage."""
+    rerank_depth: int = 20
+    """Candidates the reranker scores (at least the hits asked for)."""
     lexical_check_seconds: float = 1.0
     """How often a long-running reader checks that its lexical index is still current."""
 
@@ -86,7 +92,12 @@ class RetrievalSettings(RagtuneSettings):
     def _valid_collection(cls, value: str) -> str:
         return check_collection_name(value)
 
-    @field_validator("embedding_batch_size")
+    @field_validator("reranker")
+    @classmethod
+    def _empty_is_none(cls, value: str | None) -> str | None:
+        return value.strip() or None if value is not None else None
+
+    @field_validator("embedding_batch_size", "rerank_depth")
     @classmethod
     def _positive(cls, value: int) -> int:
         if value < 1:
@@ -96,6 +107,12 @@ class RetrievalSettings(RagtuneSettings):
     @property
     def chroma_path(self) -> Path:
         return self.data_dir / "chroma"
+
+    def for_collection(self, name: str) -> RetrievalSettings:
+        """These settings for another collection (a ValidationError for an invalid name). What
+        was set explicitly stays marked so: a collection's calibration yields to it."""
+        explicit = self.model_dump(include=self.model_fields_set)
+        return type(self).model_validate({**explicit, "collection": name})
 
 
 def check_collection_name(name: str) -> str:

@@ -114,6 +114,15 @@ class Collection(ABC):
     def revision(self) -> str:
         """Changes with every write; derived indexes compare it with the one they were built at."""
 
+    def metadata(self) -> Metadata:
+        """The collection's own metadata (embedding model, revision, calibration...)."""
+        return {}
+
+    def set_metadata_value(self, key: str, value: MetadataValue) -> None:
+        """Store one value in the collection's own metadata (not a chunk write: the revision
+        stays)."""
+        raise RuntimeError(f"collection {self.name!r} keeps no metadata")
+
     @abstractmethod
     def _set_revision(self, revision: str) -> None: ...
 
@@ -320,6 +329,14 @@ class ChromaCollection(Collection):
 
     def revision(self) -> str:
         return str(self._metadata().get(REVISION_KEY, ""))
+
+    def metadata(self) -> Metadata:
+        return {k: v for k, v in self._metadata().items() if isinstance(v, MetadataValue)}
+
+    def set_metadata_value(self, key: str, value: MetadataValue) -> None:
+        if key in (REVISION_KEY, EMBEDDING_MODEL_KEY):
+            raise ValueError(f"{key!r} is kept by the store itself")
+        self._raw.modify(metadata={**self._metadata(), key: value})
 
     def _set_revision(self, revision: str) -> None:
         self._raw.modify(metadata={**self._metadata(), REVISION_KEY: revision})

@@ -11,6 +11,7 @@ import anyio
 
 from ragtune.adapters.registry import AdapterRegistry
 from ragtune.retrieval.embedder import Embedder, load_embedder
+from ragtune.retrieval.rerank import load_reranker
 from ragtune.retrieval.store import VectorStore, open_store
 from ragtune.serving.admin.service import AdapterAdmin
 from ragtune.serving.chat.service import ChatService
@@ -138,7 +139,9 @@ def assemble(
             return await engines.context_length(base_model, configured)
 
         prompts = PromptFactory(tokenizer, context_length)
-    retrievers = RetrieverCache(store, embedder, settings.retrieval)
+    retrieval = settings.retrieval
+    reranker = load_reranker(retrieval.reranker, retrieval.embedding_device)
+    retrievers = RetrieverCache(store, embedder, retrieval, reranker=reranker)
     chat = ChatService(
         embedder,
         retrievers,

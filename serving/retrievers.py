@@ -12,6 +12,7 @@ from ragtune.retrieval.embedder import Embedder, Vector
 from ragtune.retrieval.errors import CollectionNotFoundError
 from ragtune.retrieval.filters import SearchFilter
 from ragtune.retrieval.lexical import LexicalIndexes
+from ragtune.retrieval.rerank import Reranker
 from ragtune.retrieval.search import Retriever, SearchHit, SearchMode
 from ragtune.retrieval.settings import RetrievalSettings
 from ragtune.retrieval.store import VectorStore
@@ -36,11 +37,14 @@ class RetrieverCache:
         embedder: Embedder,
         settings: RetrievalSettings,
         lexical: LexicalIndexes | None = None,
+        reranker: Reranker | None = None,
     ) -> None:
         self.store = store
         self.embedder = embedder
         self.settings = settings
         self.lexical = lexical or LexicalIndexes.for_store(settings.data_dir, store)
+        self.reranker = reranker
+        """One reranking model shared by every collection's retriever (None: no stage)."""
         self._retrievers: dict[str, Retriever] = {}
 
     @property
@@ -54,14 +58,19 @@ class RetrieverCache:
         retriever = self._retrievers.get(name)
         if retriever is None:
             try:
-                settings = RetrievalSettings.model_validate(
-                    {**self.settings.model_dump(), "collection": name}
-                )
+                settings = self.settings.for_collection(name)
             except ValidationError as exc:
                 message = exc.errors()[0]["msg"].removeprefix("Value error, ")
                 raise InvalidRequestError(message, param="ragtune.collection") from exc
             target = self.store.collection(name, self.embedder.model_id)
-            retriever = Retriever(target, self.embedder, self.lexical, settings, save_lexical=False)
+            retriever = Retriever(
+                target,
+                self.embedder,
+                self.lexical,
+                settings,
+                save_lexical=False,
+                reranker=self.reranker,
+            )
             self._retrievers[name] = retriever
         return retriever
 

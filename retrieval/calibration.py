@@ -1,0 +1,281 @@
+"""Self-calibration of a collection's fusion, with no labels (`ragtune tune retrieval`).
+
+Fusion weights tuned on one corpus did not carry over to another (issue 15: on the SQLite HTML
+docs ragtune's hybrid search scored below a naive setup with weights tuned on the Python docs).
+So a collection can choose its own, from pseudo-queries drawn from its own chunks, in the
+inverse-cloze style: a sentence of a sampled chunk, thinned to some of its words (a question
+asks in fewer words than its answer), is the query; the chunk it came from is left out of the
+ranking and its neighbours in the same section are the answers (the sentence's own chunk would
+always be found by BM25, which shares every word with it). Each pseudo-query is searched once
+by each retriever (dense and BM25, `depth` deep); every candidate setting (lexical weight,
+rrf_k) is then scored by fusing those two lists again, so the grid costs no extra search. The
+setting with the best MRR@10 is stored with the collection, with the embedding model it was
+measured with: a collection read through another model refuses it.
+
+Measured on both developers' sets (bench/retrieval.py --calibrate): pseudo-queries favour BM25
+more than real questions do (on both sets BM25 alone beats dense alone on them, while on the
+real questions dense wins), so the choice leans lexical. It is therefore a command, not a step
+of every ingest, and the shipped defaults stay in force for a collection never calibrated.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ragtune.retrieval.embedder import Embedder
+from ragtune.retrieval.errors import RetrievalError
+from ragtune.retrieval.lexical import LexicalIndex
+from ragtune.retrieval.settings import RetrievalSettings
+from ragtune.retrieval.store import Collection
+
+CALIBRATION_KEY = "calibration"
+"""The collection metadata key the calibration is stored under (JSON)."""
+LEXICAL_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
+RRF_KS = (5, 10, 20, 40, 60)
+CUTOFF = 10
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
+_WORD = re.compile(r"\S+")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Fusion settings chosen for one collection, and the evidence they were chosen on."""
+
+    lexical_weight: float
+    rrf_k: int
+    dense_weight: float = 1.0
+    embedding_model: str = ""
+    """The embedding model the pseudo-queries were searched with."""
+    revision: str = ""
+    """The collection's revision when it was calibrated."""
+    pseudo_queries: int = 0
+    mrr: float = 0.0
+    """MRR@10 of the chosen setting on the pseudo-queries."""
+    default_mrr: float = 0.0
+    """MRR@10 of the shipped defaults on the same pseudo-queries."""
+    seconds: float = 0.0
+    created: float = field(default_factory=time.time)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Calibration:
+        data: dict[str, Any] = json.loads(text)
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def apply(self, settings: RetrievalSettings) -> RetrievalSettings:
+        """`settings` with this calibration's fusion."""
+        return settings.model_copy(
+            update={
+                "dense_weight": self.dense_weight,
+                "lexical_weight": self.lexical_weight,
+                "rrf_k": self.rrf_k,
+            }
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """What `docs list` and `search --json` show."""
+        return {
+            "lexical_weight": self.lexical_weight,
+            "dense_weight": self.dense_weight,
+            "rrf_k": self.rrf_k,
+            "embedding_model": self.embedding_model,
+            "pseudo_queries": self.pseudo_queries,
+            "mrr": round(self.mrr, 4),
+            "default_mrr": round(self.default_mrr, 4),
+            "revision": self.revision,
+        }
+
+
+def stored_calibration(collection: Collection) -> Calibration | None:
+    """The collection's stored calibration, checked against its embedding model (None when it
+    was never calibrated). RetrievalError when it came from another embedding model or cannot
+    be read."""
+    raw = collection.metadata().get(CALIBRATION_KEY)
+    if not raw:  # never calibrated, or reset to the defaults
+        return None
+    try:
+        calibration = Calibration.from_json(str(raw))
+    except (ValueError, TypeError) as exc:
+        raise RetrievalError(
+            f"collection {collection.name!r} holds an unreadable calibration ({exc}); "
+            f"recalibrate it: ragtune tune retrieval --collection {collection.name}"
+        ) from None
+    if calibration.embedding_model != collection.embedding_model:
+        raise RetrievalError(
+            f"collection {collection.name!r} was calibrated with the embedding model "
+            f"{calibration.embedding_model!r}, but it is read with "
+            f"{collection.embedding_model!r}; recalibrate it: "
+            f"ragtune tune retrieval --collection {collection.name}"
+        )
+    return calibration
+
+
+@dataclass(frozen=True)
+class PseudoQuery:
+    text: str
+    chunk_id: str
+    """The chunk the sentence was taken from (left out of the ranking)."""
+    targets: frozenset[str] = frozenset()
+    """The chunks that count as answers: its neighbours in the same section."""
+
+
+def pseudo_queries(
+    collection: Collection,
+    lexical: LexicalIndex,
+    count: int,
+    seed: int = 0,
+    keep_words: float = 0.6,
+    min_words: int = 6,
+) -> list[PseudoQuery]:
+    """Up to `count` inverse-cloze queries: one sentence (>= `min_words` words) of each of
+    `count` chunks drawn at random, thinned to `keep_words` of its words (order kept)."""
+    rng = random.Random(seed)
+    ids = [chunk.id for chunk in collection.scan()]
+    rng.shuffle(ids)
+    queries: list[PseudoQuery] = []
+    for start in range(0, len(ids), 500):
+        if len(queries) >= count:
+            break
+        for chunk in collection.get(ids[start : start + 500]):
+            sentences = [
+                s.split()
+                for s in _SENTENCE.split(chunk.text or "")
+                if len(_WORD.findall(s)) >= min_words
+            ]
+            if not sentences:
+                continue
+            targets = _neighbours(lexical, chunk.id)
+            if not targets:
+                continue
+            sentence = rng.choice(sentences)[:40]
+            kept = [w for w in sentence if rng.random() < keep_words]
+            if len(kept) < 3:
+                continue
+            queries.append(PseudoQuery(" ".join(kept), chunk.id, targets))
+            if len(queries) >= count:
+                break
+    return queries
+
+
+def _neighbours(lexical: LexicalIndex, chunk_id: str) -> frozenset[str]:
+    row = lexical.row_of.get(chunk_id)
+    if row is None:
+        return frozenset()
+    base = lexical.rows[row]
+    found = set()
+    for step in (-1, 1):
+        other = lexical.position(base["doc_id"], base["chunk_index"] + step)
+        if other is not None and lexical.rows[other].get("section") == base.get("section"):
+            found.add(lexical.ids[other])
+    return frozenset(found)
+
+
+Run = tuple[dict[str, int], dict[str, int], frozenset[str]]
+"""One pseudo-query searched: dense ranks and lexical ranks by chunk id, and its answers."""
+
+
+def fused_mrr(runs: Sequence[Run], lw: float, k: int) -> float:
+    """MRR@10 of RRF fusion (dense weight 1, lexical `lw`, `k`) over (dense ranks, lexical
+    ranks, answers) runs."""
+    total = 0.0
+    for dense, lexical, targets in runs:
+        scores: dict[str, float] = {}
+        for chunk_id, rank in dense.items():
+            scores[chunk_id] = 1.0 / (k + rank)
+        for chunk_id, rank in lexical.items():
+            scores[chunk_id] = scores.get(chunk_id, 0.0) + lw / (k + rank)
+        found = [scores[t] for t in targets if t in scores]
+        if not found:
+            continue
+        mine = max(found)
+        better = sum(1 for s in scores.values() if s > mine)
+        if better < CUTOFF:
+            total += 1.0 / (better + 1)
+    return total / len(runs) if runs else 0.0
+
+
+def choose_fusion(
+    runs: Sequence[Run], defaults: RetrievalSettings
+) -> tuple[tuple[float, int], float, float]:
+    """((lexical weight, rrf_k), its MRR@10, the defaults' MRR@10) over the grid: the best
+    MRR@10; ties go to the setting nearest the defaults (the grid is coarse)."""
+    default = defaults.lexical_weight / defaults.dense_weight, defaults.rrf_k
+    scored = {(lw, k): fused_mrr(runs, lw, k) for lw in LEXICAL_WEIGHTS for k in RRF_KS}
+    scored.setdefault(default, fused_mrr(runs, *default))
+    best = max(
+        scored,
+        key=lambda s: (round(scored[s], 4), -abs(s[0] - default[0]), -abs(s[1] - default[1])),
+    )
+    return best, scored[best], scored[default]
+
+
+def calibrate(
+    collection: Collection,
+    lexical: LexicalIndex,
+    embedder: Embedder,
+    defaults: RetrievalSettings,
+    queries: int = 300,
+    seed: int = 0,
+    depth: int = 50,
+    keep_words: float = 0.6,
+) -> Calibration:
+    """Choose the collection's fusion from its own pseudo-queries (see the module doc)."""
+    started = time.perf_counter()
+    if collection.count() == 0:
+        raise RetrievalError(
+            f"collection {collection.name!r} is empty: ingest documents before calibrating"
+        )
+    drawn = pseudo_queries(collection, lexical, queries, seed, keep_words)
+    if len(drawn) < 20:
+        raise RetrievalError(
+            f"collection {collection.name!r} gives only {len(drawn)} pseudo-queries (chunks with "
+            "a sentence of 6 words or more); 20 are needed to calibrate. Keep the defaults."
+        )
+    vectors = embedder.embed_queries([q.text for q in drawn])
+    runs = []
+    for query, vector in zip(drawn, vectors, strict=True):
+        # The query's own chunk is left out: its neighbours are the answers.
+        dense_ids = [i for i, _ in collection.nearest(vector, depth + 1) if i != query.chunk_id]
+        lexical_ids = [
+            lexical.ids[hit.row]
+            for hit in lexical.search(query.text, depth + 1)
+            if lexical.ids[hit.row] != query.chunk_id
+        ]
+        runs.append(
+            (
+                {i: rank for rank, i in enumerate(dense_ids[:depth], start=1)},
+                {i: rank for rank, i in enumerate(lexical_ids[:depth], start=1)},
+                query.targets,
+            )
+        )
+    (lexical_weight, rrf_k), mrr, default_mrr = choose_fusion(runs, defaults)
+    return Calibration(
+        lexical_weight=lexical_weight,
+        rrf_k=rrf_k,
+        embedding_model=collection.embedding_model,
+        revision=collection.revision(),
+        pseudo_queries=len(runs),
+        mrr=mrr,
+        default_mrr=default_mrr,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def store_calibration(collection: Collection, calibration: Calibration | None) -> None:
+    """Store `calibration` with the collection (None: back to the shipped defaults). Chunks,
+    embeddings and the revision stay as they are."""
+    if calibration is not None and calibration.embedding_model != collection.embedding_model:
+        raise RetrievalError(
+            f"this calibration was measured with {calibration.embedding_model!r}; collection "
+            f"{collection.name!r} is embedded with {collection.embedding_model!r}"
+        )
+    collection.set_metadata_value(CALIBRATION_KEY, calibration.to_json() if calibration else "")

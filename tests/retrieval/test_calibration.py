@@ -1,0 +1,179 @@
+"""Per-collection self-calibration of fusion: chosen from the collection's own pseudo-queries,
+stored with it, used by its searches, refused when it came from another embedding model."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from ragtune.ingest.pipeline import IngestService
+from ragtune.ingest.settings import IngestSettings
+from ragtune.retrieval.calibration import (
+    CALIBRATION_KEY,
+    Calibration,
+    calibrate,
+    choose_fusion,
+    fused_mrr,
+    pseudo_queries,
+    store_calibration,
+    stored_calibration,
+)
+from ragtune.retrieval.errors import RetrievalError
+from ragtune.retrieval.lexical import LexicalIndexes
+from ragtune.retrieval.search import Retriever
+from ragtune.retrieval.settings import RetrievalSettings
+from ragtune.retrieval.store import Collection, VectorStore
+from tests.support.fakes import FakeEmbedder
+
+TOPICS = ["river", "forest", "engine", "garden", "harbour", "library", "kitchen", "orchard"]
+WORDS = [
+    "stone",
+    "water",
+    "light",
+    "copper",
+    "yellow",
+    "silent",
+    "ancient",
+    "narrow",
+    "bright",
+    "quiet",
+    "heavy",
+    "gentle",
+    "rapid",
+    "hollow",
+    "frozen",
+    "golden",
+    "marble",
+    "velvet",
+    "crimson",
+    "distant",
+]
+
+
+@pytest.fixture
+def embedder() -> FakeEmbedder:
+    return FakeEmbedder(max_tokens=48)
+
+
+@pytest.fixture
+def indexes(settings: RetrievalSettings, store: VectorStore) -> LexicalIndexes:
+    return LexicalIndexes.for_store(settings.data_dir, store)
+
+
+@pytest.fixture
+def ingested(
+    tmp_path: Path, collection: Collection, embedder: FakeEmbedder, indexes: LexicalIndexes
+) -> Collection:
+    """Eight documents, each a section long enough for several chunks of many sentences."""
+    rng = random.Random(7)
+    root = tmp_path / "corpus"
+    root.mkdir()
+    for topic in TOPICS:
+        sentences = [f"The {topic} {' '.join(rng.sample(WORDS, 6))} {topic}." for _ in range(30)]
+        (root / f"{topic}.md").write_text(f"# {topic.title()}\n## About\n{' '.join(sentences)}\n")
+    IngestService(
+        IngestSettings(chunk_overlap_tokens=0), collection, lambda: embedder, indexes
+    ).run([root])
+    return collection
+
+
+def test_choose_fusion_follows_the_retriever_that_ranks_the_answers() -> None:
+    defaults = RetrievalSettings()
+    # BM25 puts the answer first and dense a decoy first: lexical weight must outvote dense.
+    lexical_knows = [({"decoy": 1, "a": 8}, {"a": 1}, frozenset({"a"}))] * 10
+    (weight, k), mrr, default_mrr = choose_fusion(lexical_knows, defaults)
+    assert mrr == 1.0
+    assert default_mrr < 1.0
+    assert (weight, k) != (defaults.lexical_weight, defaults.rrf_k)
+    # BM25 puts a decoy first and misses the answer: a weight that lets it win is not chosen.
+    lexical_misleads = [({"a": 1, "decoy": 2}, {"decoy": 1}, frozenset({"a"}))] * 10
+    (weight, k), mrr, _ = choose_fusion(lexical_misleads, defaults)
+    assert mrr == 1.0
+    assert fused_mrr(lexical_misleads, weight, k) == 1.0
+    assert fused_mrr(lexical_misleads, 1.0, 10) < 1.0  # equal weights would have lost it
+
+
+def test_pseudo_queries_are_thinned_sentences_whose_answers_are_neighbours(
+    ingested: Collection, indexes: LexicalIndexes
+) -> None:
+    lexical = indexes.current(ingested)
+    drawn = pseudo_queries(ingested, lexical, 30, seed=1)
+    assert len(drawn) == 30
+    texts = {c.id: c.text or "" for c in ingested.scan(with_text=True)}
+    for query in drawn:
+        assert query.targets
+        assert query.chunk_id not in query.targets
+        assert all(w in texts[query.chunk_id] for w in query.text.split())
+        assert len(query.text.split()) < 12  # thinned from a sentence of 10 words
+    assert pseudo_queries(ingested, lexical, 30, seed=1) == drawn  # a seed repeats the draw
+
+
+def test_calibration_is_stored_used_and_nothing_else_changes(
+    ingested: Collection,
+    embedder: FakeEmbedder,
+    indexes: LexicalIndexes,
+    settings: RetrievalSettings,
+) -> None:
+    revision, count = ingested.revision(), ingested.count()
+    retriever = Retriever(ingested, embedder, indexes, settings)
+    assert retriever.fusion_summary()["from"] == "defaults"
+    result = calibrate(ingested, indexes.current(ingested), embedder, settings, queries=60)
+    assert result.pseudo_queries >= 20
+    assert result.embedding_model == embedder.model_id
+    assert result.mrr >= result.default_mrr
+    # Choose something the defaults are not, so that its use is visible.
+    chosen = Calibration(
+        lexical_weight=0.7 if settings.lexical_weight != 0.7 else 0.5,
+        rrf_k=40,
+        embedding_model=embedder.model_id,
+    )
+    store_calibration(ingested, chosen)
+    assert (ingested.revision(), ingested.count()) == (revision, count)
+    assert stored_calibration(ingested) == chosen
+
+    fresh = Retriever(ingested, embedder, indexes, settings)
+    summary = fresh.fusion_summary()
+    assert summary["from"] == "calibration"
+    assert (summary["lexical_weight"], summary["rrf_k"]) == (chosen.lexical_weight, 40)
+    hit = fresh.search("river stone water", 1)[0]
+    expected = 1.0 / (40 + hit.dense_rank) if hit.dense_rank else 0.0
+    expected += chosen.lexical_weight / (40 + hit.lexical_rank) if hit.lexical_rank else 0.0
+    assert hit.score == pytest.approx(expected)
+
+    # A fusion setting given explicitly wins over the collection's calibration.
+    explicit = Retriever(ingested, embedder, indexes, settings.model_copy(update={"rrf_k": 10}))
+    assert explicit.fusion_summary()["from"] == "settings"
+    assert explicit.fusion().rrf_k == 10
+
+    store_calibration(ingested, None)
+    assert stored_calibration(ingested) is None
+    assert Retriever(ingested, embedder, indexes, settings).fusion_summary()["from"] == "defaults"
+
+
+def test_a_calibration_from_another_embedding_model_is_refused(
+    ingested: Collection,
+    embedder: FakeEmbedder,
+    indexes: LexicalIndexes,
+    settings: RetrievalSettings,
+) -> None:
+    other = Calibration(lexical_weight=1.0, rrf_k=5, embedding_model="another-model")
+    with pytest.raises(RetrievalError, match="another-model"):
+        store_calibration(ingested, other)
+    assert stored_calibration(ingested) is None  # nothing stored
+    # One written by something else is refused when read, with what to do.
+    ingested.set_metadata_value(CALIBRATION_KEY, other.to_json())
+    with pytest.raises(RetrievalError, match="ragtune tune retrieval --collection docs"):
+        Retriever(ingested, embedder, indexes, settings).search("river", 3)
+    ingested.set_metadata_value(CALIBRATION_KEY, "{not json")
+    with pytest.raises(RetrievalError, match="unreadable calibration"):
+        stored_calibration(ingested)
+
+
+def test_collections_too_small_to_calibrate_say_so(
+    store: VectorStore, embedder: FakeEmbedder, indexes: LexicalIndexes, settings: RetrievalSettings
+) -> None:
+    empty = store.collection("empty", embedder.model_id, create=True)
+    with pytest.raises(RetrievalError, match="empty: ingest documents"):
+        calibrate(empty, indexes.current(empty), embedder, settings)

@@ -1,0 +1,97 @@
+"""The reranking stage: a real sentence-transformers CrossEncoder by path reorders the best
+fused candidates; what is not a cross-encoder, or not on disk, is refused with what to do."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ragtune.ingest.pipeline import IngestService
+from ragtune.ingest.settings import IngestSettings
+from ragtune.retrieval.embedder import Embedder, resolve_model_path
+from ragtune.retrieval.lexical import LexicalIndexes
+from ragtune.retrieval.rerank import CrossEncoderReranker, RerankerError, load_reranker
+from ragtune.retrieval.search import Retriever, SearchMode
+from ragtune.retrieval.settings import RetrievalSettings
+from ragtune.retrieval.store import VectorStore
+from tests.support.cli import ragtune
+
+MINILM = Path(resolve_model_path("all-MiniLM-L6-v2"))
+
+
+@pytest.fixture(scope="module")
+def cross_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CrossEncoder folder made offline from MiniLM's weights with a one-score head (its
+    scores are not meaningful; the stage's plumbing is what is tested)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    folder = tmp_path_factory.mktemp("reranker") / "minilm-cross"
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(str(MINILM), num_labels=1)
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(str(MINILM)).save_pretrained(folder)
+    return folder
+
+
+def test_the_reranker_orders_the_best_fused_candidates_by_its_scores(
+    cross_encoder: Path,
+    tmp_path: Path,
+    store: VectorStore,
+    settings: RetrievalSettings,
+    real_embedder: Embedder,
+) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    topics = ["cats", "dogs", "leave", "valves", "bikes", "tea", "rain", "maps"]
+    for n, topic in enumerate(topics):
+        body = "\n\n".join(f"Paragraph {i} about {topic}: item {n * 10 + i}." for i in range(4))
+        (corpus / f"{topic}.md").write_text(f"# {topic}\n{body}\n")
+    collection = store.collection("docs", real_embedder.model_id, create=True)
+    indexes = LexicalIndexes.for_store(settings.data_dir, store)
+    IngestService(IngestSettings(), collection, lambda: real_embedder, indexes).run([corpus])
+    reranker = CrossEncoderReranker(str(cross_encoder))
+    depth = 6
+    tuned = settings.model_copy(update={"rerank_depth": depth})
+    plain = Retriever(collection, real_embedder, indexes, tuned)
+    staged = Retriever(collection, real_embedder, indexes, tuned, reranker=reranker)
+    question = "What about cats?"
+    fused = plain.search(question, depth)
+    hits = staged.search(question, 3)
+    assert len(hits) == 3
+    expected = reranker.score(question, [h.text for h in fused])
+    best = sorted(zip(expected, (h.chunk_id for h in fused), strict=True), reverse=True)[:3]
+    assert [h.chunk_id for h in hits] == [chunk_id for _, chunk_id in best]
+    assert [h.rerank_score for h in hits] == pytest.approx([s for s, _ in best], abs=1e-5)
+    assert [h.rank for h in hits] == [1, 2, 3]
+    # Dense and lexical alone are the retrievers' own rankings: no stage.
+    assert all(h.rerank_score is None for h in staged.search(question, 3, SearchMode.DENSE))
+
+
+def test_what_is_not_a_cross_encoder_is_refused(cross_encoder: Path, tmp_path: Path) -> None:
+    with pytest.raises(RerankerError, match="no such folder"):
+        CrossEncoderReranker(str(tmp_path / "missing"))
+    with pytest.raises(RerankerError, match="nor in the local Hugging Face cache"):
+        CrossEncoderReranker("someone/not-downloaded-reranker")
+    with pytest.raises(RerankerError, match=r"not a cross-encoder \(its architecture is BertModel"):
+        CrossEncoderReranker(str(MINILM))  # the embedding model: a bi-encoder
+    several = tmp_path / "classifier"
+    shutil.copytree(cross_encoder, several)
+    config = json.loads((several / "config.json").read_text())
+    config["id2label"] = {"0": "neg", "1": "neutral", "2": "pos"}
+    config.pop("num_labels", None)
+    (several / "config.json").write_text(json.dumps(config))
+    with pytest.raises(RerankerError, match="several labels"):
+        CrossEncoderReranker(str(several))
+    assert load_reranker(None) is None
+    assert RetrievalSettings(reranker="  ").reranker is None
+
+
+def test_a_bad_reranker_setting_is_one_clear_error(tmp_path: Path) -> None:
+    result = ragtune("search", "cats", data_dir=tmp_path, RAGTUNE_RERANKER=str(tmp_path / "nope"))
+    assert result.returncode == 2
+    assert "RAGTUNE_RERANKER" in result.stderr
+    assert "Traceback" not in result.stderr
