@@ -4,6 +4,7 @@ chunks of any size, the engine's settings, and one context manager that starts t
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -64,6 +65,23 @@ def sqlite_set(subset: str) -> Path:
 DEV_SETS = {"python": eval_set, "sqlite": sqlite_set}
 """The developers' sets every retrieval change is measured on: Python docs (reStructuredText)
 and SQLite docs (HTML)."""
+
+
+def add_set_options(parser: argparse.ArgumentParser) -> None:
+    """`--subset` and `--sets`, for a bench that scores the developers' sets."""
+    parser.add_argument("--subset", choices=["small", "full"], default="small")
+    parser.add_argument(
+        "--sets", default=",".join(DEV_SETS), help="comma-separated: " + ", ".join(DEV_SETS)
+    )
+
+
+def chosen_sets(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
+    """The set names `--sets` asked for (an unknown one is a usage error)."""
+    names = [name.strip() for name in args.sets.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(DEV_SETS))
+    if unknown:
+        parser.error(f"unknown set(s) {unknown}: choose from {', '.join(DEV_SETS)}")
+    return names
 
 
 def questions(subset: str = "small") -> list[str]:

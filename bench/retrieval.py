@@ -31,7 +31,7 @@ sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench.common import DEV_SETS
+from bench.common import DEV_SETS, add_set_options, chosen_sets
 from ragtune.ingest.pipeline import IngestService
 from ragtune.ingest.settings import IngestSettings
 from ragtune.retrieval.calibration import calibrate, store_calibration
@@ -186,20 +186,14 @@ def print_set(name: str, subset: str, reports: dict[str, RetrievalReport]) -> No
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--subset", choices=["small", "full"], default="small")
-    parser.add_argument(
-        "--sets", default=",".join(DEV_SETS), help="comma-separated: " + ", ".join(DEV_SETS)
-    )
+    add_set_options(parser)
     parser.add_argument(
         "--calibrate",
         action="store_true",
         help="also score ragtune with the collection's own calibration (ragtune tune retrieval)",
     )
     args = parser.parse_args()
-    names = [name.strip() for name in args.sets.split(",") if name.strip()]
-    unknown = sorted(set(names) - set(DEV_SETS))
-    if unknown:
-        parser.error(f"unknown set(s) {unknown}: choose from {', '.join(DEV_SETS)}")
+    names = chosen_sets(parser, args)
     embedder = SentenceTransformerEmbedder("all-MiniLM-L6-v2")
     for name in names:
         data = DEV_SETS[name](args.subset)

@@ -34,7 +34,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from bench.common import MODEL_ID, eval_set, fill, load_source, percentile, rss_mib
 from ragtune.retrieval.embedder import SentenceTransformerEmbedder
 from ragtune.retrieval.lexical import LexicalIndexes
-from ragtune.retrieval.rerank import load_reranker
+from ragtune.retrieval.rerank import CrossEncoderReranker
 from ragtune.retrieval.search import Retriever, SearchMode
 from ragtune.retrieval.settings import RetrievalSettings
 from ragtune.retrieval.store import open_store
@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("-k", type=int, default=5)
     parser.add_argument("--reranker", help="a local CrossEncoder folder to time as a stage")
     args = parser.parse_args()
-    reranker = load_reranker(args.reranker)
+    reranker = CrossEncoderReranker(args.reranker) if args.reranker else None
     modes = [m.value for m in SearchMode] + (["reranked"] if reranker else [])
     sizes = [int(s) for s in args.sizes.split(",")]
     questions = [q["question"] for q in json.loads((eval_set("full") / "qa.json").read_text())]

@@ -51,7 +51,7 @@ def search(
     """
     settings = command_settings(ctx).retrieval_for(collection)
     search_filter = SearchFilter.parse(filters or [])
-    reranker = load_reranker(settings.reranker, settings.embedding_device)
+    reranker = load_reranker(settings)
     with open_store(settings, "read") as store:
         target = store.collection(settings.collection, model_id_for(settings.embedding_model))
         retriever = Retriever(

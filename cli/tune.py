@@ -53,9 +53,11 @@ def tune_retrieval(
     with open_store(settings, "read" if dry_run else "write") as store:
         target = store.collection(settings.collection, model_id_for(settings.embedding_model))
         if reset:
-            if not dry_run:
+            if dry_run:
+                stdout.print(f"{target.name}: would go back to the shipped defaults [dry run]")
+            else:
                 store_calibration(target, None)
-            stdout.print(f"collection {target.name!r} searches with the shipped defaults")
+                stdout.print(f"collection {target.name!r} searches with the shipped defaults")
             return
         before = stored_calibration(target)
         lexical = LexicalIndexes.for_store(settings.data_dir, store).current(

@@ -107,15 +107,14 @@ def evaluate_retrieval(
                 with reporter.ingesting() as progress:
                     summary = service.run([corpus], progress=progress)
                 reporter.ingested(summary)
-            reranker = load_reranker(settings.reranker, settings.embedding_device)
+            reranker = load_reranker(settings)
             retriever = Retriever(target, embedder, indexes, settings, reranker=reranker)
 
             closest = closest_in(retriever, search_filter)
 
             def searcher(mode: SearchMode) -> ConversationSearch:
                 def run(turns: Sequence[str], depth: int) -> list[SearchHit]:
-                    if len(turns) == 1:  # a question, searched as it is
-                        return retriever.search(turns[0], depth, mode, search_filter, neighbours)
+                    # One turn (a plain question) is searched as it is.
                     query = conversation_query(turns, embedder, closest, weighting)
                     return retriever.search(
                         query.text, depth, mode, search_filter, neighbours, vector=query.vector

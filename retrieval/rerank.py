@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ragtune.retrieval.errors import RetrievalError
+from ragtune.retrieval.settings import RetrievalSettings
 
 
 class RerankerError(RetrievalError):
@@ -106,6 +107,8 @@ class CrossEncoderReranker:
         return [float(s) for s in scores]
 
 
-def load_reranker(name: str | None, device: str = "cpu") -> Reranker | None:
+def load_reranker(settings: RetrievalSettings) -> Reranker | None:
     """The configured reranker (`RAGTUNE_RERANKER`), or None for no reranking stage."""
-    return CrossEncoderReranker(name, device) if name else None
+    if not settings.reranker:
+        return None
+    return CrossEncoderReranker(settings.reranker, settings.embedding_device)

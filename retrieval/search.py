@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import PurePath
 
-from ragtune.retrieval.calibration import Calibration, stored_calibration
+from ragtune.retrieval.calibration import stored_calibration
 from ragtune.retrieval.embedder import Embedder, Vector
 from ragtune.retrieval.filters import SearchFilter
 from ragtune.retrieval.lexical import LexicalIndex, LexicalIndexes
@@ -97,9 +97,8 @@ class Retriever:
         self._save_lexical = save_lexical
         self._lexical: LexicalIndex | None = None
         self._checked_at = 0.0
-        self._fusion: RetrievalSettings | None = None
-        self.calibration: Calibration | None = None
-        """The collection's stored calibration, when it has one."""
+        self._fusion: tuple[RetrievalSettings, str] | None = None
+        """The settings fusion runs with, and where they came from (see `fusion`)."""
 
     def fusion(self) -> RetrievalSettings:
         """The settings fusion runs with: the collection's calibration (`ragtune tune
@@ -107,25 +106,26 @@ class Retriever:
         environment, config file) wins over both. RetrievalError when the stored calibration
         came from another embedding model."""
         if self._fusion is None:
-            self.calibration = stored_calibration(self.collection)
-            settings = self.settings
-            explicit = FUSION_KEYS & self.settings.model_fields_set
-            if self.calibration is not None and not explicit:
-                settings = self.calibration.apply(settings)
-            self._fusion = settings
-        return self._fusion
+            self._fusion = self._read_fusion()
+        return self._fusion[0]
+
+    def _read_fusion(self) -> tuple[RetrievalSettings, str]:
+        calibration = stored_calibration(self.collection)  # checked even when not used
+        if FUSION_KEYS & self.settings.model_fields_set:
+            return self.settings, "settings"
+        if calibration is None:
+            return self.settings, "defaults"
+        return calibration.apply(self.settings), "calibration"
 
     def fusion_summary(self) -> dict[str, object]:
-        """The fusion in force and where it came from, for `search --json` and the like."""
-        fusion = self.fusion()
-        calibrated = self.calibration is not None and fusion is not self.settings
+        """The fusion in force and where it came from (`calibration`, `settings` or
+        `defaults`), for `search --json` and the like."""
+        settings, source = self._fusion or self._read_fusion()
         return {
-            "dense_weight": fusion.dense_weight,
-            "lexical_weight": fusion.lexical_weight,
-            "rrf_k": fusion.rrf_k,
-            "from": "calibration"
-            if calibrated
-            else ("settings" if FUSION_KEYS & self.settings.model_fields_set else "defaults"),
+            "dense_weight": settings.dense_weight,
+            "lexical_weight": settings.lexical_weight,
+            "rrf_k": settings.rrf_k,
+            "from": source,
         }
 
     def lexical(self) -> LexicalIndex:

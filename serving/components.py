@@ -139,9 +139,8 @@ def assemble(
             return await engines.context_length(base_model, configured)
 
         prompts = PromptFactory(tokenizer, context_length)
-    retrieval = settings.retrieval
-    reranker = load_reranker(retrieval.reranker, retrieval.embedding_device)
-    retrievers = RetrieverCache(store, embedder, retrieval, reranker=reranker)
+    reranker = load_reranker(settings.retrieval)
+    retrievers = RetrieverCache(store, embedder, settings.retrieval, reranker=reranker)
     chat = ChatService(
         embedder,
         retrievers,

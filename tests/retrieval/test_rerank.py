@@ -86,7 +86,7 @@ def test_what_is_not_a_cross_encoder_is_refused(cross_encoder: Path, tmp_path: P
     (several / "config.json").write_text(json.dumps(config))
     with pytest.raises(RerankerError, match="several labels"):
         CrossEncoderReranker(str(several))
-    assert load_reranker(None) is None
+    assert load_reranker(RetrievalSettings()) is None
     assert RetrievalSettings(reranker="  ").reranker is None
 
 
