@@ -23,7 +23,7 @@ from ragtune.ingest.counters import record_run
 from ragtune.ingest.documents import list_documents, remove_documents
 from ragtune.ingest.pipeline import FileResult, FileStatus, IngestService, IngestSummary, parse_meta
 from ragtune.retrieval.calibration import Calibration, stored_calibration
-from ragtune.retrieval.embedder import load_embedder, model_id_for
+from ragtune.retrieval.embedder import collection_embedder, model_id_for
 from ragtune.retrieval.errors import CollectionNotFoundError
 from ragtune.retrieval.lexical import LexicalIndexes
 from ragtune.retrieval.store import Collection, EmptyCollection, open_store
@@ -112,7 +112,7 @@ def ingest(
         service = IngestService(
             tree.ingest,
             target,
-            lambda: load_embedder(settings),
+            lambda: collection_embedder(target, settings),
             LexicalIndexes.for_store(settings.data_dir, store),
         )
         with RichProgress(stderr) as progress:

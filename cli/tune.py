@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
 from ragtune.cli.settings import command_settings
+from ragtune.retrieval.adaptation import Trial, TuneOptions, settle, try_tuned
+from ragtune.retrieval.adaptation import revert as revert_tuning
 from ragtune.retrieval.calibration import calibrate, store_calibration, stored_calibration
-from ragtune.retrieval.embedder import load_embedder, model_id_for
+from ragtune.retrieval.embedder import collection_embedder, load_embedder, model_id_for
+from ragtune.retrieval.evaluation import load_qa
 from ragtune.retrieval.lexical import LexicalIndexes
 from ragtune.retrieval.store import open_store
 
@@ -64,7 +68,9 @@ def tune_retrieval(
             target, save=not dry_run
         )
         with stderr.status(f"calibrating {target.name!r} on {queries} pseudo-queries..."):
-            result = calibrate(target, lexical, load_embedder(settings), settings, queries, seed)
+            result = calibrate(
+                target, lexical, collection_embedder(target, settings), settings, queries, seed
+            )
         if not dry_run:
             store_calibration(target, result)
     if as_json:
@@ -85,3 +91,132 @@ def tune_retrieval(
         f"{result.default_mrr:.3f}; before: {was}; {result.seconds:.1f} s)"
         + ("" if not dry_run else " [dry run: nothing stored]")
     )
+
+
+@tune_app.command("embedder")
+def tune_embedder(
+    ctx: typer.Context,
+    collection: Annotated[
+        str | None,
+        typer.Option(
+            "--collection", "-c", help="Collection to tune for [default: RAGTUNE_COLLECTION]"
+        ),
+    ] = None,
+    steps: Annotated[int, typer.Option("--steps", min=1, max=100_000, help="Training steps.")] = 60,
+    batch_size: Annotated[
+        int,
+        typer.Option("--batch-size", min=2, max=1024, help="Pairs a step (in-batch negatives)."),
+    ] = 32,
+    learning_rate: Annotated[float, typer.Option("--learning-rate", min=1e-7, max=1e-2)] = 3e-5,
+    held_out: Annotated[
+        int,
+        typer.Option("--held-out", min=20, max=5000, help="Pseudo-queries kept out to measure."),
+    ] = 200,
+    dev_set: Annotated[
+        Path | None,
+        typer.Option(
+            "--dev-set",
+            help="Labelled questions (eval retrieval's JSON) to measure before/after; the "
+            "decision then rests on them.",
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the draws and the training.")] = 0,
+    force: Annotated[
+        bool, typer.Option("--force", help="Adopt the tuned model even if it measures worse.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Train and measure; change nothing.")
+    ] = False,
+    revert: Annotated[
+        bool, typer.Option("--revert", help="Re-embed with the configured model again.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Fine-tune the embedding model on the collection's own chunks (no labels: a sentence of
+    a chunk is the query, the chunk its passage), re-embed the collection with it as a new
+    model identity, measure before and after on pseudo-queries kept out of training (and on
+    --dev-set when given), and adopt it only if it does not measure worse. Searches of the
+    collection then use the tuned model; --revert goes back.
+
+    Example: ragtune tune embedder --collection handbook --dev-set questions.json
+    """
+    settings = command_settings(ctx).retrieval_for(collection)
+    qa = load_qa(dev_set) if dev_set is not None else None
+    configured = load_embedder(settings)
+    options = TuneOptions(steps, batch_size, learning_rate, held_out, seed)
+    with open_store(settings, "write") as store:
+        target = store.collection(settings.collection, configured.model_id)
+        indexes = LexicalIndexes.for_store(settings.data_dir, store)
+        tuned_before = target.embedding_model != configured.model_id
+        if revert:
+            if tuned_before and not dry_run:
+                with stderr.status(f"re-embedding {target.name!r}...") as status:
+                    revert_tuning(store, target, configured, indexes, settings, status.update)
+            if as_json:
+                reverted = tuned_before and not dry_run
+                stdout.print_json(json.dumps({"collection": target.name, "reverted": reverted}))
+            elif not tuned_before:
+                stdout.print(f"{target.name}: already embedded with {configured.model_id}")
+            else:
+                stdout.print(
+                    f"{target.name}: embedded with {configured.model_id} again"
+                    + (" [dry run: nothing changed]" if dry_run else "")
+                )
+            return
+        with stderr.status(f"tuning for {target.name!r}...") as status:
+            trial = try_tuned(
+                store, target, configured, settings, indexes, options, qa, status.update
+            )
+        adopted = not dry_run and (trial.better or force)
+        settle(store, target, trial, adopted, indexes, settings)
+    _report(target.name, trial, adopted, dry_run, as_json)
+
+
+def _report(name: str, trial: Trial, adopted: bool, dry_run: bool, as_json: bool) -> None:
+    old, new = trial.scores
+    before, after, dev, training = trial.before, trial.after, trial.dev, trial.training
+    if as_json:
+        result = {
+            "collection": name,
+            "model": trial.model_id,
+            "adopted": adopted,
+            "decided_on": trial.decided_on,
+            "before": old,
+            "after": new,
+            "pseudo_queries": {
+                "held_out": before.queries,
+                "before": {"mrr@10": before.mrr, "recall@5": before.recall5},
+                "after": {"mrr@10": after.mrr, "recall@5": after.recall5},
+            },
+            "dev_set": {"before": dev[0], "after": dev[1]} if dev else None,
+            "training": training.to_dict(),
+        }
+        stdout.print_json(json.dumps(result))
+        return
+    stdout.print(
+        f"{name}: trained {trial.model_id} on {training.pairs} pairs in "
+        f"{training.seconds:.0f} s (loss {training.first_loss:.3f} -> {training.last_loss:.3f})"
+    )
+    stdout.print(
+        f"held-out pseudo-queries ({before.queries}), dense: MRR@10 {before.mrr:.3f} -> "
+        f"{after.mrr:.3f}, recall@5 {before.recall5:.3f} -> {after.recall5:.3f}"
+    )
+    was, now = dev or ({}, {})
+    for mode in was:
+        stdout.print(
+            f"dev set {mode}: MRR@10 {was[mode]['mrr@10']:.3f} -> {now[mode]['mrr@10']:.3f}, "
+            f"recall@5 {was[mode]['recall@5']:.3f} -> {now[mode]['recall@5']:.3f}"
+        )
+    if adopted:
+        stdout.print(f"adopted: {name!r} is now embedded with {trial.model_id}")
+        stdout.print(
+            "its fusion calibration (if any) was measured with the old vectors and was "
+            f"dropped: ragtune tune retrieval --collection {name}"
+        )
+    elif dry_run:
+        stdout.print("[dry run: nothing changed]")
+    else:
+        stdout.print(
+            f"not adopted: the tuned model measures worse on the {trial.decided_on} ({new:.3f} "
+            f"< {old:.3f}); the collection is unchanged (--force adopts it anyway)"
+        )

@@ -21,7 +21,7 @@ from ragtune.retrieval.conversation import (
     closest_in,
     conversation_query,
 )
-from ragtune.retrieval.embedder import load_embedder, model_id_for
+from ragtune.retrieval.embedder import collection_embedder, load_embedder, model_id_for
 from ragtune.retrieval.errors import RetrievalError
 from ragtune.retrieval.evaluation import (
     ConversationSearch,
@@ -101,6 +101,7 @@ def evaluate_retrieval(
         try:
             if corpus is None:
                 target = store.collection(settings.collection, model_id)
+                embedder = collection_embedder(target, settings, embedder)
             else:
                 target = store.collection(settings.collection, model_id, create=True)
                 service = IngestService(ingest_settings, target, lambda: embedder, indexes)

@@ -16,8 +16,13 @@ from ragtune.retrieval.settings import DEFAULT_EMBEDDING_MODEL, RetrievalSetting
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
+    from ragtune.retrieval.store import Collection
+
 Vector = list[float]
 _DEFAULT_NAMES = (DEFAULT_EMBEDDING_MODEL, f"sentence-transformers/{DEFAULT_EMBEDDING_MODEL}")
+TUNED_PREFIX = "ragtune-tuned/"
+"""The identity of a model tuned for a collection (`ragtune tune embedder`): the prefix and the
+name of its folder under the data directory's `embedders/`."""
 
 
 class Embedder(ABC):
@@ -183,3 +188,38 @@ def load_embedder(settings: RetrievalSettings) -> Embedder:
         device=settings.embedding_device,
         batch_size=settings.embedding_batch_size,
     )
+
+
+def tuned_model_dir(data_dir: Path, model_id: str) -> Path:
+    """Where the tuned model `model_id` (`ragtune-tuned/NAME`) lies."""
+    return data_dir / "embedders" / model_id.removeprefix(TUNED_PREFIX)
+
+
+def collection_embedder(
+    collection: Collection, settings: RetrievalSettings, configured: Embedder | None = None
+) -> Embedder:
+    """The embedder that reads `collection`: the configured model (`configured` when already
+    loaded), or the model tuned for the collection when it was re-embedded with one."""
+    model_id = collection.embedding_model
+    if not model_id.startswith(TUNED_PREFIX):
+        return configured if configured is not None else load_embedder(settings)
+    return _tuned_embedder(
+        str(tuned_model_dir(settings.data_dir, model_id)),
+        model_id,
+        settings.embedding_device,
+        settings.embedding_batch_size,
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _tuned_embedder(path: str, model_id: str, device: str, batch_size: int) -> Embedder:
+    if not Path(path).is_dir():
+        raise EmbeddingModelError(
+            f"the collection is embedded with {model_id!r}, tuned for it, but {path} is "
+            "missing (the data directory's embedders/ folder must travel with the store). "
+            "Restore the folder, or re-embed with the configured model: "
+            "ragtune tune embedder --collection NAME --revert"
+        )
+    embedder = SentenceTransformerEmbedder(path, device=device, batch_size=batch_size)
+    embedder.model_id = model_id
+    return embedder

@@ -7,6 +7,7 @@ in: no Chroma embedding function is ever used (the default one would download a 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -35,6 +36,11 @@ Metadata = dict[str, MetadataValue]
 Where = dict[str, Any]
 
 EMBEDDING_MODEL_KEY = "embedding_model"
+REPLACED_SUFFIX = ".ragtune-replaced"
+STAGING_SUFFIX = ".ragtune-staging"
+EMBEDDING_BASE_KEY = "embedding_base"
+"""Set on a collection re-embedded with a model tuned for it (`ragtune tune embedder`): the
+model that one was tuned from, which the deployment configures."""
 REVISION_KEY = "revision"
 SCAN_PAGE = 5000
 
@@ -221,6 +227,15 @@ class VectorStore(ABC):
 
     @abstractmethod
     def delete_collection(self, name: str) -> None: ...
+
+    @abstractmethod
+    def create_staging(self, name: str, embedding_model: str, metadata: Metadata) -> Collection:
+        """A new, empty collection `name` for a collection being rebuilt (any left from an
+        interrupted rebuild is dropped first), with `metadata` beside the store's own keys."""
+
+    @abstractmethod
+    def replace_collection(self, name: str, staging: str) -> None:
+        """Put the collection `staging` in the place of `name` (the old one is deleted)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release what the store holds (locks, connections)."""
@@ -504,6 +519,8 @@ class ChromaStore(VectorStore):
         try:
             raw = self._client.get_collection(name, embedding_function=None)
         except chromadb.errors.NotFoundError:
+            raw = self._restore_replaced(name)
+        if raw is None:
             if not create:
                 raise collection_not_found(name, self.location) from None
             raw = self._client.create_collection(
@@ -512,12 +529,67 @@ class ChromaStore(VectorStore):
                 configuration={"hnsw": {"space": "cosine"}},
                 metadata={EMBEDDING_MODEL_KEY: embedding_model, "created_by": "ragtune"},
             )
-        check_embedding_model(name, (raw.metadata or {}).get(EMBEDDING_MODEL_KEY), embedding_model)
+        recorded = (raw.metadata or {}).get(EMBEDDING_MODEL_KEY)
+        if recorded != embedding_model and (raw.metadata or {}).get(EMBEDDING_BASE_KEY) == (
+            embedding_model
+        ):
+            # Re-embedded with a model tuned from the configured one: read with that model.
+            embedding_model = str(recorded)
+        check_embedding_model(name, recorded, embedding_model)
         return ChromaCollection(self._client, raw, embedding_model, self._max_batch)
+
+    def _restore_replaced(self, name: str) -> Any:
+        """The collection `name` put back from a replacement interrupted between its two
+        renames (see `replace_collection`); None when there is none to put back."""
+        import chromadb.errors
+
+        try:
+            raw = self._client.get_collection(name + REPLACED_SUFFIX, embedding_function=None)
+            raw.modify(name=name)
+            return self._client.get_collection(name, embedding_function=None)
+        except (chromadb.errors.NotFoundError, ValueError):
+            return None
+
+    def create_staging(self, name: str, embedding_model: str, metadata: Metadata) -> Collection:
+        """A new, empty collection `name` for a collection being rebuilt (any left from an
+        interrupted rebuild is dropped first), with `metadata` beside the store's own keys."""
+        import chromadb.errors
+
+        with contextlib.suppress(chromadb.errors.NotFoundError, ValueError):
+            self._client.delete_collection(name)
+        raw = self._client.create_collection(
+            name,
+            embedding_function=None,
+            configuration={"hnsw": {"space": "cosine"}},
+            metadata={
+                **{k: v for k, v in metadata.items() if k != REVISION_KEY},
+                EMBEDDING_MODEL_KEY: embedding_model,
+                "created_by": "ragtune",
+            },
+        )
+        return ChromaCollection(self._client, raw, embedding_model, self._max_batch)
+
+    def replace_collection(self, name: str, staging: str) -> None:
+        """Put the collection `staging` in the place of `name` (renamed; the old one is deleted
+        once the new one holds the name)."""
+        import chromadb.errors
+
+        old = name + REPLACED_SUFFIX
+        with contextlib.suppress(chromadb.errors.NotFoundError, ValueError):
+            self._client.delete_collection(old)
+        self._client.get_collection(name, embedding_function=None).modify(name=old)
+        try:
+            self._client.get_collection(staging, embedding_function=None).modify(name=name)
+        except BaseException:
+            self._client.get_collection(old, embedding_function=None).modify(name=name)
+            raise
+        self._client.delete_collection(old)
 
     def list_collections(self) -> list[CollectionInfo]:
         infos = []
         for raw in self._client.list_collections():
+            if raw.name.endswith((REPLACED_SUFFIX, STAGING_SUFFIX)):
+                continue  # a rebuild under way, or one interrupted (see `replace_collection`)
             meta: Mapping[str, Any] = raw.metadata or {}
             infos.append(
                 CollectionInfo(raw.name, meta.get(EMBEDDING_MODEL_KEY), raw.count(), dict(meta))

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pydantic import ValidationError
 
 from ragtune.retrieval.conversation import Closest, closest_in
-from ragtune.retrieval.embedder import Embedder, Vector
+from ragtune.retrieval.embedder import Embedder, Vector, collection_embedder
 from ragtune.retrieval.errors import CollectionNotFoundError
 from ragtune.retrieval.filters import SearchFilter
 from ragtune.retrieval.lexical import LexicalIndexes
@@ -65,7 +65,7 @@ class RetrieverCache:
             target = self.store.collection(name, self.embedder.model_id)
             retriever = Retriever(
                 target,
-                self.embedder,
+                collection_embedder(target, self.settings, self.embedder),
                 self.lexical,
                 settings,
                 save_lexical=False,
@@ -73,6 +73,14 @@ class RetrieverCache:
             )
             self._retrievers[name] = retriever
         return retriever
+
+    def embedder_for(self, collection: str | None = None) -> Embedder:
+        """The embedder whose vectors `collection` is searched with: the shared one, or the
+        model tuned for that collection (`ragtune tune embedder`)."""
+        try:
+            return self.get(collection).embedder
+        except CollectionNotFoundError:
+            return self.embedder
 
     def closest(
         self, collection: str | None = None, filters: Mapping[str, str] | None = None

@@ -183,7 +183,17 @@ class ChatService:
             if request.history and request.searches_documents
             else None
         )
-        query = conversation_query(request.turns, self.embedder, closest, self.weighting)
+        # A collection re-embedded with a model tuned for it is searched with that model;
+        # adapters are matched with the shared one.
+        embedder = (
+            self.retrievers.embedder_for(request.collection)
+            if request.searches_documents
+            else self.embedder
+        )
+        query = conversation_query(request.turns, embedder, closest, self.weighting)
+        matching = query.vector
+        if embedder is not self.embedder:
+            matching = self.embedder.embed_query(query.text)
         hits = []
         if request.searches_documents:
             hits = self.retrievers.search(
@@ -195,7 +205,7 @@ class ChatService:
                 required=request.requires_documents,
             )
         retrieved = time.perf_counter()
-        plan = plan_route(self.settings, request, hits, self.fleet.matches(query.vector))
+        plan = plan_route(self.settings, request, hits, self.fleet.matches(matching))
         timings = {"retrieval": retrieved - started, "routing": time.perf_counter() - retrieved}
         return Routed(plan, timings)
 

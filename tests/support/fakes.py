@@ -176,6 +176,15 @@ class InMemoryStore(VectorStore):
     def delete_collection(self, name: str) -> None:
         self.collections.pop(name, None)
 
+    def create_staging(self, name: str, embedding_model: str, metadata: Metadata) -> Collection:
+        self.collections[name] = InMemoryCollection(name, embedding_model)
+        return self.collections[name]
+
+    def replace_collection(self, name: str, staging: str) -> None:
+        replacement = self.collections.pop(staging)
+        replacement.name = name
+        self.collections[name] = replacement
+
     def snapshot(self) -> dict[str, Any]:
         return {name: dict(c.rows) for name, c in self.collections.items()}
 

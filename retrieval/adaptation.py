@@ -1,0 +1,461 @@
+"""Domain adaptation of a collection's embedding model, with no labels (`ragtune tune embedder`).
+
+The configured sentence-transformers model is fine-tuned on pairs drawn from the collection's own
+chunks, inverse-cloze style: a sentence of a chunk is the query, the chunk (under its heading,
+without that sentence nine times in ten, so that the pair is not a copy) is its passage, and the
+other passages of the batch are its negatives (MultipleNegativesRankingLoss). The tuned model
+gets its own identity (`ragtune-tuned/<collection>-<time>`, stored under the data directory's
+`embedders/`), the collection is re-embedded with it into a staging collection, measured there
+against the collection as it is, and only then put in its place: a tuned model that measures
+worse is not adopted unless asked for, and an interrupted run leaves the collection untouched.
+
+What it is measured on: pseudo-queries (as `retrieval.calibration` draws them) from chunks kept
+out of training, and, when given, a labelled set in `eval retrieval`'s format. On both
+developers' sets it did not beat the model it came from (README, "Tuning the embedder"), so it is
+a command to try on a collection, never a step of ingestion.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ragtune.retrieval.calibration import CUTOFF, PseudoQuery, pseudo_queries
+from ragtune.retrieval.embedder import (
+    TUNED_PREFIX,
+    Embedder,
+    SentenceTransformerEmbedder,
+    collection_embedder,
+    resolve_model_path,
+    tuned_model_dir,
+)
+from ragtune.retrieval.errors import RetrievalError
+from ragtune.retrieval.evaluation import QAItem, evaluate
+from ragtune.retrieval.lexical import LexicalIndex, LexicalIndexes
+from ragtune.retrieval.search import Retriever, SearchHit, SearchMode
+from ragtune.retrieval.settings import RetrievalSettings
+from ragtune.retrieval.store import (
+    EMBEDDING_BASE_KEY,
+    EMBEDDING_MODEL_KEY,
+    STAGING_SUFFIX,
+    ChunkRecord,
+    Collection,
+    VectorStore,
+)
+
+MANIFEST = "ragtune-embedder.json"
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
+_DROPPED_KEYS = ("calibration", EMBEDDING_BASE_KEY)
+"""Collection metadata that does not carry over to a re-embedded collection: a calibration was
+measured with the old vectors."""
+
+
+@dataclass(frozen=True)
+class TrainingPair:
+    query: str
+    passage: str
+
+
+def training_pairs(
+    collection: Collection, count: int, seed: int = 0, exclude: frozenset[str] = frozenset()
+) -> list[TrainingPair]:
+    """Up to `count` (query, passage) pairs from chunks not in `exclude`, one per chunk drawn."""
+    rng = random.Random(seed)
+    ids = [chunk.id for chunk in collection.scan() if chunk.id not in exclude]
+    rng.shuffle(ids)
+    pairs: list[TrainingPair] = []
+    for start in range(0, len(ids), 500):
+        if len(pairs) >= count:
+            break
+        for chunk in collection.get(ids[start : start + 500]):
+            text = chunk.text or ""
+            sentences = [s for s in _SENTENCE.split(text) if len(s.split()) >= 6]
+            if not sentences:
+                continue
+            sentence = rng.choice(sentences)
+            passage = text
+            if len(sentences) > 1 and rng.random() < 0.9:
+                passage = text.replace(sentence, " ", 1)
+            heading = str(chunk.metadata.get("heading") or chunk.metadata.get("title") or "")
+            pairs.append(
+                TrainingPair(" ".join(sentence.split()[:40]), f"{heading}\n{passage}".strip())
+            )
+            if len(pairs) >= count:
+                break
+    return pairs
+
+
+@dataclass
+class Training:
+    """How a tuned model was made: stored beside it as its manifest."""
+
+    model_id: str
+    base_model: str
+    collection: str
+    revision: str
+    pairs: int
+    steps: int
+    batch_size: int
+    learning_rate: float
+    seed: int
+    seconds: float = 0.0
+    first_loss: float = 0.0
+    last_loss: float = 0.0
+    created: float = field(default_factory=time.time)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def fine_tune(
+    base_model: str,
+    pairs: Sequence[TrainingPair],
+    out_dir: Path,
+    training: Training,
+    on_step: Callable[[int, float], None] | None = None,
+) -> Training:
+    """Fine-tune the sentence-transformers model `base_model` (a configured name or a path) on
+    `pairs` with in-batch negatives, `training.steps` steps of `training.batch_size` pairs
+    (cycling through the pairs), linear warm-up and decay; save it to `out_dir` with its
+    manifest. CPU-feasible for MiniLM: about 8 s a step of 32 pairs on two cores."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.losses import MultipleNegativesRankingLoss
+
+    if len(pairs) < training.batch_size:
+        raise RetrievalError(
+            f"only {len(pairs)} training pairs (chunks with a sentence of 6 words or more); at "
+            f"least one batch ({training.batch_size}) is needed to tune the embedder"
+        )
+    started = time.perf_counter()
+    torch.manual_seed(training.seed)
+    order = list(pairs)
+    random.Random(training.seed).shuffle(order)
+    model = SentenceTransformer(resolve_model_path(base_model), device="cpu")
+    loss = MultipleNegativesRankingLoss(model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=training.learning_rate)
+    steps, size = training.steps, training.batch_size
+    warmup = max(1, steps // 10)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda i: min(1.0, (i + 1) / warmup) * max(0.0, 1.0 - i / steps)
+    )
+    model.train()
+    history: list[float] = []
+    for step in range(steps):
+        batch = [order[(step * size + j) % len(order)] for j in range(size)]
+        queries = model.preprocess([p.query for p in batch])
+        passages = model.preprocess([p.passage for p in batch])
+        value = loss([queries, passages], torch.empty(0))
+        value.backward()
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad()
+        history.append(float(value.item()))
+        if on_step is not None:
+            on_step(step + 1, history[-1])
+    model.eval()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save(str(out_dir))
+    window = max(1, min(10, steps // 4))
+    training.seconds = time.perf_counter() - started
+    training.first_loss = sum(history[:window]) / window
+    training.last_loss = sum(history[-window:]) / window
+    (out_dir / MANIFEST).write_text(json.dumps(training.to_dict(), indent=2) + "\n")
+    return training
+
+
+def tuned_name(collection: str) -> str:
+    return f"{TUNED_PREFIX}{collection}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+
+
+def reembed(
+    store: VectorStore,
+    collection: Collection,
+    embedder: Embedder,
+    base_model: str | None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> Collection:
+    """A staging copy of `collection` (chunks, ids, metadata, collection metadata but its
+    calibration) with every chunk embedded by `embedder`; `base_model`: the configured model
+    the embedder was tuned from (None: it is the configured model). The collection itself is
+    not touched: `adopt` puts the copy in its place."""
+    metadata = {k: v for k, v in collection.metadata().items() if k not in _DROPPED_KEYS}
+    metadata.pop(EMBEDDING_MODEL_KEY, None)
+    if base_model is not None:
+        metadata[EMBEDDING_BASE_KEY] = base_model
+    staging = store.create_staging(collection.name + STAGING_SUFFIX, embedder.model_id, metadata)
+    total, done = collection.count(), 0
+    ids = [chunk.id for chunk in collection.scan()]
+    page = max(1, min(1000, staging.max_batch))
+    for start in range(0, len(ids), page):
+        chunks = collection.get(ids[start : start + page])
+        texts = [chunk.text or "" for chunk in chunks]
+        vectors = embedder.embed(texts)
+        staging.add(
+            [
+                ChunkRecord(
+                    chunk.id,
+                    text,
+                    {**chunk.metadata, EMBEDDING_MODEL_KEY: embedder.model_id},
+                    vector,
+                )
+                for chunk, text, vector in zip(chunks, texts, vectors, strict=True)
+            ]
+        )
+        done += len(chunks)
+        if on_progress is not None:
+            on_progress(done, total)
+    if staging.count() != total:
+        store.delete_collection(staging.name)
+        raise RetrievalError(
+            f"re-embedding {collection.name!r} copied {staging.count()} of {total} chunks "
+            "(was it written to meanwhile?); nothing was changed, run the command again"
+        )
+    return staging
+
+
+def adopt(store: VectorStore, collection: Collection, staging: Collection) -> None:
+    """Put the re-embedded staging copy in the place of `collection`."""
+    store.replace_collection(collection.name, staging.name)
+
+
+def discard(store: VectorStore, staging: Collection, model_dir: Path | None) -> None:
+    """Drop a staging copy (and the tuned model it was made with) that is not adopted."""
+    store.delete_collection(staging.name)
+    if model_dir is not None:
+        shutil.rmtree(model_dir, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class PseudoScore:
+    """Dense MRR@10 and recall@5 on held-out pseudo-queries."""
+
+    mrr: float
+    recall5: float
+    queries: int
+
+
+def held_out_queries(
+    collection: Collection, lexical: LexicalIndex, count: int, seed: int
+) -> list[PseudoQuery]:
+    """Pseudo-queries (whole sentences: tuning learns from whole ones) kept out of training."""
+    return pseudo_queries(collection, lexical, count, seed + 1, keep_words=1.0)
+
+
+def excluded_chunks(queries: Sequence[PseudoQuery]) -> frozenset[str]:
+    """The chunks training must not see: held-out queries' own chunks and their answers."""
+    found: set[str] = set()
+    for query in queries:
+        found.add(query.chunk_id)
+        found.update(query.targets)
+    return frozenset(found)
+
+
+def score_pseudo(
+    collection: Collection, embedder: Embedder, queries: Sequence[PseudoQuery]
+) -> PseudoScore:
+    """Dense retrieval of each held-out pseudo-query (its own chunk left out)."""
+    vectors = embedder.embed_queries([q.text for q in queries])
+    mrr = recall = 0.0
+    for query, vector in zip(queries, vectors, strict=True):
+        ranked = [i for i, _ in collection.nearest(vector, CUTOFF + 1) if i != query.chunk_id][
+            :CUTOFF
+        ]
+        hits = [rank for rank, i in enumerate(ranked, start=1) if i in query.targets]
+        if hits:
+            mrr += 1.0 / hits[0]
+            recall += 1.0 if hits[0] <= 5 else 0.0
+    n = len(queries) or 1
+    return PseudoScore(mrr / n, recall / n, len(queries))
+
+
+def tuned_embedder(path: Path, model_id: str, settings: RetrievalSettings) -> Embedder:
+    """The tuned model at `path`, loaded under its identity."""
+    embedder = SentenceTransformerEmbedder(
+        str(path), device=settings.embedding_device, batch_size=settings.embedding_batch_size
+    )
+    embedder.model_id = model_id
+    return embedder
+
+
+def model_dir(settings: RetrievalSettings, model_id: str) -> Path:
+    return tuned_model_dir(settings.data_dir, model_id)
+
+
+@dataclass(frozen=True)
+class TuneOptions:
+    steps: int = 60
+    batch_size: int = 32
+    learning_rate: float = 3e-5
+    held_out: int = 200
+    """Pseudo-queries kept out of training to measure on."""
+    seed: int = 0
+
+
+Metrics = dict[str, dict[str, float]]
+"""Metrics per search mode (`eval retrieval`'s names)."""
+
+
+@dataclass
+class Trial:
+    """A tuned model tried on a collection: the re-embedded staging copy and the measurements;
+    `settle` adopts or discards it."""
+
+    model_id: str
+    training: Training
+    staging: Collection
+    folder: Path
+    before: PseudoScore
+    after: PseudoScore
+    dev: tuple[Metrics, Metrics] | None = None
+    """Labelled dev set metrics before and after, when one was given."""
+
+    @property
+    def decided_on(self) -> str:
+        return "dev set hybrid MRR@10" if self.dev else "held-out pseudo-queries MRR@10"
+
+    @property
+    def scores(self) -> tuple[float, float]:
+        """(before, after) of what the decision rests on."""
+        if self.dev:
+            return self.dev[0]["hybrid"]["mrr@10"], self.dev[1]["hybrid"]["mrr@10"]
+        return self.before.mrr, self.after.mrr
+
+    @property
+    def better(self) -> bool:
+        """Measures no worse than the collection as it is."""
+        old, new = self.scores
+        return new >= old
+
+
+Status = Callable[[str], None]
+
+
+def try_tuned(
+    store: VectorStore,
+    target: Collection,
+    configured: Embedder,
+    settings: RetrievalSettings,
+    indexes: LexicalIndexes,
+    options: TuneOptions,
+    qa: Sequence[QAItem] | None = None,
+    status: Status | None = None,
+) -> Trial:
+    """Tune the configured model on `target`'s chunks, re-embed a staging copy with it and
+    measure both (held-out pseudo-queries; `qa` too when given). The collection itself is not
+    changed; on an error nothing is left behind."""
+    say = status or (lambda _: None)
+    lexical = indexes.current(target, save=False)
+    held = held_out_queries(target, lexical, options.held_out, options.seed)
+    if len(held) < 20:
+        raise RetrievalError(
+            f"collection {target.name!r} gives only {len(held)} held-out pseudo-queries; "
+            "20 are needed to measure a tuned embedder"
+        )
+    pairs = training_pairs(
+        target, options.steps * options.batch_size, options.seed, excluded_chunks(held)
+    )
+    model_id = tuned_name(target.name)
+    folder = model_dir(settings, model_id)
+    training = Training(
+        model_id, configured.model_id, target.name, target.revision(), len(pairs),
+        options.steps, options.batch_size, options.learning_rate, options.seed,
+    )  # fmt: skip
+    current = collection_embedder(target, settings, configured)
+    say(f"tuning on {len(pairs)} pairs of {target.name!r}...")
+    staging: Collection | None = None
+    try:
+        fine_tune(
+            settings.embedding_model, pairs, folder, training,
+            lambda step, loss: say(f"tuning: step {step}/{options.steps}, loss {loss:.3f}"),
+        )  # fmt: skip
+        tuned = tuned_embedder(folder, model_id, settings)
+        staging = reembed(
+            store, target, tuned, configured.model_id,
+            lambda done, total: say(f"re-embedding: {done}/{total} chunks"),
+        )  # fmt: skip
+        say("measuring before and after...")
+        trial = Trial(
+            model_id,
+            training,
+            staging,
+            folder,
+            score_pseudo(target, current, held),
+            score_pseudo(staging, tuned, held),
+        )
+        if qa is not None:
+            trial.dev = (
+                dev_metrics(target, current, indexes, settings, qa),
+                dev_metrics(staging, tuned, indexes, settings, qa),
+            )
+        return trial
+    except BaseException:
+        if staging is not None:
+            store.delete_collection(staging.name)
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def settle(
+    store: VectorStore,
+    target: Collection,
+    trial: Trial,
+    adopt_it: bool,
+    indexes: LexicalIndexes,
+    settings: RetrievalSettings,
+) -> None:
+    """Adopt the trial's staging copy in the place of `target` (the model it replaces, if it
+    was a tuned one, is removed), or discard it and its model."""
+    indexes.drop(trial.staging.name)
+    if not adopt_it:
+        discard(store, trial.staging, trial.folder)
+        return
+    adopt(store, target, trial.staging)
+    indexes.current(store.collection(target.name, trial.training.base_model), save=True)
+    if target.embedding_model.startswith(TUNED_PREFIX):
+        shutil.rmtree(model_dir(settings, target.embedding_model), ignore_errors=True)
+
+
+def revert(
+    store: VectorStore,
+    target: Collection,
+    configured: Embedder,
+    indexes: LexicalIndexes,
+    settings: RetrievalSettings,
+    status: Status | None = None,
+) -> None:
+    """Re-embed a collection tuned for with the configured model again; its tuned model is
+    removed."""
+    say = status or (lambda _: None)
+    staging = reembed(
+        store, target, configured, None, lambda done, total: say(f"re-embedding: {done}/{total}")
+    )
+    adopt(store, target, staging)
+    indexes.drop(staging.name)
+    indexes.current(store.collection(target.name, configured.model_id), save=True)
+    shutil.rmtree(model_dir(settings, target.embedding_model), ignore_errors=True)
+
+
+def dev_metrics(
+    collection: Collection,
+    embedder: Embedder,
+    indexes: LexicalIndexes,
+    settings: RetrievalSettings,
+    qa: Sequence[QAItem],
+) -> Metrics:
+    """Hybrid and dense metrics of `qa` on `collection` searched with `embedder`."""
+    retriever = Retriever(collection, embedder, indexes, settings, save_lexical=False)
+
+    def searcher(mode: SearchMode) -> Callable[[str, int], list[SearchHit]]:
+        return lambda question, depth: retriever.search(question, depth, mode)
+
+    searches = [(mode.value, searcher(mode)) for mode in (SearchMode.HYBRID, SearchMode.DENSE)]
+    report = evaluate(collection, qa, searches)
+    return {m.mode: m.metrics for m in report.modes}
