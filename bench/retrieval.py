@@ -155,8 +155,8 @@ def score_set(
                 result = calibrate(product, lexical, embedder, settings)
                 store_calibration(product, result)
                 print(
-                    f"{name} calibration: lexical weight {result.lexical_weight}, rrf_k "
-                    f"{result.rrf_k} (pseudo-query MRR@10 {result.mrr:.3f}, defaults "
+                    f"{name} calibration: {result.describe()} "
+                    f"(pseudo-query MRR@10 {result.mrr:.3f}, defaults "
                     f"{result.default_mrr:.3f}, {result.seconds:.1f} s)"
                 )
                 reports["ragtune-cal"] = run_modes(

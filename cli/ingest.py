@@ -181,9 +181,9 @@ def _fusion_caption(calibration: Calibration | None) -> str:
     if calibration is None:
         return "search fusion: shipped defaults (calibrate: ragtune tune retrieval)"
     return (
-        f"search fusion: calibrated, lexical weight {calibration.lexical_weight}, rrf_k "
-        f"{calibration.rrf_k} ({calibration.pseudo_queries} pseudo-queries, MRR@10 "
-        f"{calibration.mrr:.3f} vs defaults {calibration.default_mrr:.3f})"
+        f"search fusion: calibrated, {calibration.describe()} ({calibration.pseudo_queries} "
+        f"pseudo-queries, MRR@10 {calibration.mrr:.3f} vs defaults "
+        f"{calibration.default_mrr:.3f})"
     )
 
 

@@ -12,7 +12,12 @@ from rich.console import Console
 from ragtune.cli.settings import command_settings
 from ragtune.retrieval.adaptation import Trial, TuneOptions, settle, try_tuned
 from ragtune.retrieval.adaptation import revert as revert_tuning
-from ragtune.retrieval.calibration import calibrate, store_calibration, stored_calibration
+from ragtune.retrieval.calibration import (
+    calibrate,
+    describe_fusion,
+    store_calibration,
+    stored_calibration,
+)
 from ragtune.retrieval.embedder import collection_embedder, load_embedder, model_id_for
 from ragtune.retrieval.evaluation import load_qa
 from ragtune.retrieval.lexical import LexicalIndexes
@@ -47,9 +52,9 @@ def tune_retrieval(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
-    """Calibrate fusion (BM25 weight, rrf_k) for one collection, with no labels: sentences of
-    its own chunks are the queries, their neighbouring chunks the answers. Stored with the
-    collection and used by every search of it (settings given explicitly still win).
+    """Calibrate fusion (method, BM25 weight, rrf_k) for one collection, with no labels:
+    sentences of its own chunks are the queries, their neighbouring chunks the answers. Stored
+    with the collection and used by every search of it (settings given explicitly still win).
 
     Example: ragtune tune retrieval --collection handbook
     """
@@ -81,12 +86,14 @@ def tune_retrieval(
         )
         return
     was = (
-        f"lexical weight {before.lexical_weight}, rrf_k {before.rrf_k}"
+        before.describe()
         if before
-        else f"defaults (lexical weight {settings.lexical_weight}, rrf_k {settings.rrf_k})"
+        else "defaults ("
+        + describe_fusion(settings.fusion, settings.lexical_weight, settings.rrf_k)
+        + ")"
     )
     stdout.print(
-        f"{target.name}: lexical weight {result.lexical_weight}, rrf_k {result.rrf_k} "
+        f"{target.name}: {result.describe()} "
         f"(MRR@10 on {result.pseudo_queries} pseudo-queries {result.mrr:.3f}; the defaults "
         f"{result.default_mrr:.3f}; before: {was}; {result.seconds:.1f} s)"
         + ("" if not dry_run else " [dry run: nothing stored]")

@@ -30,6 +30,7 @@ from typing import Any
 
 from ragtune.retrieval.embedder import Embedder
 from ragtune.retrieval.errors import RetrievalError
+from ragtune.retrieval.fusion import FusionMethod, Ranked, fuse
 from ragtune.retrieval.lexical import LexicalIndex
 from ragtune.retrieval.settings import RetrievalSettings
 from ragtune.retrieval.store import Collection
@@ -50,6 +51,9 @@ class Calibration:
     lexical_weight: float
     rrf_k: int
     dense_weight: float = 1.0
+    fusion: str = "rrf"
+    """The fusion method chosen (`retrieval.fusion`); calibrations stored before score fusion
+    existed were all RRF."""
     embedding_model: str = ""
     """The embedding model the pseudo-queries were searched with."""
     revision: str = ""
@@ -69,21 +73,29 @@ class Calibration:
     def from_json(cls, text: str) -> Calibration:
         data: dict[str, Any] = json.loads(text)
         known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in data.items() if k in known})
+        calibration = cls(**{k: v for k, v in data.items() if k in known})
+        if calibration.fusion not in ("score", "rrf"):
+            raise ValueError(f"unknown fusion method {calibration.fusion!r}")
+        return calibration
 
     def apply(self, settings: RetrievalSettings) -> RetrievalSettings:
         """`settings` with this calibration's fusion."""
         return settings.model_copy(
             update={
+                "fusion": self.fusion,
                 "dense_weight": self.dense_weight,
                 "lexical_weight": self.lexical_weight,
                 "rrf_k": self.rrf_k,
             }
         )
 
+    def describe(self) -> str:
+        return describe_fusion(self.fusion, self.lexical_weight, self.rrf_k)
+
     def summary(self) -> dict[str, Any]:
         """What `docs list` and `search --json` show."""
         return {
+            "fusion": self.fusion,
             "lexical_weight": self.lexical_weight,
             "dense_weight": self.dense_weight,
             "rrf_k": self.rrf_k,
@@ -93,6 +105,13 @@ class Calibration:
             "default_mrr": round(self.default_mrr, 4),
             "revision": self.revision,
         }
+
+
+def describe_fusion(method: str, lexical_weight: float, rrf_k: int) -> str:
+    """A fusion setting in words, for people: "score fusion, lexical weight 0.6"."""
+    if method == "rrf":
+        return f"RRF, lexical weight {lexical_weight}, rrf_k {rrf_k}"
+    return f"score fusion, lexical weight {lexical_weight}"
 
 
 def stored_calibration(collection: Collection) -> Calibration | None:
@@ -179,20 +198,18 @@ def _neighbours(lexical: LexicalIndex, chunk_id: str) -> frozenset[str]:
     return frozenset(found)
 
 
-Run = tuple[dict[str, int], dict[str, int], frozenset[str]]
-"""One pseudo-query searched: dense ranks and lexical ranks by chunk id, and its answers."""
+Run = tuple[Ranked, Ranked, frozenset[str]]
+"""One pseudo-query searched: dense and lexical (rank, score) by chunk id, and its answers."""
+Choice = tuple[FusionMethod, float, int]
+"""(fusion method, lexical weight, rrf_k): dense weight 1."""
 
 
-def fused_mrr(runs: Sequence[Run], lw: float, k: int) -> float:
-    """MRR@10 of RRF fusion (dense weight 1, lexical `lw`, `k`) over (dense ranks, lexical
-    ranks, answers) runs."""
+def fused_mrr(runs: Sequence[Run], choice: Choice) -> float:
+    """MRR@10 of fusion by `choice` over (dense, lexical, answers) runs."""
+    method, lw, k = choice
     total = 0.0
     for dense, lexical, targets in runs:
-        scores: dict[str, float] = {}
-        for chunk_id, rank in dense.items():
-            scores[chunk_id] = 1.0 / (k + rank)
-        for chunk_id, rank in lexical.items():
-            scores[chunk_id] = scores.get(chunk_id, 0.0) + lw / (k + rank)
+        scores = fuse(dense, lexical, method, 1.0, lw, k)
         found = [scores[t] for t in targets if t in scores]
         if not found:
             continue
@@ -203,17 +220,27 @@ def fused_mrr(runs: Sequence[Run], lw: float, k: int) -> float:
     return total / len(runs) if runs else 0.0
 
 
-def choose_fusion(
-    runs: Sequence[Run], defaults: RetrievalSettings
-) -> tuple[tuple[float, int], float, float]:
-    """((lexical weight, rrf_k), its MRR@10, the defaults' MRR@10) over the grid: the best
-    MRR@10; ties go to the setting nearest the defaults (the grid is coarse)."""
-    default = defaults.lexical_weight / defaults.dense_weight, defaults.rrf_k
-    scored = {(lw, k): fused_mrr(runs, lw, k) for lw in LEXICAL_WEIGHTS for k in RRF_KS}
-    scored.setdefault(default, fused_mrr(runs, *default))
+def choose_fusion(runs: Sequence[Run], defaults: RetrievalSettings) -> tuple[Choice, float, float]:
+    """((method, lexical weight, rrf_k), its MRR@10, the defaults' MRR@10) over the grid (RRF
+    over weights and rrf_k; score fusion over weights): the best MRR@10; ties go to the
+    defaults' method, then to the setting nearest them (the grid is coarse)."""
+    default: Choice = (
+        defaults.fusion,
+        defaults.lexical_weight / defaults.dense_weight,
+        defaults.rrf_k,
+    )
+    grid: list[Choice] = [("rrf", lw, k) for lw in LEXICAL_WEIGHTS for k in RRF_KS]
+    grid += [("score", lw, defaults.rrf_k) for lw in LEXICAL_WEIGHTS]
+    scored = {choice: fused_mrr(runs, choice) for choice in grid}
+    scored.setdefault(default, fused_mrr(runs, default))
     best = max(
         scored,
-        key=lambda s: (round(scored[s], 4), -abs(s[0] - default[0]), -abs(s[1] - default[1])),
+        key=lambda s: (
+            round(scored[s], 4),
+            s[0] == default[0],
+            -abs(s[1] - default[1]),
+            -abs(s[2] - default[2]),
+        ),
     )
     return best, scored[best], scored[default]
 
@@ -244,21 +271,26 @@ def calibrate(
     runs = []
     for query, vector in zip(drawn, vectors, strict=True):
         # The query's own chunk is left out: its neighbours are the answers.
-        dense_ids = [i for i, _ in collection.nearest(vector, depth + 1) if i != query.chunk_id]
-        lexical_ids = [
-            lexical.ids[hit.row]
+        dense_hits = [
+            (i, 1.0 - distance)
+            for i, distance in collection.nearest(vector, depth + 1)
+            if i != query.chunk_id
+        ]
+        lexical_hits = [
+            (lexical.ids[hit.row], hit.score)
             for hit in lexical.search(query.text, depth + 1)
             if lexical.ids[hit.row] != query.chunk_id
         ]
         runs.append(
             (
-                {i: rank for rank, i in enumerate(dense_ids[:depth], start=1)},
-                {i: rank for rank, i in enumerate(lexical_ids[:depth], start=1)},
+                {i: (rank, s) for rank, (i, s) in enumerate(dense_hits[:depth], start=1)},
+                {i: (rank, s) for rank, (i, s) in enumerate(lexical_hits[:depth], start=1)},
                 query.targets,
             )
         )
-    (lexical_weight, rrf_k), mrr, default_mrr = choose_fusion(runs, defaults)
+    (method, lexical_weight, rrf_k), mrr, default_mrr = choose_fusion(runs, defaults)
     return Calibration(
+        fusion=method,
         lexical_weight=lexical_weight,
         rrf_k=rrf_k,
         embedding_model=collection.embedding_model,

@@ -1,4 +1,4 @@
-"""Search a collection: dense (Chroma), lexical (BM25) or both fused by reciprocal rank.
+"""Search a collection: dense (Chroma), lexical (BM25) or both fused (`retrieval.fusion`).
 
 The query is embedded once with the collection's own model (a caller that already has the
 vector, such as the chat router, passes it in). Filters apply alike to both retrievers.
@@ -15,12 +15,13 @@ from pathlib import PurePath
 from ragtune.retrieval.calibration import stored_calibration
 from ragtune.retrieval.embedder import Embedder, Vector
 from ragtune.retrieval.filters import SearchFilter
+from ragtune.retrieval.fusion import fuse
 from ragtune.retrieval.lexical import LexicalIndex, LexicalIndexes
 from ragtune.retrieval.rerank import Reranker
 from ragtune.retrieval.settings import RetrievalSettings
 from ragtune.retrieval.store import Collection, Metadata, Where
 
-FUSION_KEYS = frozenset({"dense_weight", "lexical_weight", "rrf_k"})
+FUSION_KEYS = frozenset({"fusion", "dense_weight", "lexical_weight", "rrf_k"})
 """The settings a collection's calibration chooses."""
 
 
@@ -38,7 +39,8 @@ class SearchHit:
     source: str
     section: str
     score: float
-    """The mode's score: fused RRF score (hybrid), cosine similarity (dense) or BM25."""
+    """The mode's score: the fused score (hybrid, `retrieval.fusion`), cosine similarity
+    (dense) or BM25."""
     metadata: Metadata
     dense_score: float | None = None
     dense_rank: int | None = None
@@ -122,6 +124,7 @@ class Retriever:
         `defaults`), for `search --json` and the like."""
         settings, source = self._fusion or self._read_fusion()
         return {
+            "method": settings.fusion,
             "dense_weight": settings.dense_weight,
             "lexical_weight": settings.lexical_weight,
             "rrf_k": settings.rrf_k,
@@ -163,7 +166,6 @@ class Retriever:
                 ):
                     c = candidates.setdefault(chunk_id, _Candidate(chunk_id))
                     c.dense_score, c.dense_rank = 1.0 - distance, rank
-                    c.fused += fusion.dense_weight / (fusion.rrf_k + rank)
                     if payload is not None:
                         c.text, c.metadata = payload
 
@@ -173,7 +175,26 @@ class Retriever:
                 chunk_id = lexical.ids[lexical_hit.row]
                 c = candidates.setdefault(chunk_id, _Candidate(chunk_id))
                 c.lexical_score, c.lexical_rank = lexical_hit.score, rank
-                c.fused += fusion.lexical_weight / (fusion.rrf_k + rank)
+
+        if mode == SearchMode.HYBRID:
+            fused = fuse(
+                {
+                    i: (c.dense_rank, c.dense_score)
+                    for i, c in candidates.items()
+                    if c.dense_rank and c.dense_score is not None
+                },
+                {
+                    i: (c.lexical_rank, c.lexical_score)
+                    for i, c in candidates.items()
+                    if c.lexical_rank and c.lexical_score is not None
+                },
+                fusion.fusion,
+                fusion.dense_weight,
+                fusion.lexical_weight,
+                fusion.rrf_k,
+            )
+            for chunk_id, score in fused.items():
+                candidates[chunk_id].fused = score
 
         def order(c: _Candidate) -> tuple[float, ...]:
             if mode == SearchMode.DENSE:

@@ -44,7 +44,11 @@ def test_tune_retrieval_stores_a_calibration_searches_use(eval_small: Path, tmp_
         chosen["rrf_k"],
     )
     listed = ragtune("docs", "list", "-c", "faq-docs", data_dir=data_dir)
-    assert f"rrf_k {chosen['rrf_k']}" in listed.stdout
+    assert in_force["method"] == chosen["fusion"]
+    if chosen["fusion"] == "rrf":
+        assert f"RRF, lexical weight {chosen['lexical_weight']}, rrf_k" in listed.stdout
+    else:
+        assert f"score fusion, lexical weight {chosen['lexical_weight']}" in listed.stdout
     assert "calibrated" in listed.stdout
     # An explicit setting still wins, and says so.
     hits = ragtune_json(

@@ -21,6 +21,7 @@ from ragtune.retrieval.calibration import (
     stored_calibration,
 )
 from ragtune.retrieval.errors import RetrievalError
+from ragtune.retrieval.fusion import fuse
 from ragtune.retrieval.lexical import LexicalIndexes
 from ragtune.retrieval.search import Retriever
 from ragtune.retrieval.settings import RetrievalSettings
@@ -81,18 +82,33 @@ def ingested(
 
 def test_choose_fusion_follows_the_retriever_that_ranks_the_answers() -> None:
     defaults = RetrievalSettings()
+    default = (defaults.fusion, defaults.lexical_weight, defaults.rrf_k)
     # BM25 puts the answer first and dense a decoy first: lexical weight must outvote dense.
-    lexical_knows = [({"decoy": 1, "a": 8}, {"a": 1}, frozenset({"a"}))] * 10
-    (weight, k), mrr, default_mrr = choose_fusion(lexical_knows, defaults)
+    lexical_knows = [({"decoy": (1, 0.9), "a": (8, 0.2)}, {"a": (1, 5.0)}, frozenset({"a"}))] * 10
+    choice, mrr, default_mrr = choose_fusion(lexical_knows, defaults)
     assert mrr == 1.0
     assert default_mrr < 1.0
-    assert (weight, k) != (defaults.lexical_weight, defaults.rrf_k)
+    assert choice != default
     # BM25 puts a decoy first and misses the answer: a weight that lets it win is not chosen.
-    lexical_misleads = [({"a": 1, "decoy": 2}, {"decoy": 1}, frozenset({"a"}))] * 10
-    (weight, k), mrr, _ = choose_fusion(lexical_misleads, defaults)
+    lexical_misleads = [
+        ({"a": (1, 0.6), "decoy": (2, 0.59)}, {"decoy": (1, 5.0)}, frozenset({"a"}))
+    ] * 10
+    choice, mrr, _ = choose_fusion(lexical_misleads, defaults)
     assert mrr == 1.0
-    assert fused_mrr(lexical_misleads, weight, k) == 1.0
-    assert fused_mrr(lexical_misleads, 1.0, 10) < 1.0  # equal weights would have lost it
+    assert fused_mrr(lexical_misleads, choice) == 1.0
+    assert fused_mrr(lexical_misleads, ("rrf", 1.0, 10)) < 1.0  # equal weights lose it
+    assert fused_mrr(lexical_misleads, ("score", 1.5, 10)) < 1.0
+
+
+def test_score_fusion_scales_each_retriever_to_its_best() -> None:
+    dense = {"a": (1, 0.8), "b": (2, 0.6), "c": (3, 0.4)}
+    lexical = {"c": (1, 10.0), "d": (2, 5.0)}
+    fused = fuse(dense, lexical, "score", 1.0, 0.5, 10)
+    assert fused == pytest.approx({"a": 1.0, "b": 0.5, "c": 0.5, "d": 0.25})
+    rrf = fuse(dense, lexical, "rrf", 1.0, 0.5, 10)
+    assert rrf["c"] == pytest.approx(1 / 13 + 0.5 / 11)
+    assert fuse({"a": (1, 0.3)}, {}, "score", 1.0, 0.5, 10) == {"a": 1.0}  # one: the best
+    assert fuse({}, {"x": (1, 0.0)}, "score", 1.0, 0.5, 10) == {"x": 0.0}  # no BM25 match
 
 
 def test_pseudo_queries_are_thinned_sentences_whose_answers_are_neighbours(

@@ -141,11 +141,13 @@ def test_hits_carry_both_retrievers_scores_and_ranks(
     assert top.section == "Holidays"
     assert top.dense_rank == 1
     assert top.lexical_rank == 1
-    assert top.score == pytest.approx(
-        (settings.dense_weight + settings.lexical_weight) / (settings.rrf_k + 1)
-    )
+    # Score fusion: the best of each retriever scales to 1.
+    assert settings.fusion == "score"
+    assert top.score == pytest.approx(settings.dense_weight + settings.lexical_weight)
     assert [h.rank for h in hits] == [1, 2, 3]
     assert all(a.score >= b.score for a, b in itertools.pairwise(hits))
+    for hit in hits:
+        assert 0.0 <= hit.score <= settings.dense_weight + settings.lexical_weight
     dense = retriever.search("how many days of paid holidays", 3, SearchMode.DENSE)
     assert dense[0].lexical_rank is None
     assert dense[0].score == pytest.approx(dense[0].dense_score or 0)
@@ -201,3 +203,12 @@ def test_join_overlapping() -> None:
         "alpha beta gamma delta epsilon zeta"
     )
     assert join_overlapping("abc", "def") == "abc\ndef"
+
+
+def test_rrf_fusion_scores_by_rank(retriever: Retriever, settings: RetrievalSettings) -> None:
+    rrf = settings.model_copy(update={"fusion": "rrf"})
+    ranked = Retriever(retriever.collection, retriever.embedder, retriever.indexes, rrf)
+    top = ranked.search("how many days of paid holidays", 3)[0]
+    assert (top.dense_rank, top.lexical_rank) == (1, 1)
+    assert top.score == pytest.approx((rrf.dense_weight + rrf.lexical_weight) / (rrf.rrf_k + 1))
+    assert ranked.fusion_summary()["method"] == "rrf"
