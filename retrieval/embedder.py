@@ -220,6 +220,11 @@ def _tuned_embedder(path: str, model_id: str, device: str, batch_size: int) -> E
             "Restore the folder, or re-embed with the configured model: "
             "ragtune tune embedder --collection NAME --revert"
         )
-    embedder = SentenceTransformerEmbedder(path, device=device, batch_size=batch_size)
+    return load_tuned_embedder(Path(path), model_id, device, batch_size)
+
+
+def load_tuned_embedder(path: Path, model_id: str, device: str, batch_size: int) -> Embedder:
+    """The tuned model at `path`, loaded under its identity `model_id`."""
+    embedder = SentenceTransformerEmbedder(str(path), device=device, batch_size=batch_size)
     embedder.model_id = model_id
     return embedder
