@@ -54,6 +54,14 @@ class AdapterManifest(BaseModel):
     evaluation: dict[str, Any] = Field(default_factory=dict)
 
     @property
+    def verdict(self) -> str | None:
+        """The verdict of the last `ragtune advise` on this adapter's task (prompting,
+        retrieval, fine-tune, undecided), if one was run."""
+        advice = self.evaluation.get("advise")
+        verdict = advice.get("verdict") if isinstance(advice, dict) else None
+        return verdict if isinstance(verdict, str) else None
+
+    @property
     def served_name(self) -> str:
         """The `model` name the engine serves this version under."""
         return served_name(self.name, self.version)

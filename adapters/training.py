@@ -65,6 +65,11 @@ def split_examples(
     return order[held:], order[:held]
 
 
+ParityCheck = Callable[[Path, Sequence[Example]], dict[str, Any]]
+"""(trained adapter folder, held-out examples) -> the parity result to keep; raises
+InvalidAdapterError when the served adapter does not behave as trained."""
+
+
 @dataclass(frozen=True)
 class TrainedAdapter:
     """What `train_and_register` made: the registered manifest (its evaluation holds the
@@ -87,6 +92,7 @@ def train_and_register(
     config: TrainingConfig,
     trainer: Trainer | None = None,
     on_step: Callable[[int, int, float], None] | None = None,
+    check: ParityCheck | None = None,
 ) -> TrainedAdapter:
     """Train a LoRA adapter on the examples in `data` and register it as `name` (version 1).
 
@@ -96,7 +102,10 @@ def train_and_register(
     the adapter is trained into a staging folder inside the registry, registered from there
     (validated against the base model like any added adapter: `max_rank` is the engine's
     --max-lora-rank) and the staging folder removed; the held-out examples are saved next to
-    it (`heldout.jsonl`) and a training summary in its manifest's evaluation.
+    it (`heldout.jsonl`) and a training summary in its manifest's evaluation. `check` (the
+    parity of the served adapter with PEFT's, given the trained folder and the held-out
+    examples) runs before registering: it raises to refuse the adapter, and what it returns is
+    kept in the manifest's evaluation as "parity".
     """
     check_name(name)
     if any(m.name == name for m in registry.list()):
@@ -118,6 +127,7 @@ def train_and_register(
         result = (trainer or PeftLoraTrainer()).train(
             model_dir, train, held_out, staging, config, on_step
         )
+        parity = check(staging, held_out) if check is not None else None
         manifest = registry.add(
             staging,
             name,
@@ -144,7 +154,10 @@ def train_and_register(
         "final_train_loss": result.final_train_loss,
         "seconds": round(result.seconds, 1),
     }
-    manifest = registry.save_evaluation(manifest, {"training": training})
+    results: dict[str, Any] = {"training": training}
+    if parity is not None:
+        results["parity"] = parity
+    manifest = registry.save_evaluation(manifest, results)
     return TrainedAdapter(manifest, result, held_out_file)
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,8 +13,11 @@ import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from ragtune.adapters.examples import read_prompts
+from ragtune.adapters.errors import InvalidAdapterError
+from ragtune.adapters.examples import Example, read_prompts
+from ragtune.adapters.parity import ParityResult
 from ragtune.adapters.registry import AdapterManifest, AdapterRegistry
 from ragtune.cli.settings import CommandSettings, command_settings
 from ragtune.serving.engine.client import EngineClient
@@ -200,11 +205,18 @@ def adapters_show(
 
 def show_manifest(manifest: AdapterManifest) -> None:
     table = Table(show_header=False, box=None)
+    advice = manifest.evaluation.get("advise")
     for key, value in manifest.model_dump().items():
         shown = str(value)
         if key == "examples":
             shown = f"{len(value)} prompts" + (f", first: {value[0][:100]!r}" if value else "")
-        table.add_row(key, shown)
+        if key == "evaluation":
+            shown = str({k: v for k, v in value.items() if k != "advise"})
+        table.add_row(key, Text(shown))
+    if isinstance(advice, dict):
+        table.add_row("advice", Text(f"{advice.get('verdict_words')} ({advice.get('date', '')})"))
+        for reason in advice.get("reasons", []):
+            table.add_row("", Text(f"- {reason}"))
     stdout.print(table)
 
 
@@ -355,6 +367,7 @@ def adapters_train(
             max_rank=engine.max_lora_rank,
             config=config,
             on_step=on_step,
+            check=partial(_parity, engine, launcher.served_model_name(), name),
         )
     finally:
         progress.stop()
@@ -367,6 +380,39 @@ def adapters_train(
         f"{result.seconds:.0f} s; held-out loss {_loss(result.eval_loss_before)} -> "
         f"{_loss(result.eval_loss_after)}; held-out examples: {trained.held_out_file}"
     )
+
+
+def _parity(
+    engine: EngineSettings, base_model: str, name: str, adapter_dir: Path,
+    held_out: Sequence[Example],
+) -> dict[str, Any]:  # fmt: skip
+    """The served adapter against PEFT's (evals.parity) when the engine answers; an adapter
+    that does not behave as trained is not registered. Without an engine or held-out examples
+    the adapter is registered with the reason the check did not run."""
+    from ragtune.evals.parity import served_parity
+
+    if not held_out:
+        return {"checked": False, "reason": "no held-out examples (--eval-split 0)"}
+    base_dir = Path(EngineLauncher(engine).model_path(prepare=False))
+
+    async def run() -> ParityResult | None:
+        async with EngineClient.from_settings(engine) as client:
+            if not await client.health():
+                return None
+            return await served_parity(
+                client, base_model, base_dir, adapter_dir, held_out, 32, name=name
+            )
+
+    result = anyio.run(run)
+    if result is None:
+        return {
+            "checked": False,
+            "reason": f"the engine at {engine.engine_url} was not running (`ragtune engine "
+            "start` before training checks it)",
+        }
+    if not result.ok:
+        raise InvalidAdapterError(f"{name} not registered: {result.message()}")
+    return result.to_dict()
 
 
 def _loss(value: float | None) -> str:

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from ragtune.adapters.errors import AdapterError
+from ragtune.cli import advise as advise_cli
 from ragtune.cli import ingest as ingest_cli
 from ragtune.cli import search as retrieval_cli
 from ragtune.cli.adapters import adapters_app
@@ -18,6 +19,7 @@ from ragtune.cli.eval import eval_app
 from ragtune.cli.serve import serve
 from ragtune.cli.settings import CommandSettings, settings_classes
 from ragtune.cli.tune import tune_app
+from ragtune.evals.errors import EvalError
 from ragtune.ingest.errors import IngestError
 from ragtune.retrieval.errors import RetrievalError
 from ragtune.retrieval.settings import unknown_config_keys
@@ -34,6 +36,7 @@ app.command()(ingest_cli.ingest)
 app.add_typer(ingest_cli.docs_app, name="docs")
 app.command()(retrieval_cli.search)
 app.add_typer(eval_app, name="eval")
+app.command()(advise_cli.advise)
 app.add_typer(tune_app, name="tune")
 app.add_typer(models_app, name="models")
 app.add_typer(engine_app, name="engine")
@@ -69,7 +72,7 @@ def main() -> None:
         if code == 130:  # typer's translation of Ctrl-C
             _interrupted()
         sys.exit(code if isinstance(code, int) else 0)
-    except (IngestError, RetrievalError, ServingError, AdapterError) as exc:
+    except (IngestError, RetrievalError, ServingError, AdapterError, EvalError) as exc:
         stderr.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except ValidationError as exc:

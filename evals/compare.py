@@ -4,8 +4,6 @@ the adapter; a task metric, latency and answer length for each, and a recommenda
 
 from __future__ import annotations
 
-import json
-import re
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -17,6 +15,7 @@ import anyio
 
 from ragtune.adapters.examples import Example, load_examples
 from ragtune.adapters.registry import AdapterManifest
+from ragtune.evals.metrics import load_scorer
 from ragtune.serving.chat.protocol import ChatCompletionRequest, ChatMessage, RagtuneOptions
 from ragtune.serving.chat.service import ChatService
 from ragtune.serving.components import open_components
@@ -29,38 +28,8 @@ SYSTEMS = ("prompt", "few-shot", "rag", "adapter")
 MARGIN = 0.05
 
 
-def _words(text: str) -> list[str]:
-    return re.findall(r"\w+", text.lower())
-
-
-def rouge_l(candidate: str, reference: str) -> float:
-    """ROUGE-L F1 on lowercased words (longest common subsequence)."""
-    a, b = _words(candidate), _words(reference)
-    if not a or not b:
-        return 0.0
-    previous = [0] * (len(b) + 1)
-    for x in a:
-        current = [0]
-        for j, y in enumerate(b, start=1):
-            current.append(previous[j - 1] + 1 if x == y else max(previous[j], current[j - 1]))
-        previous = current
-    lcs = previous[-1]
-    if lcs == 0:
-        return 0.0
-    precision, recall = lcs / len(a), lcs / len(b)
-    return 2 * precision * recall / (precision + recall)
-
-
 def score(metric: Metric, candidate: str, reference: str) -> float:
-    if metric == "exact":
-        return float(" ".join(_words(candidate)) == " ".join(_words(reference)))
-    if metric == "json-valid":
-        try:
-            json.loads(candidate)
-        except ValueError:
-            return 0.0
-        return 1.0
-    return rouge_l(candidate, reference)
+    return load_scorer(metric).score(candidate, reference)
 
 
 @dataclass

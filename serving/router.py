@@ -28,6 +28,12 @@ Route = Literal["rag", "adapter", "adapter+rag", "base"]
 ROUTES: tuple[Route, ...] = ("rag", "adapter", "adapter+rag", "base")
 DOCUMENT_ROUTES: frozenset[Route] = frozenset({"rag", "adapter+rag"})
 ADAPTER_ROUTES: frozenset[Route] = frozenset({"adapter", "adapter+rag"})
+ADVISED_AGAINST: dict[str, str] = {
+    "prompting": "prompting is enough",
+    "retrieval": "retrieval is the fix",
+}
+"""`ragtune advise` verdicts (as stored in an adapter's manifest) under which the router does
+not choose the adapter by itself, with how a reason says them."""
 
 
 @dataclass(frozen=True)
@@ -162,11 +168,14 @@ def plan_route(
     request: RouteRequest,
     hits: Sequence[SearchHit],
     matches: Sequence[tuple[str, float]],
+    advice: Mapping[str, str] | None = None,
 ) -> RoutePlan:
     """Choose the route for one request. `hits` are the retrieved passages (none when the
     request does not search documents), `matches` each adapter's similarity to the question,
-    best first."""
-    route, adapter, reason, scores = _decide(settings, request, Evidence.of(hits), matches)
+    best first; `advice` the `ragtune advise` verdict of each adapter that has one."""
+    route, adapter, reason, scores = _decide(
+        settings, request, Evidence.of(hits), matches, advice or {}
+    )
     evidence: tuple[SearchHit, ...] = ()
     if route in DOCUMENT_ROUTES:
         threshold = settings.evidence_threshold
@@ -179,6 +188,7 @@ def _decide(
     request: RouteRequest,
     evidence: Evidence,
     matches: Sequence[tuple[str, float]],
+    advice: Mapping[str, str],
 ) -> tuple[Route, str | None, str, dict[str, float]]:
     best_name, best = matches[0] if matches else (None, 0.0)
     runner_up = matches[1][1] if len(matches) > 1 else 0.0
@@ -221,6 +231,17 @@ def _decide(
             )
         return "adapter", named, f"The request named adapter {named!r}.", scores
 
+    declined = ""
+    if clear_match and best_name is not None and advice.get(best_name) in ADVISED_AGAINST:
+        # The task's own evaluation found the adapter does not pay: the router leaves it
+        # (a request that names it still gets it).
+        declined = (
+            f"The request matches adapter {best_name!r}'s task ({best:.2f}), but `ragtune "
+            f"advise` found {ADVISED_AGAINST[advice[best_name]]} for that task, so it is used "
+            "only when named. "
+        )
+        clear_match = False
+
     if clear_match and best_name is not None:
         if strong:
             return (
@@ -239,17 +260,24 @@ def _decide(
 
     if passing:
         reason = (
-            f"{passing} passage(s) reach the evidence threshold (top similarity "
+            f"{declined}{passing} passage(s) reach the evidence threshold (top similarity "
             f"{evidence.top:.2f}); answering from the documents."
         )
         return "rag", None, reason, scores
     if settings.base_route == "explicit":
         reason = (
-            f"No passage reaches the evidence threshold (top {evidence.top:.2f}); the model "
-            "is told the documents do not cover the question."
+            f"{declined}No passage reaches the evidence threshold (top {evidence.top:.2f}); "
+            "the model is told the documents do not cover the question."
         )
         return "rag", None, reason, scores
-
+    if declined:
+        return (
+            "base",
+            None,
+            f"{declined}No passage reaches the evidence threshold (top "
+            f"{evidence.top:.2f}); answering with the base model.",
+            scores,
+        )
     return (
         "base",
         None,

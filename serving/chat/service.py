@@ -205,7 +205,13 @@ class ChatService:
                 required=request.requires_documents,
             )
         retrieved = time.perf_counter()
-        plan = plan_route(self.settings, request, hits, self.fleet.matches(matching))
+        matches = self.fleet.matches(matching)
+        advice = {
+            name: manifest.verdict
+            for name, _ in matches
+            if (manifest := self.fleet.get(name)) is not None and manifest.verdict
+        }
+        plan = plan_route(self.settings, request, hits, matches, advice)
         timings = {"retrieval": retrieved - started, "routing": time.perf_counter() - retrieved}
         return Routed(plan, timings)
 

@@ -157,7 +157,11 @@ def trained(
 ) -> tuple[Path, subprocess.CompletedProcess[str]]:
     """A tiny adapter trained by the CLI on 12 abstracts (kept short for CI)."""
     data_dir = tmp_path_factory.mktemp("trained") / "data"
-    env = {"RAGTUNE_MODEL": str(default_model_dir(models_dir))}
+    # No engine at that address: the parity check cannot run, the adapter is registered.
+    env = {
+        "RAGTUNE_MODEL": str(default_model_dir(models_dir)),
+        "RAGTUNE_VLLM_URL": f"http://127.0.0.1:{free_port()}",
+    }
     result = ragtune(
         "adapters", "train", ABSTRACTS, "--name", "titler", "--task", "Write a paper's title.",
         "--max-examples", "12", "--eval-split", "0.25", "--batch-size", "4", "--epochs", "2",
@@ -184,6 +188,9 @@ def test_cli_trains_registers_and_keeps_the_held_out_split(
     assert manifest["rank"] == 8
     assert manifest["training_data_sha256"]
     assert len(manifest["examples"]) == 9
+    parity = manifest["evaluation"]["parity"]
+    assert parity["checked"] is False
+    assert "not running" in parity["reason"]
     listed = json.loads(ragtune("adapters", "list", "--json", data_dir=data_dir, **env).stdout)
     assert [a["name"] for a in listed] == ["titler"]
 
@@ -224,3 +231,20 @@ def test_the_adapter_just_trained_is_served(
             assert answer["ragtune"]["route"] in ("adapter", "adapter+rag")
             assert answer["ragtune"]["adapter"] == "titler"
             assert answer["choices"][0]["message"]["content"].strip()
+
+
+@pytest.mark.engine
+def test_training_checks_the_served_adapter_against_peft(
+    engine: EngineSettings, models_dir: Path, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    result = ragtune(
+        "adapters", "train", ABSTRACTS, "--name", "titler", "--task", "Write a paper's title.",
+        "--max-examples", "8", "--eval-split", "0.25", "--batch-size", "4", "--epochs", "1",
+        "--max-length", "128", "--json", data_dir=data_dir, **attach_env(engine, models_dir),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    parity = json.loads(result.stdout)["evaluation"]["parity"]
+    assert parity["ok"]
+    assert parity["prompts"] == 2  # the held-out examples
+    assert parity["agreement"] >= parity["threshold"]

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from ragtune.adapters.registry import AdapterRegistry
-from ragtune.evals.compare import SystemResult, recommend, rouge_l, score
+from ragtune.evals.compare import SystemResult, recommend, score
+from ragtune.evals.metrics import rouge_l
 from ragtune.serving.engine.models import DEFAULT_MODEL_NAME
 from ragtune.serving.settings import EngineSettings
 from tests.support.cli import ragtune

@@ -202,3 +202,30 @@ def test_the_plan_carries_the_answer_bound() -> None:
     bound = AnswerBound.of(32, limit=64)
     plan = plan_route(SETTINGS, RouteRequest("q", answer=bound), hits(*WEAK), LOW)
     assert plan.answer == bound
+
+
+@pytest.mark.parametrize(
+    ("verdict", "dense", "route", "adapter"),
+    [
+        # `ragtune advise` found the adapter does not pay: the router leaves it.
+        ("prompting", WEAK, "rag", None),
+        ("prompting", NONE, "base", None),
+        ("retrieval", STRONG, "rag", None),
+        # Verdicts that do not advise against it: chosen as before.
+        ("fine-tune", NONE, "adapter", "titler"),
+        ("undecided", STRONG, "adapter+rag", "titler"),
+    ],
+)
+def test_the_router_respects_an_adapters_advice(
+    verdict: str, dense: Sequence[float], route: Route, adapter: str | None
+) -> None:
+    plan = plan_route(SETTINGS, RouteRequest("q"), hits(*dense), CLEAR, {"titler": verdict})
+    assert (plan.route, plan.adapter) == (route, adapter)
+    if adapter is None:
+        assert "ragtune advise" in plan.reason
+        assert "'titler'" in plan.reason
+    # Named, it is served whatever the advice.
+    named = plan_route(
+        SETTINGS, RouteRequest("q", adapter="titler"), hits(*dense), CLEAR, {"titler": verdict}
+    )
+    assert named.adapter == "titler"

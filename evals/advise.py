@@ -1,0 +1,842 @@
+"""`ragtune advise`: should a task be prompted, retrieved or fine-tuned? The decision rule walked
+in order on the task's own examples, through the server's own chat service on the running
+engine: prompting variants scored on a dev split (the best chosen there), reported on a separate
+test split with its failure modes; an adapter (named, or trained on nested subsets for a
+learning curve) scored on the same test split; paired bootstrap intervals; tokens, latency and
+throughput side by side; a verdict, stored in the adapter's manifest.
+
+Usage:
+    plan = plan_advice(components, examples, options)   # every check, before any work
+    report = await advise(components, plan)             # AdviceReport (to_dict() for JSON)
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import statistics
+import threading
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from ragtune.adapters.errors import InvalidAdapterError
+from ragtune.adapters.examples import Example, load_examples
+from ragtune.adapters.parity import ParityResult
+from ragtune.adapters.registry import AdapterManifest, sha256_file
+from ragtune.adapters.training import MANIFEST_EXAMPLES, PeftLoraTrainer, TrainingConfig
+from ragtune.evals.decision import (
+    Decision,
+    Interval,
+    Prices,
+    break_even,
+    decide,
+    paired_bootstrap,
+)
+from ragtune.evals.errors import AdviceError
+from ragtune.evals.failures import FailureModes, failure_modes
+from ragtune.evals.metrics import Scorer, json_valid, load_scorer
+from ragtune.evals.parity import served_parity
+from ragtune.evals.variants import FormatSpec, ShotPicker, Variant, prompting_variants
+from ragtune.serving.chat.protocol import ChatCompletionRequest, ChatMessage, RagtuneOptions
+from ragtune.serving.components import Components, open_components
+from ragtune.serving.engine.launcher import EngineLauncher
+from ragtune.serving.prompting import PromptBuilder
+from ragtune.serving.router import Route
+from ragtune.serving.settings import ServingSettings
+
+MIN_SPLIT = 5
+"""Fewest examples in the dev and the test split each."""
+LEVELS = (1, 8)
+"""Concurrent requests at which latency and throughput are measured side by side."""
+
+Progress = Callable[[str, int, int], None]
+"""(stage, done, total): called as answers come back."""
+
+
+@dataclass(frozen=True)
+class AdviseOptions:
+    adapter: str | None = None
+    """A registered adapter to weigh against prompting."""
+    train: bool = False
+    """Train adapters on nested subsets of the training pool (a learning curve) and register
+    the one trained on all of it as `name`."""
+    name: str | None = None
+    task: str | None = None
+    """What a trained adapter is for (its manifest's task); default: the examples' instruction."""
+    collection: str | None = None
+    """The collection of the retrieval variants (None: the default one, skipped if missing)."""
+    dev: int = 50
+    test: int = 50
+    shots: tuple[int, ...] = (1, 3, 8)
+    sizes: tuple[int, ...] = (25, 50, 100)
+    concurrency: int = 8
+    seed: int = 0
+    margin: float = 0.05
+    resamples: int = 2000
+    reasoning_tokens: int = 192
+    cost_requests: int = 16
+    parity_prompts: int = 4
+    prices: Prices = field(default_factory=Prices)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+
+
+@dataclass(frozen=True)
+class AdvicePlan:
+    """Everything checked before any work: the splits, the format, what will run."""
+
+    options: AdviseOptions
+    scorers: tuple[Scorer, ...]
+    """The first one chooses the variant and decides; the others are reported."""
+    pool: list[Example]
+    """Few-shot examples and training data."""
+    dev: list[Example]
+    test: list[Example]
+    spec: FormatSpec
+    collection: str | None
+    """The collection the retrieval variants search; None: no retrieval variant."""
+    notes: list[str]
+    adapter: AdapterManifest | None
+    sizes: tuple[int, ...]
+    """Training-set sizes of the learning curve (empty without --train)."""
+    base_model_dir: Path | None = None
+    """The served base model as a local directory (training and parity need it)."""
+    data_sha256: str | None = None
+
+
+@dataclass
+class Reply:
+    answer: str
+    raw: str
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float
+
+
+@dataclass
+class SystemResult:
+    """One system (a prompting variant or an adapter) on one split."""
+
+    name: str
+    description: str
+    split: str
+    scores: dict[str, float]
+    per_example: dict[str, list[float]]
+    prompt_tokens: float
+    completion_tokens: float
+    latency_s: float
+    wall_s: float
+    answers: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("per_example")
+        data.pop("answers")
+        return data
+
+
+@dataclass
+class CurvePoint:
+    size: int
+    scores: dict[str, float]
+    training_seconds: float
+    peak_memory_mb: float
+    steps: int
+
+
+@dataclass
+class AdviceReport:
+    task: str
+    metric: str
+    splits: dict[str, int]
+    format: dict[str, Any]
+    notes: list[str]
+    variants: list[SystemResult]
+    """Every prompting variant on the dev split."""
+    best: str
+    test: list[SystemResult]
+    """The chosen variant (and the best with/without retrieval, an adapter) on the test split."""
+    failures: FailureModes
+    intervals: dict[str, dict[str, Any]]
+    curve: list[CurvePoint]
+    smallest_size: int | None
+    cost: dict[str, Any]
+    decision: Decision
+    adapter: str | None
+    parity: ParityResult | None
+    timing: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "metric": self.metric,
+            "splits": self.splits,
+            "format": self.format,
+            "notes": self.notes,
+            "variants": [v.summary() for v in self.variants],
+            "best": self.best,
+            "test": [t.summary() for t in self.test],
+            "failures": asdict(self.failures) | {"systematic": self.failures.systematic},
+            "intervals": self.intervals,
+            "curve": [asdict(p) for p in self.curve],
+            "smallest_size": self.smallest_size,
+            "cost": self.cost,
+            "verdict": self.decision.verdict,
+            "verdict_words": self.decision.words,
+            "reasons": self.decision.reasons,
+            "adapter": self.adapter,
+            "parity": self.parity.to_dict() if self.parity else None,
+            "timing": self.timing,
+        }
+
+
+# -- planning: every check before any work ----------------------------------------------------
+def split_task(
+    examples: Sequence[Example], dev: int, test: int, seed: int
+) -> tuple[list[Example], list[Example], list[Example]]:
+    """(pool, dev, test): a seeded shuffle; dev and test take at most a quarter each."""
+    order = list(examples)
+    random.Random(seed).shuffle(order)
+    n_test = min(test, len(order) // 4)
+    n_dev = min(dev, len(order) // 4)
+    if n_test < MIN_SPLIT or n_dev < MIN_SPLIT:
+        raise AdviceError(
+            f"{len(order)} examples are too few: advise needs at least {4 * MIN_SPLIT} (a "
+            f"quarter, and at least {MIN_SPLIT}, each for the dev and the test split; the rest "
+            "for few-shot examples and training)"
+        )
+    return order[n_test + n_dev :], order[n_test : n_test + n_dev], order[:n_test]
+
+
+def load_task(path: Path) -> tuple[list[Example], str]:
+    """A task's examples and the file's SHA-256; one format throughout."""
+    examples = load_examples(path)
+    kinds = set()
+    for line in path.read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            kinds.add("messages" if isinstance(row, dict) and "messages" in row else "instruction")
+    if len(kinds) > 1:
+        raise AdviceError(
+            f'{path} mixes formats ({{"messages": ...}} and {{"instruction", "input", '
+            '"output"}} lines): use one for every line'
+        )
+    return examples, sha256_file(path)
+
+
+async def plan_advice(
+    components: Components,
+    examples: Sequence[Example],
+    options: AdviseOptions,
+    scorers: Sequence[Scorer],
+    *,
+    data_sha256: str | None = None,
+    base_model_dir: Path | None = None,
+) -> AdvicePlan:
+    """Check everything a run needs, in the order a user would fix it, and split the task.
+    `base_model_dir` is where training finds the served base model (--train only)."""
+    chat = components.chat
+    if options.train and options.adapter:
+        raise AdviceError("give --adapter (weigh a registered one) or --train, not both")
+    pool, dev, test = split_task(examples, options.dev, options.test, options.seed)
+    notes: list[str] = []
+    adapter = None
+    if options.adapter:
+        adapter = components.fleet.manifest(options.adapter)
+        if adapter.base_model != chat.base_model:
+            raise AdviceError(
+                f"adapter {adapter.name!r} was made for {adapter.base_model!r}, but the engine "
+                f"serves {chat.base_model!r}: advise it against the engine it was trained for"
+            )
+    sizes: tuple[int, ...] = ()
+    if options.train:
+        if not options.name:
+            raise AdviceError("--train needs --name: the name the trained adapter registers as")
+        if any(m.name == options.name for m in components.registry.list()):
+            raise AdviceError(
+                f"an adapter named {options.name!r} already exists: choose another --name, or "
+                f"weigh it with --adapter {options.name}"
+            )
+        sizes = tuple(sorted({s for s in options.sizes if 0 < s < len(pool)} | {len(pool)}))
+        if base_model_dir is None or not base_model_dir.is_dir():
+            raise AdviceError(
+                f"--train needs the served base model as a local directory ({base_model_dir} "
+                "is not one): `ragtune models prepare`, or set RAGTUNE_MODEL to a local folder"
+            )
+    collection = _retrieval_collection(components, options.collection, notes)
+    builder = await _builder(components)
+    spec = FormatSpec.of([e.answer for e in pool], lambda t: len(builder.tokenizer.encode(t)))
+    context = builder.context_length
+    for number, example in enumerate(examples, start=1):
+        needed = builder.count(example.messages) + len(builder.tokenizer.encode(example.answer))
+        if needed > context:
+            raise AdviceError(
+                f"example {number} takes {needed} tokens with its answer, more than the "
+                f"model's context of {context}: shorten it or leave it out"
+            )
+    return AdvicePlan(
+        options, tuple(scorers), pool, dev, test, spec, collection, notes, adapter, sizes,
+        base_model_dir, data_sha256,
+    )  # fmt: skip
+
+
+async def _builder(components: Components) -> PromptBuilder:
+    if components.prompts is None:
+        raise AdviceError("advise needs the served model's tokenizer: open the components with it")
+    return await components.prompts.builder()
+
+
+def _retrieval_collection(
+    components: Components, asked: str | None, notes: list[str]
+) -> str | None:
+    existing = {c.name: c for c in components.store.list_collections()}
+    if asked is not None:
+        if asked not in existing:
+            raise AdviceError(
+                f"collection {asked!r} does not exist (collections: "
+                f"{', '.join(sorted(existing)) or 'none'}); ingest documents into it first"
+            )
+        return asked
+    default = components.settings.retrieval.collection
+    if default in existing and existing[default].count:
+        return default
+    notes.append(
+        f"no retrieval variant: the collection {default!r} holds no documents "
+        "(name one with --collection)"
+    )
+    return None
+
+
+# -- running ----------------------------------------------------------------------------------
+class Asker:
+    """Sends requests to the engine through the chat service, at most `concurrency` at once."""
+
+    def __init__(self, components: Components, plan: AdvicePlan, progress: Progress | None):
+        self.components = components
+        self.plan = plan
+        self.limiter = anyio.CapacityLimiter(plan.options.concurrency)
+        self.progress = progress
+
+    async def _chat(
+        self, model: str, route: Route, messages: list[dict[str, str]], max_tokens: int
+    ) -> dict[str, Any]:
+        chat = self.components.chat
+        request = ChatCompletionRequest(
+            model=model,
+            messages=[ChatMessage(**m) for m in messages],
+            temperature=0,
+            max_tokens=max_tokens,
+            ragtune=RagtuneOptions(
+                route=route,
+                collection=self.plan.collection if route == "rag" else None,
+            ),
+        )
+        return await chat.complete(await chat.prepare(request))
+
+    async def _engine(
+        self, served: str, messages: list[dict[str, str]], max_tokens: int
+    ) -> dict[str, Any]:
+        """A request straight to the engine, for an adapter being measured (not registered)."""
+        engines = self.components.engines
+        replica = engines.choose(served)
+        body = {"model": served, "messages": messages, "temperature": 0, "max_tokens": max_tokens}
+        response: dict[str, Any] = await replica.client.chat_completion(body)
+        return response
+
+    async def run(
+        self,
+        stage: str,
+        examples: Sequence[Example],
+        ask: Callable[[Example], Awaitable[dict[str, Any]]],
+        extract: Callable[[str], str],
+        concurrency: int | None = None,
+    ) -> tuple[list[Reply], float]:
+        """Every example through `ask`, concurrently; (replies in order, wall seconds)."""
+        replies: list[Reply | None] = [None] * len(examples)
+        limiter = self.limiter if concurrency is None else anyio.CapacityLimiter(concurrency)
+        done = 0
+
+        async def one(index: int, example: Example) -> None:
+            nonlocal done
+            async with limiter:
+                started = time.perf_counter()
+                response = await ask(example)
+                seconds = time.perf_counter() - started
+            raw = response["choices"][0]["message"].get("content") or ""
+            usage = response.get("usage") or {}
+            replies[index] = Reply(
+                extract(raw),
+                raw,
+                int(usage.get("prompt_tokens", 0)),
+                int(usage.get("completion_tokens", 0)),
+                seconds,
+            )
+            done += 1
+            if self.progress:
+                self.progress(stage, done, len(examples))
+
+        started = time.perf_counter()
+        async with anyio.create_task_group() as group:
+            for index, example in enumerate(examples):
+                group.start_soon(one, index, example)
+        return [r for r in replies if r is not None], time.perf_counter() - started
+
+    # -- the systems
+    async def variant(
+        self, variant: Variant, examples: Sequence[Example], split: str
+    ) -> SystemResult:
+        spec = self.plan.spec
+        max_tokens = spec.max_tokens + variant.extra_tokens
+        builder = await _builder(self.components)
+        base = self.components.chat.base_model
+
+        async def ask(example: Example) -> dict[str, Any]:
+            shots = variant.shots
+            messages = variant.messages(example, shots)
+            # Fewer examples when the prompt would leave no room for the answer.
+            while shots and builder.count(messages) + max_tokens > builder.context_length:
+                shots -= 1
+                messages = variant.messages(example, shots)
+            return await self._chat(base, "rag" if variant.rag else "base", messages, max_tokens)
+
+        replies, wall = await self.run(f"{variant.name} ({split})", examples, ask, variant.extract)
+        return self._result(variant.name, variant.description, split, examples, replies, wall)
+
+    async def adapter(
+        self, name: str, examples: Sequence[Example], *, served: str | None = None
+    ) -> SystemResult:
+        """An adapter on the task's own messages: a registered one through the chat service
+        (as it is served), or one being measured straight from the engine (`served`)."""
+        max_tokens = self.plan.spec.max_tokens
+
+        async def ask(example: Example) -> dict[str, Any]:
+            if served is not None:
+                return await self._engine(served, example.messages, max_tokens)
+            return await self._chat(name, "adapter", example.messages, max_tokens)
+
+        replies, wall = await self.run(f"adapter {name}", examples, ask, lambda raw: raw)
+        return self._result(name, f"adapter {name}", "test", examples, replies, wall)
+
+    def _result(
+        self,
+        name: str,
+        description: str,
+        split: str,
+        examples: Sequence[Example],
+        replies: Sequence[Reply],
+        wall: float,
+    ) -> SystemResult:
+        per_example = {
+            s.name: [s.score(r.answer, e.answer) for r, e in zip(replies, examples, strict=True)]
+            for s in self.plan.scorers
+        }
+        return SystemResult(
+            name,
+            description,
+            split,
+            {k: round(statistics.fmean(v), 4) for k, v in per_example.items()},
+            per_example,
+            round(statistics.fmean(r.prompt_tokens for r in replies), 1),
+            round(statistics.fmean(r.completion_tokens for r in replies), 1),
+            round(statistics.fmean(r.seconds for r in replies), 3),
+            round(wall, 2),
+            [r.answer for r in replies],
+        )
+
+
+def _best(results: Sequence[SystemResult], metric: str) -> SystemResult:
+    """The highest mean; a tie goes to the earlier (cheaper) one."""
+    return max(reversed(results), key=lambda r: r.scores[metric])
+
+
+async def advise(
+    components: Components, plan: AdvicePlan, progress: Progress | None = None
+) -> AdviceReport:
+    started = time.perf_counter()
+    options = plan.options
+    metric = plan.scorers[0].name
+    asker = Asker(components, plan, progress)
+    picker = ShotPicker(plan.pool, components.embedder)
+    picker.index([*plan.dev, *plan.test])
+    variants = prompting_variants(
+        plan.spec,
+        picker,
+        shots=options.shots,
+        rag=plan.collection is not None,
+        reasoning_tokens=options.reasoning_tokens,
+    )
+    by_name = {v.name: v for v in variants}
+
+    # 1. Prompting, every variant on the dev split; the best chosen there.
+    on_dev = [await asker.variant(v, plan.dev, "dev") for v in variants]
+    best_dev = _best(on_dev, metric)
+    best_variant = by_name[best_dev.name]
+
+    # 2. On the test split: the chosen variant and, when retrieval was tried, the best of the
+    #    other kind (retrieval vs none is measured on examples nobody chose on).
+    best = await asker.variant(best_variant, plan.test, "test")
+    on_test = [best]
+    retrieval_gain = None
+    if plan.collection is not None:
+        other_kind = _best([r for r in on_dev if by_name[r.name].rag != best_variant.rag], metric)
+        other = await asker.variant(by_name[other_kind.name], plan.test, "test")
+        on_test.append(other)
+        with_rag, without = (best, other) if best_variant.rag else (other, best)
+        retrieval_gain = _interval(without, with_rag, metric, options)
+    failures = failure_modes(plan.spec, plan.test, best.answers)
+
+    # 3. The adapter: a named one, or a learning curve ending in a registered adapter.
+    curve: list[CurvePoint] = []
+    parity = None
+    adapter_result = None
+    adapter_name = plan.adapter.name if plan.adapter else None
+    training_seconds = _trained_seconds(plan.adapter)
+    if plan.adapter is not None:
+        adapter_result = await asker.adapter(plan.adapter.name, plan.test)
+    elif options.train:
+        adapter_name = options.name
+        curve, adapter_result, parity, training_seconds = await _learning_curve(
+            components, plan, asker
+        )
+    if adapter_result is not None:
+        on_test.append(adapter_result)
+
+    intervals: dict[str, dict[str, Any]] = {}
+    adapter_gain = None
+    if adapter_result is not None:
+        for scorer in plan.scorers:
+            gain = _interval(best, adapter_result, scorer.name, options)
+            intervals[f"adapter - {best.name}"] = intervals.get(f"adapter - {best.name}", {}) | {
+                scorer.name: gain.to_dict()
+            }
+            if scorer.name == metric:
+                adapter_gain = gain
+    if retrieval_gain is not None:
+        intervals["retrieval - none"] = {metric: retrieval_gain.to_dict()}
+    target = best.scores[metric] + options.margin
+    smallest = next((p.size for p in curve if p.scores[metric] >= target), None)
+
+    # 4. Cost: tokens, and latency and throughput side by side at 1 and 8 concurrent requests.
+    cost: dict[str, Any] = {"prices": options.prices.to_dict(), "prompting": _tokens(best)}
+    if adapter_result is not None and adapter_name is not None:
+        cost["adapter"] = _tokens(adapter_result)
+        cost["side_by_side"] = await _side_by_side(
+            asker, best_variant, adapter_name, plan.test[: options.cost_requests]
+        )
+        cost["training_seconds"] = round(training_seconds, 1) if training_seconds else None
+        if curve:
+            cost["training_peak_memory_mb"] = curve[-1].peak_memory_mb
+        cost["break_even"] = asdict(
+            break_even(
+                cost["prompting"]["total_tokens"],
+                cost["adapter"]["total_tokens"],
+                training_seconds or 0.0,
+                options.prices,
+            )
+        )
+
+    decision = decide(
+        metric=metric,
+        best_prompting=best.name,
+        prompting_score=best.scores[metric],
+        uses_retrieval=best_variant.rag,
+        retrieval_gain=retrieval_gain,
+        failure_share=failures.share,
+        systematic=failures.systematic,
+        adapter=adapter_name,
+        adapter_score=adapter_result.scores[metric] if adapter_result else None,
+        adapter_gain=adapter_gain,
+        margin=options.margin,
+        smallest_size=smallest,
+    )
+    if curve and smallest is None:
+        decision.reasons.append(
+            f"no training size reached {target:.3f} (the best prompting score + {options.margin})"
+        )
+    sequential = sum(r.latency_s * len(r.answers) for r in [*on_dev, *on_test])
+    return AdviceReport(
+        task="",
+        metric=metric,
+        splits={"pool": len(plan.pool), "dev": len(plan.dev), "test": len(plan.test)},
+        format=asdict(plan.spec) | {"instructions": plan.spec.instructions()},
+        notes=plan.notes,
+        variants=on_dev,
+        best=best.name,
+        test=on_test,
+        failures=failures,
+        intervals=intervals,
+        curve=curve,
+        smallest_size=smallest,
+        cost=cost,
+        decision=decision,
+        adapter=adapter_name,
+        parity=parity,
+        timing={
+            "wall_s": round(time.perf_counter() - started, 1),
+            "request_seconds_sum": round(sequential, 1),
+            "concurrency": options.concurrency,
+        },
+    )
+
+
+def _interval(a: SystemResult, b: SystemResult, metric: str, options: AdviseOptions) -> Interval:
+    return paired_bootstrap(
+        a.per_example[metric], b.per_example[metric], resamples=options.resamples,
+        seed=options.seed,
+    )  # fmt: skip
+
+
+def _tokens(result: SystemResult) -> dict[str, float]:
+    return {
+        "prompt_tokens": result.prompt_tokens,
+        "completion_tokens": result.completion_tokens,
+        "total_tokens": round(result.prompt_tokens + result.completion_tokens, 1),
+    }
+
+
+def _trained_seconds(manifest: AdapterManifest | None) -> float | None:
+    if manifest is None:
+        return None
+    training = manifest.evaluation.get("training") or {}
+    seconds = training.get("seconds")
+    return float(seconds) if isinstance(seconds, int | float) else None
+
+
+async def _side_by_side(
+    asker: Asker, variant: Variant, adapter: str, examples: Sequence[Example]
+) -> list[dict[str, Any]]:
+    """The best prompting variant and the adapter on the same requests, at each concurrency
+    level in turn, in one run: median latency, requests and answer tokens per second."""
+    rows = []
+    for level in LEVELS:
+        for system in ("prompting", "adapter"):
+            ask = _asker_for(asker, variant, adapter, system)
+            replies, wall = await asker.run(
+                f"cost {system} x{level}", examples, ask, lambda raw: raw, concurrency=level
+            )
+            rows.append(
+                {
+                    "system": variant.name if system == "prompting" else f"adapter {adapter}",
+                    "concurrency": level,
+                    "requests": len(replies),
+                    "p50_latency_s": round(statistics.median(r.seconds for r in replies), 3),
+                    "requests_per_s": round(len(replies) / wall, 3),
+                    "answer_tokens_per_s": round(
+                        sum(r.completion_tokens for r in replies) / wall, 1
+                    ),
+                }
+            )
+    return rows
+
+
+def _asker_for(
+    asker: Asker, variant: Variant, adapter: str, system: str
+) -> Callable[[Example], Awaitable[dict[str, Any]]]:
+    spec = asker.plan.spec
+    base = asker.components.chat.base_model
+
+    async def prompting(example: Example) -> dict[str, Any]:
+        route: Route = "rag" if variant.rag else "base"
+        return await asker._chat(
+            base, route, variant.messages(example), spec.max_tokens + variant.extra_tokens
+        )
+
+    async def adapted(example: Example) -> dict[str, Any]:
+        return await asker._chat(adapter, "adapter", example.messages, spec.max_tokens)
+
+    return prompting if system == "prompting" else adapted
+
+
+# -- the learning curve -----------------------------------------------------------------------
+async def _learning_curve(
+    components: Components, plan: AdvicePlan, asker: Asker
+) -> tuple[list[CurvePoint], SystemResult, ParityResult, float]:
+    """Adapters trained on nested subsets of the pool (the first n of one seeded order), each
+    scored on the test split straight from the engine; the one trained on the whole pool is
+    checked for parity with PEFT, registered under `name`, and scored as served."""
+    options = plan.options
+    assert options.name is not None
+    registry = components.registry
+    base_dir = plan.base_model_dir
+    assert base_dir is not None
+    metric = plan.scorers[0].name
+    curve: list[CurvePoint] = []
+    last: Path | None = None
+    last_seconds = 0.0
+    try:
+        for size in plan.sizes:
+            out = registry.root / f".advise-{options.name}-{size}"
+            shutil.rmtree(out, ignore_errors=True)
+            trained, seconds, peak = await anyio.to_thread.run_sync(
+                _train, base_dir, plan.pool[:size], out, options.training
+            )
+            served = f"advise-{options.name}-n{size}"
+            await components.engines.ensure_loaded(
+                components.engines.choose(served), served, str(out.resolve())
+            )
+            try:
+                result = await asker.adapter(f"n={size}", plan.test, served=served)
+            finally:
+                await components.engines.unload(served)
+            curve.append(CurvePoint(size, result.scores, round(seconds, 1), peak, trained))
+            if last is not None:
+                shutil.rmtree(last, ignore_errors=True)
+            last, last_seconds = out, seconds
+        assert last is not None
+        parity = await served_parity(
+            components.engines.choose(None).client,
+            components.chat.base_model,
+            base_dir,
+            last,
+            plan.test,
+            plan.spec.max_tokens,
+            name=options.name,
+        )
+        if not parity.ok:
+            raise InvalidAdapterError(f"not registered: {parity.message()}")
+        manifest = registry.add(
+            last,
+            options.name,
+            options.task or _task_of(plan.pool),
+            base_model=components.chat.base_model,
+            examples=[e.prompt() for e in plan.pool[:MANIFEST_EXAMPLES]],
+            training_data_sha256=plan.data_sha256,
+            max_rank=components.settings.engine.max_lora_rank,
+            base_model_dir=base_dir,
+        )
+    finally:
+        if last is not None:
+            shutil.rmtree(last, ignore_errors=True)
+    registry.save_evaluation(
+        manifest,
+        {
+            "training": {
+                "examples": len(plan.pool),
+                "held_out": len(plan.test),
+                "epochs": options.training.epochs,
+                "learning_rate": options.training.learning_rate,
+                "seconds": round(last_seconds, 1),
+            },
+            "parity": parity.to_dict(),
+        },
+    )
+    components.fleet.refresh()
+    served_result = await asker.adapter(options.name, plan.test)
+    if abs(served_result.scores[metric] - curve[-1].scores[metric]) > 1e-9:
+        # The same weights, two paths to the engine: they should agree; say so when not.
+        plan.notes.append(
+            f"the registered adapter scored {served_result.scores[metric]:.3f} as served, "
+            f"{curve[-1].scores[metric]:.3f} straight from the engine"
+        )
+    return curve, served_result, parity, last_seconds
+
+
+def _task_of(pool: Sequence[Example]) -> str:
+    first = pool[0].prompt().strip().splitlines()[0] if pool else "the task"
+    return first[:200]
+
+
+def _train(
+    base_dir: Path, examples: Sequence[Example], out: Path, config: TrainingConfig
+) -> tuple[int, float, float]:
+    """(steps, seconds, peak memory in MB) of one training run: the GPU's peak allocation, else
+    the peak resident size of this process while it trained (sampled every 50 ms)."""
+    import psutil
+    import torch
+
+    started = time.perf_counter()
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    process = psutil.Process()
+    peak = process.memory_info().rss
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.wait(0.05):
+            peak = max(peak, process.memory_info().rss)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        result = PeftLoraTrainer().train(base_dir, examples, [], out, config)
+    finally:
+        done.set()
+        sampler.join()
+    if torch.cuda.is_available():
+        peak = torch.cuda.max_memory_allocated()
+    return result.steps, time.perf_counter() - started, round(peak / 2**20, 1)
+
+
+# -- the command's service --------------------------------------------------------------------
+def advise_on_task(
+    settings: ServingSettings,
+    task: Path,
+    options: AdviseOptions,
+    *,
+    metric: str = "rouge-l",
+    schema: dict[str, Any] | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """`ragtune advise`: load and check the task, plan (every check before any request), run
+    through the server's own chat service on the running engine, and store the verdict in the
+    adapter's manifest (the named or the trained one), where `adapters show` and the router
+    read it. The report as a dict (what --json prints and --report writes)."""
+    examples, data_sha256 = load_task(task)
+    scorers = task_scorers(metric, examples, schema)
+    components = open_components(settings)
+    base_model_dir = Path(EngineLauncher(settings.engine).model_path(prepare=False))
+
+    async def run() -> tuple[AdviceReport, AdapterManifest | None]:
+        # Closed in this event loop: the engine clients belong to it.
+        async with components:
+            plan = await plan_advice(
+                components, examples, options, scorers, data_sha256=data_sha256,
+                base_model_dir=base_model_dir,
+            )  # fmt: skip
+            report = await advise(components, plan, progress)
+            name = report.adapter
+            return report, components.registry.get(name) if name else None
+
+    report, manifest = anyio.run(run)
+    report.task = task.name
+    result = report.to_dict()
+    if manifest is not None:
+        components.registry.save_evaluation(manifest, {"advise": stored_advice(result)})
+    return result
+
+
+def stored_advice(report: dict[str, Any]) -> dict[str, Any]:
+    """What an adapter's manifest keeps of an advice: the verdict, its reasons and the numbers
+    behind it (the whole report goes to --report)."""
+    metric = report["metric"]
+    return {
+        "verdict": report["verdict"],
+        "verdict_words": report["verdict_words"],
+        "reasons": report["reasons"],
+        "task": report["task"],
+        "metric": metric,
+        "best_prompting": report["best"],
+        "scores": {t["name"]: t["scores"][metric] for t in report["test"]},
+        "intervals": report["intervals"],
+        "smallest_size": report["smallest_size"],
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def task_scorers(
+    metric: str, examples: Sequence[Example], schema: dict[str, Any] | None
+) -> list[Scorer]:
+    """The deciding metric first, then the others that apply: ROUGE-L and exact match always,
+    JSON-valid when every reference answer is JSON, JSON-schema-valid with a schema."""
+    names = [metric, "rouge-l", "exact"]
+    if all(json_valid(e.answer) for e in examples):
+        names.append("json-valid")
+    if schema is not None:
+        names.append("json-schema")
+    return [load_scorer(n, schema) for n in dict.fromkeys(names)]
