@@ -14,22 +14,21 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 import statistics
-import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import anyio
 
-from ragtune.adapters.errors import InvalidAdapterError
 from ragtune.adapters.examples import Example, load_examples
 from ragtune.adapters.parity import ParityResult
 from ragtune.adapters.registry import AdapterManifest, sha256_file
-from ragtune.adapters.training import MANIFEST_EXAMPLES, PeftLoraTrainer, TrainingConfig
+from ragtune.adapters.training import TrainingConfig
+from ragtune.evals.asker import Asker, Progress, SystemResult, prompt_builder
+from ragtune.evals.curve import CurvePoint, learning_curve
 from ragtune.evals.decision import (
     Decision,
     Interval,
@@ -41,22 +40,15 @@ from ragtune.evals.decision import (
 from ragtune.evals.errors import AdviceError
 from ragtune.evals.failures import FailureModes, failure_modes
 from ragtune.evals.metrics import Scorer, json_valid, load_scorer
-from ragtune.evals.parity import served_parity
 from ragtune.evals.variants import FormatSpec, ShotPicker, Variant, prompting_variants
-from ragtune.serving.chat.protocol import ChatCompletionRequest, ChatMessage, RagtuneOptions
 from ragtune.serving.components import Components, open_components
 from ragtune.serving.engine.launcher import EngineLauncher
-from ragtune.serving.prompting import PromptBuilder
-from ragtune.serving.router import Route
 from ragtune.serving.settings import ServingSettings
 
 MIN_SPLIT = 5
 """Fewest examples in the dev and the test split each."""
 LEVELS = (1, 8)
 """Concurrent requests at which latency and throughput are measured side by side."""
-
-Progress = Callable[[str, int, int], None]
-"""(stage, done, total): called as answers come back."""
 
 
 @dataclass(frozen=True)
@@ -107,46 +99,6 @@ class AdvicePlan:
     base_model_dir: Path | None = None
     """The served base model as a local directory (training and parity need it)."""
     data_sha256: str | None = None
-
-
-@dataclass
-class Reply:
-    answer: str
-    raw: str
-    prompt_tokens: int
-    completion_tokens: int
-    seconds: float
-
-
-@dataclass
-class SystemResult:
-    """One system (a prompting variant or an adapter) on one split."""
-
-    name: str
-    description: str
-    split: str
-    scores: dict[str, float]
-    per_example: dict[str, list[float]]
-    prompt_tokens: float
-    completion_tokens: float
-    latency_s: float
-    wall_s: float
-    answers: list[str] = field(default_factory=list)
-
-    def summary(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("per_example")
-        data.pop("answers")
-        return data
-
-
-@dataclass
-class CurvePoint:
-    size: int
-    scores: dict[str, float]
-    training_seconds: float
-    peak_memory_mb: float
-    steps: int
 
 
 @dataclass
@@ -253,6 +205,12 @@ async def plan_advice(
                 f"adapter {adapter.name!r} was made for {adapter.base_model!r}, but the engine "
                 f"serves {chat.base_model!r}: advise it against the engine it was trained for"
             )
+        if data_sha256 is not None and adapter.training_data_sha256 == data_sha256:
+            notes.append(
+                f"adapter {adapter.name!r} was trained on this very file: its test split may "
+                "hold examples it saw, which flatters it; advise on the held-out examples "
+                "saved next to it (heldout.jsonl) instead"
+            )
     sizes: tuple[int, ...] = ()
     if options.train:
         if not options.name:
@@ -269,7 +227,7 @@ async def plan_advice(
                 "is not one): `ragtune models prepare`, or set RAGTUNE_MODEL to a local folder"
             )
     collection = _retrieval_collection(components, options.collection, notes)
-    builder = await _builder(components)
+    builder = await prompt_builder(components)
     spec = FormatSpec.of([e.answer for e in pool], lambda t: len(builder.tokenizer.encode(t)))
     context = builder.context_length
     for number, example in enumerate(examples, start=1):
@@ -283,12 +241,6 @@ async def plan_advice(
         options, tuple(scorers), pool, dev, test, spec, collection, notes, adapter, sizes,
         base_model_dir, data_sha256,
     )  # fmt: skip
-
-
-async def _builder(components: Components) -> PromptBuilder:
-    if components.prompts is None:
-        raise AdviceError("advise needs the served model's tokenizer: open the components with it")
-    return await components.prompts.builder()
 
 
 def _retrieval_collection(
@@ -312,146 +264,9 @@ def _retrieval_collection(
     return None
 
 
-# -- running ----------------------------------------------------------------------------------
-class Asker:
-    """Sends requests to the engine through the chat service, at most `concurrency` at once."""
-
-    def __init__(self, components: Components, plan: AdvicePlan, progress: Progress | None):
-        self.components = components
-        self.plan = plan
-        self.limiter = anyio.CapacityLimiter(plan.options.concurrency)
-        self.progress = progress
-
-    async def _chat(
-        self, model: str, route: Route, messages: list[dict[str, str]], max_tokens: int
-    ) -> dict[str, Any]:
-        chat = self.components.chat
-        request = ChatCompletionRequest(
-            model=model,
-            messages=[ChatMessage(**m) for m in messages],
-            temperature=0,
-            max_tokens=max_tokens,
-            ragtune=RagtuneOptions(
-                route=route,
-                collection=self.plan.collection if route == "rag" else None,
-            ),
-        )
-        return await chat.complete(await chat.prepare(request))
-
-    async def _engine(
-        self, served: str, messages: list[dict[str, str]], max_tokens: int
-    ) -> dict[str, Any]:
-        """A request straight to the engine, for an adapter being measured (not registered)."""
-        engines = self.components.engines
-        replica = engines.choose(served)
-        body = {"model": served, "messages": messages, "temperature": 0, "max_tokens": max_tokens}
-        response: dict[str, Any] = await replica.client.chat_completion(body)
-        return response
-
-    async def run(
-        self,
-        stage: str,
-        examples: Sequence[Example],
-        ask: Callable[[Example], Awaitable[dict[str, Any]]],
-        extract: Callable[[str], str],
-        concurrency: int | None = None,
-    ) -> tuple[list[Reply], float]:
-        """Every example through `ask`, concurrently; (replies in order, wall seconds)."""
-        replies: list[Reply | None] = [None] * len(examples)
-        limiter = self.limiter if concurrency is None else anyio.CapacityLimiter(concurrency)
-        done = 0
-
-        async def one(index: int, example: Example) -> None:
-            nonlocal done
-            async with limiter:
-                started = time.perf_counter()
-                response = await ask(example)
-                seconds = time.perf_counter() - started
-            raw = response["choices"][0]["message"].get("content") or ""
-            usage = response.get("usage") or {}
-            replies[index] = Reply(
-                extract(raw),
-                raw,
-                int(usage.get("prompt_tokens", 0)),
-                int(usage.get("completion_tokens", 0)),
-                seconds,
-            )
-            done += 1
-            if self.progress:
-                self.progress(stage, done, len(examples))
-
-        started = time.perf_counter()
-        async with anyio.create_task_group() as group:
-            for index, example in enumerate(examples):
-                group.start_soon(one, index, example)
-        return [r for r in replies if r is not None], time.perf_counter() - started
-
-    # -- the systems
-    async def variant(
-        self, variant: Variant, examples: Sequence[Example], split: str
-    ) -> SystemResult:
-        spec = self.plan.spec
-        max_tokens = spec.max_tokens + variant.extra_tokens
-        builder = await _builder(self.components)
-        base = self.components.chat.base_model
-
-        async def ask(example: Example) -> dict[str, Any]:
-            shots = variant.shots
-            messages = variant.messages(example, shots)
-            # Fewer examples when the prompt would leave no room for the answer.
-            while shots and builder.count(messages) + max_tokens > builder.context_length:
-                shots -= 1
-                messages = variant.messages(example, shots)
-            return await self._chat(base, "rag" if variant.rag else "base", messages, max_tokens)
-
-        replies, wall = await self.run(f"{variant.name} ({split})", examples, ask, variant.extract)
-        return self._result(variant.name, variant.description, split, examples, replies, wall)
-
-    async def adapter(
-        self, name: str, examples: Sequence[Example], *, served: str | None = None
-    ) -> SystemResult:
-        """An adapter on the task's own messages: a registered one through the chat service
-        (as it is served), or one being measured straight from the engine (`served`)."""
-        max_tokens = self.plan.spec.max_tokens
-
-        async def ask(example: Example) -> dict[str, Any]:
-            if served is not None:
-                return await self._engine(served, example.messages, max_tokens)
-            return await self._chat(name, "adapter", example.messages, max_tokens)
-
-        replies, wall = await self.run(f"adapter {name}", examples, ask, lambda raw: raw)
-        return self._result(name, f"adapter {name}", "test", examples, replies, wall)
-
-    def _result(
-        self,
-        name: str,
-        description: str,
-        split: str,
-        examples: Sequence[Example],
-        replies: Sequence[Reply],
-        wall: float,
-    ) -> SystemResult:
-        per_example = {
-            s.name: [s.score(r.answer, e.answer) for r, e in zip(replies, examples, strict=True)]
-            for s in self.plan.scorers
-        }
-        return SystemResult(
-            name,
-            description,
-            split,
-            {k: round(statistics.fmean(v), 4) for k, v in per_example.items()},
-            per_example,
-            round(statistics.fmean(r.prompt_tokens for r in replies), 1),
-            round(statistics.fmean(r.completion_tokens for r in replies), 1),
-            round(statistics.fmean(r.seconds for r in replies), 3),
-            round(wall, 2),
-            [r.answer for r in replies],
-        )
-
-
 def _best(results: Sequence[SystemResult], metric: str) -> SystemResult:
     """The highest mean; a tie goes to the earlier (cheaper) one."""
-    return max(reversed(results), key=lambda r: r.scores[metric])
+    return max(results, key=lambda r: r.scores[metric])  # the first of equals
 
 
 async def advise(
@@ -460,7 +275,10 @@ async def advise(
     started = time.perf_counter()
     options = plan.options
     metric = plan.scorers[0].name
-    asker = Asker(components, plan, progress)
+    asker = Asker(
+        components, plan.scorers, plan.spec, collection=plan.collection,
+        concurrency=options.concurrency, progress=progress,
+    )  # fmt: skip
     picker = ShotPicker(plan.pool, components.embedder)
     picker.index([*plan.dev, *plan.test])
     variants = prompting_variants(
@@ -500,9 +318,9 @@ async def advise(
         adapter_result = await asker.adapter(plan.adapter.name, plan.test)
     elif options.train:
         adapter_name = options.name
-        curve, adapter_result, parity, training_seconds = await _learning_curve(
-            components, plan, asker
-        )
+        trained = await learning_curve(components, plan, asker)
+        curve, adapter_result = trained.points, trained.adapter
+        parity, training_seconds = trained.parity, trained.training_seconds
     if adapter_result is not None:
         on_test.append(adapter_result)
 
@@ -615,9 +433,11 @@ async def _side_by_side(
     rows = []
     for level in LEVELS:
         for system in ("prompting", "adapter"):
-            ask = _asker_for(asker, variant, adapter, system)
+            ask = await asker.ask_variant(variant) if system == "prompting" else (
+                asker.ask_adapter(adapter)
+            )  # fmt: skip
             replies, wall = await asker.run(
-                f"cost {system} x{level}", examples, ask, lambda raw: raw, concurrency=level
+                f"cost {system} x{level}", examples, ask, concurrency=level
             )
             rows.append(
                 {
@@ -632,145 +452,6 @@ async def _side_by_side(
                 }
             )
     return rows
-
-
-def _asker_for(
-    asker: Asker, variant: Variant, adapter: str, system: str
-) -> Callable[[Example], Awaitable[dict[str, Any]]]:
-    spec = asker.plan.spec
-    base = asker.components.chat.base_model
-
-    async def prompting(example: Example) -> dict[str, Any]:
-        route: Route = "rag" if variant.rag else "base"
-        return await asker._chat(
-            base, route, variant.messages(example), spec.max_tokens + variant.extra_tokens
-        )
-
-    async def adapted(example: Example) -> dict[str, Any]:
-        return await asker._chat(adapter, "adapter", example.messages, spec.max_tokens)
-
-    return prompting if system == "prompting" else adapted
-
-
-# -- the learning curve -----------------------------------------------------------------------
-async def _learning_curve(
-    components: Components, plan: AdvicePlan, asker: Asker
-) -> tuple[list[CurvePoint], SystemResult, ParityResult, float]:
-    """Adapters trained on nested subsets of the pool (the first n of one seeded order), each
-    scored on the test split straight from the engine; the one trained on the whole pool is
-    checked for parity with PEFT, registered under `name`, and scored as served."""
-    options = plan.options
-    assert options.name is not None
-    registry = components.registry
-    base_dir = plan.base_model_dir
-    assert base_dir is not None
-    metric = plan.scorers[0].name
-    curve: list[CurvePoint] = []
-    last: Path | None = None
-    last_seconds = 0.0
-    try:
-        for size in plan.sizes:
-            out = registry.root / f".advise-{options.name}-{size}"
-            shutil.rmtree(out, ignore_errors=True)
-            trained, seconds, peak = await anyio.to_thread.run_sync(
-                _train, base_dir, plan.pool[:size], out, options.training
-            )
-            served = f"advise-{options.name}-n{size}"
-            await components.engines.ensure_loaded(
-                components.engines.choose(served), served, str(out.resolve())
-            )
-            try:
-                result = await asker.adapter(f"n={size}", plan.test, served=served)
-            finally:
-                await components.engines.unload(served)
-            curve.append(CurvePoint(size, result.scores, round(seconds, 1), peak, trained))
-            if last is not None:
-                shutil.rmtree(last, ignore_errors=True)
-            last, last_seconds = out, seconds
-        assert last is not None
-        parity = await served_parity(
-            components.engines.choose(None).client,
-            components.chat.base_model,
-            base_dir,
-            last,
-            plan.test,
-            plan.spec.max_tokens,
-            name=options.name,
-        )
-        if not parity.ok:
-            raise InvalidAdapterError(f"not registered: {parity.message()}")
-        manifest = registry.add(
-            last,
-            options.name,
-            options.task or _task_of(plan.pool),
-            base_model=components.chat.base_model,
-            examples=[e.prompt() for e in plan.pool[:MANIFEST_EXAMPLES]],
-            training_data_sha256=plan.data_sha256,
-            max_rank=components.settings.engine.max_lora_rank,
-            base_model_dir=base_dir,
-        )
-    finally:
-        if last is not None:
-            shutil.rmtree(last, ignore_errors=True)
-    registry.save_evaluation(
-        manifest,
-        {
-            "training": {
-                "examples": len(plan.pool),
-                "held_out": len(plan.test),
-                "epochs": options.training.epochs,
-                "learning_rate": options.training.learning_rate,
-                "seconds": round(last_seconds, 1),
-            },
-            "parity": parity.to_dict(),
-        },
-    )
-    components.fleet.refresh()
-    served_result = await asker.adapter(options.name, plan.test)
-    if abs(served_result.scores[metric] - curve[-1].scores[metric]) > 1e-9:
-        # The same weights, two paths to the engine: they should agree; say so when not.
-        plan.notes.append(
-            f"the registered adapter scored {served_result.scores[metric]:.3f} as served, "
-            f"{curve[-1].scores[metric]:.3f} straight from the engine"
-        )
-    return curve, served_result, parity, last_seconds
-
-
-def _task_of(pool: Sequence[Example]) -> str:
-    first = pool[0].prompt().strip().splitlines()[0] if pool else "the task"
-    return first[:200]
-
-
-def _train(
-    base_dir: Path, examples: Sequence[Example], out: Path, config: TrainingConfig
-) -> tuple[int, float, float]:
-    """(steps, seconds, peak memory in MB) of one training run: the GPU's peak allocation, else
-    the peak resident size of this process while it trained (sampled every 50 ms)."""
-    import psutil
-    import torch
-
-    started = time.perf_counter()
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
-    process = psutil.Process()
-    peak = process.memory_info().rss
-    done = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not done.wait(0.05):
-            peak = max(peak, process.memory_info().rss)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
-        result = PeftLoraTrainer().train(base_dir, examples, [], out, config)
-    finally:
-        done.set()
-        sampler.join()
-    if torch.cuda.is_available():
-        peak = torch.cuda.max_memory_allocated()
-    return result.steps, time.perf_counter() - started, round(peak / 2**20, 1)
 
 
 # -- the command's service --------------------------------------------------------------------

@@ -115,12 +115,15 @@ def completion(model: str, text: str) -> dict[str, Any]:
     }
 
 
-def register(data_dir: Path, name: str, task: str) -> None:
+def register(
+    data_dir: Path, name: str, task: str, evaluation: dict[str, Any] | None = None
+) -> None:
     """A registered adapter version as the registry stores it (its weights are never read:
     the fake engine takes any path)."""
     manifest = AdapterManifest(
         name=name, base_model=BASE, rank=8, alpha=16, target_modules=["q_proj"], task=task,
         examples=[], weights_sha256="0" * 64, created="2025-01-01T00:00:00Z",
+        evaluation=evaluation or {},
     )  # fmt: skip
     folder = AdapterRegistry(AdapterSettings(data_dir=data_dir).adapters_dir).path(manifest)
     folder.mkdir(parents=True)
@@ -407,3 +410,26 @@ def test_an_engine_error_in_a_stream_reaches_the_client_as_openais_error(
     assert_openai_shape("chat.completion.chunk", first_chunk)
     assert_openai_shape("error", error)
     assert error["error"]["code"] == "engine_stream_error"
+
+
+@pytest.mark.parametrize(("verdict", "chosen"), [(None, "titler"), ("prompting", None)])
+def test_the_router_leaves_an_adapter_advise_found_not_to_pay(
+    tmp_path: Path, engine: FakeEngine, verdict: str | None, chosen: str | None
+) -> None:
+    evaluation = {"advise": {"verdict": verdict}} if verdict else None
+    register(tmp_path, "titler", TASK, evaluation)
+    parts = components(tmp_path, engine)
+
+    async def answers() -> list[dict[str, Any]]:
+        return [
+            (await parts.chat.complete(await parts.chat.prepare(chat(model, TASK))))["ragtune"]
+            for model in (BASE, "titler")
+        ]
+
+    routed, named = run(parts, answers)
+    assert routed["adapter"] == chosen
+    if verdict:
+        assert routed["route"] in ("rag", "base")
+        assert "ragtune advise" in routed["reason"]
+    # Named, the adapter answers whatever the advice.
+    assert named["adapter"] == "titler"
