@@ -65,9 +65,9 @@ def split_examples(
     return order[held:], order[:held]
 
 
-ParityCheck = Callable[[Path, Sequence[Example]], dict[str, Any]]
-"""(trained adapter folder, held-out examples) -> the parity result to keep; raises
-InvalidAdapterError when the served adapter does not behave as trained."""
+ParityCheck = Callable[[Path, Path, Sequence[Example]], dict[str, Any]]
+"""(base model folder, trained adapter folder, held-out examples) -> the parity result to keep;
+raises InvalidAdapterError when the served adapter does not behave as trained."""
 
 
 @dataclass(frozen=True)
@@ -103,9 +103,9 @@ def train_and_register(
     (validated against the base model like any added adapter: `max_rank` is the engine's
     --max-lora-rank) and the staging folder removed; the held-out examples are saved next to
     it (`heldout.jsonl`) and a training summary in its manifest's evaluation. `check` (the
-    parity of the served adapter with PEFT's, given the trained folder and the held-out
-    examples) runs before registering: it raises to refuse the adapter, and what it returns is
-    kept in the manifest's evaluation as "parity".
+    parity of the served adapter with PEFT's, given the base model's folder, the trained
+    folder and the held-out examples) runs before registering: it raises to refuse the
+    adapter, and what it returns is kept in the manifest's evaluation as "parity".
     """
     check_name(name)
     if any(m.name == name for m in registry.list()):
@@ -127,7 +127,7 @@ def train_and_register(
         result = (trainer or PeftLoraTrainer()).train(
             model_dir, train, held_out, staging, config, on_step
         )
-        parity = check(staging, held_out) if check is not None else None
+        parity = check(model_dir, staging, held_out) if check is not None else None
         manifest = registry.add(
             staging,
             name,

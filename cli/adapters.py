@@ -383,7 +383,7 @@ def adapters_train(
 
 
 def _parity(
-    engine: EngineSettings, base_model: str, name: str, adapter_dir: Path,
+    engine: EngineSettings, base_model: str, name: str, base_dir: Path, adapter_dir: Path,
     held_out: Sequence[Example],
 ) -> dict[str, Any]:  # fmt: skip
     """The served adapter against PEFT's (evals.parity) when the engine answers; an adapter
@@ -393,7 +393,6 @@ def _parity(
 
     if not held_out:
         return {"checked": False, "reason": "no held-out examples (--eval-split 0)"}
-    base_dir = Path(EngineLauncher(engine).model_path(prepare=False))
 
     async def run() -> ParityResult | None:
         async with EngineClient.from_settings(engine) as client:

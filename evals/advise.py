@@ -305,7 +305,7 @@ async def advise(
         other = await asker.variant(by_name[other_kind.name], plan.test, "test")
         on_test.append(other)
         with_rag, without = (best, other) if best_variant.rag else (other, best)
-        retrieval_gain = _interval(without, with_rag, metric, options)
+        retrieval_gain = _gain(without, with_rag, metric, options)
     failures = failure_modes(plan.spec, plan.test, best.answers)
 
     # 3. The adapter: a named one, or a learning curve ending in a registered adapter.
@@ -328,7 +328,7 @@ async def advise(
     adapter_gain = None
     if adapter_result is not None:
         for scorer in plan.scorers:
-            gain = _interval(best, adapter_result, scorer.name, options)
+            gain = _gain(best, adapter_result, scorer.name, options)
             intervals[f"adapter - {best.name}"] = intervals.get(f"adapter - {best.name}", {}) | {
                 scorer.name: gain.to_dict()
             }
@@ -402,7 +402,7 @@ async def advise(
     )
 
 
-def _interval(a: SystemResult, b: SystemResult, metric: str, options: AdviseOptions) -> Interval:
+def _gain(a: SystemResult, b: SystemResult, metric: str, options: AdviseOptions) -> Interval:
     return paired_bootstrap(
         a.per_example[metric], b.per_example[metric], resamples=options.resamples,
         seed=options.seed,

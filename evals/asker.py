@@ -24,6 +24,7 @@ from ragtune.evals.metrics import Scorer
 from ragtune.evals.variants import FormatSpec, Variant
 from ragtune.serving.chat.protocol import ChatCompletionRequest, ChatMessage, RagtuneOptions
 from ragtune.serving.components import Components
+from ragtune.serving.engine.client import EngineClient
 from ragtune.serving.prompting import PromptBuilder
 from ragtune.serving.router import Route
 
@@ -63,6 +64,15 @@ class SystemResult:
         data.pop("per_example")
         data.pop("answers")
         return data
+
+
+async def greedy_completion(
+    client: EngineClient, model: str, messages: list[dict[str, str]], max_tokens: int
+) -> dict[str, Any]:
+    """One greedy chat completion straight from an engine (no prompt built by ragtune)."""
+    body = {"model": model, "messages": messages, "temperature": 0, "max_tokens": max_tokens}
+    response: dict[str, Any] = await client.chat_completion(body)
+    return response
 
 
 async def prompt_builder(components: Components) -> PromptBuilder:
@@ -111,9 +121,7 @@ class Asker:
     ) -> dict[str, Any]:
         """Straight to the engine, for an adapter being measured (not registered)."""
         replica = self.components.engines.choose(served)
-        body = {"model": served, "messages": messages, "temperature": 0, "max_tokens": max_tokens}
-        response: dict[str, Any] = await replica.client.chat_completion(body)
-        return response
+        return await greedy_completion(replica.client, served, messages, max_tokens)
 
     async def ask_variant(self, variant: Variant) -> Ask:
         max_tokens = self.spec.max_tokens + variant.extra_tokens

@@ -16,6 +16,7 @@ import anyio
 
 from ragtune.adapters.examples import Example
 from ragtune.adapters.parity import ParityResult, check_parity, peft_reference
+from ragtune.evals.asker import greedy_completion
 from ragtune.serving.engine.client import EngineClient
 
 PROMPTS = 4
@@ -37,8 +38,7 @@ async def served_parity(
     served = f"parity-check-{name}"
 
     async def greedy(model: str, messages: list[dict[str, str]]) -> str:
-        body = {"model": model, "messages": messages, "temperature": 0, "max_tokens": max_tokens}
-        response = await client.chat_completion(body)
+        response = await greedy_completion(client, model, messages, max_tokens)
         return str(response["choices"][0]["message"].get("content") or "")
 
     await client.load_adapter(served, str(adapter_dir.resolve()))

@@ -40,33 +40,9 @@ def markdown(report: dict[str, Any], pictures: list[str]) -> str:
     lines += [f"Note: {note}" for note in report["notes"]]
     scorers = list(report["variants"][0]["scores"]) if report["variants"] else [metric]
     lines += ["", "## Prompting variants (dev split)", ""]
-    lines += _table(
-        ["variant", *scorers, "prompt tokens", "answer tokens", "latency (s)"],
-        [
-            [
-                v["name"] + (" (chosen)" if v["name"] == report["best"] else ""),
-                *[f"{v['scores'][s]:.3f}" for s in scorers],
-                f"{v['prompt_tokens']:.0f}",
-                f"{v['completion_tokens']:.0f}",
-                f"{v['latency_s']:.2f}",
-            ]
-            for v in report["variants"]
-        ],
-    )
+    lines += _systems(report["variants"], scorers, "variant", chosen=report["best"])
     lines += ["", "## Test split", ""]
-    lines += _table(
-        ["system", *scorers, "prompt tokens", "answer tokens", "latency (s)"],
-        [
-            [
-                t["name"],
-                *[f"{t['scores'][s]:.3f}" for s in scorers],
-                f"{t['prompt_tokens']:.0f}",
-                f"{t['completion_tokens']:.0f}",
-                f"{t['latency_s']:.2f}",
-            ]
-            for t in report["test"]
-        ],
-    )
+    lines += _systems(report["test"], scorers, "system")
     for name, by_metric in report["intervals"].items():
         for scorer, interval in by_metric.items():
             lines.append(
@@ -145,6 +121,25 @@ def markdown(report: dict[str, Any], pictures: list[str]) -> str:
         f"(at most {timing['concurrency']} at once)."
     )
     return "\n".join(lines) + "\n"
+
+
+def _systems(
+    systems: list[dict[str, Any]], scorers: list[str], first: str, chosen: str | None = None
+) -> list[str]:
+    """The table of systems (variants or the test split's): scores, tokens and latency."""
+    return _table(
+        [first, *scorers, "prompt tokens", "answer tokens", "latency (s)"],
+        [
+            [
+                r["name"] + (" (chosen)" if r["name"] == chosen else ""),
+                *[f"{r['scores'][s]:.3f}" for s in scorers],
+                f"{r['prompt_tokens']:.0f}",
+                f"{r['completion_tokens']:.0f}",
+                f"{r['latency_s']:.2f}",
+            ]
+            for r in systems
+        ],
+    )
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
