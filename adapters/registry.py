@@ -23,6 +23,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from ragtune.adapters.errors import AdapterConflictError, AdapterNotFoundError, InvalidAdapterError
+from ragtune.adapters.provenance import CollectionSnapshot
 from ragtune.adapters.validation import CONFIG, WEIGHTS, validate_adapter
 
 logger = logging.getLogger("ragtune.adapters")
@@ -50,6 +51,11 @@ class AdapterManifest(BaseModel):
     """Example prompts of the task, also matched by the router."""
     weights_sha256: str
     training_data_sha256: str | None = None
+    """SHA-256 of the task file ragtune trained it on (None: not trained by ragtune)."""
+    training_collection: CollectionSnapshot | None = None
+    """The collection it was made alongside, as it was when training began: its revision and
+    every document's version. Once they differ from the collection now, the adapter is stale
+    (`adapters.provenance`)."""
     created: str
     evaluation: dict[str, Any] = Field(default_factory=dict)
 
@@ -147,6 +153,7 @@ class AdapterRegistry:
         base_model: str,
         examples: Sequence[str] = (),
         training_data_sha256: str | None = None,
+        training_collection: CollectionSnapshot | None = None,
         max_rank: int | None = None,
         base_model_dir: Path | None = None,
         max_examples: int | None = None,
@@ -183,6 +190,7 @@ class AdapterRegistry:
             examples=prompts,
             weights_sha256=sha256_file(source / WEIGHTS),
             training_data_sha256=training_data_sha256,
+            training_collection=training_collection,
             created=_now(),
         )
         self._store(source, manifest, new_name=True)
@@ -197,7 +205,8 @@ class AdapterRegistry:
         base_model_dir: Path | None = None,
     ) -> AdapterManifest:
         """Validate `source` and store it as the next version of `name` (same task, examples
-        and base model). The previous version stays on disk until removed."""
+        and base model; what it was trained on is not known). The previous version stays on
+        disk until removed."""
         previous = self.get(name)
         spec = validate_adapter(
             source,
@@ -212,6 +221,8 @@ class AdapterRegistry:
                 "alpha": spec.alpha,
                 "target_modules": spec.target_modules,
                 "weights_sha256": sha256_file(source / WEIGHTS),
+                "training_data_sha256": None,
+                "training_collection": None,
                 "created": _now(),
                 "evaluation": {},
             }

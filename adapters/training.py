@@ -15,6 +15,7 @@ from typing import Any
 
 from ragtune.adapters.errors import AdapterConflictError, InvalidAdapterError, TrainingDataError
 from ragtune.adapters.examples import Example, load_examples
+from ragtune.adapters.provenance import CollectionSnapshot
 from ragtune.adapters.registry import AdapterManifest, AdapterRegistry, check_name, sha256_file
 
 IGNORE = -100  # label of tokens the loss skips (the prompt, the padding)
@@ -93,6 +94,7 @@ def train_and_register(
     trainer: Trainer | None = None,
     on_step: Callable[[int, int, float], None] | None = None,
     check: ParityCheck | None = None,
+    collection: CollectionSnapshot | None = None,
 ) -> TrainedAdapter:
     """Train a LoRA adapter on the examples in `data` and register it as `name` (version 1).
 
@@ -106,6 +108,8 @@ def train_and_register(
     parity of the served adapter with PEFT's, given the base model's folder, the trained
     folder and the held-out examples) runs before registering: it raises to refuse the
     adapter, and what it returns is kept in the manifest's evaluation as "parity".
+    `collection` is the collection the adapter is made alongside, as it is now: the manifest
+    keeps it (with the data file's hash) to tell later whether its documents changed.
     """
     check_name(name)
     if any(m.name == name for m in registry.list()):
@@ -135,6 +139,7 @@ def train_and_register(
             base_model=base_model,
             examples=[e.prompt() for e in train[:MANIFEST_EXAMPLES]],
             training_data_sha256=sha256_file(data),
+            training_collection=collection,
             max_rank=max_rank,
             base_model_dir=model_dir,
         )

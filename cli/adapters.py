@@ -18,8 +18,18 @@ from rich.text import Text
 from ragtune.adapters.errors import InvalidAdapterError
 from ragtune.adapters.examples import Example, read_prompts
 from ragtune.adapters.parity import ParityResult
+from ragtune.adapters.provenance import (
+    CollectionSnapshot,
+    DocumentChange,
+    Staleness,
+    current_snapshot,
+    staleness,
+)
 from ragtune.adapters.registry import AdapterManifest, AdapterRegistry
 from ragtune.cli.settings import CommandSettings, command_settings
+from ragtune.retrieval.embedder import model_id_for
+from ragtune.retrieval.errors import RetrievalError
+from ragtune.retrieval.store import open_store
 from ragtune.serving.engine.client import EngineClient
 from ragtune.serving.engine.launcher import EngineLauncher, auth_headers, engine_api_key
 from ragtune.serving.settings import EngineSettings
@@ -70,6 +80,34 @@ def server_call(
 
 def registry(settings: CommandSettings) -> AdapterRegistry:
     return AdapterRegistry(settings.serving.adapters.adapters_dir)
+
+
+def collection_snapshot(settings: CommandSettings, name: str) -> CollectionSnapshot:
+    """Collection `name` as it is now: what an adapter trained alongside it records."""
+    retrieval = settings.retrieval_for(name)
+    with open_store(retrieval, "read") as store:
+        return CollectionSnapshot.of(
+            store.collection(retrieval.collection, model_id_for(retrieval.embedding_model))
+        )
+
+
+def stale_adapters(
+    settings: CommandSettings, manifests: Sequence[AdapterManifest]
+) -> dict[str, Staleness | None]:
+    """Adapter name -> what changed in the collection it was trained alongside, for each that
+    recorded one; None when the store cannot be read now (it says why on stderr)."""
+    recorded = {m.name: m.training_collection for m in manifests if m.training_collection}
+    if not recorded:
+        return {}
+    retrieval = settings.serving.retrieval
+    model = model_id_for(retrieval.embedding_model)
+    try:
+        with open_store(retrieval, "read") as store:
+            now = {c.name: current_snapshot(store, c.name, model) for c in recorded.values()}
+    except RetrievalError as exc:
+        Console(stderr=True).print(f"staleness unknown: {exc}", markup=False)
+        return dict.fromkeys(recorded)
+    return {name: staleness(c, now[c.name]) for name, c in recorded.items()}
 
 
 def engine_loaded(settings: EngineSettings) -> set[str] | None:
@@ -145,38 +183,50 @@ def adapters_add(
 def adapters_list(
     ctx: typer.Context, url: UrlOption = None, key: KeyOption = None, as_json: JsonOption = False
 ) -> None:
-    """Registered adapters, and whether the engine has each loaded.
+    """Registered adapters, whether the engine has each loaded, and whether the documents
+    each was trained alongside changed since (stale).
 
     Example: ragtune adapters list [--url http://api-host:8080]
     """
     if url:
-        fields = ("name", "version", "loaded", "rank", "task")
-        rows = [{k: row[k] for k in fields} for row in server_call(url, key, "GET", "")]
+        fields = ("name", "version", "loaded", "rank", "stale", "changed_documents", "task")
+        rows = [{k: row.get(k) for k in fields} for row in server_call(url, key, "GET", "")]
     else:
         settings = command_settings(ctx)
         loaded = engine_loaded(settings.serving.engine)
-        rows = [
-            {
-                "name": m.name,
-                "version": m.version,
-                "loaded": None if loaded is None else m.served_name in loaded,
-                "rank": m.rank,
-                "task": m.task,
-            }
-            for m in registry(settings).list()
-        ]
+        manifests = registry(settings).list()
+        stale = stale_adapters(settings, manifests)
+        rows = []
+        for m in manifests:
+            found = stale.get(m.name)
+            rows.append(
+                {
+                    "name": m.name,
+                    "version": m.version,
+                    "loaded": None if loaded is None else m.served_name in loaded,
+                    "rank": m.rank,
+                    "stale": found.stale if found else (None if m.name in stale else False),
+                    "changed_documents": len(found.changes) if found else 0,
+                    "task": m.task,
+                }
+            )
     if as_json:
         stdout.print_json(json.dumps(rows))
         return
     if not rows:
         stdout.print("no adapters registered (ragtune adapters add PATH --name N --task ...)")
         return
-    table = Table("name", "version", "loaded", "rank", "task")
+    table = Table("name", "version", "loaded", "rank", "stale", "task")
     for row in rows:
         state = "engine down" if row["loaded"] is None else ("yes" if row["loaded"] else "no")
-        table.add_row(
-            str(row["name"]), f"v{row['version']}", state, str(row["rank"]), str(row["task"])
+        count = row["changed_documents"]
+        changed = {None: "unknown", False: "no"}.get(
+            row["stale"], f"yes ({count} document{'' if count == 1 else 's'})"
         )
+        table.add_row(
+            str(row["name"]), f"v{row['version']}", state, str(row["rank"]), changed,
+            str(row["task"]),
+        )  # fmt: skip
     stdout.print(table)
 
 
@@ -188,22 +238,31 @@ def adapters_show(
     key: KeyOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """An adapter's manifest: base model, rank, targets, task, examples, hashes, evaluation.
+    """An adapter's manifest: base model, rank, targets, task, examples, hashes, evaluation;
+    and the documents changed since it was trained, when it was trained alongside a collection.
 
     Example: ragtune adapters show titler
     """
+    changes: list[DocumentChange] | None = None
     if url:
         detail = server_call(url, key, "GET", f"/{name}")
         manifest = AdapterManifest.model_validate(detail["manifest"])
+        if detail.get("stale") is not None:
+            changes = [DocumentChange.model_validate(c) for c in detail.get("changes", [])]
     else:
-        manifest = registry(command_settings(ctx)).get(name)
+        settings = command_settings(ctx)
+        manifest = registry(settings).get(name)
+        found = stale_adapters(settings, [manifest]).get(name)
+        changes = list(found.changes) if found else None
     if as_json:
         stdout.print_json(manifest.model_dump_json())
         return
-    show_manifest(manifest)
+    show_manifest(manifest, changes)
 
 
-def show_manifest(manifest: AdapterManifest) -> None:
+def show_manifest(manifest: AdapterManifest, changes: Sequence[DocumentChange] | None) -> None:
+    """The manifest, one field a row; `changes`: the documents changed since training (None:
+    not known)."""
     table = Table(show_header=False, box=None)
     advice = manifest.evaluation.get("advise")
     for key, value in manifest.model_dump().items():
@@ -212,7 +271,23 @@ def show_manifest(manifest: AdapterManifest) -> None:
             shown = f"{len(value)} prompts" + (f", first: {value[0][:100]!r}" if value else "")
         if key == "evaluation":
             shown = str({k: v for k, v in value.items() if k != "advise"})
+        if key == "training_collection" and value is not None:
+            shown = (
+                f"{value['name']} at revision {value['revision'] or '(none)'}, "
+                f"{len(value['documents'])} documents"
+            )
         table.add_row(key, Text(shown))
+    recorded = manifest.training_collection
+    if recorded is not None:
+        if changes is None:
+            table.add_row("stale", Text("unknown (the collection cannot be read now)"))
+        else:
+            found = Staleness(recorded.name, recorded.revision, "", len(recorded.documents),
+                              tuple(changes))  # fmt: skip
+            table.add_row("stale", Text(("yes: " if found.stale else "no: ") + found.describe()))
+            for change in changes:
+                since = f" (ingested {change.since})" if change.since else ""
+                table.add_row("", Text(f"- {change.change} {change.source}{since}"))
     if isinstance(advice, dict):
         table.add_row("advice", Text(f"{advice.get('verdict_words')} ({advice.get('date', '')})"))
         for reason in advice.get("reasons", []):
@@ -321,12 +396,23 @@ def adapters_train(
     max_examples: Annotated[int | None, typer.Option(min=2)] = None,
     eval_split: Annotated[float, typer.Option(min=0.0, max=0.9)] = 0.1,
     max_length: Annotated[int, typer.Option(min=16, help="Tokens per example, at most.")] = 512,
+    collection: Annotated[
+        str | None,
+        typer.Option(
+            "--collection",
+            help="The collection the adapter is made alongside: its documents' versions are "
+            "recorded, and once they change the adapter is shown stale and the router gives it "
+            "the fresh passages.",
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Train a LoRA adapter with PEFT on the served base model and register it.
 
     The loss covers the answer tokens only; a held-out split is evaluated before and after
-    training and saved next to the adapter (heldout.jsonl) for `ragtune eval compare`.
+    training and saved next to the adapter (heldout.jsonl) for `ragtune eval compare`. The
+    manifest records the data file's hash and, with --collection, that collection's revision
+    and documents as they were when training began.
 
     Example: ragtune adapters train titles.jsonl --name titler --task "Write a paper's title
     from its abstract." --epochs 2
@@ -338,6 +424,8 @@ def adapters_train(
     settings = command_settings(ctx)
     engine = settings.serving.engine
     launcher = EngineLauncher(engine)
+    # Read now, and the store let go of before the long training.
+    snapshot = collection_snapshot(settings, collection) if collection else None
     config = TrainingConfig(
         epochs=epochs, rank=rank, alpha=2 * rank, learning_rate=lr, batch_size=batch_size,
         max_examples=max_examples, eval_split=eval_split, max_length=max_length,
@@ -368,6 +456,7 @@ def adapters_train(
             config=config,
             on_step=on_step,
             check=partial(_parity, engine, launcher.served_model_name(), name),
+            collection=snapshot,
         )
     finally:
         progress.stop()

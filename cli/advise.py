@@ -45,7 +45,10 @@ def advise(
     ] = None,
     collection: Annotated[
         str | None,
-        typer.Option(help="Collection of the retrieval variants (default: the default one)."),
+        typer.Option(
+            help="Collection of the retrieval variants (default: the default one); with "
+            "--train, the adapter records it as the collection it was made alongside."
+        ),
     ] = None,
     metric: Annotated[
         str,

@@ -17,12 +17,22 @@ from rich.text import Text
 from ragtune.cli.ingest import RichProgress
 from ragtune.cli.settings import command_settings
 from ragtune.evals.retrieval import evaluate_retrieval
-from ragtune.evals.routes import CaseResult, RouteReport, evaluate_case_file
+from ragtune.evals.routes import (
+    CaseResult,
+    RouteReport,
+    ThresholdSuggestion,
+    evaluate_case_file,
+    suggest_for_deployment,
+)
 from ragtune.ingest.pipeline import IngestSummary
+from ragtune.retrieval.embedder import model_id_for
 from ragtune.retrieval.evaluation import RetrievalReport, load_qa
 from ragtune.retrieval.filters import SearchFilter
 from ragtune.retrieval.search import SearchMode
+from ragtune.serving.components import route_model_path
+from ragtune.serving.learned_router import load_route_model
 from ragtune.serving.router import ROUTES
+from ragtune.serving.settings import ServingSettings
 
 eval_app = typer.Typer(help="Measure ragtune on labelled data.", no_args_is_help=True)
 stdout = Console()
@@ -152,23 +162,61 @@ def print_report(report: RetrievalReport, ks: list[int]) -> None:
 def eval_route(
     ctx: typer.Context,
     cases_file: Annotated[
-        Path,
+        Path | None,
         typer.Option(
             "--cases",
             help='Labelled requests, JSONL: {"question" or "messages", "expected_route", '
             '"expected_adapter"?} per line.',
         ),
-    ],
+    ] = None,
+    outcomes: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--outcomes",
+            help="Held-out paired outcomes (`ragtune router collect`): compare the learned "
+            "router, the thresholds, always-X and the oracle by mean grade and label accuracy.",
+        ),
+    ] = None,
+    router_model: Annotated[
+        Path | None,
+        typer.Option("--router-model", help="Learned router to compare (default: the server's)."),
+    ] = None,
+    suggest: Annotated[
+        bool,
+        typer.Option(
+            "--suggest",
+            help="No labels: propose thresholds from the collection itself (pseudo-queries from "
+            "its chunks, the adapters' examples, general questions).",
+        ),
+    ] = False,
     collection: Annotated[
         str | None, typer.Option("--collection", "-c", help="Collection to retrieve from.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
     """Replay labelled requests through the router (no engine needed): accuracy, a confusion
-    matrix, the misrouted requests, and thresholds that would separate the cases best.
+    matrix, the misrouted requests, and thresholds that would separate the cases best. With
+    --outcomes: the routing policies compared on graded answers.
 
     Example: ragtune eval route --cases route_cases.jsonl --collection handbook
+    Example: ragtune eval route --outcomes held-out-outcomes.jsonl
+    Example: ragtune eval route --suggest --collection handbook
     """
+    if sum(x is not None for x in (cases_file, outcomes)) + suggest != 1:
+        raise typer.BadParameter(
+            "give one of --cases (labelled requests), --outcomes (graded routes) or --suggest"
+        )
+    if suggest:
+        suggestions = suggest_for_deployment(command_settings(ctx).serving, collection)
+        if as_json:
+            stdout.print_json(json.dumps({t.setting: t.to_dict() for t in suggestions}))
+        else:
+            print_thresholds(suggestions, "thresholds from the collection (no labels)")
+        return
+    if outcomes is not None:
+        policy_report(command_settings(ctx).serving, outcomes, router_model, as_json)
+        return
+    assert cases_file is not None
     report = evaluate_case_file(
         command_settings(ctx).serving,
         cases_file,
@@ -179,6 +227,63 @@ def eval_route(
         stdout.print_json(json.dumps(report.to_dict()))
     else:
         print_route_report(report)
+
+
+def print_thresholds(suggestions: list[ThresholdSuggestion], title: str) -> None:
+    thresholds = Table(title=title)
+    thresholds.add_column("setting")
+    thresholds.add_column("applies to")
+    for column in ("current", "accuracy", "suggested", "accuracy"):
+        thresholds.add_column(column, justify="right")
+    thresholds.add_column("should reach it: n, lowest", justify="right")
+    thresholds.add_column("stay below it: n, highest", justify="right")
+    for t in suggestions:
+        thresholds.add_row(
+            t.setting,
+            t.score,
+            f"{t.current:.3f}",
+            _maybe(t.current_accuracy),
+            _maybe(t.suggested),
+            _maybe(t.accuracy),
+            f"{t.positives}, {_maybe(t.lowest_positive)}",
+            f"{t.negatives}, {_maybe(t.highest_negative)}",
+        )
+    stdout.print(thresholds)
+
+
+def policy_report(
+    settings: ServingSettings, files: list[Path], router_model: Path | None, as_json: bool
+) -> None:
+    from ragtune.evals.outcomes import read_outcomes
+    from ragtune.evals.router_training import compare_policies
+
+    path = router_model or route_model_path(settings)
+    model = None
+    if router_model is not None or path.exists():
+        model = load_route_model(
+            path, embedding_model=model_id_for(settings.retrieval.embedding_model)
+        )
+    report = compare_policies(read_outcomes(files), model)
+    if as_json:
+        stdout.print_json(json.dumps(report.to_dict()))
+        return
+    table = Table(title=f"routing policies on {report.cases} cases ({report.labelled} labelled)")
+    table.add_column("policy")
+    table.add_column("mean grade", justify="right")
+    table.add_column("label accuracy", justify="right")
+    table.add_column("routes")
+    for score in report.policies:
+        accuracy = "-" if score.label_accuracy is None else f"{score.label_accuracy:.3f}"
+        routes = ", ".join(f"{r} {n}" for r, n in sorted(score.routes.items()))
+        table.add_row(score.policy, f"{score.mean_grade:.3f}", accuracy, routes)
+    stdout.print(table)
+    if model is None:
+        stdout.print(f"no learned router at {path}: `ragtune router train`")
+    elif report.gap_closed is not None:
+        stdout.print(
+            f"the learned router closes {report.gap_closed:.0%} of the gap between the "
+            "thresholds and the oracle"
+        )
 
 
 class RouteProgress:
@@ -223,25 +328,7 @@ def print_route_report(report: RouteReport) -> None:
         f"and adapter; the route alone: {report.route_accuracy:.3f})"
     )
 
-    thresholds = Table(title="thresholds (balanced accuracy on the cases)")
-    thresholds.add_column("setting")
-    thresholds.add_column("applies to")
-    for column in ("current", "accuracy", "suggested", "accuracy"):
-        thresholds.add_column(column, justify="right")
-    thresholds.add_column("cases that should reach it: n, lowest", justify="right")
-    thresholds.add_column("stay below it: n, highest", justify="right")
-    for t in report.thresholds:
-        thresholds.add_row(
-            t.setting,
-            t.score,
-            f"{t.current:.3f}",
-            _maybe(t.current_accuracy),
-            _maybe(t.suggested),
-            _maybe(t.accuracy),
-            f"{t.positives}, {_maybe(t.lowest_positive)}",
-            f"{t.negatives}, {_maybe(t.highest_negative)}",
-        )
-    stdout.print(thresholds)
+    print_thresholds(report.thresholds, "thresholds (balanced accuracy on the cases)")
 
     misrouted = report.misrouted
     if not misrouted:
@@ -257,7 +344,7 @@ def print_route_report(report: RouteReport) -> None:
         cases.add_row(
             str(result.case.line),
             Text(_shorten(result.case.question, 80)),
-            _route_label(result.case.expected_route, result.case.expected_adapter),
+            _route_label(result.case.label, result.case.expected_adapter),
             _route_label(result.route, result.adapter),
             Text(result.reason),
         )

@@ -22,6 +22,7 @@ import anyio
 from ragtune.adapters.errors import InvalidAdapterError
 from ragtune.adapters.examples import Example
 from ragtune.adapters.parity import ParityResult
+from ragtune.adapters.provenance import CollectionSnapshot
 from ragtune.adapters.training import MANIFEST_EXAMPLES, PeftLoraTrainer, TrainingConfig
 from ragtune.evals.asker import Asker, SystemResult
 from ragtune.evals.parity import served_parity
@@ -53,10 +54,15 @@ class Curve:
 async def learning_curve(components: Components, plan: AdvicePlan, asker: Asker) -> Curve:
     """Adapters trained on nested subsets of the pool (the first n of one seeded order), each
     scored on the test split straight from the engine; the one trained on the whole pool is
-    checked for parity with PEFT, registered under `name`, and scored as served."""
+    checked for parity with PEFT, registered under `name` (recording the collection of
+    --collection as it was before training: it was made alongside it), and scored as served."""
     options = plan.options
     assert options.name is not None
     registry = components.registry
+    recorded = None
+    if options.collection is not None:
+        target = components.store.collection(options.collection, components.embedder.model_id)
+        recorded = CollectionSnapshot.of(target)
     base_dir = plan.base_model_dir
     assert base_dir is not None
     metric = plan.scorers[0].name
@@ -101,6 +107,7 @@ async def learning_curve(components: Components, plan: AdvicePlan, asker: Asker)
             base_model=components.chat.base_model,
             examples=[e.prompt() for e in plan.pool[:MANIFEST_EXAMPLES]],
             training_data_sha256=plan.data_sha256,
+            training_collection=recorded,
             max_rank=components.settings.engine.max_lora_rank,
             base_model_dir=base_dir,
         )

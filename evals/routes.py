@@ -12,9 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, Self
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
+from ragtune.retrieval.calibration import pseudo_queries
 from ragtune.retrieval.conversation import user_turns
+from ragtune.retrieval.search import SearchMode
 from ragtune.serving.chat.protocol import ChatMessage
 from ragtune.serving.components import Components, open_components
 from ragtune.serving.errors import RouteCasesError
@@ -33,9 +36,11 @@ class _CaseLine(BaseModel):
     model_config = ConfigDict(extra="forbid")
     question: str | None = None
     messages: list[ChatMessage] | None = None
-    expected_route: Route
+    expected_route: Route | None = None
     expected_adapter: str | None = None
     source: str = ""
+    reference: str | None = None
+    """A reference answer (`ragtune router collect` grades answers against it)."""
 
     @model_validator(mode="after")
     def _one_request(self) -> Self:
@@ -43,7 +48,9 @@ class _CaseLine(BaseModel):
             raise ValueError('give either "question" or "messages", not both or neither')
         if not self.turns():
             raise ValueError("the request has no text (no user message with text)")
-        if self.expected_adapter is not None and not self.expected_route.startswith("adapter"):
+        if self.expected_adapter is not None and not (self.expected_route or "").startswith(
+            "adapter"
+        ):
             raise ValueError(
                 f'"expected_adapter" goes with the adapter routes, not {self.expected_route!r}'
             )
@@ -61,15 +68,30 @@ class RouteCase:
     line: int
     question: str
     """The question, or the conversation's last user message with text."""
-    expected_route: Route
+    expected_route: Route | None
+    """None only in a case file read with `labelled=False` (`ragtune router collect`)."""
     expected_adapter: str | None = None
     source: str = ""
     history: tuple[str, ...] = ()
     """The conversation's earlier user messages with text, oldest first."""
+    messages: tuple[ChatMessage, ...] = ()
+    """The request as a client would send it (the conversation, or the question alone)."""
+    reference: str | None = None
+
+    @property
+    def label(self) -> Route:
+        """The expected route of a labelled case (route evaluation reads only those)."""
+        if self.expected_route is None:
+            raise RouteCasesError(f"line {self.line} says no expected_route")
+        return self.expected_route
+
+    def chat_messages(self) -> list[ChatMessage]:
+        return list(self.messages) or [ChatMessage(role="user", content=self.question)]
 
 
-def load_cases(path: Path) -> list[RouteCase]:
-    """The cases of a JSONL file; the first bad line is an error that names it."""
+def load_cases(path: Path, *, labelled: bool = True) -> list[RouteCase]:
+    """The cases of a JSONL file; the first bad line is an error that names it. With
+    `labelled`, every case must say its expected route."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
@@ -95,6 +117,10 @@ def load_cases(path: Path) -> list[RouteCase]:
             parsed = _CaseLine.model_validate(raw)
         except ValidationError as exc:
             raise RouteCasesError(f"{path}, line {number}: {_problems(exc)}") from None
+        if labelled and parsed.expected_route is None:
+            raise RouteCasesError(
+                f'{path}, line {number}: "expected_route" is missing; expected {CASES_FORMAT}'
+            )
         *history, question = parsed.turns()
         cases.append(
             RouteCase(
@@ -104,6 +130,8 @@ def load_cases(path: Path) -> list[RouteCase]:
                 parsed.expected_adapter,
                 parsed.source,
                 tuple(history),
+                tuple(parsed.messages or ()),
+                parsed.reference,
             )
         )
     if not cases:
@@ -268,19 +296,7 @@ def _suggestion(
 ) -> ThresholdSuggestion:
     pos = [r.scores[score] for r in results if positive(r.case)]
     neg = [r.scores[score] for r in results if negative(r.case)]
-    suggested = suggest_threshold(pos, neg)
-    return ThresholdSuggestion(
-        setting=setting,
-        score=score,
-        current=current,
-        positives=len(pos),
-        negatives=len(neg),
-        lowest_positive=min(pos, default=None),
-        highest_negative=max(neg, default=None),
-        current_accuracy=balanced_accuracy(pos, neg, current) if pos and neg else None,
-        suggested=suggested[0] if suggested else None,
-        accuracy=suggested[1] if suggested else None,
-    )
+    return _suggested(setting, score, current, pos, neg)
 
 
 def evaluate_routes(
@@ -310,7 +326,7 @@ def evaluate_routes(
 
     confusion: dict[Route, dict[Route, int]] = {e: dict.fromkeys(ROUTES, 0) for e in ROUTES}
     for result in results:
-        confusion[result.case.expected_route][result.route] += 1
+        confusion[result.case.label][result.route] += 1
     router = components.settings.router
     thresholds = [
         # Documents should count as evidence for the RAG routes, and not when the base model
@@ -328,12 +344,131 @@ def evaluate_routes(
             "adapter_threshold",
             "adapter_match",
             router.adapter_threshold,
-            lambda c: c.expected_route.startswith("adapter"),
-            lambda c: not c.expected_route.startswith("adapter"),
+            lambda c: c.label.startswith("adapter"),
+            lambda c: not c.label.startswith("adapter"),
         ),
     ]
     return RouteReport(
         collection or components.retrievers.default_collection, results, confusion, thresholds
+    )
+
+
+GENERAL_QUESTIONS = (
+    "What is a good recipe for banana bread?",
+    "How do I train my dog to stop barking at night?",
+    "Which planets can be seen without a telescope?",
+    "What should I pack for a week of hiking in the mountains?",
+    "Can you write a short poem about autumn leaves?",
+    "How do I remove rust from a bicycle chain?",
+    "What are the rules of chess castling?",
+    "Suggest a name for a small bakery by the sea.",
+    "How much sleep does a teenager need?",
+    "What is the tallest mountain in Africa?",
+    "Give me ideas for a ten-year-old's birthday party.",
+    "How do I keep basil alive on a windowsill?",
+    "What is the plot of Pride and Prejudice in two sentences?",
+    "Which wine goes well with grilled salmon?",
+    "How do I say thank you in Japanese?",
+    "What is a fun board game for four adults?",
+    "How can I stop procrastinating on weekends?",
+    "What is the difference between a crocodile and an alligator?",
+    "Write a limerick about a sleepy owl.",
+    "What are good exercises for a stiff neck?",
+    "Good evening! What's new with you?",
+    "How many minutes should I steep green tea?",
+    "Which city has the oldest metro system?",
+    "What's a polite way to decline a wedding invitation?",
+)
+"""Requests no organisation's documents or adapters are meant for: the negatives of the
+zero-config threshold suggestion (`suggest_from_collection`)."""
+
+
+def suggest_from_collection(
+    components: Components, collection: str | None = None, *, queries: int = 200, seed: int = 0
+) -> list[ThresholdSuggestion]:
+    """Thresholds for a fresh deployment, from the collection and the adapters themselves (no
+    labels): the evidence threshold separates pseudo-queries drawn from the collection's chunks
+    (a sentence of a chunk, thinned; its best similarity to another chunk, the source left out
+    as a real question does not quote its answer) from general questions and the adapters'
+    example prompts; the adapter threshold separates each adapter's example prompts (matched
+    against its task and its other examples, leaving each one out) from the pseudo-queries and
+    the general questions."""
+    retriever = components.retrievers.get(collection)
+    drawn = pseudo_queries(retriever.collection, retriever.lexical(), queries, seed)
+    if len(drawn) < 20:
+        raise RouteCasesError(
+            f"collection {retriever.collection.name!r} gives only {len(drawn)} pseudo-queries "
+            "(chunks with sentences of 6 words or more): ingest more documents, or label cases "
+            "(`ragtune eval route --cases FILE`)"
+        )
+    examples = [(m.name, [m.task, *m.examples[:50]]) for m in components.registry.list()]
+    prompts = [text for _, texts in examples for text in texts[1:]]
+
+    def top_evidence(texts: Sequence[str], skip: Sequence[str | None]) -> list[float]:
+        vectors = retriever.embedder.embed_queries(list(texts))
+        best = []
+        for text, vector, source in zip(texts, vectors, skip, strict=True):
+            hits = retriever.search(text, 6, SearchMode("dense"), vector=vector)
+            scores = [h.dense_score or 0.0 for h in hits if h.chunk_id != source]
+            best.append(max(scores, default=0.0))
+        return best
+
+    inside = top_evidence([q.text for q in drawn], [q.chunk_id for q in drawn])
+    outside = top_evidence(
+        [*GENERAL_QUESTIONS, *prompts], [None] * (len(GENERAL_QUESTIONS) + len(prompts))
+    )
+    router = components.settings.router
+    suggestions = [
+        _suggested("evidence_threshold", "evidence_top", router.evidence_threshold, inside, outside)
+    ]
+    if examples:
+        own = []
+        for _, texts in examples:
+            vectors = np.asarray(components.embedder.embed_queries(texts))
+            similarity = vectors @ vectors.T
+            for i in range(1, len(texts)):
+                others = np.delete(similarity[i], i)
+                own.append(float(others.max()))
+        strangers = [
+            components.fleet.matches(v)[0][1]
+            for v in components.embedder.embed_queries(
+                [*GENERAL_QUESTIONS, *(q.text for q in drawn)]
+            )
+        ]
+        suggestions.append(
+            _suggested(
+                "adapter_threshold", "adapter_match", router.adapter_threshold, own, strangers
+            )
+        )
+    return suggestions
+
+
+def suggest_for_deployment(
+    settings: ServingSettings, collection: str | None = None, *, queries: int = 200
+) -> list[ThresholdSuggestion]:
+    """`ragtune eval route --suggest`: `suggest_from_collection` on the server's own parts (no
+    engine)."""
+    with open_components(settings, generation=False) as components:
+        return suggest_from_collection(components, collection, queries=queries)
+
+
+def _suggested(
+    setting: str, score: str, current: float, positives: Sequence[float], negatives: Sequence[float]
+) -> ThresholdSuggestion:
+    suggested = suggest_threshold(positives, negatives)
+    return ThresholdSuggestion(
+        setting=setting,
+        score=score,
+        current=current,
+        positives=len(positives),
+        negatives=len(negatives),
+        lowest_positive=min(positives, default=None),
+        highest_negative=max(negatives, default=None),
+        current_accuracy=balanced_accuracy(positives, negatives, current)
+        if positives and negatives
+        else None,
+        suggested=suggested[0] if suggested else None,
+        accuracy=suggested[1] if suggested else None,
     )
 
 

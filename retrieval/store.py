@@ -65,6 +65,21 @@ class StoredChunk:
 
 
 @dataclass(frozen=True)
+class StoredDocument:
+    """One document as its chunks' metadata tell it (ingestion writes these keys on every
+    chunk): which version of it is stored and since when."""
+
+    doc_id: str
+    source: str
+    doc_hash: str
+    """The stored version's hash; the hashes of every version present, joined by "+", while an
+    interrupted ingestion left chunks of more than one."""
+    ingested_at: str
+    """When that version was stored (ISO 8601, UTC)."""
+    chunks: int
+
+
+@dataclass(frozen=True)
 class QueryHit:
     id: str
     text: str
@@ -147,6 +162,27 @@ class Collection(ABC):
 
     @abstractmethod
     def get(self, ids: Sequence[str], with_text: bool = True) -> list[StoredChunk]: ...
+
+    def documents(self) -> list[StoredDocument]:
+        """Every document of the collection, by source: read from the chunks' metadata alone
+        (no texts, no vectors)."""
+        found: dict[str, tuple[str, set[str], str, int]] = {}
+        for chunk in self.scan():
+            meta = chunk.metadata
+            doc_id = str(meta.get("doc_id", ""))
+            source, hashes, ingested_at, chunks = found.get(doc_id, ("", set(), "", 0))
+            hashes.add(str(meta.get("doc_hash", "")))
+            found[doc_id] = (
+                source or str(meta.get("source", "")),
+                hashes,
+                max(ingested_at, str(meta.get("ingested_at", ""))),
+                chunks + 1,
+            )
+        documents = [
+            StoredDocument(doc_id, source, "+".join(sorted(hashes)), ingested_at, chunks)
+            for doc_id, (source, hashes, ingested_at, chunks) in found.items()
+        ]
+        return sorted(documents, key=lambda d: (d.source, d.doc_id))
 
     @abstractmethod
     def count(self) -> int: ...

@@ -109,6 +109,8 @@ async def start(components: Components, metrics: Metrics) -> dict[str, bool]:
     """Engine events counted in the metrics; each engine's health reported; the adapters that
     were resident loaded again where an engine answers. The health found is returned."""
     components.engines.on_event = lambda event, served: metrics.adapter_events.labels(event).inc()
+    if components.chat.shadow is not None:
+        components.chat.shadow.on_event = lambda event: metrics.shadow_runs.labels(event).inc()
     health = await components.engines.healthy()
     report_health(metrics, health)
     for url, ok in health.items():

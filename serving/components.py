@@ -3,7 +3,9 @@ the evaluations and the benchmarks use, so that they all answer the way the API 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Self
 
@@ -20,13 +22,18 @@ from ragtune.serving.engine.client import EngineClient
 from ragtune.serving.engine.launcher import EngineLauncher
 from ragtune.serving.engine.models import default_model_dir
 from ragtune.serving.engine.pool import EnginePool
-from ragtune.serving.errors import ServingError
-from ragtune.serving.fleet import AdapterFleet
+from ragtune.serving.errors import RouteModelError, ServingError
+from ragtune.serving.fleet import AdapterFleet, DocumentWatch
+from ragtune.serving.grounding import load_grounding_checker
+from ragtune.serving.learned_router import RouteModel, load_route_model
 from ragtune.serving.models.service import ModelCatalog
 from ragtune.serving.prompting import PromptFactory, Tokenizer, load_tokenizer
 from ragtune.serving.responses.service import ResponsesService
 from ragtune.serving.retrievers import RetrieverCache
 from ragtune.serving.settings import EngineSettings, ServingSettings
+from ragtune.serving.shadow import ShadowRunner
+
+logger = logging.getLogger("ragtune.serving")
 
 
 @dataclass
@@ -59,8 +66,11 @@ class Components:
     responses: ResponsesService
 
     async def aclose(self) -> None:
-        """Close the engine clients (in the event loop that used them), then the store."""
+        """Let shadow runs finish briefly, close the engine clients (in the event loop that used
+        them), then the store."""
         try:
+            if self.chat.shadow is not None:
+                await self.chat.shadow.aclose()
             await self.engines.aclose()
         finally:
             self.store.close()
@@ -129,6 +139,7 @@ def assemble(
         engines,
         base_model,
         max_examples=settings.adapters.max_adapter_examples,
+        documents=DocumentWatch(store, embedder.model_id),
     )
     fleet.refresh()
     prompts = None
@@ -151,6 +162,11 @@ def assemble(
         max_tokens_limit=settings.api.max_tokens_limit,
         auto_tool_choice=bool(settings.engine.tool_call_parser),
         log_prompts=settings.api.log_prompts,
+        route_model=route_model(settings, embedder.model_id),
+        shadow=ShadowRunner(settings.router, outcomes_path(settings)),
+        grounding=load_grounding_checker(
+            settings.grounding, embedder, settings.retrieval.embedding_device
+        ),
     )
     admin = AdapterAdmin(
         fleet,
@@ -166,6 +182,34 @@ def assemble(
         settings, store, embedder, retrievers, engines, registry, fleet, prompts, chat, admin,
         models, embeddings, ResponsesService(chat),
     )  # fmt: skip
+
+
+def route_model_path(settings: ServingSettings) -> Path:
+    """Where the learned router is read from and `ragtune router train` writes it."""
+    configured = settings.router.router_model
+    return configured or settings.retrieval.data_dir / "router" / "model.json"
+
+
+def outcomes_path(settings: ServingSettings) -> Path:
+    """Where paired outcomes are appended by default (`ragtune router collect`, shadow mode)
+    and where `ragtune router train` reads them."""
+    configured = settings.router.shadow_outcomes
+    return configured or settings.retrieval.data_dir / "router" / "outcomes.jsonl"
+
+
+def route_model(settings: ServingSettings, embedding_model: str) -> RouteModel | None:
+    """The learned router when one is configured or stored, else None (the thresholds route).
+    A file that cannot be used is logged as a warning and the thresholds route."""
+    path = route_model_path(settings)
+    if settings.router.router_model is None and not path.exists():
+        return None
+    try:
+        model = load_route_model(path, embedding_model=embedding_model)
+    except RouteModelError as exc:
+        logger.warning("the learned router is not used, the thresholds route: %s", exc)
+        return None
+    logger.info("routing with the %s from %s", model.describe(), path)
+    return model
 
 
 def engine_pool(settings: EngineSettings) -> EnginePool:

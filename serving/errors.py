@@ -142,3 +142,13 @@ class RequestTooLargeError(ServingError):
 
 class RouteCasesError(ServingError):
     """A route evaluation's case file is missing or malformed (the message names the line)."""
+
+
+class RouteModelError(ServingError):
+    """A learned router file cannot be used (missing, damaged, or made for another feature
+    schema or embedding model): the server falls back to the thresholds and says why."""
+
+
+class GroundingModelError(ServingError):
+    """The configured grounding model (RAGTUNE_GROUNDING_MODEL) cannot be found, is not an NLI
+    cross-encoder, or does not load."""

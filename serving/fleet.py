@@ -1,19 +1,24 @@
 """The adapters this server answers with: the version of each in force (its alias), their task
-profiles for the router, which engine holds which, and the requests on each version."""
+profiles for the router, whether the documents each was trained alongside changed since, which
+engine holds which, and the requests on each version."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 import anyio
 import numpy as np
 
+from ragtune.adapters.provenance import CollectionSnapshot, Staleness, staleness
 from ragtune.adapters.registry import AdapterManifest, AdapterRegistry, parse_served_name
 from ragtune.retrieval.embedder import Embedder, Vector
+from ragtune.retrieval.errors import CollectionNotFoundError, RetrievalError
+from ragtune.retrieval.store import VectorStore
 from ragtune.serving.engine.pool import EnginePool, Lease, Replica
 from ragtune.serving.errors import ModelNotFoundError, ServingError
 from ragtune.serving.profiles import (
@@ -25,6 +30,48 @@ from ragtune.serving.profiles import (
 )
 
 logger = logging.getLogger("ragtune.serving")
+
+
+class DocumentWatch:
+    """The collections adapters were trained alongside, as they are now: each read again (its
+    chunks' metadata) only when its revision changed, and the revision checked at most once
+    per `every_s`, so that routing a request reads nothing from the store.
+
+    Usage:
+        watch = DocumentWatch(store, embedder.model_id)
+        watch.current("handbook")    # CollectionSnapshot; None when it cannot be read now
+    """
+
+    def __init__(self, store: VectorStore, embedding_model: str, every_s: float = 1.0) -> None:
+        self.store = store
+        self.embedding_model = embedding_model
+        self.every_s = every_s
+        # Collection -> (when checked, what was found). One lock: one scan per revision.
+        self._known: dict[str, tuple[float, CollectionSnapshot | None]] = {}
+        self._lock = threading.Lock()
+
+    def current(self, name: str) -> CollectionSnapshot | None:
+        """Collection `name` now (empty when it no longer exists); None when the store cannot
+        tell (unreachable, or the collection holds another embedding model's vectors)."""
+        with self._lock:
+            now = time.monotonic()
+            known = self._known.get(name)
+            if known is not None and now - known[0] < self.every_s:
+                return known[1]
+            snapshot = known[1] if known is not None else None
+            try:
+                collection = self.store.collection(name, self.embedding_model)
+                if snapshot is None or snapshot.revision != collection.revision():
+                    snapshot = CollectionSnapshot.of(collection)
+            except CollectionNotFoundError:
+                if snapshot is None or snapshot.documents:
+                    snapshot = CollectionSnapshot(name=name)
+            except RetrievalError as exc:
+                if known is None or known[1] is not None:
+                    logger.warning("cannot tell whether %r changed: %s", name, exc)
+                snapshot = None
+            self._known[name] = (now, snapshot)
+            return snapshot
 
 
 class AdapterFleet:
@@ -52,6 +99,7 @@ class AdapterFleet:
         base_model: str,
         *,
         max_examples: int = 500,
+        documents: DocumentWatch | None = None,
     ) -> None:
         self.registry = registry
         self.embedder = embedder
@@ -59,6 +107,10 @@ class AdapterFleet:
         self.base_model = base_model
         self.max_examples = max_examples
         """Example prompts a profile is made from (a manifest may hold more)."""
+        self.documents = documents
+        """The collections adapters were trained alongside (None: staleness is not checked)."""
+        # Engine name -> (the snapshot compared with, the result).
+        self._staleness: dict[str, tuple[CollectionSnapshot, Staleness]] = {}
         self._manifests: dict[str, AdapterManifest] = {}
         self._profiles: list[AdapterProfile] = []
         # Adapter name -> (profile key, version) of the profiles above.
@@ -98,6 +150,35 @@ class AdapterFleet:
     def matches(self, vector: Vector) -> list[tuple[str, float]]:
         """Every adapter's similarity to a question's vector, best first."""
         return adapter_matches(self._profiles, np.asarray(vector, dtype=np.float32))
+
+    def staleness(self, manifest: AdapterManifest) -> Staleness | None:
+        """What changed in the collection this version was trained alongside since then; None
+        when it recorded none, or the collection cannot be read now."""
+        recorded = manifest.training_collection
+        if recorded is None or self.documents is None:
+            return None
+        now = self.documents.current(recorded.name)
+        if now is None:
+            return None
+        cached = self._staleness.get(manifest.served_name)
+        if cached is not None and cached[0] is now:
+            return cached[1]
+        result = staleness(recorded, now)
+        self._staleness[manifest.served_name] = (now, result)
+        return result
+
+    def stale_documents(self, collection: str) -> dict[str, frozenset[str]]:
+        """Adapter name -> the ids of the documents changed (or removed, or added) since it
+        was trained alongside `collection`; only the adapters that are stale there."""
+        stale = {}
+        for manifest in list(self._manifests.values()):
+            recorded = manifest.training_collection
+            if recorded is None or recorded.name != collection:
+                continue
+            result = self.staleness(manifest)
+            if result is not None and result.stale:
+                stale[manifest.name] = result.changed_ids
+        return stale
 
     def refresh(self) -> None:
         """Read the registry and build each adapter's task profile: once per version, from the

@@ -136,6 +136,9 @@ class RequestContext:
             fields["prompt_tokens"] = record.prompt_tokens
         if record.completion_tokens is not None:
             fields["completion_tokens"] = record.completion_tokens
+        if record.grounding is not None:
+            fields["grounding"] = record.grounding
+            fields["unsupported_sentences"] = record.unsupported_sentences
         if self.log_prompts and record.question is not None:
             fields["question"] = record.question
         access_logger.log(

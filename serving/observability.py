@@ -40,6 +40,9 @@ class RequestRecord:
     timings_ms: dict[str, float] = field(default_factory=dict)
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    grounding: float | None = None
+    """The answer's grounding score, when it was given passages (`serving.grounding`)."""
+    unsupported_sentences: int | None = None
     question: str | None = None
     """Only kept when prompt logging is on."""
     error: str | None = None
@@ -130,6 +133,26 @@ class Metrics:
         self.engine_up = Gauge(
             "ragtune_engine_up", "1 when the engine answers /health.", ["url"], registry=r
         )
+        self.grounding = Histogram(
+            "ragtune_grounding_score",
+            "Share of an answer's sentences supported by the passages it was given, by route.",
+            ["route"],
+            buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0),
+            registry=r,
+        )
+        self.unsupported_sentences = Counter(
+            "ragtune_unsupported_sentences",
+            "Answer sentences the passages given to the model do not support, by route.",
+            ["route"],
+            registry=r,
+        )
+        self.shadow_runs = Counter(
+            "ragtune_shadow_runs",
+            "Shadow mode: requests sampled, skipped (busy, rate), runs done or failed, and runs "
+            "whose route not taken was graded better than the live one (disagreed).",
+            ["event"],
+            registry=r,
+        )
         self.rate_limited = Counter(
             "ragtune_rate_limited", "Requests refused with 429 (rate limit per key).", registry=r
         )
@@ -138,9 +161,12 @@ class Metrics:
 
     def observe(self, record: RequestRecord, status: int) -> None:
         self.http_requests.labels(record.method, _path_label(record.path), str(status)).inc()
+        route = record.route or "none"
+        if record.grounding is not None:  # chat completions and responses alike
+            self.grounding.labels(route).observe(record.grounding)
+            self.unsupported_sentences.labels(route).inc(record.unsupported_sentences or 0)
         if record.path != "/v1/chat/completions":
             return
-        route = record.route or "none"
         self.requests.labels(route, record.adapter or "", str(status)).inc()
         self.request_seconds.labels(route).observe(time.perf_counter() - record.started)
         timings = record.timings_ms

@@ -16,9 +16,11 @@ Usage:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+import re
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 from ragtune.retrieval.search import SearchHit
 from ragtune.serving.errors import InvalidRequestError, RouteRequestError
@@ -133,6 +135,9 @@ class RoutePlan:
     """The passages that count as evidence (dense similarity at the threshold), in retrieval
     order; empty on the routes that use no documents. The prompt keeps as many as fit."""
     answer: AnswerBound = field(default_factory=AnswerBound)
+    features: dict[str, float] = field(default_factory=dict)
+    """What the router knew when it decided (`FEATURES`): recorded with outcomes to train a
+    learned router; not sent to clients."""
 
     @property
     def uses_documents(self) -> bool:
@@ -163,24 +168,174 @@ class Evidence:
         return sum(1 for s in self.scores if s >= threshold)
 
 
+FEATURES: tuple[str, ...] = (
+    "evidence_top",
+    "evidence_second",
+    "evidence_margin",
+    "evidence_mean",
+    "evidence_passing",
+    "lexical_overlap",
+    "adapter_match",
+    "adapter_margin",
+    "question_words",
+    "turns",
+    "verdict_against",
+    "verdict_finetune",
+    "adapter_stale",
+)
+"""What a learned router reads (`decision_features`): the schema a router file is trained on."""
+
+_WORD = re.compile(r"[a-z0-9_]{3,}")
+
+
+def decision_features(
+    request: RouteRequest,
+    hits: Sequence[SearchHit],
+    matches: Sequence[tuple[str, float]],
+    advice: Mapping[str, str],
+    settings: RouterSettings,
+    *,
+    stale_evidence: bool = False,
+) -> dict[str, float]:
+    """The numbers the router has when it decides, by name (`FEATURES`): evidence (dense
+    similarities of the hits, how many reach the threshold, how many of the question's words the
+    best passage holds), the best adapter's match and lead, the question's length and turn, the
+    best adapter's `ragtune advise` verdict and staleness."""
+    evidence = Evidence.of(hits)
+    scores = evidence.scores
+    words = set(_WORD.findall(request.question.lower()))
+    top_text = hits[0].text.lower() if hits else ""
+    overlap = sum(1 for w in words if w in top_text) / len(words) if words and hits else 0.0
+    best_name, best = matches[0] if matches else (None, 0.0)
+    runner_up = matches[1][1] if len(matches) > 1 else 0.0
+    verdict = advice.get(best_name) if best_name is not None else None
+    return {
+        "evidence_top": evidence.top,
+        "evidence_second": scores[1] if len(scores) > 1 else 0.0,
+        "evidence_margin": evidence.margin,
+        "evidence_mean": sum(scores) / len(scores) if scores else 0.0,
+        "evidence_passing": float(evidence.passing(settings.evidence_threshold)),
+        "lexical_overlap": overlap,
+        "adapter_match": best,
+        "adapter_margin": best - runner_up,
+        "question_words": math.log1p(len(request.question.split())),
+        "turns": float(len(request.turns)),
+        "verdict_against": 1.0 if verdict in ADVISED_AGAINST else 0.0,
+        "verdict_finetune": 1.0 if verdict == "fine-tune" else 0.0,
+        "adapter_stale": 1.0 if stale_evidence else 0.0,
+    }
+
+
+class RouteChooser(Protocol):
+    """A learned router (`serving.learned_router.RouteModel`) as the plan sees it."""
+
+    def choose(
+        self, features: Mapping[str, float], allowed: Collection[Route], explain: int = 2
+    ) -> LearnedChoice | None: ...
+
+    def describe(self) -> str: ...
+
+
+class LearnedChoice(Protocol):
+    @property
+    def route(self) -> Route: ...
+    @property
+    def probability(self) -> float: ...
+    @property
+    def top_features(self) -> tuple[str, ...]: ...
+
+
 def plan_route(
     settings: RouterSettings,
     request: RouteRequest,
     hits: Sequence[SearchHit],
     matches: Sequence[tuple[str, float]],
     advice: Mapping[str, str] | None = None,
+    stale: Mapping[str, frozenset[str]] | None = None,
+    *,
+    model: RouteChooser | None = None,
 ) -> RoutePlan:
     """Choose the route for one request. `hits` are the retrieved passages (none when the
     request does not search documents), `matches` each adapter's similarity to the question,
-    best first; `advice` the `ragtune advise` verdict of each adapter that has one."""
-    route, adapter, reason, scores = _decide(
-        settings, request, Evidence.of(hits), matches, advice or {}
+    best first; `advice` the `ragtune advise` verdict of each adapter that has one; `stale` the
+    ids of the documents changed since each stale adapter was trained (`doc_id`s); `model` a
+    learned router, which replaces the thresholds where the request leaves the choice open."""
+    advice = advice or {}
+    changed = _changed_evidence(settings, hits, stale or {})
+    best_name = matches[0][0] if matches else None
+    features = decision_features(
+        request, hits, matches, advice, settings, stale_evidence=best_name in changed
     )
+    route, adapter, reason, scores = _decide(
+        settings, request, Evidence.of(hits), matches, advice, changed
+    )
+    if model is not None and request.route is None and request.named_adapter is None:
+        route, adapter, reason = _learned(
+            settings, model, features, matches, advice, changed, (route, adapter, reason)
+        )
     evidence: tuple[SearchHit, ...] = ()
     if route in DOCUMENT_ROUTES:
         threshold = settings.evidence_threshold
         evidence = tuple(h for h in hits if (h.dense_score or 0.0) >= threshold)
-    return RoutePlan(route, adapter, reason, scores, evidence, request.answer)
+    return RoutePlan(route, adapter, reason, scores, evidence, request.answer, features)
+
+
+def _learned(
+    settings: RouterSettings,
+    model: RouteChooser,
+    features: Mapping[str, float],
+    matches: Sequence[tuple[str, float]],
+    advice: Mapping[str, str],
+    changed: Mapping[str, str],
+    thresholds: tuple[Route, str | None, str],
+) -> tuple[Route, str | None, str]:
+    """The learned router's choice among the routes this request may take: adapter routes
+    only with an adapter to use (the best match) that `ragtune advise` did not advise against,
+    the base model only when `base_route` is auto; a stale adapter whose evidence changed gets
+    the fresh passages (adapter+rag), as with the thresholds. Where the model knows none of the
+    allowed routes, the thresholds' plan stands."""
+    route, adapter, reason = thresholds
+    best_name = matches[0][0] if matches else None
+    allowed: set[Route] = {"rag"}
+    if settings.base_route == "auto":
+        allowed.add("base")
+    if best_name is not None and advice.get(best_name) not in ADVISED_AGAINST:
+        allowed |= ADAPTER_ROUTES
+    choice = model.choose(features, allowed)
+    if choice is None:
+        return route, adapter, reason
+    chosen = choice.route
+    named = best_name if chosen in ADAPTER_ROUTES else None
+    weighed = ", ".join(f"{name} {features[name]:.2f}" for name in choice.top_features)
+    because = f"; {weighed} weigh most" if weighed else ""
+    target = f" with adapter {named!r}" if named else ""
+    learned = (
+        f"The {model.describe()} chose {chosen}{target} (p={choice.probability:.2f}{because}). "
+        f"The thresholds would have taken {route}."
+    )
+    if chosen == "adapter" and named is not None and named in changed:
+        chosen = "adapter+rag"
+        learned += (
+            f" Adapter {named!r} was trained on an earlier revision of the documents and the "
+            f"evidence lies in changed document(s) {changed[named]}: it gets the fresh passages."
+        )
+    return chosen, named, learned
+
+
+def _changed_evidence(
+    settings: RouterSettings, hits: Sequence[SearchHit], stale: Mapping[str, frozenset[str]]
+) -> dict[str, str]:
+    """Stale adapter -> the documents (as readers see them) that hold evidence for this request
+    and changed since it was trained; only the adapters with such evidence."""
+    evidence = [h for h in hits if (h.dense_score or 0.0) >= settings.evidence_threshold]
+    changed = {}
+    for adapter, documents in stale.items():
+        inside = (h for h in evidence if h.metadata.get("doc_id") in documents)
+        names = list(dict.fromkeys(h.document or h.source for h in inside))
+        if names:
+            more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+            changed[adapter] = ", ".join(names[:3]) + more
+    return changed
 
 
 def _decide(
@@ -189,6 +344,7 @@ def _decide(
     evidence: Evidence,
     matches: Sequence[tuple[str, float]],
     advice: Mapping[str, str],
+    changed: Mapping[str, str],
 ) -> tuple[Route, str | None, str, dict[str, float]]:
     best_name, best = matches[0] if matches else (None, 0.0)
     runner_up = matches[1][1] if len(matches) > 1 else 0.0
@@ -229,6 +385,14 @@ def _decide(
                 f"evidence (top similarity {evidence.top:.2f}).",
                 scores,
             )
+        if named in changed:
+            # The client chose the adapter: it answers, with the passages it never saw.
+            return (
+                "adapter+rag",
+                named,
+                f"The request named adapter {named!r}; {_stale_evidence(named, changed)}",
+                scores,
+            )
         return "adapter", named, f"The request named adapter {named!r}.", scores
 
     declined = ""
@@ -249,6 +413,14 @@ def _decide(
                 best_name,
                 f"The request matches adapter {best_name!r}'s task ({best:.2f}) and the "
                 f"documents hold strong evidence ({evidence.top:.2f}).",
+                scores,
+            )
+        if best_name in changed:
+            return (
+                "adapter+rag",
+                best_name,
+                f"The request matches adapter {best_name!r}'s task ({best:.2f}); "
+                f"{_stale_evidence(best_name, changed)}",
                 scores,
             )
         return (
@@ -284,4 +456,12 @@ def _decide(
         f"Neither the documents (top similarity {evidence.top:.2f}) nor any adapter's task "
         f"({best:.2f}) match the request; answering with the base model.",
         scores,
+    )
+
+
+def _stale_evidence(adapter: str, changed: Mapping[str, str]) -> str:
+    return (
+        f"adapter {adapter!r} was trained on an earlier revision of the documents, and the "
+        f"evidence lies in changed document(s) {changed[adapter]}: answering with the adapter "
+        "and the fresh passages."
     )

@@ -1,5 +1,5 @@
-"""Settings of the serving side (env prefix `RAGTUNE_`): the engine, the router, the HTTP API;
-and `ServingSettings`, every package's settings composed in one place."""
+"""Settings of the serving side (env prefix `RAGTUNE_`): the engine, the router, the HTTP API,
+the grounding check; and `ServingSettings`, every package's settings composed in one place."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 from ragtune.adapters.settings import AdapterSettings
 from ragtune.retrieval.conversation import TurnWeighting
@@ -131,10 +131,46 @@ class RouterSettings(RagtuneSettings):
     RAGTUNE_MAX_TOKENS_LIMIT and what the prompt leaves of the context); a RAG prompt keeps
     this much room for the answer then."""
 
+    router_model: Path | None = None
+    """A learned router (`ragtune router train`); default: <data_dir>/router/model.json when it
+    exists. One made for another embedding model or feature schema is refused at start (the
+    thresholds above route, a warning says why)."""
+
+    shadow_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    """Shadow mode: the share of live requests (routed by the router, not forced or named)
+    that also run one route not taken, after the answer is sent, for `ragtune router train`.
+    0: off."""
+    shadow_concurrency: int = Field(default=1, ge=1)
+    """Shadow runs at once; a sampled request over it is skipped (counted), never queued."""
+    shadow_per_minute: int = Field(default=30, ge=1)
+    """Shadow runs started per minute, at most."""
+    shadow_outcomes: Path | None = None
+    """Where shadow runs append their paired outcomes; default
+    <data_dir>/router/outcomes.jsonl (where `ragtune router train` reads)."""
+
     def turn_weighting(self) -> TurnWeighting:
         """Which of a request's user messages its retrieval query reads: a message that finds
         evidence on its own (`evidence_threshold`) is searched alone."""
         return TurnWeighting(turns=self.query_turns, standalone_similarity=self.evidence_threshold)
+
+
+class GroundingSettings(RagtuneSettings):
+    """How answers that used passages are checked against them (`serving.grounding`)."""
+
+    grounding: bool = True
+    """Check every answer given passages and report `ragtune.grounding`; off: no check."""
+    grounding_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    """Support at which a sentence counts as supported. Unset: 0.6 for the similarity check,
+    0.5 (the entailment probability) with a grounding model."""
+    grounding_model: str | None = None
+    """A local sentence-transformers CrossEncoder folder (or a name in the local Hugging Face
+    cache; never downloaded) trained for NLI: its entailment probability is each sentence's
+    support. Unset: embedding similarity and word overlap, no extra model."""
+
+    @field_validator("grounding_model")
+    @classmethod
+    def _empty_is_none(cls, value: str | None) -> str | None:
+        return value.strip() or None if value is not None else None
 
 
 class ApiSettings(RagtuneSettings):
@@ -211,3 +247,4 @@ class ServingSettings:
     adapters: AdapterSettings = field(default_factory=AdapterSettings)
     router: RouterSettings = field(default_factory=RouterSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
+    grounding: GroundingSettings = field(default_factory=GroundingSettings)

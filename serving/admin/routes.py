@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import anyio
 from fastapi import APIRouter, Depends, Path, Request
 
 from ragtune.serving.admin.protocol import (
@@ -31,8 +32,9 @@ Admin = Annotated[AdapterAdmin, Depends(admin)]
 
 @router.get("", response_model=list[AdapterStatus], responses=ERRORS)
 async def list_adapters(service: Admin) -> list[AdapterStatus]:
-    """Registered adapters: version in force, engine name, loaded or not, requests in flight."""
-    return service.listed()
+    """Registered adapters: version in force, engine name, loaded or not, requests in flight,
+    and whether the documents each was trained alongside changed since (`stale`)."""
+    return await anyio.to_thread.run_sync(service.listed)
 
 
 @router.post("", response_model=AdapterStatus, responses=ERRORS)
@@ -43,14 +45,10 @@ async def add_adapter(body: AddAdapterRequest, service: Admin) -> AdapterStatus:
 
 @router.get("/{name}", response_model=AdapterDetail, responses=ERRORS)
 async def show_adapter(name: str, service: Admin) -> AdapterDetail:
-    """One adapter's status, manifest and stored versions."""
-    manifest = service.current(name)
-    status = service.status(manifest)
-    return AdapterDetail(
-        **status.model_dump(),
-        manifest=manifest.model_dump(mode="json"),
-        versions=service.versions(name),
-    )
+    """One adapter's status, manifest and stored versions, and the documents changed since it
+    was trained (`changes`: changed, removed or added, each with when its version now stored
+    was ingested)."""
+    return await anyio.to_thread.run_sync(service.detail, name)
 
 
 @router.post("/{name}/swap", response_model=AdapterStatus, responses=ERRORS)

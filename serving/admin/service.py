@@ -15,7 +15,7 @@ import anyio
 
 from ragtune.adapters.errors import AdapterBusyError, AdapterNotFoundError, InvalidAdapterError
 from ragtune.adapters.registry import AdapterManifest, AdapterRegistry
-from ragtune.serving.admin.protocol import AdapterStatus
+from ragtune.serving.admin.protocol import AdapterDetail, AdapterStatus
 from ragtune.serving.engine.pool import EnginePool
 from ragtune.serving.errors import (
     AdapterLoadError,
@@ -60,7 +60,9 @@ class AdapterAdmin:
         return path if path.is_dir() else None
 
     def listed(self) -> list[AdapterStatus]:
-        """Every registered adapter's version in force, with its state on the engines."""
+        """Every registered adapter's version in force, with its state on the engines and
+        whether it is stale. Blocking (it may read collections): call it from a worker
+        thread."""
         return [self.status(m) for m in self.fleet.manifests()]
 
     def current(self, name: str) -> AdapterManifest:
@@ -75,6 +77,8 @@ class AdapterAdmin:
 
     def status(self, manifest: AdapterManifest) -> AdapterStatus:
         loaded_on = self.fleet.loaded_on(manifest)
+        recorded = manifest.training_collection
+        staleness = self.fleet.staleness(manifest)
         return AdapterStatus(
             name=manifest.name,
             version=manifest.version,
@@ -84,6 +88,21 @@ class AdapterAdmin:
             in_flight=self.fleet.in_flight(manifest),
             task=manifest.task,
             rank=manifest.rank,
+            training_collection=recorded.name if recorded else None,
+            stale=staleness.stale if staleness else (None if recorded else False),
+            changed_documents=len(staleness.changes) if staleness else 0,
+        )
+
+    def detail(self, name: str) -> AdapterDetail:
+        """One adapter's status, manifest, stored versions and the documents changed since it
+        was trained. Blocking (it may read the collection): call it from a worker thread."""
+        manifest = self.current(name)
+        staleness = self.fleet.staleness(manifest)
+        return AdapterDetail(
+            **self.status(manifest).model_dump(),
+            manifest=manifest.model_dump(mode="json"),
+            versions=self.versions(name),
+            changes=list(staleness.changes) if staleness else [],
         )
 
     def versions(self, name: str) -> list[int]:

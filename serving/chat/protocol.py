@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ragtune.adapters.examples import last_user_text
 from ragtune.retrieval.conversation import user_turns as user_texts
 from ragtune.serving.errors import InvalidRequestError, shorten
+from ragtune.serving.grounding import GroundingInfo
 from ragtune.serving.protocol import check_json_values
 from ragtune.serving.router import Route
 
@@ -455,7 +456,8 @@ class SourceInfo(BaseModel):
 
 
 class RagtuneInfo(BaseModel):
-    """How ragtune answered: the route taken, why, and the passages given to the model."""
+    """How ragtune answered: the route taken, why, the passages given to the model, and how well
+    they support the answer."""
 
     route: Route
     adapter: str | None = None
@@ -463,6 +465,14 @@ class RagtuneInfo(BaseModel):
     reason: str
     scores: dict[str, float] = Field(default_factory=dict)
     sources: list[SourceInfo] = Field(default_factory=list)
+    grounding: GroundingInfo | None = None
+    """How well the passages support the answer's sentences: on a whole answer given passages,
+    and on a stream's last chunk (`choices` empty); absent otherwise."""
+
+    def wire(self) -> dict[str, Any]:
+        """The field as sent: `grounding` left out until it is known (a stream's first chunk
+        does not know it yet; a route without passages never has one)."""
+        return self.model_dump(exclude={"grounding"} if self.grounding is None else None)
 
 
 class ResponseMessage(BaseModel):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +15,7 @@ import anyio
 from ragtune.adapters.registry import AdapterManifest
 from ragtune.retrieval.conversation import conversation_query
 from ragtune.retrieval.embedder import Embedder
+from ragtune.retrieval.search import SearchHit
 from ragtune.serving import observability
 from ragtune.serving.chat import shapes
 from ragtune.serving.chat.protocol import (
@@ -23,18 +24,29 @@ from ragtune.serving.chat.protocol import (
     ChatCompletionRequest,
     NamedToolChoice,
     RagtuneInfo,
+    RagtuneOptions,
     SourceInfo,
 )
 from ragtune.serving.engine.client import EngineClient
 from ragtune.serving.engine.pool import EnginePool, Lease
 from ragtune.serving.errors import InvalidRequestError, ServingError, shorten
 from ragtune.serving.fleet import AdapterFleet
+from ragtune.serving.grounding import GroundingChecker, GroundingInfo
 from ragtune.serving.http_errors import stream_error
+from ragtune.serving.outcomes import CaseOutcome, Grader, RouteOutcome
 from ragtune.serving.prompting import PromptBuilder, PromptFactory, PromptPlan
 from ragtune.serving.protocol import SSE_DONE, sse_event
 from ragtune.serving.retrievers import RetrieverCache
-from ragtune.serving.router import AnswerBound, RoutePlan, RouteRequest, plan_route
+from ragtune.serving.router import (
+    AnswerBound,
+    Route,
+    RouteChooser,
+    RoutePlan,
+    RouteRequest,
+    plan_route,
+)
 from ragtune.serving.settings import RouterSettings
+from ragtune.serving.shadow import ShadowRunner, route_not_taken
 
 logger = logging.getLogger("ragtune.chat")
 
@@ -44,6 +56,25 @@ class Routed:
     plan: RoutePlan
     timings: dict[str, float]
     """Seconds: "retrieval" (query embedding + search), "routing" (matching + the plan)."""
+    hits: tuple[SearchHit, ...] = ()
+    """Every passage retrieved (the plan's evidence is those that count)."""
+    matches: tuple[tuple[str, float], ...] = ()
+    """Each adapter's similarity to the request, best first."""
+
+
+@dataclass(frozen=True)
+class ShadowCase:
+    """A live request sampled for shadow mode: what the route not taken is run and graded on."""
+
+    request: ChatCompletionRequest
+    asked: RouteRequest
+    plan: RoutePlan
+    route: Route
+    adapter: str | None
+    """The route not taken, and its adapter."""
+    best_adapter: str | None
+    passages: tuple[str, ...]
+    """Every passage retrieved for the request: both answers are graded against them."""
 
 
 @dataclass
@@ -59,6 +90,11 @@ class PreparedChat:
     """The engine model (base or adapter version) and replica this request uses."""
     client_wants_usage: bool = False
     """The stream's client asked for the usage chunk (`stream_options.include_usage`)."""
+    passages: tuple[str, ...] = ()
+    """The texts of the passages the prompt gave the model as [1], [2]... (on the routes that
+    use documents): what the answer is checked against."""
+    shadow: ShadowCase | None = None
+    """Sampled for shadow mode: once answered, the route not taken runs in the background."""
 
 
 class ChatService:
@@ -84,6 +120,9 @@ class ChatService:
         max_tokens_limit: int = 0,
         auto_tool_choice: bool = False,
         log_prompts: bool = False,
+        route_model: RouteChooser | None = None,
+        grounding: GroundingChecker | None = None,
+        shadow: ShadowRunner | None = None,
     ) -> None:
         self.embedder = embedder
         self.retrievers = retrievers
@@ -98,6 +137,12 @@ class ChatService:
         """The engine parses the model's own tool calls (RAGTUNE_TOOL_CALL_PARSER is set):
         tool_choice "auto" is possible."""
         self.log_prompts = log_prompts
+        self.route_model = route_model
+        """A learned router (`ragtune router train`); None: the thresholds route."""
+        self.grounding = grounding
+        """Checks answers given passages against them (`ragtune.grounding`); None: off."""
+        self.shadow = shadow
+        """Shadow mode (`RAGTUNE_SHADOW_RATE`); None or rate 0: off."""
 
     @property
     def base_model(self) -> str:
@@ -130,6 +175,8 @@ class ChatService:
             client_wants_usage=bool(
                 request.stream_options and request.stream_options.include_usage
             ),
+            passages=tuple(hit.text for hit in prompt.passages) if plan.uses_documents else (),
+            shadow=self._shadow_case(request, ask, routed),
         )
 
     def read(self, request: ChatCompletionRequest) -> RouteRequest:
@@ -211,9 +258,15 @@ class ChatService:
             for name, _ in matches
             if (manifest := self.fleet.get(name)) is not None and manifest.verdict
         }
-        plan = plan_route(self.settings, request, hits, matches, advice)
+        # Adapters trained on an earlier version of the documents searched (`stale` in
+        # /admin/adapters): the router gives them the fresh passages.
+        collection = request.collection or self.retrievers.default_collection
+        stale = self.fleet.stale_documents(collection) if hits else {}
+        plan = plan_route(
+            self.settings, request, hits, matches, advice, stale, model=self.route_model
+        )
         timings = {"retrieval": retrieved - started, "routing": time.perf_counter() - retrieved}
-        return Routed(plan, timings)
+        return Routed(plan, timings, tuple(hits), tuple(matches))
 
     async def _builder(self) -> PromptBuilder:
         if self.prompts is None:
@@ -237,7 +290,8 @@ class ChatService:
         await self.engines.release(prepared.lease)
 
     async def complete(self, prepared: PreparedChat) -> dict[str, Any]:
-        """The whole answer, with `ragtune` (route, reason, scores, sources)."""
+        """The whole answer, with `ragtune` (route, reason, scores, sources, and the answer's
+        grounding when it was given passages)."""
         try:
             response = await self.engines.call(
                 prepared.lease, functools.partial(_whole, prepared.engine_request)
@@ -246,11 +300,17 @@ class ChatService:
             await self.finish(prepared)
         response = shapes.completion(response)
         response["model"] = prepared.model
-        response["ragtune"] = prepared.info.model_dump()
+        choices = response.get("choices") or [{}]
+        answer = (choices[0].get("message") or {}).get("content") or ""
+        grounding = await self._ground(prepared, answer, observability.current())
+        response["ragtune"] = prepared.info.model_copy(update={"grounding": grounding}).wire()
+        self._start_shadow(prepared, answer, choices[0].get("finish_reason"))
         return response
 
     async def open_stream(self, prepared: PreparedChat) -> AsyncIterator[str]:
-        """SSE events: the engine's chunks, the first one carrying `ragtune`, then [DONE].
+        """SSE events: the engine's chunks, the first one carrying `ragtune`; when the answer was
+        given passages, a chunk without choices carrying `ragtune.grounding` once it is complete
+        (before the usage chunk, which stays last); then [DONE].
 
         The first chunk is awaited here, before any byte goes out, so that an error the engine
         reports at once (context too long, engine down) still gets its HTTP status; an error
@@ -288,20 +348,29 @@ class ChatService:
         # The engine always reports usage (for the metrics); the client gets the usage chunk
         # only when it asked for it.
         usage_wanted = bool(prepared.client_wants_usage)
+        answer: list[str] = []
+        finish: str | None = None
+        usage: dict[str, Any] | None = None  # the usage chunk, held back to go last
+        complete = False
         try:
             if first is not None:
                 first = shapes.chunk(first, usage_wanted=usage_wanted)
                 first["model"] = prepared.model
-                first["ragtune"] = prepared.info.model_dump()
+                first["ragtune"] = prepared.info.wire()
+                answer.extend(_content(first))
                 yield sse_event(first)
                 async for chunk in rest:
                     if chunk.get("usage") and record is not None:
                         _count_tokens(record, chunk["usage"])
-                    if not chunk.get("choices") and chunk.get("usage") and not usage_wanted:
-                        continue
                     shaped = shapes.chunk(chunk, usage_wanted=usage_wanted)
                     shaped["model"] = prepared.model
+                    if not chunk.get("choices") and chunk.get("usage"):
+                        usage = shaped if usage_wanted else None
+                        continue
+                    answer.extend(_content(shaped))
+                    finish = _finish_reason(shaped) or finish
                     yield sse_event(shaped)
+                complete = True
         except ServingError as exc:
             logger.warning("stream ended by an engine error: %s", exc)
             if record is not None:
@@ -311,7 +380,124 @@ class ChatService:
             if record is not None:
                 record.time("generation", time.perf_counter() - started)
             await self.finish(prepared)
+        if complete and first is not None:
+            self._start_shadow(prepared, "".join(answer), finish)
+            grounding = await self._ground(prepared, "".join(answer), record)
+            if grounding is not None:
+                closing: dict[str, Any] = {
+                    **{key: first[key] for key in ("id", "object", "created") if key in first},
+                    "model": prepared.model,
+                    "choices": [],
+                    "ragtune": {"grounding": grounding.model_dump()},
+                }
+                yield sse_event(closing)
+            if usage is not None:
+                yield sse_event(usage)
         yield SSE_DONE
+
+    def _shadow_case(
+        self, request: ChatCompletionRequest, ask: RouteRequest, routed: Routed
+    ) -> ShadowCase | None:
+        """A shadow run for this request, if the router chose its route and it is sampled."""
+        if self.shadow is None or not self.shadow.enabled:
+            return None
+        if ask.route is not None or ask.named_adapter is not None or (request.n or 1) > 1:
+            return None
+        other = route_not_taken(routed.plan, routed.matches, self.settings.base_route)
+        if other is None or not self.shadow.sampled():
+            return None
+        best = routed.matches[0][0] if routed.matches else None
+        passages = tuple(hit.text for hit in routed.hits)
+        return ShadowCase(request, ask, routed.plan, *other, best, passages)
+
+    def _start_shadow(self, prepared: PreparedChat, answer: str, finish: str | None) -> None:
+        """Run the route not taken in the background and append the paired outcome."""
+        case, runner = prepared.shadow, self.shadow
+        if case is None or runner is None:
+            return
+
+        async def run() -> CaseOutcome:
+            asked = case.asked
+            request = case.request.model_copy(
+                update={
+                    "model": case.adapter or self.base_model,
+                    "stream": False,
+                    "stream_options": None,
+                    "ragtune": RagtuneOptions(
+                        route=case.route, collection=asked.collection, filters=asked.filters
+                    ),
+                }
+            )
+            response = await self.complete(await self.prepare(request))
+            choice = response["choices"][0]
+            other = (
+                (choice.get("message") or {}).get("content") or "",
+                choice.get("finish_reason"),
+            )
+            return await anyio.to_thread.run_sync(self._paired, case, (answer, finish), other)
+
+        runner.start(run)
+
+    def _paired(
+        self, case: ShadowCase, live: tuple[str, str | None], other: tuple[str, str | None]
+    ) -> CaseOutcome:
+        """The live answer and the route not taken's, graded alike: (text, finish reason)."""
+        checker = self.grounding
+
+        def grounded(answer: str, passages: Sequence[str]) -> float | None:
+            checked = checker.check(answer, passages) if checker is not None else None
+            return checked.score if checked is not None else None
+
+        grader = Grader(None, grounded)
+        keep = self.log_prompts
+        outcomes = []
+        evidence = case.plan.features.get("evidence_passing", 0.0) > 0
+        for route, adapter, (text, finish) in (
+            (case.plan.route, case.plan.adapter, live),
+            (case.route, case.adapter, other),
+        ):
+            grade, metric, grounding = grader.grade(
+                text, None, case.passages, finish_reason=finish, evidence=evidence
+            )
+            outcomes.append(
+                RouteOutcome(
+                    route,
+                    adapter,
+                    round(grade, 4),
+                    metric,
+                    None if grounding is None else round(grounding, 4),
+                    answer=text if keep else None,
+                )
+            )
+        return CaseOutcome(
+            line=0,
+            source="shadow",
+            features=dict(case.plan.features),
+            decision=case.plan.route,
+            decision_adapter=case.plan.adapter,
+            adapter=case.best_adapter,
+            outcomes=outcomes,
+            origin="shadow",
+            question=case.asked.question if keep else None,
+            history=list(case.asked.history) if keep else [],
+        )
+
+    async def _ground(
+        self, prepared: PreparedChat, answer: str, record: observability.RequestRecord | None
+    ) -> GroundingInfo | None:
+        """How well the passages support the answer: None when the check is off, the answer
+        was given no passages, or it has no sentence to check. Recorded for the metrics."""
+        if self.grounding is None or not prepared.passages or not answer.strip():
+            return None
+        started = time.perf_counter()
+        # Embedding (or NLI) work: off the event loop.
+        grounding = await anyio.to_thread.run_sync(self.grounding.check, answer, prepared.passages)
+        if record is not None:
+            record.time("grounding", time.perf_counter() - started)
+            if grounding is not None:
+                record.grounding = round(grounding.score, 4)
+                record.unsupported_sentences = len(grounding.unsupported)
+        return None if grounding is None else grounding.to_info()
 
 
 async def _whole(body: dict[str, Any], client: EngineClient) -> dict[str, Any]:
@@ -380,6 +566,23 @@ def _info(plan: RoutePlan, manifest: AdapterManifest | None, prompt: PromptPlan)
             for n, hit in enumerate(prompt.passages, start=1)
         ],
     )
+
+
+def _finish_reason(chunk: dict[str, Any]) -> str | None:
+    """The first choice's finish reason in a streamed chunk (None until the last one)."""
+    for choice in chunk.get("choices") or ():
+        if choice.get("index", 0) == 0 and choice.get("finish_reason"):
+            return str(choice["finish_reason"])
+    return None
+
+
+def _content(chunk: dict[str, Any]) -> list[str]:
+    """The answer's text in a streamed chunk."""
+    return [
+        content
+        for choice in chunk.get("choices") or ()
+        if choice.get("index", 0) == 0 and (content := (choice.get("delta") or {}).get("content"))
+    ]
 
 
 def _count_tokens(record: observability.RequestRecord, usage: Any) -> None:

@@ -358,12 +358,14 @@ def response_skeleton(request: ResponsesRequest, prepared: PreparedChat) -> dict
     if request.tool_choice is not None:
         choice = request.tool_choice
         response["tool_choice"] = choice if isinstance(choice, str) else choice.model_dump()
-    response["ragtune"] = prepared.info.model_dump()
+    response["ragtune"] = prepared.info.wire()
     return response
 
 
 def response_from_chat(skeleton: dict[str, Any], answer: dict[str, Any]) -> dict[str, Any]:
-    """The whole Response of a chat completion."""
+    """The whole Response of a chat completion (its `ragtune`, grounding included)."""
+    if isinstance(answer.get("ragtune"), dict):
+        skeleton = {**skeleton, "ragtune": answer["ragtune"]}
     choice = (answer.get("choices") or [{}])[0]
     message = choice.get("message") or {}
     finish = choice.get("finish_reason")
@@ -464,7 +466,8 @@ class ResponseEvents:
     Usage:
         events = ResponseEvents(skeleton)
         events.opened()             # response.created, response.in_progress
-        events.chunk(chunk)         # per chat chunk: items added, text and argument deltas
+        events.chunk(chunk)         # per chat chunk: items added, text and argument deltas;
+                                    # the answer's grounding (for the final Response)
         events.finished()           # items done, then response.completed (or .incomplete)
         events.failed(message)      # instead of finished: error, then response.failed
     Each call returns SSE events (`event:` and `data:` lines), numbered in one sequence.
@@ -492,6 +495,11 @@ class ResponseEvents:
     def chunk(self, chunk: dict[str, Any]) -> list[str]:
         if chunk.get("usage"):
             self.usage = chunk["usage"]
+        late = chunk.get("ragtune")
+        if isinstance(late, dict) and "grounding" in late:
+            # The answer's grounding, known once it is complete: the final Response carries it.
+            ragtune = {**self.skeleton.get("ragtune", {}), "grounding": late["grounding"]}
+            self.skeleton = {**self.skeleton, "ragtune": ragtune}
         events: list[str] = []
         for choice in chunk.get("choices") or []:
             delta = choice.get("delta") or {}

@@ -15,7 +15,8 @@ from transformers import AutoTokenizer
 
 from ragtune.adapters.errors import AdapterConflictError, InvalidAdapterError
 from ragtune.adapters.examples import Example, load_examples
-from ragtune.adapters.registry import AdapterRegistry
+from ragtune.adapters.provenance import CollectionSnapshot, DocumentVersion
+from ragtune.adapters.registry import MANIFEST, AdapterRegistry
 from ragtune.adapters.training import (
     IGNORE,
     Trainer,
@@ -118,6 +119,32 @@ def test_train_and_register_keeps_the_held_out_split_and_records_the_run(
     assert summary["held_out_file"] == str(trained.held_out_file)
     assert load_examples(trained.held_out_file) == held_out
     assert not list(registry.root.glob(".training-*"))  # the staging folder is gone
+
+
+def test_training_records_the_collection_made_alongside_and_a_new_version_forgets_it(
+    models_dir: Path, lora_adapters: dict[str, Path], tmp_path: Path
+) -> None:
+    registry = AdapterRegistry(tmp_path / "adapters")
+    recorded = CollectionSnapshot(
+        name="handbook",
+        revision="r1",
+        documents=[
+            DocumentVersion(doc_id="d1", source="/docs/refunds.md", doc_hash="h1", ingested_at="t")
+        ],
+    )
+    train_and_register(
+        registry, write_examples(tmp_path / "titles.jsonl", 10), "titler", "Titles.",
+        base_model=DEFAULT_MODEL_NAME, base_model_dir=lambda: default_model_dir(models_dir),
+        max_rank=16, config=TrainingConfig(), trainer=CopyTrainer(lora_adapters["alpha"]),
+        collection=recorded,
+    )  # fmt: skip
+    manifest = registry.get("titler")
+    assert manifest.training_collection == recorded
+    stored = json.loads((registry.path(manifest) / MANIFEST).read_text())
+    assert stored["training_collection"]["documents"][0]["doc_hash"] == "h1"
+    # A version swapped in from a folder: what it was trained on is not known.
+    newer = registry.add_version("titler", lora_adapters["beta"])
+    assert (newer.training_collection, newer.training_data_sha256) == (None, None)
 
 
 def test_a_refused_training_stops_before_the_base_model_is_prepared(

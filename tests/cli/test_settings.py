@@ -11,14 +11,19 @@ from ragtune.adapters.settings import AdapterSettings
 from ragtune.cli.settings import CommandSettings, settings_classes
 from ragtune.ingest.settings import IngestSettings
 from ragtune.retrieval.settings import RetrievalSettings
-from ragtune.serving.settings import ApiSettings, EngineSettings, RouterSettings
+from ragtune.serving.settings import (
+    ApiSettings,
+    EngineSettings,
+    GroundingSettings,
+    RouterSettings,
+)
 from tests.support.cli import ragtune
 
 
 def test_the_tree_holds_every_package_settings() -> None:
     assert set(settings_classes()) == {
         RetrievalSettings, IngestSettings, EngineSettings, AdapterSettings, RouterSettings,
-        ApiSettings,
+        ApiSettings, GroundingSettings,
     }  # fmt: skip
 
 

@@ -190,3 +190,32 @@ def test_a_follow_up_case_is_routed_with_the_conversation(tmp_path: Path) -> Non
     report = evaluate_routes(parts, cases)
     assert [(r.route, r.correct) for r in report.results] == [("rag", True), ("base", True)]
     assert report.to_dict()["results"][0]["history"] == [question]
+
+
+@pytest.mark.slow
+def test_thresholds_suggested_without_labels_route_the_labelled_cases(
+    routed_data_dir: Path, report: dict[str, Any]
+) -> None:
+    result = ragtune("eval", "route", "--suggest", "--json", data_dir=routed_data_dir)
+    assert result.returncode == 0, result.stderr
+    suggested = json.loads(result.stdout)
+    assert set(suggested) == {"evidence_threshold", "adapter_threshold"}
+    evidence = suggested["evidence_threshold"]
+    assert evidence["positives"] >= 150  # pseudo-queries from the chunks
+    assert evidence["negatives"] >= 20 + 20  # general questions + the titler's examples
+    # Judged on the labelled cases the suggestion never saw.
+    results = report["results"]
+    rag = [r["scores"]["evidence_top"] for r in results if r["expected_route"] == "rag"]
+    base = [r["scores"]["evidence_top"] for r in results if r["expected_route"] == "base"]
+    assert balanced_accuracy(rag, base, evidence["suggested"]) >= 0.9
+    adapter = suggested["adapter_threshold"]
+    titles = [r["scores"]["adapter_match"] for r in results if r["expected_route"] == "adapter"]
+    others = [r["scores"]["adapter_match"] for r in results if r["expected_route"] != "adapter"]
+    assert balanced_accuracy(titles, others, adapter["suggested"]) >= 0.9
+
+
+def test_suggest_needs_a_collection_with_text(tmp_path: Path) -> None:
+    result = ragtune("eval", "route", "--suggest", data_dir=tmp_path)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "ingest" in result.stderr

@@ -142,3 +142,17 @@ def test_nearest_gives_the_query_ranking_without_payload(store: VectorStore, nam
     ids = col.nearest(unit(1, 2, 0.5), 4, where={"doc_id": "d0"})
     assert [i for i, _ in ids] == [h.id for h in full] == ["c2", "c4", "c0"]
     assert [d for _, d in ids] == pytest.approx([h.distance for h in full], abs=1e-6)
+
+
+def test_documents_are_told_by_their_chunks_metadata(store: VectorStore, name: str) -> None:
+    col = store.collection(name, MODEL, create=True)
+    meta = [
+        {"doc_id": "b", "source": "/docs/b.md", "doc_hash": "hb", "ingested_at": "2025-01-02"},
+        {"doc_id": "b", "source": "/docs/b.md", "doc_hash": "hb", "ingested_at": "2025-01-03"},
+        {"doc_id": "a", "source": "/docs/a.md", "doc_hash": "ha", "ingested_at": "2025-01-01"},
+    ]
+    col.add([ChunkRecord(f"c{i}", "t", m, unit(1, i + 1, 0)) for i, m in enumerate(meta)])
+    assert [(d.doc_id, d.source, d.doc_hash, d.ingested_at, d.chunks) for d in col.documents()] == [
+        ("a", "/docs/a.md", "ha", "2025-01-01", 1),
+        ("b", "/docs/b.md", "hb", "2025-01-03", 2),
+    ]

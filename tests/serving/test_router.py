@@ -229,3 +229,76 @@ def test_the_router_respects_an_adapters_advice(
         SETTINGS, RouteRequest("q", adapter="titler"), hits(*dense), CLEAR, {"titler": verdict}
     )
     assert named.adapter == "titler"
+
+
+def hits_in(*passages: tuple[str, float]) -> list[SearchHit]:
+    """Retrieved passages as (document id, dense similarity)."""
+    return [
+        SearchHit(
+            rank=n,
+            chunk_id=f"c{n}",
+            text=f"passage {n}",
+            source=f"/srv/{doc}.md",
+            section="",
+            score=1.0 / n,
+            metadata={"doc_id": doc},
+            dense_score=score,
+            document=f"{doc}.md",
+        )
+        for n, (doc, score) in enumerate(passages, start=1)
+    ]
+
+
+STALE = {"titler": frozenset({"changed"})}
+"""titler was trained alongside an earlier version of the document `changed`."""
+
+
+@pytest.mark.parametrize(
+    ("passages", "matches", "named", "forced", "route", "adapter"),
+    [
+        # Evidence in a changed document: the stale adapter answers with the fresh passages.
+        ((("changed", 0.5),), CLEAR, None, None, "adapter+rag", "titler"),
+        ((("same", 0.5), ("changed", 0.45)), CLEAR, None, None, "adapter+rag", "titler"),
+        # ...named, whatever the match (the client chose it).
+        ((("changed", 0.5),), LOW, "titler", None, "adapter+rag", "titler"),
+        # The changed document holds no evidence (below the threshold, or not retrieved).
+        ((("same", 0.5), ("changed", 0.3)), CLEAR, None, None, "adapter", "titler"),
+        ((("same", 0.5),), CLEAR, None, None, "adapter", "titler"),
+        # Another adapter than the stale one.
+        ((("changed", 0.5),), [("coder", 0.6), ("titler", 0.3)], None, None, "adapter", "coder"),
+        ((("changed", 0.5),), LOW, "coder", None, "adapter", "coder"),
+        # No clear match: the documents answer, as without staleness.
+        ((("changed", 0.5),), CLOSE, None, None, "rag", None),
+        # A forced route wins.
+        ((("changed", 0.5),), CLEAR, None, "adapter", "adapter", "titler"),
+    ],
+)
+def test_a_stale_adapter_gets_the_fresh_passages_when_the_evidence_changed(
+    passages: tuple[tuple[str, float], ...],
+    matches: list[tuple[str, float]],
+    named: str | None,
+    forced: Route | None,
+    route: Route,
+    adapter: str | None,
+) -> None:
+    request = RouteRequest("q", adapter=named, route=forced)
+    plan = plan_route(SETTINGS, request, hits_in(*passages), matches, None, STALE)
+    assert (plan.route, plan.adapter) == (route, adapter)
+    without = plan_route(SETTINGS, request, hits_in(*passages), matches)
+    stale_changed_it = (plan.route, plan.adapter) != (without.route, without.adapter)
+    assert stale_changed_it is ("earlier revision" in plan.reason)
+    if stale_changed_it:
+        assert plan.reason.endswith(
+            "adapter 'titler' was trained on an earlier revision of the documents, and the "
+            "evidence lies in changed document(s) changed.md: answering with the adapter and "
+            "the fresh passages."
+        )
+        assert [h.chunk_id for h in plan.evidence] == [
+            h.chunk_id for h in hits_in(*passages) if (h.dense_score or 0.0) >= 0.4
+        ]
+
+
+def test_strong_evidence_keeps_its_reason_for_a_stale_adapter() -> None:
+    plan = plan_route(SETTINGS, RouteRequest("q"), hits_in(("changed", 0.7)), CLEAR, None, STALE)
+    assert (plan.route, plan.adapter) == ("adapter+rag", "titler")
+    assert "strong evidence" in plan.reason

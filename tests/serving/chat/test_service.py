@@ -13,6 +13,7 @@ import anyio
 import httpx
 import pytest
 
+from ragtune.adapters.provenance import CollectionSnapshot, DocumentVersion
 from ragtune.adapters.registry import MANIFEST, AdapterManifest, AdapterRegistry
 from ragtune.adapters.settings import AdapterSettings, adapters_dir
 from ragtune.retrieval.settings import RetrievalSettings
@@ -22,9 +23,16 @@ from ragtune.serving.components import Components, assemble
 from ragtune.serving.engine.client import EngineClient
 from ragtune.serving.engine.pool import EnginePool
 from ragtune.serving.errors import ModelNotFoundError
-from ragtune.serving.settings import ApiSettings, EngineSettings, RouterSettings, ServingSettings
+from ragtune.serving.settings import (
+    ApiSettings,
+    EngineSettings,
+    GroundingSettings,
+    RouterSettings,
+    ServingSettings,
+)
 from tests.support.fakes import FakeEmbedder, FakeTokenizer, InMemoryStore
 from tests.support.openai_schema import assert_openai_shape
+from tests.support.staleness import register_trained
 from tests.support.vllm_bodies import vllm_completion, vllm_stream
 
 BASE = "base-model"
@@ -141,7 +149,10 @@ def metadata(n: int) -> dict[str, str | int]:
 
 
 def components(
-    data_dir: Path, *engines: FakeEngine, router: RouterSettings | None = None
+    data_dir: Path,
+    *engines: FakeEngine,
+    router: RouterSettings | None = None,
+    grounding: GroundingSettings | None = None,
 ) -> Components:
     settings = ServingSettings(
         retrieval=RetrievalSettings(data_dir=data_dir),
@@ -149,6 +160,7 @@ def components(
         adapters=AdapterSettings(data_dir=data_dir),
         router=router or RouterSettings(),
         api=ApiSettings(allow_unauthenticated=True),
+        grounding=grounding or GroundingSettings(),
     )
     embedder = FakeEmbedder()
     store = InMemoryStore()
@@ -340,10 +352,12 @@ def test_the_first_chunk_of_a_stream_carries_ragtune(tmp_path: Path, engine: Fak
     events = run(parts, stream)
     assert events[-1] == "data: [DONE]\n\n"
     chunks = [json.loads(e.removeprefix("data: ")) for e in events[:-1]]
+    *answer, closing = chunks  # the answer's chunks, then its grounding
     assert chunks[0]["ragtune"]["route"] == "rag"
     assert chunks[0]["ragtune"]["sources"][0]["document"] == "policy-1.md"
-    assert all("ragtune" not in c for c in chunks[1:])
-    assert "".join(c["choices"][0]["delta"]["content"] for c in chunks) == "Thirty days."
+    assert all("ragtune" not in c for c in answer[1:])
+    assert "".join(c["choices"][0]["delta"]["content"] for c in answer) == "Thirty days."
+    assert (closing["choices"], list(closing["ragtune"])) == ([], ["grounding"])
     assert all(c["model"] == BASE for c in chunks)
     assert all("usage" not in c for c in chunks)  # the client did not ask for it
     (sent,) = engine.sent("/v1/chat/completions")
@@ -433,3 +447,182 @@ def test_the_router_leaves_an_adapter_advise_found_not_to_pay(
         assert "ragtune advise" in routed["reason"]
     # Named, the adapter answers whatever the advice.
     assert named["adapter"] == "titler"
+
+
+def test_an_adapter_trained_on_an_earlier_version_of_the_evidence_gets_the_fresh_passages(
+    tmp_path: Path, engine: FakeEngine
+) -> None:
+    earlier = CollectionSnapshot(
+        name="default",
+        documents=[  # policy-1 changed since (its hash differs), policy-2 did not
+            DocumentVersion(doc_id="policy-1", source="/srv/docs/policy-1.md", doc_hash="before"),
+            DocumentVersion(doc_id="policy-2", source="/srv/docs/policy-2.md", doc_hash=""),
+        ],
+    )
+    register_trained(tmp_path, "titler", TASK, earlier)
+    register_trained(tmp_path, "coder", "Write Python code.", None)
+    parts = components(tmp_path, engine)
+
+    async def answers() -> list[dict[str, Any]]:
+        return [
+            await parts.chat.complete(await parts.chat.prepare(chat(model, REFUND_QUESTION)))
+            for model in ("titler", "coder")
+        ]
+
+    stale, other = run(parts, answers)
+    info = stale["ragtune"]
+    assert (info["route"], info["adapter"]) == ("adapter+rag", "titler")
+    assert "earlier revision of the documents" in info["reason"]
+    assert "policy-1.md" in info["reason"]
+    assert [s["document"] for s in info["sources"]] == ["policy-1.md"]
+    sent = engine.sent("/v1/chat/completions")[0]
+    assert sent["model"] == "titler@v1"
+    assert PASSAGES[0] in sent["messages"][0]["content"]
+    # An adapter trained alongside no collection answers alone, as before.
+    assert (other["ragtune"]["route"], other["ragtune"]["adapter"]) == ("adapter", "coder")
+
+
+# Grounding: the answer checked against the passages it was given
+
+SUPPORTED = "Invoices are refunded within thirty days of the refund request [1]."
+OFF_TOPIC = "The cafeteria serves vegetarian lunches on Wednesdays."
+
+
+def stream_chunks(parts: Components, request: ChatCompletionRequest) -> list[dict[str, Any]]:
+    async def stream() -> list[str]:
+        return [e async for e in await parts.chat.open_stream(await parts.chat.prepare(request))]
+
+    events = run(parts, stream)
+    assert events[-1] == "data: [DONE]\n\n"
+    return [json.loads(e.removeprefix("data: ")) for e in events[:-1]]
+
+
+def test_a_whole_answer_given_passages_carries_its_grounding(
+    tmp_path: Path, engine: FakeEngine
+) -> None:
+    engine.answer = completion(BASE, f"{SUPPORTED} {OFF_TOPIC}")
+    parts = components(tmp_path, engine)
+
+    async def answer() -> dict[str, Any]:
+        return await parts.chat.complete(await parts.chat.prepare(chat(BASE, REFUND_QUESTION)))
+
+    response = run(parts, answer)
+    assert_openai_shape("chat.completion", response)
+    assert response["ragtune"]["route"] == "rag"
+    assert response["ragtune"]["grounding"] == {
+        "score": 0.5, "sentences": 2, "unsupported": [OFF_TOPIC], "method": "similarity",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("include_usage", [False, True])
+def test_a_stream_ends_with_a_chunk_carrying_the_grounding_of_the_whole_answer(
+    tmp_path: Path, engine: FakeEngine, include_usage: bool
+) -> None:
+    head = {"id": "c", "object": "chat.completion.chunk", "created": 7, "model": BASE}
+    deltas = ["Invoices are refunded within thirty ", "days of the refund request [1]. ", OFF_TOPIC]
+    engine.chunks = [
+        {**head, "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
+        for text in deltas
+    ] + [
+        {**head, "choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 3,
+                                          "total_tokens": 12}},
+    ]  # fmt: skip
+    parts = components(tmp_path, engine)
+    request = chat(
+        BASE, REFUND_QUESTION, stream=True, stream_options={"include_usage": include_usage}
+    )
+    chunks = stream_chunks(parts, request)
+    for chunk in chunks:
+        assert_openai_shape("chat.completion.chunk", chunk)
+    assert "grounding" not in chunks[0]["ragtune"]  # not known yet
+    if include_usage:  # the usage chunk stays last, as clients expect
+        *chunks, usage = chunks
+        assert usage["usage"]["completion_tokens"] == 3
+    *answer, closing = chunks
+    assert len(answer) == 3
+    assert closing == {
+        "id": "c", "object": "chat.completion.chunk", "created": 7, "model": BASE, "choices": [],
+        "ragtune": {"grounding": {"score": 0.5, "sentences": 2, "unsupported": [OFF_TOPIC],
+                                  "method": "similarity"}},
+    }  # fmt: skip
+    assert parts.engines.in_flight(BASE) == 0
+
+
+def test_an_answer_without_passages_carries_no_grounding(
+    tmp_path: Path, engine: FakeEngine
+) -> None:
+    engine.answer = completion(BASE, f"{SUPPORTED} {OFF_TOPIC}")
+    engine.chunks = [
+        {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": BASE,
+         "choices": [{"index": 0, "delta": {"content": OFF_TOPIC}, "finish_reason": "stop"}]},
+    ]  # fmt: skip
+    parts = components(tmp_path, engine)
+
+    async def both() -> tuple[dict[str, Any], list[str]]:
+        whole = await parts.chat.complete(await parts.chat.prepare(chat(BASE, "Good morning!")))
+        prepared = await parts.chat.prepare(chat(BASE, "Good morning!", stream=True))
+        return whole, [event async for event in await parts.chat.open_stream(prepared)]
+
+    whole, events = run(parts, both)
+    assert (whole["ragtune"]["route"], whole["ragtune"]["sources"]) == ("base", [])
+    assert "grounding" not in whole["ragtune"]
+    chunks = [json.loads(e.removeprefix("data: ")) for e in events[:-1]]
+    assert [c["choices"][0]["delta"]["content"] for c in chunks] == [OFF_TOPIC]
+    assert "grounding" not in chunks[0]["ragtune"]
+
+
+def test_grounding_off_checks_nothing(tmp_path: Path, engine: FakeEngine) -> None:
+    engine.answer = completion(BASE, OFF_TOPIC)
+    parts = components(tmp_path, engine, grounding=GroundingSettings(grounding=False))
+
+    async def answer() -> dict[str, Any]:
+        return await parts.chat.complete(await parts.chat.prepare(chat(BASE, REFUND_QUESTION)))
+
+    info = run(parts, answer)["ragtune"]
+    assert info["route"] == "rag"
+    assert "grounding" not in info
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_shadow_mode_runs_the_route_not_taken_after_the_answer_and_appends_the_pair(
+    tmp_path: Path, engine: FakeEngine, stream: bool
+) -> None:
+    register(tmp_path, "titler", TASK)
+    parts = components(tmp_path, engine, router=RouterSettings(shadow_rate=1.0))
+    engine.answer = completion(BASE, "Invoices are refunded within thirty days.")
+    shadow = parts.chat.shadow
+    assert shadow is not None
+
+    async def answer() -> Any:
+        prepared = await parts.chat.prepare(chat(BASE, REFUND_QUESTION, stream=stream))
+        if stream:
+            events = [e async for e in await parts.chat.open_stream(prepared)]
+            info = json.loads(events[0].removeprefix("data: "))["ragtune"]
+        else:
+            info = (await parts.chat.complete(prepared))["ragtune"]
+        # the client's answer is done before the shadow run ends (it runs in the background)
+        with anyio.fail_after(10):
+            while shadow.running:
+                await anyio.sleep(0.01)
+        # a request that forces its route is never shadowed
+        forced = chat(BASE, REFUND_QUESTION, ragtune={"route": "base"})
+        await parts.chat.complete(await parts.chat.prepare(forced))
+        return info
+
+    info = run(parts, answer)
+    assert info["route"] == "rag"
+    sent = engine.sent("/v1/chat/completions")
+    assert [body["model"] for body in sent] == [BASE, "titler@v1", BASE]
+    assert not sent[1].get("stream")
+    (line,) = (tmp_path / "router" / "outcomes.jsonl").read_text().splitlines()
+    pair = json.loads(line)
+    assert pair["origin"] == "shadow"
+    assert pair["decision"] == "rag"
+    assert [(o["route"], o["adapter"]) for o in pair["outcomes"]] == [
+        ("rag", None),
+        ("adapter", "titler"),
+    ]
+    assert all(o["metric"] == "grounding" for o in pair["outcomes"])  # the documents cover it
+    assert "question" not in pair  # no prompt text unless prompt logging is on
+    assert "answer" not in pair["outcomes"][0]
+    assert set(pair["features"]) >= {"evidence_top", "adapter_match", "lexical_overlap"}

@@ -10,6 +10,7 @@ import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
+from unittest.mock import ANY
 
 import anyio
 import httpx
@@ -449,7 +450,9 @@ def test_a_stream_is_the_typed_events_the_openai_client_reads(
     assert created["output"] == []
     assert created["ragtune"]["route"] == "rag"
     assert completed["id"] == created["id"]
-    assert completed["ragtune"] == created["ragtune"]
+    # Once complete, the answer's grounding in its passages joins `ragtune`.
+    assert completed["ragtune"] == {**created["ragtune"], "grounding": ANY}
+    assert completed["ragtune"]["grounding"]["sentences"] == 1
     assert completed["usage"]["output_tokens"] == 3
     deltas = "".join(p["delta"] for p in found if p["type"] == "response.output_text.delta")
     assert deltas == "Thirty days [1]."
@@ -461,6 +464,25 @@ def test_a_stream_is_the_typed_events_the_openai_client_reads(
     assert final.output_text == deltas
     assert final.id == created["id"]
     assert (final.model_extra or {})["ragtune"]["sources"]
+
+
+def test_the_response_whole_or_streamed_carries_the_answers_grounding(
+    tmp_path: Path, engine: Engine
+) -> None:
+    off_topic = "The cafeteria serves vegetarian lunches on Wednesdays."
+    text = f"{PASSAGE[:-1]} [1]. {off_topic}"
+    engine.message = {"role": "assistant", "content": text}
+    engine.deltas = [{"role": "assistant", "content": ""}, {"content": text}]
+    expected = {"score": 0.5, "sentences": 2, "unsupported": [off_topic], "method": "similarity"}
+    whole = answer(components(tmp_path / "whole", engine), request())
+    assert whole["ragtune"]["grounding"] == expected
+    events = stream(components(tmp_path / "stream", engine), request(stream=True))
+    found = payloads(events)
+    assert "grounding" not in found[0]["response"]["ragtune"]  # response.created: not known yet
+    assert found[-1]["type"] == "response.completed"
+    assert found[-1]["response"]["ragtune"]["grounding"] == expected
+    _, final = read_by_the_openai_client(events)
+    assert (final.model_extra or {})["ragtune"]["grounding"] == expected
 
 
 def test_a_stream_cut_by_the_bound_ends_incomplete(tmp_path: Path, engine: Engine) -> None:
