@@ -120,7 +120,9 @@ async def one_request(
                             if "error" in chunk:
                                 error = chunk["error"]["message"]
                             if "ragtune" in chunk:
-                                route = chunk["ragtune"]["route"]
+                                # The first chunk says the route; the closing one may carry
+                                # only the answer's grounding.
+                                route = chunk["ragtune"].get("route", route)
                     if not done:
                         error = error or "stream ended without [DONE]"
     except httpx.HTTPError as exc:

@@ -199,9 +199,6 @@ def train_router(
             f"{len(outcomes)} cases with outcomes: a learned router needs at least {MIN_CASES} "
             "(`ragtune router collect --cases FILE`)"
         )
-    mismatched = {str(case.features) for case in outcomes if set(case.features) != set(FEATURES)}
-    if mismatched:
-        raise EvalError("outcomes recorded with other router features: collect them again")
     x = features_of(outcomes)
     y = [target(case, tolerance) for case in outcomes]
     weights = np.array([weight(case) for case in outcomes])

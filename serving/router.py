@@ -3,7 +3,9 @@ request clearly matches an adapter's task, both when it also has strong evidence
 the plain base model when neither applies.
 
 Every routing rule is here and nowhere else: whether retrieval runs, a forced route against a
-named adapter, which passages count as evidence, how many tokens the answer may take. Pure and
+named adapter, which passages count as evidence, how many tokens the answer may take, what a
+learned router (`serving.learned_router`, `ragtune router train`) may decide, from which
+features (`FEATURES`), and what a stale adapter gets. Pure and
 deterministic: the inputs are what the chat service already computed (the conversation's query is
 embedded once, for retrieval and adapter matching alike), so a decision takes microseconds.
 
@@ -315,10 +317,7 @@ def _learned(
     )
     if chosen == "adapter" and named is not None and named in changed:
         chosen = "adapter+rag"
-        learned += (
-            f" Adapter {named!r} was trained on an earlier revision of the documents and the "
-            f"evidence lies in changed document(s) {changed[named]}: it gets the fresh passages."
-        )
+        learned += f" But {_stale_evidence(named, changed)}"
     return chosen, named, learned
 
 

@@ -55,7 +55,10 @@ def test_collect_runs_every_route_and_grades_each_answer(
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "3 cases collected" in result.stdout
-    collected = [json.loads(line) for line in out.read_text().splitlines()]
+    # appended as each case finishes (an interrupted run keeps them): in any order
+    collected = sorted(
+        (json.loads(line) for line in out.read_text().splitlines()), key=lambda c: c["line"]
+    )
     assert [c["source"] for c in collected] == ["faq", "follow-up", "general"]
     for case in collected:
         runs = {(o["route"], o["adapter"]) for o in case["outcomes"]}
