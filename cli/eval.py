@@ -292,20 +292,25 @@ class RouteProgress:
     def loading(self) -> AbstractContextManager[object]:
         return stderr.status("loading the store, the embedding model and the adapters...")
 
-    @contextmanager
-    def routing(self, cases: int) -> Iterator[Callable[[CaseResult], None]]:
-        with Progress(
-            TextColumn("[bold]route"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("cases"),
-            TimeElapsedColumn(),
-            console=stderr,
-            transient=True,
-            disable=not stderr.is_terminal,
-        ) as progress:
-            task = progress.add_task("route", total=cases)
-            yield lambda _: progress.advance(task)
+    def routing(self, cases: int) -> AbstractContextManager[Callable[[CaseResult], None]]:
+        return case_bar("route", cases)
+
+
+@contextmanager
+def case_bar(label: str, total: int | None) -> Iterator[Callable[[object], None]]:
+    """A bar of cases on stderr (drawn on a terminal only); what it gives counts one case."""
+    with Progress(
+        TextColumn(f"[bold]{label}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("cases"),
+        TimeElapsedColumn(),
+        console=stderr,
+        transient=True,
+        disable=not stderr.is_terminal,
+    ) as progress:
+        task = progress.add_task(label, total=total)
+        yield lambda _: progress.advance(task)
 
 
 def print_route_report(report: RouteReport) -> None:

@@ -8,15 +8,14 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ragtune.cli.eval import case_bar
 from ragtune.cli.settings import command_settings
 from ragtune.evals.outcomes import collect_case_file, read_outcomes
 from ragtune.evals.router_training import TrainedRouter, train_router
 from ragtune.retrieval.embedder import model_id_for
 from ragtune.serving.components import outcomes_path, route_model_path
-from ragtune.serving.outcomes import CaseOutcome
 
 router_app = typer.Typer(
     help="Teach the router which route answers best: collect outcomes, train.",
@@ -66,21 +65,7 @@ def collect(
     """
     settings = command_settings(ctx).serving
     target = out or outcomes_path(settings)
-    with Progress(
-        TextColumn("[bold]collect"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("cases"),
-        TimeElapsedColumn(),
-        console=stderr,
-        transient=True,
-        disable=not stderr.is_terminal,
-    ) as progress:
-        task = progress.add_task("collect", total=None)
-
-        def advance(_: CaseOutcome) -> None:
-            progress.advance(task)
-
+    with case_bar("collect", None) as advance:
         outcomes = collect_case_file(
             settings, cases_file, target,
             collection=collection, metric=metric, max_tokens=max_tokens,

@@ -236,17 +236,13 @@ def collect_case_file(
                     "without a reference by their grounding; turn it on"
                 )
 
-            def grounding(answer: str, passages: Sequence[str]) -> float | None:
-                checked = checker.check(answer, passages)
-                return checked.score if checked is not None else None
-
             def written(outcome: CaseOutcome) -> None:
                 append_outcomes(out, [outcome])
                 if on_case is not None:
                     on_case(outcome)
 
             return await collect_outcomes(
-                components, cases, Grader(scorer, grounding),
+                components, cases, Grader(scorer, checker.score),
                 collection=collection, max_tokens=max_tokens, concurrency=concurrency,
                 keep_text=keep_text, on_case=written,
             )  # fmt: skip

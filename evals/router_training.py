@@ -207,7 +207,8 @@ def train_router(
     k = max(2, min(folds, len(outcomes)))
     parts = np.array_split(order, k)
     scores = []
-    for candidate in candidates(seed):
+    pool = candidates(seed)
+    for candidate in pool:
         picked: dict[int, Route] = {}
         for held in parts:
             train = np.setdiff1d(order, held)
@@ -225,7 +226,7 @@ def train_router(
             )
         )
     best = max(range(len(scores)), key=lambda i: (round(scores[i].mean_grade, 6), -i))
-    chosen = candidates(seed)[best]
+    chosen = pool[best]
     trained = {
         "cases": len(outcomes),
         "candidate": chosen.name,

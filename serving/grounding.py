@@ -202,6 +202,12 @@ class GroundingChecker:
         self.threshold = default if threshold is None else threshold
         self._units = _VectorCache()
 
+    def score(self, answer: str, passages: Sequence[str]) -> float | None:
+        """The grounding score alone (`check`'s), None when nothing is checkable: how router
+        outcomes grade an answer without a reference."""
+        checked = self.check(answer, passages)
+        return checked.score if checked is not None else None
+
     def check(
         self, answer: str, passages: Sequence[str], numbers: Sequence[int] | None = None
     ) -> Grounding | None:

@@ -192,6 +192,7 @@ _WORD = re.compile(r"[a-z0-9_]{3,}")
 
 def decision_features(
     request: RouteRequest,
+    evidence: Evidence,
     hits: Sequence[SearchHit],
     matches: Sequence[tuple[str, float]],
     advice: Mapping[str, str],
@@ -203,7 +204,6 @@ def decision_features(
     similarities of the hits, how many reach the threshold, how many of the question's words the
     best passage holds), the best adapter's match and lead, the question's length and turn, the
     best adapter's `ragtune advise` verdict and staleness."""
-    evidence = Evidence.of(hits)
     scores = evidence.scores
     words = set(_WORD.findall(request.question.lower()))
     top_text = hits[0].text.lower() if hits else ""
@@ -265,21 +265,20 @@ def plan_route(
     advice = advice or {}
     changed = _changed_evidence(settings, hits, stale or {})
     best_name = matches[0][0] if matches else None
+    evidence = Evidence.of(hits)
     features = decision_features(
-        request, hits, matches, advice, settings, stale_evidence=best_name in changed
+        request, evidence, hits, matches, advice, settings, stale_evidence=best_name in changed
     )
-    route, adapter, reason, scores = _decide(
-        settings, request, Evidence.of(hits), matches, advice, changed
-    )
+    route, adapter, reason, scores = _decide(settings, request, evidence, matches, advice, changed)
     if model is not None and request.route is None and request.named_adapter is None:
         route, adapter, reason = _learned(
             settings, model, features, matches, advice, changed, (route, adapter, reason)
         )
-    evidence: tuple[SearchHit, ...] = ()
+    passages: tuple[SearchHit, ...] = ()
     if route in DOCUMENT_ROUTES:
         threshold = settings.evidence_threshold
-        evidence = tuple(h for h in hits if (h.dense_score or 0.0) >= threshold)
-    return RoutePlan(route, adapter, reason, scores, evidence, request.answer, features)
+        passages = tuple(h for h in hits if (h.dense_score or 0.0) >= threshold)
+    return RoutePlan(route, adapter, reason, scores, passages, request.answer, features)
 
 
 def _learned(

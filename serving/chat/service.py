@@ -442,13 +442,7 @@ class ChatService:
         self, case: ShadowCase, live: tuple[str, str | None], other: tuple[str, str | None]
     ) -> CaseOutcome:
         """The live answer and the route not taken's, graded alike: (text, finish reason)."""
-        checker = self.grounding
-
-        def grounded(answer: str, passages: Sequence[str]) -> float | None:
-            checked = checker.check(answer, passages) if checker is not None else None
-            return checked.score if checked is not None else None
-
-        grader = Grader(None, grounded)
+        grader = Grader(None, self.grounding.score if self.grounding else _ungrounded)
         keep = self.log_prompts
         outcomes = []
         evidence = case.plan.features.get("evidence_passing", 0.0) > 0
@@ -566,6 +560,11 @@ def _info(plan: RoutePlan, manifest: AdapterManifest | None, prompt: PromptPlan)
             for n, hit in enumerate(prompt.passages, start=1)
         ],
     )
+
+
+def _ungrounded(answer: str, passages: Sequence[str]) -> float | None:
+    """Grounding off: nothing is checked."""
+    return None
 
 
 def _finish_reason(chunk: dict[str, Any]) -> str | None:
