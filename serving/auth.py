@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 from fastapi import Request
@@ -14,6 +15,29 @@ from ragtune.serving.ratelimit import RateLimiter
 from ragtune.serving.settings import ApiSettings
 
 Scope = Literal["chat", "admin"]
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a request acts for: its tenant's id, whether it holds the admin scope, and what it
+    may see. `collections`/`adapters` None: everything (the environment-variable keys, and
+    authentication off); otherwise only the names listed. Set on `request.state.principal` by
+    `require_chat` / `require_admin`; read with `principal(request)`."""
+
+    tenant: str
+    admin: bool = False
+    collections: frozenset[str] | None = None
+    adapters: frozenset[str] | None = None
+
+    def sees_collection(self, name: str) -> bool:
+        return self.collections is None or name in self.collections
+
+    def sees_adapter(self, name: str) -> bool:
+        return self.adapters is None or name in self.adapters
+
+
+OPERATOR = Principal(tenant="operator", admin=True)
+"""The principal of the environment-variable keys and of an unauthenticated server: sees all."""
 
 
 def _matches(token: str, keys: list[str]) -> bool:
@@ -124,7 +148,20 @@ def authenticator(request: Request) -> Authenticator:
 
 async def require_chat(request: Request) -> None:
     authenticator(request).admit_chat(request)
+    request.state.principal = OPERATOR
 
 
 async def require_admin(request: Request) -> None:
     authenticator(request).authenticate(request, "admin")
+    request.state.principal = OPERATOR
+
+
+def principal(request: Request) -> Principal:
+    """The principal `require_chat`/`require_admin` admitted this request as. A route without
+    either dependency has none: that is a bug, refused rather than served as the operator."""
+    found: Principal | None = getattr(request.state, "principal", None)
+    if found is None:
+        raise RuntimeError(
+            "principal() on a route that neither require_chat nor require_admin admits"
+        )
+    return found
