@@ -33,6 +33,7 @@ from ragtune.serving.settings import EngineSettings
 REPO = Path(__file__).resolve().parent.parent
 BUILDER = REPO.parent / "shared" / "eval" / "build_python_docs.py"
 SQLITE_BUILDER = REPO / "bench" / "evalsets" / "build_sqlite_docs.py"
+GIT_BUILDER = REPO / "bench" / "evalsets" / "build_git_docs.py"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ragtune"
 EVAL = Path(os.environ.get("RAGTUNE_EVAL_CACHE") or CACHE / "evalsets")
 ABSTRACTS = REPO.parent / "shared" / "eval" / "abstract2title.jsonl"
@@ -62,16 +63,29 @@ def sqlite_set(subset: str) -> Path:
     return out
 
 
-DEV_SETS = {"python": eval_set, "sqlite": sqlite_set}
-"""The developers' sets every retrieval change is measured on: Python docs (reStructuredText)
-and SQLite docs (HTML)."""
+def git_set(subset: str) -> Path:
+    """The third developers' set: the Git FAQ (gitfaq) over the Git HTML docs (`small` or
+    `full`), built once and cached (bench/evalsets/build_git_docs.py). Opt-in: `--sets git`."""
+    out = EVAL / f"git-{subset}"
+    if not (out / "qa.json").is_file():
+        subprocess.run([sys.executable, str(GIT_BUILDER), str(out), "--subset", subset], check=True)
+    return out
+
+
+DEV_SETS = {"python": eval_set, "sqlite": sqlite_set, "git": git_set}
+"""The developers' sets a bench can score, by name (`--sets`)."""
+DEFAULT_SETS = ("python", "sqlite")
+"""The sets every retrieval change is measured on, a bench's default `--sets`: Python docs
+(reStructuredText) and SQLite docs (HTML). The Git docs set (HTML, 20 questions) is opt-in."""
 
 
 def add_set_options(parser: argparse.ArgumentParser) -> None:
     """`--subset` and `--sets`, for a bench that scores the developers' sets."""
     parser.add_argument("--subset", choices=["small", "full"], default="small")
     parser.add_argument(
-        "--sets", default=",".join(DEV_SETS), help="comma-separated: " + ", ".join(DEV_SETS)
+        "--sets",
+        default=",".join(DEFAULT_SETS),
+        help="comma-separated: " + ", ".join(DEV_SETS) + f" (default: {','.join(DEFAULT_SETS)})",
     )
 
 

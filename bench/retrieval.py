@@ -1,12 +1,14 @@
 """Retrieval quality benchmark: ragtune's retrieval against a naive RAG setup, same run, on
 both developers' sets.
 
-    .venv/bin/python bench/retrieval.py [--subset small|full] [--sets python,sqlite] [--calibrate]
-        [--tune-embedder]
+    .venv/bin/python bench/retrieval.py [--subset small|full] [--sets python,sqlite[,git]]
+        [--calibrate] [--tune-embedder]
 
 The sets are of two kinds: the Python FAQ over the Python docs (reStructuredText,
 `../shared/eval/`) and the SQLite FAQ over the SQLite docs (HTML,
-`bench/evalsets/build_sqlite_docs.py`). On each, both setups index the corpus with the same
+`bench/evalsets/build_sqlite_docs.py`); a third, the Git FAQ over the Git docs (HTML from
+AsciiDoc, `bench/evalsets/build_git_docs.py`, 20 questions), checks HTML changes on another
+generator's markup. On each, both setups index the corpus with the same
 embedding model and are scored on the FAQ questions by the same relevance rule:
 - naive: fixed 1000-character chunks with 150 overlap (LangChain's recursive splitter on the
   file's text: raw for text files, BeautifulSoup's text for HTML; no headings), MiniLM

@@ -16,6 +16,7 @@ from ragtune.cli import search as retrieval_cli
 from ragtune.cli.adapters import adapters_app
 from ragtune.cli.engine import engine_app, models_app
 from ragtune.cli.eval import eval_app
+from ragtune.cli.keys import keys_app
 from ragtune.cli.router import router_app
 from ragtune.cli.serve import serve
 from ragtune.cli.settings import CommandSettings, settings_classes
@@ -44,6 +45,7 @@ app.add_typer(engine_app, name="engine")
 app.command()(serve)
 app.add_typer(adapters_app, name="adapters")
 app.add_typer(router_app, name="router")
+app.add_typer(keys_app, name="keys")
 
 stderr = Console(stderr=True)
 

@@ -35,7 +35,7 @@ class CommandSettings:
 
 def settings_classes() -> list[type[BaseSettings]]:
     """Every settings class of the tree: the keys a config file may hold."""
-    return [*get_type_hints(ServingSettings).values(), IngestSettings]
+    return list(dict.fromkeys([*get_type_hints(ServingSettings).values(), IngestSettings]))
 
 
 def command_settings(ctx: typer.Context) -> CommandSettings:

@@ -273,15 +273,40 @@ class IngestService:
         dry_run: bool = False,
         progress: IngestProgress | None = None,
     ) -> IngestSummary:
+        files, missing = discover(paths)
+        roots = [p.expanduser().absolute() for p in paths]
+        return self._run(files, missing, roots, meta, sync, dry_run, progress)
+
+    def run_file(
+        self,
+        path: Path,
+        display: str,
+        meta: Mapping[str, str] | None = None,
+        progress: IngestProgress | None = None,
+    ) -> IngestSummary:
+        """Ingest one named file (an unsupported type fails), its readers shown `display`
+        instead of its path: what the HTTP API runs for a file attached to a vector store, with
+        the loaders, chunking and bookkeeping of `run`."""
+        found = FoundFile(path.expanduser().absolute(), True, display)
+        return self._run([found], [], [], meta, False, False, progress)
+
+    def _run(
+        self,
+        files: Sequence[FoundFile],
+        missing: list[FileResult],
+        roots: Sequence[Path],
+        meta: Mapping[str, str] | None,
+        sync: bool,
+        dry_run: bool,
+        progress: IngestProgress | None,
+    ) -> IngestSummary:
         started = time.perf_counter()
         progress = progress or _Silent()
         meta = dict(meta or {})
         summary = IngestSummary(self.collection.name, dry_run)
-        files, missing = discover(paths)
         stored = scan_documents(self.collection)
         progress.start(len(files) + len(missing))
 
-        roots = [p.expanduser().absolute() for p in paths]
         if sync:
             # A path that is gone is what --sync is for: its documents are removed below.
             missing = [m for m in missing if not self._has_documents_under(Path(m.source), stored)]

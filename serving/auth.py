@@ -1,11 +1,12 @@
-"""API keys as Bearer tokens, in two scopes: chat, and admin (operator endpoints); the rate
-limit per key, and the throttle on failed authentications per client address."""
+"""API keys as Bearer tokens, in two scopes: chat, and admin (operator endpoints); who each
+key acts for (its `Principal`: the environment-variable keys see everything, a tenant's stored
+key its own collections and adapters); the rate limit per key, and the throttle on failed
+authentications per client address."""
 
 from __future__ import annotations
 
 import hmac
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Literal
 
 from fastapi import Request
@@ -13,31 +14,23 @@ from fastapi import Request
 from ragtune.serving.errors import AuthError, ForbiddenError, RateLimitedError
 from ragtune.serving.ratelimit import RateLimiter
 from ragtune.serving.settings import ApiSettings
+from ragtune.serving.tenants.principal import OPERATOR, SHARED_CHAT, Principal
+from ragtune.serving.tenants.service import KeyStore
+
+__all__ = [
+    "OPERATOR",
+    "Authenticator",
+    "Principal",
+    "Scope",
+    "authenticator",
+    "bearer_token",
+    "check_key",
+    "principal",
+    "require_admin",
+    "require_chat",
+]
 
 Scope = Literal["chat", "admin"]
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who a request acts for: its tenant's id, whether it holds the admin scope, and what it
-    may see. `collections`/`adapters` None: everything (the environment-variable keys, and
-    authentication off); otherwise only the names listed. Set on `request.state.principal` by
-    `require_chat` / `require_admin`; read with `principal(request)`."""
-
-    tenant: str
-    admin: bool = False
-    collections: frozenset[str] | None = None
-    adapters: frozenset[str] | None = None
-
-    def sees_collection(self, name: str) -> bool:
-        return self.collections is None or name in self.collections
-
-    def sees_adapter(self, name: str) -> bool:
-        return self.adapters is None or name in self.adapters
-
-
-OPERATOR = Principal(tenant="operator", admin=True)
-"""The principal of the environment-variable keys and of an unauthenticated server: sees all."""
 
 
 def _matches(token: str, keys: list[str]) -> bool:
@@ -87,8 +80,15 @@ class Authenticator:
 
     Usage (as FastAPI dependencies): `Depends(require_chat)`, `Depends(require_admin)`."""
 
-    def __init__(self, settings: ApiSettings, on_refused: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        settings: ApiSettings,
+        on_refused: Callable[[], None],
+        keys: KeyStore | None = None,
+    ) -> None:
         self.settings = settings
+        self.keys = keys
+        """The tenants' stored keys (None: the environment-variable keys only)."""
         self.on_refused = on_refused
         """Called for each request refused with 429 (the metrics count them)."""
         self.rate_limiter = RateLimiter(settings.rate_limit, settings.rate_limit_burst or None)
@@ -101,8 +101,9 @@ class Authenticator:
         """Authentication is off (RAGTUNE_ALLOW_UNAUTHENTICATED)."""
         return self.settings.allow_unauthenticated
 
-    def authenticate(self, request: Request, scope: Scope) -> str | None:
-        """Check the request's key for `scope`. Keys that match none are counted per client
+    def authenticate(self, request: Request, scope: Scope) -> tuple[Principal, str | None]:
+        """Check the request's key for `scope`: who it acts for, and what its rate limit is
+        counted on (None: the client's address). Keys that match none are counted per client
         address: past the allowance, the address gets 429 before its key is even looked at, so
         guessing keys gains nothing. (A missing key or a chat key on an operator endpoint
         guesses nothing and is not counted.)"""
@@ -116,22 +117,35 @@ class Authenticator:
             )
         authorization = request.headers.get("authorization")
         try:
-            return check_key(self.settings, authorization, scope)
+            return self._identify(authorization, scope)
         except AuthError:
             if bearer_token(authorization) is not None:
                 self.failures.check(address)  # a key that matched none: counted
             raise
 
-    def admit_chat(self, request: Request) -> None:
+    def _identify(self, authorization: str | None, scope: Scope) -> tuple[Principal, str | None]:
+        """Who the key acts for, and what its rate limit counts on: a tenant's stored key (chat
+        scope only) by its id, an environment-variable key by itself."""
+        if self.open:
+            return OPERATOR, None
+        token = bearer_token(authorization)
+        stored = self.keys.find(token) if token is not None and self.keys is not None else None
+        if stored is not None:
+            if scope == "admin":
+                raise ForbiddenError("this API key may chat but not use operator endpoints")
+            return stored.principal(), f"tenant:{stored.id}"
+        key = check_key(self.settings, authorization, scope)
+        admin = key is not None and _matches(key, self.settings.keys("admin"))
+        return (OPERATOR if admin else SHARED_CHAT), f"key:{key}" if key else None
+
+    def admit_chat(self, request: Request) -> Principal:
         """Authenticate for chat, then apply the rate limit, keyed on the key that matched
         (however the header was spelled), or on the client's address when authentication is
-        off."""
-        key = self.authenticate(request, "chat")
+        off. Who the request acts for is returned."""
+        found, counted_on = self.authenticate(request, "chat")
         if not self.rate_limiter.enabled:
-            return
-        wait = self.rate_limiter.check(
-            f"key:{key}" if key else f"address:{_client_address(request)}"
-        )
+            return found
+        wait = self.rate_limiter.check(counted_on or f"address:{_client_address(request)}")
         if wait > 0:
             self.on_refused()
             raise RateLimitedError(
@@ -139,6 +153,28 @@ class Authenticator:
                 f"key reached; retry in {wait:.1f} s",
                 wait,
             )
+        return found
+
+    def admit_console(self, request: Request, key: str) -> Principal:
+        """The operator console's login: `key`, sent in its form body (never a header or URL),
+        must be an admin key. Throttled and counted per client address exactly as a wrong
+        Bearer key is, so the form is no way around the throttle."""
+        address = f"address:{_client_address(request)}"
+        wait = self.failures.wait(address)
+        if wait > 0:
+            self.on_refused()
+            raise RateLimitedError(
+                f"too many failed authentications from this address; retry in {wait:.0f} s",
+                wait,
+            )
+        if not key.strip():
+            raise AuthError("enter an admin API key")
+        try:
+            found, _ = self._identify(f"Bearer {key.strip()}", "admin")
+        except AuthError:
+            self.failures.check(address)
+            raise
+        return found
 
 
 def authenticator(request: Request) -> Authenticator:
@@ -147,13 +183,11 @@ def authenticator(request: Request) -> Authenticator:
 
 
 async def require_chat(request: Request) -> None:
-    authenticator(request).admit_chat(request)
-    request.state.principal = OPERATOR
+    request.state.principal = authenticator(request).admit_chat(request)
 
 
 async def require_admin(request: Request) -> None:
-    authenticator(request).authenticate(request, "admin")
-    request.state.principal = OPERATOR
+    request.state.principal, _ = authenticator(request).authenticate(request, "admin")
 
 
 def principal(request: Request) -> Principal:

@@ -23,6 +23,8 @@ from ragtune.serving.engine.launcher import EngineLauncher
 from ragtune.serving.engine.models import default_model_dir
 from ragtune.serving.engine.pool import EnginePool
 from ragtune.serving.errors import RouteModelError, ServingError
+from ragtune.serving.files.catalog import FileCatalog
+from ragtune.serving.files.service import FileService
 from ragtune.serving.fleet import AdapterFleet, DocumentWatch
 from ragtune.serving.grounding import load_grounding_checker
 from ragtune.serving.learned_router import RouteModel, load_route_model
@@ -32,6 +34,8 @@ from ragtune.serving.responses.service import ResponsesService
 from ragtune.serving.retrievers import RetrieverCache
 from ragtune.serving.settings import EngineSettings, ServingSettings
 from ragtune.serving.shadow import ShadowRunner
+from ragtune.serving.vector_stores.jobs import IngestJobs
+from ragtune.serving.vector_stores.service import VectorStoreService
 
 logger = logging.getLogger("ragtune.serving")
 
@@ -64,11 +68,17 @@ class Components:
     models: ModelCatalog
     embeddings: EmbeddingService
     responses: ResponsesService
+    files: FileService
+    vector_stores: VectorStoreService
+    jobs: IngestJobs
+    """Background ingestion of files attached to vector stores (`list_jobs` for operators)."""
 
     async def aclose(self) -> None:
         """Let shadow runs finish briefly, close the engine clients (in the event loop that used
-        them), then the store."""
+        them), stop the ingestion jobs (they resume at the next start), then the store."""
         try:
+            await anyio.to_thread.run_sync(self.jobs.close)
+            self.jobs.catalog.close()
             if self.chat.shadow is not None:
                 await self.chat.shadow.aclose()
             await self.engines.aclose()
@@ -178,9 +188,16 @@ def assemble(
     )
     embeddings = EmbeddingService(embedder, max_inputs=settings.api.embedding_max_inputs)
     models = ModelCatalog(fleet, settings.engine.max_model_len, embedder)
+    catalog = FileCatalog(settings.retrieval.data_dir / "files")
+    jobs = IngestJobs(
+        catalog, store, embedder, settings.retrieval, settings.ingest, retrievers.lexical,
+        concurrency=settings.files.ingest_concurrency, on_changed=retrievers.forget,
+    )  # fmt: skip
+    files = FileService(catalog, settings.files, jobs)
+    vector_stores = VectorStoreService(catalog, store, embedder.model_id, files, jobs)
     return Components(
         settings, store, embedder, retrievers, engines, registry, fleet, prompts, chat, admin,
-        models, embeddings, ResponsesService(chat),
+        models, embeddings, ResponsesService(chat), files, vector_stores, jobs,
     )  # fmt: skip
 
 

@@ -128,6 +128,15 @@ class ForbiddenError(ServingError):
     """A valid key without the scope the endpoint needs (403)."""
 
 
+class KeyNotFoundError(ServingError):
+    """No stored API key has the id given (`ragtune keys revoke`, DELETE /admin/keys/{id}; 404)."""
+
+
+class KeyStoreError(ServingError):
+    """The stored API keys cannot be read or written (a damaged or unwritable file). The message
+    names the file, for operators; clients are told only that keys cannot be checked (503)."""
+
+
 class RateLimitedError(ServingError):
     """The API key sent more requests than its rate limit allows (429)."""
 
@@ -138,6 +147,19 @@ class RateLimitedError(ServingError):
 
 class RequestTooLargeError(ServingError):
     """The request body is over the size limit (413)."""
+
+
+class UploadedFileNotFoundError(ServingError):
+    """No uploaded file of this id that the caller may see (404: another tenant's file answers
+    exactly as a missing one)."""
+
+
+class VectorStoreNotFoundError(ServingError):
+    """No vector store of this id that the caller may see (404, as for a missing one)."""
+
+
+class QuotaExceededError(ServingError):
+    """The tenant keeps as many files, or bytes, as its quota allows (403)."""
 
 
 class RouteCasesError(ServingError):

@@ -28,6 +28,7 @@ from ragtune.serving.profiles import (
     profile_key,
     profile_shape,
 )
+from ragtune.serving.tenants.principal import OPERATOR, Principal
 
 logger = logging.getLogger("ragtune.serving")
 
@@ -131,11 +132,12 @@ class AdapterFleet:
     def get(self, name: str) -> AdapterManifest | None:
         return self._manifests.get(name)
 
-    def manifest(self, name: str) -> AdapterManifest:
+    def manifest(self, name: str, principal: Principal = OPERATOR) -> AdapterManifest:
         """The version in force of the adapter a client named; ModelNotFoundError (404) if
-        there is none."""
+        there is none, or `principal` may not see it (the same error: a tenant cannot tell
+        another's adapter from no adapter)."""
         manifest = self._manifests.get(name)
-        if manifest is None:
+        if manifest is None or not principal.sees_adapter(name):
             raise ModelNotFoundError(
                 f"no model or adapter named {name!r}: use {self.base_model!r} (the router "
                 f"chooses) or an adapter from GET /v1/models",

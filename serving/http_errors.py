@@ -40,11 +40,16 @@ from ragtune.serving.errors import (
     ForbiddenError,
     GenerationTimeoutError,
     InvalidRequestError,
+    KeyNotFoundError,
+    KeyStoreError,
     ModelNotFoundError,
+    QuotaExceededError,
     RateLimitedError,
     RequestTooLargeError,
     RouteRequestError,
     ServingError,
+    UploadedFileNotFoundError,
+    VectorStoreNotFoundError,
     shorten,
 )
 from ragtune.serving.protocol import error_body
@@ -58,7 +63,12 @@ _MAPPING: list[tuple[type[Exception], int, str, str | None]] = [
     (ForbiddenError, 403, "permission_error", "insufficient_scope"),
     (RateLimitedError, 429, "rate_limit_error", "rate_limit_exceeded"),
     (RequestTooLargeError, 413, "invalid_request_error", "request_too_large"),
+    (KeyNotFoundError, 404, "invalid_request_error", "key_not_found"),
+    (KeyStoreError, 503, "server_error", "key_store_unavailable"),
     (ModelNotFoundError, 404, "invalid_request_error", "model_not_found"),
+    (UploadedFileNotFoundError, 404, "invalid_request_error", "file_not_found"),
+    (VectorStoreNotFoundError, 404, "invalid_request_error", "vector_store_not_found"),
+    (QuotaExceededError, 403, "permission_error", "quota_exceeded"),
     (ContextLengthError, 400, "invalid_request_error", "context_length_exceeded"),
     (RouteRequestError, 400, "invalid_request_error", "invalid_route"),
     (InvalidRequestError, 400, "invalid_request_error", "invalid_value"),
@@ -119,6 +129,8 @@ def client_message(exc: Exception) -> str:
         )
     if isinstance(exc, EngineError):
         return "the generation engine failed; try again (the server log has the details)"
+    if isinstance(exc, KeyStoreError):
+        return "the stored API keys cannot be read; try again shortly (the server log says why)"
     if isinstance(exc, StoreUnavailableError):
         return "the document store is not reachable; try again shortly"
     if isinstance(exc, StoreBusyError):

@@ -299,20 +299,26 @@ class BodySizeLimit:
     """Refuse bodies over the limit with 413, by Content-Length or, for a chunked body, once
     what arrived passes it. The body is read here whole (it is at most `limit` bytes) and
     handed to the app in one message; after that the app's `receive` is the server's, so the
-    app still hears when the client disconnects."""
+    app still hears when the client disconnects. `uploads` names the POST paths that take
+    larger bodies (file uploads), with their own limit."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, uploads: dict[str, int] | None = None) -> None:
         self.app = app
         self.limit = limit
+        self.uploads = uploads or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.limit
+        upload = scope["method"] == "POST" and scope["path"] in self.uploads
+        if upload:
+            limit = self.uploads[scope["path"]]
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._refuse(send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._refuse(send, limit, upload)
             return
         parts: list[bytes] = []
         seen = 0
@@ -323,8 +329,8 @@ class BodySizeLimit:
                 return  # the client left before sending its body: nobody to answer
             body = message.get("body", b"")
             seen += len(body)
-            if seen > self.limit:
-                await self._refuse(send)
+            if seen > limit:
+                await self._refuse(send, limit, upload)
                 return
             parts.append(body)
             more = bool(message.get("more_body", False))
@@ -339,11 +345,13 @@ class BodySizeLimit:
 
         await self.app(scope, replay, send)
 
-    async def _refuse(self, send: Send) -> None:
+    async def _refuse(self, send: Send, limit: int, upload: bool) -> None:
         await send_error(
             send,
             413,
-            f"the request body is over {self.limit} bytes (RAGTUNE_MAX_REQUEST_BYTES); "
+            f"the upload is over {limit} bytes (RAGTUNE_MAX_UPLOAD_BYTES); send a smaller file"
+            if upload
+            else f"the request body is over {limit} bytes (RAGTUNE_MAX_REQUEST_BYTES); "
             "send less context per request",
             "invalid_request_error",
             "request_too_large",

@@ -74,6 +74,11 @@ class RetrieverCache:
             self._retrievers[name] = retriever
         return retriever
 
+    def forget(self, collection: str) -> None:
+        """Drop the retriever of a collection this process changed or deleted: the next request
+        makes one that reads it afresh (its lexical index at the new revision at once)."""
+        self._retrievers.pop(collection, None)
+
     def embedder_for(self, collection: str | None = None) -> Embedder:
         """The embedder whose vectors `collection` is searched with: the shared one, or the
         model tuned for that collection (`ragtune tune embedder`)."""

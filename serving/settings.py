@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 
 from ragtune.adapters.settings import AdapterSettings
+from ragtune.ingest.settings import IngestSettings
 from ragtune.retrieval.conversation import TurnWeighting
 from ragtune.retrieval.settings import RagtuneSettings, RetrievalSettings
 
@@ -223,6 +224,8 @@ class ApiSettings(RagtuneSettings):
     data."""
     metrics_public: bool = True
     """GET /metrics without a key (for a Prometheus inside the cluster); false: admin key."""
+    console_session_s: float = Field(default=8 * 3600.0, gt=0)
+    """How long an operator console login lasts (then the admin key is asked again)."""
     registry_check_s: float = 5.0
     """How often the API looks for adapters added or swapped by another process."""
     torch_threads: int = 1
@@ -232,6 +235,23 @@ class ApiSettings(RagtuneSettings):
     def keys(self, scope: Literal["chat", "admin"]) -> list[str]:
         raw = self.admin_api_keys if scope == "admin" else self.api_keys
         return [k.strip() for k in raw.split(",") if k.strip()]
+
+
+class FileSettings(RagtuneSettings):
+    """Documents over HTTP (`/v1/files`, `/v1/vector_stores`): how large an upload may be, how
+    much each tenant may keep, how many files are ingested at once."""
+
+    max_upload_bytes: int = Field(default=50_000_000, ge=1)
+    """Largest file one upload may carry; larger is refused with 413. (Only the upload route
+    takes bodies over RAGTUNE_MAX_REQUEST_BYTES.)"""
+    tenant_max_files: int = Field(default=1000, ge=1)
+    """Files one tenant may keep uploaded; more is refused with 403 `quota_exceeded`."""
+    tenant_max_bytes: int = Field(default=1_000_000_000, ge=1)
+    """Bytes of uploaded files one tenant may keep; more is refused with 403
+    `quota_exceeded`."""
+    ingest_concurrency: int = Field(default=1, ge=1, le=2)
+    """Attached files ingested at once in the background (each embeds with the server's
+    embedding model, beside the chat requests)."""
 
 
 @dataclass
@@ -248,3 +268,6 @@ class ServingSettings:
     router: RouterSettings = field(default_factory=RouterSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
     grounding: GroundingSettings = field(default_factory=GroundingSettings)
+    files: FileSettings = field(default_factory=FileSettings)
+    ingest: IngestSettings = field(default_factory=IngestSettings)
+    """How files attached to a vector store are read and chunked (as `ragtune ingest` does)."""

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ragtune.adapters.examples import last_user_text
 from ragtune.retrieval.conversation import user_turns as user_texts
@@ -156,6 +156,8 @@ class ToolSpec(BaseModel):
     model_config = ConfigDict(extra="ignore")
     type: str
     function: FunctionDefinition | None = None
+    vector_store_ids: list[str] | None = None
+    """Of a `file_search` tool: the vector store to search (`file_search_as_collection`)."""
 
     def check(self, param: str) -> FunctionDefinition:
         """The function, once it is one a chat template and the engine can take:
@@ -382,6 +384,41 @@ class ChatCompletionRequest(BaseModel):
     parallel_tool_calls: bool | None = None
     response_format: ResponseFormat | None = None
     ragtune: RagtuneOptions | None = None
+
+    @model_validator(mode="after")
+    def file_search_as_collection(self) -> Self:
+        """A `file_search` tool (`{"type": "file_search", "vector_store_ids": [ID]}`) is no tool
+        the model sees: it asks for the RAG route over that vector store's collection, as
+        `ragtune: {"collection": ID, "route": "rag"}` would. One store per request."""
+        searches = [tool for tool in self.tools or [] if tool.type == "file_search"]
+        if not searches:
+            return self
+        ids = list(dict.fromkeys(i for tool in searches for i in tool.vector_store_ids or []))
+        if len(ids) != 1:
+            raise InvalidRequestError(
+                f"file_search names {len(ids)} vector stores: ragtune searches exactly one per "
+                "request (give one id in vector_store_ids)",
+                param="tools",
+            )
+        options = self.ragtune or RagtuneOptions()
+        if options.collection not in (None, ids[0]):
+            raise InvalidRequestError(
+                "file_search and ragtune.collection name different collections: give one",
+                param="ragtune.collection",
+            )
+        if options.route in ("adapter", "base"):
+            raise InvalidRequestError(
+                f"file_search asks for the documents, but ragtune.route is {options.route!r}: "
+                "use rag or adapter+rag",
+                param="ragtune.route",
+            )
+        self.tools = [tool for tool in self.tools or [] if tool.type != "file_search"] or None
+        if self.tools is None and self.tool_choice == "auto":
+            self.tool_choice = None
+        self.ragtune = options.model_copy(
+            update={"collection": ids[0], "route": options.route or "rag"}
+        )
+        return self
 
     @field_validator("messages")
     @classmethod

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from ragtune.serving.auth import require_chat
+from ragtune.serving.auth import principal, require_chat
 from ragtune.serving.chat.protocol import ChatCompletionRequest, ChatCompletionResponse
 from ragtune.serving.chat.service import ChatService
 from ragtune.serving.http import CLIENT_CLOSED, error_responses, unless_disconnected
@@ -37,9 +37,10 @@ async def create_chat_completion(
     default), an adapter whose task the request matches, both, or the base model alone. Name an
     adapter as `model` to use it. The response's `ragtune` field (on the first chunk of a
     stream) says which route was taken and why, and lists the passages cited as [n]. Optional
-    request extension: `ragtune: {"route": ..., "filters": {...}, "collection": ...}`.
+    request extension: `ragtune: {"route": ..., "filters": {...}, "collection": ...}`. A
+    tenant's key sees only its own collections (the first when none is named) and adapters.
     """
-    prepared = await service.prepare(body)
+    prepared = await service.prepare(body, principal(request))
     headers: dict[str, str] = {"x-ragtune-route": prepared.plan.route}
     if prepared.plan.adapter:
         headers["x-ragtune-adapter"] = prepared.plan.adapter

@@ -15,6 +15,7 @@ import anyio
 from ragtune.adapters.registry import AdapterManifest
 from ragtune.retrieval.conversation import conversation_query
 from ragtune.retrieval.embedder import Embedder
+from ragtune.retrieval.errors import CollectionNotFoundError
 from ragtune.retrieval.search import SearchHit
 from ragtune.serving import observability
 from ragtune.serving.chat import shapes
@@ -47,6 +48,7 @@ from ragtune.serving.router import (
 )
 from ragtune.serving.settings import RouterSettings
 from ragtune.serving.shadow import ShadowRunner, route_not_taken
+from ragtune.serving.tenants.principal import OPERATOR, Principal
 
 logger = logging.getLogger("ragtune.chat")
 
@@ -75,6 +77,8 @@ class ShadowCase:
     best_adapter: str | None
     passages: tuple[str, ...]
     """Every passage retrieved for the request: both answers are graded against them."""
+    principal: Principal = OPERATOR
+    """Who the live request acted for: the route not taken sees what it saw, no more."""
 
 
 @dataclass
@@ -149,11 +153,14 @@ class ChatService:
         """The `model` name of the base model (the router chooses the route for it)."""
         return self.fleet.base_model
 
-    async def prepare(self, request: ChatCompletionRequest) -> PreparedChat:
-        """Route -> prompt: everything but the engine call. The request is counted in flight on
-        its replica from here until `finish` (which `complete` and the stream call)."""
-        ask = self.read(request)
-        routed = await anyio.to_thread.run_sync(self.route, ask)
+    async def prepare(
+        self, request: ChatCompletionRequest, principal: Principal = OPERATOR
+    ) -> PreparedChat:
+        """Route -> prompt: everything but the engine call, for `principal` (the collections
+        searched and adapters considered are those it sees). The request is counted in flight
+        on its replica from here until `finish` (which `complete` and the stream call)."""
+        ask = self.read(request, principal)
+        routed = await anyio.to_thread.run_sync(self.route, ask, principal)
         plan = routed.plan
         self._record(request, ask, routed)
         # Read the alias, choose the engine and count the request in one step (no await
@@ -176,13 +183,15 @@ class ChatService:
                 request.stream_options and request.stream_options.include_usage
             ),
             passages=tuple(hit.text for hit in prompt.passages) if plan.uses_documents else (),
-            shadow=self._shadow_case(request, ask, routed),
+            shadow=self._shadow_case(request, ask, routed, principal),
         )
 
-    def read(self, request: ChatCompletionRequest) -> RouteRequest:
+    def read(self, request: ChatCompletionRequest, principal: Principal = OPERATOR) -> RouteRequest:
         """The request as the router reads it, once checked: values no engine can take, fields
         it does not forward, content the model cannot read, tools and formats, the answer bound,
-        and a named adapter (an unknown one is a 404 before any work)."""
+        a named adapter (an unknown one is a 404 before any work) and collection. An adapter or
+        collection `principal` may not see is refused exactly as one that does not exist, so
+        that a tenant learns nothing of another's."""
         request.check_values()
         request.check_content(auto_tool_choice=self.auto_tool_choice)
         refused = sorted(REFUSED_FIELDS & set(request.unknown_fields()))
@@ -206,53 +215,61 @@ class ChatService:
         )
         adapter = None if request.model == self.base_model else request.model
         if adapter is not None:
-            self.fleet.manifest(adapter)
+            self.fleet.manifest(adapter, principal)
         options = request.ragtune
+        collection = options.collection if options else None
+        if collection is not None and not principal.sees_collection(collection):
+            raise CollectionNotFoundError(
+                f"collection {shorten(collection)!r} does not exist", collection=collection
+            )
         *history, question = request.user_turns()
         return RouteRequest(
             question,
             history=tuple(history),
             route=options.route if options else None,
             adapter=adapter,
-            collection=options.collection if options else None,
+            collection=collection,
             filters=options.filters if options else None,
             answer=answer,
         )
 
-    def route(self, request: RouteRequest) -> Routed:
+    def route(self, request: RouteRequest, principal: Principal = OPERATOR) -> Routed:
         """Build the conversation's query and embed it once, retrieve, match adapters, plan (no
-        engine involved). Blocking: the chat path runs it in a worker thread."""
+        engine involved), over what `principal` sees (`read` checked a named collection and
+        adapter). Blocking: the chat path runs it in a worker thread."""
         started = time.perf_counter()
+        searched = _searched_collection(request, principal)
+        searches = request.searches_documents and (
+            searched is not None or principal.collections is None
+        )
         # The documents tell a follow-up from a new question (one turn needs no telling; a
         # route forced to use no documents reads none, and the last turn alone).
         closest = (
-            self.retrievers.closest(request.collection, request.filters)
-            if request.history and request.searches_documents
+            self.retrievers.closest(searched, request.filters)
+            if request.history and searches
             else None
         )
         # A collection re-embedded with a model tuned for it is searched with that model;
         # adapters are matched with the shared one.
-        embedder = (
-            self.retrievers.embedder_for(request.collection)
-            if request.searches_documents
-            else self.embedder
-        )
+        embedder = self.retrievers.embedder_for(searched) if searches else self.embedder
         query = conversation_query(request.turns, embedder, closest, self.weighting)
         matching = query.vector
         if embedder is not self.embedder:
             matching = self.embedder.embed_query(query.text)
         hits = []
-        if request.searches_documents:
+        if searches:
             hits = self.retrievers.search(
                 query.text,
                 query.vector,
                 k=self.settings.rag_top_k,
-                collection=request.collection,
+                collection=searched,
                 filters=request.filters,
                 required=request.requires_documents,
             )
         retrieved = time.perf_counter()
-        matches = self.fleet.matches(matching)
+        # Only the adapters the principal sees compete: another tenant's never wins a request,
+        # and its name never appears in a reason.
+        matches = [m for m in self.fleet.matches(matching) if principal.sees_adapter(m[0])]
         advice = {
             name: manifest.verdict
             for name, _ in matches
@@ -260,8 +277,12 @@ class ChatService:
         }
         # Adapters trained on an earlier version of the documents searched (`stale` in
         # /admin/adapters): the router gives them the fresh passages.
-        collection = request.collection or self.retrievers.default_collection
-        stale = self.fleet.stale_documents(collection) if hits else {}
+        collection = searched or self.retrievers.default_collection
+        stale = {
+            name: documents
+            for name, documents in (self.fleet.stale_documents(collection) if hits else {}).items()
+            if principal.sees_adapter(name)
+        }
         plan = plan_route(
             self.settings, request, hits, matches, advice, stale, model=self.route_model
         )
@@ -396,7 +417,11 @@ class ChatService:
         yield SSE_DONE
 
     def _shadow_case(
-        self, request: ChatCompletionRequest, ask: RouteRequest, routed: Routed
+        self,
+        request: ChatCompletionRequest,
+        ask: RouteRequest,
+        routed: Routed,
+        principal: Principal = OPERATOR,
     ) -> ShadowCase | None:
         """A shadow run for this request, if the router chose its route and it is sampled."""
         if self.shadow is None or not self.shadow.enabled:
@@ -408,7 +433,7 @@ class ChatService:
             return None
         best = routed.matches[0][0] if routed.matches else None
         passages = tuple(hit.text for hit in routed.hits)
-        return ShadowCase(request, ask, routed.plan, *other, best, passages)
+        return ShadowCase(request, ask, routed.plan, *other, best, passages, principal)
 
     def _start_shadow(self, prepared: PreparedChat, answer: str, finish: str | None) -> None:
         """Run the route not taken in the background and append the paired outcome."""
@@ -428,7 +453,7 @@ class ChatService:
                     ),
                 }
             )
-            response = await self.complete(await self.prepare(request))
+            response = await self.complete(await self.prepare(request, case.principal))
             choice = response["choices"][0]
             other = (
                 (choice.get("message") or {}).get("content") or "",
@@ -492,6 +517,17 @@ class ChatService:
                 record.grounding = round(grounding.score, 4)
                 record.unsupported_sentences = len(grounding.unsupported)
         return None if grounding is None else grounding.to_info()
+
+
+def _searched_collection(request: RouteRequest, principal: Principal) -> str | None:
+    """The collection a request searches: the one it named, else the principal's default
+    (None: the server's, for a principal that sees every collection; also None for one that
+    sees none, which then searches nothing)."""
+    if request.collection is not None:
+        return request.collection
+    if principal.default_collection is not None or principal.collections is None:
+        return principal.default_collection
+    return min(principal.collections, default=None)
 
 
 async def _whole(body: dict[str, Any], client: EngineClient) -> dict[str, Any]:

@@ -9,11 +9,12 @@ import time
 from ragtune.retrieval.embedder import Embedder
 from ragtune.serving.fleet import AdapterFleet
 from ragtune.serving.models.protocol import ModelCard, ModelList
+from ragtune.serving.tenants.principal import OPERATOR, Principal
 
 
 class ModelCatalog:
-    """Usage: `catalog.list()`: the base model's card, one per adapter, then the embedding
-    model's."""
+    """Usage: `catalog.list(principal)`: the base model's card, one per adapter the principal
+    sees, then the embedding model's."""
 
     def __init__(
         self, fleet: AdapterFleet, max_model_len: int, embedder: Embedder | None = None
@@ -22,7 +23,7 @@ class ModelCatalog:
         self.max_model_len = max_model_len
         self.embedder = embedder
 
-    def list(self) -> ModelList:
+    def list(self, principal: Principal = OPERATOR) -> ModelList:
         now = int(time.time())
         base = self.fleet.base_model
         cards = [ModelCard(id=base, created=now, max_model_len=self.max_model_len)]
@@ -35,6 +36,7 @@ class ModelCatalog:
                 task=manifest.task,
             )
             for manifest in self.fleet.manifests()
+            if principal.sees_adapter(manifest.name)
         ]
         if self.embedder is not None:
             model_id = self.embedder.model_id

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from ragtune.serving.auth import require_chat
+from ragtune.serving.auth import principal, require_chat
 from ragtune.serving.http import CLIENT_CLOSED, error_responses, unless_disconnected
 from ragtune.serving.responses.protocol import ResponseObject, ResponsesRequest
 from ragtune.serving.responses.service import ResponsesService
@@ -50,7 +50,7 @@ async def create_response(
     `conversation` and `background` are refused (400), as are built-in tools and image, file
     or audio parts.
     """
-    prepared = await service.prepare(body)
+    prepared = await service.prepare(body, principal(request))
     plan = prepared.chat.plan
     headers: dict[str, str] = {"x-ragtune-route": plan.route}
     if plan.adapter:

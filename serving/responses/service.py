@@ -29,6 +29,7 @@ from ragtune.serving.responses.protocol import (
     FunctionTool,
     InputTextPart,
     MessageItem,
+    OtherTool,
     OutputTextPart,
     RefusalPart,
     ResponsesRequest,
@@ -36,6 +37,7 @@ from ragtune.serving.responses.protocol import (
     TextFormatJsonSchema,
     ToolChoiceFunction,
 )
+from ragtune.serving.tenants.principal import OPERATOR, Principal
 
 logger = logging.getLogger("ragtune.responses")
 CHAT_NAMED_CHOICE = '{"type": "function", "function": {"name": ...}}'
@@ -63,11 +65,14 @@ class ResponsesService:
     def __init__(self, chat: ChatService) -> None:
         self.chat = chat
 
-    async def prepare(self, request: ResponsesRequest) -> PreparedResponse:
+    async def prepare(
+        self, request: ResponsesRequest, principal: Principal = OPERATOR
+    ) -> PreparedResponse:
+        """Checked, translated to a chat request and prepared as chat is, for `principal`."""
         self.check(request)
         chat_request = to_chat_request(request)
         try:
-            prepared = await self.chat.prepare(chat_request)
+            prepared = await self.chat.prepare(chat_request, principal)
         except InvalidRequestError as exc:
             raise as_responses_error(exc) from None
         try:
@@ -279,10 +284,13 @@ def _chat_content(
 
 
 def _chat_tool(tool: Any, n: int) -> dict[str, Any]:
+    if isinstance(tool, OtherTool) and tool.type == "file_search":
+        # The RAG route over the named vector store (`ChatCompletionRequest`'s validator).
+        return tool.model_dump()
     if not isinstance(tool, FunctionTool):
         raise InvalidRequestError(
             f"tools[{n}]: {shorten(tool.type)!r} is not a tool ragtune provides (built-in "
-            "OpenAI tools such as web_search, file_search or code_interpreter are not "
+            "OpenAI tools such as web_search or code_interpreter are not "
             "available); describe your own functions as tools of type 'function'",
             param=f"tools[{n}].type",
         )

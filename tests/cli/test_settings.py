@@ -14,6 +14,7 @@ from ragtune.retrieval.settings import RetrievalSettings
 from ragtune.serving.settings import (
     ApiSettings,
     EngineSettings,
+    FileSettings,
     GroundingSettings,
     RouterSettings,
 )
@@ -23,7 +24,7 @@ from tests.support.cli import ragtune
 def test_the_tree_holds_every_package_settings() -> None:
     assert set(settings_classes()) == {
         RetrievalSettings, IngestSettings, EngineSettings, AdapterSettings, RouterSettings,
-        ApiSettings, GroundingSettings,
+        ApiSettings, GroundingSettings, FileSettings,
     }  # fmt: skip
 
 

@@ -93,3 +93,26 @@ def test_a_very_long_heading_keeps_its_innermost_part() -> None:
     heading = chunk.embed_text.split("\n")[0]
     assert heading.endswith("level9 words here")
     assert fake.count_tokens([heading])[0] <= 40 // 4 + 2
+
+
+def test_self_contained_html_blocks_are_chunked_apart() -> None:
+    """An FAQ whose questions were cut (or never were headings): answers in blockquotes, and a
+    definition list's entries, each stay whole and alone, however short; paragraphs of plain
+    flow still share a chunk. A chunk that ran from one answer into the next matched neither."""
+    page = (
+        "<html><body><h1>FAQ</h1>"
+        "<blockquote><p>Short answer: an INTEGER PRIMARY KEY.</p><p>Longer: see rowid.</p>"
+        "</blockquote><blockquote><p>SQLite uses dynamic typing.</p></blockquote>"
+        "<p>Plain one.</p><p>Plain two.</p>"
+        "<dl><dt>--amend</dt><dd><p>Replace the tip of the branch.</p></dd>"
+        "<dt>--quiet</dt><dd>Say less.</dd></dl></body></html>"
+    )
+    document = load_document(Path("faq.html"), page.encode())
+    chunks = Chunker(FakeEmbedder(max_tokens=200), overlap_tokens=0).chunk(document)
+    assert [c.text for c in chunks] == [
+        "Short answer: an INTEGER PRIMARY KEY.\n\nLonger: see rowid.",
+        "SQLite uses dynamic typing.",
+        "Plain one.\n\nPlain two.",
+        "--amend\n\nReplace the tip of the branch.",
+        "--quiet\n\nSay less.",
+    ]

@@ -97,7 +97,7 @@ def test_html_inline_elements_stay_in_their_sentences(tmp_path: Path) -> None:
     (section,) = load(path).sections
     assert section.path == ("FAQ",)
     assert section.text == (
-        "As of version 3.6.19, run PRAGMA foreign_keys=ON or compile with -DFK=1.\n\n"
+        "As of version 3.6.19, run PRAGMA foreign_keys=ON or compile with -DFK=1.\n\n\n"
         "Second paragraph.\nNext line.\n\na = 1\n  b = 2\n\none\n\ntwo"
     )
 

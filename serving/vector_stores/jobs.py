@@ -1,0 +1,312 @@
+"""Ingestion of files attached to vector stores, in the background: a small pool of worker
+threads owned by the server's components runs `IngestService.run_file` (the loaders, chunking
+and bookkeeping of `ragtune ingest`) and keeps each job's status and progress in the catalog.
+
+A document becomes searchable whole or not at all: its chunks are written only once all are
+embedded (one write per file), a cancelled job stops before that write, and at start a job
+left `in_progress` by a stopped server first loses any chunks of a write it did not finish,
+then runs again (or fails, saying why, when its file is gone)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from ragtune.ingest.counters import record_run
+from ragtune.ingest.loaders import file_type_of
+from ragtune.ingest.pipeline import FileStatus, IngestService
+from ragtune.ingest.settings import IngestSettings
+from ragtune.retrieval.embedder import Embedder, Vector, collection_embedder
+from ragtune.retrieval.errors import CollectionNotFoundError
+from ragtune.retrieval.lexical import LexicalIndexes
+from ragtune.retrieval.settings import RetrievalSettings
+from ragtune.retrieval.store import Collection, VectorStore
+from ragtune.serving.files.catalog import Attachment, AttachmentStatus, ErrorCode, FileCatalog
+
+logger = logging.getLogger("ragtune.files")
+PROGRESS_SLICE = 128
+"""Chunks embedded between two progress reports (and two looks at a cancellation)."""
+
+
+class JobStopped(Exception):
+    """A running job was cancelled, or the server is stopping (the job then runs again at the
+    next start)."""
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """One ingestion job as an operator sees it (the console lists these)."""
+
+    vector_store: str
+    file_id: str
+    tenant: str
+    filename: str
+    status: AttachmentStatus
+    chunks_done: int
+    chunks_total: int
+    created_at: int
+    error: str | None
+
+
+class _ProgressEmbedder(Embedder):
+    """The collection's embedder, embedding in slices: after each, `report(done, total)` is
+    called (it raises JobStopped to stop the job). Vectors are the embedder's own."""
+
+    def __init__(self, inner: Embedder, report: Callable[[int, int], None]) -> None:
+        self.inner = inner
+        self.report = report
+        self.model_id = inner.model_id
+        self.dimension = inner.dimension
+        self.max_tokens = inner.max_tokens
+        self.batch_size = inner.batch_size
+
+    @property
+    def special_tokens(self) -> int:
+        return self.inner.special_tokens
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return self.inner.count_tokens(texts)
+
+    def _encode(self, texts: Sequence[str]) -> list[Vector]:
+        return self.inner._encode(texts)
+
+    def embed(self, texts: Sequence[str]) -> list[Vector]:
+        vectors: list[Vector] = []
+        self.report(0, len(texts))
+        for start in range(0, len(texts), PROGRESS_SLICE):
+            vectors += self.inner.embed(texts[start : start + PROGRESS_SLICE])
+            self.report(len(vectors), len(texts))
+        return vectors
+
+
+def drop_partial(collection: Collection, doc_id: str) -> int:
+    """Remove the chunks of `doc_id` unless they are exactly one whole version of it (an
+    interrupted write leaves fewer than it counts): what no reader may find. The count
+    removed."""
+    chunks = list(collection.scan(where={"doc_id": doc_id}))
+    hashes = {str(c.metadata.get("doc_hash", "")) for c in chunks}
+    counts = {c.metadata.get("n_chunks") for c in chunks}
+    if not chunks or (len(hashes) == 1 and counts == {len(chunks)}):
+        return 0
+    collection.delete([c.id for c in chunks])
+    return len(chunks)
+
+
+def remove_document(collection: Collection, doc_id: str) -> int:
+    """Remove every chunk of `doc_id`; the count removed."""
+    ids = [c.id for c in collection.scan(where={"doc_id": doc_id})]
+    collection.delete(ids)
+    return len(ids)
+
+
+class IngestJobs:
+    """The background ingestion of attached files: `concurrency` worker threads, each job's
+    status and progress in the catalog, a lock per collection that its writes and removals
+    take (so a removal never races a job's write).
+
+    Usage:
+        jobs = IngestJobs(catalog, store, embedder, retrieval, ingest, lexical)
+        jobs.start()                        # resumes what a stopped server left in progress
+        jobs.submit("handbook", "file-...")  # after catalog.attach(...)
+        jobs.list_jobs()                    # status and progress, for operators
+        jobs.close()                        # running jobs stop; they resume at the next start
+    """
+
+    def __init__(
+        self,
+        catalog: FileCatalog,
+        store: VectorStore,
+        embedder: Embedder,
+        retrieval: RetrievalSettings,
+        ingest: IngestSettings,
+        lexical: LexicalIndexes,
+        *,
+        concurrency: int = 1,
+        on_changed: Callable[[str], None] | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.store = store
+        self.embedder = embedder
+        self.retrieval = retrieval
+        self.ingest = ingest
+        self.lexical = lexical
+        self.concurrency = concurrency
+        self.on_changed = on_changed or (lambda name: None)
+        """Told the name of a collection a job wrote, a removal changed or a deletion removed
+        (this process's readers of it read it afresh at once)."""
+        self._executor: ThreadPoolExecutor | None = None
+        self._stopping = threading.Event()
+        self._cancelled: set[tuple[str, str]] = set()
+        self._futures: dict[tuple[str, str], Future[None]] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def start(self) -> None:
+        """Start the workers, after making what a stopped server left in progress safe: any
+        chunks of an unfinished write removed, then the job queued again (failed, saying why,
+        when its file is gone)."""
+        self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="ragtune-ingest")
+        for job in self.catalog.attachments(status="in_progress"):
+            try:
+                collection = self._collection(job.vector_store)
+                removed = drop_partial(collection, job.doc_id)
+            except Exception as exc:
+                logger.warning("cannot resume ingestion of %s: %s", job.file_id, exc)
+                self._fail(job, "server_error", "the server stopped during ingestion and could "
+                           "not resume it; attach the file again")  # fmt: skip
+                continue
+            if removed:
+                self.lexical.current(collection, save=True)
+                self.on_changed(job.vector_store)
+                logger.info("removed %d chunks of an unfinished write of %s", removed, job.file_id)
+            logger.info("resuming the ingestion of %s into %s", job.file_id, job.vector_store)
+            self.submit(job.vector_store, job.file_id)
+
+    def close(self) -> None:
+        """Stop: running jobs stop at their next progress report (they stay in_progress and
+        run again at the next start); queued ones are not started."""
+        self._stopping.set()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def lock(self, collection: str) -> threading.Lock:
+        """The lock of a collection's writes (jobs) and removals (deletes)."""
+        with self._guard:
+            return self._locks.setdefault(collection, threading.Lock())
+
+    def submit(self, vector_store: str, file_id: str) -> None:
+        """Queue the ingestion of an attachment recorded in the catalog."""
+        if self._executor is None:
+            raise RuntimeError("IngestJobs.start() first")
+        key = (vector_store, file_id)
+        with self._guard:
+            self._cancelled.discard(key)
+            self._futures[key] = self._executor.submit(self._run, vector_store, file_id)
+
+    def cancel(self, vector_store: str, file_id: str) -> None:
+        """Stop a queued or running job (it writes nothing more); a finished one is untouched."""
+        key = (vector_store, file_id)
+        with self._guard:
+            self._cancelled.add(key)
+            future = self._futures.get(key)
+        if future is not None:
+            future.cancel()
+
+    def wait(self, vector_store: str, file_id: str, timeout: float | None = None) -> None:
+        """Block until the job has ended (for tools and tests; the API polls instead)."""
+        with self._guard:
+            future = self._futures.get((vector_store, file_id))
+        if future is not None and not future.cancelled():
+            future.exception(timeout)
+
+    def list_jobs(self, status: AttachmentStatus | None = None) -> list[JobInfo]:
+        """Every ingestion job (of every tenant), oldest first, with its status, progress and
+        failure reason: what the operator console shows."""
+        jobs = []
+        for job in self.catalog.attachments(status=status):
+            record = self.catalog.file(job.file_id)
+            filename = record.filename if record else ""
+            jobs.append(
+                JobInfo(
+                    job.vector_store,
+                    job.file_id,
+                    job.tenant,
+                    filename,
+                    job.status,
+                    job.chunks_done,
+                    job.chunks_total,
+                    job.created_at,
+                    job.error_message,
+                )
+            )
+        return jobs
+
+    def remove(self, job: Attachment) -> None:
+        """Detach a file from its store: its job stopped, every chunk of its document removed
+        (the lexical index too), its record gone."""
+        self.cancel(job.vector_store, job.file_id)
+        with self.lock(job.vector_store):
+            try:
+                collection = self.store.collection(job.vector_store, self.embedder.model_id)
+            except CollectionNotFoundError:
+                collection = None
+            if collection is not None and remove_document(collection, job.doc_id):
+                self.lexical.current(collection, save=True)
+                self.on_changed(job.vector_store)
+            self.catalog.detach(job.vector_store, job.file_id)
+
+    def drop_store(self, name: str) -> None:
+        """Delete a vector store: its jobs stopped, its collection and lexical index deleted,
+        its records gone."""
+        for job in self.catalog.attachments(vector_store=name):
+            self.cancel(name, job.file_id)
+        with self.lock(name):
+            if any(info.name == name for info in self.store.list_collections()):
+                self.store.delete_collection(name)
+            self.lexical.drop(name)
+            self.catalog.forget_store(name)
+            self.on_changed(name)
+
+    # The work
+
+    def _collection(self, name: str) -> Collection:
+        return self.store.collection(name, self.embedder.model_id, create=True)
+
+    def _stopped(self, key: tuple[str, str]) -> bool:
+        return self._stopping.is_set() or key in self._cancelled
+
+    def _fail(self, job: Attachment, code: ErrorCode, message: str) -> None:
+        self.catalog.update(
+            job.vector_store, job.file_id, status="failed", error_code=code, error_message=message
+        )
+
+    def _run(self, vector_store: str, file_id: str) -> None:
+        key = (vector_store, file_id)
+        job = self.catalog.attachment(vector_store, file_id)
+        if job is None or job.status != "in_progress" or self._stopped(key):
+            return
+        try:
+            self._ingest(job, key)
+        except JobStopped:
+            logger.info("ingestion of %s into %s stopped", file_id, vector_store)
+        except Exception:
+            logger.exception("ingestion of %s into %s failed", file_id, vector_store)
+            self._fail(job, "server_error", "ingestion failed on the server (its log says why)")
+
+    def _ingest(self, job: Attachment, key: tuple[str, str]) -> None:
+        record = self.catalog.file(job.file_id)
+        path = self.catalog.path(record) if record else None
+        if record is None or path is None or not path.is_file():
+            self._fail(job, "server_error", "the uploaded file is gone; upload it again")
+            return
+        collection = self._collection(job.vector_store)
+
+        def report(done: int, total: int) -> None:
+            if self._stopped(key):
+                raise JobStopped
+            self.catalog.update(job.vector_store, job.file_id, chunks_done=done, chunks_total=total)
+
+        embedder = _ProgressEmbedder(
+            collection_embedder(collection, self.retrieval, self.embedder), report
+        )
+        service = IngestService(self.ingest, collection, lambda: embedder, self.lexical)
+        with self.lock(job.vector_store):
+            if self._stopped(key):
+                raise JobStopped
+            summary = service.run_file(Path(path), record.filename)
+            self.on_changed(job.vector_store)
+        record_run(self.retrieval.data_dir, summary)
+        (result,) = summary.files
+        if result.status == FileStatus.FAILED:
+            unsupported = file_type_of(Path(record.stored_name)) is None
+            code: ErrorCode = "unsupported_file" if unsupported else "invalid_file"
+            self._fail(job, code, result.reason or "the file cannot be read")
+            return
+        self.catalog.update(
+            job.vector_store, job.file_id, status="completed", chunks_done=result.chunks,
+            chunks_total=result.chunks, error_code=None, error_message=None,
+        )  # fmt: skip

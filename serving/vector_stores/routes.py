@@ -1,0 +1,157 @@
+"""HTTP routes of `/v1/vector_stores` and its `files` (HTTP only: the logic is in
+service.py)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import anyio
+from fastapi import APIRouter, Depends, Query, Request, Response
+
+from ragtune.serving.auth import principal, require_chat
+from ragtune.serving.files.catalog import AttachmentStatus
+from ragtune.serving.http import error_responses
+from ragtune.serving.vector_stores.protocol import (
+    AttachFileRequest,
+    CreateVectorStoreRequest,
+    VectorStoreDeleted,
+    VectorStoreFileDeleted,
+    VectorStoreFileList,
+    VectorStoreFileObject,
+    VectorStoreList,
+    VectorStoreObject,
+)
+from ragtune.serving.vector_stores.service import POLL_AFTER_MS, VectorStoreService
+
+router = APIRouter(dependencies=[Depends(require_chat)])
+Order = Literal["asc", "desc"]
+Limit = Annotated[int, Query(ge=1, le=10_000)]
+
+
+def vector_store_service(request: Request) -> VectorStoreService:
+    service: VectorStoreService = request.app.state.components.vector_stores
+    return service
+
+
+Stores = Annotated[VectorStoreService, Depends(vector_store_service)]
+
+
+@router.post(
+    "/v1/vector_stores",
+    response_model=VectorStoreObject,
+    responses=error_responses((400, 401, 403, 404, 422)),
+)
+async def create_vector_store(
+    request: Request, service: Stores, body: CreateVectorStoreRequest
+) -> VectorStoreObject:
+    """Create a vector store: `name` is the ragtune collection it searches (created when
+    missing; an existing one is answered as it is). `file_ids` are attached at once."""
+    return await anyio.to_thread.run_sync(service.create, principal(request), body)
+
+
+@router.get("/v1/vector_stores", response_model=VectorStoreList, responses=error_responses((401,)))
+async def list_vector_stores(
+    request: Request,
+    service: Stores,
+    limit: Limit = 10_000,
+    after: str | None = None,
+    order: Order = "desc",
+) -> VectorStoreList:
+    """The vector stores (collections) your key may search, with the counts of your files in
+    each."""
+    caller = principal(request)
+    return await anyio.to_thread.run_sync(
+        lambda: service.list(caller, limit=limit, after=after, order=order)
+    )
+
+
+@router.get(
+    "/v1/vector_stores/{store_id}",
+    response_model=VectorStoreObject,
+    responses=error_responses((401, 404)),
+)
+async def retrieve_vector_store(
+    request: Request, service: Stores, store_id: str
+) -> VectorStoreObject:
+    """One vector store; `ragtune.chunks` counts the chunks in its collection."""
+    return await anyio.to_thread.run_sync(service.get, principal(request), store_id)
+
+
+@router.delete(
+    "/v1/vector_stores/{store_id}",
+    response_model=VectorStoreDeleted,
+    responses=error_responses((401, 404)),
+)
+async def delete_vector_store(
+    request: Request, service: Stores, store_id: str
+) -> VectorStoreDeleted:
+    """Delete a vector store: its collection and every chunk in it (the files stay)."""
+    return await anyio.to_thread.run_sync(service.delete, principal(request), store_id)
+
+
+@router.post(
+    "/v1/vector_stores/{store_id}/files",
+    response_model=VectorStoreFileObject,
+    responses=error_responses((400, 401, 404, 422)),
+)
+async def attach_file(
+    request: Request, service: Stores, store_id: str, body: AttachFileRequest
+) -> VectorStoreFileObject:
+    """Attach one of your files: it is ingested into the store's collection in the background,
+    as `ragtune ingest` would (status `in_progress`, then `completed`, or `failed` with the
+    reason in `last_error`; `ragtune.chunks_done`/`chunks_total` tell the progress)."""
+    return await anyio.to_thread.run_sync(
+        service.attach, principal(request), store_id, body.file_id
+    )
+
+
+@router.get(
+    "/v1/vector_stores/{store_id}/files",
+    response_model=VectorStoreFileList,
+    responses=error_responses((401, 404)),
+)
+async def list_vector_store_files(
+    request: Request,
+    service: Stores,
+    store_id: str,
+    limit: Limit = 10_000,
+    after: str | None = None,
+    order: Order = "desc",
+    filter: AttachmentStatus | None = None,
+) -> VectorStoreFileList:
+    """Your files attached to the store, with their status (`filter` keeps one status)."""
+    caller = principal(request)
+    return await anyio.to_thread.run_sync(
+        lambda: service.list_files(
+            caller, store_id, limit=limit, after=after, order=order, status=filter
+        )
+    )
+
+
+@router.get(
+    "/v1/vector_stores/{store_id}/files/{file_id}",
+    response_model=VectorStoreFileObject,
+    responses=error_responses((401, 404)),
+)
+async def retrieve_vector_store_file(
+    request: Request, response: Response, service: Stores, store_id: str, file_id: str
+) -> VectorStoreFileObject:
+    """One attached file: its status, failure reason and progress. While it is in progress,
+    the `openai-poll-after-ms` header says when to ask again."""
+    found = await anyio.to_thread.run_sync(service.file, principal(request), store_id, file_id)
+    if found.status == "in_progress":
+        response.headers["openai-poll-after-ms"] = str(POLL_AFTER_MS)
+    return found
+
+
+@router.delete(
+    "/v1/vector_stores/{store_id}/files/{file_id}",
+    response_model=VectorStoreFileDeleted,
+    responses=error_responses((401, 404)),
+)
+async def detach_file(
+    request: Request, service: Stores, store_id: str, file_id: str
+) -> VectorStoreFileDeleted:
+    """Detach a file: every chunk of it leaves the collection (dense and lexical search
+    alike). The file itself stays."""
+    return await anyio.to_thread.run_sync(service.detach, principal(request), store_id, file_id)

@@ -1,0 +1,267 @@
+"""Vector stores: ragtune's collections in OpenAI's shape. A store's id is its collection's
+name; the caller sees a store only when its principal sees that collection (any other answers
+exactly as a missing one). Attaching a file queues its ingestion (`jobs.IngestJobs`); its status
+and progress are read back from the catalog; detaching removes the document's chunks."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import Counter
+
+from ragtune.ingest.pipeline import document_id
+from ragtune.retrieval.errors import CollectionNotFoundError, RetrievalError
+from ragtune.retrieval.settings import check_collection_name
+from ragtune.retrieval.store import Collection, VectorStore
+from ragtune.serving.errors import (
+    ForbiddenError,
+    InvalidRequestError,
+    VectorStoreNotFoundError,
+    shorten,
+)
+from ragtune.serving.files.catalog import Attachment, AttachmentStatus, FileCatalog, now
+from ragtune.serving.files.service import FileService, Order, page
+from ragtune.serving.tenants.principal import Principal
+from ragtune.serving.vector_stores.jobs import IngestJobs
+from ragtune.serving.vector_stores.protocol import (
+    CreateVectorStoreRequest,
+    FileCounts,
+    IngestProgress,
+    LastError,
+    VectorStoreDeleted,
+    VectorStoreFileDeleted,
+    VectorStoreFileList,
+    VectorStoreFileObject,
+    VectorStoreInfo,
+    VectorStoreList,
+    VectorStoreObject,
+)
+
+logger = logging.getLogger("ragtune.files")
+POLL_AFTER_MS = 250
+"""How soon a client polling a file in progress is told to ask again (`openai-poll-after-ms`)."""
+
+
+class VectorStoreService:
+    """Create, list, read and delete vector stores; attach, list, read and detach their files.
+
+    Usage:
+        stores = VectorStoreService(catalog, store, embedding_model, files, jobs)
+        stores.create(principal, CreateVectorStoreRequest(name="handbook"))
+        stores.attach(principal, "handbook", file_id)     # ingestion starts in the background
+        stores.file(principal, "handbook", file_id).status   # in_progress, then completed
+    """
+
+    def __init__(
+        self,
+        catalog: FileCatalog,
+        store: VectorStore,
+        embedding_model: str,
+        files: FileService,
+        jobs: IngestJobs,
+    ) -> None:
+        self.catalog = catalog
+        self.store = store
+        self.embedding_model = embedding_model
+        self.files = files
+        self.jobs = jobs
+
+    # Stores
+
+    def _collection(self, principal: Principal, store_id: str) -> Collection:
+        """The collection of a store the caller sees; VectorStoreNotFoundError otherwise (the
+        same for one that exists and one that does not)."""
+        missing = VectorStoreNotFoundError(f"no vector store with id {shorten(store_id)!r}")
+        if not principal.sees_collection(store_id):
+            raise missing
+        try:
+            return self.store.collection(store_id, self.embedding_model)
+        except CollectionNotFoundError:
+            raise missing from None
+        except RetrievalError:
+            if _valid_name(store_id):
+                raise
+            raise missing from None
+
+    def _object(self, principal: Principal, collection: Collection) -> VectorStoreObject:
+        name = collection.name
+        created = self.catalog.touch_store(name)
+        jobs = self.catalog.attachments(vector_store=name, tenant=principal.tenant)
+        counts = Counter(job.status for job in jobs)
+        return VectorStoreObject(
+            id=name,
+            name=name,
+            created_at=created,
+            last_active_at=max([created, *(job.created_at for job in jobs)]),
+            usage_bytes=sum(job.usage_bytes for job in jobs if job.status == "completed"),
+            file_counts=FileCounts(
+                in_progress=counts["in_progress"],
+                completed=counts["completed"],
+                failed=counts["failed"],
+                cancelled=counts["cancelled"],
+                total=len(jobs),
+            ),
+            status="in_progress" if counts["in_progress"] else "completed",
+            ragtune=VectorStoreInfo(collection=name, chunks=collection.count()),
+        )
+
+    def create(self, principal: Principal, request: CreateVectorStoreRequest) -> VectorStoreObject:
+        """The store named `request.name` (its collection created when missing), with
+        `request.file_ids` attached."""
+        if request.model_extra:
+            logger.info("vector store fields ignored: %s", ", ".join(sorted(request.model_extra)))
+        name = request.name or f"vs_{uuid.uuid4().hex[:24]}"
+        if not _valid_name(name):
+            raise InvalidRequestError(
+                f"name {shorten(name)!r} cannot name a collection: 3 to 512 letters, digits, "
+                "'.', '_' or '-', starting and ending with a letter or digit",
+                param="name",
+            )
+        if not principal.sees_collection(name):
+            raise ForbiddenError(
+                "this API key may use only the collections it was given; ask an operator for "
+                "a key that includes this one"
+            )
+        for file_id in request.file_ids:
+            self.files.record(principal, file_id)  # every file is the caller's, or nothing
+        collection = self.store.collection(name, self.embedding_model, create=True)
+        self.catalog.touch_store(name)
+        for file_id in request.file_ids:
+            self.attach(principal, name, file_id)
+        return self._object(principal, collection)
+
+    def get(self, principal: Principal, store_id: str) -> VectorStoreObject:
+        return self._object(principal, self._collection(principal, store_id))
+
+    def list(
+        self,
+        principal: Principal,
+        *,
+        limit: int = 10_000,
+        after: str | None = None,
+        order: Order = "desc",
+    ) -> VectorStoreList:
+        names = sorted(
+            info.name
+            for info in self.store.list_collections()
+            if principal.sees_collection(info.name)
+        )
+        chosen, more = page(names, lambda name: name, limit, after, order)
+        data = []
+        for name in chosen:
+            try:
+                data.append(self._object(principal, self._collection(principal, name)))
+            except RetrievalError as exc:  # e.g. embedded with another model: not a store here
+                logger.info("collection %s is not listed as a vector store: %s", name, exc)
+        return VectorStoreList(
+            data=data,
+            first_id=data[0].id if data else None,
+            last_id=data[-1].id if data else None,
+            has_more=more,
+        )
+
+    def delete(self, principal: Principal, store_id: str) -> VectorStoreDeleted:
+        """Delete the store: its collection, every chunk in it (lexical index too) and its
+        file attachments. The files themselves stay. An operator action: the collection may
+        hold documents of other keys and of `ragtune ingest`, so only an admin key may; a
+        tenant detaches its own files instead."""
+        collection = self._collection(principal, store_id)
+        if not principal.admin:
+            raise ForbiddenError(
+                "deleting a vector store deletes its collection for every key that uses it: "
+                "that needs an admin key; detach your files from it instead "
+                "(DELETE /v1/vector_stores/{id}/files/{file_id})"
+            )
+        self.jobs.drop_store(collection.name)
+        return VectorStoreDeleted(id=collection.name)
+
+    # Files of a store
+
+    def _attachment(self, principal: Principal, store_id: str, file_id: str) -> Attachment:
+        self._collection(principal, store_id)
+        found = self.catalog.attachment(store_id, file_id)
+        if found is None or found.tenant != principal.tenant:
+            raise VectorStoreNotFoundError(
+                f"no file with id {shorten(file_id)!r} in vector store {shorten(store_id)!r}"
+            )
+        return found
+
+    def _file_object(self, job: Attachment) -> VectorStoreFileObject:
+        record = self.catalog.file(job.file_id)
+        error = None
+        if job.error_code is not None:
+            error = LastError(code=job.error_code, message=job.error_message or "")
+        return VectorStoreFileObject(
+            id=job.file_id,
+            created_at=job.created_at,
+            usage_bytes=job.usage_bytes if job.status == "completed" else 0,
+            vector_store_id=job.vector_store,
+            status=job.status,
+            last_error=error,
+            ragtune=IngestProgress(
+                filename=record.filename if record else "",
+                chunks_done=job.chunks_done,
+                chunks_total=job.chunks_total,
+            ),
+        )
+
+    def attach(self, principal: Principal, store_id: str, file_id: str) -> VectorStoreFileObject:
+        """Attach one of the caller's files: its ingestion is queued (status in_progress). A
+        file already being ingested into the store is answered as it is."""
+        collection = self._collection(principal, store_id)
+        record = self.files.record(principal, file_id)
+        existing = self.catalog.attachment(collection.name, record.id)
+        if existing is not None and existing.status == "in_progress":
+            return self._file_object(existing)
+        job = Attachment(
+            vector_store=collection.name,
+            file_id=record.id,
+            tenant=principal.tenant,
+            status="in_progress",
+            created_at=now(),
+            doc_id=document_id(str(self.catalog.path(record))),
+            usage_bytes=record.bytes,
+        )
+        self.catalog.attach(job)
+        self.jobs.submit(job.vector_store, job.file_id)
+        return self._file_object(job)
+
+    def file(self, principal: Principal, store_id: str, file_id: str) -> VectorStoreFileObject:
+        return self._file_object(self._attachment(principal, store_id, file_id))
+
+    def list_files(
+        self,
+        principal: Principal,
+        store_id: str,
+        *,
+        limit: int = 10_000,
+        after: str | None = None,
+        order: Order = "desc",
+        status: AttachmentStatus | None = None,
+    ) -> VectorStoreFileList:
+        collection = self._collection(principal, store_id)
+        jobs = self.catalog.attachments(
+            vector_store=collection.name, tenant=principal.tenant, status=status
+        )
+        chosen, more = page(jobs, lambda job: job.file_id, limit, after, order)
+        data = [self._file_object(job) for job in chosen]
+        return VectorStoreFileList(
+            data=data,
+            first_id=data[0].id if data else None,
+            last_id=data[-1].id if data else None,
+            has_more=more,
+        )
+
+    def detach(self, principal: Principal, store_id: str, file_id: str) -> VectorStoreFileDeleted:
+        """Detach a file: its ingestion stopped, every chunk of it removed from the collection
+        and its lexical index. The file itself stays."""
+        self.jobs.remove(self._attachment(principal, store_id, file_id))
+        return VectorStoreFileDeleted(id=file_id)
+
+
+def _valid_name(name: str) -> bool:
+    try:
+        check_collection_name(name)
+    except ValueError:
+        return False
+    return True

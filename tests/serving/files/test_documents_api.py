@@ -1,0 +1,260 @@
+"""Documents over HTTP with the official `openai` client against the app (its lifespan run by
+FastAPI's TestClient): upload, attach (ingested in the background, as `ragtune ingest` would),
+search, list, delete; failures with the CLI's reasons, restarts mid-job, limits, quotas and
+file names as data. A real embedded Chroma, the fake embedder, an engine behind
+`httpx.MockTransport`."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from openai import APIStatusError, BadRequestError, NotFoundError, OpenAI, PermissionDeniedError
+
+from ragtune.ingest.pipeline import IngestService, document_id
+from ragtune.ingest.settings import IngestSettings
+from ragtune.retrieval.lexical import LexicalIndexes
+from ragtune.retrieval.store import ChunkRecord, open_store
+from ragtune.serving.app import create_app
+from ragtune.serving.components import Components
+from ragtune.serving.files.catalog import Attachment, FileCatalog, FileRecord
+from tests.support.documents import (
+    ADMIN_KEY,
+    BASE,
+    GUIDE,
+    KEY,
+    STORE,
+    fake_parts,
+    serving_settings,
+)  # fmt: skip
+from tests.support.fakes import FakeEmbedder
+
+
+@pytest.fixture
+def make_app(tmp_path: Path) -> Callable[..., FastAPI]:
+    def make(**files: Any) -> FastAPI:
+        return create_app(serving_settings(tmp_path / "data", **files), open_parts=fake_parts)
+
+    return make
+
+
+@pytest.fixture
+def served(make_app: Callable[..., FastAPI]) -> Iterator[tuple[OpenAI, TestClient]]:
+    with TestClient(make_app()) as test_client:
+        yield client_for(test_client), test_client
+
+
+def client_for(test_client: TestClient) -> OpenAI:
+    return OpenAI(
+        base_url="http://testserver/v1", api_key=KEY, http_client=test_client, max_retries=0
+    )
+
+
+def parts(test_client: TestClient) -> Components:
+    found: Components = test_client.app.state.components  # type: ignore[attr-defined]
+    return found
+
+
+def search(test_client: TestClient, question: str) -> list[str]:
+    components = parts(test_client)
+    vector = components.embedder.embed_query(question)
+    hits = components.retrievers.search(question, vector, k=5, collection=STORE)
+    return [hit.text for hit in hits]
+
+
+def test_upload_attach_search_list_and_delete_with_the_openai_client(
+    served: tuple[OpenAI, TestClient], tmp_path: Path
+) -> None:
+    client, test_client = served
+    store = client.vector_stores.create(name=STORE)
+    assert (store.id, store.name, store.status) == (STORE, STORE, "completed")
+
+    attached = client.vector_stores.files.upload_and_poll(
+        vector_store_id=STORE, file=("guide.md", GUIDE)
+    )
+    assert attached.status == "completed", attached.last_error
+    assert attached.last_error is None
+    progress = attached.model_extra["ragtune"]  # type: ignore[index]
+    assert progress["chunks_done"] == progress["chunks_total"] > 0
+    assert progress["filename"] == "guide.md"
+
+    # Searchable, dense and lexical, and the same chunks `ragtune ingest` makes of the file.
+    assert any("thirty days" in text for text in search(test_client, "refunded invoices"))
+    components = parts(test_client)
+    collection = components.store.collection(STORE, components.embedder.model_id)
+    lexical = components.retrievers.lexical.current(collection, save=False)
+    assert lexical.search("refunded invoices", 5)
+    reference = tmp_path / "cli" / "guide.md"
+    reference.parent.mkdir()
+    reference.write_bytes(GUIDE)
+    cli = components.store.collection("cli-copy", components.embedder.model_id, create=True)
+    IngestService(IngestSettings(), cli, lambda: components.embedder).run([reference])
+    texts = sorted(c.text or "" for c in collection.scan(with_text=True))
+    assert texts == sorted(c.text or "" for c in cli.scan(with_text=True))
+
+    # file_search in a chat request: the RAG route over the store.
+    answer = client.chat.completions.create(
+        model=BASE,
+        messages=[{"role": "user", "content": "How are invoices refunded?"}],
+        tools=[{"type": "file_search", "vector_store_ids": [STORE]}],  # type: ignore[list-item]
+    )
+    info = answer.model_extra["ragtune"]  # type: ignore[index]
+    assert info["route"] == "rag"
+    assert [s["document"] for s in info["sources"]] == ["guide.md"]
+    with pytest.raises(BadRequestError, match="exactly one"):
+        client.chat.completions.create(
+            model=BASE,
+            messages=[{"role": "user", "content": "How are invoices refunded?"}],
+            tools=[{"type": "file_search", "vector_store_ids": [STORE, "b"]}],  # type: ignore[list-item]
+        )
+
+    # Lists.
+    assert [f.id for f in client.files.list()] == [attached.id]
+    assert [f.id for f in client.vector_stores.files.list(vector_store_id=STORE)] == [attached.id]
+    assert STORE in {s.id for s in client.vector_stores.list()}
+    assert client.vector_stores.retrieve(STORE).file_counts.completed == 1
+
+    # Delete: every chunk leaves the store and the lexical index.
+    deleted = client.vector_stores.files.delete(attached.id, vector_store_id=STORE)
+    assert deleted.deleted
+    assert collection.count() == 0
+    assert len(components.retrievers.lexical.current(collection, save=False)) == 0
+    saved = LexicalIndexes.for_store(components.settings.retrieval.data_dir, components.store)
+    assert len(saved.current(collection, save=False)) == 0
+    assert search(test_client, "refunded invoices") == []
+    with pytest.raises(NotFoundError):
+        client.vector_stores.files.retrieve(attached.id, vector_store_id=STORE)
+    assert client.files.delete(attached.id).deleted
+    assert list(client.files.list()) == []
+    # Deleting the store deletes its collection for every key: an operator's action.
+    with pytest.raises(PermissionDeniedError, match="needs an admin key"):
+        client.vector_stores.delete(STORE)
+    client.vector_stores.retrieve(STORE)
+    assert client.with_options(api_key=ADMIN_KEY).vector_stores.delete(STORE).deleted
+    with pytest.raises(NotFoundError):
+        client.vector_stores.retrieve(STORE)
+
+
+def test_a_file_that_cannot_be_read_fails_with_the_clis_reason(
+    served: tuple[OpenAI, TestClient],
+) -> None:
+    client, _ = served
+    client.vector_stores.create(name=STORE)
+    garbled = client.vector_stores.files.upload_and_poll(
+        vector_store_id=STORE, file=("notes.txt", b"\x00\x01binary\x00" * 10)
+    )
+    assert garbled.status == "failed"
+    assert garbled.last_error is not None
+    assert garbled.last_error.code == "invalid_file"
+    assert "binary content in a text file" in garbled.last_error.message
+    empty = client.vector_stores.files.upload_and_poll(
+        vector_store_id=STORE, file=("empty.md", b"  \n")
+    )
+    assert empty.last_error is not None
+    assert "empty file" in empty.last_error.message
+    assert client.vector_stores.retrieve(STORE).file_counts.failed == 2
+
+    with pytest.raises(BadRequestError) as caught:
+        client.files.create(file=("tool.exe", b"MZ"), purpose="assistants")
+    assert "unsupported file type '.exe'" in str(caught.value)
+    assert ".md" in str(caught.value)
+
+
+def test_a_file_name_is_data_never_a_path(
+    served: tuple[OpenAI, TestClient], tmp_path: Path
+) -> None:
+    client, test_client = served
+    name = "<script>alert(1)</script>../../evil.md"
+    created = client.files.create(file=(name, GUIDE), purpose="assistants")
+    assert created.filename == name  # kept as given, as data
+    odd = client.files.create(file=("<script>x</script>.md", GUIDE), purpose="assistants")
+    assert odd.filename == "<script>x</script>.md"
+    listed = test_client.get("/v1/files", headers={"Authorization": f"Bearer {KEY}"})
+    assert listed.headers["content-type"] == "application/json"
+    assert "<script>x</script>.md" in {f["filename"] for f in listed.json()["data"]}
+    stored = list((tmp_path / "data" / "files").rglob("*.md"))
+    assert len(stored) == 2
+    assert all(p.parent.parent == tmp_path / "data" / "files" for p in stored)
+    assert all("<" not in p.name and ">" not in p.name for p in stored)
+
+
+def test_upload_size_and_tenant_quotas(make_app: Callable[..., FastAPI]) -> None:
+    app = make_app(max_upload_bytes=1000, tenant_max_files=2, tenant_max_bytes=1500)
+    with TestClient(app) as test_client:
+        client = client_for(test_client)
+        with pytest.raises(APIStatusError) as caught:
+            client.files.create(file=("big.md", b"a " * 600), purpose="assistants")
+        assert caught.value.status_code == 413
+        assert "RAGTUNE_MAX_UPLOAD_BYTES" in caught.value.message
+        with pytest.raises(APIStatusError) as caught:
+            client.files.create(file=("huge.md", b"a " * 100_000), purpose="assistants")
+        assert caught.value.status_code == 413
+        client.files.create(file=("one.md", b"a " * 400), purpose="assistants")
+        with pytest.raises(PermissionDeniedError, match="RAGTUNE_TENANT_MAX_BYTES"):
+            client.files.create(file=("two.md", b"a " * 400), purpose="assistants")
+        client.files.create(file=("two.md", b"a " * 10), purpose="assistants")
+        with pytest.raises(PermissionDeniedError, match="RAGTUNE_TENANT_MAX_FILES"):
+            client.files.create(file=("three.md", b"a"), purpose="assistants")
+        assert len(list(client.files.list())) == 2
+        # Other routes keep the request limit.
+        too_long = test_client.post(
+            "/v1/vector_stores", content=b"x" * 1_100_000,
+            headers={"Authorization": f"Bearer {KEY}", "content-type": "application/json"},
+        )  # fmt: skip
+        assert too_long.status_code == 413
+
+
+def test_a_restart_mid_job_resumes_it_and_leaves_no_partial_chunks(
+    make_app: Callable[..., FastAPI], tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    settings = serving_settings(data_dir)
+    catalog = FileCatalog(data_dir / "files")
+    jobs = {}
+    for file_id, keep_bytes in (("file-" + "a" * 24, True), ("file-" + "b" * 24, False)):
+        record = FileRecord(file_id, "shared", "guide.md", "guide.md", len(GUIDE), "assistants", 1)
+        path = catalog.path(record)
+        path.parent.mkdir(parents=True)
+        if keep_bytes:
+            path.write_bytes(GUIDE)
+        catalog.add_file(record)
+        doc_id = document_id(str(path))
+        jobs[file_id] = doc_id
+        catalog.attach(Attachment(STORE, file_id, "shared", "in_progress", 1, doc_id))
+    catalog.close()
+    # A write the stopped server did not finish: one chunk of a document that counts three.
+    embedder = FakeEmbedder()
+    with open_store(settings.retrieval, "write") as store:
+        collection = store.collection(STORE, embedder.model_id, create=True)
+        for file_id, doc_id in jobs.items():
+            meta = {"doc_id": doc_id, "n_chunks": 3, "doc_hash": "old", "source": "x"}
+            collection.add([ChunkRecord(f"partial-{file_id}", "half a document", meta,
+                                        embedder.embed(["half a document"])[0])])  # fmt: skip
+
+    with TestClient(make_app()) as test_client:
+        client = client_for(test_client)
+        resumed = client.vector_stores.files.poll("file-" + "a" * 24, vector_store_id=STORE)
+        gone = client.vector_stores.files.poll("file-" + "b" * 24, vector_store_id=STORE)
+        assert resumed.status == "completed"
+        assert gone.status == "failed"
+        assert gone.last_error is not None
+        assert "upload it again" in gone.last_error.message
+        components = parts(test_client)
+        collection = components.store.collection(STORE, components.embedder.model_id)
+        ids = {chunk.id for chunk in collection.scan()}
+        assert not any(i.startswith("partial-") for i in ids)
+        assert {str(c.metadata["doc_id"]) for c in collection.scan()} == {jobs["file-" + "a" * 24]}
+        assert [j.status for j in components.jobs.list_jobs()] == ["completed", "failed"]
+        assert json.dumps([j.__dict__ for j in components.jobs.list_jobs()])
+
+
+def test_uploads_need_a_key(served: tuple[OpenAI, TestClient]) -> None:
+    _, test_client = served
+    refused = test_client.post("/v1/files", files={"file": ("a.md", io.BytesIO(b"x"))})
+    assert refused.status_code == 401
