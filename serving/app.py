@@ -17,6 +17,7 @@ from ragtune.serving.auth import Authenticator
 from ragtune.serving.chat.routes import router as chat_router
 from ragtune.serving.components import Components, open_components
 from ragtune.serving.console.history import MetricsHistory
+from ragtune.serving.console.routes import UPLOAD_PATH as CONSOLE_UPLOAD_PATH
 from ragtune.serving.console.routes import router as console_router
 from ragtune.serving.console.service import console_service
 from ragtune.serving.console.sessions import ConsoleSessions
@@ -110,7 +111,8 @@ def create_app(
     install_error_handlers(app)
     # Innermost first. The body size limit reads the body through the request limits' deadline.
     # Uploads only: the file's limit, and room for the multipart form around it.
-    uploads = {UPLOAD_PATH: settings.files.max_upload_bytes + MULTIPART_SLACK}
+    upload_limit = settings.files.max_upload_bytes + MULTIPART_SLACK
+    uploads = {UPLOAD_PATH: upload_limit, CONSOLE_UPLOAD_PATH: upload_limit}
     app.add_middleware(BodySizeLimit, limit=api.max_request_bytes, uploads=uploads)
     app.add_middleware(HeadAsGet)
     app.add_middleware(

@@ -17,6 +17,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import ValidationError
+from starlette.datastructures import UploadFile
 
 from ragtune.adapters.errors import AdapterError
 from ragtune.retrieval.errors import RetrievalError
@@ -140,12 +141,7 @@ async def _admit_post(
     form = await _form(request)
     token = request.headers.get(CSRF_HEADER) or form.get(CSRF_FIELD)
     if not tokens_match(session.csrf_token, token):
-        return Response(
-            "missing or wrong CSRF token: reload the console and try again",
-            status_code=403,
-            media_type="text/plain",
-            headers=SECURITY_HEADERS,
-        )
+        return _refused("missing or wrong CSRF token: reload the console and try again", 403)
     return session, form
 
 
@@ -308,6 +304,46 @@ async def adapter_action(
     except ACTION_ERRORS as exc:
         return await _adapters_panel(request, service, session, str(exc), "error")
     return await _adapters_panel(request, service, session, notice, "ok")
+
+
+UPLOAD_PATH = f"{router.prefix}/upload"
+"""Takes larger bodies than the API's limit (the upload limit; see `create_app`)."""
+
+
+@router.post("/upload")
+async def upload(request: Request, service: Console, opened: Sessions) -> Response:
+    """Upload a document into a collection (multipart: `file`, `collection`), as
+    `/v1/files` + `/v1/vector_stores/{collection}/files` would: ingested in the background; the
+    collections panel comes back with its job, and follows it until it is done."""
+    session = opened.get(request.cookies.get(COOKIE))
+    if session is None:
+        return _to_login(request)
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        return _refused("send the file as multipart/form-data", 400)
+    async with request.form() as form:  # its temporary files are closed on leaving
+        token = request.headers.get(CSRF_HEADER) or form.get(CSRF_FIELD)
+        if not tokens_match(session.csrf_token, token if isinstance(token, str) else None):
+            return _refused("missing or wrong CSRF token: reload the console and try again", 403)
+        sent, collection = form.get("file"), form.get("collection")
+        notice, level = "Choose a file to upload.", "error"
+        if isinstance(sent, UploadFile) and isinstance(collection, str):
+            try:
+                filename = await anyio.to_thread.run_sync(
+                    service.upload, collection.strip(), sent.filename, sent.file
+                )
+                notice, level = f"{filename}: uploaded, ingesting into {collection.strip()}.", "ok"
+            except ACTION_ERRORS as exc:
+                notice = str(exc)
+    context = await _collections_context(service)
+    return _render(
+        request, "_collections.html", {**context, "notice": notice, "notice_kind": level}
+    )
+
+
+def _refused(message: str, status_code: int) -> Response:
+    return Response(
+        message, status_code=status_code, media_type="text/plain", headers=SECURITY_HEADERS
+    )
 
 
 @router.post("/chat")

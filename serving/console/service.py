@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 from ragtune.retrieval.store import StoredDocument, VectorStore
 from ragtune.serving.admin.service import AdapterAdmin
@@ -16,7 +16,12 @@ from ragtune.serving.chat.service import ChatService
 from ragtune.serving.components import Components
 from ragtune.serving.console.history import MetricsHistory, TrafficWindow
 from ragtune.serving.engine.pool import EnginePool
+from ragtune.serving.errors import InvalidRequestError
+from ragtune.serving.files.service import FileService
 from ragtune.serving.fleet import AdapterFleet
+from ragtune.serving.tenants.principal import OPERATOR
+from ragtune.serving.vector_stores.protocol import CreateVectorStoreRequest
+from ragtune.serving.vector_stores.service import VectorStoreService
 
 DOCUMENTS_SHOWN = 500
 """A collection's documents listed at most (the count says how many there are)."""
@@ -210,6 +215,8 @@ class ConsoleService:
         history: MetricsHistory,
         *,
         jobs: Callable[[], list[IngestionJob]] = no_jobs,
+        files: FileService | None = None,
+        vector_stores: VectorStoreService | None = None,
     ) -> None:
         self.admin = admin
         self.fleet = fleet
@@ -219,6 +226,9 @@ class ConsoleService:
         self.chat = chat
         self.history = history
         self.jobs = jobs
+        self.files = files
+        self.vector_stores = vector_stores
+        """Where uploads go (None: the console takes none)."""
 
     # -- adapters ---------------------------------------------------------------------------
     def adapters(self) -> list[AdapterRow]:
@@ -275,6 +285,22 @@ class ConsoleService:
         names = {info.name for info in self.store.list_collections()}
         return [job for job in self.jobs() if job.collection not in names]
 
+    def upload(self, collection: str, filename: str | None, data: BinaryIO) -> str:
+        """Store an uploaded document and queue its ingestion into `collection` (created when
+        missing), as the operator, through the same services as `/v1/files` and
+        `/v1/vector_stores`; the file's name as stored. Blocking."""
+        if self.files is None or self.vector_stores is None:
+            raise InvalidRequestError("this server takes no uploads")
+        stored = self.files.create(OPERATOR, filename, "assistants", data)
+        try:
+            self.vector_stores.create(
+                OPERATOR, CreateVectorStoreRequest(name=collection, file_ids=[stored.id])
+            )
+        except BaseException:
+            self.files.delete(OPERATOR, stored.id)  # nothing half-made stays behind
+            raise
+        return stored.filename
+
     def documents(self, collection: str) -> DocumentList:
         """The collection's documents (by source, at most DOCUMENTS_SHOWN). Blocking: reads
         every chunk's metadata."""
@@ -313,4 +339,6 @@ def console_service(components: Components, history: MetricsHistory) -> ConsoleS
         components.chat,
         history,
         jobs=lambda: ingestion_jobs(components),
+        files=components.files,
+        vector_stores=components.vector_stores,
     )

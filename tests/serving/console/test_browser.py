@@ -1,6 +1,7 @@
 """The operator console in a real browser (headless Chromium) against a real uvicorn serving
-the app over fakes at the edges: log in, see adapters and collections, swap an adapter, ask in
-the playground; wrong keys, forged POSTs and hostile document names get nowhere."""
+the app over fakes at the edges: log in, see adapters and collections, upload a document and
+see its ingestion finish, swap an adapter, ask in the playground; wrong keys, forged POSTs and
+hostile document names get nowhere."""
 
 from __future__ import annotations
 
@@ -131,3 +132,28 @@ def test_a_script_in_a_document_name_and_text_is_shown_as_text(
     page.locator("#answer-route").wait_for()
     assert page.evaluate("window.pwned") is None
     assert "<script>" not in page.locator("#documents").inner_html()
+
+
+def test_an_uploaded_document_is_ingested_and_its_name_stays_text(
+    page: Any, server: tuple[str, Path]
+) -> None:
+    url, _ = server
+    log_in(page, url)
+    hostile_name = "notes <img src=x onerror=window.pwned=1>.md"
+    page.fill("#upload input[name=collection]", "uploads")
+    page.set_input_files(
+        "#upload input[type=file]",
+        files=[{
+            "name": hostile_name, "mimeType": "text/markdown",
+            "buffer": f"# Notes\n\nRefunds take ten days. {HOSTILE}\n".encode(),
+        }],
+    )  # fmt: skip
+    page.click("#upload button[type=submit]")
+    job = page.locator("#collections .job.completed")
+    job.wait_for()  # the panel follows the job until it is done
+    assert f"{hostile_name} (uploads): completed" in job.inner_text()
+    assert page.locator("tr[data-collection=uploads] .chunks").inner_text() != "0"
+    page.locator("tr[data-collection=uploads] button").click()
+    page.locator("#documents .source").first.wait_for()
+    assert page.evaluate("window.pwned") is None
+    assert "<img" not in page.locator("#collections").inner_html()

@@ -141,3 +141,28 @@ def test_files_attached_over_the_api_show_as_ingestion_jobs_with_their_outcome(
     assert re.search(r"refunds\.md \(handbook\): completed", panel)
     assert re.search(r"empty\.md \(handbook\): failed", panel)
     assert "empty file" in panel  # the CLI's reason for the file
+
+
+def test_an_upload_needs_the_csrf_token_and_becomes_an_ingestion_job(client: TestClient) -> None:
+    log_in(client)
+    token = csrf(client.get("/console").text)
+    sent = {"file": ("notes.md", b"# Notes\n\nRefunds take ten days.\n", "text/markdown")}
+    refused = client.post("/console/upload", files=sent, data={"collection": "uploads"})
+    assert refused.status_code == 403
+    panel = client.post(
+        "/console/upload", files=sent, data={"collection": "uploads", "csrf_token": token}
+    )
+    assert panel.status_code == 200, panel.text
+    assert "notes.md: uploaded, ingesting into uploads." in panel.text
+    for _ in range(200):
+        panel = client.get("/console/panels/collections")
+        if "notes.md (uploads): completed" in panel.text:
+            break
+        time.sleep(0.05)
+    assert "notes.md (uploads): completed" in panel.text
+    bad = client.post(
+        "/console/upload",
+        files={"file": ("tool.exe", b"MZ", "application/octet-stream")},
+        data={"collection": "uploads", "csrf_token": token},
+    )
+    assert "unsupported file type &#39;.exe&#39;" in bad.text  # the API's reason, escaped
