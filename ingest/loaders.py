@@ -353,11 +353,34 @@ def _load_pdf(path: Path, data: bytes) -> LoadedDocument:
     return LoadedDocument(str(info_title or _title_from_name(path)), PDF, sections)
 
 
+MAX_DOCX_UNPACKED = 256 * 1024 * 1024
+"""Most bytes a .docx may expand to. python-docx reads every part whole into memory: a small
+zip of a huge part (a zip bomb) would take the reader's memory, the server's with it (uploads
+are read in `ragtune serve`), before any text is read."""
+
+
+def _check_unpacked_size(data: bytes) -> None:
+    # The sizes a zip declares bound what reading it yields (zipfile stops at them), so the
+    # sum of the declared sizes is what python-docx would hold.
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            unpacked = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, ValueError, OSError):
+        return  # not a zip: the reader says so, with its own reason
+    if unpacked > MAX_DOCX_UNPACKED:
+        raise DocumentLoadError(
+            f"the .docx expands to {unpacked / 2**20:,.0f} MB, over the "
+            f"{MAX_DOCX_UNPACKED / 2**20:.0f} MB a document may take unpacked; remove embedded "
+            "media or split it"
+        )
+
+
 def _load_docx(path: Path, data: bytes) -> LoadedDocument:
     import docx
     from docx.opc.exceptions import PackageNotFoundError
     from docx.table import Table
 
+    _check_unpacked_size(data)
     try:
         document = docx.Document(io.BytesIO(data))
     except (PackageNotFoundError, zipfile.BadZipFile, KeyError, ValueError) as exc:

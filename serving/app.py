@@ -113,7 +113,13 @@ def create_app(
     # Uploads only: the file's limit, and room for the multipart form around it.
     upload_limit = settings.files.max_upload_bytes + MULTIPART_SLACK
     uploads = {UPLOAD_PATH: upload_limit, CONSOLE_UPLOAD_PATH: upload_limit}
-    app.add_middleware(BodySizeLimit, limit=api.max_request_bytes, uploads=uploads)
+    app.add_middleware(
+        BodySizeLimit,
+        limit=api.max_request_bytes,
+        uploads=uploads,
+        open_uploads=api.allow_unauthenticated,
+        max_uploads=settings.files.max_concurrent_uploads,
+    )
     app.add_middleware(HeadAsGet)
     app.add_middleware(
         RequestLimits,

@@ -295,17 +295,40 @@ class HeadAsGet:
         await self.app({**scope, "method": "GET"}, receive, without_body)
 
 
+def _has_credentials(headers: dict[bytes, bytes]) -> bool:
+    """A Bearer key, or the operator console's session cookie (whether valid is the route's
+    business)."""
+    bearer = headers.get(b"authorization", b"").strip().lower().startswith(b"bearer ")
+    return bearer or b"ragtune_console=" in headers.get(b"cookie", b"")
+
+
 class BodySizeLimit:
     """Refuse bodies over the limit with 413, by Content-Length or, for a chunked body, once
     what arrived passes it. The body is read here whole (it is at most `limit` bytes) and
     handed to the app in one message; after that the app's `receive` is the server's, so the
     app still hears when the client disconnects. `uploads` names the POST paths that take
-    larger bodies (file uploads), with their own limit."""
+    larger bodies (file uploads), with their own limit. Those bodies are large, so before one is
+    read the request must carry credentials (a Bearer key, or the console's session cookie:
+    checked for real after the body, by the route) unless authentication is off
+    (`open_uploads`), and at most `max_uploads` are read at once (503 beyond, with
+    Retry-After): a caller without a key cannot make the server hold even one."""
 
-    def __init__(self, app: ASGIApp, limit: int, uploads: dict[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        limit: int,
+        uploads: dict[str, int] | None = None,
+        *,
+        open_uploads: bool = False,
+        max_uploads: int = 4,
+    ) -> None:
         self.app = app
         self.limit = limit
         self.uploads = uploads or {}
+        self.open_uploads = open_uploads
+        self.max_uploads = max_uploads
+        self._receiving = 0
+        """Upload bodies being read now (one event loop: a plain counter)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -313,9 +336,40 @@ class BodySizeLimit:
             return
         limit = self.limit
         upload = scope["method"] == "POST" and scope["path"] in self.uploads
+        headers = dict(scope.get("headers") or [])
         if upload:
             limit = self.uploads[scope["path"]]
-        headers = dict(scope.get("headers") or [])
+            if not (self.open_uploads or _has_credentials(headers)):
+                await send_error(
+                    send, 401,
+                    "missing API key: send the header `Authorization: Bearer <key>` with uploads",
+                    "authentication_error", "invalid_api_key",
+                )  # fmt: skip
+                return
+            if self._receiving >= self.max_uploads:
+                await send_error(
+                    send, 503,
+                    f"{self.max_uploads} uploads are being received already; retry in a few "
+                    "seconds", "server_error", "uploads_busy", [(b"retry-after", b"5")],
+                )  # fmt: skip
+                return
+            self._receiving += 1
+            try:
+                await self._read(scope, receive, send, limit, upload, headers)
+            finally:
+                self._receiving -= 1
+            return
+        await self._read(scope, receive, send, limit, upload, headers)
+
+    async def _read(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        limit: int,
+        upload: bool,
+        headers: dict[bytes, bytes],
+    ) -> None:
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await self._refuse(send, limit, upload)

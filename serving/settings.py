@@ -249,6 +249,9 @@ class FileSettings(RagtuneSettings):
     tenant_max_bytes: int = Field(default=1_000_000_000, ge=1)
     """Bytes of uploaded files one tenant may keep; more is refused with 403
     `quota_exceeded`."""
+    max_concurrent_uploads: int = Field(default=4, ge=1)
+    """Upload bodies received at once (each is held until its route reads it); more get 503
+    with Retry-After. Only requests with credentials get that far."""
     ingest_concurrency: int = Field(default=1, ge=1, le=2)
     """Attached files ingested at once in the background (each embeds with the server's
     embedding model, beside the chat requests)."""

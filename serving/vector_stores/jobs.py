@@ -295,7 +295,11 @@ class IngestJobs:
         )
         service = IngestService(self.ingest, collection, lambda: embedder, self.lexical)
         with self.lock(job.vector_store):
-            if self._stopped(key):
+            # A detach holds this lock while it removes the document and its record; a new
+            # attachment made meanwhile loses its record to it. Only the job of the record
+            # still there, unchanged, may write.
+            current = self.catalog.attachment(job.vector_store, job.file_id)
+            if self._stopped(key) or current != job:
                 raise JobStopped
             summary = service.run_file(Path(path), record.filename)
             self.on_changed(job.vector_store)

@@ -180,7 +180,7 @@ class VectorStoreService:
     def _attachment(self, principal: Principal, store_id: str, file_id: str) -> Attachment:
         self._collection(principal, store_id)
         found = self.catalog.attachment(store_id, file_id)
-        if found is None or found.tenant != principal.tenant:
+        if found is None or (found.tenant != principal.tenant and not principal.admin):
             raise VectorStoreNotFoundError(
                 f"no file with id {shorten(file_id)!r} in vector store {shorten(store_id)!r}"
             )

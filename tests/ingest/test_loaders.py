@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from ragtune.ingest import loaders
 from ragtune.ingest.errors import DocumentLoadError, UnsupportedFileTypeError
 from ragtune.ingest.loaders import LoadedDocument, file_type_of, load_document
 from tests.support.makers import encrypted_pdf_bytes, pdf_bytes, write_docx
@@ -164,4 +165,14 @@ def test_unknown_extension(tmp_path: Path) -> None:
     path = tmp_path / "photo.jpeg"
     path.write_bytes(b"\xff\xd8\xff")
     with pytest.raises(UnsupportedFileTypeError, match=r"'\.jpeg'.*\.docx"):
+        load(path)
+
+
+def test_a_docx_that_expands_too_far_is_refused_before_it_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_docx(tmp_path / "big.docx", "Big", [(1, "Part", ["text " * 200])])
+    assert load(path).sections  # within the limit: read
+    monkeypatch.setattr(loaders, "MAX_DOCX_UNPACKED", 2_000)
+    with pytest.raises(DocumentLoadError, match=r"expands to .* remove embedded media"):
         load(path)
