@@ -107,6 +107,18 @@ class Authenticator:
         address: past the allowance, the address gets 429 before its key is even looked at, so
         guessing keys gains nothing. (A missing key or a chat key on an operator endpoint
         guesses nothing and is not counted.)"""
+        address = self._unthrottled(request)
+        authorization = request.headers.get("authorization")
+        try:
+            return self._identify(authorization, scope)
+        except AuthError:
+            if bearer_token(authorization) is not None:
+                self.failures.check(address)  # a key that matched none: counted
+            raise
+
+    def _unthrottled(self, request: Request) -> str:
+        """The client's address as the failed-authentication throttle counts it; 429 when the
+        address is past its allowance (before its key is even looked at)."""
         address = f"address:{_client_address(request)}"
         wait = self.failures.wait(address)
         if wait > 0:
@@ -115,13 +127,7 @@ class Authenticator:
                 f"too many failed authentications from this address; retry in {wait:.0f} s",
                 wait,
             )
-        authorization = request.headers.get("authorization")
-        try:
-            return self._identify(authorization, scope)
-        except AuthError:
-            if bearer_token(authorization) is not None:
-                self.failures.check(address)  # a key that matched none: counted
-            raise
+        return address
 
     def _identify(self, authorization: str | None, scope: Scope) -> tuple[Principal, str | None]:
         """Who the key acts for, and what its rate limit counts on: a tenant's stored key (chat
@@ -159,14 +165,7 @@ class Authenticator:
         """The operator console's login: `key`, sent in its form body (never a header or URL),
         must be an admin key. Throttled and counted per client address exactly as a wrong
         Bearer key is, so the form is no way around the throttle."""
-        address = f"address:{_client_address(request)}"
-        wait = self.failures.wait(address)
-        if wait > 0:
-            self.on_refused()
-            raise RateLimitedError(
-                f"too many failed authentications from this address; retry in {wait:.0f} s",
-                wait,
-            )
+        address = self._unthrottled(request)
         if not key.strip():
             raise AuthError("enter an admin API key")
         try:
