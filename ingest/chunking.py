@@ -1,10 +1,12 @@
 """Cut a document's sections into chunks that the embedding model reads whole.
 
 Each chunk stays inside one section, and inside one block of it: a run of two or more blank
-lines is a break its author put there (reStructuredText sources put two before each section),
-so no chunk spans one. The heading path ("Title > Section > Subsection") is kept with every
-chunk; it is embedded in front of the text only when `embed_headings` is set, because on the
-developers' evaluation set it made dense retrieval worse (all chunks of a page share a prefix).
+lines is a break its author put there (reStructuredText sources put two before each section;
+the HTML loader puts two around self-contained blocks such as blockquotes and definition-list
+entries), so no chunk spans one. The heading path ("Title > Section > Subsection") is kept
+with every chunk; it is embedded in front of the text only when `embed_headings` is set,
+because on the developers' evaluation set it made dense retrieval worse (all chunks of a page
+share a prefix).
 Chunk sizes are counted in the embedding model's own word pieces, heading included when
 embedded, and every chunk is checked against the model's limit: nothing is ever cut off by the
 embedder.

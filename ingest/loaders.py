@@ -245,7 +245,7 @@ reaches across their edges, as none reaches across a heading. A definition list'
 too, from its term (`dt`) to the end of its description (`dd`), so a term stays with what it
 means. Without this, a chunk of the SQLite FAQ ran from the end of one answer (a blockquote)
 into the next. Measured with bench/retrieval.py (same run, score fusion): SQLite hybrid R@5
-0.630 -> 0.889, MRR@10 0.459 -> 0.731; Git 0.850 -> 0.900, 0.593 -> 0.677; the Python set
+0.630 -> 0.889, MRR@10 0.459 -> 0.704; Git 0.850 -> 0.900, 0.593 -> 0.677; the Python set
 (reStructuredText) is not read by this loader. Every `div` holding blocks as a unit was worse
 on both (it splits layout wrappers and one-paragraph boxes: Git MRR@10 0.616)."""
 _PARAGRAPH_BREAK = "\x00"  # a block boundary, resolved to line breaks once the text is whole
