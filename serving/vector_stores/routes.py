@@ -80,12 +80,13 @@ async def retrieve_vector_store(
 @router.delete(
     "/v1/vector_stores/{store_id}",
     response_model=VectorStoreDeleted,
-    responses=error_responses((401, 404)),
+    responses=error_responses((401, 403, 404)),
 )
 async def delete_vector_store(
     request: Request, service: Stores, store_id: str
 ) -> VectorStoreDeleted:
-    """Delete a vector store: its collection and every chunk in it (the files stay)."""
+    """Delete a vector store: its collection and every chunk in it (the files stay). Admin keys
+    only (403 otherwise): the collection may hold other keys' documents; detach files instead."""
     return await anyio.to_thread.run_sync(service.delete, principal(request), store_id)
 
 
