@@ -142,7 +142,7 @@ def test_the_corpus_page_keeps_answers_but_not_questions(builder: ModuleType) ->
 
 def test_answers_under_five_words_are_left_out(builder: ModuleType) -> None:
     entries = builder.parse_faq(FAQ_HTML).entries
-    items, dropped = builder.qa_items(entries)
+    items, dropped = builder.EVALSET.qa_items(entries)
 
     assert [entry.number for entry in dropped] == [2]  # "Yes, mostly."
     assert items == [
@@ -181,7 +181,7 @@ def test_the_small_subset_is_the_faq_its_links_and_the_key_pages(
         (docs / page).write_text(f"<html><body><p>{page}</p></body></html>")
     (docs / "index.html").symlink_to("git.html")
 
-    files, items, dropped = builder.build(docs, tmp_path / "small", "small")
+    files, items, dropped = builder.EVALSET.build(docs, tmp_path / "small", "small")
     corpus = tmp_path / "small" / "corpus"
     assert (files, len(items), dropped) == (len(builder.KEY_DOCS) + 2, 2, 1)
     assert (corpus / "git-var.html").is_file()  # linked from a dropped answer: still a page
@@ -189,6 +189,6 @@ def test_the_small_subset_is_the_faq_its_links_and_the_key_pages(
     assert b"What should I put in" not in (corpus / "gitfaq.html").read_bytes()
     assert b"\r\n" in (corpus / "gitfaq.html").read_bytes()
 
-    files, _, _ = builder.build(docs, tmp_path / "full", "full")
+    files, _, _ = builder.EVALSET.build(docs, tmp_path / "full", "full")
     assert files == len(builder.KEY_DOCS) + 4  # no second copy of git.html as index.html
     assert (tmp_path / "full" / "corpus" / "technical" / "racy-git.html").is_file()

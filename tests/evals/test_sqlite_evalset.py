@@ -88,7 +88,7 @@ def test_the_corpus_page_keeps_answers_but_not_questions(builder: ModuleType) ->
 
 
 def test_answers_under_five_words_are_left_out(builder: ModuleType) -> None:
-    items, dropped = builder.qa_items(builder.parse_faq(FAQ_HTML).entries)
+    items, dropped = builder.EVALSET.qa_items(builder.parse_faq(FAQ_HTML).entries)
 
     assert [entry.number for entry in dropped] == [3]  # "Yes, by default."
     assert items == [
