@@ -4,7 +4,6 @@ served by a real uvicorn on a free loopback port for the browser."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Iterator
@@ -12,7 +11,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import uvicorn
 from fastapi import FastAPI
 
@@ -22,63 +20,20 @@ from ragtune.retrieval.settings import RetrievalSettings
 from ragtune.retrieval.store import ChunkRecord
 from ragtune.serving.app import create_app
 from ragtune.serving.components import Components, assemble
-from ragtune.serving.engine.client import EngineClient
 from ragtune.serving.engine.pool import EnginePool
 from ragtune.serving.settings import ApiSettings, EngineSettings, ServingSettings
 from tests.support.adapters import crafted_adapter, lora_pair
+from tests.support.fake_engine import BASE, FakeEngine
 from tests.support.fakes import FakeEmbedder, FakeTokenizer, InMemoryStore
 from tests.support.servers import free_port
 
-BASE = "base-model"
 CHAT, ADMIN = "chat-key", "admin-key"
-ENGINE_URL = "http://engine-a"
 HOSTILE = "<script>window.pwned = 1</script>"
 PASSAGES = {
     "refunds": "Invoices are refunded within thirty days of the refund request.",
     "hours": "The office is closed on public holidays and at weekends.",
 }
 REFUND_QUESTION = "How are invoices refunded, and within how many days?"
-
-
-class FakeEngine:
-    """vLLM's OpenAI API as ragtune calls it: models, runtime adapter loading, whole chat
-    completions (the answer names the model that wrote it)."""
-
-    def __init__(self) -> None:
-        self.adapters: set[str] = set()
-
-    def client(self) -> EngineClient:
-        return EngineClient(
-            ENGINE_URL, connect_retries=0, transport=httpx.MockTransport(self.handle)
-        )
-
-    def handle(self, request: httpx.Request) -> httpx.Response:
-        path = request.url.path
-        body = json.loads(request.content) if request.content else {}
-        if path == "/health":
-            return httpx.Response(200)
-        if path == "/v1/models":
-            models = [{"id": BASE, "max_model_len": 2048}]
-            models += [{"id": name, "parent": BASE} for name in sorted(self.adapters)]
-            return httpx.Response(200, json={"object": "list", "data": models})
-        if path == "/v1/load_lora_adapter":
-            self.adapters.add(body["lora_name"])
-            return httpx.Response(200, text="Success")
-        if path == "/v1/unload_lora_adapter":
-            self.adapters.discard(body["lora_name"])
-            return httpx.Response(200, text="Success")
-        assert path == "/v1/chat/completions", path
-        text = "Invoices are refunded within thirty days [1]."
-        return httpx.Response(
-            200,
-            json={
-                "id": "chatcmpl-1", "object": "chat.completion", "created": 0,
-                "model": body["model"],
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                             "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 50, "completion_tokens": 9, "total_tokens": 59},
-            },
-        )  # fmt: skip
 
 
 def register(data_dir: Path, name: str, task: str, verdict: str | None = None) -> None:

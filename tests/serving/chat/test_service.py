@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
-import httpx
 import pytest
 
 from ragtune.adapters.provenance import CollectionSnapshot, DocumentVersion
@@ -20,7 +19,6 @@ from ragtune.retrieval.settings import RetrievalSettings
 from ragtune.retrieval.store import ChunkRecord
 from ragtune.serving.chat.protocol import ChatCompletionRequest
 from ragtune.serving.components import Components, assemble
-from ragtune.serving.engine.client import EngineClient
 from ragtune.serving.engine.pool import EnginePool
 from ragtune.serving.errors import ModelNotFoundError
 from ragtune.serving.settings import (
@@ -30,12 +28,12 @@ from ragtune.serving.settings import (
     RouterSettings,
     ServingSettings,
 )
+from tests.support.fake_engine import BASE, FakeEngine, completion
 from tests.support.fakes import FakeEmbedder, FakeTokenizer, InMemoryStore
 from tests.support.openai_schema import assert_openai_shape
 from tests.support.staleness import register_trained
 from tests.support.vllm_bodies import vllm_completion, vllm_stream
 
-BASE = "base-model"
 TASK = "Write the title of a scientific article from its abstract."
 PASSAGES = (
     "Invoices are refunded within thirty days of the refund request.",
@@ -43,84 +41,6 @@ PASSAGES = (
 )
 REFUND_QUESTION = "How are invoices refunded, and within how many days?"
 T = TypeVar("T")
-
-
-class FakeEngine:
-    """vLLM's OpenAI API as ragtune calls it: the model list, runtime adapter loading, chat
-    completions (whole or streamed). `refuse` makes it refuse every connection."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.adapters: set[str] = set()
-        self.calls: list[tuple[str, dict[str, Any]]] = []
-        self.refuse = False
-        self.answer: dict[str, Any] | None = None
-        """The whole answer to send, when set (else a minimal one)."""
-        self.chunks: list[dict[str, Any]] | None = None
-        """The stream's chunks to send, when set (else `events`)."""
-
-    def client(self) -> EngineClient:
-        return EngineClient(self.url, connect_retries=0, transport=httpx.MockTransport(self.handle))
-
-    def sent(self, path: str) -> list[dict[str, Any]]:
-        return [body for called, body in self.calls if called == path]
-
-    def handle(self, request: httpx.Request) -> httpx.Response:
-        if self.refuse:
-            raise httpx.ConnectError("connection refused", request=request)
-        path = request.url.path
-        body = json.loads(request.content) if request.content else {}
-        self.calls.append((path, body))
-        if path == "/health":
-            return httpx.Response(200)
-        if path == "/v1/models":
-            models = [{"id": BASE, "max_model_len": 2048}]
-            models += [{"id": name, "parent": BASE} for name in sorted(self.adapters)]
-            return httpx.Response(200, json={"object": "list", "data": models})
-        if path == "/v1/load_lora_adapter":
-            self.adapters.add(body["lora_name"])
-            return httpx.Response(200, text="Success")
-        if path == "/v1/unload_lora_adapter":
-            self.adapters.discard(body["lora_name"])
-            return httpx.Response(200, text="Success")
-        assert path == "/v1/chat/completions", path
-        model = body["model"]
-        if model != BASE and model not in self.adapters:
-            error = {"message": f"The model `{model}` does not exist.", "code": 404}
-            return httpx.Response(404, json={"error": error})
-        if body.get("stream"):
-            text = self.events(model) if self.chunks is None else sse(self.chunks)
-            return httpx.Response(200, text=text, headers={"content-type": "text/event-stream"})
-        return httpx.Response(200, json=self.answer or completion(model, f"answer from {self.url}"))
-
-    @staticmethod
-    def events(model: str) -> str:
-        chunks = [
-            {"id": "c", "object": "chat.completion.chunk", "model": model,
-             "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Thirty"}}]},
-            {"id": "c", "object": "chat.completion.chunk", "model": model,
-             "choices": [{"index": 0, "delta": {"content": " days."}, "finish_reason": "stop"}]},
-            {"id": "c", "object": "chat.completion.chunk", "model": model, "choices": [],
-             "usage": {"prompt_tokens": 50, "completion_tokens": 2, "total_tokens": 52}},
-        ]  # fmt: skip
-        return sse(chunks)
-
-
-def sse(chunks: list[dict[str, Any]]) -> str:
-    return "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
-
-
-def completion(model: str, text: str) -> dict[str, Any]:
-    return {
-        "id": "chatcmpl-1",
-        "object": "chat.completion",
-        "created": 0,
-        "model": model,
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
-        ],
-        "usage": {"prompt_tokens": 50, "completion_tokens": 3, "total_tokens": 53},
-    }
 
 
 def register(
@@ -194,7 +114,7 @@ def run(parts: Components, work: Callable[[], Awaitable[T]]) -> T:
 
 @pytest.fixture
 def engine() -> FakeEngine:
-    return FakeEngine("http://engine-a")
+    return FakeEngine("http://engine-a", text="Thirty days.")
 
 
 def test_the_rag_route_sends_numbered_passages_and_returns_the_sources(
@@ -325,7 +245,8 @@ def test_an_adapter_the_engine_lost_is_loaded_again_and_the_request_sent_once_mo
 
 
 def test_a_replica_refusing_connections_passes_the_request_to_another(tmp_path: Path) -> None:
-    down, up = FakeEngine("http://engine-a"), FakeEngine("http://engine-b")
+    down = FakeEngine("http://engine-a")
+    up = FakeEngine("http://engine-b", text="answer from http://engine-b")
     down.refuse = True
     parts = components(tmp_path, down, up)
 

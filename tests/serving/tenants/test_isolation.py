@@ -7,6 +7,7 @@ in-memory store): seconds, no model."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,13 +23,12 @@ from ragtune.retrieval.settings import RetrievalSettings
 from ragtune.retrieval.store import ChunkRecord
 from ragtune.serving.app import create_app
 from ragtune.serving.components import Components, assemble
-from ragtune.serving.engine.client import EngineClient
 from ragtune.serving.engine.pool import EnginePool
 from ragtune.serving.settings import ApiSettings, EngineSettings, RouterSettings, ServingSettings
-from ragtune.serving.tenants.service import KeyStore, keys_path
+from ragtune.serving.tenants.service import RECHECK_S, KeyStore, keys_path
+from tests.support.fake_engine import BASE, FakeEngine
 from tests.support.fakes import FakeEmbedder, FakeTokenizer, InMemoryStore
 
-BASE = "base-model"
 CHAT, ADMIN = "chat-key", "admin-key"
 ALPHA_TASK = "Translate zorblat glyphs into quenton runes for the alpha archive."
 # What tenant "alpha" owns, none of which tenant "beta" may ever see.
@@ -50,50 +50,6 @@ class Tenants:
     alpha: str
     beta: str
     alpha_id: str
-
-
-class FakeEngine:
-    """vLLM's OpenAI API as ragtune calls it; records what it was sent."""
-
-    def __init__(self) -> None:
-        self.adapters: set[str] = set()
-        self.sent: list[dict[str, Any]] = []
-
-    def handle(self, request: httpx.Request) -> httpx.Response:
-        path = request.url.path
-        body = json.loads(request.content) if request.content else {}
-        if path == "/health":
-            return httpx.Response(200)
-        if path == "/v1/models":
-            models = [{"id": BASE, "max_model_len": 2048}]
-            models += [{"id": name, "parent": BASE} for name in sorted(self.adapters)]
-            return httpx.Response(200, json={"object": "list", "data": models})
-        if path == "/v1/load_lora_adapter":
-            self.adapters.add(body["lora_name"])
-            return httpx.Response(200, text="Success")
-        assert path == "/v1/chat/completions", path
-        self.sent.append(body)
-        model = body["model"]
-        if body.get("stream"):
-            chunks = [
-                {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": model,
-                 "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Thirty"},
-                              "finish_reason": "stop"}]},
-                {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": model,
-                 "choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 1,
-                                          "total_tokens": 6}},
-            ]  # fmt: skip
-            text = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
-            return httpx.Response(200, text=text, headers={"content-type": "text/event-stream"})
-        message = {"role": "assistant", "content": "Thirty days."}
-        return httpx.Response(
-            200,
-            json={
-                "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": model,
-                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7},
-            },
-        )  # fmt: skip
 
 
 def register(data_dir: Path, name: str, task: str) -> None:
@@ -137,14 +93,7 @@ def components(settings: ServingSettings, engine: FakeEngine) -> Components:
         store.collection(name, embedder.model_id, create=True).add(
             [ChunkRecord(f"{name}-1", text, metadata, embedder.embed([text])[0])]
         )
-    pool = EnginePool(
-        [
-            EngineClient(
-                "http://engine", connect_retries=0, transport=httpx.MockTransport(engine.handle)
-            )
-        ],
-        slots=4,
-    )
+    pool = EnginePool([engine.client()], slots=4)
     return assemble(
         settings, store=store, embedder=embedder, engines=pool, tokenizer=FakeTokenizer(),
         base_model=BASE,
@@ -169,6 +118,15 @@ def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
+def stopped_clock(client: TestClient) -> list[float]:
+    """Stop the clock by which the server's key store looks at its file again; add to [0] to
+    move it on (no test sleeps through RECHECK_S)."""
+    store: KeyStore = client.app.state.keys  # type: ignore[attr-defined]
+    now = [time.monotonic()]
+    store.clock = lambda: now[0]
+    return now
+
+
 def assert_nothing_of_alpha(text: str) -> None:
     for secret in ALPHA_SECRETS:
         assert secret.lower() not in text.lower(), f"{secret!r} leaked: {text[:500]}"
@@ -186,7 +144,9 @@ def test_each_tenant_searches_only_its_own_collection(tenants: Tenants) -> None:
     assert beta.status_code == alpha.status_code == 200
     assert [s["document"] for s in beta.json()["ragtune"]["sources"]] == ["handbook.md"]
     assert [s["document"] for s in alpha.json()["ragtune"]["sources"]] == ["merger-plan.md"]
-    beta_prompt, alpha_prompt = (json.dumps(body) for body in tenants.engine.sent)
+    beta_prompt, alpha_prompt = (
+        json.dumps(body) for body in tenants.engine.sent("/v1/chat/completions")
+    )
     assert_nothing_of_alpha(beta_prompt)
     assert "ninety days" in beta_prompt
     assert "ZORBLAT-CONFIDENTIAL merger" in alpha_prompt
@@ -338,9 +298,11 @@ def test_a_key_revoked_by_another_process_is_refused_without_a_restart(
     tenants: Tenants, tmp_path: Path
 ) -> None:
     client = tenants.client
+    now = stopped_clock(client)
     assert client.get("/v1/models", headers=bearer(tenants.alpha)).status_code == 200
 
     KeyStore(keys_path(tmp_path)).revoke(tenants.alpha_id)  # as `ragtune keys revoke` does
+    now[0] += RECHECK_S
 
     assert client.get("/v1/models", headers=bearer(tenants.alpha)).status_code == 401
     assert client.get("/v1/models", headers=bearer(tenants.beta)).status_code == 200
@@ -367,7 +329,9 @@ def test_a_damaged_keys_file_admits_no_tenant_and_names_no_path(
     tenants: Tenants, tmp_path: Path
 ) -> None:
     client = tenants.client
+    now = stopped_clock(client)
     keys_path(tmp_path).write_text("{damaged")
+    now[0] += RECHECK_S
 
     refused = client.get("/v1/models", headers=bearer(tenants.beta))
     assert refused.status_code == 503
