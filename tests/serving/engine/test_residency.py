@@ -177,10 +177,12 @@ def test_all_slots_busy_is_a_503_with_retry_after(
     env = serve_env(engine, models_dir, RAGTUNE_MAX_LORAS="1")
 
     async def scenario(url: str) -> tuple[httpx.Response, list[str]]:
+        # Long enough that alpha is still answering when beta's request has been routed, on a
+        # loaded 2-core CI machine too (200 tokens were once done first).
         body = {
             "model": "busy-alpha",
             "messages": [{"role": "user", "content": "Count to one hundred."}],
-            "max_tokens": 200,
+            "max_tokens": 800,
             "ignore_eos": True,
             "stream": True,
         }
@@ -195,6 +197,17 @@ def test_all_slots_busy_is_a_503_with_retry_after(
             return refused, [first, *rest]
 
     with ragtune_serve(data_dir, free_port(), **env) as url:
+        # A first request pays for what the server does once (the router's first embedding),
+        # so that beta's request below is routed while alpha answers.
+        warm = {
+            "model": DEFAULT_MODEL_NAME,
+            "messages": [{"role": "user", "content": "Say hello."}],
+            "max_tokens": 2,
+            "ragtune": {"route": "base"},  # no adapter takes the slot
+        }
+        headers = {"Authorization": f"Bearer {CHAT}"}
+        warmed = httpx.post(f"{url}/v1/chat/completions", json=warm, headers=headers, timeout=300)
+        assert warmed.status_code == 200, warmed.text
         refused, events = asyncio.run(scenario(url))
         assert refused.status_code == 503, refused.text
         assert refused.headers["retry-after"]
