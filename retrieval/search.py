@@ -54,6 +54,8 @@ class SearchHit:
     document: str = ""
     """The document as readers of answers see it: its path below the ingested folder (or its
     file name), never the server's own path (`source`)."""
+    collection: str = ""
+    """The collection the hit was found in, when the searcher records it (the API does)."""
 
 
 def display_source(metadata: Metadata) -> str:

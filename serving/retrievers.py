@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 from pydantic import ValidationError
 
@@ -112,17 +113,44 @@ class RetrieverCache:
         """The `k` best passages for the query text (its vector already computed). A collection
         that does not exist is CollectionNotFoundError when `required` (the router says when:
         `RouteRequest.requires_documents`), else no evidence."""
+        name = collection or self.settings.collection
         try:
-            return self.get(collection).search(
+            hits = self.get(name).search(
                 question,
                 k,
                 SearchMode(self.settings.search_mode),
                 SearchFilter.from_mapping(filters) if filters else None,
                 vector=vector,
             )
+            return [replace(hit, collection=name) for hit in hits]
         except CollectionNotFoundError:
             if required:
                 raise
             # Nothing ingested yet: no evidence (adapters and the base model still serve).
             logger.info("the default collection does not exist yet: no documents")
             return []
+
+
+def merge_ranked(
+    ranked: Sequence[Sequence[SearchHit]], k: int, threshold: float = 0.0
+) -> list[SearchHit]:
+    """The `k` best of several collections' hits, each list in its own collection's order.
+
+    Fused scores of different collections are not comparable (each collection has its own
+    fusion weights and score scale), so the lists are interleaved by rank: every collection's
+    first hit, then every second, ...; within one rank the hit more similar to the query
+    (dense similarity: one embedding model) comes first. Hits at the router's evidence
+    `threshold` come before those below it, so that a collection that holds nothing on the
+    question does not push another's evidence out of the `k`. One list is returned as it is
+    (its first `k`); ranks are renumbered from 1."""
+    if len(ranked) == 1:
+        return list(ranked[0][:k])
+    merged = sorted(
+        (hit for hits in ranked for hit in hits),
+        key=lambda hit: (
+            (hit.dense_score or 0.0) < threshold,
+            hit.rank,
+            -(hit.dense_score or 0.0),
+        ),
+    )
+    return [replace(hit, rank=n) for n, hit in enumerate(merged[:k], start=1)]

@@ -99,8 +99,16 @@ class RouteRequest:
     adapter: str | None = None
     """The adapter the client named as `model` (None: the base model, the router chooses)."""
     collection: str | None = None
+    """The collection the client named (None: the default), the first of several."""
+    also_searched: tuple[str, ...] = ()
+    """The other collections the client named to be searched with `collection`."""
     filters: Mapping[str, str] | None = None
     answer: AnswerBound = field(default_factory=AnswerBound)
+
+    @property
+    def collections(self) -> tuple[str, ...]:
+        """Every collection the client named, in its order (none: the default)."""
+        return () if self.collection is None else (self.collection, *self.also_searched)
 
     @property
     def turns(self) -> tuple[str, ...]:

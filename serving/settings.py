@@ -249,6 +249,10 @@ class FileSettings(RagtuneSettings):
     tenant_max_bytes: int = Field(default=1_000_000_000, ge=1)
     """Bytes of uploaded files one tenant may keep; more is refused with 403
     `quota_exceeded`."""
+    tenant_max_pending_ingests: int = Field(default=16, ge=1)
+    """Files one tenant may have attached and still `in_progress` (queued or being ingested);
+    attaching more is refused with 403 `quota_exceeded` until some finish. Admin keys are not
+    bounded."""
     max_concurrent_uploads: int = Field(default=4, ge=1)
     """Upload bodies received at once (each is held until its route reads it); more get 503
     with Retry-After. Only requests with credentials get that far."""

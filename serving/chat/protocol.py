@@ -42,6 +42,8 @@ REFUSED_FIELDS = frozenset(
     }
 )  # fmt: skip
 MAX_FILTERS = 32
+MAX_COLLECTIONS = 8
+"""Most collections (vector stores) one request searches together."""
 _FILTER_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$")
 MaxTokens = Annotated[int, Field(strict=True, ge=1)]
 
@@ -157,7 +159,7 @@ class ToolSpec(BaseModel):
     type: str
     function: FunctionDefinition | None = None
     vector_store_ids: list[str] | None = None
-    """Of a `file_search` tool: the vector store to search (`file_search_as_collection`)."""
+    """Of a `file_search` tool: the vector stores to search (`file_search_as_collection`)."""
 
     def check(self, param: str) -> FunctionDefinition:
         """The function, once it is one a chat template and the engine can take:
@@ -341,6 +343,29 @@ class RagtuneOptions(BaseModel):
     """Metadata filters for retrieval: source=PATTERN, section=PATH, or any ingested key=value."""
     collection: str | None = None
     """Search this collection instead of the default one."""
+    collections: list[str] | None = None
+    """Search these collections together (a `file_search` over several vector stores): each
+    is searched as `collection` would be, and their best passages are merged
+    (`serving.retrievers.merge_ranked`). Not with `collection`."""
+
+    def searched(self) -> tuple[str, ...]:
+        """The collections the request names, in its order, each once (none: the default).
+        InvalidRequestError when it names them twice over or too many."""
+        if self.collection is not None and self.collections is not None:
+            raise InvalidRequestError(
+                "ragtune.collection and ragtune.collections are both set: give the "
+                "collections in one of them",
+                param="ragtune.collections",
+            )
+        if self.collections is None:
+            return () if self.collection is None else (self.collection,)
+        names = tuple(dict.fromkeys(self.collections))
+        if not names or len(names) > MAX_COLLECTIONS:
+            raise InvalidRequestError(
+                f"ragtune.collections names {len(names)} collections: give 1 to {MAX_COLLECTIONS}",
+                param="ragtune.collections",
+            )
+        return names
 
     def check_filters(self) -> None:
         """Filters name metadata, nothing else: no store operators (`$or`), no `=`, a bounded
@@ -387,23 +412,25 @@ class ChatCompletionRequest(BaseModel):
 
     @model_validator(mode="after")
     def file_search_as_collection(self) -> Self:
-        """A `file_search` tool (`{"type": "file_search", "vector_store_ids": [ID]}`) is no tool
-        the model sees: it asks for the RAG route over that vector store's collection, as
-        `ragtune: {"collection": ID, "route": "rag"}` would. One store per request."""
+        """A `file_search` tool (`{"type": "file_search", "vector_store_ids": [ID, ...]}`) is no
+        tool the model sees: it asks for the RAG route over those vector stores' collections, as
+        `ragtune: {"collections": [ID, ...], "route": "rag"}` would (one id: `collection`)."""
         searches = [tool for tool in self.tools or [] if tool.type == "file_search"]
         if not searches:
             return self
         ids = list(dict.fromkeys(i for tool in searches for i in tool.vector_store_ids or []))
-        if len(ids) != 1:
+        if not ids or len(ids) > MAX_COLLECTIONS:
             raise InvalidRequestError(
-                f"file_search names {len(ids)} vector stores: ragtune searches exactly one per "
-                "request (give one id in vector_store_ids)",
+                f"file_search names {len(ids)} vector stores: give 1 to {MAX_COLLECTIONS} ids "
+                "in vector_store_ids",
                 param="tools",
             )
         options = self.ragtune or RagtuneOptions()
-        if options.collection not in (None, ids[0]):
+        named = options.searched()
+        if named and set(named) != set(ids):
             raise InvalidRequestError(
-                "file_search and ragtune.collection name different collections: give one",
+                "file_search and ragtune.collection(s) name different collections: give them "
+                "in one place",
                 param="ragtune.collection",
             )
         if options.route in ("adapter", "base"):
@@ -415,9 +442,12 @@ class ChatCompletionRequest(BaseModel):
         self.tools = [tool for tool in self.tools or [] if tool.type != "file_search"] or None
         if self.tools is None and self.tool_choice == "auto":
             self.tool_choice = None
-        self.ragtune = options.model_copy(
-            update={"collection": ids[0], "route": options.route or "rag"}
+        searched = (
+            {"collection": ids[0], "collections": None}
+            if len(ids) == 1
+            else {"collection": None, "collections": ids}
         )
+        self.ragtune = options.model_copy(update={**searched, "route": options.route or "rag"})
         return self
 
     @field_validator("messages")
@@ -490,6 +520,8 @@ class SourceInfo(BaseModel):
     section: str
     chunk_id: str
     score: float
+    collection: str = ""
+    """The collection (vector store) the passage was found in."""
 
 
 class RagtuneInfo(BaseModel):

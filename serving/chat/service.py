@@ -6,14 +6,14 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
 
 from ragtune.adapters.registry import AdapterManifest
-from ragtune.retrieval.conversation import conversation_query
+from ragtune.retrieval.conversation import Closest, ConversationQuery, conversation_query
 from ragtune.retrieval.embedder import Embedder
 from ragtune.retrieval.errors import CollectionNotFoundError
 from ragtune.retrieval.search import SearchHit
@@ -37,7 +37,7 @@ from ragtune.serving.http_errors import stream_error
 from ragtune.serving.outcomes import CaseOutcome, Grader, RouteOutcome
 from ragtune.serving.prompting import PromptBuilder, PromptFactory, PromptPlan
 from ragtune.serving.protocol import SSE_DONE, sse_event
-from ragtune.serving.retrievers import RetrieverCache
+from ragtune.serving.retrievers import RetrieverCache, merge_ranked
 from ragtune.serving.router import (
     AnswerBound,
     Route,
@@ -217,18 +217,20 @@ class ChatService:
         if adapter is not None:
             self.fleet.manifest(adapter, principal)
         options = request.ragtune
-        collection = options.collection if options else None
-        if collection is not None and not principal.sees_collection(collection):
-            raise CollectionNotFoundError(
-                f"collection {shorten(collection)!r} does not exist", collection=collection
-            )
+        collections = options.searched() if options else ()
+        for collection in collections:
+            if not principal.sees_collection(collection):
+                raise CollectionNotFoundError(
+                    f"collection {shorten(collection)!r} does not exist", collection=collection
+                )
         *history, question = request.user_turns()
         return RouteRequest(
             question,
             history=tuple(history),
             route=options.route if options else None,
             adapter=adapter,
-            collection=collection,
+            collection=collections[0] if collections else None,
+            also_searched=collections[1:],
             filters=options.filters if options else None,
             answer=answer,
         )
@@ -238,34 +240,33 @@ class ChatService:
         engine involved), over what `principal` sees (`read` checked a named collection and
         adapter). Blocking: the chat path runs it in a worker thread."""
         started = time.perf_counter()
-        searched = _searched_collection(request, principal)
-        searches = request.searches_documents and (
-            searched is not None or principal.collections is None
+        searched = (
+            _searched_collections(request, principal, self.retrievers.default_collection)
+            if request.searches_documents
+            else ()
         )
-        # The documents tell a follow-up from a new question (one turn needs no telling; a
-        # route forced to use no documents reads none, and the last turn alone).
-        closest = (
-            self.retrievers.closest(searched, request.filters)
-            if request.history and searches
-            else None
-        )
-        # A collection re-embedded with a model tuned for it is searched with that model;
-        # adapters are matched with the shared one.
-        embedder = self.retrievers.embedder_for(searched) if searches else self.embedder
-        query = conversation_query(request.turns, embedder, closest, self.weighting)
-        matching = query.vector
-        if embedder is not self.embedder:
-            matching = self.embedder.embed_query(query.text)
+        query, queries = self._queries(request, searched)
         hits = []
-        if searches:
-            hits = self.retrievers.search(
-                query.text,
-                query.vector,
-                k=self.settings.rag_top_k,
-                collection=searched,
-                filters=request.filters,
-                required=request.requires_documents,
+        if searched:
+            hits = merge_ranked(
+                [
+                    self.retrievers.search(
+                        queries[name].text,
+                        queries[name].vector,
+                        k=self.settings.rag_top_k,
+                        collection=name,
+                        filters=request.filters,
+                        required=request.requires_documents,
+                    )
+                    for name in searched
+                ],
+                self.settings.rag_top_k,
+                self.settings.evidence_threshold,
             )
+        # Adapters are matched with the shared embedder's vector of the (first) query.
+        matching = query.vector
+        if searched and self.retrievers.embedder_for(searched[0]) is not self.embedder:
+            matching = self.embedder.embed_query(query.text)
         retrieved = time.perf_counter()
         # Only the adapters the principal sees compete: another tenant's never wins a request,
         # and its name never appears in a reason.
@@ -277,17 +278,46 @@ class ChatService:
         }
         # Adapters trained on an earlier version of the documents searched (`stale` in
         # /admin/adapters): the router gives them the fresh passages.
-        collection = searched or self.retrievers.default_collection
-        stale = {
-            name: documents
-            for name, documents in (self.fleet.stale_documents(collection) if hits else {}).items()
-            if principal.sees_adapter(name)
-        }
+        stale: dict[str, frozenset[str]] = {}
+        for collection in searched if hits else ():
+            for name, documents in self.fleet.stale_documents(collection).items():
+                if principal.sees_adapter(name):
+                    stale[name] = stale.get(name, frozenset()) | documents
         plan = plan_route(
             self.settings, request, hits, matches, advice, stale, model=self.route_model
         )
         timings = {"retrieval": retrieved - started, "routing": time.perf_counter() - retrieved}
         return Routed(plan, timings, tuple(hits), tuple(matches))
+
+    def _queries(
+        self, request: RouteRequest, searched: Sequence[str]
+    ) -> tuple[ConversationQuery, dict[str, ConversationQuery]]:
+        """The conversation's query (`retrieval.conversation`): the first collection's (the
+        shared embedder's when nothing is searched), and each searched collection's. The
+        collections searched with one embedder share one query, built with all of them telling
+        a follow-up from a new question; a collection re-embedded with a model tuned for it
+        (`ragtune tune embedder`) is searched with that model's."""
+        groups: dict[int, tuple[Embedder, list[str]]] = {}
+        for name in searched:
+            embedder = self.retrievers.embedder_for(name)
+            groups.setdefault(id(embedder), (embedder, []))[1].append(name)
+        queries: dict[str, ConversationQuery] = {}
+        for embedder, names in groups.values():
+            # The documents tell a follow-up from a new question (one turn needs no telling).
+            closest = self._closest(names, request.filters) if request.history else None
+            query = conversation_query(request.turns, embedder, closest, self.weighting)
+            queries.update(dict.fromkeys(names, query))
+        if not searched:
+            return conversation_query(request.turns, self.embedder, None, self.weighting), {}
+        return queries[searched[0]], queries
+
+    def _closest(self, names: Sequence[str], filters: Mapping[str, str] | None) -> Closest | None:
+        """How close a vector comes to the chunks of any of the collections (None when none of
+        them exists yet)."""
+        found = [c for name in names if (c := self.retrievers.closest(name, filters)) is not None]
+        if len(found) <= 1:
+            return found[0] if found else None
+        return lambda vector: max(closest(vector) for closest in found)
 
     async def _builder(self) -> PromptBuilder:
         if self.prompts is None:
@@ -449,7 +479,9 @@ class ChatService:
                     "stream": False,
                     "stream_options": None,
                     "ragtune": RagtuneOptions(
-                        route=case.route, collection=asked.collection, filters=asked.filters
+                        route=case.route,
+                        collections=list(asked.collections) or None,
+                        filters=asked.filters,
                     ),
                 }
             )
@@ -519,15 +551,20 @@ class ChatService:
         return None if grounding is None else grounding.to_info()
 
 
-def _searched_collection(request: RouteRequest, principal: Principal) -> str | None:
-    """The collection a request searches: the one it named, else the principal's default
-    (None: the server's, for a principal that sees every collection; also None for one that
-    sees none, which then searches nothing)."""
-    if request.collection is not None:
-        return request.collection
-    if principal.default_collection is not None or principal.collections is None:
-        return principal.default_collection
-    return min(principal.collections, default=None)
+def _searched_collections(
+    request: RouteRequest, principal: Principal, default: str
+) -> tuple[str, ...]:
+    """The collections a request searches: those it named, else the principal's default (the
+    server's, `default`, for a principal that sees every collection; none for one that sees
+    none)."""
+    if request.collections:
+        return request.collections
+    if principal.default_collection is not None:
+        return (principal.default_collection,)
+    if principal.collections is None:
+        return (default,)
+    first = min(principal.collections, default=None)
+    return () if first is None else (first,)
 
 
 async def _whole(body: dict[str, Any], client: EngineClient) -> dict[str, Any]:
@@ -592,6 +629,7 @@ def _info(plan: RoutePlan, manifest: AdapterManifest | None, prompt: PromptPlan)
                 section=hit.section,
                 chunk_id=hit.chunk_id,
                 score=round(hit.dense_score or 0.0, 4),
+                collection=hit.collection,
             )
             for n, hit in enumerate(prompt.passages, start=1)
         ],

@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 import anyio
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+from fastapi.responses import FileResponse
 
 from ragtune.serving.auth import principal, require_chat
 from ragtune.serving.files.protocol import FileDeleted, FileList, FileObject
@@ -62,6 +63,30 @@ async def list_files(
 async def retrieve_file(request: Request, service: Files, file_id: str) -> FileObject:
     """One of your tenant's files (404 for any other id)."""
     return await anyio.to_thread.run_sync(service.get, principal(request), file_id)
+
+
+@router.get(
+    "/v1/files/{file_id}/content",
+    response_class=FileResponse,
+    responses={
+        200: {"content": {"application/octet-stream": {}}, "description": "The file's bytes."},
+        **error_responses((401, 404)),
+    },
+)
+async def retrieve_file_content(request: Request, service: Files, file_id: str) -> FileResponse:
+    """The bytes of one of your tenant's files, exactly as uploaded (`application/
+    octet-stream`, offered for download under its name; what `client.files.content(id)`
+    reads). 404 for any other id."""
+    found = await anyio.to_thread.run_sync(service.content, principal(request), file_id)
+    # Always octet-stream, never the type its name suggests: an uploaded .html must not be
+    # rendered by a browser on the server's origin.
+    return FileResponse(
+        found.path,
+        media_type="application/octet-stream",
+        filename=found.filename,
+        stat_result=found.stat,
+        headers={"X-Content-Type-Options": "nosniff"},
+    )
 
 
 @router.delete(

@@ -4,10 +4,12 @@ ingest` reads and the tenant's quotas."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal, TypeVar
 
@@ -55,6 +57,17 @@ def suffix_of(filename: str) -> str | None:
     """The suffix by which the loaders read a file of this name (None: a type they do not)."""
     lowered = filename.lower()
     return next((suffix for suffix in SUFFIXES if lowered.endswith(suffix)), None)
+
+
+@dataclass(frozen=True)
+class FileContent:
+    """Where an uploaded file's bytes lie, to be sent back as they were uploaded."""
+
+    path: Path
+    filename: str
+    """The name it was uploaded under (data: offered as the download's name, never a path)."""
+    stat: os.stat_result
+    """The bytes' size and time, read off the event loop."""
 
 
 def file_object(record: FileRecord) -> FileObject:
@@ -166,6 +179,18 @@ class FileService:
 
     def get(self, principal: Principal, file_id: str) -> FileObject:
         return file_object(self.record(principal, file_id))
+
+    def content(self, principal: Principal, file_id: str) -> FileContent:
+        """The caller's file's bytes (blocking: a stat), found as `record` finds the file: a
+        missing one and another tenant's alike are UploadedFileNotFoundError (so is one deleted
+        meanwhile)."""
+        record = self.record(principal, file_id)
+        path = self.catalog.path(record)
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            raise UploadedFileNotFoundError(f"no file with id {shorten(file_id)!r}") from None
+        return FileContent(path, record.filename, stat)
 
     def list(
         self,

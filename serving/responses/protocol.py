@@ -135,8 +135,8 @@ class FunctionTool(_Lenient):
 
 
 class OtherTool(_Lenient):
-    """A built-in OpenAI tool: `file_search` (one vector store: the RAG route over its
-    collection); any other (web_search, code_interpreter...) is refused (400)."""
+    """A built-in OpenAI tool: `file_search` (the RAG route over its vector stores'
+    collections); any other (web_search, code_interpreter...) is refused (400)."""
 
     type: str
 

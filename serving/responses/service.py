@@ -285,7 +285,7 @@ def _chat_content(
 
 def _chat_tool(tool: Any, n: int) -> dict[str, Any]:
     if isinstance(tool, OtherTool) and tool.type == "file_search":
-        # The RAG route over the named vector store (`ChatCompletionRequest`'s validator).
+        # The RAG route over the named vector stores (`ChatCompletionRequest`'s validator).
         return tool.model_dump()
     if not isinstance(tool, FunctionTool):
         raise InvalidRequestError(

@@ -3,8 +3,10 @@
 
 Only a SHA-256 digest of each key is kept (the key is 256 random bits, so a plain digest is
 as safe as a slow one and costs microseconds per request), in one JSON file under the data
-directory, replaced whole on every change. A key created or revoked by another process takes
-effect at the next request: the file is read again when it changed.
+directory, replaced whole on every change. A key created or revoked by another process (the
+`ragtune keys` command) takes effect within RECHECK_S: the file is looked at (one stat) at most
+that often, on the request path, and read again only when it changed. A change made through
+this store (the admin API) takes effect at the next request.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import re
 import secrets
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -36,6 +39,10 @@ KEY_PREFIX = "rt_"
 FORMAT_VERSION = 1
 MAX_NAMES = 100
 """Collections, or adapters, one key may list."""
+RECHECK_S = 1.0
+"""Seconds between two looks at the keys file for another process's changes: the delay before
+a key that `ragtune keys` creates or revokes is seen by a running server, and what keeps the
+requests' lookups free of file-system calls between two looks."""
 _KEY = re.compile(r"^rt_(?P<id>[0-9a-f]{12})_[A-Za-z0-9_-]{43}$")
 _ADAPTER = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")  # as the adapter registry names them
 _LABEL = re.compile(r"^[^\x00-\x1f\x7f]{0,100}$")
@@ -98,10 +105,20 @@ class KeyStore:
         store.list(); store.revoke(created.stored.id)
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        recheck_s: float = RECHECK_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.path = path
+        self.recheck_s = recheck_s
+        self.clock = clock
         self._seen: tuple[int, int, int] | None = None
         """(inode, size, mtime) of the file when it was last read; None: not read yet."""
+        self._checked: float | None = None
+        """When (`clock`) the file was last looked at; None: look at the next lookup."""
         self._keys: dict[str, StoredKey] = {}
         self._lock = threading.Lock()
         """One reader at a time (the API reads from the event loop and from worker threads)."""
@@ -125,10 +142,17 @@ class KeyStore:
         return stored if same and stored is not None else None
 
     def _current(self) -> dict[str, StoredKey]:
-        """The keys as the file holds them now: read again only when it changed (one stat per
-        call: what every request with a stored key costs)."""
+        """The keys as the file held them at most `recheck_s` ago. Requests look keys up on the
+        event loop: between two looks at the file a lookup costs no file-system call; a look is
+        one stat, and a read only when the file changed. An error (a damaged or unreadable
+        file) is never remembered: the next lookup looks again."""
         with self._lock:
-            return self._current_locked()
+            now = self.clock()
+            if self._checked is not None and now - self._checked < self.recheck_s:
+                return self._keys
+            keys = self._current_locked()
+            self._checked = now
+            return keys
 
     def _current_locked(self) -> dict[str, StoredKey]:
         try:
@@ -143,6 +167,11 @@ class KeyStore:
             self._keys = self._read()
             self._seen = seen
         return self._keys
+
+    def _forget(self) -> None:
+        """Read the file afresh at the next lookup."""
+        with self._lock:
+            self._seen = self._checked = None
 
     def _read(self) -> dict[str, StoredKey]:
         try:
@@ -224,10 +253,13 @@ class KeyStore:
             raise KeyStoreError(f"cannot write the API keys in {self.path}: {exc}") from exc
         with lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            self._seen = None  # read under the lock: another process may have just written
-            keys = dict(self._current())
-            yield keys
-            self._write(keys)
+            self._forget()  # read under the lock: another process may have just written
+            try:
+                keys = dict(self._current())
+                yield keys
+                self._write(keys)
+            finally:
+                self._forget()  # this process's own change counts from its next request
 
     def _write(self, keys: dict[str, StoredKey]) -> None:
         data: dict[str, Any] = {

@@ -5,11 +5,13 @@ and bookkeeping of `ragtune ingest`) and keeps each job's status and progress in
 A document becomes searchable whole or not at all: its chunks are written only once all are
 embedded (one write per file), a cancelled job stops before that write, and at start a job
 left `in_progress` by a stopped server first loses any chunks of a write it did not finish,
-then runs again (or fails, saying why, when its file is gone)."""
+then runs again (or fails, saying why, when its file is gone). A detached file is `cancelled`
+until all its chunks are gone; a removal a stopped server did not finish is finished at start."""
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -83,6 +85,33 @@ class _ProgressEmbedder(Embedder):
         return vectors
 
 
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.-])/(?:[^\s'\"/:]+/)+[^\s'\":,;)]*")
+"""An absolute POSIX path of two or more parts in a message (not a relative `a/b` such as
+`application/pdf`): a server path, whatever else a library put in its error."""
+SERVER_PATH = "<server path>"
+
+
+def public_reason(message: str, stored: Path, name: str, hidden: Sequence[Path]) -> str:
+    """A failure reason as a tenant may see it (`last_error.message`, the console's job view):
+    the `stored` file's path replaced by `name` (the name it was uploaded under), and no other
+    server path left in it (the folders in `hidden`, such as the data directory, or any other
+    absolute path). The reason itself stays as `ragtune ingest` gives it."""
+    placeholder = "\x00"  # the name goes in last: it is data, and may look like a path
+    for form in _spellings([stored]):
+        message = message.replace(form, placeholder)
+    for form in _spellings(hidden):
+        message = message.replace(form, SERVER_PATH)
+    message = _ABSOLUTE_PATH.sub(SERVER_PATH, message)
+    return message.replace(placeholder, name)
+
+
+def _spellings(paths: Sequence[Path]) -> list[str]:
+    """How a message may spell each path (as given, absolute, symlinks resolved), longest
+    first, so that a folder's path is never replaced inside a longer one."""
+    forms = {form for path in paths for form in (str(path.absolute()), str(path.resolve()))}
+    return sorted((form for form in forms if form.strip("/")), key=len, reverse=True)
+
+
 def drop_partial(collection: Collection, doc_id: str) -> int:
     """Remove the chunks of `doc_id` unless they are exactly one whole version of it (an
     interrupted write leaves fewer than it counts): what no reader may find. The count
@@ -146,10 +175,14 @@ class IngestJobs:
         self._guard = threading.Lock()
 
     def start(self) -> None:
-        """Start the workers, after making what a stopped server left in progress safe: any
-        chunks of an unfinished write removed, then the job queued again (failed, saying why,
-        when its file is gone)."""
+        """Start the workers, after making what a stopped server left in progress safe: the
+        removals it did not finish done; any chunks of an unfinished write removed, then the
+        job queued again (failed, saying why, when its file is gone)."""
         self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="ragtune-ingest")
+        for job in self.catalog.attachments(status="cancelled"):
+            logger.info("finishing the removal of %s from %s", job.file_id, job.vector_store)
+            self._remove_chunks(job)
+            self.catalog.detach(job.vector_store, job.file_id)
         for job in self.catalog.attachments(status="in_progress"):
             try:
                 collection = self._collection(job.vector_store)
@@ -227,17 +260,23 @@ class IngestJobs:
 
     def remove(self, job: Attachment) -> None:
         """Detach a file from its store: its job stopped, every chunk of its document removed
-        (the lexical index too), its record gone."""
+        (the lexical index too), its record gone. The record says `cancelled` until the chunks
+        are gone: a server stopped in between finishes the removal at its next start, and
+        meanwhile no listing calls what is left of the document complete."""
         self.cancel(job.vector_store, job.file_id)
+        self.catalog.update(job.vector_store, job.file_id, status="cancelled")
         with self.lock(job.vector_store):
-            try:
-                collection = self.store.collection(job.vector_store, self.embedder.model_id)
-            except CollectionNotFoundError:
-                collection = None
-            if collection is not None and remove_document(collection, job.doc_id):
-                self.lexical.current(collection, save=True)
-                self.on_changed(job.vector_store)
+            self._remove_chunks(job)
             self.catalog.detach(job.vector_store, job.file_id)
+
+    def _remove_chunks(self, job: Attachment) -> None:
+        try:
+            collection = self.store.collection(job.vector_store, self.embedder.model_id)
+        except CollectionNotFoundError:
+            return
+        if remove_document(collection, job.doc_id):
+            self.lexical.current(collection, save=True)
+            self.on_changed(job.vector_store)
 
     def drop_store(self, name: str) -> None:
         """Delete a vector store: its jobs stopped, its collection and lexical index deleted,
@@ -260,6 +299,13 @@ class IngestJobs:
         return self._stopping.is_set() or key in self._cancelled
 
     def _fail(self, job: Attachment, code: ErrorCode, message: str) -> None:
+        """Record the job as failed. The message is shown to the tenant (and in the console):
+        it names the file by the name it was uploaded under, never by a server path."""
+        record = self.catalog.file(job.file_id)
+        stored = self.catalog.path(record) if record else self.catalog.root / job.file_id
+        name = record.filename if record else job.file_id
+        hidden = [self.catalog.root, self.retrieval.data_dir]
+        message = public_reason(message, stored, name, hidden)
         self.catalog.update(
             job.vector_store, job.file_id, status="failed", error_code=code, error_message=message
         )

@@ -45,7 +45,8 @@ async def create_vector_store(
     request: Request, service: Stores, body: CreateVectorStoreRequest
 ) -> VectorStoreObject:
     """Create a vector store: `name` is the ragtune collection it searches (created when
-    missing; an existing one is answered as it is). `file_ids` are attached at once."""
+    missing; an existing one is answered as it is). `file_ids` are attached at once (within
+    RAGTUNE_TENANT_MAX_PENDING_INGESTS, as for attaching them one by one)."""
     return await anyio.to_thread.run_sync(service.create, principal(request), body)
 
 
@@ -93,14 +94,16 @@ async def delete_vector_store(
 @router.post(
     "/v1/vector_stores/{store_id}/files",
     response_model=VectorStoreFileObject,
-    responses=error_responses((400, 401, 404, 422)),
+    responses=error_responses((400, 401, 403, 404, 422)),
 )
 async def attach_file(
     request: Request, service: Stores, store_id: str, body: AttachFileRequest
 ) -> VectorStoreFileObject:
     """Attach one of your files: it is ingested into the store's collection in the background,
     as `ragtune ingest` would (status `in_progress`, then `completed`, or `failed` with the
-    reason in `last_error`; `ragtune.chunks_done`/`chunks_total` tell the progress)."""
+    reason in `last_error`; `ragtune.chunks_done`/`chunks_total` tell the progress). A tenant
+    may have RAGTUNE_TENANT_MAX_PENDING_INGESTS files in progress at once: 403
+    `quota_exceeded` beyond, until some finish."""
     return await anyio.to_thread.run_sync(
         service.attach, principal(request), store_id, body.file_id
     )

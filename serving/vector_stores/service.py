@@ -6,6 +6,7 @@ and progress are read back from the catalog; detaching removes the document's ch
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from collections import Counter
 
@@ -16,6 +17,7 @@ from ragtune.retrieval.store import Collection, VectorStore
 from ragtune.serving.errors import (
     ForbiddenError,
     InvalidRequestError,
+    QuotaExceededError,
     VectorStoreNotFoundError,
     shorten,
 )
@@ -65,6 +67,8 @@ class VectorStoreService:
         self.embedding_model = embedding_model
         self.files = files
         self.jobs = jobs
+        self._queueing = threading.Lock()
+        """Held while a tenant's ingestions in progress are counted and one is added."""
 
     # Stores
 
@@ -124,6 +128,8 @@ class VectorStoreService:
             )
         for file_id in request.file_ids:
             self.files.record(principal, file_id)  # every file is the caller's, or nothing
+        queued = self.catalog.attachments(vector_store=name, status="in_progress")
+        self._check_pending(principal, len(set(request.file_ids) - {j.file_id for j in queued}))
         collection = self.store.collection(name, self.embedding_model, create=True)
         self.catalog.touch_store(name)
         for file_id in request.file_ids:
@@ -210,21 +216,38 @@ class VectorStoreService:
         file already being ingested into the store is answered as it is."""
         collection = self._collection(principal, store_id)
         record = self.files.record(principal, file_id)
-        existing = self.catalog.attachment(collection.name, record.id)
-        if existing is not None and existing.status == "in_progress":
-            return self._file_object(existing)
-        job = Attachment(
-            vector_store=collection.name,
-            file_id=record.id,
-            tenant=principal.tenant,
-            status="in_progress",
-            created_at=now(),
-            doc_id=document_id(str(self.catalog.path(record))),
-            usage_bytes=record.bytes,
-        )
-        self.catalog.attach(job)
+        with self._queueing:
+            existing = self.catalog.attachment(collection.name, record.id)
+            if existing is not None and existing.status == "in_progress":
+                return self._file_object(existing)
+            self._check_pending(principal, 1)
+            job = Attachment(
+                vector_store=collection.name,
+                file_id=record.id,
+                tenant=principal.tenant,
+                status="in_progress",
+                created_at=now(),
+                doc_id=document_id(str(self.catalog.path(record))),
+                usage_bytes=record.bytes,
+            )
+            self.catalog.attach(job)
         self.jobs.submit(job.vector_store, job.file_id)
         return self._file_object(job)
+
+    def _check_pending(self, principal: Principal, adding: int) -> None:
+        """QuotaExceededError when `adding` more ingestions would take the caller's tenant past
+        the ingestions it may have in progress at once (an admin key's are not bounded): one
+        tenant cannot fill the queue that every tenant's attachments wait in."""
+        if principal.admin or adding <= 0:
+            return
+        limit = self.files.settings.tenant_max_pending_ingests
+        pending = len(self.catalog.attachments(tenant=principal.tenant, status="in_progress"))
+        if pending + adding > limit:
+            raise QuotaExceededError(
+                f"this tenant has {pending} file(s) being ingested and may have {limit} at once "
+                "(RAGTUNE_TENANT_MAX_PENDING_INGESTS); wait until some are completed or failed "
+                "(GET /v1/vector_stores/{id}/files shows their status), then attach again"
+            )
 
     def file(self, principal: Principal, store_id: str, file_id: str) -> VectorStoreFileObject:
         return self._file_object(self._attachment(principal, store_id, file_id))

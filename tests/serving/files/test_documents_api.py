@@ -1,8 +1,8 @@
 """Documents over HTTP with the official `openai` client against the app (its lifespan run by
 FastAPI's TestClient): upload, attach (ingested in the background, as `ragtune ingest` would),
-search, list, delete; failures with the CLI's reasons, restarts mid-job, limits, quotas and
-file names as data. A real embedded Chroma, the fake embedder, an engine behind
-`httpx.MockTransport`."""
+search, list, read back, delete; failures with the CLI's reasons (and no server path),
+restarts mid-job, limits, quotas and file names as data. A real embedded Chroma, the fake
+embedder, an engine behind `httpx.MockTransport`."""
 
 from __future__ import annotations
 
@@ -15,7 +15,14 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from openai import APIStatusError, BadRequestError, NotFoundError, OpenAI, PermissionDeniedError
+from openai import (
+    APIStatusError,
+    BadRequestError,
+    InternalServerError,
+    NotFoundError,
+    OpenAI,
+    PermissionDeniedError,
+)
 
 from ragtune.ingest.pipeline import IngestService, document_id
 from ragtune.ingest.settings import IngestSettings
@@ -23,7 +30,10 @@ from ragtune.retrieval.lexical import LexicalIndexes
 from ragtune.retrieval.store import ChunkRecord, open_store
 from ragtune.serving.app import create_app
 from ragtune.serving.components import Components
+from ragtune.serving.console.service import ingestion_jobs
 from ragtune.serving.files.catalog import Attachment, FileCatalog, FileRecord
+from ragtune.serving.vector_stores import jobs as jobs_module
+from ragtune.serving.vector_stores.jobs import public_reason
 from tests.support.documents import (
     ADMIN_KEY,
     BASE,
@@ -107,11 +117,11 @@ def test_upload_attach_search_list_and_delete_with_the_openai_client(
     info = answer.model_extra["ragtune"]  # type: ignore[index]
     assert info["route"] == "rag"
     assert [s["document"] for s in info["sources"]] == ["guide.md"]
-    with pytest.raises(BadRequestError, match="exactly one"):
+    with pytest.raises(BadRequestError, match="give 1 to 8 ids"):
         client.chat.completions.create(
             model=BASE,
             messages=[{"role": "user", "content": "How are invoices refunded?"}],
-            tools=[{"type": "file_search", "vector_store_ids": [STORE, "b"]}],  # type: ignore[list-item]
+            tools=[{"type": "file_search", "vector_store_ids": [f"s{n}" for n in range(9)]}],  # type: ignore[list-item]
         )
 
     # Lists.
@@ -164,6 +174,123 @@ def test_a_file_that_cannot_be_read_fails_with_the_clis_reason(
         client.files.create(file=("tool.exe", b"MZ"), purpose="assistants")
     assert "unsupported file type '.exe'" in str(caught.value)
     assert ".md" in str(caught.value)
+
+
+def test_a_failure_names_the_file_never_a_server_path(
+    served: tuple[OpenAI, TestClient], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI's reason for a file it cannot read names its path; a tenant is told the same
+    reason, about the name it uploaded, in `last_error` and in the console's job view."""
+    client, test_client = served
+    client.vector_stores.create(name=STORE)
+    stored = tmp_path / "data" / "files"
+    read_bytes = Path.read_bytes
+
+    def denied(path: Path) -> bytes:
+        if stored in path.parents:
+            raise PermissionError(13, "Permission denied", str(path))
+        return read_bytes(path)
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    failed = client.vector_stores.files.upload_and_poll(
+        vector_store_id=STORE, file=("team/guide.md", GUIDE)
+    )
+    assert failed.status == "failed"
+    assert failed.last_error is not None
+    assert failed.last_error.message == "cannot read: [Errno 13] Permission denied: 'team/guide.md'"
+    listed = test_client.get(
+        f"/v1/vector_stores/{STORE}/files", headers={"Authorization": f"Bearer {KEY}"}
+    )
+    assert str(tmp_path) not in listed.text
+    (job,) = ingestion_jobs(parts(test_client))
+    assert job.error == failed.last_error.message
+
+
+@pytest.mark.parametrize(
+    ("reason", "shown"),
+    [
+        ("empty file: there is no text to index", "empty file: there is no text to index"),
+        ("cannot read: denied: '/data/files/file-1/a.md'", "cannot read: denied: '/etc/x.md'"),
+        ("no room in /data/files and /data", "no room in <server path> and <server path>"),
+        ("bad zip (/usr/lib/python3/zipfile.py:12)", "bad zip (<server path>:12)"),
+        ("not application/pdf, 1/2 read", "not application/pdf, 1/2 read"),
+    ],
+)
+def test_a_failure_reason_keeps_no_server_path(reason: str, shown: str) -> None:
+    """The file is named as it was uploaded (even a name that looks like a path); every other
+    absolute path, the data directory's first, is hidden."""
+    data = Path("/data")
+    assert (
+        public_reason(reason, data / "files/file-1/a.md", "/etc/x.md", [data / "files", data])
+        == shown
+    )
+
+
+def test_a_files_content_is_its_bytes_for_its_tenant_only(
+    served: tuple[OpenAI, TestClient],
+) -> None:
+    client, test_client = served
+    page = b"<html><script>alert(1)</script><p>Refunds take thirty days.</p></html>\n"
+    created = client.files.create(file=("<b>refunds</b>.html", page), purpose="assistants")
+
+    assert client.files.content(created.id).content == page
+    raw = test_client.get(
+        f"/v1/files/{created.id}/content", headers={"Authorization": f"Bearer {KEY}"}
+    )
+    # Bytes to download, never a page a browser would render on the server's origin.
+    assert raw.headers["content-type"] == "application/octet-stream"
+    assert raw.headers["x-content-type-options"] == "nosniff"
+    assert raw.headers["content-disposition"].startswith("attachment; filename*=utf-8''")
+
+    other = test_client.post(
+        "/admin/keys", json={"collections": ["other-docs"]},
+        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+    ).json()["key"]  # fmt: skip
+    missing = "file-" + "0" * 24
+    with pytest.raises(NotFoundError) as foreign:
+        client.with_options(api_key=other).files.content(created.id)
+    with pytest.raises(NotFoundError) as absent:
+        client.with_options(api_key=other).files.content(missing)
+    assert foreign.value.body == json.loads(
+        json.dumps(absent.value.body).replace(missing, created.id)
+    )
+    assert client.with_options(api_key=ADMIN_KEY).files.content(created.id).content == page
+    client.files.delete(created.id)
+    with pytest.raises(NotFoundError):
+        client.files.content(created.id)
+
+
+def test_a_tenant_may_have_only_so_many_ingestions_in_progress(
+    make_app: Callable[..., FastAPI],
+) -> None:
+    with TestClient(make_app(tenant_max_pending_ingests=2)) as test_client:
+        client = client_for(test_client)
+        client.vector_stores.create(name=STORE)
+        ids = [
+            client.files.create(file=(f"{n}.md", GUIDE), purpose="assistants").id for n in range(4)
+        ]
+        jobs = parts(test_client).jobs
+        with jobs.lock(STORE):  # the jobs wait for it: their files stay in progress
+            for file_id in ids[:2]:
+                client.vector_stores.files.create(vector_store_id=STORE, file_id=file_id)
+            # One already queued is answered as it is, and counted once.
+            client.vector_stores.files.create(vector_store_id=STORE, file_id=ids[0])
+            with pytest.raises(PermissionDeniedError) as refused:
+                client.vector_stores.files.create(vector_store_id=STORE, file_id=ids[2])
+            assert refused.value.code == "quota_exceeded"
+            assert "RAGTUNE_TENANT_MAX_PENDING_INGESTS" in refused.value.message
+            assert "wait until some are completed or failed" in refused.value.message
+            with pytest.raises(PermissionDeniedError, match="MAX_PENDING_INGESTS"):
+                client.vector_stores.create(name="more-docs", file_ids=[ids[3]])
+            with pytest.raises(NotFoundError):
+                client.vector_stores.retrieve("more-docs")  # refused before it was made
+            # An operator is not bounded.
+            admin = client.with_options(api_key=ADMIN_KEY)
+            admin.vector_stores.files.create(vector_store_id=STORE, file_id=ids[2])
+        for file_id in ids[:3]:
+            jobs.wait(STORE, file_id, timeout=30)
+        done = client.vector_stores.files.create_and_poll(vector_store_id=STORE, file_id=ids[3])
+        assert done.status == "completed"
 
 
 def test_a_file_name_is_data_never_a_path(
@@ -258,3 +385,36 @@ def test_uploads_need_a_key(served: tuple[OpenAI, TestClient]) -> None:
     _, test_client = served
     refused = test_client.post("/v1/files", files={"file": ("a.md", io.BytesIO(b"x"))})
     assert refused.status_code == 401
+
+
+def test_a_removal_the_server_did_not_finish_says_so_and_is_finished_at_start(
+    make_app: Callable[..., FastAPI], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with TestClient(make_app()) as test_client:
+        client = client_for(test_client)
+        client.vector_stores.create(name=STORE)
+        done = client.vector_stores.files.upload_and_poll(
+            vector_store_id=STORE, file=("guide.md", GUIDE)
+        )
+        assert done.status == "completed"
+
+        # The server stops while the chunks are being removed.
+        def stopped(collection: Any, doc_id: str) -> int:
+            raise RuntimeError("the server stopped here")
+
+        monkeypatch.setattr(jobs_module, "remove_document", stopped)
+        with pytest.raises(InternalServerError):
+            client.vector_stores.files.delete(done.id, vector_store_id=STORE)
+        monkeypatch.undo()
+        left = client.vector_stores.files.retrieve(done.id, vector_store_id=STORE)
+        assert left.status == "cancelled"  # not "completed": what is left is not the document
+        assert search(test_client, "refunded invoices")
+
+    with TestClient(make_app()) as test_client:
+        client = client_for(test_client)
+        with pytest.raises(NotFoundError):
+            client.vector_stores.files.retrieve(done.id, vector_store_id=STORE)
+        assert search(test_client, "refunded invoices") == []
+        components = parts(test_client)
+        collection = components.store.collection(STORE, components.embedder.model_id)
+        assert len(components.retrievers.lexical.current(collection, save=False)) == 0

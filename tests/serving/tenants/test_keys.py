@@ -1,5 +1,6 @@
 """The tenants' key store: what reaches the disk (a digest, never the key), revocation,
-changes made by another process, and refusals that say what to do."""
+changes made by another process (seen within RECHECK_S, with no file-system call per lookup in
+between), and refusals that say what to do."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 
 from ragtune.serving.errors import InvalidRequestError, KeyNotFoundError, KeyStoreError
 from ragtune.serving.tenants.principal import Principal
-from ragtune.serving.tenants.service import KeyStore, keys_path
+from ragtune.serving.tenants.service import RECHECK_S, KeyStore, keys_path
 
 
 @pytest.fixture
@@ -69,14 +70,43 @@ def test_a_revoked_key_admits_nobody_and_others_stay(store: KeyStore) -> None:
 
 
 def test_changes_made_by_another_process_are_seen_without_a_restart(tmp_path: Path) -> None:
-    server, cli = KeyStore(keys_path(tmp_path)), KeyStore(keys_path(tmp_path))
+    now = [0.0]
+    server = KeyStore(keys_path(tmp_path), clock=lambda: now[0])
+    cli = KeyStore(keys_path(tmp_path))
     assert server.list() == []
 
     created = cli.create(["handbook"])
+    now[0] += RECHECK_S
     assert server.find(created.key) is not None
 
     cli.revoke(created.stored.id)
+    now[0] += RECHECK_S / 2
+    assert server.find(created.key) is not None  # the file is looked at once per RECHECK_S
+    now[0] += RECHECK_S / 2
     assert server.find(created.key) is None
+
+
+def test_lookups_between_two_looks_at_the_file_make_no_file_system_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Requests look keys up on the event loop: most lookups must not touch the disk."""
+    now = [0.0]
+    server = KeyStore(keys_path(tmp_path), clock=lambda: now[0])
+    created = server.create(["handbook"])
+    looks: list[Path] = []
+    real_stat = Path.stat
+
+    def counted(path: Path, **kwargs: bool) -> os.stat_result:
+        looks.append(path)
+        return real_stat(path, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", counted)
+    for _ in range(50):
+        assert server.find(created.key) is not None
+    assert looks == [server.path]  # the first lookup after the change, then none
+    now[0] += RECHECK_S
+    assert server.find(created.key) is not None
+    assert looks == [server.path] * 2
 
 
 def test_an_unknown_id_is_a_clear_error(store: KeyStore) -> None:
