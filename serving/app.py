@@ -126,6 +126,7 @@ def create_app(
         max_header_count=api.max_header_count,
         max_header_bytes=api.max_header_bytes,
         body_timeout_s=api.body_timeout_s,
+        upload_timeouts=dict.fromkeys(uploads, settings.files.upload_timeout_s),
     )
     app.add_middleware(AnswerCancelledRequests)
     # Outermost: every response, errors included, gets its request id, metrics and log line.

@@ -20,7 +20,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -207,15 +207,24 @@ class RequestLimits:
     """431 for a request with more headers than `max_header_count` or a head (line and headers)
     over `max_header_bytes`; 408 (and the connection closed) when its body is not all in
     `body_timeout_s` after its head. The app then hears that the client left, and whatever it
-    answers instead is dropped. (The head's own deadline is uvicorn's side: `serving.limits`.)"""
+    answers instead is dropped. (The head's own deadline is uvicorn's side: `serving.limits`.)
+    A POST to one of `upload_timeouts`' paths gets that path's deadline instead: a 50 MB file
+    takes minutes on a slow link, and only callers with credentials get their upload body read,
+    a few at a time (`BodySizeLimit`)."""
 
     def __init__(
-        self, app: ASGIApp, max_header_count: int, max_header_bytes: int, body_timeout_s: float
+        self,
+        app: ASGIApp,
+        max_header_count: int,
+        max_header_bytes: int,
+        body_timeout_s: float,
+        upload_timeouts: Mapping[str, float] | None = None,
     ) -> None:
         self.app = app
         self.max_header_count = max_header_count
         self.max_header_bytes = max_header_bytes
         self.body_timeout_s = body_timeout_s
+        self.upload_timeouts = dict(upload_timeouts or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -236,7 +245,10 @@ class RequestLimits:
                 "request_header_fields_too_large",
             )
             return
-        deadline = anyio.current_time() + self.body_timeout_s
+        timeout = self.body_timeout_s
+        if scope["method"] == "POST":
+            timeout = self.upload_timeouts.get(scope["path"], timeout)
+        deadline = anyio.current_time() + timeout
         body_done = timed_out = started = False
 
         async def body_within_deadline() -> Message:
@@ -269,7 +281,7 @@ class RequestLimits:
             await send_error(
                 send,
                 408,
-                f"the request body was not all sent within {self.body_timeout_s:g} s",
+                f"the request body was not all sent within {timeout:g} s",
                 "invalid_request_error",
                 "request_timeout",
             )

@@ -253,6 +253,9 @@ class FileSettings(RagtuneSettings):
     """Files one tenant may have attached and still `in_progress` (queued or being ingested);
     attaching more is refused with 403 `quota_exceeded` until some finish. Admin keys are not
     bounded."""
+    upload_timeout_s: float = Field(default=600.0, gt=0)
+    """Time a client has to send an upload's whole body (`POST /v1/files`, the console's upload
+    form) once its headers are in; then 408. Other requests have `RAGTUNE_BODY_TIMEOUT_S`."""
     max_concurrent_uploads: int = Field(default=4, ge=1)
     """Upload bodies received at once (each is held until its route reads it); more get 503
     with Retry-After. Only requests with credentials get that far."""

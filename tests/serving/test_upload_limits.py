@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from ragtune.serving.middleware import BodySizeLimit
+from ragtune.serving.middleware import BodySizeLimit, RequestLimits
 
 
 def test_upload_bodies_need_credentials_and_are_read_a_few_at_a_time() -> None:
@@ -53,3 +53,35 @@ def test_upload_bodies_need_credentials_and_are_read_a_few_at_a_time() -> None:
         assert await post([(b"cookie", b"a=1; ragtune_console=abc")]) == 204
 
     asyncio.run(scenario())
+
+
+def test_an_upload_body_has_its_own_deadline() -> None:
+    """A body that arrives slowly gets 408 after the request deadline, except a POST to an
+    upload path, which has the (longer) upload deadline."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    limited = RequestLimits(app, 100, 16_384, body_timeout_s=0.05, upload_timeouts={"/up": 30})
+
+    async def post(path: str) -> int:
+        sent: list[dict[str, Any]] = []
+        parts = iter([b"a", b"b", b"c"])
+
+        async def receive() -> dict[str, Any]:
+            await asyncio.sleep(0.1)  # each part after the request deadline has passed
+            part = next(parts, b"")
+            return {"type": "http.request", "body": part, "more_body": part != b""}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": path, "headers": []}
+        await limited(scope, receive, send)
+        return int(next(m["status"] for m in sent if m["type"] == "http.response.start"))
+
+    assert asyncio.run(post("/chat")) == 408
+    assert asyncio.run(post("/up")) == 204
