@@ -25,7 +25,9 @@ from ragtune.serving.vector_stores.service import POLL_AFTER_MS, VectorStoreServ
 
 router = APIRouter(dependencies=[Depends(require_chat)])
 Order = Literal["asc", "desc"]
-Limit = Annotated[int, Query(ge=1, le=10_000)]
+Limit = Annotated[int, Query(ge=1, le=100)]
+"""A page of a list: 20 by default, at most 100, as OpenAI's (the `openai` client follows
+`has_more` with `after`)."""
 
 
 def vector_store_service(request: Request) -> VectorStoreService:
@@ -54,7 +56,7 @@ async def create_vector_store(
 async def list_vector_stores(
     request: Request,
     service: Stores,
-    limit: Limit = 10_000,
+    limit: Limit = 20,
     after: str | None = None,
     order: Order = "desc",
 ) -> VectorStoreList:
@@ -118,7 +120,7 @@ async def list_vector_store_files(
     request: Request,
     service: Stores,
     store_id: str,
-    limit: Limit = 10_000,
+    limit: Limit = 20,
     after: str | None = None,
     order: Order = "desc",
     filter: AttachmentStatus | None = None,

@@ -418,3 +418,22 @@ def test_a_removal_the_server_did_not_finish_says_so_and_is_finished_at_start(
         components = parts(test_client)
         collection = components.store.collection(STORE, components.embedder.model_id)
         assert len(components.retrievers.lexical.current(collection, save=False)) == 0
+
+
+def test_store_lists_are_pages_the_openai_client_follows(
+    served: tuple[OpenAI, TestClient],
+) -> None:
+    client, test_client = served
+    names = [f"store-{n}" for n in range(23)]
+    for name in names:
+        client.vector_stores.create(name=name)
+    first = client.vector_stores.list()
+    assert len(first.data) == 20  # OpenAI's default page
+    assert first.has_more
+    listed = [s.id for s in client.vector_stores.list(limit=7)]  # every page followed
+    assert set(names) <= set(listed)
+    assert len(listed) == len(set(listed))
+    refused = test_client.get(
+        "/v1/vector_stores?limit=101", headers={"Authorization": f"Bearer {KEY}"}
+    )
+    assert refused.status_code in (400, 422), refused.text
