@@ -11,9 +11,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from ragtune.retrieval.store import VectorStore
 from ragtune.serving.auth import require_admin
 from ragtune.serving.engine.pool import EnginePool
+from ragtune.serving.errors import KeyStoreError
 from ragtune.serving.http_errors import RETRY_AFTER_S
 from ragtune.serving.observability import Metrics
 from ragtune.serving.settings import ApiSettings
+from ragtune.serving.tenants.service import KeyStore
 
 
 async def readiness(
@@ -44,7 +46,7 @@ def health_router(api: ApiSettings, metrics: Metrics) -> APIRouter:
     @router.get("/metrics", include_in_schema=False)
     async def prometheus_metrics(request: Request) -> Response:
         """Prometheus metrics (text format)."""
-        if not api.metrics_public:
+        if not _metrics_public(api, request.app.state.keys):
             await require_admin(request)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -67,6 +69,19 @@ def health_router(api: ApiSettings, metrics: Metrics) -> APIRouter:
         return JSONResponse(body)
 
     return router
+
+
+def _metrics_public(api: ApiSettings, keys: KeyStore | None) -> bool:
+    """Whether /metrics answers without a key: as set, else while no tenant key exists (a
+    damaged key file counts as keys existing)."""
+    if api.metrics_public is not None:
+        return api.metrics_public
+    if keys is None:
+        return True
+    try:
+        return not keys.list()
+    except KeyStoreError:
+        return False
 
 
 private_docs_router = APIRouter(include_in_schema=False)

@@ -222,8 +222,11 @@ class ApiSettings(RagtuneSettings):
     log_prompts: bool = False
     """Put each request's question in its log line. For debugging only: logs then hold user
     data."""
-    metrics_public: bool = True
-    """GET /metrics without a key (for a Prometheus inside the cluster); false: admin key."""
+    metrics_public: bool | None = None
+    """GET /metrics without a key (for a Prometheus inside the cluster); false: admin key.
+    Unset: without a key until the first tenant key exists (`ragtune keys create`), then with
+    an admin key only, since the metrics name every adapter and tenants must not learn of each
+    other's; true keeps them public even then."""
     console_session_s: float = Field(default=8 * 3600.0, gt=0)
     """How long an operator console login lasts (then the admin key is asked again)."""
     registry_check_s: float = 5.0

@@ -62,13 +62,14 @@ def register(data_dir: Path, name: str, task: str) -> None:
     (folder / MANIFEST).write_text(manifest.model_dump_json())
 
 
-def settings_for(data_dir: Path) -> ServingSettings:
+def settings_for(data_dir: Path, **api: Any) -> ServingSettings:
+    # /metrics as by default: with tenant keys, admin only.
     return ServingSettings(
         retrieval=RetrievalSettings(data_dir=data_dir),
         engine=EngineSettings(data_dir=data_dir, max_model_len=2048, vllm_url="http://engine"),
         adapters=AdapterSettings(data_dir=data_dir),
         router=RouterSettings(),
-        api=ApiSettings(api_keys=CHAT, admin_api_keys=ADMIN, metrics_public=False),
+        api=ApiSettings(api_keys=CHAT, admin_api_keys=ADMIN, **api),
     )
 
 
@@ -338,3 +339,26 @@ def test_a_damaged_keys_file_admits_no_tenant_and_names_no_path(
     assert refused.json()["error"]["code"] == "key_store_unavailable"
     assert str(tmp_path) not in refused.text
     assert client.get("/v1/models", headers=bearer(CHAT)).status_code == 200
+
+
+def test_metrics_are_public_until_a_tenant_key_exists(tmp_path: Path) -> None:
+    """`/metrics` names every adapter: public by default only while the server has no tenants;
+    `RAGTUNE_METRICS_PUBLIC=true` keeps it public (the operator's choice)."""
+    register(tmp_path, "alpha-titler", ALPHA_TASK)
+    engine = FakeEngine()
+    app = create_app(settings_for(tmp_path), open_parts=lambda given: components(given, engine))
+    with TestClient(app) as client:
+        assert client.get("/metrics").status_code == 200
+        created = client.post(
+            "/admin/keys", json={"collections": ["alpha-docs"]}, headers=bearer(ADMIN)
+        )
+        assert created.status_code == 201, created.text
+        assert client.get("/metrics").status_code == 401
+        tenant = client.get("/metrics", headers=bearer(created.json()["key"]))
+        assert tenant.status_code == 403
+        assert "alpha-titler" not in tenant.text
+        assert client.get("/metrics", headers=bearer(ADMIN)).status_code == 200
+    public = settings_for(tmp_path, metrics_public=True)
+    app = create_app(public, open_parts=lambda given: components(given, engine))
+    with TestClient(app) as client:
+        assert client.get("/metrics").status_code == 200
