@@ -55,6 +55,18 @@ create table if not exists attachments (
     primary key (vector_store, file_id)
 );
 create index if not exists attachments_by_status on attachments (status);
+create table if not exists file_batches (
+    id text primary key,
+    vector_store text not null,
+    tenant text not null,
+    created_at integer not null,
+    cancelled integer not null default 0
+);
+create table if not exists batch_files (
+    batch_id text not null,
+    file_id text not null,
+    primary key (batch_id, file_id)
+);
 """
 
 
@@ -90,6 +102,19 @@ class FileRecord:
     bytes: int
     purpose: str
     created_at: int
+
+
+@dataclass(frozen=True)
+class FileBatch:
+    """Files attached to a store in one request (OpenAI's file batch): what they are is read
+    from their attachments."""
+
+    id: str
+    vector_store: str
+    tenant: str
+    created_at: int
+    cancelled: bool
+    file_ids: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -205,6 +230,47 @@ class FileCatalog:
         with self._cursor() as cur:
             cur.execute("delete from vector_stores where name = ?", (name,))
             cur.execute("delete from attachments where vector_store = ?", (name,))
+            cur.execute(
+                "delete from batch_files where batch_id in "
+                "(select id from file_batches where vector_store = ?)",
+                (name,),
+            )
+            cur.execute("delete from file_batches where vector_store = ?", (name,))
+
+    # File batches
+
+    def add_batch(self, batch: FileBatch) -> None:
+        with self._cursor() as cur:
+            cur.execute(
+                "insert into file_batches values (?, ?, ?, ?, ?)",
+                (batch.id, batch.vector_store, batch.tenant, batch.created_at,
+                 int(batch.cancelled)),
+            )  # fmt: skip
+            cur.executemany(
+                "insert or ignore into batch_files values (?, ?)",
+                [(batch.id, file_id) for file_id in batch.file_ids],
+            )
+
+    def batch(self, batch_id: str) -> FileBatch | None:
+        with self._cursor() as cur:
+            row = cur.execute("select * from file_batches where id = ?", (batch_id,)).fetchone()
+            if row is None:
+                return None
+            files = cur.execute(
+                "select file_id from batch_files where batch_id = ? order by rowid", (batch_id,)
+            ).fetchall()
+        return FileBatch(
+            id=row["id"],
+            vector_store=row["vector_store"],
+            tenant=row["tenant"],
+            created_at=row["created_at"],
+            cancelled=bool(row["cancelled"]),
+            file_ids=tuple(f[0] for f in files),
+        )
+
+    def cancel_batch(self, batch_id: str) -> None:
+        with self._cursor() as cur:
+            cur.execute("update file_batches set cancelled = 1 where id = ?", (batch_id,))
 
     # Attachments (the ingestion jobs)
 

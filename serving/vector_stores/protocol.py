@@ -112,3 +112,44 @@ class VectorStoreFileDeleted(BaseModel):
     id: str
     object: Literal["vector_store.file.deleted"] = "vector_store.file.deleted"
     deleted: bool = True
+
+
+class BatchFile(BaseModel):
+    """One file of a batch given with its own options (ignored, as for one file)."""
+
+    model_config = ConfigDict(extra="allow")
+    file_id: str
+
+
+class CreateFileBatchRequest(BaseModel):
+    """Files to attach to the store at once: `file_ids`, or `files` with a `file_id` each (not
+    both). `attributes` and `chunking_strategy` are accepted and ignored: chunks are cut as
+    `ragtune ingest` cuts them."""
+
+    model_config = ConfigDict(extra="allow")
+    file_ids: list[str] | None = Field(default=None, max_length=2000)
+    files: list[BatchFile] | None = Field(default=None, max_length=2000)
+    attributes: dict[str, Any] | None = None
+    chunking_strategy: dict[str, Any] | None = None
+
+    def ids(self) -> list[str]:
+        """The files named, each once, in order. ValueError saying what is wrong with them."""
+        if (self.file_ids is None) == (self.files is None):
+            raise ValueError("give the files in file_ids or in files (one of them)")
+        named = self.file_ids
+        if named is None:
+            named = [given.file_id for given in self.files or []]
+        if not named:
+            raise ValueError("a batch needs at least one file")
+        return list(dict.fromkeys(named))
+
+
+class VectorStoreFileBatchObject(BaseModel):
+    id: str
+    object: Literal["vector_store.files_batch"] = "vector_store.files_batch"
+    created_at: int
+    vector_store_id: str
+    status: Literal["in_progress", "completed", "cancelled", "failed"]
+    """in_progress while any of its files is; then cancelled (when it was), failed (when
+    every file failed) or completed."""
+    file_counts: FileCounts

@@ -13,8 +13,10 @@ from ragtune.serving.files.catalog import AttachmentStatus
 from ragtune.serving.http import error_responses
 from ragtune.serving.vector_stores.protocol import (
     AttachFileRequest,
+    CreateFileBatchRequest,
     CreateVectorStoreRequest,
     VectorStoreDeleted,
+    VectorStoreFileBatchObject,
     VectorStoreFileDeleted,
     VectorStoreFileList,
     VectorStoreFileObject,
@@ -161,3 +163,73 @@ async def detach_file(
     """Detach a file: every chunk of it leaves the collection (dense and lexical search
     alike). The file itself stays."""
     return await anyio.to_thread.run_sync(service.detach, principal(request), store_id, file_id)
+
+
+@router.post(
+    "/v1/vector_stores/{store_id}/file_batches",
+    response_model=VectorStoreFileBatchObject,
+    responses=error_responses((400, 401, 403, 404, 422)),
+)
+async def create_file_batch(
+    request: Request, service: Stores, store_id: str, body: CreateFileBatchRequest
+) -> VectorStoreFileBatchObject:
+    """Attach several of your files at once (`file_ids`, or `files` with a `file_id` each;
+    up to 2000): each is ingested as one attached alone; the batch is `in_progress` while any
+    of them is (what `client.vector_stores.file_batches.upload_and_poll` waits for). Within
+    RAGTUNE_TENANT_MAX_PENDING_INGESTS: a batch that would go past it is refused whole (403)."""
+    return await anyio.to_thread.run_sync(service.create_batch, principal(request), store_id, body)
+
+
+@router.get(
+    "/v1/vector_stores/{store_id}/file_batches/{batch_id}",
+    response_model=VectorStoreFileBatchObject,
+    responses=error_responses((401, 404)),
+)
+async def retrieve_file_batch(
+    request: Request, response: Response, service: Stores, store_id: str, batch_id: str
+) -> VectorStoreFileBatchObject:
+    """A batch: its status and its files' counts by status. While it is in progress, the
+    `openai-poll-after-ms` header says when to ask again."""
+    found = await anyio.to_thread.run_sync(service.batch, principal(request), store_id, batch_id)
+    if found.status == "in_progress":
+        response.headers["openai-poll-after-ms"] = str(POLL_AFTER_MS)
+    return found
+
+
+@router.post(
+    "/v1/vector_stores/{store_id}/file_batches/{batch_id}/cancel",
+    response_model=VectorStoreFileBatchObject,
+    responses=error_responses((401, 404)),
+)
+async def cancel_file_batch(
+    request: Request, service: Stores, store_id: str, batch_id: str
+) -> VectorStoreFileBatchObject:
+    """Stop a batch: its files still in progress are detached (nothing of them stays
+    searchable); those already completed or failed stay."""
+    return await anyio.to_thread.run_sync(
+        service.cancel_batch, principal(request), store_id, batch_id
+    )
+
+
+@router.get(
+    "/v1/vector_stores/{store_id}/file_batches/{batch_id}/files",
+    response_model=VectorStoreFileList,
+    responses=error_responses((401, 404)),
+)
+async def list_file_batch_files(
+    request: Request,
+    service: Stores,
+    store_id: str,
+    batch_id: str,
+    limit: Limit = 20,
+    after: str | None = None,
+    order: Order = "desc",
+    filter: AttachmentStatus | None = None,
+) -> VectorStoreFileList:
+    """The batch's files still attached to the store, with their status."""
+    caller = principal(request)
+    return await anyio.to_thread.run_sync(
+        lambda: service.list_batch_files(
+            caller, store_id, batch_id, limit=limit, after=after, order=order, status=filter
+        )
+    )

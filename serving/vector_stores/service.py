@@ -21,16 +21,24 @@ from ragtune.serving.errors import (
     VectorStoreNotFoundError,
     shorten,
 )
-from ragtune.serving.files.catalog import Attachment, AttachmentStatus, FileCatalog, now
+from ragtune.serving.files.catalog import (
+    Attachment,
+    AttachmentStatus,
+    FileBatch,
+    FileCatalog,
+    now,
+)
 from ragtune.serving.files.service import FileService, Order, page
 from ragtune.serving.tenants.principal import Principal
 from ragtune.serving.vector_stores.jobs import IngestJobs
 from ragtune.serving.vector_stores.protocol import (
+    CreateFileBatchRequest,
     CreateVectorStoreRequest,
     FileCounts,
     IngestProgress,
     LastError,
     VectorStoreDeleted,
+    VectorStoreFileBatchObject,
     VectorStoreFileDeleted,
     VectorStoreFileList,
     VectorStoreFileObject,
@@ -280,6 +288,125 @@ class VectorStoreService:
         and its lexical index. The file itself stays."""
         self.jobs.remove(self._attachment(principal, store_id, file_id))
         return VectorStoreFileDeleted(id=file_id)
+
+    # File batches
+
+    def create_batch(
+        self, principal: Principal, store_id: str, request: CreateFileBatchRequest
+    ) -> VectorStoreFileBatchObject:
+        """Attach several of the caller's files at once (each as `attach` would), within the
+        tenant's ingestions in progress: all of them, or none when one is not the caller's or
+        they would go past the bound."""
+        if request.model_extra:
+            logger.info("file batch fields ignored: %s", ", ".join(sorted(request.model_extra)))
+        try:
+            file_ids = request.ids()
+        except ValueError as exc:
+            raise InvalidRequestError(str(exc), param="file_ids") from None
+        collection = self._collection(principal, store_id)
+        for file_id in file_ids:
+            self.files.record(principal, file_id)  # every file is the caller's, or nothing
+        queued = self.catalog.attachments(vector_store=collection.name, status="in_progress")
+        self._check_pending(principal, len(set(file_ids) - {j.file_id for j in queued}))
+        batch = FileBatch(
+            id=f"vsfb_{uuid.uuid4().hex}",
+            vector_store=collection.name,
+            tenant=principal.tenant,
+            created_at=now(),
+            cancelled=False,
+            file_ids=tuple(file_ids),
+        )
+        self.catalog.add_batch(batch)
+        for file_id in file_ids:
+            self.attach(principal, collection.name, file_id)
+        return self._batch_object(batch)
+
+    def _batch(self, principal: Principal, store_id: str, batch_id: str) -> FileBatch:
+        self._collection(principal, store_id)
+        found = self.catalog.batch(batch_id)
+        if (
+            found is None
+            or found.vector_store != store_id
+            or (found.tenant != principal.tenant and not principal.admin)
+        ):
+            raise VectorStoreNotFoundError(
+                f"no file batch with id {shorten(batch_id)!r} in vector store {shorten(store_id)!r}"
+            )
+        return found
+
+    def _batch_jobs(self, batch: FileBatch) -> tuple[Attachment | None, ...]:
+        """Each file's attachment to the store (None: detached since)."""
+        return tuple(self.catalog.attachment(batch.vector_store, f) for f in batch.file_ids)
+
+    def _batch_object(self, batch: FileBatch) -> VectorStoreFileBatchObject:
+        statuses = [job.status if job else "cancelled" for job in self._batch_jobs(batch)]
+        counts = Counter(statuses)
+        if counts["in_progress"]:
+            status = "in_progress"
+        elif batch.cancelled:
+            status = "cancelled"
+        elif counts["failed"] == len(statuses):
+            status = "failed"
+        else:
+            status = "completed"
+        return VectorStoreFileBatchObject(
+            id=batch.id,
+            created_at=batch.created_at,
+            vector_store_id=batch.vector_store,
+            status=status,
+            file_counts=FileCounts(
+                in_progress=counts["in_progress"],
+                completed=counts["completed"],
+                failed=counts["failed"],
+                cancelled=counts["cancelled"],
+                total=len(statuses),
+            ),
+        )
+
+    def batch(
+        self, principal: Principal, store_id: str, batch_id: str
+    ) -> VectorStoreFileBatchObject:
+        return self._batch_object(self._batch(principal, store_id, batch_id))
+
+    def cancel_batch(
+        self, principal: Principal, store_id: str, batch_id: str
+    ) -> VectorStoreFileBatchObject:
+        """Stop the batch: its files still in progress are detached (their ingestion stopped,
+        anything written removed); those already completed or failed stay as they are."""
+        batch = self._batch(principal, store_id, batch_id)
+        self.catalog.cancel_batch(batch.id)
+        for job in self._batch_jobs(batch):
+            if job is not None and job.status == "in_progress":
+                self.jobs.remove(job)
+        return self._batch_object(self._batch(principal, store_id, batch_id))
+
+    def list_batch_files(
+        self,
+        principal: Principal,
+        store_id: str,
+        batch_id: str,
+        *,
+        limit: int = 10_000,
+        after: str | None = None,
+        order: Order = "desc",
+        status: AttachmentStatus | None = None,
+    ) -> VectorStoreFileList:
+        """The batch's files still attached to the store, with their status."""
+        batch = self._batch(principal, store_id, batch_id)
+        jobs = [
+            job
+            for job in self._batch_jobs(batch)
+            if job is not None and (status is None or job.status == status)
+        ]
+        jobs.sort(key=lambda job: job.created_at)
+        chosen, more = page(jobs, lambda job: job.file_id, limit, after, order)
+        data = [self._file_object(job) for job in chosen]
+        return VectorStoreFileList(
+            data=data,
+            first_id=data[0].id if data else None,
+            last_id=data[-1].id if data else None,
+            has_more=more,
+        )
 
 
 def _valid_name(name: str) -> bool:
