@@ -9,6 +9,7 @@ import logging
 import threading
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 
 from ragtune.ingest.pipeline import document_id
 from ragtune.retrieval.errors import CollectionNotFoundError, RetrievalError
@@ -274,6 +275,12 @@ class VectorStoreService:
         jobs = self.catalog.attachments(
             vector_store=collection.name, tenant=principal.tenant, status=status
         )
+        return self._file_list(jobs, limit, after, order)
+
+    def _file_list(
+        self, jobs: Sequence[Attachment], limit: int, after: str | None, order: Order
+    ) -> VectorStoreFileList:
+        """One page of attached files (`jobs` oldest first)."""
         chosen, more = page(jobs, lambda job: job.file_id, limit, after, order)
         data = [self._file_object(job) for job in chosen]
         return VectorStoreFileList(
@@ -399,14 +406,7 @@ class VectorStoreService:
             if job is not None and (status is None or job.status == status)
         ]
         jobs.sort(key=lambda job: job.created_at)
-        chosen, more = page(jobs, lambda job: job.file_id, limit, after, order)
-        data = [self._file_object(job) for job in chosen]
-        return VectorStoreFileList(
-            data=data,
-            first_id=data[0].id if data else None,
-            last_id=data[-1].id if data else None,
-            has_more=more,
-        )
+        return self._file_list(jobs, limit, after, order)
 
 
 def _valid_name(name: str) -> bool:
