@@ -194,7 +194,9 @@ def assemble(
         concurrency=settings.files.ingest_concurrency, on_changed=retrievers.forget,
     )  # fmt: skip
     files = FileService(catalog, settings.files, jobs)
-    vector_stores = VectorStoreService(catalog, store, embedder.model_id, files, jobs)
+    vector_stores = VectorStoreService(
+        catalog, store, embedder.model_id, files, jobs, retrievers=retrievers
+    )
     return Components(
         settings, store, embedder, retrievers, engines, registry, fleet, prompts, chat, admin,
         models, embeddings, ResponsesService(chat), files, vector_stores, jobs,

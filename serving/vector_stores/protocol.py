@@ -153,3 +153,92 @@ class VectorStoreFileBatchObject(BaseModel):
     """in_progress while any of its files is; then cancelled (when it was), failed (when
     every file failed) or completed."""
     file_counts: FileCounts
+
+
+MAX_SEARCH_QUERY_CHARS = 4000
+"""Longest query text a search takes (each of a list's)."""
+
+
+class RankingOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    ranker: str | None = None
+    """Accepted and ignored: the collection's own retrieval (hybrid search, its fusion and any
+    reranking stage) ranks."""
+    score_threshold: float | None = Field(default=None, ge=0, le=1)
+    """Results below this `score` (the passage's similarity to the query) are left out."""
+
+
+class VectorStoreSearchRequest(BaseModel):
+    """OpenAI's vector store search: the store's collection searched as chat's retrieval
+    searches it. `filters`: metadata equality (`{"type": "eq", "key": K, "value": V}`, or
+    several joined by `{"type": "and", "filters": [...]}`); `rewrite_query` is accepted and
+    ignored (no model rewrites the query)."""
+
+    model_config = ConfigDict(extra="allow")
+    query: str | list[str]
+    max_num_results: int = Field(default=10, ge=1, le=50)
+    filters: dict[str, Any] | None = None
+    ranking_options: RankingOptions | None = None
+    rewrite_query: bool = False
+
+    def queries(self) -> list[str]:
+        """The query texts, each once. ValueError saying what is wrong with them."""
+        given = [self.query] if isinstance(self.query, str) else self.query
+        texts = list(dict.fromkeys(q for q in given if q.strip()))
+        if not texts or len(texts) > 10:
+            raise ValueError("query: give one text, or a list of 1 to 10 texts, not empty")
+        if any(len(q) > MAX_SEARCH_QUERY_CHARS for q in texts):
+            raise ValueError(f"query: at most {MAX_SEARCH_QUERY_CHARS} characters per text")
+        return texts
+
+    def metadata_filters(self) -> dict[str, str]:
+        """`filters` as ragtune's metadata filters (key -> value). ValueError for any other
+        kind of filter."""
+        if self.filters is None:
+            return {}
+        conditions = [self.filters]
+        if self.filters.get("type") == "and":
+            conditions = self.filters.get("filters") or []
+        found: dict[str, str] = {}
+        for condition in conditions:
+            if (
+                not isinstance(condition, dict)
+                or condition.get("type") != "eq"
+                or not isinstance(condition.get("key"), str)
+                or not isinstance(condition.get("value"), str | int | float | bool)
+            ):
+                raise ValueError(
+                    "filters: ragtune filters by metadata equality only: "
+                    '{"type": "eq", "key": ..., "value": ...}, or several joined by '
+                    '{"type": "and", "filters": [...]}'
+                )
+            found[condition["key"]] = str(condition["value"])
+        return found
+
+
+class SearchContent(BaseModel):
+    type: Literal["text"] = "text"
+    text: str
+
+
+class VectorStoreSearchResult(BaseModel):
+    file_id: str
+    """The uploaded file the passage came from; for a document ingested by `ragtune ingest`,
+    its document id."""
+    filename: str
+    """The file's name as uploaded; for an ingested document, its path below the folder
+    ingested (never a server path)."""
+    score: float
+    """The passage's similarity to the query (0..1); results come in ragtune's ranking."""
+    attributes: dict[str, str | float | bool] = Field(default_factory=dict)
+    """`heading` (the document's title and sections down to the passage's), `section`,
+    `chunk_id` and `document_id` of the passage."""
+    content: list[SearchContent]
+
+
+class VectorStoreSearchPage(BaseModel):
+    object: Literal["vector_store.search_results.page"] = "vector_store.search_results.page"
+    search_query: list[str]
+    data: list[VectorStoreSearchResult]
+    has_more: bool = False
+    next_page: str | None = None

@@ -22,6 +22,8 @@ from ragtune.serving.vector_stores.protocol import (
     VectorStoreFileObject,
     VectorStoreList,
     VectorStoreObject,
+    VectorStoreSearchPage,
+    VectorStoreSearchRequest,
 )
 from ragtune.serving.vector_stores.service import POLL_AFTER_MS, VectorStoreService
 
@@ -233,3 +235,19 @@ async def list_file_batch_files(
             caller, store_id, batch_id, limit=limit, after=after, order=order, status=filter
         )
     )
+
+
+@router.post(
+    "/v1/vector_stores/{store_id}/search",
+    response_model=VectorStoreSearchPage,
+    responses=error_responses((400, 401, 404, 422)),
+)
+async def search_vector_store(
+    request: Request, service: Stores, store_id: str, body: VectorStoreSearchRequest
+) -> VectorStoreSearchPage:
+    """The store's best passages for `query` (up to `max_num_results`, 10 by default, at most
+    50), as chat's retrieval finds them, each with the file it came from and its similarity
+    to the query as `score`. `filters`: metadata equality (`eq`, several joined by `and`) on
+    `source`, `section` or a key given at ingest; `ranking_options.score_threshold` leaves out
+    results below it."""
+    return await anyio.to_thread.run_sync(service.search, principal(request), store_id, body)

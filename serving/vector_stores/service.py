@@ -15,10 +15,12 @@ from ragtune.ingest.pipeline import document_id
 from ragtune.retrieval.errors import CollectionNotFoundError, RetrievalError
 from ragtune.retrieval.settings import check_collection_name
 from ragtune.retrieval.store import Collection, VectorStore
+from ragtune.serving.chat.protocol import RagtuneOptions
 from ragtune.serving.errors import (
     ForbiddenError,
     InvalidRequestError,
     QuotaExceededError,
+    ServingError,
     VectorStoreNotFoundError,
     shorten,
 )
@@ -30,6 +32,7 @@ from ragtune.serving.files.catalog import (
     now,
 )
 from ragtune.serving.files.service import FileService, Order, page
+from ragtune.serving.retrievers import RetrieverCache, merge_ranked
 from ragtune.serving.tenants.principal import Principal
 from ragtune.serving.vector_stores.jobs import IngestJobs
 from ragtune.serving.vector_stores.protocol import (
@@ -38,6 +41,7 @@ from ragtune.serving.vector_stores.protocol import (
     FileCounts,
     IngestProgress,
     LastError,
+    SearchContent,
     VectorStoreDeleted,
     VectorStoreFileBatchObject,
     VectorStoreFileDeleted,
@@ -46,6 +50,9 @@ from ragtune.serving.vector_stores.protocol import (
     VectorStoreInfo,
     VectorStoreList,
     VectorStoreObject,
+    VectorStoreSearchPage,
+    VectorStoreSearchRequest,
+    VectorStoreSearchResult,
 )
 
 logger = logging.getLogger("ragtune.files")
@@ -70,12 +77,15 @@ class VectorStoreService:
         embedding_model: str,
         files: FileService,
         jobs: IngestJobs,
+        retrievers: RetrieverCache | None = None,
     ) -> None:
         self.catalog = catalog
         self.store = store
         self.embedding_model = embedding_model
         self.files = files
         self.jobs = jobs
+        self.retrievers = retrievers
+        """What `search` searches with (the chat API's retrievers); None: no search."""
         self._queueing = threading.Lock()
         """Held while a tenant's ingestions in progress are counted and one is added."""
 
@@ -295,6 +305,77 @@ class VectorStoreService:
         and its lexical index. The file itself stays."""
         self.jobs.remove(self._attachment(principal, store_id, file_id))
         return VectorStoreFileDeleted(id=file_id)
+
+    # Search
+
+    def search(
+        self, principal: Principal, store_id: str, request: VectorStoreSearchRequest
+    ) -> VectorStoreSearchPage:
+        """The store's best passages for the query, as chat's retrieval finds them (hybrid
+        search with the collection's fusion and any reranking stage), each with the file it
+        came from. A list of queries is searched query by query, the results interleaved by
+        rank (each passage once). Blocking: embeds the queries."""
+        if request.model_extra:
+            logger.info("search fields ignored: %s", ", ".join(sorted(request.model_extra)))
+        try:
+            texts = request.queries()
+        except ValueError as exc:
+            raise InvalidRequestError(str(exc), param="query") from None
+        try:
+            filters = request.metadata_filters()
+            RagtuneOptions(filters=filters).check_filters()
+        except (ValueError, InvalidRequestError) as exc:
+            raise InvalidRequestError(str(exc), param="filters") from None
+        collection = self._collection(principal, store_id)
+        if self.retrievers is None:
+            raise ServingError("this server has no retrievers: search is not available")
+        embedder = self.retrievers.embedder_for(collection.name)
+        k = request.max_num_results
+        ranked = [
+            self.retrievers.search(
+                text,
+                embedder.embed_query(text),
+                k=k,
+                collection=collection.name,
+                filters=filters or None,
+                required=True,
+            )
+            for text in texts
+        ]
+        seen: set[str] = set()
+        hits = []
+        for hit in merge_ranked(ranked, k * len(ranked)):
+            if hit.chunk_id not in seen:
+                seen.add(hit.chunk_id)
+                hits.append(hit)
+        options = request.ranking_options
+        threshold = options.score_threshold if options and options.score_threshold else 0.0
+        uploaded = {
+            job.doc_id: job for job in self.catalog.attachments(vector_store=collection.name)
+        }
+        data = []
+        for hit in hits[:k]:
+            score = round(max(0.0, min(1.0, hit.dense_score or 0.0)), 4)
+            if score < threshold:
+                continue
+            document_id = str(hit.metadata.get("doc_id", ""))
+            job = uploaded.get(document_id)
+            record = self.catalog.file(job.file_id) if job else None
+            data.append(
+                VectorStoreSearchResult(
+                    file_id=record.id if record else document_id,
+                    filename=record.filename if record else hit.document,
+                    score=score,
+                    attributes={
+                        "heading": str(hit.metadata.get("heading", "")),
+                        "section": hit.section,
+                        "chunk_id": hit.chunk_id,
+                        "document_id": document_id,
+                    },
+                    content=[SearchContent(text=hit.text)],
+                )
+            )
+        return VectorStoreSearchPage(search_query=texts, data=data)
 
     # File batches
 

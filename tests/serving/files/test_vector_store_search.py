@@ -1,0 +1,154 @@
+"""`POST /v1/vector_stores/{id}/search` with the official `openai` client: the store's passages
+as chat's retrieval finds them, each with the file it came from; filters, thresholds, several
+queries; a store the key does not see answers as a missing one. A real embedded Chroma, the
+fake embedder, an engine behind `httpx.MockTransport`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from openai import BadRequestError, NotFoundError, OpenAI, UnprocessableEntityError
+
+from ragtune.ingest.pipeline import IngestService
+from ragtune.ingest.settings import IngestSettings
+from ragtune.serving.app import create_app
+from ragtune.serving.components import Components
+from tests.support.documents import (
+    ADMIN_KEY,
+    GUIDE,
+    KEY,
+    STORE,
+    fake_parts,
+    serving_settings,
+)  # fmt: skip
+
+PARCELS = b"# Parcels\n\nParcels are shipped by courier on the next working day after payment.\n"
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[OpenAI, TestClient]]:
+    app = create_app(serving_settings(tmp_path / "data"), open_parts=fake_parts)
+    with TestClient(app) as test_client:
+        client = OpenAI(
+            base_url="http://testserver/v1", api_key=KEY, http_client=test_client, max_retries=0
+        )
+        client.vector_stores.create(name=STORE)
+        yield client, test_client
+
+
+def parts(test_client: TestClient) -> Components:
+    found: Components = test_client.app.state.components  # type: ignore[attr-defined]
+    return found
+
+
+def test_search_finds_the_passage_and_names_its_file(served: tuple[OpenAI, TestClient]) -> None:
+    client, _ = served
+    guide = client.vector_stores.files.upload_and_poll(
+        vector_store_id=STORE, file=("team/guide.md", GUIDE)
+    )
+    client.vector_stores.files.upload_and_poll(vector_store_id=STORE, file=("p.md", PARCELS))
+    page = client.vector_stores.search(STORE, query="How are invoices refunded?")
+    best = page.data[0]
+    assert (best.file_id, best.filename) == (guide.id, "team/guide.md")
+    assert "thirty days" in best.content[0].text
+    assert 0 < best.score <= 1
+    assert best.attributes is not None
+    assert best.attributes["heading"] == "Refunds"
+    assert page.model_extra is not None
+    assert page.model_extra["search_query"] == ["How are invoices refunded?"]
+    # Scores come in ragtune's order; a threshold leaves out what is below it.
+    top = client.vector_stores.search(
+        STORE,
+        query="How are invoices refunded?",
+        ranking_options={"score_threshold": best.score},
+        max_num_results=1,
+    )
+    assert [r.file_id for r in top.data] == [guide.id]
+    # Several queries: each passage once, the best of each query first.
+    both = client.vector_stores.search(
+        STORE, query=["How are invoices refunded?", "When are parcels shipped by courier?"]
+    )
+    texts = [r.content[0].text for r in both.data]
+    assert len(texts) == len(set(texts))
+    assert "thirty days" in texts[0] or "thirty days" in texts[1]
+    assert any("next working day" in t for t in texts[:2])
+
+
+def test_filters_and_bad_requests(served: tuple[OpenAI, TestClient]) -> None:
+    client, _ = served
+    client.vector_stores.files.upload_and_poll(vector_store_id=STORE, file=("guide.md", GUIDE))
+    only_holidays = client.vector_stores.search(
+        STORE, query="office closed", filters={"type": "eq", "key": "section", "value": "Holidays"}
+    )
+    assert only_holidays.data
+    assert {r.attributes["section"] for r in only_holidays.data if r.attributes} == {"Holidays"}
+    both = client.vector_stores.search(
+        STORE,
+        query="office closed",
+        filters={"type": "and", "filters": [
+            {"type": "eq", "key": "section", "value": "Holidays"},
+            {"type": "eq", "key": "source", "value": "guide.md"},
+        ]},
+    )  # fmt: skip
+    assert [r.attributes["section"] for r in both.data if r.attributes] == ["Holidays"]
+    elsewhere = client.vector_stores.search(
+        STORE,
+        query="office closed",
+        filters={"type": "and", "filters": [
+            {"type": "eq", "key": "section", "value": "Holidays"},
+            {"type": "eq", "key": "source", "value": "other.md"},
+        ]},
+    )  # fmt: skip
+    assert elsewhere.data == []
+    for filters in (
+        {"type": "gt", "key": "year", "value": 2020},
+        {"type": "or", "filters": []},
+        {"type": "eq", "key": "$where", "value": "x"},
+    ):
+        with pytest.raises(BadRequestError) as refused:
+            client.vector_stores.search(STORE, query="refunds", filters=filters)  # type: ignore[arg-type]
+        assert refused.value.param == "filters"
+    with pytest.raises(BadRequestError, match="query"):
+        client.vector_stores.search(STORE, query=["  "])
+    with pytest.raises(UnprocessableEntityError, match="max_num_results"):
+        client.vector_stores.search(STORE, query="refunds", max_num_results=51)
+
+
+def test_a_document_ingested_by_the_cli_is_named_by_its_path(
+    served: tuple[OpenAI, TestClient], tmp_path: Path
+) -> None:
+    client, test_client = served
+    components = parts(test_client)
+    folder = tmp_path / "docs"
+    (folder / "policies").mkdir(parents=True)
+    (folder / "policies" / "refunds.md").write_bytes(GUIDE)
+    collection = components.store.collection(STORE, components.embedder.model_id)
+    IngestService(IngestSettings(), collection, lambda: components.embedder).run([folder])
+    components.retrievers.forget(STORE)
+    best = client.vector_stores.search(STORE, query="How are invoices refunded?").data[0]
+    assert best.filename == "docs/policies/refunds.md"
+    assert str(tmp_path) not in best.model_dump_json()  # never a server path
+    assert best.attributes is not None
+    assert best.file_id == best.attributes["document_id"]
+
+
+def test_a_store_the_key_does_not_see_answers_as_a_missing_one(
+    served: tuple[OpenAI, TestClient],
+) -> None:
+    client, test_client = served
+    client.vector_stores.files.upload_and_poll(vector_store_id=STORE, file=("guide.md", GUIDE))
+    created = test_client.post(
+        "/admin/keys",
+        json={"collections": ["other-docs"]},
+        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+    )
+    other = client.with_options(api_key=created.json()["key"])
+    with pytest.raises(NotFoundError) as hidden:
+        other.vector_stores.search(STORE, query="How are invoices refunded?")
+    with pytest.raises(NotFoundError) as missing:
+        client.vector_stores.search("no-such-store", query="How are invoices refunded?")
+    assert str(hidden.value).replace(STORE, "X") == str(missing.value).replace("no-such-store", "X")
+    assert "thirty" not in str(hidden.value)
