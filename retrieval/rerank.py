@@ -4,10 +4,10 @@ question and passage together, and reordered by that score.
 Pluggable: any sentence-transformers `CrossEncoder` by local path or by a name already in the
 local Hugging Face cache (`RAGTUNE_RERANKER`); nothing is ever downloaded. None ships by
 default: no cross-encoder installs from PyPI with its weights, and no model-free reranker
-measured here paid for itself on both developers' sets (see the README, "Measuring
-retrieval"). A model that is not a cross-encoder (a bi-encoder such as the embedding model, or
-anything without a sequence-classification head) is refused when loaded, not used with a head
-of random weights.
+measured here paid for itself on all three developers' sets (the README, "A reranking stage";
+`bench/rerank_explore.py`). A model that is not a cross-encoder (a bi-encoder such as the
+embedding model, or anything without a sequence-classification head) is refused when loaded,
+not used with a head of random weights.
 """
 
 from __future__ import annotations

@@ -212,7 +212,9 @@ class Retriever:
             scores = self.reranker.score(query, [c.text or "" for c in chosen])
             for c, score in zip(chosen, scores, strict=True):
                 c.rerank_score = score
-            chosen = sorted(chosen, key=lambda c: -(c.rerank_score or 0.0))[:k]
+            chosen = self._distinct(sorted(chosen, key=lambda c: -(c.rerank_score or 0.0)), k)
+        elif mode == SearchMode.HYBRID:
+            chosen = self._distinct(ranked, k)
         else:
             chosen = ranked[:k]
             self._fill_texts(chosen)
@@ -232,6 +234,28 @@ class Retriever:
             ]
         # Fusion keeps a few of `depth` candidates: ids now, texts for the kept ones later.
         return [(i, d, None) for i, d in self.collection.nearest(vector, depth, where)]
+
+    def _distinct(self, ranked: list[_Candidate], k: int) -> list[_Candidate]:
+        """The first `k` candidates whose texts differ (whitespace aside): a passage repeated
+        word for word in several documents (the same option in three manual pages) takes one
+        place, the best-ranked, so that the others go to passages that say something else.
+        Texts are fetched for the candidates looked at only."""
+        chosen: list[_Candidate] = []
+        seen: set[str] = set()
+        start = 0
+        while len(chosen) < k and start < len(ranked):
+            batch = ranked[start : start + 2 * (k - len(chosen))]
+            start += len(batch)
+            self._fill_texts(batch)
+            for c in batch:
+                text = " ".join((c.text or "").split())
+                if text in seen:
+                    continue
+                seen.add(text)
+                chosen.append(c)
+                if len(chosen) == k:
+                    break
+        return chosen
 
     def _fill_texts(self, chosen: list[_Candidate]) -> None:
         missing = [c.chunk_id for c in chosen if c.text is None]

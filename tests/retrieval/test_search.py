@@ -212,3 +212,25 @@ def test_rrf_fusion_scores_by_rank(retriever: Retriever, settings: RetrievalSett
     assert (top.dense_rank, top.lexical_rank) == (1, 1)
     assert top.score == pytest.approx((rrf.dense_weight + rrf.lexical_weight) / (rrf.rrf_k + 1))
     assert ranked.fusion_summary()["method"] == "rrf"
+
+
+def test_a_passage_repeated_in_several_documents_takes_one_place(
+    collection: Collection,
+    embedder: FakeEmbedder,
+    indexes: LexicalIndexes,
+    corpus: Path,
+    settings: RetrievalSettings,
+) -> None:
+    # The same option text in three manual pages (as Git's merge, pull and rebase pages have).
+    option = "The --squash option combines every commit into a single commit."
+    for page in ("merge", "pull", "rebase"):
+        (corpus / f"git-{page}.md").write_text(f"# git {page}\n## Options\n{option}\n")
+    ingest(collection, embedder, indexes, corpus)
+    retriever = Retriever(collection, embedder, indexes, settings)
+    hits = retriever.search("squash option single commit", k=4)
+    texts = [" ".join(hit.text.split()) for hit in hits]
+    assert texts.count(option) == 1
+    assert texts[0] == option  # the best-ranked copy stays
+    assert len(hits) == 4  # the places the copies left go to other passages
+    dense = retriever.search("squash option single commit", k=4, mode=SearchMode.DENSE)
+    assert [" ".join(h.text.split()) for h in dense].count(option) == 3  # diagnostics: raw

@@ -1,0 +1,454 @@
+"""Model-free reranking, explored offline: can a stage after fusion that uses nothing but the
+embedding model's vectors, the chunks' text and metadata and BM25 raise ragtune's hybrid
+MRR@10 without lowering R@5 on every developers' set?
+
+    .venv/bin/python bench/rerank_explore.py [--sets python,sqlite,git] [--out DIR]
+        [--max-sentence]
+
+Each set (small) is ingested once by `ragtune ingest`'s pipeline and kept under DIR (default
+~/.cache/ragtune/rerank-explore/<set>); per question the dense and BM25 candidates (depth 50,
+as search takes them), every chunk's vector, text and metadata, BM25 scores of every chunk and
+the relevance labels are dumped to DIR/<set>.pkl. Every method then reorders the best `N` fused
+candidates of the same dump, so each row is against the baseline of the same run (the fusion
+of `retrieval.fusion` with the shipped weights, replayed). Knobs are the same for all sets; a
+small sweep of each shows a plateau or a spike. `--max-sentence` also embeds every sentence of
+the candidates, `--late-interaction` every candidate's tokens (minutes on a CPU each).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import re
+import sys
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+sys.path[0] = str(Path(__file__).resolve().parent.parent)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+
+from bench.common import CACHE, DEV_SETS
+from ragtune.ingest.pipeline import IngestService
+from ragtune.ingest.settings import IngestSettings
+from ragtune.retrieval.embedder import SentenceTransformerEmbedder
+from ragtune.retrieval.evaluation import RelevanceJudge, load_qa
+from ragtune.retrieval.lexical import LexicalIndexes
+from ragtune.retrieval.settings import RetrievalSettings
+from ragtune.retrieval.store import open_store
+
+Dump = dict[str, Any]
+Candidate = tuple[int, dict[str, float]]
+"""(row of the chunk in the dump, its dense score `d`, ranks `dr`/`lr`, BM25 `l`, fused `f`)."""
+Scorer = Callable[[Dump, int, list[Candidate]], np.ndarray]
+SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def dump_set(name: str, out: Path, embedder: SentenceTransformerEmbedder, depth: int) -> Dump:
+    path = out / f"{name}.pkl"
+    if path.is_file():
+        with path.open("rb") as f:
+            cached: Dump = pickle.load(f)
+        return cached
+    data = DEV_SETS[name]("small")
+    settings = RetrievalSettings(data_dir=out / name)
+    with open_store(settings, "write") as store:
+        indexes = LexicalIndexes.for_store(settings.data_dir, store)
+        product = store.collection("ragtune", embedder.model_id, create=True)
+        if product.count() == 0:
+            print(f"{name}: ingesting", file=sys.stderr)
+            IngestService(IngestSettings(), product, lambda: embedder, indexes).run(
+                [data / "corpus"]
+            )
+        lexical = indexes.current(product)
+        page = product._raw.get(include=["embeddings", "metadatas", "documents"])  # type: ignore[attr-defined]
+        ids = list(page["ids"])
+        texts = [t or "" for t in page["documents"]]
+        qa = load_qa(data / "qa.json")
+        judge = RelevanceJudge(qa)
+        questions = [item.question for item in qa]
+        qvecs = np.asarray(embedder.embed_queries(questions), dtype=np.float32)
+        order = np.array([lexical.row_of[i] for i in ids])
+        dense, lexi, bm25 = [], [], []
+        for q, v in zip(questions, qvecs, strict=True):
+            dense.append(product.nearest(v.tolist(), depth))
+            lexi.append([(lexical.ids[h.row], h.score) for h in lexical.search(q, depth)])
+            tokens = lexical._tokenize([q], lexical._stemmer)[0]
+            scores = lexical._bm25.get_scores(tokens) if tokens else np.zeros(len(ids))  # type: ignore[union-attr]
+            bm25.append(np.asarray(scores, dtype=np.float32)[order])
+    result: Dump = {
+        "ids": ids,
+        "vectors": np.asarray(page["embeddings"], dtype=np.float32),
+        "texts": texts,
+        "metas": [dict(m or {}) for m in page["metadatas"]],
+        "relevant": [sorted(judge.relevant_to(t)) for t in texts],
+        "questions": questions,
+        "qvecs": qvecs,
+        "dense": dense,
+        "lexical": lexi,
+        "bm25": np.stack(bm25),
+    }
+    with path.open("wb") as f:
+        pickle.dump(result, f)
+    return result
+
+
+def prepare(d: Dump, lexical_weight: float = 0.6) -> None:
+    """Relevant rows per question, section keys, neighbours and the baseline fused order."""
+    d["row"] = {i: n for n, i in enumerate(d["ids"])}
+    d["rel"] = [set() for _ in d["questions"]]
+    for n, questions in enumerate(d["relevant"]):
+        for q in questions:
+            d["rel"][q].add(n)
+    d["doc"] = [str(m.get("doc_id")) for m in d["metas"]]
+    d["sec"] = [(str(m.get("doc_id")), str(m.get("section"))) for m in d["metas"]]
+    at = {(d["doc"][n], int(m.get("chunk_index", -1))): n for n, m in enumerate(d["metas"])}
+    d["nb"] = [
+        [
+            r
+            for o in (int(m.get("chunk_index", -1)) - 1, int(m.get("chunk_index", -1)) + 1)
+            if (r := at.get((d["doc"][n], o))) is not None and d["sec"][r] == d["sec"][n]
+        ]
+        for n, m in enumerate(d["metas"])
+    ]
+    d["base"] = [baseline(d, q, lexical_weight) for q in range(len(d["questions"]))]
+
+
+def baseline(d: Dump, qi: int, lexical_weight: float) -> list[Candidate]:
+    """Search's hybrid order: score fusion (dense min-max, BM25 / best), ties by rank."""
+    cand: dict[str, dict[str, float]] = {}
+    dense = [1 - dist for _, dist in d["dense"][qi]]
+    low, span = min(dense), max(dense) - min(dense)
+    for rank, ((cid, _), s) in enumerate(zip(d["dense"][qi], dense, strict=True), 1):
+        cand[cid] = {"d": s, "dr": rank, "f": (s - low) / span if span > 0 else 1.0}
+    best = max((s for _, s in d["lexical"][qi]), default=0.0)
+    for rank, (cid, s) in enumerate(d["lexical"][qi], 1):
+        c = cand.setdefault(cid, {"f": 0.0})
+        c["l"], c["lr"] = s, rank
+        c["f"] += lexical_weight * (s / best if best > 0 else 0.0)
+    order = sorted(
+        cand, key=lambda i: (-cand[i]["f"], cand[i].get("dr", 51), cand[i].get("lr", 51))
+    )
+    return [(d["row"][i], cand[i]) for i in order]
+
+
+def metrics(d: Dump, ranked: list[list[int]]) -> tuple[float, float]:
+    r5 = mrr = 0.0
+    for qi, rows in enumerate(ranked):
+        flags = [r in d["rel"][qi] for r in rows[:10]]
+        r5 += any(flags[:5])
+        mrr += next((1 / k for k, f in enumerate(flags, 1) if f), 0.0)
+    return r5 / len(ranked), mrr / len(ranked)
+
+
+def minmax(x: np.ndarray) -> np.ndarray:
+    return (x - x.min()) / (x.max() - x.min()) if x.max() > x.min() else np.zeros_like(x)
+
+
+def fused(cands: list[Candidate]) -> np.ndarray:
+    return np.array([c["f"] for _, c in cands])
+
+
+def rows_of(cands: list[Candidate]) -> list[int]:
+    return [r for r, _ in cands]
+
+
+# The methods: each scores the best N fused candidates of one question (higher is better).
+
+
+def rocchio(d: Dump, qi: int, cands: list[Candidate], a: float, m: int) -> np.ndarray:
+    """Pseudo-relevance feedback: q' = q + a * mean of the best m candidates' vectors; the
+    dense share is recomputed with q' (min-max over the candidates), BM25's is kept."""
+    v = d["vectors"][rows_of(cands)]
+    q = d["qvecs"][qi] + a * v[:m].mean(0)
+    best = max((s for _, s in d["lexical"][qi]), default=0.0)
+    lexical = d["bm25"][qi][rows_of(cands)] / best if best > 0 else np.zeros(len(cands))
+    return np.asarray(minmax(v @ (q / np.linalg.norm(q))) + 0.6 * lexical)
+
+
+def rocchio_added(
+    d: Dump, qi: int, cands: list[Candidate], a: float, m: int, g: float
+) -> np.ndarray:
+    """Fused score + g * similarity to the feedback query q' (min-max over the candidates)."""
+    v = d["vectors"][rows_of(cands)]
+    q = d["qvecs"][qi] + a * v[:m].mean(0)
+    return np.asarray(fused(cands) + g * minmax(v @ q))
+
+
+def completed(
+    d: Dump, qi: int, cands: list[Candidate], lw: float, dense: bool, lexical: bool
+) -> np.ndarray:
+    """Fusion again, with the score a retriever did not report (outside its top 50) filled in:
+    the exact cosine similarity, the BM25 score of that chunk."""
+    rows = rows_of(cands)
+    cos = d["vectors"][rows] @ d["qvecs"][qi]
+    listed = [1 - dist for _, dist in d["dense"][qi]]
+    low, high = min(listed), max(listed)
+    best = max((s for _, s in d["lexical"][qi]), default=0.0)
+    out = []
+    for n, (r, c) in enumerate(cands):
+        ds = c.get("d", cos[n] if dense else None)
+        ls = c.get("l", d["bm25"][qi][r] if lexical else None)
+        dn = 0.0 if ds is None else (ds - low) / (high - low) if high > low else 1.0
+        ln = 0.0 if ls is None or best <= 0 else ls / best
+        out.append(dn + lw * ln)
+    return np.array(out)
+
+
+def same_group(d: Dump, qi: int, cands: list[Candidate], g: float, key: str) -> np.ndarray:
+    """Document or section evidence: + g * the best fused score of another candidate of the
+    same document (`doc`) or section (`sec`)."""
+    f = fused(cands)
+    keys = [d[key][r] for r, _ in cands]
+    bonus = [
+        max((f[j] for j, k in enumerate(keys) if j != i and k == keys[i]), default=0.0)
+        for i in range(len(f))
+    ]
+    return np.asarray(f + g * np.array(bonus))
+
+
+def neighbours(d: Dump, qi: int, cands: list[Candidate], g: float) -> np.ndarray:
+    """Context: + g * (best cosine of a neighbouring chunk of the same section - own cosine)."""
+    q = d["qvecs"][qi]
+    out = fused(cands).copy()
+    for n, r in enumerate(rows_of(cands)):
+        if d["nb"][r]:
+            out[n] += g * (float((d["vectors"][d["nb"][r]] @ q).max()) - float(d["vectors"][r] @ q))
+    return out
+
+
+def centroid(d: Dump, qi: int, cands: list[Candidate], g: float, m: int) -> np.ndarray:
+    """Agreement: + g * similarity to the centroid of the best m candidates (min-max)."""
+    v = d["vectors"][rows_of(cands)]
+    return np.asarray(fused(cands) + g * minmax(v @ v[:m].mean(0)))
+
+
+def length_prior(d: Dump, qi: int, cands: list[Candidate], g: float) -> np.ndarray:
+    """+ g * log(1 + words): longer passages hold answers more often."""
+    words = np.array([len(d["texts"][r].split()) for r in rows_of(cands)])
+    return np.asarray(fused(cands) + g * np.log1p(words))
+
+
+def z_fusion(d: Dump, qi: int, cands: list[Candidate], lw: float) -> np.ndarray:
+    """Fusion by score gaps: each retriever's scores as z-scores over its own 50 (a chunk a
+    retriever did not list gets that list's lowest)."""
+    dl = np.array([1 - x for _, x in d["dense"][qi]])
+    ll = np.array([x for _, x in d["lexical"][qi]] or [0.0])
+    out = []
+    for _, c in cands:
+        ds, ls = c.get("d", dl.min()), c.get("l", ll.min())
+        out.append((ds - dl.mean()) / (dl.std() + 1e-9) + lw * (ls - ll.mean()) / (ll.std() + 1e-9))
+    return np.array(out)
+
+
+def mmr(d: Dump, qi: int, cands: list[Candidate], lam: float) -> np.ndarray:
+    """Maximal marginal relevance: greedily, fused - lam * max similarity to those chosen."""
+    f = fused(cands)
+    v = d["vectors"][rows_of(cands)]
+    sim = v @ v.T
+    left, chosen = list(range(len(f))), list[int]()
+    while left:
+        pen = (
+            sim[np.ix_(np.array(left), np.array(chosen))].max(1) if chosen else np.zeros(len(left))
+        )
+        chosen.append(left.pop(int(np.argmax(f[left] - lam * pen))))
+    score = np.empty(len(f))
+    score[chosen] = -np.arange(len(f), dtype=float)
+    return score
+
+
+def max_sentence(d: Dump, qi: int, cands: list[Candidate], g: float) -> np.ndarray:
+    """+ g * the best cosine of one of the chunk's sentences (min-max over the candidates)."""
+    q = d["qvecs"][qi]
+    best = np.array([float((d["sentences"][r] @ q).max()) for r in rows_of(cands)])
+    return np.asarray(fused(cands) + g * minmax(best))
+
+
+def late_interaction(d: Dump, qi: int, cands: list[Candidate], g: float) -> np.ndarray:
+    """+ g * MaxSim with the embedding model's own token vectors (each question token's best
+    cosine with a token of the heading and chunk, averaged; min-max over the candidates)."""
+    q = d["query_tokens"][qi]
+    best = np.array([float((q @ d["tokens"][r].T).max(1).mean()) for r in rows_of(cands)])
+    return np.asarray(fused(cands) + g * minmax(best))
+
+
+def rerank(d: Dump, scorer: Scorer | None, depth: int, collapse: bool) -> tuple[float, float]:
+    """Each question's best `depth` candidates reordered by `scorer` (none: as fused); with
+    `collapse`, a candidate whose text repeats a better one's (words, case aside) goes after
+    the `depth` (its relevance is the same by construction)."""
+    ranked = []
+    for qi, cands in enumerate(d["base"]):
+        rows = rows_of(cands)
+        top = rows[:depth]
+        if scorer is not None:
+            score = scorer(d, qi, cands[:depth])
+            top = [top[i] for i in np.argsort(-score, kind="stable")]
+        if collapse:
+            seen: set[str] = set()
+            kept, repeated = list[int](), list[int]()
+            for r in top:
+                key = " ".join(re.findall(r"\w+", d["texts"][r].lower()))
+                (repeated if key in seen else kept).append(r)
+                seen.add(key)
+            top = kept + repeated
+        ranked.append(top + rows[depth:])
+    return metrics(d, ranked)
+
+
+def methods(with_sentences: bool, with_tokens: bool) -> list[tuple[str, Scorer | None, int, bool]]:
+    """(label, scorer, depth, collapse duplicates) of every row."""
+    rows: list[tuple[str, Scorer | None, int, bool]] = [("baseline (fused)", None, 20, False)]
+    rows.append(("collapse exact duplicates", None, 20, True))
+    for n in (10, 20, 30):
+        for a in (0.3, 0.5, 1.0):
+            for m in (1, 3, 5):
+                rows.append(
+                    (
+                        f"rocchio N={n} a={a} m={m}",
+                        partial(rocchio, a=a, m=m),
+                        n,
+                        False,
+                    )
+                )
+    for g in (0.3, 0.5, 1.0):
+        for a in (0.5, 1.0):
+            rows.append(
+                (
+                    f"rocchio added g={g} a={a} m=3",
+                    partial(rocchio_added, a=a, m=3, g=g),
+                    20,
+                    False,
+                )
+            )
+    for lw in (0.4, 0.6, 0.8):
+        for dense, lexical, label in (
+            (True, False, "dense"),
+            (False, True, "bm25"),
+            (True, True, "both"),
+        ):
+            rows.append(
+                (
+                    f"completed {label} lw={lw}",
+                    partial(completed, lw=lw, dense=dense, lexical=lexical),
+                    20,
+                    False,
+                )
+            )
+    for key in ("doc", "sec"):
+        for g in (0.1, 0.2, 0.3):
+            rows.append(
+                (
+                    f"same {key} g={g}",
+                    partial(same_group, g=g, key=key),
+                    20,
+                    False,
+                )
+            )
+    for g in (0.1, 0.3, 0.5):
+        rows.append((f"neighbours g={g}", partial(neighbours, g=g), 20, False))
+    for m in (3, 5, 10):
+        for g in (0.1, 0.3, 0.5):
+            rows.append(
+                (
+                    f"centroid m={m} g={g}",
+                    partial(centroid, g=g, m=m),
+                    20,
+                    False,
+                )
+            )
+    for g in (0.05, 0.1, 0.2):
+        rows.append((f"length prior g={g}", partial(length_prior, g=g), 20, False))
+    for lw in (0.4, 0.6, 0.8, 1.0):
+        rows.append((f"z-score fusion lw={lw}", partial(z_fusion, lw=lw), 60, False))
+    for lam in (0.1, 0.2, 0.3, 0.5):
+        rows.append((f"mmr lambda={lam}", partial(mmr, lam=lam), 20, False))
+    for g in (0.2, 0.5, 1.0) if with_sentences else ():
+        rows.append((f"max sentence g={g}", partial(max_sentence, g=g), 20, False))
+    for g in (0.1, 0.2, 0.3, 0.5, 1.0) if with_tokens else ():
+        rows.append(
+            (
+                f"late interaction g={g}",
+                partial(late_interaction, g=g),
+                20,
+                False,
+            )
+        )
+    rows.append(
+        (
+            "collapse + completed both lw=0.6",
+            partial(completed, lw=0.6, dense=True, lexical=True),
+            20,
+            True,
+        )
+    )
+    return rows
+
+
+def embed_sentences(d: Dump, embedder: SentenceTransformerEmbedder, depth: int) -> None:
+    rows = sorted({r for cands in d["base"] for r, _ in cands[:depth]})
+    parts = {
+        r: [p for p in SENTENCE.split(d["texts"][r]) if len(p.split()) >= 3] or [d["texts"][r]]
+        for r in rows
+    }
+    flat = [p.strip() for r in rows for p in parts[r]]
+    vectors = embedder._model.encode(flat, batch_size=64, normalize_embeddings=True)
+    d["sentences"], at = {}, 0
+    for r in rows:
+        d["sentences"][r] = vectors[at : at + len(parts[r])]
+        at += len(parts[r])
+
+
+def embed_tokens(d: Dump, embedder: SentenceTransformerEmbedder, depth: int) -> None:
+    """Token vectors (unit length, special tokens dropped) of the questions and of every
+    candidate as it was embedded (heading line and text)."""
+
+    def unit(vectors: Any) -> np.ndarray:
+        array = vectors.numpy()[1:-1]
+        return np.asarray(array / np.linalg.norm(array, axis=1, keepdims=True))
+
+    rows = sorted({r for cands in d["base"] for r, _ in cands[:depth]})
+    texts = []
+    for r in rows:
+        heading = str(d["metas"][r].get("heading", ""))
+        texts.append(f"{heading}\n{d['texts'][r]}" if heading else d["texts"][r])
+    model = embedder._model
+    chunks = model.encode(texts, output_value="token_embeddings", batch_size=32)
+    d["tokens"] = {r: unit(t) for r, t in zip(rows, chunks, strict=True)}
+    questions = model.encode(d["questions"], output_value="token_embeddings", batch_size=64)
+    d["query_tokens"] = [unit(t) for t in questions]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sets", default="python,sqlite,git")
+    parser.add_argument("--out", type=Path, default=CACHE / "rerank-explore")
+    parser.add_argument("--max-sentence", action="store_true")
+    parser.add_argument("--late-interaction", action="store_true")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    embedder = SentenceTransformerEmbedder("all-MiniLM-L6-v2")
+    names = [n for n in args.sets.split(",") if n]
+    dumps = {name: dump_set(name, args.out, embedder, 50) for name in names}
+    for d in dumps.values():
+        prepare(d)
+        if args.max_sentence:
+            embed_sentences(d, embedder, 20)
+        if args.late_interaction:
+            embed_tokens(d, embedder, 20)
+    print(f"{'method':<36} " + " ".join(f"{n + ' R@5/MRR@10':>24}" for n in names))
+    base = {n: rerank(d, None, 20, False) for n, d in dumps.items()}
+    for label, scorer, depth, collapse in methods(args.max_sentence, args.late_interaction):
+        cells = []
+        for name, d in dumps.items():
+            r5, mrr = rerank(d, scorer, depth, collapse)
+            b5, bm = base[name]
+            cells.append(f"{r5:.3f}/{mrr:.3f} ({r5 - b5:+.3f}/{mrr - bm:+.3f})")
+        print(f"{label:<36} " + " ".join(f"{c:>24}" for c in cells), flush=True)
+
+
+if __name__ == "__main__":
+    main()
