@@ -3,6 +3,7 @@ with the real embedding model and a real Chroma: embedded, and as a server."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import subprocess
@@ -161,8 +162,17 @@ def test_killed_ingest_leaves_a_usable_store_and_the_rerun_completes(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    time.sleep(12)
-    assert process.poll() is None, "ingest finished before it could be killed"
+    # Killed once its first documents are stored (a fixed wait was sometimes over before a
+    # loaded CI machine had started the command).
+    deadline = time.monotonic() + 180
+    time.sleep(5)
+    while True:
+        assert process.poll() is None, "ingest finished before it could be killed"
+        listed = ragtune("docs", "list", "--json", data_dir=killed_dir)
+        if listed.returncode == 0 and json.loads(listed.stdout):
+            break
+        assert time.monotonic() < deadline, "ingest stored no document in 3 minutes"
+        time.sleep(0.5)
     process.send_signal(signal.SIGKILL)
     process.wait()
     partial = ragtune_json("docs", "list", data_dir=killed_dir)
