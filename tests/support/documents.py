@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from fastapi.testclient import TestClient
+from openai import OpenAI
 
 from ragtune.adapters.settings import AdapterSettings
 from ragtune.retrieval.settings import RetrievalSettings
@@ -28,6 +30,10 @@ Invoices are refunded within thirty days of the refund request.
 # Holidays
 
 The office is closed on public holidays and at weekends.
+"""
+PARCELS = b"""# Parcels
+
+Parcels are shipped by courier on the next working day after payment.
 """
 
 
@@ -65,3 +71,16 @@ def fake_parts(settings: ServingSettings, generation: bool = True) -> Components
         settings, store=open_store(settings.retrieval, "write"), embedder=FakeEmbedder(),
         engines=pool, tokenizer=FakeTokenizer(), base_model=BASE,
     )  # fmt: skip
+
+
+def openai_client(test_client: TestClient, key: str = KEY) -> OpenAI:
+    """The official `openai` client, talking to the app through its TestClient."""
+    return OpenAI(
+        base_url="http://testserver/v1", api_key=key, http_client=test_client, max_retries=0
+    )
+
+
+def components_of(test_client: TestClient) -> Components:
+    """The server's parts, as the app holds them."""
+    found: Components = test_client.app.state.components  # type: ignore[attr-defined]
+    return found

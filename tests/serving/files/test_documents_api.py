@@ -29,7 +29,6 @@ from ragtune.ingest.settings import IngestSettings
 from ragtune.retrieval.lexical import LexicalIndexes
 from ragtune.retrieval.store import ChunkRecord, open_store
 from ragtune.serving.app import create_app
-from ragtune.serving.components import Components
 from ragtune.serving.console.service import ingestion_jobs
 from ragtune.serving.files.catalog import Attachment, FileCatalog, FileRecord
 from ragtune.serving.vector_stores import jobs as jobs_module
@@ -40,7 +39,9 @@ from tests.support.documents import (
     GUIDE,
     KEY,
     STORE,
+    components_of,
     fake_parts,
+    openai_client,
     serving_settings,
 )  # fmt: skip
 from tests.support.fakes import FakeEmbedder
@@ -57,22 +58,11 @@ def make_app(tmp_path: Path) -> Callable[..., FastAPI]:
 @pytest.fixture
 def served(make_app: Callable[..., FastAPI]) -> Iterator[tuple[OpenAI, TestClient]]:
     with TestClient(make_app()) as test_client:
-        yield client_for(test_client), test_client
-
-
-def client_for(test_client: TestClient) -> OpenAI:
-    return OpenAI(
-        base_url="http://testserver/v1", api_key=KEY, http_client=test_client, max_retries=0
-    )
-
-
-def parts(test_client: TestClient) -> Components:
-    found: Components = test_client.app.state.components  # type: ignore[attr-defined]
-    return found
+        yield openai_client(test_client), test_client
 
 
 def search(test_client: TestClient, question: str) -> list[str]:
-    components = parts(test_client)
+    components = components_of(test_client)
     vector = components.embedder.embed_query(question)
     hits = components.retrievers.search(question, vector, k=5, collection=STORE)
     return [hit.text for hit in hits]
@@ -96,7 +86,7 @@ def test_upload_attach_search_list_and_delete_with_the_openai_client(
 
     # Searchable, dense and lexical, and the same chunks `ragtune ingest` makes of the file.
     assert any("thirty days" in text for text in search(test_client, "refunded invoices"))
-    components = parts(test_client)
+    components = components_of(test_client)
     collection = components.store.collection(STORE, components.embedder.model_id)
     lexical = components.retrievers.lexical.current(collection, save=False)
     assert lexical.search("refunded invoices", 5)
@@ -202,7 +192,7 @@ def test_a_failure_names_the_file_never_a_server_path(
         f"/v1/vector_stores/{STORE}/files", headers={"Authorization": f"Bearer {KEY}"}
     )
     assert str(tmp_path) not in listed.text
-    (job,) = ingestion_jobs(parts(test_client))
+    (job,) = ingestion_jobs(components_of(test_client))
     assert job.error == failed.last_error.message
 
 
@@ -264,12 +254,12 @@ def test_a_tenant_may_have_only_so_many_ingestions_in_progress(
     make_app: Callable[..., FastAPI],
 ) -> None:
     with TestClient(make_app(tenant_max_pending_ingests=2)) as test_client:
-        client = client_for(test_client)
+        client = openai_client(test_client)
         client.vector_stores.create(name=STORE)
         ids = [
             client.files.create(file=(f"{n}.md", GUIDE), purpose="assistants").id for n in range(4)
         ]
-        jobs = parts(test_client).jobs
+        jobs = components_of(test_client).jobs
         with jobs.lock(STORE):  # the jobs wait for it: their files stay in progress
             for file_id in ids[:2]:
                 client.vector_stores.files.create(vector_store_id=STORE, file_id=file_id)
@@ -314,7 +304,7 @@ def test_a_file_name_is_data_never_a_path(
 def test_upload_size_and_tenant_quotas(make_app: Callable[..., FastAPI]) -> None:
     app = make_app(max_upload_bytes=1000, tenant_max_files=2, tenant_max_bytes=1500)
     with TestClient(app) as test_client:
-        client = client_for(test_client)
+        client = openai_client(test_client)
         with pytest.raises(APIStatusError) as caught:
             client.files.create(file=("big.md", b"a " * 600), purpose="assistants")
         assert caught.value.status_code == 413
@@ -365,14 +355,14 @@ def test_a_restart_mid_job_resumes_it_and_leaves_no_partial_chunks(
                                         embedder.embed(["half a document"])[0])])  # fmt: skip
 
     with TestClient(make_app()) as test_client:
-        client = client_for(test_client)
+        client = openai_client(test_client)
         resumed = client.vector_stores.files.poll("file-" + "a" * 24, vector_store_id=STORE)
         gone = client.vector_stores.files.poll("file-" + "b" * 24, vector_store_id=STORE)
         assert resumed.status == "completed"
         assert gone.status == "failed"
         assert gone.last_error is not None
         assert "upload it again" in gone.last_error.message
-        components = parts(test_client)
+        components = components_of(test_client)
         collection = components.store.collection(STORE, components.embedder.model_id)
         ids = {chunk.id for chunk in collection.scan()}
         assert not any(i.startswith("partial-") for i in ids)
@@ -391,7 +381,7 @@ def test_a_removal_the_server_did_not_finish_says_so_and_is_finished_at_start(
     make_app: Callable[..., FastAPI], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with TestClient(make_app()) as test_client:
-        client = client_for(test_client)
+        client = openai_client(test_client)
         client.vector_stores.create(name=STORE)
         done = client.vector_stores.files.upload_and_poll(
             vector_store_id=STORE, file=("guide.md", GUIDE)
@@ -411,11 +401,11 @@ def test_a_removal_the_server_did_not_finish_says_so_and_is_finished_at_start(
         assert search(test_client, "refunded invoices")
 
     with TestClient(make_app()) as test_client:
-        client = client_for(test_client)
+        client = openai_client(test_client)
         with pytest.raises(NotFoundError):
             client.vector_stores.files.retrieve(done.id, vector_store_id=STORE)
         assert search(test_client, "refunded invoices") == []
-        components = parts(test_client)
+        components = components_of(test_client)
         collection = components.store.collection(STORE, components.embedder.model_id)
         assert len(components.retrievers.lexical.current(collection, save=False)) == 0
 

@@ -6,52 +6,29 @@ behind `httpx.MockTransport`."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from openai import BadRequestError, NotFoundError, OpenAI
 
-from ragtune.serving.app import create_app
-from ragtune.serving.components import Components
 from tests.support.documents import (
     ADMIN_KEY,
     GUIDE,
-    KEY,
+    PARCELS,
     STORE,
-    fake_parts,
-    serving_settings,
+    components_of,
 )  # fmt: skip
-
-PARCELS = b"# Parcels\n\nParcels are shipped by courier on the next working day after payment.\n"
-
-
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[OpenAI, TestClient]]:
-    app = create_app(serving_settings(tmp_path / "data"), open_parts=fake_parts)
-    with TestClient(app) as test_client:
-        client = OpenAI(
-            base_url="http://testserver/v1", api_key=KEY, http_client=test_client, max_retries=0
-        )
-        client.vector_stores.create(name=STORE)
-        yield client, test_client
-
-
-def parts(test_client: TestClient) -> Components:
-    found: Components = test_client.app.state.components  # type: ignore[attr-defined]
-    return found
 
 
 def texts(test_client: TestClient) -> list[str]:
-    components = parts(test_client)
+    components = components_of(test_client)
     collection = components.store.collection(STORE, components.embedder.model_id)
     return [chunk.text or "" for chunk in collection.scan(with_text=True)]
 
 
-def test_a_batch_is_uploaded_ingested_and_listed(served: tuple[OpenAI, TestClient]) -> None:
-    client, test_client = served
+def test_a_batch_is_uploaded_ingested_and_listed(with_store: tuple[OpenAI, TestClient]) -> None:
+    client, test_client = with_store
     batch = client.vector_stores.file_batches.upload_and_poll(
         vector_store_id=STORE,
         files=[("guide.md", GUIDE), ("parcels.md", PARCELS), ("notes.txt", b"\x00bin\x00" * 9)],
@@ -73,15 +50,15 @@ def test_a_batch_is_uploaded_ingested_and_listed(served: tuple[OpenAI, TestClien
     assert again.model_dump() == batch.model_dump()
 
 
-def test_cancel_stops_the_files_still_in_progress(served: tuple[OpenAI, TestClient]) -> None:
-    client, test_client = served
+def test_cancel_stops_the_files_still_in_progress(with_store: tuple[OpenAI, TestClient]) -> None:
+    client, test_client = with_store
     finished = client.vector_stores.files.upload_and_poll(
         vector_store_id=STORE, file=("parcels.md", PARCELS)
     )
     queued = [
         client.files.create(file=(f"{n}.md", GUIDE), purpose="assistants").id for n in range(2)
     ]
-    jobs = parts(test_client).jobs
+    jobs = components_of(test_client).jobs
     result: dict[str, Any] = {}
     with jobs.lock(STORE):  # the jobs wait for it: their files stay in progress
         batch = client.vector_stores.file_batches.create(vector_store_id=STORE, file_ids=queued)
@@ -108,9 +85,9 @@ def test_cancel_stops_the_files_still_in_progress(served: tuple[OpenAI, TestClie
 
 
 def test_batches_are_checked_and_belong_to_their_tenant(
-    served: tuple[OpenAI, TestClient],
+    with_store: tuple[OpenAI, TestClient],
 ) -> None:
-    client, test_client = served
+    client, test_client = with_store
     mine = client.files.create(file=("guide.md", GUIDE), purpose="assistants")
     batch = client.vector_stores.file_batches.create_and_poll(
         vector_store_id=STORE, file_ids=[mine.id, mine.id]

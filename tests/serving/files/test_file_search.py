@@ -19,29 +19,21 @@ from tests.support.documents import (
     ADMIN_KEY,
     BASE,
     GUIDE,
-    KEY,
+    PARCELS,
     STORE,
     fake_parts,
+    openai_client,
     serving_settings,
 )  # fmt: skip
 
 SHIPPING = "shipping"
-PARCELS = b"""# Parcels
-
-Parcels are shipped by courier on the next working day after payment.
-"""
 
 
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[OpenAI]:
     app = create_app(serving_settings(tmp_path / "data"), open_parts=fake_parts)
     with TestClient(app) as test_client:
-        yield OpenAI(
-            base_url="http://testserver/v1",
-            api_key=KEY,
-            http_client=test_client,
-            max_retries=0,
-        )
+        yield openai_client(test_client)
 
 
 def attach(client: OpenAI, store: str, name: str, content: bytes) -> None:

@@ -5,7 +5,6 @@ fake embedder, an engine behind `httpx.MockTransport`."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,38 +13,17 @@ from openai import BadRequestError, NotFoundError, OpenAI, UnprocessableEntityEr
 
 from ragtune.ingest.pipeline import IngestService
 from ragtune.ingest.settings import IngestSettings
-from ragtune.serving.app import create_app
-from ragtune.serving.components import Components
 from tests.support.documents import (
     ADMIN_KEY,
     GUIDE,
-    KEY,
+    PARCELS,
     STORE,
-    fake_parts,
-    serving_settings,
+    components_of,
 )  # fmt: skip
 
-PARCELS = b"# Parcels\n\nParcels are shipped by courier on the next working day after payment.\n"
 
-
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[OpenAI, TestClient]]:
-    app = create_app(serving_settings(tmp_path / "data"), open_parts=fake_parts)
-    with TestClient(app) as test_client:
-        client = OpenAI(
-            base_url="http://testserver/v1", api_key=KEY, http_client=test_client, max_retries=0
-        )
-        client.vector_stores.create(name=STORE)
-        yield client, test_client
-
-
-def parts(test_client: TestClient) -> Components:
-    found: Components = test_client.app.state.components  # type: ignore[attr-defined]
-    return found
-
-
-def test_search_finds_the_passage_and_names_its_file(served: tuple[OpenAI, TestClient]) -> None:
-    client, _ = served
+def test_search_finds_the_passage_and_names_its_file(with_store: tuple[OpenAI, TestClient]) -> None:
+    client, _ = with_store
     guide = client.vector_stores.files.upload_and_poll(
         vector_store_id=STORE, file=("team/guide.md", GUIDE)
     )
@@ -77,8 +55,8 @@ def test_search_finds_the_passage_and_names_its_file(served: tuple[OpenAI, TestC
     assert any("next working day" in t for t in texts[:2])
 
 
-def test_filters_and_bad_requests(served: tuple[OpenAI, TestClient]) -> None:
-    client, _ = served
+def test_filters_and_bad_requests(with_store: tuple[OpenAI, TestClient]) -> None:
+    client, _ = with_store
     client.vector_stores.files.upload_and_poll(vector_store_id=STORE, file=("guide.md", GUIDE))
     only_holidays = client.vector_stores.search(
         STORE, query="office closed", filters={"type": "eq", "key": "section", "value": "Holidays"}
@@ -118,10 +96,10 @@ def test_filters_and_bad_requests(served: tuple[OpenAI, TestClient]) -> None:
 
 
 def test_a_document_ingested_by_the_cli_is_named_by_its_path(
-    served: tuple[OpenAI, TestClient], tmp_path: Path
+    with_store: tuple[OpenAI, TestClient], tmp_path: Path
 ) -> None:
-    client, test_client = served
-    components = parts(test_client)
+    client, test_client = with_store
+    components = components_of(test_client)
     folder = tmp_path / "docs"
     (folder / "policies").mkdir(parents=True)
     (folder / "policies" / "refunds.md").write_bytes(GUIDE)
@@ -136,9 +114,9 @@ def test_a_document_ingested_by_the_cli_is_named_by_its_path(
 
 
 def test_a_store_the_key_does_not_see_answers_as_a_missing_one(
-    served: tuple[OpenAI, TestClient],
+    with_store: tuple[OpenAI, TestClient],
 ) -> None:
-    client, test_client = served
+    client, test_client = with_store
     client.vector_stores.files.upload_and_poll(vector_store_id=STORE, file=("guide.md", GUIDE))
     created = test_client.post(
         "/admin/keys",
