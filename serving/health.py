@@ -71,13 +71,11 @@ def health_router(api: ApiSettings, metrics: Metrics) -> APIRouter:
     return router
 
 
-def _metrics_public(api: ApiSettings, keys: KeyStore | None) -> bool:
+def _metrics_public(api: ApiSettings, keys: KeyStore) -> bool:
     """Whether /metrics answers without a key: as set, else while no tenant key exists (a
     damaged key file counts as keys existing)."""
     if api.metrics_public is not None:
         return api.metrics_public
-    if keys is None:
-        return True
     try:
         return not keys.list()
     except KeyStoreError:

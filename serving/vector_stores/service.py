@@ -10,6 +10,7 @@ import threading
 import uuid
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 
 from ragtune.ingest.pipeline import document_id
 from ragtune.retrieval.errors import CollectionNotFoundError, RetrievalError
@@ -466,7 +467,7 @@ class VectorStoreService:
         for job in self._batch_jobs(batch):
             if job is not None and job.status == "in_progress":
                 self.jobs.remove(job)
-        return self._batch_object(self._batch(principal, store_id, batch_id))
+        return self._batch_object(replace(batch, cancelled=True))
 
     def list_batch_files(
         self,
