@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 BUILDER = REPO.parent / "shared" / "eval" / "build_python_docs.py"
 SQLITE_BUILDER = REPO / "bench" / "evalsets" / "build_sqlite_docs.py"
 GIT_BUILDER = REPO / "bench" / "evalsets" / "build_git_docs.py"
+PDF_PRINTER = REPO / "bench" / "evalsets" / "print_pdf.py"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ragtune"
 EVAL = Path(os.environ.get("RAGTUNE_EVAL_CACHE") or CACHE / "evalsets")
 ABSTRACTS = REPO.parent / "shared" / "eval" / "abstract2title.jsonl"
@@ -72,7 +73,30 @@ def git_set(subset: str) -> Path:
     return out
 
 
-DEV_SETS = {"python": eval_set, "sqlite": sqlite_set, "git": git_set}
+def sqlite_pdf_set(subset: str) -> Path:
+    """The SQLite set printed to PDF (bench/evalsets/print_pdf.py): the same questions over
+    the same pages, read from PDFs. Opt-in: `--sets sqlite-pdf`."""
+    return _printed(sqlite_set(subset), EVAL / f"sqlite-pdf-{subset}")
+
+
+def git_pdf_set(subset: str) -> Path:
+    """The Git set printed to PDF, like `sqlite_pdf_set`. Opt-in: `--sets git-pdf`."""
+    return _printed(git_set(subset), EVAL / f"git-pdf-{subset}")
+
+
+def _printed(html_set: Path, out: Path) -> Path:
+    if not (out / "qa.json").is_file():
+        subprocess.run([sys.executable, str(PDF_PRINTER), str(html_set), str(out)], check=True)
+    return out
+
+
+DEV_SETS = {
+    "python": eval_set,
+    "sqlite": sqlite_set,
+    "git": git_set,
+    "sqlite-pdf": sqlite_pdf_set,
+    "git-pdf": git_pdf_set,
+}
 """The developers' sets a bench can score, by name (`--sets`)."""
 DEFAULT_SETS = ("python", "sqlite")
 """The sets every retrieval change is measured on, a bench's default `--sets`: Python docs

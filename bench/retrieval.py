@@ -57,10 +57,11 @@ def naive_collection(
     splitter = RecursiveCharacterTextSplitter(chunk_size=1000, chunk_overlap=150)
     collection = store.collection("naive", embedder.model_id, create=True)
     records: list[tuple[str, str, dict[str, str | int]]] = []
-    paths = sorted(p for p in corpus.rglob("*") if p.name.endswith((".rst.txt", ".html")))
+    paths = sorted(p for p in corpus.rglob("*") if p.name.endswith((".rst.txt", ".html", ".pdf")))
     for path in paths:
         doc_id = hashlib.sha256(str(path).encode()).hexdigest()[:20]
-        for n, text in enumerate(splitter.split_text(naive_text(path))):
+        pieces = [piece for text in naive_texts(path) for piece in splitter.split_text(text)]
+        for n, text in enumerate(pieces):
             meta: dict[str, str | int] = {
                 "source": str(path),
                 "doc_id": doc_id,
@@ -77,15 +78,20 @@ def naive_collection(
     return collection
 
 
-def naive_text(path: Path) -> str:
-    """A file's text as a naive setup loads it: as is, or HTML's text (LangChain's
-    BSHTMLLoader does the same: BeautifulSoup's get_text)."""
+def naive_texts(path: Path) -> list[str]:
+    """A file's text as a naive setup loads it, each piece split on its own: as is; HTML's
+    text (LangChain's BSHTMLLoader does the same: BeautifulSoup's get_text); a PDF's pages
+    (LangChain's PyPDFLoader: one document per page, pypdf's text)."""
+    if path.suffix == ".pdf":
+        from pypdf import PdfReader
+
+        return [page.extract_text() or "" for page in PdfReader(path).pages]
     raw = path.read_text(encoding="utf-8", errors="replace")
     if path.suffix != ".html":
-        return raw
+        return [raw]
     from bs4 import BeautifulSoup
 
-    return BeautifulSoup(raw, "html.parser").get_text("\n")
+    return [BeautifulSoup(raw, "html.parser").get_text("\n")]
 
 
 def run_modes(retriever: Retriever, collection: Collection, qa_path: Path) -> RetrievalReport:

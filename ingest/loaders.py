@@ -2,7 +2,8 @@
 
 Markdown is split on its headings by LangChain's header splitter, HTML by one walk over the
 page in document order (inline elements stay in their sentences); PDF is read
-with pypdf and DOCX with python-docx. reStructuredText has no structure-aware loader in
+with pypdf into paragraphs under the headings of its outline or type sizes (`ingest.pdf`), DOCX
+with python-docx. reStructuredText has no structure-aware loader in
 LangChain, so its section titles are found by RST's own rule (a title line with an adornment
 line of one repeated punctuation character under it, and optionally over it).
 """
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ragtune.ingest.errors import DocumentLoadError, UnsupportedFileTypeError
+from ragtune.ingest.pdf import structured_pieces
 
 TEXT = "text"
 MARKDOWN = "markdown"
@@ -40,10 +42,10 @@ SUFFIXES: dict[str, str] = {
 }
 
 
-LOADER_VERSIONS: dict[str, int] = {HTML: 3}
+LOADER_VERSIONS: dict[str, int] = {HTML: 3, PDF: 2}
 """Bumped when a loader reads the same file differently (HTML 2: inline elements in place;
-3: self-contained blocks apart), so that the next ingest re-reads files of that type instead of
-skipping them as unchanged."""
+3: self-contained blocks apart; PDF 2: paragraphs and headings, see `ingest.pdf`), so that the
+next ingest re-reads files of that type instead of skipping them as unchanged."""
 
 
 def loader_version(path: Path) -> int:
@@ -335,7 +337,12 @@ def _load_pdf(path: Path, data: bytes) -> LoadedDocument:
                 "encrypted PDF: it needs a password; save a decrypted copy (for example "
                 "`qpdf --decrypt --password=... in.pdf out.pdf`) and ingest that"
             )
-        pages = [page.extract_text() or "" for page in reader.pages]
+        pieces = structured_pieces(reader)
+        if pieces:
+            sections = [Section(p.path, p.text, page=p.page) for p in pieces]
+        else:  # no positions to read: each page's plain text
+            pages = [page.extract_text() or "" for page in reader.pages]
+            sections = [Section((), text, page=n) for n, text in enumerate(pages, start=1)]
         info_title = reader.metadata.title if reader.metadata else None
     except DocumentLoadError:
         raise
@@ -345,7 +352,6 @@ def _load_pdf(path: Path, data: bytes) -> LoadedDocument:
         raise DocumentLoadError(
             f"corrupt or unreadable PDF ({type(exc).__name__}: {exc}); re-export or repair it"
         ) from exc
-    sections = [Section((), text, page=n) for n, text in enumerate(pages, start=1)]
     if not any(s.text.strip() for s in sections):
         raise DocumentLoadError(
             "the PDF has no extractable text (scanned images?); run OCR on it first"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 
 def pdf_bytes(pages: list[list[str]], title: str | None = None) -> bytes:
@@ -15,7 +16,7 @@ def pdf_bytes(pages: list[list[str]], title: str | None = None) -> bytes:
     for lines in pages:
         page_no = len(objects) + 1
         kids.append(f"{page_no} 0 R")
-        escaped = [ln.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)") for ln in lines]
+        escaped = [_pdf_escaped(ln) for ln in lines]
         content = "BT /F1 12 Tf 72 720 Td 16 TL " + " ".join(f"({ln}) '" for ln in escaped) + " ET"
         objects.append(
             f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents {page_no + 1} 0 R "
@@ -28,6 +29,53 @@ def pdf_bytes(pages: list[list[str]], title: str | None = None) -> bytes:
     if title:
         objects.append(f"<< /Title ({title}) >>")
         info = f" /Info {len(objects)} 0 R"
+    return _pdf_file(objects, info)
+
+
+def placed_pdf_bytes(pages: list[list[tuple[float, float, str]]]) -> bytes:
+    """A valid PDF whose lines are placed by hand: (baseline y from the page's bottom, type
+    size, text) per line, one page per list, as a word processor sets headings and paragraphs."""
+    objects: list[str] = ["<< /Type /Catalog /Pages 2 0 R >>", ""]
+    kids = []
+    font = 3 + 2 * len(pages)
+    for lines in pages:
+        page_no = len(objects) + 1
+        kids.append(f"{page_no} 0 R")
+        content = " ".join(
+            f"BT /F1 {size:g} Tf 72 {y:g} Td ({_pdf_escaped(text)}) Tj ET"
+            for y, size, text in lines
+        )
+        objects.append(
+            f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents {page_no + 1} 0 R "
+            f"/Resources << /Font << /F1 {font} 0 R >> >> >>"
+        )
+        objects.append(f"<< /Length {len(content)} >>\nstream\n{content}\nendstream")
+    objects[1] = f"<< /Type /Pages /Kids [{' '.join(kids)}] /Count {len(pages)} >>"
+    objects.append("<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
+    return _pdf_file(objects, "")
+
+
+def with_outline(pdf: bytes, entries: list[tuple[str, int, int]]) -> bytes:
+    """`pdf` with an outline (bookmarks): (title, page index, level from 1) per entry, in
+    order; an entry of level n + 1 is a child of the last one of level n."""
+    from pypdf import PdfReader, PdfWriter
+
+    writer = PdfWriter(clone_from=PdfReader(io.BytesIO(pdf)))
+    parents: dict[int, Any] = {}
+    for title, page, level in entries:
+        parents[level] = writer.add_outline_item(
+            title=title, page_number=page, parent=parents.get(level - 1)
+        )
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def _pdf_escaped(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
+
+
+def _pdf_file(objects: list[str], info: str) -> bytes:
     out = io.BytesIO()
     out.write(b"%PDF-1.4\n")
     offsets = []
