@@ -199,7 +199,7 @@ def assemble(
     )
     return Components(
         settings, store, embedder, retrievers, engines, registry, fleet, prompts, chat, admin,
-        models, embeddings, ResponsesService(chat), files, vector_stores, jobs,
+        models, embeddings, ResponsesService(chat, vector_stores), files, vector_stores, jobs,
     )  # fmt: skip
 
 

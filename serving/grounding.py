@@ -353,9 +353,7 @@ def answer_sentences(text: str) -> list[Claim]:
     for line in _FENCED_CODE.sub("\n", text).splitlines():
         item = _CITATIONS_AFTER_STOP.sub(r"\2\1", _LIST_MARKER.sub("", line))
         for piece in _SENTENCE_END.split(item.strip()):
-            cited = tuple(
-                int(n) for group in _CITATION.findall(piece) for n in re.split(r"[,;]", group)
-            )
+            cited = tuple(n for _, numbers in citations(piece) for n in numbers)
             plain = " ".join(_CITATION.sub("", piece).split())
             if not re.search(r"\w", plain):
                 if cited and claims:  # a bare citation: its sentence's
@@ -365,6 +363,15 @@ def answer_sentences(text: str) -> list[Claim]:
                 continue
             claims.append(Claim(piece.strip(), plain, cited))
     return claims
+
+
+def citations(text: str) -> list[tuple[int, tuple[int, ...]]]:
+    """The citation markers of a text ("[1]", "[1, 2]"): where each one's "[" is, and the
+    passage numbers it cites."""
+    return [
+        (match.start(1) - 1, tuple(int(n) for n in re.split(r"[,;]", match.group(1))))
+        for match in _CITATION.finditer(text)
+    ]
 
 
 def _passage_sentences(text: str) -> list[str]:

@@ -24,11 +24,17 @@ UNSUPPORTED_FIELDS: dict[str, str] = {
         "ragtune answers within the request (whole or with `stream: true`); it keeps no "
         "responses to poll"
     ),
-    "include": "ragtune has no extra output to include (no logprobs, reasoning or tool results)",
     "reasoning": "the served model has no separate reasoning channel: remove `reasoning`",
     "top_logprobs": "use POST /v1/chat/completions with `logprobs` and `top_logprobs`",
     "context_management": "ragtune does not compact conversations: send the turns that matter",
 }
+FILE_SEARCH_RESULTS = "file_search_call.results"
+"""The one `include` value served: a file_search call's results (the passages given to the
+model). Any other is refused (400)."""
+NOT_INCLUDABLE = (
+    "ragtune has no extra output to include but file_search_call.results (no logprobs, "
+    "reasoning or other tool results)"
+)
 TEXT_ONLY_PARTS = frozenset({"input_image", "input_file", "input_audio"})
 """Content parts that carry something other than text: refused, naming the part and the model."""
 
@@ -236,6 +242,11 @@ class ResponsesRequest(BaseModel):
     truncation: Literal["auto", "disabled"] | None = Field(
         default=None, description="Only `disabled`: a conversation too long is a 400."
     )
+    include: list[str] | None = Field(
+        default=None,
+        description="Only `file_search_call.results`: the file_search call item lists the "
+        "passages given to the model.",
+    )
     ragtune: RagtuneOptions | None = None
 
     def unknown_fields(self) -> dict[str, Any]:
@@ -246,10 +257,46 @@ class ResponsesRequest(BaseModel):
 # models document it in the OpenAPI document.
 
 
+class FileCitation(BaseModel):
+    """A citation marker ([n]) of the answer: where it is in the text, and the file passage n
+    came from."""
+
+    type: Literal["file_citation"] = "file_citation"
+    index: int
+    """The marker's character offset in the text."""
+    file_id: str
+    """The uploaded file; for a document ingested by `ragtune ingest`, its document id."""
+    filename: str
+    """The file's name as uploaded; for an ingested document, its path below the folder
+    ingested."""
+
+
 class OutputText(BaseModel):
     type: Literal["output_text"] = "output_text"
     text: str
-    annotations: list[Any] = Field(default_factory=list)
+    annotations: list[FileCitation] = Field(default_factory=list)
+    """One per passage a citation marker names, when the request used `file_search`."""
+
+
+class FileSearchResult(BaseModel):
+    """A passage given to the model, as `/v1/vector_stores/{id}/search` reports it."""
+
+    file_id: str
+    filename: str
+    score: float
+    text: str
+    attributes: dict[str, str | float | bool]
+
+
+class OutputFileSearchCall(BaseModel):
+    """The `file_search` tool's search, before the message: the query searched, and with
+    `include: ["file_search_call.results"]` the passages given to the model (else absent)."""
+
+    type: Literal["file_search_call"] = "file_search_call"
+    id: str
+    status: Literal["in_progress", "searching", "completed"]
+    queries: list[str]
+    results: list[FileSearchResult] | None = None
 
 
 class OutputMessage(BaseModel):
@@ -309,7 +356,11 @@ class ResponseObject(BaseModel):
     instructions: str | None
     metadata: dict[str, str]
     model: str
-    output: list[Annotated[OutputMessage | OutputFunctionCall, Field(discriminator="type")]]
+    output: list[
+        Annotated[
+            OutputFileSearchCall | OutputMessage | OutputFunctionCall, Field(discriminator="type")
+        ]
+    ]
     parallel_tool_calls: bool
     temperature: float | None
     text: dict[str, Any]

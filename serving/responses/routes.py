@@ -45,10 +45,15 @@ async def create_response(
     `max_output_tokens`, `temperature`, `top_p`, function `tools` and `tool_choice`,
     `text.format` (text, json_object, json_schema) and `stream` (typed events:
     response.created ... response.completed). The Response's `ragtune` field says which route
-    was taken and why, and lists the passages cited as [n]. ragtune stores nothing (`store`
-    is accepted and ignored; there is no GET /v1/responses/{id}): `previous_response_id`,
-    `conversation` and `background` are refused (400), as are built-in tools and image, file
-    or audio parts.
+    was taken and why, and lists the passages cited as [n].
+
+    The built-in `file_search` tool answers over the vector stores it names: the output starts
+    with a `file_search_call` item (its `results`, the passages given to the model, with
+    `include: ["file_search_call.results"]`), and the answer's [n] markers come as
+    `file_citation` annotations naming each passage's file. ragtune stores nothing (`store` is
+    accepted and ignored; there is no GET /v1/responses/{id}): `previous_response_id`,
+    `conversation` and `background` are refused (400), as are other built-in tools, other
+    `include` values and image, file or audio parts.
     """
     prepared = await service.prepare(body, principal(request))
     plan = prepared.chat.plan

@@ -12,15 +12,19 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
+import anyio
 from pydantic import ValidationError
 
 from ragtune.serving.chat.protocol import ChatCompletionRequest
 from ragtune.serving.chat.service import ChatService, PreparedChat
 from ragtune.serving.errors import InvalidRequestError, shorten
+from ragtune.serving.grounding import citations
 from ragtune.serving.protocol import check_json_values
 from ragtune.serving.responses.protocol import (
+    FILE_SEARCH_RESULTS,
+    NOT_INCLUDABLE,
     TEXT_ONLY_PARTS,
     UNSUPPORTED_FIELDS,
     ContentPart,
@@ -38,32 +42,65 @@ from ragtune.serving.responses.protocol import (
     ToolChoiceFunction,
 )
 from ragtune.serving.tenants.principal import OPERATOR, Principal
+from ragtune.serving.vector_stores.service import VectorStoreService
 
 logger = logging.getLogger("ragtune.responses")
 CHAT_NAMED_CHOICE = '{"type": "function", "function": {"name": ...}}'
 RESPONSES_NAMED_CHOICE = '{"type": "function", "name": ...}'
 
 
+@dataclass(frozen=True)
+class FileSearch:
+    """The `file_search` call a Response reports (its search is the chat path's retrieval,
+    done when the request was routed): its output item, and the file of each passage the
+    answer may cite as [n]."""
+
+    item: dict[str, Any]
+    files: dict[int, tuple[str, str]]
+    """Passage number -> (file_id, filename), as the vector store search names them."""
+
+    def annotations(self, text: str) -> list[dict[str, Any]]:
+        """A file_citation at each citation marker of `text`, per passage it names."""
+        found = []
+        for index, numbers in citations(text):
+            for number in numbers:
+                if number in self.files:
+                    file_id, filename = self.files[number]
+                    found.append(
+                        {
+                            "type": "file_citation",
+                            "index": index,
+                            "file_id": file_id,
+                            "filename": filename,
+                        }
+                    )
+        return found
+
+
 @dataclass
 class PreparedResponse:
-    """A Responses request translated, routed and prompted: the chat request underneath, and
-    the Response it will answer with, so far (no output yet)."""
+    """A Responses request translated, routed and prompted: the chat request underneath, the
+    Response it will answer with, so far (no output yet), and its file search, if it used the
+    `file_search` tool."""
 
     chat: PreparedChat
     response: dict[str, Any]
+    search: FileSearch | None = None
 
 
 class ResponsesService:
     """`POST /v1/responses` over the chat service.
 
     Usage:
-        service = ResponsesService(chat)
+        service = ResponsesService(chat, vector_stores)
         prepared = await service.prepare(request)      # checked, translated, routed, prompted
         response = await service.complete(prepared)    # or: await service.open_stream(...)
     """
 
-    def __init__(self, chat: ChatService) -> None:
+    def __init__(self, chat: ChatService, stores: VectorStoreService) -> None:
         self.chat = chat
+        self.stores = stores
+        """Names the files of the passages a file search found."""
 
     async def prepare(
         self, request: ResponsesRequest, principal: Principal = OPERATOR
@@ -76,7 +113,14 @@ class ResponsesService:
         except InvalidRequestError as exc:
             raise as_responses_error(exc) from None
         try:
-            return PreparedResponse(prepared, response_skeleton(request, prepared))
+            search = None
+            if any(_is_file_search(tool) for tool in request.tools or ()):
+                question = chat_request.user_turns()[-1]
+                with_results = FILE_SEARCH_RESULTS in (request.include or ())
+                search = await anyio.to_thread.run_sync(
+                    self.file_search, question, prepared, with_results
+                )
+            return PreparedResponse(prepared, response_skeleton(request, prepared), search)
         except BaseException:
             await self.chat.finish(prepared)
             raise
@@ -95,6 +139,12 @@ class ResponsesService:
                 "shorter conversation (a prompt over the context is a 400)",
                 param="truncation",
             )
+        for value in request.include or ():
+            if value != FILE_SEARCH_RESULTS:
+                raise InvalidRequestError(
+                    f"include {shorten(value)!r} is not supported: {NOT_INCLUDABLE}",
+                    param="include",
+                )
         ignored = sorted(set(unknown) - set(UNSUPPORTED_FIELDS))
         if ignored:
             shown = [shorten(name, 40) for name in ignored[:10]]
@@ -108,16 +158,44 @@ class ResponsesService:
                 param="max_output_tokens",
             )
 
+    def file_search(self, question: str, prepared: PreparedChat, with_results: bool) -> FileSearch:
+        """The file search of a request that used the `file_search` tool: the question (the
+        last user message; a follow-up is searched with the turns before it, as chat does) and
+        the passages given to the model (listed when `with_results`), each named as the vector
+        store search names it. Blocking: reads the file catalog."""
+        evidence = {(hit.collection, hit.chunk_id): hit for hit in prepared.plan.evidence}
+        given = [evidence[source.collection, source.chunk_id] for source in prepared.info.sources]
+        results = self.stores.results(given)
+        item: dict[str, Any] = {
+            "type": "file_search_call",
+            "id": new_id("fs"),
+            "status": "completed",
+            "queries": [question],
+        }  # `results` only when asked for: OpenAI's optional fields are left out, not null
+        if with_results:
+            item["results"] = [
+                {
+                    "file_id": found.file_id,
+                    "filename": found.filename,
+                    "score": found.score,
+                    "text": found.content[0].text,
+                    "attributes": found.attributes,
+                }
+                for found in results
+            ]
+        files = {n: (found.file_id, found.filename) for n, found in enumerate(results, start=1)}
+        return FileSearch(item, files)
+
     async def complete(self, prepared: PreparedResponse) -> dict[str, Any]:
         """The whole Response."""
         answer = await self.chat.complete(prepared.chat)
-        return response_from_chat(prepared.response, answer)
+        return response_from_chat(prepared.response, answer, prepared.search)
 
     async def open_stream(self, prepared: PreparedResponse) -> AsyncIterator[str]:
         """The Responses API's typed SSE events. An error the engine reports at once still gets
         its HTTP status (the chat service awaits the first chunk before any byte goes out)."""
         chat_events = await self.chat.open_stream(prepared.chat)
-        return _events(ResponseEvents(prepared.response), chat_events)
+        return _events(ResponseEvents(prepared.response, prepared.search), chat_events)
 
 
 async def _events(writer: ResponseEvents, chat_events: AsyncIterator[str]) -> AsyncIterator[str]:
@@ -153,6 +231,10 @@ def _chat_payload(event: str) -> dict[str, Any] | None:
         return None
     payload: dict[str, Any] = json.loads(data)
     return payload
+
+
+def _is_file_search(tool: Any) -> TypeGuard[OtherTool]:
+    return isinstance(tool, OtherTool) and tool.type == "file_search"
 
 
 def _used(value: Any) -> bool:
@@ -284,7 +366,7 @@ def _chat_content(
 
 
 def _chat_tool(tool: Any, n: int) -> dict[str, Any]:
-    if isinstance(tool, OtherTool) and tool.type == "file_search":
+    if _is_file_search(tool):
         # The RAG route over the named vector stores (`ChatCompletionRequest`'s validator).
         return tool.model_dump()
     if not isinstance(tool, FunctionTool):
@@ -370,18 +452,23 @@ def response_skeleton(request: ResponsesRequest, prepared: PreparedChat) -> dict
     return response
 
 
-def response_from_chat(skeleton: dict[str, Any], answer: dict[str, Any]) -> dict[str, Any]:
-    """The whole Response of a chat completion (its `ragtune`, grounding included)."""
+def response_from_chat(
+    skeleton: dict[str, Any], answer: dict[str, Any], search: FileSearch | None = None
+) -> dict[str, Any]:
+    """The whole Response of a chat completion (its `ragtune`, grounding included): the file
+    search first, when there was one, its passages cited in the message's annotations."""
     if isinstance(answer.get("ragtune"), dict):
         skeleton = {**skeleton, "ragtune": answer["ragtune"]}
     choice = (answer.get("choices") or [{}])[0]
     message = choice.get("message") or {}
     finish = choice.get("finish_reason")
     status = "incomplete" if finish == "length" else "completed"
-    output: list[dict[str, Any]] = []
+    output: list[dict[str, Any]] = [search.item] if search else []
     calls = message.get("tool_calls") or []
     if message.get("content") or not calls:
-        output.append(_message_item(new_id("msg"), message.get("content") or "", status))
+        text = message.get("content") or ""
+        annotations = search.annotations(text) if search else []
+        output.append(_message_item(new_id("msg"), status, _text_part(text, annotations)))
     for call in calls:
         function = call.get("function") or {}
         output.append(
@@ -412,18 +499,18 @@ def _finished(
     return response
 
 
-def _message_item(item_id: str, text: str, status: str) -> dict[str, Any]:
+def _message_item(item_id: str, status: str, part: dict[str, Any] | None) -> dict[str, Any]:
     return {
         "type": "message",
         "id": item_id,
         "role": "assistant",
         "status": status,
-        "content": [_text_part(text)] if status != "in_progress" else [],
+        "content": [part] if part is not None else [],
     }
 
 
-def _text_part(text: str) -> dict[str, Any]:
-    return {"type": "output_text", "text": text, "annotations": []}
+def _text_part(text: str, annotations: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {"type": "output_text", "text": text, "annotations": annotations or []}
 
 
 def _call_item(
@@ -472,8 +559,9 @@ class ResponseEvents:
     """The Responses API's event stream, written from a chat completion's chunks.
 
     Usage:
-        events = ResponseEvents(skeleton)
-        events.opened()             # response.created, response.in_progress
+        events = ResponseEvents(skeleton, search)
+        events.opened()             # response.created, response.in_progress; the file search's
+                                    # item and events (when the request used file_search)
         events.chunk(chunk)         # per chat chunk: items added, text and argument deltas;
                                     # the answer's grounding (for the final Response)
         events.finished()           # items done, then response.completed (or .incomplete)
@@ -481,8 +569,9 @@ class ResponseEvents:
     Each call returns SSE events (`event:` and `data:` lines), numbered in one sequence.
     """
 
-    def __init__(self, skeleton: dict[str, Any]) -> None:
+    def __init__(self, skeleton: dict[str, Any], search: FileSearch | None = None) -> None:
         self.skeleton = skeleton
+        self.search = search
         self.sequence = 0
         self.output: list[dict[str, Any]] = []
         self.open: _OpenItem | None = None
@@ -495,10 +584,13 @@ class ResponseEvents:
         return f"event: {type_}\ndata: {json.dumps(payload, separators=(',', ':'))}\n\n"
 
     def opened(self) -> list[str]:
-        return [
+        events = [
             self.event("response.created", response=self.skeleton),
             self.event("response.in_progress", response=self.skeleton),
         ]
+        if self.search is not None:
+            events.extend(self._searched(self.search))
+        return events
 
     def chunk(self, chunk: dict[str, Any]) -> list[str]:
         if chunk.get("usage"):
@@ -521,7 +613,8 @@ class ResponseEvents:
 
     def finished(self) -> list[str]:
         events = list(self._close())
-        if not self.output:  # nothing generated: an empty message, as the whole answer has
+        if len(self.output) == (1 if self.search else 0):
+            # Nothing generated (but the search): an empty message, as the whole answer has.
             events.extend(self._text(""))
             events.extend(self._close())
         response = _finished(self.skeleton, self.output, self.finish_reason, self.usage)
@@ -547,12 +640,25 @@ class ResponseEvents:
     def _status(self) -> str:
         return "incomplete" if self.finish_reason == "length" else "completed"
 
+    def _searched(self, search: FileSearch) -> Iterator[str]:
+        """The file search's item, already done when the request was routed, told as
+        OpenAI's stream tells a search: added, in progress, searching, completed, done."""
+        item, index = search.item, len(self.output)
+        added = {k: v for k, v in item.items() if k != "results"} | {"status": "in_progress"}
+        yield self.event("response.output_item.added", output_index=index, item=added)
+        for stage in ("in_progress", "searching", "completed"):
+            yield self.event(
+                f"response.file_search_call.{stage}", item_id=item["id"], output_index=index
+            )
+        self.output.append(item)
+        yield self.event("response.output_item.done", output_index=index, item=item)
+
     def _text(self, delta: str) -> Iterator[str]:
         current = self.open
         if current is None or current.chat_call is not None:
             yield from self._close()
             current = self.open = _OpenItem(
-                len(self.output), _message_item(new_id("msg"), "", "in_progress")
+                len(self.output), _message_item(new_id("msg"), "in_progress", None)
             )
             item_id = current.item["id"]
             yield self.event(
@@ -609,7 +715,17 @@ class ResponseEvents:
         item, index, text = opened.item, opened.index, "".join(opened.parts)
         status = status or self._status
         if opened.chat_call is None:
-            part = _text_part(text)
+            annotations = self.search.annotations(text) if self.search else []
+            for n, annotation in enumerate(annotations):
+                yield self.event(
+                    "response.output_text.annotation.added",
+                    item_id=item["id"],
+                    output_index=index,
+                    content_index=0,
+                    annotation_index=n,
+                    annotation=annotation,
+                )
+            part = _text_part(text, annotations)
             yield self.event(
                 "response.output_text.done",
                 item_id=item["id"],

@@ -14,6 +14,7 @@ from dataclasses import replace
 
 from ragtune.ingest.pipeline import document_id
 from ragtune.retrieval.errors import CollectionNotFoundError, RetrievalError
+from ragtune.retrieval.search import SearchHit
 from ragtune.retrieval.settings import check_collection_name
 from ragtune.retrieval.store import Collection, VectorStore
 from ragtune.serving.chat.protocol import RagtuneOptions
@@ -351,22 +352,28 @@ class VectorStoreService:
                 hits.append(hit)
         options = request.ranking_options
         threshold = options.score_threshold if options and options.score_threshold else 0.0
-        uploaded = {
-            job.doc_id: job for job in self.catalog.attachments(vector_store=collection.name)
-        }
+        data = [found for found in self.results(hits[:k]) if found.score >= threshold]
+        return VectorStoreSearchPage(search_query=texts, data=data)
+
+    def results(self, hits: Sequence[SearchHit]) -> Sequence[VectorStoreSearchResult]:
+        """Passages (of any stores) as search results, in order: each with the file it came
+        from (an uploaded file's id and name; a document `ragtune ingest` ingested, its id and
+        its path below the folder ingested), its similarity to the query and its attributes.
+        Blocking: reads the catalog."""
+        uploaded: dict[tuple[str, str], Attachment] = {}
+        for name in dict.fromkeys(hit.collection for hit in hits):
+            for attached in self.catalog.attachments(vector_store=name):
+                uploaded[name, attached.doc_id] = attached
         data = []
-        for hit in hits[:k]:
-            score = round(max(0.0, min(1.0, hit.dense_score or 0.0)), 4)
-            if score < threshold:
-                continue
+        for hit in hits:
             document_id = str(hit.metadata.get("doc_id", ""))
-            job = uploaded.get(document_id)
+            job = uploaded.get((hit.collection, document_id))
             record = self.catalog.file(job.file_id) if job else None
             data.append(
                 VectorStoreSearchResult(
                     file_id=record.id if record else document_id,
                     filename=record.filename if record else hit.document,
-                    score=score,
+                    score=round(max(0.0, min(1.0, hit.dense_score or 0.0)), 4),
                     attributes={
                         "heading": str(hit.metadata.get("heading", "")),
                         "section": hit.section,
@@ -376,7 +383,7 @@ class VectorStoreService:
                     content=[SearchContent(text=hit.text)],
                 )
             )
-        return VectorStoreSearchPage(search_query=texts, data=data)
+        return data
 
     # File batches
 
