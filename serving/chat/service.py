@@ -62,6 +62,9 @@ class Routed:
     """Every passage retrieved (the plan's evidence is those that count)."""
     matches: tuple[tuple[str, float], ...] = ()
     """Each adapter's similarity to the request, best first."""
+    queries: tuple[str, ...] = ()
+    """The texts the documents were searched with (`ConversationQuery.text`), one per
+    embedding model searched; none when nothing was."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,8 @@ class PreparedChat:
     use documents): what the answer is checked against."""
     shadow: ShadowCase | None = None
     """Sampled for shadow mode: once answered, the route not taken runs in the background."""
+    queries: tuple[str, ...] = ()
+    """What the documents were searched with (`Routed.queries`)."""
 
 
 class ChatService:
@@ -184,6 +189,7 @@ class ChatService:
             ),
             passages=tuple(hit.text for hit in prompt.passages) if plan.uses_documents else (),
             shadow=self._shadow_case(request, ask, routed, principal),
+            queries=routed.queries,
         )
 
     def read(self, request: ChatCompletionRequest, principal: Principal = OPERATOR) -> RouteRequest:
@@ -287,7 +293,8 @@ class ChatService:
             self.settings, request, hits, matches, advice, stale, model=self.route_model
         )
         timings = {"retrieval": retrieved - started, "routing": time.perf_counter() - retrieved}
-        return Routed(plan, timings, tuple(hits), tuple(matches))
+        texts = tuple(dict.fromkeys(queries[name].text for name in searched))
+        return Routed(plan, timings, tuple(hits), tuple(matches), texts)
 
     def _queries(
         self, request: RouteRequest, searched: Sequence[str]

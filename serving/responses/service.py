@@ -115,11 +115,8 @@ class ResponsesService:
         try:
             search = None
             if any(_is_file_search(tool) for tool in request.tools or ()):
-                question = chat_request.user_turns()[-1]
                 with_results = FILE_SEARCH_RESULTS in (request.include or ())
-                search = await anyio.to_thread.run_sync(
-                    self.file_search, question, prepared, with_results
-                )
+                search = await anyio.to_thread.run_sync(self.file_search, prepared, with_results)
             return PreparedResponse(prepared, response_skeleton(request, prepared), search)
         except BaseException:
             await self.chat.finish(prepared)
@@ -158,11 +155,11 @@ class ResponsesService:
                 param="max_output_tokens",
             )
 
-    def file_search(self, question: str, prepared: PreparedChat, with_results: bool) -> FileSearch:
-        """The file search of a request that used the `file_search` tool: the question (the
-        last user message; a follow-up is searched with the turns before it, as chat does) and
-        the passages given to the model (listed when `with_results`), each named as the vector
-        store search names it. Blocking: reads the file catalog."""
+    def file_search(self, prepared: PreparedChat, with_results: bool) -> FileSearch:
+        """The file search of a request that used the `file_search` tool: what the stores were
+        searched with (the question; a follow-up with the user turns before it that the search
+        read, oldest first) and the passages given to the model (listed when `with_results`),
+        each named as the vector store search names it. Blocking: reads the file catalog."""
         evidence = {(hit.collection, hit.chunk_id): hit for hit in prepared.plan.evidence}
         given = [evidence[source.collection, source.chunk_id] for source in prepared.info.sources]
         results = self.stores.results(given)
@@ -170,7 +167,7 @@ class ResponsesService:
             "type": "file_search_call",
             "id": new_id("fs"),
             "status": "completed",
-            "queries": [question],
+            "queries": list(prepared.queries),
         }  # `results` only when asked for: OpenAI's optional fields are left out, not null
         if with_results:
             item["results"] = [
