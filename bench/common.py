@@ -35,6 +35,7 @@ BUILDER = REPO.parent / "shared" / "eval" / "build_python_docs.py"
 SQLITE_BUILDER = REPO / "bench" / "evalsets" / "build_sqlite_docs.py"
 GIT_BUILDER = REPO / "bench" / "evalsets" / "build_git_docs.py"
 PDF_PRINTER = REPO / "bench" / "evalsets" / "print_pdf.py"
+MARKDOWN_CONVERTER = REPO / "bench" / "evalsets" / "to_markdown.py"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ragtune"
 EVAL = Path(os.environ.get("RAGTUNE_EVAL_CACHE") or CACHE / "evalsets")
 ABSTRACTS = REPO.parent / "shared" / "eval" / "abstract2title.jsonl"
@@ -84,9 +85,23 @@ def git_pdf_set(subset: str) -> Path:
     return _printed(git_set(subset), EVAL / f"git-pdf-{subset}")
 
 
+def sqlite_md_set(subset: str) -> Path:
+    """The SQLite set as Markdown (bench/evalsets/to_markdown.py). Opt-in: `--sets sqlite-md`."""
+    return _converted(MARKDOWN_CONVERTER, sqlite_set(subset), EVAL / f"sqlite-md-{subset}")
+
+
+def git_md_set(subset: str) -> Path:
+    """The Git set as Markdown, like `sqlite_md_set`. Opt-in: `--sets git-md`."""
+    return _converted(MARKDOWN_CONVERTER, git_set(subset), EVAL / f"git-md-{subset}")
+
+
 def _printed(html_set: Path, out: Path) -> Path:
+    return _converted(PDF_PRINTER, html_set, out)
+
+
+def _converted(script: Path, html_set: Path, out: Path) -> Path:
     if not (out / "qa.json").is_file():
-        subprocess.run([sys.executable, str(PDF_PRINTER), str(html_set), str(out)], check=True)
+        subprocess.run([sys.executable, str(script), str(html_set), str(out)], check=True)
     return out
 
 
@@ -96,6 +111,8 @@ DEV_SETS = {
     "git": git_set,
     "sqlite-pdf": sqlite_pdf_set,
     "git-pdf": git_pdf_set,
+    "sqlite-md": sqlite_md_set,
+    "git-md": git_md_set,
 }
 """The developers' sets a bench can score, by name (`--sets`)."""
 DEFAULT_SETS = ("python", "sqlite")

@@ -1,6 +1,6 @@
 """Read a file into a document: its title and its sections (heading path + text), by type.
 
-Markdown is split on its headings by LangChain's header splitter, HTML by one walk over the
+Markdown is split on its headings by CommonMark's rules, HTML by one walk over the
 page in document order (inline elements stay in their sentences); PDF is read
 with pypdf into paragraphs under the headings of its outline or type sizes (`ingest.pdf`), DOCX
 with python-docx. reStructuredText has no structure-aware loader in
@@ -42,10 +42,11 @@ SUFFIXES: dict[str, str] = {
 }
 
 
-LOADER_VERSIONS: dict[str, int] = {HTML: 3, PDF: 2}
+LOADER_VERSIONS: dict[str, int] = {HTML: 3, PDF: 2, MARKDOWN: 2}
 """Bumped when a loader reads the same file differently (HTML 2: inline elements in place;
-3: self-contained blocks apart; PDF 2: paragraphs and headings, see `ingest.pdf`), so that the
-next ingest re-reads files of that type instead of skipping them as unchanged."""
+3: self-contained blocks apart; PDF 2: paragraphs and headings, see `ingest.pdf`; Markdown 2:
+setext headings, front matter, paragraphs kept apart), so that the next ingest re-reads files
+of that type instead of skipping them as unchanged."""
 
 
 def loader_version(path: Path) -> int:
@@ -192,17 +193,75 @@ def _rst_heading(lines: list[str], i: int) -> tuple[str, tuple[str, bool], int] 
     return None
 
 
-def _load_markdown(path: Path, data: bytes) -> LoadedDocument:
-    from langchain_text_splitters import MarkdownHeaderTextSplitter
+_MD_ATX = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
+_MD_SETEXT = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
+_MD_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+_MD_NOT_A_TITLE = re.compile(r"^(?: {4}|\t| {0,3}(?:[-*+>|]|\d+[.)])(?:\s|$))")
+"""A line that cannot be a setext title: indented code, a list item, a quote, a table row."""
+_MD_FRONT_TITLE = re.compile(r"^title:[ \t]*(.+?)[ \t]*$", re.MULTILINE)
 
-    levels = [("#" * n, f"h{n}") for n in range(1, 7)]
-    splitter = MarkdownHeaderTextSplitter(levels, strip_headers=True)
-    sections = []
+
+def _load_markdown(path: Path, data: bytes) -> LoadedDocument:
+    """Sections under ATX (`## Title`) and setext (a title underlined with `===` or `---`)
+    headings, CommonMark's rules for what is a heading (not a line in a fenced code block, not
+    a list item or quote; `---` after a blank line is a rule); each section's text as written,
+    paragraphs one blank line apart (outside code, a run of blank lines means no more than one
+    in Markdown, while the chunker takes two for a block it never joins). YAML front matter is not
+    text: its `title` is the document's title (else the first level-1 heading)."""
+    lines = decode_text(data).split("\n")
     title = ""
-    for part in splitter.split_text(decode_text(data)):
-        heading_path = tuple(str(part.metadata[key]) for _, key in levels if key in part.metadata)
-        title = title or str(part.metadata.get("h1", ""))
-        sections.append(Section(heading_path, part.page_content))
+    start = 0
+    if lines and lines[0].strip() == "---":
+        end = next((n for n in range(1, len(lines)) if lines[n].strip() in ("---", "...")), None)
+        if end is not None:
+            found = _MD_FRONT_TITLE.search("\n".join(lines[1:end]))
+            title = found.group(1).strip("'\"") if found else ""
+            start = end + 1
+    sections: list[Section] = []
+    stack: list[tuple[int, str]] = []
+    body: list[str] = []
+    fence = ""
+
+    def enter(level: int, heading: str) -> None:
+        nonlocal title
+        text = "\n".join(body).strip("\n")
+        if text.strip():
+            sections.append(Section(tuple(h for _, h in stack), text))
+        body.clear()
+        while stack and stack[-1][0] >= level:
+            stack.pop()
+        if heading:
+            stack.append((level, heading))
+            title = title or (heading if level == 1 else "")
+
+    n = start
+    while n < len(lines):
+        line = lines[n]
+        opened = _MD_FENCE.match(line)
+        if fence:
+            if opened and opened.group(1)[0] == fence[0] and len(opened.group(1)) >= len(fence):
+                fence = ""
+            body.append(line)
+        elif opened:
+            fence = opened.group(1)
+            body.append(line)
+        elif atx := _MD_ATX.match(line):
+            enter(len(atx.group(1)), (atx.group(2) or "").strip())
+        elif not line.strip() and (not body or not body[-1].strip()):
+            pass  # blank lines in a row are one (CommonMark): no break the chunker would keep
+        elif (
+            n + 1 < len(lines)
+            and line.strip()
+            and not _MD_NOT_A_TITLE.match(line)
+            and (not body or not body[-1].strip())
+            and (underline := _MD_SETEXT.match(lines[n + 1]))
+        ):
+            enter(1 if underline.group(1)[0] == "=" else 2, line.strip())
+            n += 1
+        else:
+            body.append(line)
+        n += 1
+    enter(0, "")
     return LoadedDocument(title or _title_from_name(path), MARKDOWN, sections)
 
 

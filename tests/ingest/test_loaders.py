@@ -44,6 +44,27 @@ def test_markdown_sections_follow_headings(tmp_path: Path) -> None:
     ]
 
 
+def test_markdown_setext_headings_front_matter_and_paragraphs(tmp_path: Path) -> None:
+    path = tmp_path / "deploy.md"
+    path.write_text(
+        "---\ntitle: 'Deploy guide'\ntags: [ops]\n---\n\n"
+        "Overview\n========\n\nFirst paragraph.\n\n\n\nSecond paragraph,\nwrapped.\n\n"
+        "Installing\n----------\n\n~~~sh\n# a comment\n\n\nInstalling\n----------\n~~~\n\n"
+        "- a list item\n---\n\nAfter a rule.\n\n---\n\n## Ports\nUse 8080.\n"
+    )
+    document = load(path)
+    assert document.title == "Deploy guide"  # the front matter's, not the first heading
+    assert [(s.path, s.text) for s in document.sections] == [
+        (("Overview",), "First paragraph.\n\nSecond paragraph,\nwrapped."),
+        (
+            ("Overview", "Installing"),
+            "~~~sh\n# a comment\n\n\nInstalling\n----------\n~~~\n\n"  # code as written
+            "- a list item\n---\n\nAfter a rule.\n\n---",
+        ),
+        (("Overview", "Ports"), "Use 8080."),  # level 2, as the underlined "Installing"
+    ]
+
+
 def test_rst_levels_follow_adornment_styles(tmp_path: Path) -> None:
     path = tmp_path / "doc.rst.txt"
     path.write_text(
