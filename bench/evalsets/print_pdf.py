@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -40,7 +41,6 @@ def chromium() -> str:
 
 
 def print_page(browser: str, page: Path, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as profile:
         subprocess.run(
             [
@@ -59,20 +59,34 @@ def print_page(browser: str, page: Path, out: Path) -> None:
 
 
 def build(html_set: Path, out: Path, workers: int = 2) -> Path:
-    """OUT_DIR/corpus/*.pdf (one per page, same relative paths) and OUT_DIR/qa.json; written
-    to a staging folder first, so an interrupted build is never taken for a finished one."""
+    """OUT_DIR/corpus/*.pdf (one per page, same relative paths) and OUT_DIR/qa.json."""
+    browser = chromium()
+    return build_converted(html_set, out, ".pdf", lambda page, to: print_page(browser, page, to))
+
+
+def build_converted(
+    html_set: Path,
+    out: Path,
+    suffix: str,
+    convert: Callable[[Path, Path], None],
+    workers: int = 2,
+) -> Path:
+    """OUT_DIR/corpus/<page><suffix> for each HTML page of HTML_SET_DIR/corpus, written by
+    `convert(page, target)` (`workers` at a time), and qa.json as it is; written to a staging
+    folder first, so an interrupted build is never taken for a finished one."""
     if (out / "qa.json").is_file():
         return out
-    browser = chromium()
     staging = out.with_name(out.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     pages = sorted((html_set / "corpus").rglob("*.htm*"))
     targets = [
-        staging / "corpus" / page.relative_to(html_set / "corpus").with_suffix(".pdf")
+        staging / "corpus" / page.relative_to(html_set / "corpus").with_suffix(suffix)
         for page in pages
     ]
+    for target in targets:
+        target.parent.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(lambda job: print_page(browser, *job), zip(pages, targets, strict=True)))
+        list(pool.map(lambda job: convert(*job), zip(pages, targets, strict=True)))
     shutil.copyfile(html_set / "qa.json", staging / "qa.json")
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)

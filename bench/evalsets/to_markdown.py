@@ -12,8 +12,12 @@ compares words, so answer passages stay findable whatever the markup.
 from __future__ import annotations
 
 import argparse
-import shutil
+import sys
 from pathlib import Path
+
+# The shared build, beside this file (a script's own folder is on its path).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from print_pdf import build_converted
 
 
 def convert(html: str) -> str:
@@ -26,20 +30,13 @@ def convert(html: str) -> str:
     return MarkdownConverter(heading_style="ATX", bullets="-").convert_soup(soup)
 
 
+def write_markdown(page: Path, target: Path) -> None:
+    target.write_text(convert(page.read_text(encoding="utf-8", errors="replace")))
+
+
 def build(html_set: Path, out: Path) -> Path:
-    """OUT_DIR/corpus/*.md and OUT_DIR/qa.json, written to a staging folder first."""
-    if (out / "qa.json").is_file():
-        return out
-    staging = out.with_name(out.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    for page in sorted((html_set / "corpus").rglob("*.htm*")):
-        target = staging / "corpus" / page.relative_to(html_set / "corpus").with_suffix(".md")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(convert(page.read_text(encoding="utf-8", errors="replace")))
-    shutil.copyfile(html_set / "qa.json", staging / "qa.json")
-    shutil.rmtree(out, ignore_errors=True)
-    staging.rename(out)
-    return out
+    """OUT_DIR/corpus/*.md (one per page, same relative paths) and OUT_DIR/qa.json."""
+    return build_converted(html_set, out, ".md", write_markdown)
 
 
 def main() -> None:

@@ -9,30 +9,15 @@ from typing import Any
 
 
 def pdf_bytes(pages: list[list[str]], title: str | None = None) -> bytes:
-    """A valid PDF with one text line per entry, one page per list."""
-    objects: list[str] = ["<< /Type /Catalog /Pages 2 0 R >>", ""]
-    kids = []
-    font = 3 + 2 * len(pages)
-    for lines in pages:
-        page_no = len(objects) + 1
-        kids.append(f"{page_no} 0 R")
-        escaped = [_pdf_escaped(ln) for ln in lines]
-        content = "BT /F1 12 Tf 72 720 Td 16 TL " + " ".join(f"({ln}) '" for ln in escaped) + " ET"
-        objects.append(
-            f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents {page_no + 1} 0 R "
-            f"/Resources << /Font << /F1 {font} 0 R >> >> >>"
-        )
-        objects.append(f"<< /Length {len(content)} >>\nstream\n{content}\nendstream")
-    objects[1] = f"<< /Type /Pages /Kids [{' '.join(kids)}] /Count {len(pages)} >>"
-    objects.append("<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
-    info = ""
-    if title:
-        objects.append(f"<< /Title ({title}) >>")
-        info = f" /Info {len(objects)} 0 R"
-    return _pdf_file(objects, info)
+    """A valid PDF with one text line per entry (12 pt, 16 pt apart), one page per list."""
+    return placed_pdf_bytes(
+        [[(704 - 16 * n, 12, line) for n, line in enumerate(lines)] for lines in pages], title
+    )
 
 
-def placed_pdf_bytes(pages: list[list[tuple[float, float, str]]]) -> bytes:
+def placed_pdf_bytes(
+    pages: list[list[tuple[float, float, str]]], title: str | None = None
+) -> bytes:
     """A valid PDF whose lines are placed by hand: (baseline y from the page's bottom, type
     size, text) per line, one page per list, as a word processor sets headings and paragraphs."""
     objects: list[str] = ["<< /Type /Catalog /Pages 2 0 R >>", ""]
@@ -52,7 +37,11 @@ def placed_pdf_bytes(pages: list[list[tuple[float, float, str]]]) -> bytes:
         objects.append(f"<< /Length {len(content)} >>\nstream\n{content}\nendstream")
     objects[1] = f"<< /Type /Pages /Kids [{' '.join(kids)}] /Count {len(pages)} >>"
     objects.append("<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
-    return _pdf_file(objects, "")
+    info = ""
+    if title:
+        objects.append(f"<< /Title ({_pdf_escaped(title)}) >>")
+        info = f" /Info {len(objects)} 0 R"
+    return _pdf_file(objects, info)
 
 
 def with_outline(pdf: bytes, entries: list[tuple[str, int, int]]) -> bytes:
