@@ -208,7 +208,7 @@ def _load_markdown(path: Path, data: bytes) -> LoadedDocument:
     paragraphs one blank line apart (outside code, a run of blank lines means no more than one
     in Markdown, while the chunker takes two for a block it never joins). YAML front matter is not
     text: its `title` is the document's title (else the first level-1 heading)."""
-    lines = decode_text(data).split("\n")
+    lines = decode_text(data).splitlines()  # \n, \r\n (Windows) or \r
     title = ""
     start = 0
     if lines and lines[0].strip() == "---":

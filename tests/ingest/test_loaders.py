@@ -54,6 +54,9 @@ def test_markdown_setext_headings_front_matter_and_paragraphs(tmp_path: Path) ->
     )
     document = load(path)
     assert document.title == "Deploy guide"  # the front matter's, not the first heading
+    windows = tmp_path / "windows.md"
+    windows.write_bytes(path.read_bytes().replace(b"\n", b"\r\n"))  # the same, saved on Windows
+    assert load(windows).sections == document.sections
     assert [(s.path, s.text) for s in document.sections] == [
         (("Overview",), "First paragraph.\n\nSecond paragraph,\nwrapped."),
         (
