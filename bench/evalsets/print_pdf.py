@@ -93,12 +93,17 @@ def build_converted(
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def command_line(build: Callable[[Path, Path], Path], description: str | None) -> None:
+    """A conversion script's command line: HTML_SET_DIR OUT_DIR, then `build` them."""
+    parser = argparse.ArgumentParser(description=(description or "").split("\n", maxsplit=1)[0])
     parser.add_argument("html_set", type=Path)
     parser.add_argument("out", type=Path)
     args = parser.parse_args()
     build(args.html_set, args.out)
+
+
+def main() -> None:
+    command_line(build, __doc__)
 
 
 if __name__ == "__main__":

@@ -11,13 +11,12 @@ compares words, so answer passages stay findable whatever the markup.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 # The shared build, beside this file (a script's own folder is on its path).
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from print_pdf import build_converted
+from print_pdf import build_converted, command_line
 
 
 def convert(html: str) -> str:
@@ -40,11 +39,7 @@ def build(html_set: Path, out: Path) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("html_set", type=Path)
-    parser.add_argument("out", type=Path)
-    args = parser.parse_args()
-    build(args.html_set, args.out)
+    command_line(build, __doc__)
 
 
 if __name__ == "__main__":
