@@ -116,3 +116,22 @@ def test_self_contained_html_blocks_are_chunked_apart() -> None:
         "--amend\n\nReplace the tip of the branch.",
         "--quiet\n\nSay less.",
     ]
+
+
+def test_terms_sharing_a_description_stay_with_it() -> None:
+    """A definition list's entry is its terms and then their description, as HTML defines the
+    group: Git's "-d" and "--delete" name one description. Before, each term after the first
+    was a chunk of its own word, and the description lost the name it is looked up by."""
+    page = (
+        "<html><body><h1>Options</h1>"
+        "<dl><dt>-d</dt>\n<dt>--delete</dt><dd><p>Delete a branch.</p></dd>"
+        "<dt>-D</dt><dd>Shortcut for --delete --force.</dd>"
+        "<dt>-q</dt>Quiet.</dl></body></html>"
+    )
+    document = load_document(Path("options.html"), page.encode())
+    chunks = Chunker(FakeEmbedder(max_tokens=200), overlap_tokens=0).chunk(document)
+    assert [c.text for c in chunks] == [
+        "-d\n\n--delete\n\nDelete a branch.",
+        "-D\n\nShortcut for --delete --force.",
+        "-q\n\nQuiet.",
+    ]

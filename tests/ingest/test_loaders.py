@@ -86,6 +86,26 @@ def test_rst_levels_follow_adornment_styles(tmp_path: Path) -> None:
     ]
 
 
+def test_rst_markup_a_reader_never_sees_is_left_out(tmp_path: Path) -> None:
+    """Labels, comments (with their indented lines), page fields and directives that only
+    set how a page is shown are not text (alone, each became a chunk of its own); literal
+    blocks and directive content are kept as written, markup-looking lines included."""
+    path = tmp_path / "doc.rst.txt"
+    path.write_text(
+        ":tocdepth: 2\n\n.. highlight:: python\n\n=====\nTitle\n=====\n\n"
+        ".. sectionauthor:: A. Writer <a@example.org>\n.. currentmodule:: os\n\nIntro.\n\n"
+        ".. testsetup::\n\n   import os\n\n"
+        ".. XXX update this answer\n   before the next release.\n\nKept one.\n\n"
+        ".. _next-part:\n\nPart\n====\n\nAn example::\n\n   .. _not-a-label:\n   x = 1\n\n"
+        ".. note::\n\n   A note.\n\n..\n   An empty comment's lines.\n\n"
+        ".. _Python site: https://www.python.org\n\nEnd.\n"
+    )
+    assert paths_and_texts(load(path)) == [
+        (("Title",), "Intro. Kept one."),
+        (("Title", "Part"), "An example:: .. _not-a-label: x = 1 .. note:: A note. End."),
+    ]
+
+
 def test_real_rst_from_the_python_docs(eval_small: Path) -> None:
     document = load(eval_small / "corpus" / "tutorial" / "inputoutput.rst.txt")
     assert document.title == "Input and Output"
