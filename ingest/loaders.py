@@ -162,8 +162,8 @@ def _indent(line: str) -> int:
 
 def _rst_shown_lines(lines: list[str]) -> list[str]:
     """`lines` without the markup a reader never sees (`_RST_HIDDEN`, `_RST_PAGE_FIELD`).
-    Lone labels and comments otherwise became chunks of their own (a third of the chunks
-    under four words on the Python docs), and some ranked in the first five."""
+    Lone labels and comments otherwise became chunks of their own (most of the Python docs'
+    chunks of three words or fewer), and some ranked in the first five."""
     kept: list[str] = []
     literal: int | None = None  # indentation of the line that opened a kept block
     i = 0
@@ -177,6 +177,8 @@ def _rst_shown_lines(lines: list[str]) -> list[str]:
         if _RST_HIDDEN.match(line) or _RST_PAGE_FIELD.match(line):
             own = _indent(line)
             i += 1
+            if line.strip() == ".." and (i == len(lines) or not lines[i].strip()):
+                continue  # an empty comment then a blank line ends a block and takes no text
             while i < len(lines) and (not lines[i].strip() or _indent(lines[i]) > own):
                 if not lines[i].strip():
                     kept.append("")  # blank lines stay: they separate paragraphs and blocks

@@ -89,7 +89,8 @@ def test_rst_levels_follow_adornment_styles(tmp_path: Path) -> None:
 def test_rst_markup_a_reader_never_sees_is_left_out(tmp_path: Path) -> None:
     """Labels, comments (with their indented lines), page fields and directives that only
     set how a page is shown are not text (alone, each became a chunk of its own); literal
-    blocks and directive content are kept as written, markup-looking lines included."""
+    blocks and directive content are kept as written, markup-looking lines included, and an
+    empty comment before a blank line takes no text (reStructuredText's rule)."""
     path = tmp_path / "doc.rst.txt"
     path.write_text(
         ":tocdepth: 2\n\n.. highlight:: python\n\n=====\nTitle\n=====\n\n"
@@ -98,11 +99,16 @@ def test_rst_markup_a_reader_never_sees_is_left_out(tmp_path: Path) -> None:
         ".. XXX update this answer\n   before the next release.\n\nKept one.\n\n"
         ".. _next-part:\n\nPart\n====\n\nAn example::\n\n   .. _not-a-label:\n   x = 1\n\n"
         ".. note::\n\n   A note.\n\n..\n   An empty comment's lines.\n\n"
-        ".. _Python site: https://www.python.org\n\nEnd.\n"
+        ".. _Python site: https://www.python.org\n\nEnd.\n\n"
+        "..\n\n   A quote after an empty comment.\n"
     )
     assert paths_and_texts(load(path)) == [
         (("Title",), "Intro. Kept one."),
-        (("Title", "Part"), "An example:: .. _not-a-label: x = 1 .. note:: A note. End."),
+        (
+            ("Title", "Part"),
+            "An example:: .. _not-a-label: x = 1 .. note:: A note. End. "
+            "A quote after an empty comment.",
+        ),
     ]
 
 
