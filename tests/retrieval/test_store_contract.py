@@ -11,7 +11,7 @@ import pytest
 
 from ragtune.retrieval.errors import CollectionNotFoundError, EmbeddingModelMismatchError
 from ragtune.retrieval.settings import RetrievalSettings
-from ragtune.retrieval.store import ChunkRecord, VectorStore, open_store
+from ragtune.retrieval.store import HNSW_CONFIGURATION, ChunkRecord, VectorStore, open_store
 from tests.support.fakes import InMemoryStore
 
 MODEL = "test-model"
@@ -156,3 +156,16 @@ def test_documents_are_told_by_their_chunks_metadata(store: VectorStore, name: s
         ("a", "/docs/a.md", "ha", "2025-01-01", 1),
         ("b", "/docs/b.md", "hb", "2025-01-03", 2),
     ]
+
+
+def test_new_chroma_collections_get_ragtunes_index_settings(store: VectorStore, name: str) -> None:
+    """Chroma's HNSW defaults missed a question's best chunk in one of two builds of the same
+    collection (bench/ann.py): a collection ragtune creates, and the copy a rebuild fills,
+    are indexed with the settings that do not."""
+    if isinstance(store, InMemoryStore):
+        pytest.skip("the in-memory store searches exactly")
+    created = store.collection(name, MODEL, create=True)
+    staging = store.create_staging(f"{name}-staging", MODEL, {})
+    for collection in (created, staging):
+        hnsw = collection._raw.configuration_json["hnsw"]  # type: ignore[attr-defined]
+        assert {k: hnsw[k] for k in HNSW_CONFIGURATION} == HNSW_CONFIGURATION
