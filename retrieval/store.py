@@ -575,12 +575,7 @@ class ChromaStore(VectorStore):
         if raw is None:
             if not create:
                 raise collection_not_found(name, self.location) from None
-            raw = self._client.create_collection(
-                name,
-                embedding_function=None,
-                configuration={"hnsw": dict(HNSW_CONFIGURATION)},
-                metadata={EMBEDDING_MODEL_KEY: embedding_model, "created_by": "ragtune"},
-            )
+            raw = self._create_raw(name, embedding_model, {})
         recorded = (raw.metadata or {}).get(EMBEDDING_MODEL_KEY)
         if recorded != embedding_model and (raw.metadata or {}).get(EMBEDDING_BASE_KEY) == (
             embedding_model
@@ -609,17 +604,20 @@ class ChromaStore(VectorStore):
 
         with contextlib.suppress(chromadb.errors.NotFoundError, ValueError):
             self._client.delete_collection(name)
-        raw = self._client.create_collection(
+        raw = self._create_raw(
+            name, embedding_model, {k: v for k, v in metadata.items() if k != REVISION_KEY}
+        )
+        return ChromaCollection(self._client, raw, embedding_model, self._max_batch)
+
+    def _create_raw(self, name: str, embedding_model: str, metadata: Metadata) -> Any:
+        """A new Chroma collection, indexed with `HNSW_CONFIGURATION`, with `metadata` beside
+        the store's own keys."""
+        return self._client.create_collection(
             name,
             embedding_function=None,
             configuration={"hnsw": dict(HNSW_CONFIGURATION)},
-            metadata={
-                **{k: v for k, v in metadata.items() if k != REVISION_KEY},
-                EMBEDDING_MODEL_KEY: embedding_model,
-                "created_by": "ragtune",
-            },
+            metadata={**metadata, EMBEDDING_MODEL_KEY: embedding_model, "created_by": "ragtune"},
         )
-        return ChromaCollection(self._client, raw, embedding_model, self._max_batch)
 
     def replace_collection(self, name: str, staging: str) -> None:
         """Put the collection `staging` in the place of `name` (renamed; the old one is deleted
