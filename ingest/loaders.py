@@ -43,12 +43,13 @@ SUFFIXES: dict[str, str] = {
 }
 
 
-LOADER_VERSIONS: dict[str, int] = {HTML: 4, PDF: 2, MARKDOWN: 2, RST: 2}
+LOADER_VERSIONS: dict[str, int] = {HTML: 4, PDF: 2, MARKDOWN: 2, RST: 3}
 """Bumped when a loader reads the same file differently (HTML 2: inline elements in place;
 3: self-contained blocks apart; 4: the terms of one description kept together; PDF 2:
 paragraphs and headings, see `ingest.pdf`; Markdown 2: setext headings, front matter,
-paragraphs kept apart; RST 2: markup a reader never sees left out), so that the next ingest
-re-reads files of that type instead of skipping them as unchanged."""
+paragraphs kept apart; RST 2: markup a reader never sees left out; 3: directive names in
+any case), so that the next ingest re-reads files of that type instead of skipping them as
+unchanged."""
 
 
 def loader_version(path: Path) -> int:
@@ -148,7 +149,8 @@ _ADORNMENT = re.compile(r"^([!-/:-@\[-`{-~])\1{2,}\s*$")
 _RST_HIDDEN = re.compile(
     r"^\s*\.\.(?:\s*$|\s+_|\s+(?![\[|])(?![\w:+.-]+::)"
     r"|\s+(?:highlight|highlightlang|sectionauthor|moduleauthor|codeauthor|contents"
-    r"|tabularcolumns|currentmodule|testsetup|testcleanup)::)"
+    r"|tabularcolumns|currentmodule|testsetup|testcleanup)::)",
+    re.IGNORECASE,  # directive names are case-insensitive: `.. Contents::` is `.. contents::`
 )
 _RST_PAGE_FIELD = re.compile(r"^:(?:tocdepth|orphan|nocomments|nosearch):")
 _RST_BLOCK_START = re.compile(r"^\s*\.\.\s+[\w:+.-]+::|.*::\s*$")

@@ -90,11 +90,13 @@ def test_rst_markup_a_reader_never_sees_is_left_out(tmp_path: Path) -> None:
     """Labels, comments (with their indented lines), page fields and directives that only
     set how a page is shown are not text (alone, each became a chunk of its own); literal
     blocks and directive content are kept as written, markup-looking lines included, and an
-    empty comment before a blank line takes no text (reStructuredText's rule)."""
+    empty comment before a blank line takes no text; directive names are case-insensitive
+    (reStructuredText's rules)."""
     path = tmp_path / "doc.rst.txt"
     path.write_text(
         ":tocdepth: 2\n\n.. highlight:: python\n\n=====\nTitle\n=====\n\n"
         ".. sectionauthor:: A. Writer <a@example.org>\n.. currentmodule:: os\n\nIntro.\n\n"
+        ".. Contents::\n\n"
         ".. testsetup::\n\n   import os\n\n"
         ".. XXX update this answer\n   before the next release.\n\nKept one.\n\n"
         ".. _next-part:\n\nPart\n====\n\nAn example::\n\n   .. _not-a-label:\n   x = 1\n\n"
