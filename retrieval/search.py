@@ -12,6 +12,9 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import PurePath
 
+import numpy as np
+import numpy.typing as npt
+
 from ragtune.retrieval.calibration import stored_calibration
 from ragtune.retrieval.embedder import Embedder, Vector
 from ragtune.retrieval.filters import SearchFilter
@@ -103,6 +106,9 @@ class Retriever:
         self._checked_at = 0.0
         self._fusion: tuple[RetrievalSettings, str] | None = None
         """The settings fusion runs with, and where they came from (see `fusion`)."""
+        self._exact: tuple[str, npt.NDArray[np.float32] | None] | None = None
+        """(revision, every chunk's unit vector in the lexical index's row order, or None to
+        ask the HNSW index): see `_exact_matrix`."""
 
     def fusion(self) -> RetrievalSettings:
         """The settings fusion runs with: the collection's calibration (`ragtune tune
@@ -163,8 +169,9 @@ class Retriever:
             where = None if filters.is_empty() else filters.chroma_where(lexical.rows)
             if where is not None or filters.is_empty():
                 vector = vector if vector is not None else self.embedder.embed_query(query)
+                mask = None if filters.is_empty() else filters.mask(lexical.rows)
                 for rank, (chunk_id, distance, payload) in enumerate(
-                    self._dense(vector, depth, where or None, mode), start=1
+                    self._dense(vector, depth, where or None, mask, mode, lexical), start=1
                 ):
                     c = candidates.setdefault(chunk_id, _Candidate(chunk_id))
                     c.dense_score, c.dense_rank = 1.0 - distance, rank
@@ -224,9 +231,30 @@ class Retriever:
         return hits
 
     def _dense(
-        self, vector: Vector, depth: int, where: Where | None, mode: SearchMode
+        self,
+        vector: Vector,
+        depth: int,
+        where: Where | None,
+        mask: npt.NDArray[np.bool_] | None,
+        mode: SearchMode,
+        lexical: LexicalIndex,
     ) -> list[tuple[str, float, tuple[str, Metadata] | None]]:
-        """(id, distance, text and metadata if fetched) of the nearest chunks."""
+        """(id, distance, text and metadata if fetched) of the nearest chunks: exactly, over
+        every chunk's vector, in a collection small enough (`_exact_matrix`); otherwise from
+        the store's approximate index."""
+        matrix = self._exact_matrix(lexical)
+        if matrix is not None:
+            q = np.asarray(vector, dtype=np.float32)
+            norm = float(np.linalg.norm(q))
+            scores = matrix @ (q / norm if norm > 0 else q)
+            if mask is not None:
+                scores = np.where(mask, scores, -np.inf)
+            n = min(depth, int(np.count_nonzero(np.isfinite(scores))))
+            if n < 1:
+                return []
+            top = np.argpartition(-scores, n - 1)[:n]
+            top = top[np.argsort(-scores[top], kind="stable")]
+            return [(lexical.ids[r], 1.0 - float(scores[r]), None) for r in top]
         if mode == SearchMode.DENSE:  # every hit is kept: fetch texts with the ranking
             return [
                 (h.id, h.distance, (h.text, h.metadata))
@@ -234,6 +262,30 @@ class Retriever:
             ]
         # Fusion keeps a few of `depth` candidates: ids now, texts for the kept ones later.
         return [(i, d, None) for i, d in self.collection.nearest(vector, depth, where)]
+
+    def _exact_matrix(self, lexical: LexicalIndex) -> npt.NDArray[np.float32] | None:
+        """Every chunk's unit vector, in `lexical`'s row order (so that a filter's mask applies
+        as it does to BM25), for a collection of at most `exact_search_max_chunks` chunks;
+        read once per revision. None: search the store's HNSW index instead. An approximate
+        index can miss a chunk for good: in one SQLite build the best chunk for a question was
+        out of reach until 1,000 results were asked for (README, "A vector index that finds
+        what exact search finds"); comparing with every vector costs about a millisecond at
+        20,000 chunks."""
+        if self._exact is not None and self._exact[0] == lexical.revision:
+            return self._exact[1]
+        matrix = None
+        if 0 < len(lexical) <= self.settings.exact_search_max_chunks:
+            stored = self.collection.vectors()
+            if stored is not None:
+                ids, vectors = stored
+                row = {chunk_id: n for n, chunk_id in enumerate(ids)}
+                if len(ids) != len(lexical) or any(i not in row for i in lexical.ids):
+                    return None  # written since the BM25 index was read: the index, this once
+                matrix = vectors[[row[i] for i in lexical.ids]]
+                norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+                matrix = (matrix / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+        self._exact = (lexical.revision, matrix)
+        return matrix
 
     def _distinct(self, ranked: list[_Candidate], k: int) -> list[_Candidate]:
         """The first `k` candidates whose texts differ (whitespace aside): a passage repeated

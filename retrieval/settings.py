@@ -90,6 +90,11 @@ class RetrievalSettings(RagtuneSettings):
     """Candidates the reranker scores (at least the hits asked for)."""
     lexical_check_seconds: float = 1.0
     """How often a long-running reader checks that its lexical index is still current."""
+    exact_search_max_chunks: int = 20_000
+    """Dense search over a collection of at most this many chunks compares the question with
+    every chunk's vector (kept in memory per revision, 1.5 KB a chunk for a 384-dimension
+    model) instead of asking the approximate HNSW index, which in some builds never reaches a
+    chunk (README, "A vector index that finds what exact search finds"). 0: always the index."""
 
     @field_validator("collection")
     @classmethod
@@ -106,6 +111,13 @@ class RetrievalSettings(RagtuneSettings):
     def _positive(cls, value: int) -> int:
         if value < 1:
             raise ValueError("must be at least 1")
+        return value
+
+    @field_validator("exact_search_max_chunks")
+    @classmethod
+    def _not_negative(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError("must be 0 (always the approximate index) or more")
         return value
 
     @property

@@ -21,6 +21,9 @@ from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import urlparse
 
+import numpy as np
+import numpy.typing as npt
+
 from ragtune.retrieval.embedder import Vector
 from ragtune.retrieval.errors import (
     CollectionNotFoundError,
@@ -162,6 +165,12 @@ class Collection(ABC):
 
     @abstractmethod
     def get(self, ids: Sequence[str], with_text: bool = True) -> list[StoredChunk]: ...
+
+    def vectors(self) -> tuple[list[str], npt.NDArray[np.float32]] | None:
+        """Every chunk's id and stored vector (one row each, in the same order), for exact
+        search over a small collection (`retrieval.search.Retriever`); None where the store
+        does not give them out (search then asks `nearest`)."""
+        return None
 
     def documents(self) -> list[StoredDocument]:
         """Every document of the collection, by source: read from the chunks' metadata alone
@@ -374,7 +383,9 @@ SQLite collection differed: one missed a question's best chunk outright (an HNSW
 differs from build to build), so retrieval moved between identical ingests. With these it
 left out none, query p50 2.15 ms against 2.40, indexing 2,700 chunks/s against 4,200, far
 above what embedding them takes (bench/ann.py). Only new collections get them: Chroma fixes a
-collection's graph when it is created."""
+collection's graph when it is created. Fewer misses are not none (later builds of the same
+SQLite collection still missed that chunk), so search does not ask the index of a collection
+small enough to compare with every vector (`RetrievalSettings.exact_search_max_chunks`)."""
 
 
 class ChromaCollection(Collection):
@@ -445,6 +456,20 @@ class ChromaCollection(Collection):
             StoredChunk(i, dict(m or {}), t)
             for i, m, t in zip(page["ids"], page["metadatas"], docs, strict=True)
         ]
+
+    def vectors(self) -> tuple[list[str], npt.NDArray[np.float32]] | None:
+        ids: list[str] = []
+        pages: list[npt.NDArray[np.float32]] = []
+        offset = 0
+        while True:
+            page = self._raw.get(include=["embeddings"], limit=SCAN_PAGE, offset=offset)
+            ids.extend(page["ids"])
+            if len(page["ids"]):
+                pages.append(np.asarray(page["embeddings"], dtype=np.float32))
+            if len(page["ids"]) < SCAN_PAGE:
+                break
+            offset += SCAN_PAGE
+        return ids, np.concatenate(pages) if pages else np.zeros((0, 0), dtype=np.float32)
 
     def count(self) -> int:
         return int(self._raw.count())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ragtune.ingest.documents import remove_documents
@@ -234,3 +235,58 @@ def test_a_passage_repeated_in_several_documents_takes_one_place(
     assert len(hits) == 4  # the places the copies left go to other passages
     dense = retriever.search("squash option single commit", k=4, mode=SearchMode.DENSE)
     assert [" ".join(h.text.split()) for h in dense].count(option) == 3  # diagnostics: raw
+
+
+@pytest.mark.parametrize("exact_max", [20_000, 0])
+def test_a_small_collection_is_searched_exactly(
+    exact_max: int,
+    collection: Collection,
+    embedder: FakeEmbedder,
+    indexes: LexicalIndexes,
+    corpus: Path,
+    settings: RetrievalSettings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Up to `exact_search_max_chunks` chunks, dense search compares the question with every
+    stored vector and does not ask the HNSW index (which can miss a chunk for good); the order
+    is exact cosine's, a filter applies, and a chunk ingested later is found. Above it (0
+    here), the index answers."""
+    ingest(collection, embedder, indexes, corpus / "pets")
+    settings = settings.model_copy(
+        update={"exact_search_max_chunks": exact_max, "lexical_check_seconds": 0.0}
+    )
+    asked: list[int] = []
+    index_nearest = collection.nearest
+
+    def nearest(*args: object, **kwargs: object) -> list[tuple[str, float]]:
+        asked.append(1)
+        return index_nearest(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(collection, "nearest", nearest)
+    retriever = Retriever(collection, embedder, indexes, settings)
+
+    def exact(question: str) -> list[tuple[str, float]]:
+        stored = collection.vectors()
+        assert stored is not None
+        ids, vectors = stored
+        q = np.asarray(embedder.embed_query(question))
+        cosine = vectors @ q / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(q))
+        return sorted(zip(ids, cosine.tolist(), strict=True), key=lambda p: -p[1])
+
+    question = "where do cats sleep all day"
+    hits = retriever.search(question, 3, SearchMode.DENSE)
+    expected = exact(question)[:3]
+    assert [round(h.score, 5) for h in hits] == [round(s, 5) for _, s in expected]
+    assert hits[0].chunk_id == expected[0][0]
+    assert [h.dense_score for h in retriever.search(question, 3, SearchMode.HYBRID)]
+    only_dogs = retriever.search(
+        question, 5, SearchMode.DENSE, SearchFilter.parse(["source=*/dogs.md"])
+    )
+    assert only_dogs
+    assert {Path(h.source).name for h in only_dogs} == {"dogs.md"}
+    assert bool(asked) == (exact_max == 0)
+
+    ingest(collection, embedder, indexes, corpus / "work")
+    later = retriever.search("paid holidays per year", 1, SearchMode.DENSE)
+    assert Path(later[0].source).name == "leave.md"
+    assert bool(asked) == (exact_max == 0)

@@ -57,6 +57,25 @@ def test_add_scan_get_count(store: VectorStore, name: str) -> None:
     assert {c.id for c in col.scan(where={"doc_id": "d1"})} == {f"c{i}" for i in range(1, 23, 2)}
 
 
+def test_stored_vectors_come_back_with_their_ids(store: VectorStore, name: str) -> None:
+    """What exact search over a small collection reads (`Retriever`): every chunk's vector,
+    row by row with its id, across pages, after replacements and deletions."""
+    col = store.collection(name, MODEL, create=True)
+    if col.vectors() is None:
+        assert isinstance(store, InMemoryStore)  # gives none out: search asks `nearest`
+        return
+    col.add([record(i, unit(1, i + 1, 0)) for i in range(23)])
+    col.add([record(5, unit(0, 0, 1))])
+    col.delete(["c0", "c1"])
+    stored = col.vectors()
+    assert stored is not None
+    ids, vectors = stored
+    assert sorted(ids) == sorted(f"c{i}" for i in range(2, 23))
+    assert vectors.shape == (len(ids), 3)
+    assert vectors[ids.index("c5")].tolist() == pytest.approx([0, 0, 1], abs=1e-6)
+    assert vectors[ids.index("c4")].tolist() == pytest.approx(unit(1, 5, 0), abs=1e-6)
+
+
 def test_upsert_replaces_by_id(store: VectorStore, name: str) -> None:
     col = store.collection(name, MODEL, create=True)
     col.add([record(1, unit(1, 0, 0))])
