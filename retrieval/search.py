@@ -165,11 +165,12 @@ class Retriever:
         candidates: dict[str, _Candidate] = {}
         depth = max(k, fusion.fusion_depth) if mode == SearchMode.HYBRID else k
 
+        # One filter, one mask: the BM25 rows and the exact dense search share their order.
+        mask = None if filters.is_empty() else filters.mask(lexical.rows)
         if mode in (SearchMode.HYBRID, SearchMode.DENSE):
             where = None if filters.is_empty() else filters.chroma_where(lexical.rows)
             if where is not None or filters.is_empty():
                 vector = vector if vector is not None else self.embedder.embed_query(query)
-                mask = None if filters.is_empty() else filters.mask(lexical.rows)
                 for rank, (chunk_id, distance, payload) in enumerate(
                     self._dense(vector, depth, where or None, mask, mode, lexical), start=1
                 ):
@@ -179,7 +180,6 @@ class Retriever:
                         c.text, c.metadata = payload
 
         if mode in (SearchMode.HYBRID, SearchMode.LEXICAL):
-            mask = None if filters.is_empty() else filters.mask(lexical.rows)
             for rank, lexical_hit in enumerate(lexical.search(query, depth, mask), start=1):
                 chunk_id = lexical.ids[lexical_hit.row]
                 c = candidates.setdefault(chunk_id, _Candidate(chunk_id))
@@ -244,17 +244,10 @@ class Retriever:
         the store's approximate index."""
         matrix = self._exact_matrix(lexical)
         if matrix is not None:
-            q = np.asarray(vector, dtype=np.float32)
-            norm = float(np.linalg.norm(q))
-            scores = matrix @ (q / norm if norm > 0 else q)
-            if mask is not None:
-                scores = np.where(mask, scores, -np.inf)
-            n = min(depth, int(np.count_nonzero(np.isfinite(scores))))
-            if n < 1:
-                return []
-            top = np.argpartition(-scores, n - 1)[:n]
-            top = top[np.argsort(-scores[top], kind="stable")]
-            return [(lexical.ids[r], 1.0 - float(scores[r]), None) for r in top]
+            return [
+                (lexical.ids[row], distance, None)
+                for row, distance in exact_nearest(matrix, vector, depth, mask)
+            ]
         if mode == SearchMode.DENSE:  # every hit is kept: fetch texts with the ranking
             return [
                 (h.id, h.distance, (h.text, h.metadata))
@@ -381,6 +374,28 @@ class Retriever:
                 context = join_overlapping(context, part)
             expanded.append(replace(hit, context=context, neighbours=(*before, *after)))
         return expanded
+
+
+def exact_nearest(
+    matrix: npt.NDArray[np.float32],
+    vector: Vector,
+    depth: int,
+    mask: npt.NDArray[np.bool_] | None = None,
+) -> list[tuple[int, float]]:
+    """(row, cosine distance) of the `depth` rows of `matrix` (unit vectors) nearest to
+    `vector`, best first, among the rows `mask` lets through: dense search over a small
+    collection (`Retriever._exact_matrix`)."""
+    q = np.asarray(vector, dtype=np.float32)
+    norm = float(np.linalg.norm(q))
+    scores = matrix @ (q / norm if norm > 0 else q)
+    if mask is not None:
+        scores = np.where(mask, scores, -np.inf)
+    n = min(depth, int(np.count_nonzero(np.isfinite(scores))))
+    if n < 1:
+        return []
+    top = np.argpartition(-scores, n - 1)[:n]
+    top = top[np.argsort(-scores[top], kind="stable")]
+    return [(int(r), 1.0 - float(scores[r])) for r in top]
 
 
 def join_overlapping(first: str, second: str, min_overlap: int = 16) -> str:
