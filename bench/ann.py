@@ -35,10 +35,10 @@ import numpy as np
 from bench.common import CACHE, DEV_SETS
 from ragtune.ingest.pipeline import IngestService
 from ragtune.ingest.settings import IngestSettings
+from ragtune.retrieval.dense import exact_nearest
 from ragtune.retrieval.embedder import load_embedder
 from ragtune.retrieval.evaluation import load_qa
 from ragtune.retrieval.lexical import LexicalIndexes
-from ragtune.retrieval.search import exact_nearest
 from ragtune.retrieval.settings import RetrievalSettings
 from ragtune.retrieval.store import HNSW_CONFIGURATION, open_store
 
@@ -108,7 +108,7 @@ def measure(
 
 def exact_p50(chunks: np.ndarray, questions: np.ndarray, depth: int) -> float:
     """Query p50 in ms of exact search over a small collection, by search's own function
-    (`retrieval.search.exact_nearest`)."""
+    (`retrieval.dense.exact_nearest`)."""
     timings = []
     for vector in questions:
         start = time.perf_counter()

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ragtune.retrieval.calibration import CUTOFF, PseudoQuery, pseudo_queries
+from ragtune.retrieval.dense import DenseSearch
 from ragtune.retrieval.embedder import (
     TUNED_PREFIX,
     Embedder,
@@ -259,15 +260,20 @@ def excluded_chunks(queries: Sequence[PseudoQuery]) -> frozenset[str]:
 
 
 def score_pseudo(
-    collection: Collection, embedder: Embedder, queries: Sequence[PseudoQuery]
+    collection: Collection,
+    embedder: Embedder,
+    queries: Sequence[PseudoQuery],
+    lexical: LexicalIndex,
+    max_exact: int,
 ) -> PseudoScore:
-    """Dense retrieval of each held-out pseudo-query (its own chunk left out)."""
+    """Dense retrieval of each held-out pseudo-query (its own chunk left out), ranked as search
+    ranks (`DenseSearch`: exactly up to `max_exact` chunks; `lexical` gives the row order)."""
     vectors = embedder.embed_queries([q.text for q in queries])
+    dense = DenseSearch(collection, max_exact)
     mrr = recall = 0.0
     for query, vector in zip(queries, vectors, strict=True):
-        ranked = [i for i, _ in collection.nearest(vector, CUTOFF + 1) if i != query.chunk_id][
-            :CUTOFF
-        ]
+        nearest = dense.nearest(lexical, vector, CUTOFF + 1)
+        ranked = [i for i, _ in nearest if i != query.chunk_id][:CUTOFF]
         hits = [rank for rank, i in enumerate(ranked, start=1) if i in query.targets]
         if hits:
             mrr += 1.0 / hits[0]
@@ -380,8 +386,8 @@ def try_tuned(
             training,
             staging,
             folder,
-            score_pseudo(target, current, held),
-            score_pseudo(staging, tuned, held),
+            score_pseudo(target, current, held, lexical, settings.exact_search_max_chunks),
+            score_pseudo(staging, tuned, held, lexical, settings.exact_search_max_chunks),
         )
         if qa is not None:
             trial.dev = (

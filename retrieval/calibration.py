@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ragtune.retrieval.dense import DenseSearch
 from ragtune.retrieval.embedder import Embedder
 from ragtune.retrieval.errors import RetrievalError
 from ragtune.retrieval.fusion import FusionMethod, Ranked, fuse
@@ -268,12 +269,13 @@ def calibrate(
             "a sentence of 6 words or more); 20 are needed to calibrate. Keep the defaults."
         )
     vectors = embedder.embed_queries([q.text for q in drawn])
+    dense = DenseSearch(collection, defaults.exact_search_max_chunks)  # as search ranks
     runs = []
     for query, vector in zip(drawn, vectors, strict=True):
         # The query's own chunk is left out: its neighbours are the answers.
         dense_hits = [
             (i, 1.0 - distance)
-            for i, distance in collection.nearest(vector, depth + 1)
+            for i, distance in dense.nearest(lexical, vector, depth + 1)
             if i != query.chunk_id
         ]
         lexical_hits = [

@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ragtune.retrieval.calibration import stored_calibration
+from ragtune.retrieval.dense import DenseSearch
 from ragtune.retrieval.embedder import Embedder, Vector
 from ragtune.retrieval.filters import SearchFilter
 from ragtune.retrieval.fusion import fuse
@@ -106,9 +107,8 @@ class Retriever:
         self._checked_at = 0.0
         self._fusion: tuple[RetrievalSettings, str] | None = None
         """The settings fusion runs with, and where they came from (see `fusion`)."""
-        self._exact: tuple[str, npt.NDArray[np.float32] | None] | None = None
-        """(revision, every chunk's unit vector in the lexical index's row order, or None to
-        ask the HNSW index): see `_exact_matrix`."""
+        self.vectors = DenseSearch(collection, settings.exact_search_max_chunks)
+        """Dense nearest-neighbour search: exact for a small collection (see `DenseSearch`)."""
 
     def fusion(self) -> RetrievalSettings:
         """The settings fusion runs with: the collection's calibration (`ragtune tune
@@ -240,45 +240,16 @@ class Retriever:
         lexical: LexicalIndex,
     ) -> list[tuple[str, float, tuple[str, Metadata] | None]]:
         """(id, distance, text and metadata if fetched) of the nearest chunks: exactly, over
-        every chunk's vector, in a collection small enough (`_exact_matrix`); otherwise from
-        the store's approximate index."""
-        matrix = self._exact_matrix(lexical)
-        if matrix is not None:
-            return [
-                (lexical.ids[row], distance, None)
-                for row, distance in exact_nearest(matrix, vector, depth, mask)
-            ]
-        if mode == SearchMode.DENSE:  # every hit is kept: fetch texts with the ranking
+        every chunk's vector, in a collection small enough (`DenseSearch`); otherwise from the
+        store's approximate index."""
+        if self.vectors.matrix(lexical) is None and mode == SearchMode.DENSE:
+            # Every hit is kept: fetch texts with the ranking.
             return [
                 (h.id, h.distance, (h.text, h.metadata))
                 for h in self.collection.query(vector, depth, where)
             ]
         # Fusion keeps a few of `depth` candidates: ids now, texts for the kept ones later.
-        return [(i, d, None) for i, d in self.collection.nearest(vector, depth, where)]
-
-    def _exact_matrix(self, lexical: LexicalIndex) -> npt.NDArray[np.float32] | None:
-        """Every chunk's unit vector, in `lexical`'s row order (so that a filter's mask applies
-        as it does to BM25), for a collection of at most `exact_search_max_chunks` chunks;
-        read once per revision. None: search the store's HNSW index instead. An approximate
-        index can miss a chunk for good: in one SQLite build the best chunk for a question was
-        out of reach until 1,000 results were asked for (README, "A vector index that finds
-        what exact search finds"); comparing with every vector costs about a millisecond at
-        20,000 chunks."""
-        if self._exact is not None and self._exact[0] == lexical.revision:
-            return self._exact[1]
-        matrix = None
-        if 0 < len(lexical) <= self.settings.exact_search_max_chunks:
-            stored = self.collection.vectors()
-            if stored is not None:
-                ids, vectors = stored
-                row = {chunk_id: n for n, chunk_id in enumerate(ids)}
-                if len(ids) != len(lexical) or any(i not in row for i in lexical.ids):
-                    return None  # written since the BM25 index was read: the index, this once
-                matrix = vectors[[row[i] for i in lexical.ids]]
-                norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-                matrix = (matrix / np.where(norms > 0, norms, 1.0)).astype(np.float32)
-        self._exact = (lexical.revision, matrix)
-        return matrix
+        return [(i, d, None) for i, d in self.vectors.nearest(lexical, vector, depth, mask, where)]
 
     def _distinct(self, ranked: list[_Candidate], k: int) -> list[_Candidate]:
         """The first `k` candidates whose texts differ (whitespace aside): a passage repeated
@@ -374,28 +345,6 @@ class Retriever:
                 context = join_overlapping(context, part)
             expanded.append(replace(hit, context=context, neighbours=(*before, *after)))
         return expanded
-
-
-def exact_nearest(
-    matrix: npt.NDArray[np.float32],
-    vector: Vector,
-    depth: int,
-    mask: npt.NDArray[np.bool_] | None = None,
-) -> list[tuple[int, float]]:
-    """(row, cosine distance) of the `depth` rows of `matrix` (unit vectors) nearest to
-    `vector`, best first, among the rows `mask` lets through: dense search over a small
-    collection (`Retriever._exact_matrix`)."""
-    q = np.asarray(vector, dtype=np.float32)
-    norm = float(np.linalg.norm(q))
-    scores = matrix @ (q / norm if norm > 0 else q)
-    if mask is not None:
-        scores = np.where(mask, scores, -np.inf)
-    n = min(depth, int(np.count_nonzero(np.isfinite(scores))))
-    if n < 1:
-        return []
-    top = np.argpartition(-scores, n - 1)[:n]
-    top = top[np.argsort(-scores[top], kind="stable")]
-    return [(int(r), 1.0 - float(scores[r])) for r in top]
 
 
 def join_overlapping(first: str, second: str, min_overlap: int = 16) -> str:

@@ -10,6 +10,7 @@ import pytest
 
 from ragtune.ingest.pipeline import IngestService
 from ragtune.ingest.settings import IngestSettings
+from ragtune.retrieval.adaptation import held_out_queries, score_pseudo
 from ragtune.retrieval.calibration import (
     CALIBRATION_KEY,
     Calibration,
@@ -193,3 +194,37 @@ def test_collections_too_small_to_calibrate_say_so(
     empty = store.collection("empty", embedder.model_id, create=True)
     with pytest.raises(RetrievalError, match="empty: ingest documents"):
         calibrate(empty, indexes.current(empty), embedder, settings)
+
+
+@pytest.mark.parametrize("exact_max", [20_000, 0])
+def test_calibration_and_tuning_rank_pseudo_queries_as_search_does(
+    exact_max: int,
+    ingested: Collection,
+    embedder: FakeEmbedder,
+    indexes: LexicalIndexes,
+    settings: RetrievalSettings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Up to `exact_search_max_chunks` chunks search compares the question with every stored
+    vector; calibration and the tuned embedder's measurement do the same (the HNSW index is
+    not asked), and ask the index above it (0 here), as search does."""
+    asked: list[int] = []
+    index_nearest = ingested.nearest
+
+    def nearest(*args: object, **kwargs: object) -> list[tuple[str, float]]:
+        asked.append(1)
+        return index_nearest(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ingested, "nearest", nearest)
+    chosen = settings.model_copy(update={"exact_search_max_chunks": exact_max})
+    lexical = indexes.current(ingested)
+    result = calibrate(ingested, lexical, embedder, chosen, queries=40)
+    assert result.pseudo_queries >= 20
+    assert bool(asked) == (exact_max == 0)
+
+    asked.clear()
+    held = held_out_queries(ingested, lexical, 30, seed=0)
+    score = score_pseudo(ingested, embedder, held, lexical, exact_max)
+    assert score.queries == len(held) > 0
+    assert 0.0 < score.mrr <= 1.0
+    assert bool(asked) == (exact_max == 0)
