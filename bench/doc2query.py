@@ -34,6 +34,7 @@ import numpy as np
 from bench.common import CACHE
 from bench.rerank_explore import Dump, dump_set, metrics, prepare
 from ragtune.retrieval.embedder import SentenceTransformerEmbedder
+from ragtune.retrieval.fusion import fuse
 from ragtune.retrieval.lexical import LexicalIndex, LexicalIndexes
 from ragtune.retrieval.settings import RetrievalSettings
 from ragtune.retrieval.store import open_store
@@ -72,17 +73,13 @@ async def write_questions(texts: list[str], engine: EngineSettings) -> list[str]
 
 
 def fused_order(cosine: np.ndarray, bm25: np.ndarray, weight: float, depth: int = 50) -> list[int]:
-    """Rows by search's fusion by score: dense min-max over its best `depth`, BM25 / its best."""
-    scores: dict[int, float] = {}
-    top = np.argsort(-cosine)[:depth]
-    low, high = float(cosine[top].min()), float(cosine[top].max())
-    for row in top:
-        scores[int(row)] = (float(cosine[row]) - low) / (high - low) if high > low else 1.0
-    best = np.argsort(-bm25)[:depth]
-    best = best[bm25[best] > 0]
-    for row in best:
-        scores[int(row)] = scores.get(int(row), 0.0) + weight * float(bm25[row] / bm25[best[0]])
-    return sorted(scores, key=lambda r: -scores[r])
+    """Rows in search's order for fusion by score (`retrieval.fusion.fuse`) of each retriever's
+    best `depth` (BM25's with a score above 0)."""
+    dense = {str(r): (n, float(cosine[r])) for n, r in enumerate(np.argsort(-cosine)[:depth], 1)}
+    best = [r for r in np.argsort(-bm25)[:depth] if bm25[r] > 0]
+    lexical = {str(r): (n, float(bm25[r])) for n, r in enumerate(best, 1)}
+    scores = fuse(dense, lexical, "score", 1.0, weight, 10)
+    return [int(r) for r in sorted(scores, key=lambda r: -scores[r])]
 
 
 def mrr(orders: list[list[int]], answers: list[set[int]]) -> float:

@@ -242,7 +242,7 @@ class Retriever:
         """(id, distance, text and metadata if fetched) of the nearest chunks: exactly, over
         every chunk's vector, in a collection small enough (`DenseSearch`); otherwise from the
         store's approximate index."""
-        if self.vectors.matrix(lexical) is None and mode == SearchMode.DENSE:
+        if mode == SearchMode.DENSE and self.vectors.matrix(lexical) is None:
             # Every hit is kept: fetch texts with the ranking.
             return [
                 (h.id, h.distance, (h.text, h.metadata))

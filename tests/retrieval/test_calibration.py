@@ -27,7 +27,7 @@ from ragtune.retrieval.lexical import LexicalIndexes
 from ragtune.retrieval.search import Retriever
 from ragtune.retrieval.settings import RetrievalSettings
 from ragtune.retrieval.store import Collection, VectorStore
-from tests.support.fakes import FakeEmbedder
+from tests.support.fakes import FakeEmbedder, spy_on_index
 
 TOPICS = ["river", "forest", "engine", "garden", "harbour", "library", "kitchen", "orchard"]
 WORDS = [
@@ -208,14 +208,7 @@ def test_calibration_and_tuning_rank_pseudo_queries_as_search_does(
     """Up to `exact_search_max_chunks` chunks search compares the question with every stored
     vector; calibration and the tuned embedder's measurement do the same (the HNSW index is
     not asked), and ask the index above it (0 here), as search does."""
-    asked: list[int] = []
-    index_nearest = ingested.nearest
-
-    def nearest(*args: object, **kwargs: object) -> list[tuple[str, float]]:
-        asked.append(1)
-        return index_nearest(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(ingested, "nearest", nearest)
+    asked = spy_on_index(monkeypatch, ingested)
     chosen = settings.model_copy(update={"exact_search_max_chunks": exact_max})
     lexical = indexes.current(ingested)
     result = calibrate(ingested, lexical, embedder, chosen, queries=40)

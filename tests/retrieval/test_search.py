@@ -17,7 +17,7 @@ from ragtune.retrieval.lexical import LexicalIndex, LexicalIndexes
 from ragtune.retrieval.search import Retriever, SearchMode, join_overlapping
 from ragtune.retrieval.settings import RetrievalSettings
 from ragtune.retrieval.store import ChunkRecord, Collection, VectorStore
-from tests.support.fakes import FakeEmbedder
+from tests.support.fakes import FakeEmbedder, spy_on_index
 
 
 @pytest.fixture
@@ -255,14 +255,7 @@ def test_a_small_collection_is_searched_exactly(
     settings = settings.model_copy(
         update={"exact_search_max_chunks": exact_max, "lexical_check_seconds": 0.0}
     )
-    asked: list[int] = []
-    index_nearest = collection.nearest
-
-    def nearest(*args: object, **kwargs: object) -> list[tuple[str, float]]:
-        asked.append(1)
-        return index_nearest(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(collection, "nearest", nearest)
+    asked = spy_on_index(monkeypatch, collection)
     retriever = Retriever(collection, embedder, indexes, settings)
 
     def exact(question: str) -> list[tuple[str, float]]:

@@ -58,8 +58,8 @@ def test_add_scan_get_count(store: VectorStore, name: str) -> None:
 
 
 def test_stored_vectors_come_back_with_their_ids(store: VectorStore, name: str) -> None:
-    """What exact search over a small collection reads (`Retriever`): every chunk's vector,
-    row by row with its id, after replacements and deletions."""
+    """What exact search over a small collection reads (`retrieval.dense.DenseSearch`): every
+    chunk's vector, row by row with its id, after replacements and deletions."""
     col = store.collection(name, MODEL, create=True)
     if col.vectors() is None:
         assert isinstance(store, InMemoryStore)  # gives none out: search asks `nearest`

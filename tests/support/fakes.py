@@ -207,3 +207,17 @@ class FakeTokenizer:
         if kwargs.get("add_generation_prompt"):
             ids += [0, *self.encode("assistant")]
         return ids
+
+
+def spy_on_index(monkeypatch: Any, collection: Collection) -> list[int]:
+    """A list that grows by one each time `collection`'s approximate index is asked
+    (`Collection.nearest`), which still answers: to tell exact search from the index's."""
+    asked: list[int] = []
+    index_nearest = collection.nearest
+
+    def nearest(*args: Any, **kwargs: Any) -> list[tuple[str, float]]:
+        asked.append(1)
+        return index_nearest(*args, **kwargs)
+
+    monkeypatch.setattr(collection, "nearest", nearest)
+    return asked
