@@ -39,6 +39,11 @@ _PYDANTIC_MSG = re.compile(r"""'msg': (?:'((?:[^'\\]|\\.)*)'|"((?:[^"\\]|\\.)*)"
 _CONTEXT_HINTS = ("maximum context length", "maximum model length", "context length")
 # vLLM's gauge of requests queued for room in the running batch (one line per model/engine).
 _WAITING = re.compile(r"^vllm:num_requests_waiting(?:\{[^}]*\})?\s+(\S+)", re.MULTILINE)
+IDLE_CONNECTION_S = 2.0
+"""How long an idle pooled connection is reused. It must stay below the time after which the
+engine closes an idle connection (uvicorn's 5 s by default, VLLM_HTTP_TIMEOUT_KEEP_ALIVE;
+ragtune starts its engine with ENGINE_KEEP_ALIVE_S): at equal times the engine's close and the
+next request cross on the wire, and that request fails with a bare read error."""
 
 
 class EngineClient:
@@ -53,6 +58,7 @@ class EngineClient:
         connect_retries: int = 3,
         max_connections: int = 256,
         api_key: str | None = None,
+        idle_connection_s: float = IDLE_CONNECTION_S,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
@@ -64,7 +70,9 @@ class EngineClient:
             headers=auth_headers(api_key),
             timeout=httpx.Timeout(request_timeout_s, connect=connect_timeout_s),
             limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
+                max_connections=max_connections,
+                max_keepalive_connections=max_connections,
+                keepalive_expiry=idle_connection_s,
             ),
             transport=transport,
         )

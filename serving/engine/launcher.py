@@ -36,6 +36,9 @@ PID_FILE = "engine.json"
 LOG_FILE = "engine.log"
 KEY_FILE = "api-key"
 INSTALL_HINT = "run scripts/install-engine, or set RAGTUNE_ENGINE_PYTHON to a Python with vLLM"
+ENGINE_KEEP_ALIVE_S = 30
+"""Seconds the engine ragtune starts keeps an idle connection open (VLLM_HTTP_TIMEOUT_KEEP_ALIVE;
+uvicorn's default is 5): several times the engine client's reuse window."""
 ENGINE_VENV = ".venv-engine"
 """The engine environment's folder beside an installation (what scripts/install-engine makes)."""
 PLUGIN_MODULE = "ragtune_vllm_plugin"
@@ -253,6 +256,8 @@ class EngineLauncher:
         env["VLLM_API_KEY"] = api_key
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{self.settings.cpu_kvcache_gib:g}")
         env.setdefault("VLLM_CPU_OMP_THREADS_BIND", "auto")
+        # Idle connections stay open well past the client's reuse window (IDLE_CONNECTION_S).
+        env.setdefault("VLLM_HTTP_TIMEOUT_KEEP_ALIVE", str(ENGINE_KEEP_ALIVE_S))
         # Weights come from disk only: never from a model hub at run time.
         env.setdefault("HF_HUB_OFFLINE", "1")
         env.setdefault("VLLM_NO_USAGE_STATS", "1")
