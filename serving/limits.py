@@ -8,11 +8,17 @@ also takes headers of any size. `ragtune serve` therefore runs uvicorn's h11 pro
 incomplete-event bound caps the request line and headers) with a deadline on the head (this
 module), and the app with `middleware.RequestLimits` (header count, body deadline) under its
 request context, so those refusals are logged and carry a request id like every other response.
+
+The head deadline is also what closes an idle keep-alive connection: uvicorn's own idle close
+(5 s by default) is set past it. Clients reuse a pooled connection for up to 5 s (httpx's and the
+OpenAI SDK's default), and a close at that same moment crosses their next request on the wire,
+which then fails with no answer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -92,4 +98,6 @@ def server_options(api: ApiSettings) -> dict[str, Any]:
         "http": head_deadline_protocol(api.header_timeout_s),
         # h11 refuses (400) a request whose line and headers pass this before they end.
         "h11_max_incomplete_event_size": api.max_header_bytes,
+        # Past the head deadline, which closes an idle connection first (see the module's doc).
+        "timeout_keep_alive": math.ceil(api.header_timeout_s) + 1,
     }

@@ -189,7 +189,9 @@ class ApiSettings(RagtuneSettings):
     """Larger request bodies are refused with 413."""
     header_timeout_s: float = Field(default=10.0, gt=0)
     """Time a client has to send a request's line and headers, from the moment the server waits
-    for them (connection opened, previous response sent); then the connection is closed."""
+    for them (connection opened, previous response sent); then the connection is closed. It is
+    also how long an idle keep-alive connection stays open: keep it above the time clients reuse
+    a pooled connection (5 s for httpx and the OpenAI SDK)."""
     body_timeout_s: float = Field(default=30.0, gt=0)
     """Time a client has to send a request's whole body once its headers are in; then 408."""
     max_header_bytes: int = Field(default=16_384, ge=1024)

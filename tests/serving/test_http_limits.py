@@ -131,6 +131,55 @@ def test_too_many_or_too_large_headers_are_refused(server: str, headers: list[st
     assert status(answer) in (400, 431)
 
 
+def read_response(sock: socket.socket) -> bytes:
+    """One response, read to the end of its body (content-length), the connection left open."""
+    sock.settimeout(5.0)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"the server closed the connection instead of answering: {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        body += sock.recv(65536)
+    return data
+
+
+def test_an_idle_connection_outlives_the_clients_reuse_window(
+    models_dir: Path, tmp_path: Path
+) -> None:
+    """A connection idle for longer than httpx's and the OpenAI SDK's reuse window (5 s) is still
+    served, and closed at the header deadline: the server never closes the connection a pooled
+    client is about to send on (uvicorn's own idle close is 5 s)."""
+    header_timeout_s = 8.0
+    with (
+        ragtune_serve(
+            tmp_path / "data",
+            free_port(),
+            wait_ready=False,
+            RAGTUNE_MODEL=str(default_model_dir(models_dir)),
+            RAGTUNE_VLLM_URL=f"http://127.0.0.1:{free_port()}",
+            RAGTUNE_CONNECT_RETRIES="0",
+            RAGTUNE_API_KEYS=CHAT,
+            RAGTUNE_HEADER_TIMEOUT_S=str(header_timeout_s),
+        ) as url,
+        connect(url) as sock,
+    ):
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert status(read_response(sock)) == 200
+        time.sleep(6.0)
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert status(read_response(sock)) == 200
+        answered = time.monotonic()
+        assert read_to_end(sock, timeout_s=header_timeout_s + 3 * SLACK_S) == b""
+        assert 6.0 < time.monotonic() - answered < header_timeout_s + SLACK_S
+
+
 def test_ordinary_clients_are_unaffected(server: str) -> None:
     headers = {f"X-Extra-{i}": "v" * 100 for i in range(40)}
     # Several requests on one keep-alive connection, a body among them.
