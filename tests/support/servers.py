@@ -25,6 +25,14 @@ ENGINE_PYTHON = Path(
 )
 
 
+def content_length(head: bytes) -> int:
+    """The content-length of a raw HTTP/1.1 request's or response's head (0 when it has none)."""
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            return int(line.split(b":", 1)[1])
+    return 0
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

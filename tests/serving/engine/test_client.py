@@ -27,7 +27,7 @@ from ragtune.serving.errors import (
 )
 from ragtune.serving.http_errors import response_for
 from ragtune.serving.settings import EngineSettings
-from tests.support.servers import free_port
+from tests.support.servers import content_length, free_port
 
 T = TypeVar("T")
 BASE = DEFAULT_MODEL_NAME
@@ -231,15 +231,7 @@ class IdleClosingServer:
         idle_since = loop.time()
         try:
             while head := await reader.readuntil(b"\r\n\r\n"):
-                length = next(
-                    (
-                        int(line.split(b":", 1)[1])
-                        for line in head.split(b"\r\n")
-                        if line.lower().startswith(b"content-length:")
-                    ),
-                    0,
-                )
-                await reader.readexactly(length)
+                await reader.readexactly(content_length(head))
                 if loop.time() - idle_since >= self.idle_close_s:
                     return  # closed without an answer, as at the crossing
                 body = b'{"object": "list", "data": []}'
