@@ -13,6 +13,7 @@ candidates of the same dump, so each row is against the baseline of the same run
 of `retrieval.fusion` with the shipped weights, replayed). Knobs are the same for all sets; a
 small sweep of each shows a plateau or a spike. `--max-sentence` also embeds every sentence of
 the candidates, `--late-interaction` every candidate's tokens (minutes on a CPU each).
+`--bm25` replays search itself with BM25's parameters (k1, b) swept instead of the methods.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from ragtune.ingest.pipeline import IngestService
 from ragtune.ingest.settings import IngestSettings
 from ragtune.retrieval.embedder import SentenceTransformerEmbedder
 from ragtune.retrieval.evaluation import RelevanceJudge, load_qa
-from ragtune.retrieval.lexical import LexicalIndexes
+from ragtune.retrieval.lexical import LexicalIndex, LexicalIndexes, _stemmer, index_text
 from ragtune.retrieval.settings import RetrievalSettings
 from ragtune.retrieval.store import open_store
 
@@ -276,7 +277,7 @@ def late_interaction(d: Dump, qi: int, cands: list[Candidate], g: float) -> np.n
     return np.asarray(fused(cands) + g * minmax(best))
 
 
-def rerank(d: Dump, scorer: Scorer | None, depth: int, collapse: bool) -> tuple[float, float]:
+def reordered(d: Dump, scorer: Scorer | None, depth: int, collapse: bool) -> list[list[int]]:
     """Each question's best `depth` candidates reordered by `scorer` (none: as fused); with
     `collapse`, a candidate whose text repeats a better one's (words, case aside) goes after
     the `depth` (its relevance is the same by construction)."""
@@ -296,7 +297,77 @@ def rerank(d: Dump, scorer: Scorer | None, depth: int, collapse: bool) -> tuple[
                 seen.add(key)
             top = kept + repeated
         ranked.append(top + rows[depth:])
-    return metrics(d, ranked)
+    return ranked
+
+
+def rerank(d: Dump, scorer: Scorer | None, depth: int, collapse: bool) -> tuple[float, float]:
+    return metrics(d, reordered(d, scorer, depth, collapse))
+
+
+def first_relevant(d: Dump, ranked: list[list[int]]) -> list[int]:
+    """Each question's rank of its first relevant hit in the first ten (11: none)."""
+    return [
+        next((k for k, r in enumerate(rows[:10], 1) if r in d["rel"][qi]), 11)
+        for qi, rows in enumerate(ranked)
+    ]
+
+
+def bm25_candidates(d: Dump, k1: float, b: float, depth: int) -> list[list[tuple[str, float]]]:
+    """Each question's BM25 candidates from an index of the dump's chunks with parameters
+    `k1` and `b` (bm25s' Lucene variant, the text BM25 reads in search: heading path and chunk,
+    stemmed, English stopwords out); search ships bm25s' defaults, k1 1.5 and b 0.75."""
+    import bm25s
+
+    stemmer = _stemmer()
+    texts = [index_text(m, t) for m, t in zip(d["metas"], d["texts"], strict=True)]
+    bm25 = bm25s.BM25(k1=k1, b=b)
+    bm25.index(LexicalIndex._tokenize(texts, stemmer), show_progress=False)
+    out = []
+    for question in d["questions"]:
+        tokens = LexicalIndex._tokenize([question], stemmer)[0]
+        scores = np.asarray(bm25.get_scores(tokens)) if tokens else np.zeros(len(texts))
+        top = np.argsort(-scores, kind="stable")[:depth]
+        out.append([(d["ids"][r], float(scores[r])) for r in top if scores[r] > 0])
+    return out
+
+
+def exact_dense(d: Dump, depth: int) -> list[list[tuple[str, float]]]:
+    """Each question's dense candidates as search ranks them below `exact_search_max_chunks`
+    (every stored vector compared), as (id, cosine distance) like the dump's."""
+    vectors = d["vectors"] / np.linalg.norm(d["vectors"], axis=1, keepdims=True)
+    out = []
+    for query in d["qvecs"]:
+        cos = vectors @ (query / np.linalg.norm(query))
+        top = np.argsort(-cos, kind="stable")[:depth]
+        out.append([(d["ids"][r], 1.0 - float(cos[r])) for r in top])
+    return out
+
+
+def bm25_sweep(dumps: dict[str, Dump]) -> None:
+    """Search's hybrid ranking (exact dense candidates, score fusion at the shipped weight,
+    repeats collapsed) with BM25's own parameters swept: R@5 / MRR@10, and how many questions'
+    first relevant hit moved up and down against the shipped parameters (k1 1.5, b 0.75)."""
+    grid = [(k1, b) for k1 in (0.9, 1.2, 1.5, 2.0) for b in (0.2, 0.4, 0.6, 0.75, 0.9)]
+
+    def ranked(d: Dump, k1: float, b: float) -> list[list[int]]:
+        swept = dict(d, dense=d["exact"], lexical=bm25_candidates(d, k1, b, 50))
+        swept["base"] = [baseline(swept, qi, 0.6) for qi in range(len(d["questions"]))]
+        return reordered(swept, None, 20, True)
+
+    for d in dumps.values():
+        d["exact"] = exact_dense(d, 50)
+        d["shipped"] = first_relevant(d, ranked(d, 1.5, 0.75))
+    print(f"{'BM25 k1 / b':<14} " + " ".join(f"{n + ' R@5/MRR@10 (up/down)':>30}" for n in dumps))
+    for k1, b in grid:
+        cells = []
+        for d in dumps.values():
+            order = ranked(d, k1, b)
+            first = first_relevant(d, order)
+            up = sum(f < s for f, s in zip(first, d["shipped"], strict=True))
+            down = sum(f > s for f, s in zip(first, d["shipped"], strict=True))
+            r5, mrr = metrics(d, order)
+            cells.append(f"{r5:.3f}/{mrr:.3f} ({up}/{down})")
+        print(f"{k1:<4} / {b:<7} " + " ".join(f"{c:>30}" for c in cells), flush=True)
 
 
 def methods(with_sentences: bool, with_tokens: bool) -> list[tuple[str, Scorer | None, int, bool]]:
@@ -428,6 +499,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=CACHE / "rerank-explore")
     parser.add_argument("--max-sentence", action="store_true")
     parser.add_argument("--late-interaction", action="store_true")
+    parser.add_argument(
+        "--bm25", action="store_true", help="sweep BM25's k1 and b instead of the methods"
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     embedder = SentenceTransformerEmbedder("all-MiniLM-L6-v2")
@@ -439,6 +513,9 @@ def main() -> None:
             embed_sentences(d, embedder, 20)
         if args.late_interaction:
             embed_tokens(d, embedder, 20)
+    if args.bm25:
+        bm25_sweep(dumps)
+        return
     print(f"{'method':<36} " + " ".join(f"{n + ' R@5/MRR@10':>24}" for n in names))
     base = {n: rerank(d, None, 20, False) for n, d in dumps.items()}
     for label, scorer, depth, collapse in methods(args.max_sentence, args.late_interaction):
