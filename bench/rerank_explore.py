@@ -36,6 +36,7 @@ import numpy as np
 from bench.common import CACHE, DEV_SETS
 from ragtune.ingest.pipeline import IngestService
 from ragtune.ingest.settings import IngestSettings
+from ragtune.retrieval.dense import exact_nearest
 from ragtune.retrieval.embedder import SentenceTransformerEmbedder
 from ragtune.retrieval.evaluation import RelevanceJudge, load_qa
 from ragtune.retrieval.lexical import LexicalIndex, LexicalIndexes, _stemmer, index_text
@@ -313,34 +314,29 @@ def first_relevant(d: Dump, ranked: list[list[int]]) -> list[int]:
 
 
 def bm25_candidates(d: Dump, k1: float, b: float, depth: int) -> list[list[tuple[str, float]]]:
-    """Each question's BM25 candidates from an index of the dump's chunks with parameters
-    `k1` and `b` (bm25s' Lucene variant, the text BM25 reads in search: heading path and chunk,
-    stemmed, English stopwords out); search ships bm25s' defaults, k1 1.5 and b 0.75."""
+    """Each question's BM25 candidates, found by search's own `LexicalIndex` over the dump's
+    chunks (the text BM25 reads: heading path and chunk) with bm25s' parameters `k1` and `b`
+    (search ships bm25s' defaults, k1 1.5 and b 0.75)."""
     import bm25s
 
-    stemmer = _stemmer()
     texts = [index_text(m, t) for m, t in zip(d["metas"], d["texts"], strict=True)]
     bm25 = bm25s.BM25(k1=k1, b=b)
-    bm25.index(LexicalIndex._tokenize(texts, stemmer), show_progress=False)
-    out = []
-    for question in d["questions"]:
-        tokens = LexicalIndex._tokenize([question], stemmer)[0]
-        scores = np.asarray(bm25.get_scores(tokens)) if tokens else np.zeros(len(texts))
-        top = np.argsort(-scores, kind="stable")[:depth]
-        out.append([(d["ids"][r], float(scores[r])) for r in top if scores[r] > 0])
-    return out
+    bm25.index(LexicalIndex._tokenize(texts, _stemmer()), show_progress=False)
+    index = LexicalIndex("sweep", d["ids"], [{} for _ in d["ids"]], bm25)
+    return [
+        [(d["ids"][hit.row], hit.score) for hit in index.search(question, depth)]
+        for question in d["questions"]
+    ]
 
 
 def exact_dense(d: Dump, depth: int) -> list[list[tuple[str, float]]]:
     """Each question's dense candidates as search ranks them below `exact_search_max_chunks`
-    (every stored vector compared), as (id, cosine distance) like the dump's."""
-    vectors = d["vectors"] / np.linalg.norm(d["vectors"], axis=1, keepdims=True)
-    out = []
-    for query in d["qvecs"]:
-        cos = vectors @ (query / np.linalg.norm(query))
-        top = np.argsort(-cos, kind="stable")[:depth]
-        out.append([(d["ids"][r], 1.0 - float(cos[r])) for r in top])
-    return out
+    (`exact_nearest`: every stored vector compared), as (id, cosine distance) like the dump's."""
+    matrix = d["vectors"] / np.linalg.norm(d["vectors"], axis=1, keepdims=True)
+    return [
+        [(d["ids"][row], distance) for row, distance in exact_nearest(matrix, query, depth)]
+        for query in d["qvecs"]
+    ]
 
 
 def bm25_sweep(dumps: dict[str, Dump]) -> None:
