@@ -139,12 +139,18 @@ def baseline(d: Dump, qi: int, lexical_weight: float) -> list[Candidate]:
 
 
 def metrics(d: Dump, ranked: list[list[int]]) -> tuple[float, float]:
-    r5 = mrr = 0.0
-    for qi, rows in enumerate(ranked):
-        flags = [r in d["rel"][qi] for r in rows[:10]]
-        r5 += any(flags[:5])
-        mrr += next((1 / k for k, f in enumerate(flags, 1) if f), 0.0)
+    first = first_relevant(d, ranked)
+    r5 = sum(k <= 5 for k in first)
+    mrr = sum(1 / k for k in first if k <= 10)
     return r5 / len(ranked), mrr / len(ranked)
+
+
+def first_relevant(d: Dump, ranked: list[list[int]]) -> list[int]:
+    """Each question's rank of its first relevant hit in the first ten (11: none)."""
+    return [
+        next((k for k, r in enumerate(rows[:10], 1) if r in d["rel"][qi]), 11)
+        for qi, rows in enumerate(ranked)
+    ]
 
 
 def minmax(x: np.ndarray) -> np.ndarray:
@@ -305,14 +311,6 @@ def rerank(d: Dump, scorer: Scorer | None, depth: int, collapse: bool) -> tuple[
     return metrics(d, reordered(d, scorer, depth, collapse))
 
 
-def first_relevant(d: Dump, ranked: list[list[int]]) -> list[int]:
-    """Each question's rank of its first relevant hit in the first ten (11: none)."""
-    return [
-        next((k for k, r in enumerate(rows[:10], 1) if r in d["rel"][qi]), 11)
-        for qi, rows in enumerate(ranked)
-    ]
-
-
 def bm25_candidates(d: Dump, k1: float, b: float, depth: int) -> list[list[tuple[str, float]]]:
     """Each question's BM25 candidates, found by search's own `LexicalIndex` over the dump's
     chunks (the text BM25 reads: heading path and chunk) with bm25s' parameters `k1` and `b`
@@ -345,22 +343,23 @@ def bm25_sweep(dumps: dict[str, Dump]) -> None:
     first relevant hit moved up and down against the shipped parameters (k1 1.5, b 0.75)."""
     grid = [(k1, b) for k1 in (0.9, 1.2, 1.5, 2.0) for b in (0.2, 0.4, 0.6, 0.75, 0.9)]
 
-    def ranked(d: Dump, k1: float, b: float) -> list[list[int]]:
-        swept = dict(d, dense=d["exact"], lexical=bm25_candidates(d, k1, b, 50))
+    exact = {name: exact_dense(d, 50) for name, d in dumps.items()}
+
+    def ranked(name: str, k1: float, b: float) -> list[list[int]]:
+        d = dumps[name]
+        swept = dict(d, dense=exact[name], lexical=bm25_candidates(d, k1, b, 50))
         swept["base"] = [baseline(swept, qi, 0.6) for qi in range(len(d["questions"]))]
         return reordered(swept, None, 20, True)
 
-    for d in dumps.values():
-        d["exact"] = exact_dense(d, 50)
-        d["shipped"] = first_relevant(d, ranked(d, 1.5, 0.75))
+    shipped = {name: first_relevant(d, ranked(name, 1.5, 0.75)) for name, d in dumps.items()}
     print(f"{'BM25 k1 / b':<14} " + " ".join(f"{n + ' R@5/MRR@10 (up/down)':>30}" for n in dumps))
     for k1, b in grid:
         cells = []
-        for d in dumps.values():
-            order = ranked(d, k1, b)
+        for name, d in dumps.items():
+            order = ranked(name, k1, b)
             first = first_relevant(d, order)
-            up = sum(f < s for f, s in zip(first, d["shipped"], strict=True))
-            down = sum(f > s for f, s in zip(first, d["shipped"], strict=True))
+            up = sum(f < s for f, s in zip(first, shipped[name], strict=True))
+            down = sum(f > s for f, s in zip(first, shipped[name], strict=True))
             r5, mrr = metrics(d, order)
             cells.append(f"{r5:.3f}/{mrr:.3f} ({up}/{down})")
         print(f"{k1:<4} / {b:<7} " + " ".join(f"{c:>30}" for c in cells), flush=True)
