@@ -244,8 +244,9 @@ def paired_line(
     reports: dict[str, RetrievalReport], ours: tuple[str, str], other: tuple[str, str]
 ) -> str:
     """ours - other on the same questions: the mean difference of R@5 and MRR@10 with a paired
-    bootstrap 95% interval, and how many questions each one ranks better (a small set's margin
-    is a handful of questions: this says how many)."""
+    bootstrap 95% interval, and for how many questions each one puts the first relevant hit
+    higher within the first ten (a small set's margin is a handful of questions: this says how
+    many)."""
     a = per_question(reports[ours[0]], ours[1])
     b = per_question(reports[other[0]], other[1])
     ids = sorted(a.keys() & b.keys())
