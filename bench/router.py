@@ -6,14 +6,17 @@ router trained on two thirds of it, and every routing policy measured on the las
 The set (`mixed_cases`, written to DIR/cases.jsonl): Python FAQ questions over the Python docs
 and SQLite FAQ questions over the SQLite docs (the two developers' sets, ingested into one
 collection; reference = the FAQ's answer), abstract -> title prompts (reference = the paper's
-title; the "titler" adapter is trained first on other abstracts), general questions (no
-reference: graded by grounding, where nothing is expected to be grounded), and follow-ups (a
-FAQ question, the start of its answer, then "Why is that?"-style turns; reference = the FAQ's
-answer).
-Labels: rag, adapter, base, rag.
+title; the "titler" adapter is trained first on other abstracts), Git command descriptions ->
+the one-line summary of the command's manual page (a second adapter task, in a house style:
+reference = the page's NAME line; the "gitsummary" adapter is trained first on other
+commands' pages, from the Git set's full corpus), general questions (no reference: graded by
+grounding, where nothing is expected to be grounded), and follow-ups (a FAQ question, the
+start of its answer, then "Why is that?"-style turns; reference = the FAQ's answer).
+Labels: rag, adapter (titler), adapter (gitsummary), base, rag.
 
-Steps (each cached in DIR, so a rerun skips what is done): build both dev sets, ingest them,
-train the titler adapter (abstracts 0-59), start a fresh engine, `router collect` every case
+Steps (each cached in DIR, so a rerun skips what is done): build the dev sets, ingest the
+Python and SQLite ones, train the titler adapter (abstracts 0-59) and the gitsummary adapter
+(three of every four Git manual pages), start a fresh engine, `router collect` every case
 through rag, base, adapter and adapter+rag (greedy, --max-tokens), then `router train` on the
 cases whose line is not a multiple of 3 and `eval route --outcomes` on those that are.
 Printed: each policy's mean grade and label accuracy on the held-out third, the share of the
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -43,6 +47,7 @@ from bench.common import (
     CACHE,
     engine_settings,
     eval_set,
+    git_set,
     percentile,
     running,
     sqlite_set,
@@ -60,6 +65,12 @@ COLLECTION = "docs"
 ADAPTER = "titler"
 TRAIN_ROWS = range(0, 60)
 CASE_ROWS = range(130, 180)
+SUMMARIZER = "gitsummary"
+SUMMARY_INSTRUCTION = (
+    "Write the one-line summary of this Git command for the NAME line of its manual page:"
+)
+SUMMARY_TASK = "Write the one-line manual page summary of a Git command from its description."
+SUMMARY_CASES = 40
 FOLLOW_UPS = (
     "Why is that?",
     "Can you say more about that?",
@@ -105,6 +116,34 @@ def faq(qa: Path) -> list[dict[str, Any]]:
     return items
 
 
+def git_summaries() -> list[dict[str, str]]:
+    """Every Git manual page of the Git set's full corpus with a NAME and a DESCRIPTION, as a
+    task row: the description's first paragraph (at most about 600 characters, cut at a
+    sentence) -> the summary on the page's NAME line ("Add file contents to the index")."""
+    from bs4 import BeautifulSoup
+
+    rows = []
+    for page in sorted((git_set("full") / "corpus").glob("git-*.html")):
+        soup = BeautifulSoup(page.read_text(encoding="utf-8"), "html.parser")
+        headings = {h.get_text(strip=True): h for h in soup.find_all("h2")}
+        name, description = headings.get("NAME"), headings.get("DESCRIPTION")
+        if name is None or description is None:
+            continue
+        name_body, description_body = name.find_next_sibling(), description.find_next_sibling()
+        if name_body is None or description_body is None:
+            continue
+        summary = " ".join(name_body.get_text(" ", strip=True).split())
+        summary = summary.split(" - ", 1)[1].strip() if " - " in summary else ""
+        text = " ".join(description_body.get_text(" ", strip=True).split())
+        if not summary or len(text) < 40:
+            continue
+        if len(text) > 600:
+            cut = [m.end() for m in re.finditer(r"[.:;] ", text[:600])]
+            text = text[: cut[-1]].strip() if cut else text[:600]
+        rows.append({"instruction": SUMMARY_INSTRUCTION, "input": text, "output": summary})
+    return rows
+
+
 def mixed_cases(python_qa: Path, sqlite_qa: Path) -> list[dict[str, Any]]:
     python, sqlite = faq(python_qa), faq(sqlite_qa)
     rows = [json.loads(line) for line in ABSTRACTS.read_text().splitlines() if line]
@@ -130,6 +169,18 @@ def mixed_cases(python_qa: Path, sqlite_qa: Path) -> list[dict[str, Any]]:
         }
         for n in CASE_ROWS
     ]
+    summaries = git_summaries()
+    cases += [
+        {
+            "question": f"{row['instruction']} {row['input']}",
+            "reference": row["output"],
+            "expected_route": "adapter",
+            "expected_adapter": SUMMARIZER,
+            "source": f"gitsummary:{n}",
+        }
+        for n, row in enumerate(summaries)
+        if n % 4 == 0
+    ][:SUMMARY_CASES]
     cases += [{"question": q, "expected_route": "base", "source": "general"} for q in GENERAL]
     followed = python[1::9][:12] + sqlite[20:27]
     for i, item in enumerate(followed):
@@ -173,6 +224,14 @@ def prepare(work: Path) -> tuple[Path, Path]:
             "adapters", "train", train, "--name", ADAPTER, "--max-length", "384",
             "--task", "Write a paper's title from its abstract.", "--collection", COLLECTION,
         )  # fmt: skip
+    if not (data_dir / "adapters" / SUMMARIZER).exists():
+        train = work / "gitsummaries.jsonl"
+        rows = [row for n, row in enumerate(git_summaries()) if n % 4 != 0]
+        train.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+        ragtune(
+            "adapters", "train", train, "--name", SUMMARIZER, "--max-length", "256",
+            "--task", SUMMARY_TASK,
+        )  # fmt: skip
     return data_dir, cases
 
 
@@ -214,7 +273,7 @@ def main() -> None:
     work: Path = args.work
     work.mkdir(parents=True, exist_ok=True)
     data_dir = work / "data"
-    engine = engine_settings(data_dir, max_model_len=4096)
+    engine = engine_settings(data_dir, max_model_len=4096, max_loras=2)  # both adapters
     use_api_settings(data_dir, engine, RAGTUNE_COLLECTION=COLLECTION)
     data_dir, cases = prepare(work)
     outcomes_file = work / "outcomes.jsonl"

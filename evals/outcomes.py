@@ -20,9 +20,9 @@ from __future__ import annotations
 import functools
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import anyio
 
@@ -31,6 +31,7 @@ from ragtune.evals.metrics import load_scorer
 from ragtune.evals.routes import RouteCase, load_cases
 from ragtune.serving.chat.protocol import ChatCompletionRequest, RagtuneOptions
 from ragtune.serving.components import Components, open_components
+from ragtune.serving.errors import AdapterSlotsBusyError
 from ragtune.serving.outcomes import (
     FORMAT,
     VERSION,
@@ -44,6 +45,31 @@ from ragtune.serving.settings import ServingSettings
 
 MAX_ADAPTERS = 3
 """Adapters tried per case: the best match, and others that reach the adapter threshold."""
+SLOT_WAIT_S = 900.0
+"""How long an answer waits for a LoRA slot when every slot of the engine holds another
+adapter that is answering (more adapters in the cases than the engine's --max-loras)."""
+
+T = TypeVar("T")
+
+
+async def when_a_slot_is_free(
+    call: Callable[[], Awaitable[T]], *, wait_s: float = SLOT_WAIT_S, first_pause_s: float = 0.5
+) -> T:
+    """`call()`, tried again with growing pauses (to 5 s) while the engine's LoRA slots are all
+    busy with other adapters, for at most `wait_s`; then the engine's error, with what to do."""
+    waited, pause = 0.0, first_pause_s
+    while True:
+        try:
+            return await call()
+        except AdapterSlotsBusyError as busy:
+            if waited >= wait_s:
+                raise EvalError(
+                    f"{busy} (waited {waited:.0f} s). Start the engine with --max-loras at "
+                    "least the number of adapters the cases use, or lower --concurrency"
+                ) from busy
+            await anyio.sleep(pause)
+            waited += pause
+            pause = min(pause * 2, 5.0)
 
 
 def applicable_routes(
@@ -149,9 +175,14 @@ async def _answer(
         max_tokens=max_tokens,
         ragtune=RagtuneOptions(route=route, collection=collection),
     )
-    started = time.perf_counter()
-    response = await chat.complete(await chat.prepare(request))
-    seconds = time.perf_counter() - started
+    timing: dict[str, float] = {}
+
+    async def complete() -> dict[str, Any]:
+        timing["started"] = time.perf_counter()
+        return await chat.complete(await chat.prepare(request))
+
+    response = await when_a_slot_is_free(complete)
+    seconds = time.perf_counter() - timing["started"]
     choice = response["choices"][0]
     text = choice["message"].get("content") or ""
     grade, metric, grounded = await anyio.to_thread.run_sync(

@@ -253,11 +253,26 @@ def _grade(case: CaseOutcome, route: Route) -> float:
     return grade if grade is not None else 0.0
 
 
-def _label_accuracy(cases: Sequence[CaseOutcome], routes: Sequence[Route]) -> float | None:
+def _label_accuracy(
+    cases: Sequence[CaseOutcome], routes: Sequence[Route], *, as_collected: bool = False
+) -> float | None:
+    """The share of labelled cases whose route is the expected one and, where the label names
+    an adapter, whose adapter route serves that adapter: the best-matching one (what a learned
+    router or an always-X policy serves), or with `as_collected` the one the router took when
+    the case was collected (the thresholds' own)."""
     labelled = [(c, r) for c, r in zip(cases, routes, strict=True) if c.expected_route]
     if not labelled:
         return None
-    return sum(c.expected_route == r for c, r in labelled) / len(labelled)
+
+    def right(case: CaseOutcome, route: Route) -> bool:
+        if case.expected_route != route:
+            return False
+        if route not in ADAPTER_ROUTES or case.expected_adapter is None:
+            return True
+        served = case.decision_adapter if as_collected and route == case.decision else None
+        return (served or case.adapter) == case.expected_adapter
+
+    return sum(right(c, r) for c, r in labelled) / len(labelled)
 
 
 @dataclass(frozen=True)
@@ -319,7 +334,7 @@ def compare_policies(outcomes: Sequence[CaseOutcome], model: RouteModel | None) 
             PolicyScore(
                 name,
                 statistics.fmean(_grade(c, r) for c, r in zip(outcomes, routes, strict=True)),
-                _label_accuracy(outcomes, routes),
+                _label_accuracy(outcomes, routes, as_collected=name == "thresholds"),
                 dict(Counter(routes)),
             )
         )

@@ -141,3 +141,17 @@ def test_policies_are_scored_on_the_grades_of_the_routes_they_pick() -> None:
     assert report.score("always adapter").mean_grade == pytest.approx((0.1 + 0.9) / 2)
     assert report.score("oracle").mean_grade == pytest.approx((0.8 + 0.9) / 2)
     assert report.gap_closed is None  # no learned router
+
+
+def test_label_accuracy_counts_an_adapter_route_right_only_with_the_labelled_adapter() -> None:
+    def labelled(best: str, taken: str | None) -> CaseOutcome:
+        case = graded({"rag": 0.1, "adapter": 0.9}, expected="adapter", decision="adapter")
+        case.expected_adapter, case.adapter, case.decision_adapter = "titler", best, taken
+        return case
+
+    cases = [labelled("titler", "titler"), labelled("gitsummary", "titler")]
+    report = compare_policies(cases, None)
+    # the thresholds served what they took; always-adapter serves the best match
+    assert report.score("thresholds").label_accuracy == 1.0
+    assert report.score("always adapter").label_accuracy == 0.5
+    assert report.score("always rag").label_accuracy == 0.0
