@@ -196,14 +196,20 @@ def test_killed_ingest_leaves_a_usable_store_and_the_rerun_completes(
 def test_ctrl_c_stops_cleanly(tmp_path: Path, eval_small: Path) -> None:
     process = subprocess.Popen(
         [RAGTUNE, "ingest", str(eval_small / "corpus" / "howto")],
-        env=env_for(tmp_path / "data", RAGTUNE_EMBED_WINDOW="32"),
+        # faulthandler: a command still running after Ctrl-C prints where it is on SIGABRT
+        env=env_for(tmp_path / "data", RAGTUNE_EMBED_WINDOW="32", PYTHONFAULTHANDLER="1"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     time.sleep(10)
     process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
+    try:
+        _, stderr = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)
+        _, stderr = process.communicate(timeout=30)
+        pytest.fail(f"ingest still running 60 s after Ctrl-C; where it was:\n{stderr[-4000:]}")
     assert process.returncode == 130
     assert "interrupted" in stderr
     assert "Traceback" not in stderr
