@@ -70,7 +70,6 @@ SUMMARY_INSTRUCTION = (
     "Write the one-line summary of this Git command for the NAME line of its manual page:"
 )
 SUMMARY_TASK = "Write the one-line manual page summary of a Git command from its description."
-SUMMARY_CASES = 40
 FOLLOW_UPS = (
     "Why is that?",
     "Can you say more about that?",
@@ -116,10 +115,11 @@ def faq(qa: Path) -> list[dict[str, Any]]:
     return items
 
 
-def git_summaries() -> list[dict[str, str]]:
+def git_summaries() -> tuple[list[dict[str, str]], list[tuple[int, dict[str, str]]]]:
     """Every Git manual page of the Git set's full corpus with a NAME and a DESCRIPTION, as a
     task row: the description's first paragraph (at most about 600 characters, cut at a
-    sentence) -> the summary on the page's NAME line ("Add file contents to the index")."""
+    sentence) -> the summary on the page's NAME line ("Add file contents to the index").
+    Split: three of every four rows train the adapter; the fourth, numbered, are cases."""
     from bs4 import BeautifulSoup
 
     rows = []
@@ -141,10 +141,13 @@ def git_summaries() -> list[dict[str, str]]:
             cut = [m.end() for m in re.finditer(r"[.:;] ", text[:600])]
             text = text[: cut[-1]].strip() if cut else text[:600]
         rows.append({"instruction": SUMMARY_INSTRUCTION, "input": text, "output": summary})
-    return rows
+    train = [row for n, row in enumerate(rows) if n % 4 != 0]
+    return train, [(n, row) for n, row in enumerate(rows) if n % 4 == 0]
 
 
-def mixed_cases(python_qa: Path, sqlite_qa: Path) -> list[dict[str, Any]]:
+def mixed_cases(
+    python_qa: Path, sqlite_qa: Path, summaries: list[tuple[int, dict[str, str]]]
+) -> list[dict[str, Any]]:
     python, sqlite = faq(python_qa), faq(sqlite_qa)
     rows = [json.loads(line) for line in ABSTRACTS.read_text().splitlines() if line]
     cases: list[dict[str, Any]] = []
@@ -169,7 +172,6 @@ def mixed_cases(python_qa: Path, sqlite_qa: Path) -> list[dict[str, Any]]:
         }
         for n in CASE_ROWS
     ]
-    summaries = git_summaries()
     cases += [
         {
             "question": f"{row['instruction']} {row['input']}",
@@ -178,9 +180,8 @@ def mixed_cases(python_qa: Path, sqlite_qa: Path) -> list[dict[str, Any]]:
             "expected_adapter": SUMMARIZER,
             "source": f"gitsummary:{n}",
         }
-        for n, row in enumerate(summaries)
-        if n % 4 == 0
-    ][:SUMMARY_CASES]
+        for n, row in summaries
+    ]
     cases += [{"question": q, "expected_route": "base", "source": "general"} for q in GENERAL]
     followed = python[1::9][:12] + sqlite[20:27]
     for i, item in enumerate(followed):
@@ -201,14 +202,15 @@ def mixed_cases(python_qa: Path, sqlite_qa: Path) -> list[dict[str, Any]]:
 
 
 def prepare(work: Path) -> tuple[Path, Path]:
-    """The data dir with both corpora ingested and the titler trained; the case file."""
+    """The data dir with both corpora ingested and both adapters trained; the case file."""
     data_dir = work / "data"
     python_set, sqlite_set_dir = eval_set("small"), sqlite_set("small")
+    summaries_train, summary_cases = git_summaries()
     cases = work / "cases.jsonl"
     cases.write_text(
         "".join(
             json.dumps(c, ensure_ascii=False) + "\n"
-            for c in mixed_cases(python_set / "qa.json", sqlite_set_dir / "qa.json")
+            for c in mixed_cases(python_set / "qa.json", sqlite_set_dir / "qa.json", summary_cases)
         )
     )
     ingested = work / "ingested"
@@ -226,8 +228,9 @@ def prepare(work: Path) -> tuple[Path, Path]:
         )  # fmt: skip
     if not (data_dir / "adapters" / SUMMARIZER).exists():
         train = work / "gitsummaries.jsonl"
-        rows = [row for n, row in enumerate(git_summaries()) if n % 4 != 0]
-        train.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+        train.write_text(
+            "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in summaries_train)
+        )
         ragtune(
             "adapters", "train", train, "--name", SUMMARIZER, "--max-length", "256",
             "--task", SUMMARY_TASK,

@@ -175,14 +175,13 @@ async def _answer(
         max_tokens=max_tokens,
         ragtune=RagtuneOptions(route=route, collection=collection),
     )
-    timing: dict[str, float] = {}
 
-    async def complete() -> dict[str, Any]:
-        timing["started"] = time.perf_counter()
-        return await chat.complete(await chat.prepare(request))
+    async def complete() -> tuple[dict[str, Any], float]:
+        started = time.perf_counter()  # the attempt that answered, not the wait for a slot
+        response = await chat.complete(await chat.prepare(request))
+        return response, time.perf_counter() - started
 
-    response = await when_a_slot_is_free(complete)
-    seconds = time.perf_counter() - timing["started"]
+    response, seconds = await when_a_slot_is_free(complete)
     choice = response["choices"][0]
     text = choice["message"].get("content") or ""
     grade, metric, grounded = await anyio.to_thread.run_sync(
