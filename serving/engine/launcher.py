@@ -255,7 +255,13 @@ class EngineLauncher:
         # (ps) and lands in the log and the pid file.
         env["VLLM_API_KEY"] = api_key
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{self.settings.cpu_kvcache_gib:g}")
-        env.setdefault("VLLM_CPU_OMP_THREADS_BIND", "auto")
+        # vLLM-CPU's "auto" binds its worker to a core it then keeps to itself while it works:
+        # on a 2-core machine, anything held on that core got no time at all (a loop that
+        # runs 0.6 s elsewhere had none after 60 s), and `import torch` holds its thread on
+        # each core in turn (MKL counting cores), so every ragtune command next to a busy engine
+        # hung for 15 s to minutes, deaf to Ctrl-C. Unbound, the engine measured the same
+        # (82 / 79-81 tok/s at 8 clients, 5.0 s per sequential answer either way).
+        env.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
         # Idle connections stay open well past the client's reuse window (IDLE_CONNECTION_S).
         env.setdefault("VLLM_HTTP_TIMEOUT_KEEP_ALIVE", str(ENGINE_KEEP_ALIVE_S))
         # Weights come from disk only: never from a model hub at run time.

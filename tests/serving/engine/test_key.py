@@ -126,6 +126,17 @@ def test_the_key_reaches_vllm_in_its_environment_not_its_command_line(tmp_path: 
     assert KEY not in repr(launcher.settings)  # a secret in logs and tracebacks
 
 
+def test_the_engine_leaves_cores_unbound_unless_the_operator_binds_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    launcher = EngineLauncher(EngineSettings(data_dir=tmp_path, engine_api_key=KEY))
+    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
+    # a core bound by a busy engine starved every other thread held on it (torch's import)
+    assert launcher.environment(KEY)["VLLM_CPU_OMP_THREADS_BIND"] == "nobind"
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0-3")
+    assert launcher.environment(KEY)["VLLM_CPU_OMP_THREADS_BIND"] == "0-3"
+
+
 def test_the_client_sends_the_key_on_every_call() -> None:
     seen: dict[str, str | None] = {}
 
