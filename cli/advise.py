@@ -68,6 +68,14 @@ def advise(
         int,
         typer.Option(min=1, envvar="RAGTUNE_ADVISE_CONCURRENCY", help="Requests at once."),
     ] = 8,
+    cost_requests: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Requests of the latency and throughput measurement, per system and "
+            "concurrency level (taken from the test split).",
+        ),
+    ] = 16,
     margin: Annotated[
         float, typer.Option(min=0.0, help="How much better an adapter must be.")
     ] = 0.05,
@@ -107,7 +115,8 @@ def advise(
     options = AdviseOptions(
         adapter=adapter, train=train, name=name, task=task_description, collection=collection,
         dev=dev, test=test, shots=tuple(parse_ks(shots)), sizes=tuple(parse_ks(sizes)),
-        concurrency=concurrency, seed=seed, margin=margin, reasoning_tokens=reasoning_tokens,
+        concurrency=concurrency, cost_requests=cost_requests, seed=seed, margin=margin,
+        reasoning_tokens=reasoning_tokens,
         prices=Prices(price_per_1k_tokens, price_per_training_hour, price_per_slot_hour),
         training=TrainingConfig(
             epochs=epochs, rank=rank, alpha=2 * rank, learning_rate=lr, max_length=max_length,

@@ -73,6 +73,8 @@ class AdviseOptions:
     resamples: int = 2000
     reasoning_tokens: int = 192
     cost_requests: int = 16
+    """Requests of the side-by-side cost measurement, per system and concurrency level (the
+    first of the test split)."""
     parity_prompts: int = 4
     prices: Prices = field(default_factory=Prices)
     training: TrainingConfig = field(default_factory=TrainingConfig)
@@ -181,6 +183,20 @@ def load_task(path: Path) -> tuple[list[Example], str]:
     return examples, sha256_file(path)
 
 
+def check_options(
+    examples: Sequence[Example], options: AdviseOptions
+) -> tuple[list[Example], list[Example], list[Example]]:
+    """What the options and the examples alone can tell is wrong, checked before anything is
+    opened (the store, the embedder, the engine); the split (pool, dev, test)."""
+    if options.train and options.adapter:
+        raise AdviceError("give --adapter (weigh a registered one) or --train, not both")
+    if options.train and not options.name:
+        raise AdviceError("--train needs --name: the name the trained adapter registers as")
+    if options.cost_requests < 1:
+        raise AdviceError("--cost-requests must be at least 1")
+    return split_task(examples, options.dev, options.test, options.seed)
+
+
 async def plan_advice(
     components: Components,
     examples: Sequence[Example],
@@ -193,9 +209,7 @@ async def plan_advice(
     """Check everything a run needs, in the order a user would fix it, and split the task.
     `base_model_dir` is where training finds the served base model (--train only)."""
     chat = components.chat
-    if options.train and options.adapter:
-        raise AdviceError("give --adapter (weigh a registered one) or --train, not both")
-    pool, dev, test = split_task(examples, options.dev, options.test, options.seed)
+    pool, dev, test = check_options(examples, options)
     notes: list[str] = []
     adapter = None
     if options.adapter:
@@ -213,8 +227,6 @@ async def plan_advice(
             )
     sizes: tuple[int, ...] = ()
     if options.train:
-        if not options.name:
-            raise AdviceError("--train needs --name: the name the trained adapter registers as")
         if any(m.name == options.name for m in components.registry.list()):
             raise AdviceError(
                 f"an adapter named {options.name!r} already exists: choose another --name, or "
@@ -470,6 +482,7 @@ def advise_on_task(
     read it. The report as a dict (what --json prints and --report writes)."""
     examples, data_sha256 = load_task(task)
     scorers = task_scorers(metric, examples, schema)
+    check_options(examples, options)
     components = open_components(settings)
     base_model_dir = Path(EngineLauncher(settings.engine).model_path(prepare=False))
 

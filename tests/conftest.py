@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -72,6 +73,26 @@ def ingested(eval_small: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
     data_dir = tmp_path_factory.mktemp("cli") / "data"
     summary = ragtune_json("ingest", eval_small / "corpus", data_dir=data_dir)
     return data_dir, summary
+
+
+@pytest.fixture(scope="session")
+def faq_docs_once(eval_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small corpus's FAQ ingested once through the CLI into the collection `faq-docs`: a
+    data dir that tests copy (`faq_docs`) and never change."""
+    from tests.support.cli import ragtune
+
+    data_dir = tmp_path_factory.mktemp("faq-docs") / "data"
+    result = ragtune("ingest", eval_small / "corpus" / "faq", "-c", "faq-docs", data_dir=data_dir)
+    assert result.returncode == 0, result.stderr
+    return data_dir
+
+
+@pytest.fixture
+def faq_docs(faq_docs_once: Path, tmp_path: Path) -> Path:
+    """This test's own copy of `faq_docs_once` (its data dir): change it at will."""
+    data_dir = tmp_path / "data"
+    shutil.copytree(faq_docs_once, data_dir)
+    return data_dir
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ with the real embedding model and a real Chroma: embedded, and as a server."""
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
 import sys
@@ -100,20 +99,24 @@ def test_another_process_cannot_write_while_the_store_is_open(
     assert sum(d["chunks"] for d in documents) == count
 
 
-def test_docs_rm_removes_every_chunk(tmp_path: Path, eval_small: Path) -> None:
-    data_dir = tmp_path / "data"
-    faq = tmp_path / "faq"
-    shutil.copytree(eval_small / "corpus" / "faq", faq)
-    ragtune_json("ingest", faq, data_dir=data_dir)
-    missing = ragtune("docs", "rm", faq / "nope.rst.txt", data_dir=data_dir)
+def test_docs_rm_removes_every_chunk(faq_docs: Path, eval_small: Path) -> None:
+    data_dir, faq = faq_docs, eval_small / "corpus" / "faq"  # faq ingested as faq-docs
+    collection = ("-c", "faq-docs")
+    before = ragtune_json("docs", "list", *collection, data_dir=data_dir)
+    assert [d for d in before if d["source"].endswith("design.rst.txt")]
+    missing = ragtune("docs", "rm", faq / "nope.rst.txt", *collection, data_dir=data_dir)
     assert missing.returncode == 2
     assert "not in collection" in missing.stderr
-    removed = ragtune("docs", "rm", faq / "design.rst.txt", data_dir=data_dir)
+    removed = ragtune("docs", "rm", faq / "design.rst.txt", *collection, data_dir=data_dir)
     assert removed.returncode == 0, removed.stderr
-    documents = ragtune_json("docs", "list", data_dir=data_dir)
+    documents = ragtune_json("docs", "list", *collection, data_dir=data_dir)
     assert not [d for d in documents if d["source"].endswith("design.rst.txt")]
-    hits = ragtune_json("search", "Why does Python use indentation?", "-k", "10", data_dir=data_dir)
+    assert len(documents) == len(before) - 1
+    hits = ragtune_json(
+        "search", "Why does Python use indentation?", "-k", "10", *collection, data_dir=data_dir
+    )
     assert not [h for h in hits if h["source"].endswith("design.rst.txt")]
+    assert (faq / "design.rst.txt").is_file()  # the document's file is left alone
 
 
 def test_exit_status_and_summary_for_bad_input(tmp_path: Path) -> None:

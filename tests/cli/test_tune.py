@@ -8,10 +8,8 @@ from pathlib import Path
 from tests.support.cli import ragtune, ragtune_json
 
 
-def test_tune_retrieval_stores_a_calibration_searches_use(eval_small: Path, tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
-    corpus = eval_small / "corpus" / "faq"
-    assert ragtune("ingest", corpus, "--collection", "faq-docs", data_dir=data_dir).returncode == 0
+def test_tune_retrieval_stores_a_calibration_searches_use(faq_docs: Path) -> None:
+    data_dir = faq_docs  # the small corpus's FAQ in the collection faq-docs
 
     def fusion() -> dict[str, object]:
         hits = ragtune_json(

@@ -29,11 +29,9 @@ def stored(data_dir: Path, name: str) -> tuple[str, dict[str, str], str]:
 
 
 def test_tune_embedder_adopts_a_tuned_model_every_reader_follows(
-    eval_small: Path, tmp_path: Path
+    faq_docs: Path, tmp_path: Path
 ) -> None:
-    data_dir = tmp_path / "data"
-    corpus = eval_small / "corpus" / "faq"
-    assert ragtune("ingest", corpus, "-c", "faq-docs", data_dir=data_dir).returncode == 0
+    data_dir = faq_docs  # the small corpus's FAQ in the collection faq-docs
     assert ragtune("tune", "retrieval", "-c", "faq-docs", data_dir=data_dir).returncode == 0
     model, chunks, calibration = stored(data_dir, "faq-docs")
     assert model == "sentence-transformers/all-MiniLM-L6-v2"
@@ -92,14 +90,12 @@ def test_tune_embedder_adopts_a_tuned_model_every_reader_follows(
 
 
 def test_tune_embedder_refuses_bad_input_and_changes_nothing(
-    eval_small: Path, tmp_path: Path
+    faq_docs: Path, tmp_path: Path
 ) -> None:
-    data_dir = tmp_path / "data"
+    data_dir = faq_docs  # the small corpus's FAQ in the collection faq-docs
     missing = ragtune("tune", "embedder", "-c", "nothing-here", *QUICK, data_dir=data_dir)
     assert missing.returncode == 2
     assert "nothing-here" in missing.stderr
-    corpus = eval_small / "corpus" / "faq"
-    assert ragtune("ingest", corpus, "-c", "faq-docs", data_dir=data_dir).returncode == 0
     before = stored(data_dir, "faq-docs")
     bad = tmp_path / "dev.json"
     bad.write_text("{not json")

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from ragtune.adapters.examples import Example
-from ragtune.evals.advise import load_task, split_task
+from ragtune.evals.advise import AdviseOptions, check_options, load_task, split_task
 from ragtune.evals.decision import Interval, Prices, break_even, decide, paired_bootstrap
 from ragtune.evals.errors import AdviceError, ScorerError
 from ragtune.evals.failures import copied_share, failure_modes
@@ -217,6 +217,22 @@ def test_a_task_needs_enough_examples_for_its_splits(tmp_path: Path) -> None:
     assert not {e.prompt() for e in dev} & {e.prompt() for e in test}
     with pytest.raises(AdviceError, match="at least 20"):
         split_task(examples[:19], 50, 50, seed=0)
+
+
+def test_what_the_options_alone_tell_is_refused_before_anything_opens() -> None:
+    examples = [example(f"q{i}", f"a{i}") for i in range(20)]
+    pool, dev, test = check_options(examples, AdviseOptions(dev=5, test=5))
+    assert (len(pool), len(dev), len(test)) == (10, 5, 5)
+    refusals = [
+        (AdviseOptions(train=True), "--train needs --name"),
+        (AdviseOptions(train=True, name="t", adapter="a"), "not both"),
+        (AdviseOptions(cost_requests=0), "--cost-requests"),
+    ]
+    for options, message in refusals:
+        with pytest.raises(AdviceError, match=message):
+            check_options(examples, options)
+    with pytest.raises(AdviceError, match="too few"):
+        check_options(examples[:12], AdviseOptions())
 
 
 def test_a_task_file_uses_one_format(tmp_path: Path) -> None:

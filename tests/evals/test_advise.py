@@ -21,8 +21,8 @@ from tests.support.serving import attach_env
 
 ABSTRACTS = Path(__file__).resolve().parents[3] / "shared" / "eval" / "abstract2title.jsonl"
 QUICK = (
-    "--dev", "5", "--test", "5", "--shots", "1", "--concurrency", "4",
-    "--reasoning-tokens", "16",
+    "--dev", "5", "--test", "5", "--shots", "1", "--reasoning-tokens", "16",
+    "--cost-requests", "2",
 )  # fmt: skip
 VERDICTS = {"prompting", "retrieval", "fine-tune", "undecided"}
 
@@ -86,6 +86,7 @@ def test_advise_weighs_an_adapter_against_prompting_and_stores_the_verdict(
     assert [(r["concurrency"], r["system"]) for r in side] == [
         (1, report["best"]), (1, "adapter titler"), (8, report["best"]), (8, "adapter titler"),
     ]  # fmt: skip
+    assert [r["requests"] for r in side] == [2, 2, 2, 2]  # --cost-requests
     assert report["verdict"] in VERDICTS
     assert report["reasons"]
     assert {p.name for p in report_dir.iterdir()} == {"advice.json", "advice.md", "variants.png"}
