@@ -36,6 +36,7 @@ SQLITE_BUILDER = REPO / "bench" / "evalsets" / "build_sqlite_docs.py"
 GIT_BUILDER = REPO / "bench" / "evalsets" / "build_git_docs.py"
 PDF_PRINTER = REPO / "bench" / "evalsets" / "print_pdf.py"
 MARKDOWN_CONVERTER = REPO / "bench" / "evalsets" / "to_markdown.py"
+TEXT_CONVERTER = REPO / "bench" / "evalsets" / "to_text.py"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ragtune"
 EVAL = Path(os.environ.get("RAGTUNE_EVAL_CACHE") or CACHE / "evalsets")
 ABSTRACTS = REPO.parent / "shared" / "eval" / "abstract2title.jsonl"
@@ -95,6 +96,16 @@ def git_md_set(subset: str) -> Path:
     return _converted(MARKDOWN_CONVERTER, git_set(subset), EVAL / f"git-md-{subset}")
 
 
+def sqlite_txt_set(subset: str) -> Path:
+    """The SQLite set as plain text (bench/evalsets/to_text.py). Opt-in: `--sets sqlite-txt`."""
+    return _converted(TEXT_CONVERTER, sqlite_set(subset), EVAL / f"sqlite-txt-{subset}")
+
+
+def git_txt_set(subset: str) -> Path:
+    """The Git set as plain text, like `sqlite_txt_set`. Opt-in: `--sets git-txt`."""
+    return _converted(TEXT_CONVERTER, git_set(subset), EVAL / f"git-txt-{subset}")
+
+
 def _printed(html_set: Path, out: Path) -> Path:
     return _converted(PDF_PRINTER, html_set, out)
 
@@ -113,6 +124,8 @@ DEV_SETS = {
     "git-pdf": git_pdf_set,
     "sqlite-md": sqlite_md_set,
     "git-md": git_md_set,
+    "sqlite-txt": sqlite_txt_set,
+    "git-txt": git_txt_set,
 }
 """The developers' sets a bench can score, by name (`--sets`)."""
 DEFAULT_SETS = ("python", "sqlite")

@@ -69,7 +69,7 @@ def naive_collection(
     splitter = RecursiveCharacterTextSplitter(chunk_size=1000, chunk_overlap=150)
     collection = store.collection("naive", embedder.model_id, create=True)
     records: list[tuple[str, str, dict[str, str | int]]] = []
-    kinds = (".rst.txt", ".html", ".pdf", ".md")
+    kinds = (".txt", ".html", ".pdf", ".md")
     paths = sorted(p for p in corpus.rglob("*") if p.name.endswith(kinds))
     for path in paths:
         doc_id = hashlib.sha256(str(path).encode()).hexdigest()[:20]
