@@ -9,7 +9,8 @@ Each HTML page of HTML_SET_DIR/corpus becomes a .txt file: headings on a line of
 paragraphs hard-wrapped at 72 columns and separated by a blank line, list items as "* " with
 their continuation lines indented, definition terms on a line with their description indented
 below, preformatted blocks indented by four spaces as they are, a table row on one line with
-its cells apart (scripts, styles and comments dropped first); qa.json is copied as it is. The
+its cells apart (what ragtune's HTML loader never reads dropped first: scripts, styles,
+navigation, forms, inline SVG pictures, comments); qa.json is copied as it is. The
 relevance rule compares words, so answer passages stay findable whatever the layout.
 """
 
@@ -38,7 +39,10 @@ def convert(html: str) -> str:
     from bs4 import BeautifulSoup
 
     soup = BeautifulSoup(html, "html.parser")
-    for noise in soup(["script", "style", "noscript", "template", "head"]):
+    # What ragtune's HTML loader leaves out too (its `_HTML_NOISE`), and the head.
+    for noise in soup(
+        ["script", "style", "noscript", "template", "svg", "nav", "iframe", "form", "head"]
+    ):
         noise.decompose()
     out: list[str] = []
     _render(soup, out, indent="", bullet="")
