@@ -96,7 +96,7 @@ def _render(node: Any, out: list[str], indent: str, bullet: str) -> None:
             # A table row is one line of its cells, as a text table has it.
             flush()
             cells = [SPACE.sub(" ", c.get_text()).strip() for c in child.find_all(["td", "th"])]
-            inline.append("  |  ".join(c for c in cells if c))
+            inline.append(" | ".join(c for c in cells if c))
             flush()
         elif name in BLOCKS or name in ("li", "dt", "dd", "td", "th"):
             flush()
