@@ -3,15 +3,15 @@ answers read from gitfaq.html, and the corpus copy of the page without its quest
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 from bs4 import BeautifulSoup
 
-BUILDER = Path(__file__).resolve().parents[2] / "bench" / "evalsets" / "build_git_docs.py"
+from tests.support.scripts import BENCH, load_script
+
+BUILDER = BENCH / "evalsets" / "build_git_docs.py"
 
 # The shape of Git's gitfaq.html (asciidoc, CRLF line ends): sections whose body is a
 # description list, a question per <dt class="hdlist1"> and its answer in the next <dd>; one
@@ -82,14 +82,7 @@ I&#8217;m on Windows and my text files are detected as binary.
 
 @pytest.fixture(scope="module")
 def builder() -> ModuleType:
-    # bench/ is no package that code imports: load the script by its path.
-    spec = importlib.util.spec_from_file_location("build_git_docs", BUILDER)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script(BUILDER)
 
 
 def test_questions_and_answers_come_from_the_faq(builder: ModuleType) -> None:

@@ -3,15 +3,14 @@ answers read from faq.html, and the corpus copy of the page without its question
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 from bs4 import BeautifulSoup
 
-BUILDER = Path(__file__).resolve().parents[2] / "bench" / "evalsets" / "build_sqlite_docs.py"
+from tests.support.scripts import BENCH, load_script
+
+BUILDER = BENCH / "evalsets" / "build_sqlite_docs.py"
 
 # The shape of SQLite's faq.html: an index of the questions, then per question an anchor, a
 # numbered bold heading and a blockquote answer (with the page's stray </li> closers).
@@ -41,14 +40,7 @@ FAQ_HTML = """<html><head><title>SQLite Frequently Asked Questions</title></head
 
 @pytest.fixture(scope="module")
 def builder() -> ModuleType:
-    # bench/ is no package that code imports: load the script by its path.
-    spec = importlib.util.spec_from_file_location("build_sqlite_docs", BUILDER)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script(BUILDER)
 
 
 def test_questions_and_answers_come_from_the_faq(builder: ModuleType) -> None:

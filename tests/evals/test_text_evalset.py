@@ -3,14 +3,14 @@ out as a text browser dumps it, with what ragtune's HTML loader never reads left
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-CONVERTER = Path(__file__).resolve().parents[2] / "bench" / "evalsets" / "to_text.py"
+from tests.support.scripts import BENCH, load_script
+
+CONVERTER = BENCH / "evalsets" / "to_text.py"
 
 PAGE = """<!DOCTYPE html><html><head><title>Locking</title><style>p {}</style></head><body>
 <!-- a comment --><nav><a href="/">Home</a></nav>
@@ -29,14 +29,7 @@ they are.</p>
 
 @pytest.fixture(scope="module")
 def converter() -> ModuleType:
-    sys.path.insert(0, str(CONVERTER.parent))  # its shared build, as when run as a script
-    spec = importlib.util.spec_from_file_location("to_text", CONVERTER)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script(CONVERTER)
 
 
 def test_a_page_becomes_text_laid_out_as_a_text_browser_dumps_it(converter: ModuleType) -> None:
