@@ -26,10 +26,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from print_pdf import build_converted, command_line
 
+from ragtune.ingest.loaders import _HTML_NOISE as HTML_NOISE
+
 WIDTH = 72
 BLOCKS = {
-    "p", "div", "section", "article", "main", "header", "footer", "nav", "aside", "blockquote",
-    "table", "thead", "tbody", "tfoot", "form", "figure", "figcaption", "center", "body", "html",
+    "p", "div", "section", "article", "main", "header", "footer", "aside", "blockquote",
+    "table", "thead", "tbody", "tfoot", "figure", "figcaption", "center", "body", "html",
 }  # fmt: skip
 HEADINGS = {"h1", "h2", "h3", "h4", "h5", "h6", "title"}
 SPACE = re.compile(r"\s+")
@@ -39,10 +41,8 @@ def convert(html: str) -> str:
     from bs4 import BeautifulSoup
 
     soup = BeautifulSoup(html, "html.parser")
-    # What ragtune's HTML loader leaves out too (its `_HTML_NOISE`), and the head.
-    for noise in soup(
-        ["script", "style", "noscript", "template", "svg", "nav", "iframe", "form", "head"]
-    ):
+    # What ragtune's HTML loader leaves out too, and the head.
+    for noise in soup([*HTML_NOISE, "head"]):
         noise.decompose()
     out: list[str] = []
     _render(soup, out, indent="", bullet="")
