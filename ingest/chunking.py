@@ -7,6 +7,10 @@ entries), so no chunk spans one. The heading path ("Title > Section > Subsection
 with every chunk; it is embedded in front of the text only when `embed_headings` is set,
 because on the developers' evaluation set it made dense retrieval worse (all chunks of a page
 share a prefix).
+Plain text has no markup to say where one topic ends and the next begins (an FAQ whose
+questions were left out runs its answers together), so a `.txt` document's paragraphs are
+grouped by topic (`topic_groups`) before the splitter packs them: each group fits the budget,
+and the cuts fall where neighbouring paragraphs share the fewest words.
 Chunk sizes are counted in the embedding model's own word pieces, heading included when
 embedded, and every chunk is checked against the model's limit: nothing is ever cut off by the
 embedder.
@@ -14,14 +18,16 @@ embedder.
 
 from __future__ import annotations
 
+import math
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 
-from ragtune.ingest.loaders import MARKDOWN, RST, LoadedDocument
+from ragtune.ingest.loaders import MARKDOWN, RST, TEXT, LoadedDocument
 
 HEADING_SEPARATOR = " > "
 # Where to cut, best first, per format (headings are already split off by the loaders).
@@ -31,6 +37,15 @@ _SEPARATORS: dict[str, list[str]] = {
 }
 _DEFAULT_SEPARATORS = ["\n\n", "\n", ". ", " ", ""]
 _BLANK_RUN = re.compile(r"\n[ \t]*\n(?:[ \t]*\n)+")
+_PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
+_WORD = re.compile(r"\w+")
+# Topic grouping: paragraphs on each side of a possible cut compared, and what a cut costs
+# besides the similarity it breaks (so that a chunk is not cut where it need not be).
+_TOPIC_WINDOW = 2
+_CUT_COST = 0.1
+# Bounds the work on a text of very many short paragraphs (the largest group in the
+# developers' plain-text sets has 110).
+_MOST_PARAGRAPHS = 128
 
 
 class TokenCounter(Protocol):
@@ -93,6 +108,9 @@ class Chunker:
             heading, section_path = heading_of(document.title, section.path)
             prefix = self._fit_heading(heading) if self.embed_headings else ""
             blocks = _BLANK_RUN.split(section.text) if self.split_on_blank_lines else [section.text]
+            if document.file_type == TEXT:
+                budget = self._budget(prefix)
+                blocks = [g for b in blocks for g in topic_groups(b, self.counter, budget)]
             for block in blocks:
                 for text in self._split(block, prefix, separators):
                     chunks.append(
@@ -118,9 +136,7 @@ class Chunker:
     def _split(self, text: str, heading: str, separators: list[str]) -> list[str]:
         if not text.strip():
             return []
-        special = self.counter.count_tokens([""])[0]
-        heading_tokens = self.counter.content_tokens(heading + "\n") if heading else 0
-        budget = self.max_tokens - special - heading_tokens
+        budget = self._budget(heading)
         texts = self._split_to(text, budget, separators)
         # Token counts of pieces do not always add up exactly once the pieces are joined:
         # check every chunk as it will be embedded and cut again what is still too long.
@@ -133,6 +149,12 @@ class Chunker:
             for i in reversed(over):
                 texts[i : i + 1] = self._split_to(texts[i], budget, separators)
 
+    def _budget(self, heading: str) -> int:
+        """Word pieces left for a chunk's own text under `heading`."""
+        special = self.counter.count_tokens([""])[0]
+        heading_tokens = self.counter.content_tokens(heading + "\n") if heading else 0
+        return self.max_tokens - special - heading_tokens
+
     def _split_to(self, text: str, budget: int, separators: list[str]) -> list[str]:
         splitter = RecursiveCharacterTextSplitter(
             separators=separators,
@@ -142,3 +164,64 @@ class Chunker:
             strip_whitespace=True,
         )
         return [t for t in splitter.split_text(text) if t.strip()]
+
+
+def topic_groups(text: str, counter: TokenCounter, budget: int) -> list[str]:
+    """`text`'s paragraphs (blank-line separated) in consecutive groups of at most `budget`
+    word pieces and `_MOST_PARAGRAPHS` paragraphs each (a paragraph longer than the budget is
+    a group alone, for the splitter to cut),
+    the cuts chosen to break the least similarity: exactly, over every way to group them, the
+    smallest sum over the cuts of the word similarity across the cut plus a constant cost per
+    cut. Text that fits the budget is one group. The similarity is TextTiling's (Hearst, 1997),
+    over two paragraphs on each side; it needs no model, so it costs no embedding."""
+    paragraphs = [p for p in _PARAGRAPH_BREAK.split(text) if p.strip()]
+    if len(paragraphs) < 2:
+        return [text]
+    special = counter.count_tokens([""])[0]
+    sizes = [n - special for n in counter.count_tokens(paragraphs)]
+    if sum(sizes) <= budget:
+        return [text]
+    across = gap_similarities(paragraphs, _TOPIC_WINDOW)
+    # best[j]: the least cost of grouping the first j paragraphs; start[j]: where the last
+    # group of that grouping starts.
+    best = [0.0] + [math.inf] * len(paragraphs)
+    start = [0] * (len(paragraphs) + 1)
+    for j in range(1, len(paragraphs) + 1):
+        size = 0
+        for i in range(j - 1, max(-1, j - 1 - _MOST_PARAGRAPHS), -1):
+            size += sizes[i]
+            if size > budget and i < j - 1:
+                break
+            cost = best[i] + (across[i - 1] + _CUT_COST if i else 0.0)
+            if cost < best[j]:
+                best[j], start[j] = cost, i
+    groups: list[str] = []
+    j = len(paragraphs)
+    while j:
+        groups.append("\n\n".join(paragraphs[start[j] : j]))
+        j = start[j]
+    return groups[::-1]
+
+
+def gap_similarities(paragraphs: Sequence[str], window: int) -> list[float]:
+    """For each gap between two paragraphs, the cosine of the tf-idf word vectors of the
+    `window` paragraphs before it and the `window` after it (0 where either side has no
+    word)."""
+    bags = [Counter(_WORD.findall(p.lower())) for p in paragraphs]
+    frequency = Counter(word for bag in bags for word in bag)
+    weights = [
+        {w: (1 + math.log(n)) * math.log(1 + len(bags) / frequency[w]) for w, n in bag.items()}
+        for bag in bags
+    ]
+    similarities = []
+    for gap in range(1, len(bags)):
+        before: Counter[str] = Counter()
+        after: Counter[str] = Counter()
+        for weight in weights[max(0, gap - window) : gap]:
+            before.update(weight)
+        for weight in weights[gap : gap + window]:
+            after.update(weight)
+        dot = sum(x * after[w] for w, x in before.items() if w in after)
+        norms = math.sqrt(sum(x * x for x in before.values()) * sum(x * x for x in after.values()))
+        similarities.append(max(0.0, dot / norms) if norms else 0.0)
+    return similarities

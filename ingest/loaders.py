@@ -43,12 +43,13 @@ SUFFIXES: dict[str, str] = {
 }
 
 
-LOADER_VERSIONS: dict[str, int] = {HTML: 4, PDF: 2, MARKDOWN: 2, RST: 3}
+LOADER_VERSIONS: dict[str, int] = {HTML: 4, PDF: 2, MARKDOWN: 2, RST: 3, TEXT: 2}
 """Bumped when a loader reads the same file differently (HTML 2: inline elements in place;
 3: self-contained blocks apart; 4: the terms of one description kept together; PDF 2:
 paragraphs and headings, see `ingest.pdf`; Markdown 2: setext headings, front matter,
 paragraphs kept apart; RST 2: markup a reader never sees left out; 3: directive names in
-any case), so that the next ingest re-reads files of that type instead of skipping them as
+any case; text 2: paragraphs grouped by topic when chunked, see `ingest.chunking`), so
+that the next ingest re-reads files of that type instead of skipping them as
 unchanged."""
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ragtune.ingest.chunking import Chunker
+from ragtune.ingest.chunking import _MOST_PARAGRAPHS, Chunker, gap_similarities, topic_groups
 from ragtune.ingest.loaders import LoadedDocument, Section, load_document
 from ragtune.retrieval.embedder import Embedder
 from tests.support.fakes import FakeEmbedder
@@ -135,3 +135,78 @@ def test_terms_sharing_a_description_stay_with_it() -> None:
         "-D\n\nShortcut for --delete --force.",
         "-q\n\nQuiet.",
     ]
+
+
+# Three answers of an FAQ whose questions were left out, as plain text: nothing but blank lines
+# between paragraphs, and the answers' own words.
+_LOCKING = [
+    "Multiple processes can open the same database file at once.",
+    "Only one process can write to the database file at one time; the file is locked.",
+    "Readers wait while the writer holds the lock on the database file.",
+]
+_TYPES = [
+    "Columns use dynamic typing: a value carries its own type, not its column.",
+    "A column's declared type is an affinity, a type its values prefer.",
+]
+_THREADS = [
+    "Threads are evil; use them with great care if you use them at all.",
+    "The library is threadsafe when compiled with the threadsafe option, and threads may share it.",
+]
+
+
+def test_plain_text_is_cut_between_topics_not_where_the_budget_runs_out() -> None:
+    """Packed in order up to the budget, the locking answer's last paragraph went with the
+    typing answer and the typing answer with the threads one: chunks that run from one answer
+    into the next, matched by neither's question. Grouped by topic, each chunk is one answer."""
+    text = "\n\n".join(_LOCKING + _TYPES + _THREADS)
+    fake = FakeEmbedder(max_tokens=200)
+    words = fake.content_tokens
+    # Room for the locking answer and the typing answer's first paragraph, not for both
+    # typing and threads answers.
+    budget = words("\n\n".join([*_LOCKING, _TYPES[0]]))
+    assert words("\n\n".join(_TYPES + _THREADS)) > budget
+    fake.max_tokens = budget + fake.special_tokens
+    document = LoadedDocument("faq", "text", [Section((), text)])
+    chunks = Chunker(fake, overlap_tokens=0).chunk(document)
+    assert [c.text for c in chunks] == [
+        "\n\n".join(_LOCKING), "\n\n".join(_TYPES), "\n\n".join(_THREADS),
+    ]  # fmt: skip
+    assert all(fake.count_tokens([c.embed_text])[0] <= fake.max_tokens for c in chunks)
+    # Other formats mark their topics themselves (headings, blocks): packed in order, the
+    # same text ran from one answer into the next.
+    packed = Chunker(fake, overlap_tokens=0).chunk(
+        LoadedDocument("faq", "markdown", [Section((), text)])
+    )
+    assert packed[0].text == "\n\n".join([*_LOCKING, _TYPES[0]])
+
+
+def test_topic_groups_fit_the_budget_and_keep_every_paragraph() -> None:
+    fake = FakeEmbedder()
+    paragraphs = _LOCKING + _TYPES + _THREADS
+    text = "\n\n".join(paragraphs)
+    for budget in (12, 25, 40, 60):
+        groups = topic_groups(text, fake, budget)
+        assert "\n\n".join(groups) == text
+        # Each group fits, or is one paragraph too long to (the splitter cuts it).
+        assert all(fake.content_tokens(g) <= budget or g in paragraphs for g in groups)
+        assert len(groups) > 1
+    assert topic_groups(text, fake, 1000) == [text]  # it all fits: one group
+    # Very many short paragraphs: groups of a bounded number of them, nothing lost.
+    lines = "\n\n".join(f"item{n}" for n in range(300))
+    groups = topic_groups(lines, fake, 280)
+    assert "\n\n".join(groups) == lines
+    assert max(g.count("item") for g in groups) <= _MOST_PARAGRAPHS
+    assert len(groups) == 3  # the fewest groups that bound allows
+    # A paragraph longer than the budget is a group of its own, for the splitter to cut.
+    long = "word " * 50
+    assert topic_groups(f"{long}\n\nshort one\n\nshort two", fake, 20) == [
+        long, "short one\n\nshort two",
+    ]  # fmt: skip
+
+
+def test_paragraphs_sharing_words_are_more_alike_across_their_gap() -> None:
+    similarities = gap_similarities(_LOCKING + _TYPES, window=2)
+    assert len(similarities) == 4
+    between_answers = similarities[2]
+    assert between_answers < min(similarities[:2])
+    assert gap_similarities(["one", "!!!"], window=2) == [0.0]
