@@ -169,11 +169,11 @@ class Chunker:
 def topic_groups(text: str, counter: TokenCounter, budget: int) -> list[str]:
     """`text`'s paragraphs (blank-line separated) in consecutive groups of at most `budget`
     word pieces and `_MOST_PARAGRAPHS` paragraphs each (a paragraph longer than the budget is
-    a group alone, for the splitter to cut),
-    the cuts chosen to break the least similarity: exactly, over every way to group them, the
-    smallest sum over the cuts of the word similarity across the cut plus a constant cost per
-    cut. Text that fits the budget is one group. The similarity is TextTiling's (Hearst, 1997),
-    over two paragraphs on each side; it needs no model, so it costs no embedding."""
+    a group alone, for the splitter to cut). The cuts are chosen exactly, over every way to
+    group the paragraphs, for the smallest sum over the cuts of the word similarity across
+    each plus a constant cost per cut. Text that fits the budget is one group. The similarity
+    is TextTiling's (Hearst, 1997), over two paragraphs on each side: it needs no model, so it
+    costs no embedding."""
     paragraphs = [p for p in _PARAGRAPH_BREAK.split(text) if p.strip()]
     if len(paragraphs) < 2:
         return [text]
