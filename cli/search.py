@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.panel import Panel
 
 from ragtune.cli.settings import command_settings
-from ragtune.retrieval.embedder import collection_embedder, model_id_for
+from ragtune.retrieval.embedder import LazyEmbedder, collection_embedder, model_id_for
 from ragtune.retrieval.filters import SearchFilter
 from ragtune.retrieval.lexical import LexicalIndexes
 from ragtune.retrieval.rerank import load_reranker
@@ -56,7 +56,8 @@ def search(
         target = store.collection(settings.collection, model_id_for(settings.embedding_model))
         retriever = Retriever(
             target,
-            collection_embedder(target, settings),
+            # Loaded only if the search embeds: a lexical one never waits for the model.
+            LazyEmbedder(lambda: collection_embedder(target, settings)),
             LexicalIndexes.for_store(settings.data_dir, store),
             settings,
             reranker=reranker,

@@ -25,7 +25,7 @@ import anyio
 
 from ragtune.adapters.examples import Example, load_examples
 from ragtune.adapters.parity import ParityResult
-from ragtune.adapters.registry import AdapterManifest, sha256_file
+from ragtune.adapters.registry import AdapterManifest, AdapterRegistry, sha256_file
 from ragtune.adapters.training import TrainingConfig
 from ragtune.evals.asker import Asker, Progress, SystemResult, prompt_builder
 from ragtune.evals.curve import CurvePoint, learning_curve
@@ -41,6 +41,7 @@ from ragtune.evals.errors import AdviceError
 from ragtune.evals.failures import FailureModes, failure_modes
 from ragtune.evals.metrics import Scorer, json_valid, load_scorer
 from ragtune.evals.variants import FormatSpec, ShotPicker, Variant, prompting_variants
+from ragtune.retrieval.store import VectorStore, open_store
 from ragtune.serving.components import Components, open_components
 from ragtune.serving.engine.launcher import EngineLauncher
 from ragtune.serving.settings import ServingSettings
@@ -197,6 +198,62 @@ def check_options(
     return split_task(examples, options.dev, options.test, options.seed)
 
 
+@dataclass(frozen=True)
+class StoredChecks:
+    """What the store, the adapter registry and the engine's settings say about a run."""
+
+    adapter: AdapterManifest | None
+    sizes: tuple[int, ...]
+    collection: str | None
+    notes: list[str]
+
+
+def check_stored(
+    registry: AdapterRegistry,
+    store: VectorStore,
+    default_collection: str,
+    served_model: str,
+    options: AdviseOptions,
+    pool: Sequence[Example],
+    *,
+    data_sha256: str | None = None,
+    base_model_dir: Path | None = None,
+) -> StoredChecks:
+    """The checks that read what is stored (the adapter to weigh, the name to train, the
+    collection to retrieve from, the base model's folder) but need no model loaded: run before
+    the embedder and the tokenizer load, so that a mistake is refused in a second."""
+    notes: list[str] = []
+    adapter = None
+    if options.adapter:
+        adapter = registry.get(options.adapter)
+        if adapter.base_model != served_model:
+            raise AdviceError(
+                f"adapter {adapter.name!r} was made for {adapter.base_model!r}, but the engine "
+                f"serves {served_model!r}: advise it against the engine it was trained for"
+            )
+        if data_sha256 is not None and adapter.training_data_sha256 == data_sha256:
+            notes.append(
+                f"adapter {adapter.name!r} was trained on this very file: its test split may "
+                "hold examples it saw, which flatters it; advise on the held-out examples "
+                "saved next to it (heldout.jsonl) instead"
+            )
+    sizes: tuple[int, ...] = ()
+    if options.train:
+        if any(m.name == options.name for m in registry.list()):
+            raise AdviceError(
+                f"an adapter named {options.name!r} already exists: choose another --name, or "
+                f"weigh it with --adapter {options.name}"
+            )
+        sizes = tuple(sorted({s for s in options.sizes if 0 < s < len(pool)} | {len(pool)}))
+        if base_model_dir is None or not base_model_dir.is_dir():
+            raise AdviceError(
+                f"--train needs the served base model as a local directory ({base_model_dir} "
+                "is not one): `ragtune models prepare`, or set RAGTUNE_MODEL to a local folder"
+            )
+    collection = _retrieval_collection(store, default_collection, options.collection, notes)
+    return StoredChecks(adapter, sizes, collection, notes)
+
+
 async def plan_advice(
     components: Components,
     examples: Sequence[Example],
@@ -208,37 +265,12 @@ async def plan_advice(
 ) -> AdvicePlan:
     """Check everything a run needs, in the order a user would fix it, and split the task.
     `base_model_dir` is where training finds the served base model (--train only)."""
-    chat = components.chat
     pool, dev, test = check_options(examples, options)
-    notes: list[str] = []
-    adapter = None
-    if options.adapter:
-        adapter = components.fleet.manifest(options.adapter)
-        if adapter.base_model != chat.base_model:
-            raise AdviceError(
-                f"adapter {adapter.name!r} was made for {adapter.base_model!r}, but the engine "
-                f"serves {chat.base_model!r}: advise it against the engine it was trained for"
-            )
-        if data_sha256 is not None and adapter.training_data_sha256 == data_sha256:
-            notes.append(
-                f"adapter {adapter.name!r} was trained on this very file: its test split may "
-                "hold examples it saw, which flatters it; advise on the held-out examples "
-                "saved next to it (heldout.jsonl) instead"
-            )
-    sizes: tuple[int, ...] = ()
-    if options.train:
-        if any(m.name == options.name for m in components.registry.list()):
-            raise AdviceError(
-                f"an adapter named {options.name!r} already exists: choose another --name, or "
-                f"weigh it with --adapter {options.name}"
-            )
-        sizes = tuple(sorted({s for s in options.sizes if 0 < s < len(pool)} | {len(pool)}))
-        if base_model_dir is None or not base_model_dir.is_dir():
-            raise AdviceError(
-                f"--train needs the served base model as a local directory ({base_model_dir} "
-                "is not one): `ragtune models prepare`, or set RAGTUNE_MODEL to a local folder"
-            )
-    collection = _retrieval_collection(components, options.collection, notes)
+    stored = check_stored(
+        components.registry, components.store, components.settings.retrieval.collection,
+        components.chat.base_model, options, pool, data_sha256=data_sha256,
+        base_model_dir=base_model_dir,
+    )  # fmt: skip
     builder = await prompt_builder(components)
     spec = FormatSpec.of([e.answer for e in pool], lambda t: len(builder.tokenizer.encode(t)))
     context = builder.context_length
@@ -250,15 +282,15 @@ async def plan_advice(
                 f"model's context of {context}: shorten it or leave it out"
             )
     return AdvicePlan(
-        options, tuple(scorers), pool, dev, test, spec, collection, notes, adapter, sizes,
-        base_model_dir, data_sha256,
+        options, tuple(scorers), pool, dev, test, spec, stored.collection, stored.notes,
+        stored.adapter, stored.sizes, base_model_dir, data_sha256,
     )  # fmt: skip
 
 
 def _retrieval_collection(
-    components: Components, asked: str | None, notes: list[str]
+    store: VectorStore, default: str, asked: str | None, notes: list[str]
 ) -> str | None:
-    existing = {c.name: c for c in components.store.list_collections()}
+    existing = {c.name: c for c in store.list_collections()}
     if asked is not None:
         if asked not in existing:
             raise AdviceError(
@@ -266,7 +298,6 @@ def _retrieval_collection(
                 f"{', '.join(sorted(existing)) or 'none'}); ingest documents into it first"
             )
         return asked
-    default = components.settings.retrieval.collection
     if default in existing and existing[default].count:
         return default
     notes.append(
@@ -482,9 +513,16 @@ def advise_on_task(
     read it. The report as a dict (what --json prints and --report writes)."""
     examples, data_sha256 = load_task(task)
     scorers = task_scorers(metric, examples, schema)
-    check_options(examples, options)
+    pool, _, _ = check_options(examples, options)
+    launcher = EngineLauncher(settings.engine)
+    base_model_dir = Path(launcher.model_path(prepare=False))
+    with open_store(settings.retrieval, "read") as store:
+        check_stored(
+            AdapterRegistry(settings.adapters.adapters_dir), store, settings.retrieval.collection,
+            launcher.served_model_name(), options, pool, data_sha256=data_sha256,
+            base_model_dir=base_model_dir,
+        )  # fmt: skip
     components = open_components(settings)
-    base_model_dir = Path(EngineLauncher(settings.engine).model_path(prepare=False))
 
     async def run() -> tuple[AdviceReport, AdapterManifest | None]:
         # Closed in this event loop: the engine clients belong to it.

@@ -6,7 +6,7 @@ import ctypes
 import functools
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -83,6 +83,40 @@ class Embedder(ABC):
         """Embed several search queries in one batch, truncating long ones (as `embed_query`):
         the turns of a conversation, for instance."""
         return self._encode(list(texts)) if texts else []
+
+
+class LazyEmbedder(Embedder):
+    """An embedder whose model loads on first use, so that a command which may never embed (a
+    lexical search) does not wait for it. `load` is called once, when a vector, a token count or
+    a model property is first asked for; its error (a missing model) surfaces then.
+
+    Usage:
+        embedder = LazyEmbedder(lambda: collection_embedder(collection, settings))
+    """
+
+    def __init__(self, load: Callable[[], Embedder]) -> None:
+        self._load = load
+        self._model: Embedder | None = None
+
+    def loaded(self) -> Embedder:
+        if self._model is None:
+            self._model = self._load()
+        return self._model
+
+    def __getattr__(self, name: str) -> Any:
+        # Only what the instance lacks comes here: model_id, dimension, max_tokens, batch_size.
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.loaded(), name)
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return self.loaded().count_tokens(texts)
+
+    def _encode(self, texts: Sequence[str]) -> list[Vector]:
+        return self.loaded()._encode(texts)
+
+    def embed(self, texts: Sequence[str]) -> list[Vector]:
+        return self.loaded().embed(texts)
 
 
 def resolve_model_path(name: str) -> str:

@@ -1,7 +1,7 @@
 """`ragtune advise` end to end on the real engine: prompting variants on real abstracts, a
 registered adapter weighed against them, a learning curve trained with PEFT and checked for
 parity, the verdict stored where `adapters show` and the router read it; and bad input refused
-before any request."""
+before any request or model load."""
 
 from __future__ import annotations
 
@@ -159,14 +159,20 @@ def test_bad_input_is_refused_before_any_request(
         ((task_file(tmp_path, rows=12), "--adapter", "titler"), "too few"),
         ((mixed, "--adapter", "titler"), "mixes formats"),
         ((task, "--adapter", "foreign"), "was made for 'another-model'"),
-        ((task, "--adapter", "nobody"), "no model or adapter named 'nobody'"),
+        ((task, "--adapter", "nobody"), "no adapter named 'nobody' is registered"),
         ((task, "--adapter", "titler", "--collection", "missing"), "'missing' does not exist"),
         ((task, "--train"), "--train needs --name"),
         ((task, "--train", "--name", "titler"), "already exists"),
         ((task, "--metric", "bleu"), "unknown metric"),
     ]
+    # Each mistake is found before any model loads: with an embedding model that cannot load,
+    # every case still gets its own message.
+    unloadable = str(tmp_path / "no-embedding-model")
     for args, message in cases:
-        result = ragtune("advise", *args, *QUICK, data_dir=with_adapter, **env)
+        result = ragtune(
+            "advise", *args, *QUICK, data_dir=with_adapter, RAGTUNE_EMBEDDING_MODEL=unloadable,
+            **env,
+        )  # fmt: skip
         assert result.returncode == 2, (args, result.stdout)
         assert message in result.stderr, (args, result.stderr)
         assert "Traceback" not in result.stderr

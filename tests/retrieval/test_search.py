@@ -12,6 +12,8 @@ import pytest
 from ragtune.ingest.documents import remove_documents
 from ragtune.ingest.pipeline import IngestService
 from ragtune.ingest.settings import IngestSettings
+from ragtune.retrieval.embedder import LazyEmbedder
+from ragtune.retrieval.errors import EmbeddingModelError
 from ragtune.retrieval.filters import SearchFilter
 from ragtune.retrieval.lexical import LexicalIndex, LexicalIndexes
 from ragtune.retrieval.search import Retriever, SearchMode, join_overlapping
@@ -283,3 +285,47 @@ def test_a_small_collection_is_searched_exactly(
     later = retriever.search("paid holidays per year", 1, SearchMode.DENSE)
     assert Path(later[0].source).name == "leave.md"
     assert bool(asked) == (exact_max == 0)
+
+
+def test_a_lazy_embedder_loads_only_when_a_search_embeds(
+    collection: Collection,
+    embedder: FakeEmbedder,
+    indexes: LexicalIndexes,
+    corpus: Path,
+    settings: RetrievalSettings,
+) -> None:
+    ingest(collection, embedder, indexes, corpus)
+    loads: list[int] = []
+
+    def load() -> FakeEmbedder:
+        loads.append(1)
+        return embedder
+
+    retriever = Retriever(collection, LazyEmbedder(load), indexes, settings)
+    lexical = retriever.search("zorblax valve", 3, SearchMode.LEXICAL)
+    assert lexical
+    assert "zorblax" in lexical[0].text
+    assert loads == []  # a lexical search never needed the model
+    hybrid = retriever.search("zorblax valve", 3, SearchMode.HYBRID)
+    assert any(h.dense_rank is not None for h in hybrid)
+    assert loads == [1]
+    retriever.search("cats", 3, SearchMode.DENSE)
+    assert loads == [1]  # loaded once, by the first search that embeds
+
+
+def test_a_lazy_embedders_load_error_surfaces_when_it_is_first_needed(
+    collection: Collection,
+    embedder: FakeEmbedder,
+    indexes: LexicalIndexes,
+    corpus: Path,
+    settings: RetrievalSettings,
+) -> None:
+    ingest(collection, embedder, indexes, corpus)
+
+    def load() -> FakeEmbedder:
+        raise EmbeddingModelError("cannot load embedding model 'gone'")
+
+    retriever = Retriever(collection, LazyEmbedder(load), indexes, settings)
+    assert retriever.search("zorblax", 1, SearchMode.LEXICAL)
+    with pytest.raises(EmbeddingModelError, match="gone"):
+        retriever.search("zorblax", 1, SearchMode.HYBRID)
