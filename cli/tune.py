@@ -18,7 +18,12 @@ from ragtune.retrieval.calibration import (
     store_calibration,
     stored_calibration,
 )
-from ragtune.retrieval.embedder import collection_embedder, load_embedder, model_id_for
+from ragtune.retrieval.embedder import (
+    LazyEmbedder,
+    collection_embedder,
+    load_embedder,
+    model_id_for,
+)
 from ragtune.retrieval.evaluation import load_qa
 from ragtune.retrieval.lexical import LexicalIndexes
 from ragtune.retrieval.store import open_store
@@ -73,9 +78,9 @@ def tune_retrieval(
             target, save=not dry_run
         )
         with stderr.status(f"calibrating {target.name!r} on {queries} pseudo-queries..."):
-            result = calibrate(
-                target, lexical, collection_embedder(target, settings), settings, queries, seed
-            )
+            # The model loads only once the collection has been found fit to calibrate.
+            embedder = LazyEmbedder(lambda: collection_embedder(target, settings))
+            result = calibrate(target, lexical, embedder, settings, queries, seed)
         if not dry_run:
             store_calibration(target, result)
     if as_json:

@@ -4,6 +4,7 @@ step with every kind of write."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 from ragtune.ingest.documents import remove_documents
 from ragtune.ingest.pipeline import IngestService
 from ragtune.ingest.settings import IngestSettings
-from ragtune.retrieval.embedder import LazyEmbedder
+from ragtune.retrieval.embedder import Embedder, LazyEmbedder
 from ragtune.retrieval.errors import EmbeddingModelError
 from ragtune.retrieval.filters import SearchFilter
 from ragtune.retrieval.lexical import LexicalIndex, LexicalIndexes
@@ -287,45 +288,39 @@ def test_a_small_collection_is_searched_exactly(
     assert bool(asked) == (exact_max == 0)
 
 
-def test_a_lazy_embedder_loads_only_when_a_search_embeds(
-    collection: Collection,
-    embedder: FakeEmbedder,
-    indexes: LexicalIndexes,
-    corpus: Path,
-    settings: RetrievalSettings,
-) -> None:
-    ingest(collection, embedder, indexes, corpus)
+def lazy_copy(retriever: Retriever, load: Callable[[], Embedder]) -> Retriever:
+    """The same search over the same ingested collection, with an embedder loaded on demand."""
+    return Retriever(
+        retriever.collection, LazyEmbedder(load), retriever.indexes, retriever.settings
+    )
+
+
+def test_a_lazy_embedder_loads_only_when_a_search_embeds(retriever: Retriever) -> None:
     loads: list[int] = []
 
-    def load() -> FakeEmbedder:
+    def load() -> Embedder:
         loads.append(1)
-        return embedder
+        return retriever.embedder
 
-    retriever = Retriever(collection, LazyEmbedder(load), indexes, settings)
-    lexical = retriever.search("zorblax valve", 3, SearchMode.LEXICAL)
+    lazy = lazy_copy(retriever, load)
+    lexical = lazy.search("zorblax valve", 3, SearchMode.LEXICAL)
     assert lexical
     assert "zorblax" in lexical[0].text
     assert loads == []  # a lexical search never needed the model
-    hybrid = retriever.search("zorblax valve", 3, SearchMode.HYBRID)
+    hybrid = lazy.search("zorblax valve", 3, SearchMode.HYBRID)
     assert any(h.dense_rank is not None for h in hybrid)
     assert loads == [1]
-    retriever.search("cats", 3, SearchMode.DENSE)
+    lazy.search("cats", 3, SearchMode.DENSE)
     assert loads == [1]  # loaded once, by the first search that embeds
 
 
 def test_a_lazy_embedders_load_error_surfaces_when_it_is_first_needed(
-    collection: Collection,
-    embedder: FakeEmbedder,
-    indexes: LexicalIndexes,
-    corpus: Path,
-    settings: RetrievalSettings,
+    retriever: Retriever,
 ) -> None:
-    ingest(collection, embedder, indexes, corpus)
-
-    def load() -> FakeEmbedder:
+    def load() -> Embedder:
         raise EmbeddingModelError("cannot load embedding model 'gone'")
 
-    retriever = Retriever(collection, LazyEmbedder(load), indexes, settings)
-    assert retriever.search("zorblax", 1, SearchMode.LEXICAL)
+    lazy = lazy_copy(retriever, load)
+    assert lazy.search("zorblax", 1, SearchMode.LEXICAL)
     with pytest.raises(EmbeddingModelError, match="gone"):
-        retriever.search("zorblax", 1, SearchMode.HYBRID)
+        lazy.search("zorblax", 1, SearchMode.HYBRID)
