@@ -13,7 +13,9 @@ candidates of the same dump, so each row is against the baseline of the same run
 of `retrieval.fusion` with the shipped weights, replayed). Knobs are the same for all sets; a
 small sweep of each shows a plateau or a spike. `--max-sentence` also embeds every sentence of
 the candidates, `--late-interaction` every candidate's tokens (minutes on a CPU each).
-`--bm25` replays search itself with BM25's parameters (k1, b) swept instead of the methods.
+`--bm25` replays search itself with BM25's parameters (k1, b) swept instead of the methods,
+`--scaling` with other ways to scale each retriever's scores before fusion, `--expansion` with
+BM25's query expanded from the first hits (pseudo-relevance feedback).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ import os
 import pickle
 import re
 import sys
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -120,22 +123,41 @@ def prepare(d: Dump, lexical_weight: float = 0.6) -> None:
     d["base"] = [baseline(d, q, lexical_weight) for q in range(len(d["questions"]))]
 
 
-def baseline(d: Dump, qi: int, lexical_weight: float) -> list[Candidate]:
-    """Search's hybrid order: score fusion (dense min-max, BM25 / best), ties by rank."""
+def baseline(
+    d: Dump, qi: int, lexical_weight: float, scaling: tuple[str, str] = ("minmax", "best")
+) -> list[Candidate]:
+    """Search's hybrid order: score fusion (dense min-max, BM25 / best), ties by rank;
+    `scaling` names other ways to bring each retriever's scores to 0..1 (see `scaled`)."""
     cand: dict[str, dict[str, float]] = {}
-    dense = [1 - dist for _, dist in d["dense"][qi]]
-    low, span = min(dense), max(dense) - min(dense)
-    for rank, ((cid, _), s) in enumerate(zip(d["dense"][qi], dense, strict=True), 1):
-        cand[cid] = {"d": s, "dr": rank, "f": (s - low) / span if span > 0 else 1.0}
-    best = max((s for _, s in d["lexical"][qi]), default=0.0)
-    for rank, (cid, s) in enumerate(d["lexical"][qi], 1):
+    dense = np.array([1 - dist for _, dist in d["dense"][qi]])
+    for rank, ((cid, _), s, f) in enumerate(
+        zip(d["dense"][qi], dense, scaled(dense, scaling[0]), strict=True), 1
+    ):
+        cand[cid] = {"d": float(s), "dr": rank, "f": float(f)}
+    bm25 = np.array([s for _, s in d["lexical"][qi]])
+    for rank, ((cid, s), f) in enumerate(
+        zip(d["lexical"][qi], scaled(bm25, scaling[1]), strict=True), 1
+    ):
         c = cand.setdefault(cid, {"f": 0.0})
         c["l"], c["lr"] = s, rank
-        c["f"] += lexical_weight * (s / best if best > 0 else 0.0)
+        c["f"] += lexical_weight * float(f)
     order = sorted(
         cand, key=lambda i: (-cand[i]["f"], cand[i].get("dr", 51), cand[i].get("lr", 51))
     )
     return [(d["row"][i], cand[i]) for i in order]
+
+
+def scaled(scores: np.ndarray, how: str) -> np.ndarray:
+    """One retriever's candidate scores (best first) brought to a common range: `minmax` (what
+    search does to cosine similarities), `best` (divided by the best: search's BM25), `raw`,
+    or `topN` (min-max over the best N, anything lower 0)."""
+    if scores.size == 0 or how == "raw":
+        return scores
+    top = scores.max()
+    if how == "best":
+        return scores / top if top > 0 else np.zeros_like(scores)
+    low = scores.min() if how == "minmax" else scores[min(int(how[3:]), scores.size) - 1]
+    return np.clip((scores - low) / (top - low), 0, None) if top > low else np.ones_like(scores)
 
 
 def metrics(d: Dump, ranked: list[list[int]]) -> tuple[float, float]:
@@ -337,32 +359,130 @@ def exact_dense(d: Dump, depth: int) -> list[list[tuple[str, float]]]:
     ]
 
 
-def bm25_sweep(dumps: dict[str, Dump]) -> None:
-    """Search's hybrid ranking (exact dense candidates, score fusion at the shipped weight,
-    repeats collapsed) with BM25's own parameters swept: R@5 / MRR@10, and how many questions'
-    first relevant hit moved up and down against the shipped parameters (k1 1.5, b 0.75)."""
-    grid = [(k1, b) for k1 in (0.9, 1.2, 1.5, 2.0) for b in (0.2, 0.4, 0.6, 0.75, 0.9)]
+def hybrid_order(
+    d: Dump,
+    lexical: Any = None,
+    scaling: tuple[str, str] = ("minmax", "best"),
+    lexical_weight: float = 0.6,
+) -> list[list[int]]:
+    """Search's hybrid ranking replayed: exact dense candidates (`d["exact"]`), the dump's
+    BM25 candidates or `lexical`, score fusion, repeats collapsed."""
+    swept = dict(d, dense=d["exact"], lexical=d["lexical"] if lexical is None else lexical)
+    swept["base"] = [
+        baseline(swept, qi, lexical_weight, scaling) for qi in range(len(d["questions"]))
+    ]
+    return reordered(swept, None, 20, True)
 
-    exact = {name: exact_dense(d, 50) for name, d in dumps.items()}
 
-    def ranked(name: str, k1: float, b: float) -> list[list[int]]:
-        d = dumps[name]
-        swept = dict(d, dense=exact[name], lexical=bm25_candidates(d, k1, b, 50))
-        swept["base"] = [baseline(swept, qi, 0.6) for qi in range(len(d["questions"]))]
-        return reordered(swept, None, 20, True)
-
-    shipped = {name: first_relevant(d, ranked(name, 1.5, 0.75)) for name, d in dumps.items()}
-    print(f"{'BM25 k1 / b':<14} " + " ".join(f"{n + ' R@5/MRR@10 (up/down)':>30}" for n in dumps))
-    for k1, b in grid:
+def sweep(
+    dumps: dict[str, Dump],
+    knob: str,
+    settings: Sequence[tuple[str, Callable[[str], list[list[int]]]]],
+) -> None:
+    """One line per setting: R@5 / MRR@10 on every set and how many questions' first relevant
+    hit moved up and down against search as shipped (`hybrid_order` with its defaults)."""
+    for d in dumps.values():
+        d.setdefault("exact", exact_dense(d, 50))
+    shipped = {name: first_relevant(d, hybrid_order(d)) for name, d in dumps.items()}
+    print(f"{knob:<24} " + " ".join(f"{n + ' R@5/MRR@10 (up/down)':>30}" for n in dumps))
+    for label, ranked in settings:
         cells = []
         for name, d in dumps.items():
-            order = ranked(name, k1, b)
+            order = ranked(name)
             first = first_relevant(d, order)
             up = sum(f < s for f, s in zip(first, shipped[name], strict=True))
             down = sum(f > s for f, s in zip(first, shipped[name], strict=True))
             r5, mrr = metrics(d, order)
             cells.append(f"{r5:.3f}/{mrr:.3f} ({up}/{down})")
-        print(f"{k1:<4} / {b:<7} " + " ".join(f"{c:>30}" for c in cells), flush=True)
+        print(f"{label:<24} " + " ".join(f"{c:>30}" for c in cells), flush=True)
+
+
+def bm25_sweep(dumps: dict[str, Dump]) -> None:
+    """BM25's own parameters swept (search ships bm25s' defaults, k1 1.5 and b 0.75)."""
+
+    def ranked(name: str, k1: float, b: float) -> list[list[int]]:
+        return hybrid_order(dumps[name], bm25_candidates(dumps[name], k1, b, 50))
+
+    grid = [(k1, b) for k1 in (0.9, 1.2, 1.5, 2.0) for b in (0.2, 0.4, 0.6, 0.75, 0.9)]
+    sweep(dumps, "BM25 k1 / b", [(f"{k1} / {b}", partial(ranked, k1=k1, b=b)) for k1, b in grid])
+
+
+def scaling_sweep(dumps: dict[str, Dump]) -> None:
+    """How each retriever's scores are brought to 0..1 before the weighted sum, and the BM25
+    weight with it (search: dense min-max, BM25 / best, 0.6)."""
+
+    def ranked(name: str, dense: str, lexical: str, weight: float) -> list[list[int]]:
+        return hybrid_order(dumps[name], scaling=(dense, lexical), lexical_weight=weight)
+
+    pairs = [("minmax", "best"), ("top10", "best"), ("top20", "best"), ("minmax", "minmax")]
+    pairs += [("top20", "top20"), ("minmax", "top20")]
+    grid = [(d, lex, w) for d, lex in pairs for w in (0.4, 0.5, 0.6, 0.7, 0.8)]
+    grid += [(d, "best", w) for d in ("best", "raw") for w in (0.1, 0.15, 0.2, 0.3)]
+    settings = [
+        (f"{d} / {lex}, {w}", partial(ranked, dense=d, lexical=lex, weight=w)) for d, lex, w in grid
+    ]
+    sweep(dumps, "dense / BM25 scaling, w", settings)
+
+
+def expanded_bm25(
+    d: Dump, feedback: int, terms: int, share: float
+) -> list[list[tuple[str, float]]]:
+    """BM25 candidates for each question with its query expanded from pseudo-relevance
+    feedback (RM3's idea, no model): the `feedback` best hybrid hits' word stems, each weighted
+    by its share of a hit's words times its idf and by the hit's fused score; the best `terms`
+    stems not in the question join it, together weighing `share` of the question's own."""
+    if "stems" not in d:
+        import bm25s
+
+        stemmer = _stemmer()
+        texts = [index_text(m, t) for m, t in zip(d["metas"], d["texts"], strict=True)]
+        d["stems"] = LexicalIndex._tokenize(texts, stemmer)
+        d["bm25"] = bm25s.BM25()
+        d["bm25"].index(d["stems"], show_progress=False)
+        counts = Counter(t for stems in d["stems"] for t in set(stems))
+        n = len(d["stems"])
+        d["idf"] = {t: float(np.log((n - c + 0.5) / (c + 0.5) + 1)) for t, c in counts.items()}
+        d["query_stems"] = [LexicalIndex._tokenize([q], stemmer)[0] for q in d["questions"]]
+        d["per_stem"] = {}
+        exact = dict(d, dense=d["exact"])
+        d["fused"] = [baseline(exact, qi, 0.6) for qi in range(len(d["questions"]))]
+
+    def stem_scores(stem: str) -> np.ndarray:
+        if stem not in d["per_stem"]:
+            d["per_stem"][stem] = d["bm25"].get_scores([stem])
+        return np.asarray(d["per_stem"][stem])
+
+    lists = []
+    for qi, query in enumerate(d["query_stems"]):
+        weights = Counter(query)
+        best = d["fused"][qi][:feedback]
+        total = sum(c["f"] for _, c in best) or 1.0
+        pool: Counter[str] = Counter()
+        for row, c in best:
+            stems = d["stems"][row]
+            for stem, count in Counter(stems).items():
+                if stem not in weights:
+                    pool[stem] += c["f"] / total * count / len(stems) * d["idf"].get(stem, 0.0)
+        chosen = pool.most_common(terms)
+        mass = sum(v for _, v in chosen) or 1.0
+        expanded = {t: float(w) for t, w in weights.items()}
+        for stem, value in chosen:
+            expanded[stem] = share * len(query) * value / mass
+        scores = sum((w * stem_scores(t) for t, w in expanded.items()), np.zeros(len(d["ids"])))
+        top = np.argsort(-scores, kind="stable")[:50]
+        lists.append([(d["ids"][r], float(scores[r])) for r in top if scores[r] > 0])
+    return lists
+
+
+def expansion_sweep(dumps: dict[str, Dump]) -> None:
+    """BM25's query expanded from the first hybrid hits (`expanded_bm25`), swept."""
+
+    def ranked(name: str, hits: int, terms: int, share: float) -> list[list[int]]:
+        return hybrid_order(dumps[name], expanded_bm25(dumps[name], hits, terms, share))
+
+    grid = [(k, m, s) for k in (3, 5, 10) for m in (5, 10, 20) for s in (0.1, 0.2, 0.4)]
+    settings = [(f"{k}, {m}, {s}", partial(ranked, hits=k, terms=m, share=s)) for k, m, s in grid]
+    sweep(dumps, "feedback hits, stems, share", settings)
 
 
 def methods(with_sentences: bool, with_tokens: bool) -> list[tuple[str, Scorer | None, int, bool]]:
@@ -497,6 +617,12 @@ def main() -> None:
     parser.add_argument(
         "--bm25", action="store_true", help="sweep BM25's k1 and b instead of the methods"
     )
+    parser.add_argument(
+        "--scaling", action="store_true", help="sweep fusion's score scaling instead"
+    )
+    parser.add_argument(
+        "--expansion", action="store_true", help="sweep BM25 query expansion instead"
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     embedder = SentenceTransformerEmbedder("all-MiniLM-L6-v2")
@@ -508,8 +634,11 @@ def main() -> None:
             embed_sentences(d, embedder, 20)
         if args.late_interaction:
             embed_tokens(d, embedder, 20)
-    if args.bm25:
-        bm25_sweep(dumps)
+    sweeps = {"bm25": bm25_sweep, "scaling": scaling_sweep, "expansion": expansion_sweep}
+    chosen = [run for flag, run in sweeps.items() if getattr(args, flag)]
+    for run in chosen:
+        run(dumps)
+    if chosen:
         return
     print(f"{'method':<36} " + " ".join(f"{n + ' R@5/MRR@10':>24}" for n in names))
     base = {n: rerank(d, None, 20, False) for n, d in dumps.items()}
