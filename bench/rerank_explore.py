@@ -333,16 +333,29 @@ def rerank(d: Dump, scorer: Scorer | None, depth: int, collapse: bool) -> tuple[
     return metrics(d, reordered(d, scorer, depth, collapse))
 
 
-def bm25_candidates(d: Dump, k1: float, b: float, depth: int) -> list[list[tuple[str, float]]]:
-    """Each question's BM25 candidates, found by search's own `LexicalIndex` over the dump's
-    chunks (the text BM25 reads: heading path and chunk) with bm25s' parameters `k1` and `b`
-    (search ships bm25s' defaults, k1 1.5 and b 0.75)."""
+def stems_of(d: Dump) -> list[list[str]]:
+    """Every chunk's word stems as search's BM25 reads them (heading path and chunk; stop
+    words out), tokenized once per dump."""
+    if "stems" not in d:
+        texts = [index_text(m, t) for m, t in zip(d["metas"], d["texts"], strict=True)]
+        d["stems"] = LexicalIndex._tokenize(texts, _stemmer())
+    return list(d["stems"])
+
+
+def bm25_over(d: Dump, k1: float = 1.5, b: float = 0.75) -> Any:
+    """bm25s over the dump's chunks with parameters `k1` and `b` (search ships bm25s' defaults,
+    k1 1.5 and b 0.75)."""
     import bm25s
 
-    texts = [index_text(m, t) for m, t in zip(d["metas"], d["texts"], strict=True)]
     bm25 = bm25s.BM25(k1=k1, b=b)
-    bm25.index(LexicalIndex._tokenize(texts, _stemmer()), show_progress=False)
-    index = LexicalIndex("sweep", d["ids"], [{} for _ in d["ids"]], bm25)
+    bm25.index(stems_of(d), show_progress=False)
+    return bm25
+
+
+def bm25_candidates(d: Dump, k1: float, b: float, depth: int) -> list[list[tuple[str, float]]]:
+    """Each question's BM25 candidates, found by search's own `LexicalIndex` over the dump's
+    chunks with bm25s' parameters `k1` and `b` (`bm25_over`)."""
+    index = LexicalIndex("sweep", d["ids"], [{} for _ in d["ids"]], bm25_over(d, k1, b))
     return [
         [(d["ids"][hit.row], hit.score) for hit in index.search(question, depth)]
         for question in d["questions"]
@@ -361,7 +374,7 @@ def exact_dense(d: Dump, depth: int) -> list[list[tuple[str, float]]]:
 
 def hybrid_order(
     d: Dump,
-    lexical: Any = None,
+    lexical: list[list[tuple[str, float]]] | None = None,
     scaling: tuple[str, str] = ("minmax", "best"),
     lexical_weight: float = 0.6,
 ) -> list[list[int]]:
@@ -431,26 +444,21 @@ def expanded_bm25(
     feedback (RM3's idea, no model): the `feedback` best hybrid hits' word stems, each weighted
     by its share of a hit's words times its idf and by the hit's fused score; the best `terms`
     stems not in the question join it, together weighing `share` of the question's own."""
-    if "stems" not in d:
-        import bm25s
-
-        stemmer = _stemmer()
-        texts = [index_text(m, t) for m, t in zip(d["metas"], d["texts"], strict=True)]
-        d["stems"] = LexicalIndex._tokenize(texts, stemmer)
-        d["bm25"] = bm25s.BM25()
-        d["bm25"].index(d["stems"], show_progress=False)
-        counts = Counter(t for stems in d["stems"] for t in set(stems))
+    if "query_stems" not in d:
+        d["bm25"] = bm25_over(d)
+        counts = Counter(t for stems in stems_of(d) for t in set(stems))
         n = len(d["stems"])
         d["idf"] = {t: float(np.log((n - c + 0.5) / (c + 0.5) + 1)) for t, c in counts.items()}
-        d["query_stems"] = [LexicalIndex._tokenize([q], stemmer)[0] for q in d["questions"]]
+        d["query_stems"] = [LexicalIndex._tokenize([q], _stemmer())[0] for q in d["questions"]]
         d["per_stem"] = {}
         exact = dict(d, dense=d["exact"])
         d["fused"] = [baseline(exact, qi, 0.6) for qi in range(len(d["questions"]))]
 
     def stem_scores(stem: str) -> np.ndarray:
         if stem not in d["per_stem"]:
-            d["per_stem"][stem] = d["bm25"].get_scores([stem])
-        return np.asarray(d["per_stem"][stem])
+            d["per_stem"][stem] = np.asarray(d["bm25"].get_scores([stem]))
+        scores: np.ndarray = d["per_stem"][stem]
+        return scores
 
     lists = []
     for qi, query in enumerate(d["query_stems"]):
