@@ -37,6 +37,7 @@ GIT_BUILDER = REPO / "bench" / "evalsets" / "build_git_docs.py"
 PDF_PRINTER = REPO / "bench" / "evalsets" / "print_pdf.py"
 MARKDOWN_CONVERTER = REPO / "bench" / "evalsets" / "to_markdown.py"
 TEXT_CONVERTER = REPO / "bench" / "evalsets" / "to_text.py"
+PYTHON_HTML_BUILDER = REPO / "bench" / "evalsets" / "build_python_html.py"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ragtune"
 EVAL = Path(os.environ.get("RAGTUNE_EVAL_CACHE") or CACHE / "evalsets")
 ABSTRACTS = REPO.parent / "shared" / "eval" / "abstract2title.jsonl"
@@ -106,6 +107,26 @@ def git_txt_set(subset: str) -> Path:
     return _converted(TEXT_CONVERTER, git_set(subset), EVAL / f"git-txt-{subset}")
 
 
+def python_html_set(subset: str) -> Path:
+    """The Python FAQ over the Python docs as the HTML pages Sphinx wrote
+    (bench/evalsets/build_python_html.py): sections as `<section>`. Opt-in: `--sets python-html`."""
+    return _python_html(subset, "html5")
+
+
+def python_div_set(subset: str) -> Path:
+    """The same pages with sections as `<div class="section">` (docutils' HTML4 writer, DocBook
+    XSL). Opt-in: `--sets python-div`."""
+    return _python_html(subset, "div")
+
+
+def _python_html(subset: str, sections: str) -> Path:
+    out = EVAL / f"python-{'html' if sections == 'html5' else sections}-{subset}"
+    if not (out / "qa.json").is_file():
+        command = [sys.executable, str(PYTHON_HTML_BUILDER), str(out), "--subset", subset]
+        subprocess.run([*command, "--sections", sections], check=True)
+    return out
+
+
 def _printed(html_set: Path, out: Path) -> Path:
     return _converted(PDF_PRINTER, html_set, out)
 
@@ -126,6 +147,8 @@ DEV_SETS = {
     "git-md": git_md_set,
     "sqlite-txt": sqlite_txt_set,
     "git-txt": git_txt_set,
+    "python-html": python_html_set,
+    "python-div": python_div_set,
 }
 """The developers' sets a bench can score, by name (`--sets`)."""
 DEFAULT_SETS = ("python", "sqlite")

@@ -8,8 +8,11 @@ The sets are of two kinds: the Python FAQ over the Python docs (reStructuredText
 `../shared/eval/`) and the SQLite FAQ over the SQLite docs (HTML,
 `bench/evalsets/build_sqlite_docs.py`); a third, the Git FAQ over the Git docs (HTML from
 AsciiDoc, `bench/evalsets/build_git_docs.py`, 20 questions), checks HTML changes on another
-generator's markup. On each, both setups index the corpus with the same
-embedding model and are scored on the FAQ questions by the same relevance rule:
+generator's markup; `python-html` and `python-div` are the Python set over the HTML pages
+Sphinx wrote, with sections as `<section>` and as `<div class="section">` (the older writers'
+and DocBook's markup; `bench/evalsets/build_python_html.py`). On each, both setups index
+the corpus with the same embedding model and are scored on the FAQ questions by the same
+relevance rule:
 - naive: fixed 1000-character chunks with 150 overlap (LangChain's recursive splitter on the
   file's text: raw for text files, BeautifulSoup's text for HTML; no headings), MiniLM
   embeddings (truncating, as the model does), BM25, plain RRF (k=60, equal weights);

@@ -43,14 +43,14 @@ SUFFIXES: dict[str, str] = {
 }
 
 
-LOADER_VERSIONS: dict[str, int] = {HTML: 4, PDF: 2, MARKDOWN: 2, RST: 3, TEXT: 2}
+LOADER_VERSIONS: dict[str, int] = {HTML: 5, PDF: 2, MARKDOWN: 2, RST: 3, TEXT: 2}
 """Bumped when a loader reads the same file differently (HTML 2: inline elements in place;
-3: self-contained blocks apart; 4: the terms of one description kept together; PDF 2:
-paragraphs and headings, see `ingest.pdf`; Markdown 2: setext headings, front matter,
-paragraphs kept apart; RST 2: markup a reader never sees left out; 3: directive names in
-any case; text 2: paragraphs grouped by topic when chunked, see `ingest.chunking`), so
-that the next ingest re-reads files of that type instead of skipping them as
-unchanged."""
+3: self-contained blocks apart; 4: the terms of one description kept together; 5: a div
+whose class names a section stands apart; PDF 2: paragraphs and headings, see `ingest.pdf`;
+Markdown 2: setext headings, front matter, paragraphs kept apart; RST 2: markup a reader
+never sees left out; 3: directive names in any case; text 2: paragraphs grouped by topic when
+chunked, see `ingest.chunking`), so that the next ingest re-reads files of that type instead
+of skipping them as unchanged."""
 
 
 def loader_version(path: Path) -> int:
@@ -369,6 +369,16 @@ into the next. Measured with bench/retrieval.py (same run, score fusion): SQLite
 0.630 -> 0.889, MRR@10 0.459 -> 0.704; Git 0.850 -> 0.900, 0.593 -> 0.677; the Python set
 (reStructuredText) is not read by this loader. Every `div` holding blocks as a unit was worse
 on both (it splits layout wrappers and one-paragraph boxes: Git MRR@10 0.616)."""
+_SECTION_CLASS = re.compile(
+    r"(section|chapter|appendix|preface|simplesect|refentry|refsection|(?:ref)?sect[1-5]"
+    r"|[a-z]+-level-extent)"
+)
+"""The class of a `div` that is a section, as generators that predate HTML5's `section` write
+one: docutils' HTML4 writer (Sphinx before docutils 0.18) and pandoc (`section`), DocBook
+XSL (`section`, `sect1`-`sect5`, `chapter`, `appendix`, `preface`, `refsect1`, ...),
+AsciiDoc and Asciidoctor (`sect1`-`sect5`) and Texinfo (`section-level-extent`). Such a
+div stands on its own as `section` does; a FAQ page whose question headings are gone keeps
+each answer in its section's div. Other divs are layout (wrappers, boxes) and stay blocks."""
 _PARAGRAPH_BREAK = "\x00"  # a block boundary, resolved to line breaks once the text is whole
 _UNIT_BREAK = "\x02"  # the edge of a self-contained block, resolved to a chunk break
 _PRE_LINE = "\x01"  # a line break inside `pre`, kept with the indentation after it
@@ -433,7 +443,10 @@ class _HtmlSections:
                 self.parts.append("\n")
                 continue
             block = child.name in _HTML_BLOCKS
-            unit = child.name in _HTML_UNITS
+            unit = child.name in _HTML_UNITS or (
+                child.name == "div"
+                and any(_SECTION_CLASS.fullmatch(c) for c in child.get("class") or ())
+            )
             if block:
                 # A definition list's entry is its terms and then their description (HTML:
                 # "one or more dt elements followed by one or more dd elements"): a term after

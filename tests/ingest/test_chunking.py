@@ -118,6 +118,33 @@ def test_self_contained_html_blocks_are_chunked_apart() -> None:
     ]
 
 
+def test_sections_written_as_divs_stand_on_their_own() -> None:
+    """Generators older than HTML5's `section` mark a section with a div's class: docutils'
+    HTML4 writer and DocBook XSL (`section`, `sect1`), Texinfo (`section-level-extent`). With
+    an FAQ's question headings cut, that div is all that says where an answer ends; a layout
+    div (a wrapper, a note box) is still only a block, and a class that merely contains
+    "section" is no section."""
+    page = (
+        "<html><body><h1>FAQ</h1><div class='body'>"
+        "<div class='section' id='q1'><p>Use the -m option.</p></div>"
+        "<div class='section' id='q2'><p>Run the tests first.</p>"
+        "<div class='admonition note'><p>Slow on CI.</p></div><p>Then push.</p></div>"
+        "<div class='sect1'><div class='titlepage'></div><p>Rebase, do not merge.</p></div>"
+        "<div class='section-level-extent'><p>Info manuals nest nodes.</p></div>"
+        "<div class='subsections'><p>Not one.</p></div><p>Nor this.</p>"
+        "</div></body></html>"
+    )
+    document = load_document(Path("faq.html"), page.encode())
+    chunks = Chunker(FakeEmbedder(max_tokens=200), overlap_tokens=0).chunk(document)
+    assert [c.text for c in chunks] == [
+        "Use the -m option.",
+        "Run the tests first.\n\nSlow on CI.\n\nThen push.",
+        "Rebase, do not merge.",
+        "Info manuals nest nodes.",
+        "Not one.\n\nNor this.",
+    ]
+
+
 def test_terms_sharing_a_description_stay_with_it() -> None:
     """A definition list's entry is its terms and then their description, as HTML defines the
     group: Git's "-d" and "--delete" name one description. Before, each term after the first
