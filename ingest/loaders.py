@@ -46,11 +46,11 @@ SUFFIXES: dict[str, str] = {
 LOADER_VERSIONS: dict[str, int] = {HTML: 5, PDF: 2, MARKDOWN: 2, RST: 3, TEXT: 2}
 """Bumped when a loader reads the same file differently (HTML 2: inline elements in place;
 3: self-contained blocks apart; 4: the terms of one description kept together; 5: a div
-whose class names a section stands apart; PDF 2: paragraphs and headings, see `ingest.pdf`;
-Markdown 2: setext headings, front matter, paragraphs kept apart; RST 2: markup a reader
-never sees left out; 3: directive names in any case; text 2: paragraphs grouped by topic when
-chunked, see `ingest.chunking`), so that the next ingest re-reads files of that type instead
-of skipping them as unchanged."""
+whose class names a section stands apart, permalink marks left out; PDF 2: paragraphs and
+headings, see `ingest.pdf`; Markdown 2: setext headings, front matter, paragraphs kept apart;
+RST 2: markup a reader never sees left out; 3: directive names in any case; text 2:
+paragraphs grouped by topic when chunked, see `ingest.chunking`), so that the next ingest
+re-reads files of that type instead of skipping them as unchanged."""
 
 
 def loader_version(path: Path) -> int:
@@ -323,6 +323,10 @@ def _load_markdown(path: Path, data: bytes) -> LoadedDocument:
 
 # Elements whose text is never document content.
 _HTML_NOISE = ("script", "style", "noscript", "template", "svg", "nav", "iframe", "form")
+_PERMALINKS = frozenset({"\u00b6", "\u00a7", "#", "\U0001f517"})
+"""The text of a link to its own heading or entry (`<a href="#...">¶</a>`: Sphinx, MkDocs and
+others put one in every heading and API entry): a mark to click, not text; headings and
+citations read "9. Classes", not "9. Classes ¶"."""
 
 
 def _load_html(path: Path, data: bytes) -> LoadedDocument:
@@ -342,6 +346,9 @@ def _load_html(path: Path, data: bytes) -> LoadedDocument:
     page_title = soup.title.get_text(" ", strip=True) if soup.title else ""
     for element in soup(_HTML_NOISE):
         element.decompose()
+    for link in soup.find_all("a", href=True):
+        if str(link["href"]).startswith("#") and link.get_text(strip=True) in _PERMALINKS:
+            link.decompose()
     if soup.head:
         soup.head.decompose()
     first_h1 = soup.find("h1")

@@ -136,6 +136,25 @@ def test_html_drops_scripts_and_keeps_headings(tmp_path: Path) -> None:
     ]
 
 
+def test_html_permalink_marks_are_not_text(tmp_path: Path) -> None:
+    """Sphinx and MkDocs end every heading and API entry with a link to itself (a pilcrow):
+    headings and citations read "9. Classes", not "9. Classes ¶". A link whose text is a word,
+    or that leads elsewhere, stays."""
+    path = tmp_path / "classes.html"
+    path.write_text(
+        "<html><body><h1>9. Classes<a class='headerlink' href='#classes'>\u00b6</a></h1>"
+        "<dl><dt>os.getcwd()<a href='#os.getcwd'> \u00b6 </a></dt><dd>The directory.</dd></dl>"
+        "<h2>Scopes <a href='#scopes'>#</a></h2><p>See <a href='#scopes'>scopes</a> and "
+        "<a href='other.html'>\u00a7</a> 4.</p></body></html>",
+        encoding="utf-8",
+    )
+    document = load(path)
+    assert [(s.path, s.text) for s in document.sections] == [
+        (("9. Classes",), "os.getcwd()\n\nThe directory."),
+        (("9. Classes", "Scopes"), "See scopes and \u00a7 4."),
+    ]
+
+
 def test_html_inline_elements_stay_in_their_sentences(tmp_path: Path) -> None:
     """Links, code and bold text are read where they stand (LangChain's header splitter moved
     them after their paragraph: "run or compile with . PRAGMA foreign_keys=ON"); blocks end
