@@ -25,6 +25,7 @@ answers were written by the Python documentation team (PSF licence).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import shutil
 import subprocess
@@ -52,7 +53,10 @@ def fetch(workdir: Path) -> Path:
 
 
 def heading_text(heading: Tag) -> str:
-    for link in heading.find_all("a", class_="headerlink"):  # the pilcrow permalink
+    """The heading as a reader sees it, without its pilcrow permalink; the page's own heading
+    is left as shipped."""
+    heading = copy.copy(heading)
+    for link in heading.find_all("a", class_="headerlink"):
         link.decompose()
     return " ".join(heading.get_text(" ").split())
 
