@@ -28,7 +28,6 @@ import argparse
 import copy
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -36,20 +35,12 @@ from pathlib import Path
 from bs4 import BeautifulSoup, Tag
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from html_faq import MIN_ANSWER_WORDS, block_text, word_count
+from html_faq import MIN_ANSWER_WORDS, block_text, unpack_package, word_count
 
 PACKAGE = "python3.11-doc"
 ROOT = "usr/share/doc/python3.11/html"
 SMALL = ("faq/", "tutorial/", "howto/")  # the shared builder's small subset
 HEADINGS = ["h1", "h2", "h3", "h4", "h5", "h6"]
-
-
-def fetch(workdir: Path) -> Path:
-    subprocess.run(["apt-get", "download", PACKAGE], cwd=workdir, check=True,
-                   stdout=subprocess.DEVNULL)  # fmt: skip
-    deb = next(workdir.glob(f"{PACKAGE}_*.deb"))
-    subprocess.run(["dpkg-deb", "-x", str(deb), str(workdir / "x")], check=True)
-    return workdir / "x" / ROOT
 
 
 def heading_text(heading: Tag) -> str:
@@ -133,7 +124,9 @@ def main() -> None:
     parser.add_argument("--sections", choices=["html5", "div"], default="html5")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as work:
-        files, questions = build(fetch(Path(work)), args.out, args.subset, args.sections)
+        files, questions = build(
+            unpack_package(PACKAGE, Path(work)) / ROOT, args.out, args.subset, args.sections
+        )
     print(f"{files} corpus files, {questions} questions -> {args.out}", file=sys.stderr)
 
 

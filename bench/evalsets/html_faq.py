@@ -101,6 +101,18 @@ class FaqSource:
         return "".join(page)
 
 
+def unpack_package(package: str, workdir: Path) -> Path:
+    """Download a Debian package with `apt-get download` and unpack it into `workdir`: the
+    root of its file tree."""
+    subprocess.run(
+        ["apt-get", "download", package], cwd=workdir, check=True, stdout=subprocess.DEVNULL
+    )
+    deb = next(workdir.glob(f"{package}_*.deb"))
+    unpacked = workdir / "x"
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(unpacked)], check=True)
+    return unpacked
+
+
 def _no_page(page: str) -> bool:
     return False
 
@@ -154,16 +166,7 @@ class FaqDocs:
 
     def fetch(self, workdir: Path) -> Path:
         """Download and unpack the package into `workdir`: the docs root."""
-        subprocess.run(
-            ["apt-get", "download", self.package],
-            cwd=workdir,
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-        deb = next(workdir.glob(f"{self.package}_*.deb"))
-        unpacked = workdir / "x"
-        subprocess.run(["dpkg-deb", "-x", str(deb), str(unpacked)], check=True)
-        return unpacked / self.root
+        return unpack_package(self.package, workdir) / self.root
 
     def build(self, docs: Path, out: Path, subset: str) -> tuple[int, list[dict[str, str]], int]:
         """Write OUT/corpus and OUT/qa.json from the unpacked docs tree `docs`:

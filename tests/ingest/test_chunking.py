@@ -95,6 +95,12 @@ def test_a_very_long_heading_keeps_its_innermost_part() -> None:
     assert fake.count_tokens([heading])[0] <= 40 // 4 + 2
 
 
+def _html_chunks(name: str, page: str) -> list[str]:
+    """The chunks' texts of an HTML page, each block small enough to be a chunk of its own."""
+    document = load_document(Path(name), page.encode())
+    return [c.text for c in Chunker(FakeEmbedder(max_tokens=200), overlap_tokens=0).chunk(document)]
+
+
 def test_self_contained_html_blocks_are_chunked_apart() -> None:
     """An FAQ whose questions were cut (or never were headings): answers in blockquotes, and a
     definition list's entries, each stay whole and alone, however short; paragraphs of plain
@@ -107,9 +113,7 @@ def test_self_contained_html_blocks_are_chunked_apart() -> None:
         "<dl><dt>--amend</dt><dd><p>Replace the tip of the branch.</p></dd>"
         "<dt>--quiet</dt><dd>Say less.</dd></dl></body></html>"
     )
-    document = load_document(Path("faq.html"), page.encode())
-    chunks = Chunker(FakeEmbedder(max_tokens=200), overlap_tokens=0).chunk(document)
-    assert [c.text for c in chunks] == [
+    assert _html_chunks("faq.html", page) == [
         "Short answer: an INTEGER PRIMARY KEY.\n\nLonger: see rowid.",
         "SQLite uses dynamic typing.",
         "Plain one.\n\nPlain two.",
@@ -134,9 +138,7 @@ def test_sections_written_as_divs_stand_on_their_own() -> None:
         "<div class='subsections'><p>Not one.</p></div><p>Nor this.</p>"
         "</div></body></html>"
     )
-    document = load_document(Path("faq.html"), page.encode())
-    chunks = Chunker(FakeEmbedder(max_tokens=200), overlap_tokens=0).chunk(document)
-    assert [c.text for c in chunks] == [
+    assert _html_chunks("faq.html", page) == [
         "Use the -m option.",
         "Run the tests first.\n\nSlow on CI.\n\nThen push.",
         "Rebase, do not merge.",
@@ -155,9 +157,7 @@ def test_terms_sharing_a_description_stay_with_it() -> None:
         "<dt>-D</dt><dd>Shortcut for --delete --force.</dd>"
         "<dt>-q</dt>Quiet.</dl></body></html>"
     )
-    document = load_document(Path("options.html"), page.encode())
-    chunks = Chunker(FakeEmbedder(max_tokens=200), overlap_tokens=0).chunk(document)
-    assert [c.text for c in chunks] == [
+    assert _html_chunks("options.html", page) == [
         "-d\n\n--delete\n\nDelete a branch.",
         "-D\n\nShortcut for --delete --force.",
         "-q\n\nQuiet.",
