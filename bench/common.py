@@ -119,11 +119,18 @@ def python_div_set(subset: str) -> Path:
     return _python_html(subset, "div")
 
 
-def _python_html(subset: str, sections: str) -> Path:
-    out = EVAL / f"python-{'html' if sections == 'html5' else sections}-{subset}"
+def python_page_set(subset: str) -> Path:
+    """The same pages whole, as the site serves them: navigation bars, sidebar, footer.
+    Opt-in: `--sets python-page`."""
+    return _python_html(subset, "html5", "whole")
+
+
+def _python_html(subset: str, sections: str, page: str = "body") -> Path:
+    name = "page" if page == "whole" else "html" if sections == "html5" else sections
+    out = EVAL / f"python-{name}-{subset}"
     if not (out / "qa.json").is_file():
         command = [sys.executable, str(PYTHON_HTML_BUILDER), str(out), "--subset", subset]
-        subprocess.run([*command, "--sections", sections], check=True)
+        subprocess.run([*command, "--sections", sections, "--page", page], check=True)
     return out
 
 
@@ -149,6 +156,7 @@ DEV_SETS = {
     "git-txt": git_txt_set,
     "python-html": python_html_set,
     "python-div": python_div_set,
+    "python-page": python_page_set,
 }
 """The developers' sets a bench can score, by name (`--sets`)."""
 DEFAULT_SETS = ("python", "sqlite")

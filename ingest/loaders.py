@@ -43,10 +43,11 @@ SUFFIXES: dict[str, str] = {
 }
 
 
-LOADER_VERSIONS: dict[str, int] = {HTML: 5, PDF: 2, MARKDOWN: 2, RST: 3, TEXT: 2}
+LOADER_VERSIONS: dict[str, int] = {HTML: 6, PDF: 2, MARKDOWN: 2, RST: 3, TEXT: 2}
 """Bumped when a loader reads the same file differently (HTML 2: inline elements in place;
 3: self-contained blocks apart; 4: the terms of one description kept together; 5: a div
-whose class names a section stands apart, permalink marks left out; PDF 2: paragraphs and
+whose class names a section stands apart, permalink marks left out; 6: navigation (menus,
+tables of contents, sidebars) left out; PDF 2: paragraphs and
 headings, see `ingest.pdf`; Markdown 2: setext headings, front matter, paragraphs kept apart;
 RST 2: markup a reader never sees left out; 3: directive names in any case; text 2:
 paragraphs grouped by topic when chunked, see `ingest.chunking`), so that the next ingest
@@ -321,12 +322,52 @@ def _load_markdown(path: Path, data: bytes) -> LoadedDocument:
     return LoadedDocument(title or _title_from_name(path), MARKDOWN, sections)
 
 
+_HTML_HEADING_NAMES = tuple(f"h{n}" for n in range(1, 7))
 # Elements whose text is never document content.
 _HTML_NOISE = ("script", "style", "noscript", "template", "svg", "nav", "iframe", "form")
 _PERMALINKS = frozenset({"\u00b6", "\u00a7", "#", "\U0001f517"})
 """The text of a link to its own heading or entry (`<a href="#...">¶</a>`: Sphinx, MkDocs and
 others put one in every heading and API entry): a mark to click, not text; headings and
 citations read "9. Classes", not "9. Classes ¶"."""
+_NAVIGATION_NAMES = frozenset(
+    {
+        "breadcrumb", "breadcrumbs", "docnav", "nav", "navbar", "navfooter", "navheader",
+        "navigation", "pagination", "toc",
+    }
+)  # fmt: skip
+"""A class or id that names a page's navigation outright: DocBook XSL's `navheader`,
+`navfooter` and `toc`, Publican's `docnav`, a breadcrumb trail, a navigation bar."""
+_NAVIGATION_WORDS = _NAVIGATION_NAMES | {
+    "mainmenu", "menu", "menubar", "sidebar", "sphinxsidebar", "submenu",
+}  # fmt: skip
+"""Words that name navigation in a class or id, whole or as a part split at `-` or `_`
+(`fancy_toc`, `nav-links`, `menu mainmenu`). A box so named is navigation only when most of
+its text is link text: a site's menu is links, a reST sidebar (`div.sidebar`) or a layout
+wrapper (`with-sidebar`) is content."""
+_NAVIGATION_ROLES = frozenset({"navigation", "search", "doc-toc"})
+"""ARIA's navigation and search landmarks and DPUB-ARIA's table of contents."""
+_NEVER_NAVIGATION = frozenset({"html", "body", "main", "article", *_HTML_HEADING_NAMES})
+
+
+def _is_navigation(tag: Any) -> bool:
+    """Whether an element is a page's navigation, where to go rather than what the page says
+    (as `nav` is): ARIA's navigation or search landmark, a box named as navigation
+    (`_NAVIGATION_NAMES`), or one whose name has a navigation word (`_NAVIGATION_WORDS`) and
+    whose text is mostly link text."""
+    if tag.name in _NEVER_NAVIGATION:
+        return False
+    if str(tag.get("role", "")).strip().lower() in _NAVIGATION_ROLES:
+        return True
+    names = [str(c).lower() for c in tag.get("class") or ()]
+    if tag.get("id"):
+        names.append(str(tag["id"]).lower())
+    if any(name in _NAVIGATION_NAMES for name in names):
+        return True
+    if not any(w in _NAVIGATION_WORDS for name in names for w in re.split(r"[-_]", name)):
+        return False
+    text = len(tag.get_text("", strip=True))
+    linked = sum(len(a.get_text("", strip=True)) for a in tag.find_all("a"))
+    return 2 * linked >= text
 
 
 def _load_html(path: Path, data: bytes) -> LoadedDocument:
@@ -346,6 +387,9 @@ def _load_html(path: Path, data: bytes) -> LoadedDocument:
     page_title = soup.title.get_text(" ", strip=True) if soup.title else ""
     for element in soup(_HTML_NOISE):
         element.decompose()
+    for element in soup.find_all(True):
+        if not element.decomposed and _is_navigation(element):
+            element.decompose()
     for link in soup.find_all("a", href=True):
         if str(link["href"]).startswith("#") and link.get_text(strip=True) in _PERMALINKS:
             link.decompose()
@@ -358,7 +402,7 @@ def _load_html(path: Path, data: bytes) -> LoadedDocument:
     return LoadedDocument(title or _title_from_name(path), HTML, reader.finish())
 
 
-_HTML_HEADINGS = {f"h{n}": n for n in range(1, 7)}
+_HTML_HEADINGS = {name: n for n, name in enumerate(_HTML_HEADING_NAMES, 1)}
 _HTML_BLOCKS = frozenset(
     {
         "address", "article", "aside", "blockquote", "caption", "dd", "details", "dialog",

@@ -3,7 +3,7 @@
 ships (Sphinx), the same questions as the shared builder's set, read from HTML.
 
     .venv/bin/python bench/evalsets/build_python_html.py OUT_DIR [--subset small|full]
-        [--sections html5|div]
+        [--sections html5|div] [--page body|whole]
 
 The shared set (../shared/eval/build_python_docs.py) reads the reStructuredText sources; this
 one reads what a site serves, for checking the HTML loader on a third generator. Each page
@@ -17,9 +17,13 @@ takes the lines up to the next heading); answers under five words are left out, 
 `--sections` says how sections are marked up: `html5` as shipped (`<section>`, docutils'
 HTML5 writer), `div` as docutils' HTML4 writer (Sphinx before docutils 0.18), DocBook XSL and
 AsciiDoc write them (`<div class="section">`): the same pages, the same questions, sections
-that a reader must recognise by their class. Needs `apt-get download` (run `apt-get update`
-once first) and beautifulsoup4; no other network access. Deterministic. The questions and
-answers were written by the Python documentation team (PSF licence).
+that a reader must recognise by their class. `--page whole` keeps each page whole, as a site
+serves it (the navigation bars, the sidebar with its table of contents and previous/next
+links, the footer), with the question headings cut everywhere they appear: how a crawl of
+the site reads, and what a loader must tell apart from the content. Needs `apt-get download`
+(run `apt-get update` once first) and beautifulsoup4; no other network access.
+Deterministic. The questions and answers were written by the Python documentation team (PSF
+licence).
 """
 
 from __future__ import annotations
@@ -64,11 +68,32 @@ def main_content(html: str) -> BeautifulSoup:
     return page
 
 
+def whole_page(html: str) -> BeautifulSoup:
+    """The page as shipped (`--page whole`)."""
+    return BeautifulSoup(html, "html.parser")
+
+
 def cut_questions(page: BeautifulSoup, source: str, first_id: int) -> list[dict[str, str]]:
-    """Cut the question headings and the local table of contents out of a FAQ page; the
+    """Cut the question headings and the local table of contents out of a FAQ page (and
+    any other table of contents entry that names a question: a whole page's sidebar); the
     qa.json rows of its questions."""
     for contents in page.find_all(["nav", "div"], class_="contents"):
         contents.decompose()
+    questions = {
+        heading_text(heading)
+        for section in page.find_all("section")
+        if (heading := section.find(HEADINGS, recursive=False)) is not None
+    }
+    for link in page.find_all("a", href=True):
+        entry = link.find_parent("li")
+        named = " ".join(link.get_text(" ").split())
+        if (
+            not link.decomposed
+            and entry
+            and str(link["href"]).startswith("#")
+            and named in questions
+        ):
+            entry.decompose()
     rows = []
     for section in page.find_all("section"):
         heading = section.find(HEADINGS, recursive=False)
@@ -96,7 +121,9 @@ def as_divs(page: BeautifulSoup) -> None:
         section["class"] = ["section", *section.get("class", [])]
 
 
-def build(docs: Path, out: Path, subset: str, sections: str) -> tuple[int, int]:
+def build(
+    docs: Path, out: Path, subset: str, sections: str, whole: bool = False
+) -> tuple[int, int]:
     pages = sorted(p.relative_to(docs).as_posix() for p in docs.rglob("*.html"))
     pages = [p for p in pages if not p.startswith(("_", "genindex", "search", "py-modindex"))]
     if subset == "small":
@@ -105,7 +132,8 @@ def build(docs: Path, out: Path, subset: str, sections: str) -> tuple[int, int]:
     shutil.rmtree(corpus, ignore_errors=True)
     qa: list[dict[str, str]] = []
     for name in pages:
-        page = main_content((docs / name).read_text(encoding="utf-8"))
+        html = (docs / name).read_text(encoding="utf-8")
+        page = whole_page(html) if whole else main_content(html)
         if name.startswith("faq/"):
             qa += cut_questions(page, name, len(qa))
         if sections == "div":
@@ -122,10 +150,15 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--subset", choices=["small", "full"], default="full")
     parser.add_argument("--sections", choices=["html5", "div"], default="html5")
+    parser.add_argument("--page", choices=["body", "whole"], default="body")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as work:
         files, questions = build(
-            unpack_package(PACKAGE, Path(work)) / ROOT, args.out, args.subset, args.sections
+            unpack_package(PACKAGE, Path(work)) / ROOT,
+            args.out,
+            args.subset,
+            args.sections,
+            args.page == "whole",
         )
     print(f"{files} corpus files, {questions} questions -> {args.out}", file=sys.stderr)
 

@@ -46,8 +46,9 @@ print(sys.path)</pre>
 </section>
 </section>
 </div></div></div></div>
-<div class="sphinxsidebar"><h3>Table of Contents</h3><ul>
-<li><a href="#how-do-i-find-a-module">How do I find a module?</a></li></ul></div>
+<div class="sphinxsidebar" role="navigation"><h3>Table of Contents</h3><ul>
+<li><a href="#general">General Library Questions</a><ul><li><a href="#how-do-i-find-a-module">How do
+I find a module or application to perform task X?</a></li></ul></li></ul></div>
 <div class="footer">&copy; Copyright 2001-2023, Python Software Foundation.</div>
 </body></html>
 """
@@ -115,6 +116,27 @@ def test_sections_as_divs_are_the_same_pages_otherwise(builder: ModuleType, tmp_
     as_text = [" ".join(BeautifulSoup(p, "html.parser").get_text().split()) for p in (html5, div)]
     assert as_text[0] == as_text[1]
     qa = [(tmp_path / name / "qa.json").read_text() for name in ("html5", "div")]
+    assert qa[0] == qa[1]
+
+
+def test_whole_pages_keep_their_navigation_but_no_question(
+    builder: ModuleType, tmp_path: Path
+) -> None:
+    docs = _docs(tmp_path)
+    builder.build(docs, tmp_path / "body", "small", "html5")
+    builder.build(docs, tmp_path / "whole", "small", "html5", whole=True)
+    page = BeautifulSoup(
+        (tmp_path / "whole" / "corpus" / "faq" / "library.html").read_text(), "html.parser"
+    )
+    text = " ".join(page.get_text(" ").split())
+
+    for kept in ("Table of Contents", "General Library Questions", "Copyright", "Python"):
+        assert kept in text  # the sidebar (its entries that are no question), footer, nav bar
+    for gone in ("How do I find", "Is it free"):
+        assert gone not in text  # a question is nowhere on the page: headings, contents, sidebar
+    assert page.find("div", class_="sphinxsidebar")
+    assert page.find("div", class_="related")
+    qa = [(tmp_path / name / "qa.json").read_text() for name in ("body", "whole")]
     assert qa[0] == qa[1]
 
 

@@ -155,6 +155,37 @@ def test_html_permalink_marks_are_not_text(tmp_path: Path) -> None:
     ]
 
 
+def test_html_navigation_is_not_text(tmp_path: Path) -> None:
+    """A site's menu, a page's table of contents, DocBook's navigation bars and ARIA's
+    navigation landmark are where to go, not what the page says: left out when most of their
+    text is links. A box that only carries such a name (a layout wrapper around the content,
+    a reST sidebar, a GUI menu named in a sentence) stays."""
+    path = tmp_path / "select.html"
+    path.write_text(
+        "<html><body><div class='menu mainmenu'><ul><li><a href='index.html'>Home</a>"
+        "<li><a href='docs.html'>Documentation</a></ul></div>"
+        "<div class='navheader'><table><tr><td><a href='prev.html'>Prev</a></td>"
+        "<td>Chapter 2</td><td><a href='next.html'>Next</a></td></tr></table></div>"
+        "<div role='navigation'>Skip</div>"
+        "<div class='with-sidebar'><h1>SELECT</h1>"
+        "<div class='fancy_toc'><a>Table Of Contents</a><div id='toc_sub'>"
+        "<a href='#overview'>1. Overview</a></div></div>"
+        "<div class='sidebar'><p>A <a href='note.html'>note</a> beside the text.</p></div>"
+        "<p>Open <span class='guimenu'>File</span> first; see the "
+        "<a href='lang.html'>syntax</a> for the rest of a query's clauses.</p>"
+        "</div></body></html>",
+        encoding="utf-8",
+    )
+    document = load(path)
+    assert [(s.path, s.text) for s in document.sections] == [
+        (
+            ("SELECT",),
+            "A note beside the text.\n\n"
+            "Open File first; see the syntax for the rest of a query's clauses.",
+        ),
+    ]
+
+
 def test_html_inline_elements_stay_in_their_sentences(tmp_path: Path) -> None:
     """Links, code and bold text are read where they stand (LangChain's header splitter moved
     them after their paragraph: "run or compile with . PRAGMA foreign_keys=ON"); blocks end
