@@ -38,6 +38,7 @@ PDF_PRINTER = REPO / "bench" / "evalsets" / "print_pdf.py"
 MARKDOWN_CONVERTER = REPO / "bench" / "evalsets" / "to_markdown.py"
 TEXT_CONVERTER = REPO / "bench" / "evalsets" / "to_text.py"
 PYTHON_HTML_BUILDER = REPO / "bench" / "evalsets" / "build_python_html.py"
+GTK_BUILDER = REPO / "bench" / "evalsets" / "build_gtk_docs.py"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ragtune"
 EVAL = Path(os.environ.get("RAGTUNE_EVAL_CACHE") or CACHE / "evalsets")
 ABSTRACTS = REPO.parent / "shared" / "eval" / "abstract2title.jsonl"
@@ -73,6 +74,15 @@ def git_set(subset: str) -> Path:
     out = EVAL / f"git-{subset}"
     if not (out / "qa.json").is_file():
         subprocess.run([sys.executable, str(GIT_BUILDER), str(out), "--subset", subset], check=True)
+    return out
+
+
+def gtk_set(subset: str) -> Path:
+    """The GTK 3 manual's Common Questions over the manual (gtk-doc's DocBook XSL HTML), built
+    once and cached (bench/evalsets/build_gtk_docs.py). Opt-in: `--sets gtk`."""
+    out = EVAL / f"gtk-{subset}"
+    if not (out / "qa.json").is_file():
+        subprocess.run([sys.executable, str(GTK_BUILDER), str(out), "--subset", subset], check=True)
     return out
 
 
@@ -148,6 +158,7 @@ DEV_SETS = {
     "python": eval_set,
     "sqlite": sqlite_set,
     "git": git_set,
+    "gtk": gtk_set,
     "sqlite-pdf": sqlite_pdf_set,
     "git-pdf": git_pdf_set,
     "sqlite-md": sqlite_md_set,

@@ -15,7 +15,8 @@ small sweep of each shows a plateau or a spike. `--max-sentence` also embeds eve
 the candidates, `--late-interaction` every candidate's tokens (minutes on a CPU each).
 `--bm25` replays search itself with BM25's parameters (k1, b) swept instead of the methods,
 `--scaling` with other ways to scale each retriever's scores before fusion, `--expansion` with
-BM25's query expanded from the first hits (pseudo-relevance feedback).
+BM25's query expanded from the first hits (pseudo-relevance feedback), `--headings` with a
+heading path's (or title's) similarity to the question added to the fused score.
 """
 
 from __future__ import annotations
@@ -493,6 +494,41 @@ def expansion_sweep(dumps: dict[str, Dump]) -> None:
     sweep(dumps, "feedback hits, stems, share", settings)
 
 
+def heading_sweep(dumps: dict[str, Dump], embedder: SentenceTransformerEmbedder) -> None:
+    """A chunk's heading path (or its page's title) embedded apart, its cosine with the
+    question added to the fused score of the best 20 candidates (min-max over them, or raw)."""
+    for d in dumps.values():
+        d.setdefault("exact", exact_dense(d, 50))
+        d["exact_base"] = [
+            baseline(dict(d, dense=d["exact"]), qi, 0.6) for qi in range(len(d["questions"]))
+        ]
+        for key in ("heading", "title"):
+            values = [str(m.get(key, "")) for m in d["metas"]]
+            unique = sorted(set(values))
+            vectors = embedder._model.encode(unique, batch_size=64, normalize_embeddings=True)
+            at = {value: n for n, value in enumerate(unique)}
+            d[f"{key}_vectors"] = vectors[[at[v] for v in values]]
+
+    def ranked(name: str, key: str, how: str, g: float) -> list[list[int]]:
+        def scorer(d: Dump, qi: int, cands: list[Candidate]) -> np.ndarray:
+            similarity = d[f"{key}_vectors"][rows_of(cands)] @ d["qvecs"][qi]
+            return np.asarray(
+                fused(cands) + g * (minmax(similarity) if how == "minmax" else similarity)
+            )
+
+        d = dumps[name]
+        return reordered(dict(d, base=d["exact_base"]), scorer, 20, True)
+
+    grid = [
+        (k, h, g)
+        for k in ("heading", "title")
+        for h in ("minmax", "raw")
+        for g in (0.05, 0.1, 0.2, 0.3, 0.5)
+    ]
+    settings = [(f"{k} {h} {g}", partial(ranked, key=k, how=h, g=g)) for k, h, g in grid]
+    sweep(dumps, "headings, scaling, g", settings)
+
+
 def methods(with_sentences: bool, with_tokens: bool) -> list[tuple[str, Scorer | None, int, bool]]:
     """(label, scorer, depth, collapse duplicates) of every row."""
     rows: list[tuple[str, Scorer | None, int, bool]] = [("baseline (fused)", None, 20, False)]
@@ -631,6 +667,9 @@ def main() -> None:
     parser.add_argument(
         "--expansion", action="store_true", help="sweep BM25 query expansion instead"
     )
+    parser.add_argument(
+        "--headings", action="store_true", help="sweep a heading-similarity signal instead"
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     embedder = SentenceTransformerEmbedder("all-MiniLM-L6-v2")
@@ -646,7 +685,9 @@ def main() -> None:
     chosen = [run for flag, run in sweeps.items() if getattr(args, flag)]
     for run in chosen:
         run(dumps)
-    if chosen:
+    if args.headings:
+        heading_sweep(dumps, embedder)
+    if chosen or args.headings:
         return
     print(f"{'method':<36} " + " ".join(f"{n + ' R@5/MRR@10':>24}" for n in names))
     base = {n: rerank(d, None, 20, False) for n, d in dumps.items()}

@@ -16,6 +16,7 @@ import warnings
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,8 @@ LOADER_VERSIONS: dict[str, int] = {HTML: 6, PDF: 2, MARKDOWN: 2, RST: 3, TEXT: 2
 """Bumped when a loader reads the same file differently (HTML 2: inline elements in place;
 3: self-contained blocks apart; 4: the terms of one description kept together; 5: a div
 whose class names a section stands apart, permalink marks left out; 6: navigation (menus,
-tables of contents, sidebars) left out; PDF 2: paragraphs and
+tables of contents, sidebars) and listings' line numbers left out, a DocBook question and
+answer set's rows read as entries; PDF 2: paragraphs and
 headings, see `ingest.pdf`; Markdown 2: setext headings, front matter, paragraphs kept apart;
 RST 2: markup a reader never sees left out; 3: directive names in any case; text 2:
 paragraphs grouped by topic when chunked, see `ingest.chunking`), so that the next ingest
@@ -370,6 +372,16 @@ def _is_navigation(tag: Any) -> bool:
     return 2 * linked >= text
 
 
+def _is_line_numbers(text: str) -> bool:
+    """Whether a `pre` holds only a code listing's line numbers (1, 2, 3, ..., one a line):
+    the gutter gtk-doc, Pygments (`linenos="table"`) and others set beside a listing, which
+    reads "1 2 3 4 5 6 7 8 9" in the middle of the text."""
+    numbers = text.split()
+    if len(numbers) < 2 or numbers[0] != "1" or not all(n.isdigit() for n in numbers):
+        return False
+    return all(int(b) == int(a) + 1 for a, b in pairwise(numbers))
+
+
 def _load_html(path: Path, data: bytes) -> LoadedDocument:
     """Sections split at h1-h6, read in document order: inline elements (links, code, bold)
     stay inside their sentences, block elements end lines, paragraphs are separated by a blank
@@ -390,6 +402,9 @@ def _load_html(path: Path, data: bytes) -> LoadedDocument:
     for element in soup.find_all(True):
         if not element.decomposed and _is_navigation(element):
             element.decompose()
+    for block in soup.find_all("pre"):
+        if _is_line_numbers(block.get_text()):
+            block.decompose()
     for link in soup.find_all("a", href=True):
         if str(link["href"]).startswith("#") and link.get_text(strip=True) in _PERMALINKS:
             link.decompose()
@@ -430,6 +445,8 @@ XSL (`section`, `sect1`-`sect5`, `chapter`, `appendix`, `preface`, `refsect1`, .
 AsciiDoc and Asciidoctor (`sect1`-`sect5`) and Texinfo (`section-level-extent`). Such a
 div stands on its own as `section` does; a FAQ page whose question headings are gone keeps
 each answer in its section's div. Other divs are layout (wrappers, boxes) and stay blocks."""
+_QANDA_ROW = {"tr": {"question", "answer"}}
+"""The classes DocBook XSL gives the rows of a question-and-answer set's table."""
 _PARAGRAPH_BREAK = "\x00"  # a block boundary, resolved to line breaks once the text is whole
 _UNIT_BREAK = "\x02"  # the edge of a self-contained block, resolved to a chunk break
 _PRE_LINE = "\x01"  # a line break inside `pre`, kept with the indentation after it
@@ -505,13 +522,19 @@ class _HtmlSections:
                 # still ends one: descriptions side by side with no term between them (an FAQ
                 # whose questions were cut) read as one entry ran answers together (Git MRR@10
                 # 0.696 -> 0.550).
-                opens = unit or (
-                    child.name == "dt" and _sibling_tag(child.previous_siblings) != "dt"
+                # DocBook XSL renders a question-and-answer set (`qandaset`) as a table whose
+                # rows pair a `tr.question` with its `tr.answer`: the same entry, read the
+                # same way.
+                row = _QANDA_ROW.get(child.name, set()) & set(child.get("class") or ())
+                opens = (
+                    unit
+                    or "question" in row
+                    or (child.name == "dt" and _sibling_tag(child.previous_siblings) != "dt")
                 )
                 self.parts.append(_UNIT_BREAK if opens else _PARAGRAPH_BREAK)
             self.read(child)
             if block:
-                closes = unit or child.name == "dd"
+                closes = unit or child.name == "dd" or "answer" in row
                 self.parts.append(_UNIT_BREAK if closes else _PARAGRAPH_BREAK)
 
     def flush(self) -> None:

@@ -164,6 +164,28 @@ def test_terms_sharing_a_description_stay_with_it() -> None:
     ]
 
 
+def test_question_and_answer_rows_are_entries() -> None:
+    """DocBook XSL renders a question-and-answer set as a table of `tr.question` and
+    `tr.answer` rows: a question stays with its answer, and answers whose questions were cut
+    stay apart, as a definition list's entries do; other rows of a table share chunks."""
+    page = (
+        "<html><body><h1>Common Questions</h1><div class='qandaset'><table>"
+        "<tr class='qandadiv'><td colspan='2'><h5>1. General</h5></td></tr>"
+        "<tr class='question'><td>1.1.</td><td><p>How do I get started?</p></td></tr>"
+        "<tr class='answer'><td></td><td><p>Read the getting started guide.</p></td></tr>"
+        "<tr class='answer'><td></td><td><p>Use a GtkTreeView for lists.</p></td></tr>"
+        "<tr class='answer'><td></td><td><p>Use a GtkTextView for text.</p></td></tr>"
+        "</table></div><table><tr><td>GtkLabel</td><td>text</td></tr>"
+        "<tr><td>GtkImage</td><td>pictures</td></tr></table></body></html>"
+    )
+    assert _html_chunks("questions.html", page) == [
+        "1.1.\n\nHow do I get started?\n\nRead the getting started guide.",
+        "Use a GtkTreeView for lists.",
+        "Use a GtkTextView for text.",
+        "GtkLabel\n\ntext\n\nGtkImage\n\npictures",
+    ]
+
+
 # Three answers of an FAQ whose questions were left out, as plain text: nothing but blank lines
 # between paragraphs, and the answers' own words.
 _LOCKING = [

@@ -186,6 +186,22 @@ def test_html_navigation_is_not_text(tmp_path: Path) -> None:
     ]
 
 
+def test_html_listing_line_numbers_are_not_text(tmp_path: Path) -> None:
+    """gtk-doc and Pygments set a listing's line numbers in a `pre` of their own beside the
+    code: "1 2 3" read as text between a sentence and its code. Numbers that do not count
+    lines from 1 are content."""
+    path = tmp_path / "listing.html"
+    path.write_text(
+        "<html><body><h1>Basics</h1><p>Create the application:</p>"
+        "<table class='listing_frame'><tr><td class='listing_lines'><pre>1\n2\n3</pre></td>"
+        "<td class='listing_code'><pre class='programlisting'>int\nmain (void)\n{}</pre>"
+        "</td></tr></table><pre>2023\n2024</pre><pre>7</pre></body></html>",
+        encoding="utf-8",
+    )
+    (section,) = load(path).sections
+    assert section.text == "Create the application:\n\nint\nmain (void)\n{}\n\n2023\n2024\n\n7"
+
+
 def test_html_inline_elements_stay_in_their_sentences(tmp_path: Path) -> None:
     """Links, code and bold text are read where they stand (LangChain's header splitter moved
     them after their paragraph: "run or compile with . PRAGMA foreign_keys=ON"); blocks end
