@@ -16,6 +16,11 @@ def load(path: Path) -> LoadedDocument:
     return load_document(path, path.read_bytes())
 
 
+def html_sections(page: str) -> list[tuple[tuple[str, ...], str]]:
+    """An HTML page's sections as the loader reads them: (heading path, text)."""
+    return [(s.path, s.text) for s in load_document(Path("page.html"), page.encode()).sections]
+
+
 def paths_and_texts(document: LoadedDocument) -> list[tuple[tuple[str, ...], str]]:
     return [(s.path, " ".join(s.text.split())) for s in document.sections]
 
@@ -136,32 +141,28 @@ def test_html_drops_scripts_and_keeps_headings(tmp_path: Path) -> None:
     ]
 
 
-def test_html_permalink_marks_are_not_text(tmp_path: Path) -> None:
+def test_html_permalink_marks_are_not_text() -> None:
     """Sphinx and MkDocs end every heading and API entry with a link to itself (a pilcrow):
     headings and citations read "9. Classes", not "9. Classes ¶". A link whose text is a word,
     or that leads elsewhere, stays."""
-    path = tmp_path / "classes.html"
-    path.write_text(
+    page = (
         "<html><body><h1>9. Classes<a class='headerlink' href='#classes'>\u00b6</a></h1>"
         "<dl><dt>os.getcwd()<a href='#os.getcwd'> \u00b6 </a></dt><dd>The directory.</dd></dl>"
         "<h2>Scopes <a href='#scopes'>#</a></h2><p>See <a href='#scopes'>scopes</a> and "
-        "<a href='other.html'>\u00a7</a> 4.</p></body></html>",
-        encoding="utf-8",
+        "<a href='other.html'>\u00a7</a> 4.</p></body></html>"
     )
-    document = load(path)
-    assert [(s.path, s.text) for s in document.sections] == [
+    assert html_sections(page) == [
         (("9. Classes",), "os.getcwd()\n\nThe directory."),
         (("9. Classes", "Scopes"), "See scopes and \u00a7 4."),
     ]
 
 
-def test_html_navigation_is_not_text(tmp_path: Path) -> None:
+def test_html_navigation_is_not_text() -> None:
     """A site's menu, a page's table of contents, DocBook's navigation bars and ARIA's
     navigation landmark are where to go, not what the page says: left out when most of their
     text is links. A box that only carries such a name (a layout wrapper around the content,
     a reST sidebar, a GUI menu named in a sentence) stays."""
-    path = tmp_path / "select.html"
-    path.write_text(
+    page = (
         "<html><body><div class='menu mainmenu'><ul><li><a href='index.html'>Home</a>"
         "<li><a href='docs.html'>Documentation</a></ul></div>"
         "<div class='navheader'><table><tr><td><a href='prev.html'>Prev</a></td>"
@@ -173,11 +174,9 @@ def test_html_navigation_is_not_text(tmp_path: Path) -> None:
         "<div class='sidebar'><p>A <a href='note.html'>note</a> beside the text.</p></div>"
         "<p>Open <span class='guimenu'>File</span> first; see the "
         "<a href='lang.html'>syntax</a> for the rest of a query's clauses.</p>"
-        "</div></body></html>",
-        encoding="utf-8",
+        "</div></body></html>"
     )
-    document = load(path)
-    assert [(s.path, s.text) for s in document.sections] == [
+    assert html_sections(page) == [
         (
             ("SELECT",),
             "A note beside the text.\n\n"
@@ -186,20 +185,19 @@ def test_html_navigation_is_not_text(tmp_path: Path) -> None:
     ]
 
 
-def test_html_listing_line_numbers_are_not_text(tmp_path: Path) -> None:
+def test_html_listing_line_numbers_are_not_text() -> None:
     """gtk-doc and Pygments set a listing's line numbers in a `pre` of their own beside the
     code: "1 2 3" read as text between a sentence and its code. Numbers that do not count
     lines from 1 are content."""
-    path = tmp_path / "listing.html"
-    path.write_text(
+    page = (
         "<html><body><h1>Basics</h1><p>Create the application:</p>"
         "<table class='listing_frame'><tr><td class='listing_lines'><pre>1\n2\n3</pre></td>"
         "<td class='listing_code'><pre class='programlisting'>int\nmain (void)\n{}</pre>"
-        "</td></tr></table><pre>2023\n2024</pre><pre>7</pre></body></html>",
-        encoding="utf-8",
+        "</td></tr></table><pre>2023\n2024</pre><pre>7</pre></body></html>"
     )
-    (section,) = load(path).sections
-    assert section.text == "Create the application:\n\nint\nmain (void)\n{}\n\n2023\n2024\n\n7"
+    assert html_sections(page) == [
+        (("Basics",), "Create the application:\n\nint\nmain (void)\n{}\n\n2023\n2024\n\n7")
+    ]
 
 
 def test_html_inline_elements_stay_in_their_sentences(tmp_path: Path) -> None:
