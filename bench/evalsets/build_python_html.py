@@ -83,6 +83,7 @@ def cut_questions(page: BeautifulSoup, source: str, first_id: int) -> list[dict[
         heading_text(heading)
         for section in page.find_all("section")
         if (heading := section.find(HEADINGS, recursive=False)) is not None
+        and heading_text(heading).endswith("?")
     }
     for link in page.find_all("a", href=True):
         entry = link.find_parent("li")

@@ -134,7 +134,9 @@ def test_whole_pages_keep_their_navigation_but_no_question(
         assert kept in text  # the sidebar (its entries that are no question), footer, nav bar
     for gone in ("How do I find", "Is it free"):
         assert gone not in text  # a question is nowhere on the page: headings, contents, sidebar
-    assert page.find("div", class_="sphinxsidebar")
+    sidebar = page.find("div", class_="sphinxsidebar")
+    assert sidebar is not None
+    assert "General Library Questions" in sidebar.get_text()  # an entry that is no question
     assert page.find("div", class_="related")
     qa = [(tmp_path / name / "qa.json").read_text() for name in ("body", "whole")]
     assert qa[0] == qa[1]
