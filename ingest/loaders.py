@@ -382,6 +382,15 @@ def _is_line_numbers(text: str) -> bool:
     return all(int(b) == int(a) + 1 for a, b in pairwise(numbers))
 
 
+def _is_apparatus(tag: Any) -> bool:
+    """Whether an element is the page's apparatus rather than its text: navigation, a
+    listing's line numbers or a permalink mark."""
+    if tag.name == "pre" and _is_line_numbers(tag.get_text()):
+        return True
+    permalink = tag.name == "a" and str(tag.get("href", "")).startswith("#")
+    return (permalink and tag.get_text(strip=True) in _PERMALINKS) or _is_navigation(tag)
+
+
 def _load_html(path: Path, data: bytes) -> LoadedDocument:
     """Sections split at h1-h6, read in document order: inline elements (links, code, bold)
     stay inside their sentences, block elements end lines, paragraphs are separated by a blank
@@ -399,15 +408,9 @@ def _load_html(path: Path, data: bytes) -> LoadedDocument:
     page_title = soup.title.get_text(" ", strip=True) if soup.title else ""
     for element in soup(_HTML_NOISE):
         element.decompose()
-    for element in soup.find_all(True):
-        if not element.decomposed and _is_navigation(element):
+    for element in soup.find_all(True):  # parents first: a decomposed one takes its children
+        if not element.decomposed and _is_apparatus(element):
             element.decompose()
-    for block in soup.find_all("pre"):
-        if _is_line_numbers(block.get_text()):
-            block.decompose()
-    for link in soup.find_all("a", href=True):
-        if str(link["href"]).startswith("#") and link.get_text(strip=True) in _PERMALINKS:
-            link.decompose()
     if soup.head:
         soup.head.decompose()
     first_h1 = soup.find("h1")
@@ -445,8 +448,8 @@ XSL (`section`, `sect1`-`sect5`, `chapter`, `appendix`, `preface`, `refsect1`, .
 AsciiDoc and Asciidoctor (`sect1`-`sect5`) and Texinfo (`section-level-extent`). Such a
 div stands on its own as `section` does; a FAQ page whose question headings are gone keeps
 each answer in its section's div. Other divs are layout (wrappers, boxes) and stay blocks."""
-_QANDA_ROW = {"tr": {"question", "answer"}}
-"""The classes DocBook XSL gives the rows of a question-and-answer set's table."""
+_QANDA_ROWS = frozenset({"question", "answer"})
+"""The classes DocBook XSL gives the rows (`tr`) of a question-and-answer set's table."""
 _PARAGRAPH_BREAK = "\x00"  # a block boundary, resolved to line breaks once the text is whole
 _UNIT_BREAK = "\x02"  # the edge of a self-contained block, resolved to a chunk break
 _PRE_LINE = "\x01"  # a line break inside `pre`, kept with the indentation after it
@@ -525,7 +528,7 @@ class _HtmlSections:
                 # DocBook XSL renders a question-and-answer set (`qandaset`) as a table whose
                 # rows pair a `tr.question` with its `tr.answer`: the same entry, read the
                 # same way.
-                row = _QANDA_ROW.get(child.name, set()) & set(child.get("class") or ())
+                row = _QANDA_ROWS & set(child.get("class") or ()) if child.name == "tr" else set()
                 opens = (
                     unit
                     or "question" in row

@@ -79,23 +79,8 @@ def cut_questions(page: BeautifulSoup, source: str, first_id: int) -> list[dict[
     qa.json rows of its questions."""
     for contents in page.find_all(["nav", "div"], class_="contents"):
         contents.decompose()
-    questions = {
-        heading_text(heading)
-        for section in page.find_all("section")
-        if (heading := section.find(HEADINGS, recursive=False)) is not None
-        and heading_text(heading).endswith("?")
-    }
-    for link in page.find_all("a", href=True):
-        entry = link.find_parent("li")
-        named = " ".join(link.get_text(" ").split())
-        if (
-            not link.decomposed
-            and entry
-            and str(link["href"]).startswith("#")
-            and named in questions
-        ):
-            entry.decompose()
     rows = []
+    asked: set[str] = set()
     for section in page.find_all("section"):
         heading = section.find(HEADINGS, recursive=False)
         if heading is None:
@@ -104,6 +89,7 @@ def cut_questions(page: BeautifulSoup, source: str, first_id: int) -> list[dict[
         if not question.endswith("?"):
             continue
         heading.decompose()
+        asked.add(question)
         answer = BeautifulSoup(str(section), "html.parser").section
         for sub in answer.find_all("section"):  # type: ignore[union-attr]
             sub.decompose()
@@ -112,6 +98,11 @@ def cut_questions(page: BeautifulSoup, source: str, first_id: int) -> list[dict[
             continue  # "See the next question." is no answer to score against
         rows.append({"id": f"pyfaq-html-{first_id + len(rows):03d}", "question": question,
                      "answer_passage": text, "source": source})  # fmt: skip
+    for link in page.find_all("a", href=True):  # a table of contents entry naming a question
+        entry = link.find_parent("li")
+        named = " ".join(link.get_text(" ").split())
+        if not link.decomposed and entry and str(link["href"]).startswith("#") and named in asked:
+            entry.decompose()
     return rows
 
 
