@@ -3,7 +3,10 @@
 Each chunk stays inside one section, and inside one block of it: a run of two or more blank
 lines is a break its author put there (reStructuredText sources put two before each section;
 the HTML loader puts two around self-contained blocks such as blockquotes and definition-list
-entries), so no chunk spans one. The heading path ("Title > Section > Subsection") is kept
+entries), so no chunk spans one. The one exception is a subsection of a few words with no
+subsections of its own (an API function's "Parameters" and "Returns"): it is read with its
+section, joining the chunk that section's text ends with when both fit, under its own title
+and the section's heading path. The heading path ("Title > Section > Subsection") is kept
 with every chunk; it is embedded in front of the text only when `embed_headings` is set,
 because on the developers' evaluation set it made dense retrieval worse (all chunks of a page
 share a prefix).
@@ -27,7 +30,7 @@ from typing import Protocol
 
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 
-from ragtune.ingest.loaders import MARKDOWN, RST, TEXT, LoadedDocument
+from ragtune.ingest.loaders import MARKDOWN, RST, TEXT, LoadedDocument, Section
 
 HEADING_SEPARATOR = " > "
 # Where to cut, best first, per format (headings are already split off by the loaders).
@@ -43,6 +46,10 @@ _WORD = re.compile(r"\w+")
 # besides the similarity it breaks (so that a chunk is not cut where it need not be).
 _TOPIC_WINDOW = 2
 _CUT_COST = 0.1
+# A subsection smaller than this, in word pieces, with no subsections of its own, is read with
+# its section (gtk-doc's "Parameters" and "Returns" under each function: alone, "the new
+# GtkLabel" is a chunk that answers nothing).
+_SMALL_SECTION = 32
 # Bounds the work on a text of very many short paragraphs (the largest group in the
 # developers' plain-text sets has 110).
 _MOST_PARAGRAPHS = 128
@@ -103,27 +110,49 @@ class Chunker:
 
     def chunk(self, document: LoadedDocument) -> list[Chunk]:
         chunks: list[Chunk] = []
+        # The section path (as loaded) of each chunk so far, to find a small section's parent.
+        paths: list[tuple[str, ...]] = []
         separators = _SEPARATORS.get(document.file_type, _DEFAULT_SEPARATORS)
-        for section in document.sections:
+        sections = document.sections
+        for n, section in enumerate(sections):
             heading, section_path = heading_of(document.title, section.path)
             prefix = self._fit_heading(heading) if self.embed_headings else ""
             blocks = _BLANK_RUN.split(section.text) if self.split_on_blank_lines else [section.text]
             if document.file_type == TEXT:
                 budget = self._budget(prefix)
                 blocks = [g for b in blocks for g in topic_groups(b, self.counter, budget)]
-            for block in blocks:
-                for text in self._split(block, prefix, separators):
-                    chunks.append(
-                        Chunk(
-                            len(chunks),
-                            text,
-                            heading,
-                            section_path,
-                            section.page,
-                            embed_text(prefix, text),
-                        )
+            texts = [t for block in blocks for t in self._split(block, prefix, separators)]
+            if texts and chunks and _is_leaf_under(sections, n, paths[-1]):
+                whole = "\n\n".join(texts)
+                joined = self._joined(chunks[-1], section.path[-1], whole, section.page)
+                if joined is not None:
+                    chunks[-1] = joined
+                    continue
+            for text in texts:
+                chunks.append(
+                    Chunk(
+                        len(chunks),
+                        text,
+                        heading,
+                        section_path,
+                        section.page,
+                        embed_text(prefix, text),
                     )
+                )
+                paths.append(section.path)
         return chunks
+
+    def _joined(self, parent: Chunk, title: str, text: str, page: int | None) -> Chunk | None:
+        """`parent` (the last chunk of a section) with a small subsection of it that follows
+        it, under the subsection's own title: None when the subsection is not small or the
+        two do not fit one chunk."""
+        if page != parent.page or self.counter.content_tokens(text) >= _SMALL_SECTION:
+            return None
+        prefix = parent.embed_text[: len(parent.embed_text) - len(parent.text)]
+        joined = f"{parent.text}\n\n{title}\n{text}"
+        if self.counter.count_tokens([prefix + joined])[0] > self.max_tokens:
+            return None
+        return Chunk(parent.index, joined, parent.heading, parent.section, page, prefix + joined)
 
     def _fit_heading(self, heading: str) -> str:
         # A heading may take at most a quarter of the chunk; keep its innermost part.
@@ -164,6 +193,15 @@ class Chunker:
             strip_whitespace=True,
         )
         return [t for t in splitter.split_text(text) if t.strip()]
+
+
+def _is_leaf_under(sections: Sequence[Section], n: int, parent: tuple[str, ...]) -> bool:
+    """Whether section `n` is a subsection of `parent` with none of its own (the loaders give
+    sections in document order, so its subsections would follow it)."""
+    path = sections[n].path
+    if not path or path[:-1] != parent:
+        return False
+    return n + 1 == len(sections) or sections[n + 1].path[: len(path)] != path
 
 
 def topic_groups(text: str, counter: TokenCounter, budget: int) -> list[str]:

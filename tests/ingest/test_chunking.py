@@ -95,6 +95,53 @@ def test_a_very_long_heading_keeps_its_innermost_part() -> None:
     assert fake.count_tokens([heading])[0] <= 40 // 4 + 2
 
 
+def test_a_small_subsection_with_none_of_its_own_is_read_with_its_section() -> None:
+    fake = FakeEmbedder(max_tokens=100)
+    document = LoadedDocument(
+        "API",
+        "html",
+        [
+            Section(("API", "f()"), "f doubles a number."),
+            Section(("API", "f()", "Parameters"), "x\n\nthe number"),
+            Section(("API", "f()", "Returns"), "twice x"),
+            # too long to join
+            Section(("API", "g()"), "g halves a number."),
+            Section(("API", "g()", "Notes"), "note " * 60),
+            Section(("API", "g()", "Returns"), "half x"),
+            # small, but with a subsection of its own
+            Section(("API", "h()"), "h squares a number."),
+            Section(("API", "h()", "Usage"), "call it"),
+            Section(("API", "h()", "Usage", "Errors"), "none at all"),
+            # joined, the two would not fit
+            Section(("API", "k()"), "k " * 80),
+            Section(("API", "k()", "Returns"), "a number " * 10),
+            # on another page
+            Section(("API", "m()"), "m negates a number.", page=1),
+            Section(("API", "m()", "Returns"), "minus x", page=2),
+        ],
+    )
+    chunks = Chunker(fake, overlap_tokens=0).chunk(document)
+    by_section: dict[str, list[str]] = {}
+    for chunk in chunks:
+        by_section.setdefault(chunk.section, []).append(chunk.text)
+    assert by_section["f()"] == [
+        "f doubles a number.\n\nParameters\nx\n\nthe number\n\nReturns\ntwice x"
+    ]
+    joined = {"f() > Parameters", "f() > Returns", "h() > Usage > Errors"}
+    assert not joined & set(by_section)
+    assert by_section["g()"] == ["g halves a number."]
+    assert by_section["g() > Returns"] == ["half x"]
+    assert by_section["h()"] == ["h squares a number."]
+    # (its own subsection, a leaf, is read with it)
+    assert by_section["h() > Usage"] == ["call it\n\nErrors\nnone at all"]
+    assert by_section["k() > Returns"] == ["a number " * 9 + "a number"]
+    assert by_section["m() > Returns"] == ["minus x"]
+    assert [c.index for c in chunks] == list(range(len(chunks)))
+    assert all(fake.count_tokens([c.embed_text])[0] <= 100 for c in chunks)
+    (f,) = Chunker(fake, embed_headings=True).chunk(document)[:1]
+    assert f.embed_text == f"API > f()\n{f.text}"
+
+
 def _html_chunks(name: str, page: str) -> list[str]:
     """The chunks' texts of an HTML page, each block small enough to be a chunk of its own."""
     document = load_document(Path(name), page.encode())
