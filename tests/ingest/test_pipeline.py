@@ -14,13 +14,16 @@ from tests.support.fakes import FakeEmbedder, InMemoryCollection
 from tests.support.makers import encrypted_pdf_bytes, pdf_bytes, write_docx
 
 LONG = " ".join(f"sentence {n} about topic {n % 7}." for n in range(60))
+# Long enough to be a chunk of its own (a subsection of a few words joins its section's chunk).
+DETAILS = "alpha details here. " + " ".join(f"detail{n}" for n in range(40))
+CHANGED = DETAILS.replace("here", "CHANGED")
 
 
 @pytest.fixture
 def corpus(tmp_path: Path) -> Path:
     root = tmp_path / "corpus"
     (root / "sub").mkdir(parents=True)
-    (root / "a.md").write_text(f"# Alpha\n{LONG}\n## Details\nalpha details here.\n")
+    (root / "a.md").write_text(f"# Alpha\n{LONG}\n## Details\n{DETAILS}\n")
     (root / "b.rst").write_text(f"Beta\n====\n\n{LONG}\n")
     (root / "sub" / "c.txt").write_text("gamma text file with a few words.\n")
     (root / "sub" / "d.html").write_text("<h1>Delta</h1><p>delta paragraph.</p>")
@@ -57,7 +60,7 @@ def test_first_run_stores_every_format_with_metadata(
     assert sources == {"a.md", "b.rst", "c.txt", "d.html", "e.docx", "f.pdf"}
     details = [c for c in chunks if c.metadata["section"] == "Details"]
     assert [(c.text, c.metadata["title"], c.metadata["team"]) for c in details] == [
-        ("alpha details here.", "Alpha", "docs")
+        (DETAILS, "Alpha", "docs")
     ]
     assert {c.metadata["page"] for c in chunks if c.metadata["file_type"] == "pdf"} == {1, 2}
     for c in chunks:
@@ -97,15 +100,13 @@ def test_changed_file_replaces_only_what_changed(
     run(collection, embedder, corpus)
     before = chunk_state(collection)
     embedded = embedder.embedded
-    (corpus / "a.md").write_text(f"# Alpha\n{LONG}\n## Details\nalpha details CHANGED.\n")
+    (corpus / "a.md").write_text(f"# Alpha\n{LONG}\n## Details\n{CHANGED}\n")
     summary = run(collection, embedder, corpus)
     assert statuses(summary)["a.md"] == "changed"
     assert embedder.embedded - embedded == 1  # only the edited chunk
     after = chunk_state(collection)
-    assert set(before) - set(after) == {
-        i for i, (text, _) in before.items() if text == "alpha details here."
-    }
-    assert [t for t, _ in after.values() if t and "CHANGED" in t] == ["alpha details CHANGED."]
+    assert set(before) - set(after) == {i for i, (text, _) in before.items() if text == DETAILS}
+    assert [t for t, _ in after.values() if t and "CHANGED" in t] == [CHANGED]
     a_chunks = [c for c in collection.scan() if str(c.metadata["source"]).endswith("a.md")]
     assert {c.metadata["n_chunks"] for c in a_chunks} == {len(a_chunks)}
 
