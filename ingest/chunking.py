@@ -110,8 +110,8 @@ class Chunker:
 
     def chunk(self, document: LoadedDocument) -> list[Chunk]:
         chunks: list[Chunk] = []
-        # The section path (as loaded) of each chunk so far, to find a small section's parent.
-        paths: list[tuple[str, ...]] = []
+        # The section path (as loaded) of the last chunk, to find a small section's parent.
+        last_path: tuple[str, ...] | None = None
         separators = _SEPARATORS.get(document.file_type, _DEFAULT_SEPARATORS)
         sections = document.sections
         for n, section in enumerate(sections):
@@ -122,7 +122,7 @@ class Chunker:
                 budget = self._budget(prefix)
                 blocks = [g for b in blocks for g in topic_groups(b, self.counter, budget)]
             texts = [t for block in blocks for t in self._split(block, prefix, separators)]
-            if texts and chunks and _is_leaf_under(sections, n, paths[-1]):
+            if texts and last_path is not None and _is_leaf_under(sections, n, last_path):
                 whole = "\n\n".join(texts)
                 joined = self._joined(chunks[-1], section.path[-1], whole, section.page)
                 if joined is not None:
@@ -139,16 +139,16 @@ class Chunker:
                         embed_text(prefix, text),
                     )
                 )
-                paths.append(section.path)
+                last_path = section.path
         return chunks
 
     def _joined(self, parent: Chunk, title: str, text: str, page: int | None) -> Chunk | None:
         """`parent` (the last chunk of a section) with a small subsection of it that follows
-        it, under the subsection's own title: None when the subsection is not small or the
-        two do not fit one chunk."""
+        it, under the subsection's own title: None when the subsection is not small, is on
+        another page or the two do not fit one chunk."""
         if page != parent.page or self.counter.content_tokens(text) >= _SMALL_SECTION:
             return None
-        prefix = parent.embed_text[: len(parent.embed_text) - len(parent.text)]
+        prefix = parent.embed_text.removesuffix(parent.text)
         joined = f"{parent.text}\n\n{title}\n{text}"
         if self.counter.count_tokens([prefix + joined])[0] > self.max_tokens:
             return None
