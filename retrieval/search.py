@@ -71,6 +71,30 @@ def display_source(metadata: Metadata) -> str:
     return PurePath(str(metadata.get("source", ""))).name
 
 
+STAGES = ("index", "embed", "dense", "lexical", "fusion", "rerank", "texts", "neighbours")
+"""The stages of a search whose seconds `Retriever.search` reports when asked (`timings`):
+`index`, the lexical index checked against the collection (rebuilt if stale) and the fusion
+settings read; `embed`, the query vector (when not passed in); `dense` and `lexical`, each
+retriever's candidates; `fusion`, fusing and ordering them; `rerank`, the reranking stage;
+`texts`, fetching the passages kept (repeats collapsed); `neighbours`, their neighbouring
+chunks. A stage that did not run is absent."""
+
+
+class _Stages:
+    """Adds the time since the previous mark to a stage's entry of `into` (when given)."""
+
+    def __init__(self, into: dict[str, float] | None) -> None:
+        self.into = into
+        self.last = time.perf_counter()
+
+    def mark(self, stage: str) -> None:
+        if self.into is None:
+            return
+        now = time.perf_counter()
+        self.into[stage] = self.into.get(stage, 0.0) + now - self.last
+        self.last = now
+
+
 @dataclass
 class _Candidate:
     chunk_id: str
@@ -158,10 +182,15 @@ class Retriever:
         filters: SearchFilter | None = None,
         neighbours: int = 0,
         vector: Vector | None = None,
+        timings: dict[str, float] | None = None,
     ) -> list[SearchHit]:
+        """The `k` best chunks for `query` in `mode`. `timings`, when given, receives the
+        seconds each stage took (`STAGES`), added to what it holds."""
+        stages = _Stages(timings)
         filters = filters or SearchFilter()
         lexical = self.lexical()
         fusion = self.fusion()
+        stages.mark("index")
         candidates: dict[str, _Candidate] = {}
         depth = max(k, fusion.fusion_depth) if mode == SearchMode.HYBRID else k
 
@@ -170,7 +199,9 @@ class Retriever:
         if mode in (SearchMode.HYBRID, SearchMode.DENSE):
             where = None if filters.is_empty() else filters.chroma_where(lexical.rows)
             if where is not None or filters.is_empty():
-                vector = vector if vector is not None else self.embedder.embed_query(query)
+                if vector is None:
+                    vector = self.embedder.embed_query(query)
+                    stages.mark("embed")
                 for rank, (chunk_id, distance, payload) in enumerate(
                     self._dense(vector, depth, where or None, mask, mode, lexical), start=1
                 ):
@@ -178,12 +209,14 @@ class Retriever:
                     c.dense_score, c.dense_rank = 1.0 - distance, rank
                     if payload is not None:
                         c.text, c.metadata = payload
+            stages.mark("dense")
 
         if mode in (SearchMode.HYBRID, SearchMode.LEXICAL):
             for rank, lexical_hit in enumerate(lexical.search(query, depth, mask), start=1):
                 chunk_id = lexical.ids[lexical_hit.row]
                 c = candidates.setdefault(chunk_id, _Candidate(chunk_id))
                 c.lexical_score, c.lexical_rank = lexical_hit.score, rank
+            stages.mark("lexical")
 
         if mode == SearchMode.HYBRID:
             fused = fuse(
@@ -213,12 +246,15 @@ class Retriever:
             return (-c.fused, c.dense_rank or depth + 1, c.lexical_rank or depth + 1)
 
         ranked = sorted(candidates.values(), key=order)
+        stages.mark("fusion")
         if self.reranker is not None and mode == SearchMode.HYBRID and ranked:
             chosen = ranked[: max(k, fusion.rerank_depth)]
             self._fill_texts(chosen)
+            stages.mark("texts")
             scores = self.reranker.score(query, [c.text or "" for c in chosen])
             for c, score in zip(chosen, scores, strict=True):
                 c.rerank_score = score
+            stages.mark("rerank")
             chosen = self._distinct(sorted(chosen, key=lambda c: -(c.rerank_score or 0.0)), k)
         elif mode == SearchMode.HYBRID:
             chosen = self._distinct(ranked, k)
@@ -226,8 +262,10 @@ class Retriever:
             chosen = ranked[:k]
             self._fill_texts(chosen)
         hits = [self._hit(n, c, mode) for n, c in enumerate(chosen, start=1)]
+        stages.mark("texts")
         if neighbours > 0:
             hits = self._with_neighbours(hits, lexical, neighbours)
+            stages.mark("neighbours")
         return hits
 
     def _dense(

@@ -21,6 +21,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
+from ragtune.retrieval.search import STAGES
+
+RETRIEVAL_STAGES = ("query", *STAGES)
+"""The retrieval stages a chat request's timings may hold as `retrieval_<stage>` (`Routed`)."""
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
@@ -101,6 +105,14 @@ class Metrics:
             buckets=_LATENCY,
             registry=r,
         )
+        self.retrieval_stage_seconds = Histogram(
+            "ragtune_retrieval_stage_seconds",
+            "Retrieval by stage: the query built and embedded (query), then search's stages "
+            "(index, embed, dense, lexical, fusion, rerank, texts, neighbours).",
+            ["stage"],
+            buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=r,
+        )
         self.routing_seconds = Histogram(
             "ragtune_routing_seconds",
             "The route decision (retrieval done), adapter matching included.",
@@ -172,6 +184,11 @@ class Metrics:
         timings = record.timings_ms
         if "retrieval" in timings:
             self.retrieval_seconds.observe(timings["retrieval"] / 1000)
+        for stage in RETRIEVAL_STAGES:
+            if f"retrieval_{stage}" in timings:
+                self.retrieval_stage_seconds.labels(stage).observe(
+                    timings[f"retrieval_{stage}"] / 1000
+                )
         if "routing" in timings:
             self.routing_seconds.observe(timings["routing"] / 1000)
         if "first_token" in timings:

@@ -109,10 +109,12 @@ class RetrieverCache:
         collection: str | None = None,
         filters: Mapping[str, str] | None = None,
         required: bool = False,
+        timings: dict[str, float] | None = None,
     ) -> list[SearchHit]:
         """The `k` best passages for the query text (its vector already computed). A collection
         that does not exist is CollectionNotFoundError when `required` (the router says when:
-        `RouteRequest.requires_documents`), else no evidence."""
+        `RouteRequest.requires_documents`), else no evidence. `timings`: each stage's seconds
+        are added to it (`Retriever.search`)."""
         name = collection or self.settings.collection
         try:
             hits = self.get(name).search(
@@ -121,6 +123,7 @@ class RetrieverCache:
                 SearchMode(self.settings.search_mode),
                 SearchFilter.from_mapping(filters) if filters else None,
                 vector=vector,
+                timings=timings,
             )
             return [replace(hit, collection=name) for hit in hits]
         except CollectionNotFoundError:

@@ -57,7 +57,9 @@ logger = logging.getLogger("ragtune.chat")
 class Routed:
     plan: RoutePlan
     timings: dict[str, float]
-    """Seconds: "retrieval" (query embedding + search), "routing" (matching + the plan)."""
+    """Seconds: "retrieval" (query embedding + search), "routing" (matching + the plan);
+    when documents were searched, "retrieval_<stage>" for "query" (the conversation's query
+    built and embedded) and each stage of `retrieval.search.STAGES` that ran."""
     hits: tuple[SearchHit, ...] = ()
     """Every passage retrieved (the plan's evidence is those that count)."""
     matches: tuple[tuple[str, float], ...] = ()
@@ -252,6 +254,7 @@ class ChatService:
             else ()
         )
         query, queries = self._queries(request, searched)
+        stages = {"query": time.perf_counter() - started}
         hits = []
         if searched:
             hits = merge_ranked(
@@ -263,6 +266,7 @@ class ChatService:
                         collection=name,
                         filters=request.filters,
                         required=request.requires_documents,
+                        timings=stages,
                     )
                     for name in searched
                 ],
@@ -293,6 +297,10 @@ class ChatService:
             self.settings, request, hits, matches, advice, stale, model=self.route_model
         )
         timings = {"retrieval": retrieved - started, "routing": time.perf_counter() - retrieved}
+        if searched:
+            # Retrieval by stage: the conversation's query built and embedded, then each
+            # search's stages (`retrieval.search.STAGES`), summed over the collections searched.
+            timings.update({f"retrieval_{stage}": seconds for stage, seconds in stages.items()})
         texts = tuple(dict.fromkeys(queries[name].text for name in searched))
         return Routed(plan, timings, tuple(hits), tuple(matches), texts)
 

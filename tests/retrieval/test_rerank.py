@@ -60,8 +60,10 @@ def test_the_reranker_orders_the_best_fused_candidates_by_its_scores(
     staged = Retriever(collection, real_embedder, indexes, tuned, reranker=reranker)
     question = "What about cats?"
     fused = plain.search(question, depth)
-    hits = staged.search(question, 3)
+    timings: dict[str, float] = {}
+    hits = staged.search(question, 3, timings=timings)
     assert len(hits) == 3
+    assert {"fusion", "rerank", "texts"} <= set(timings)  # the stage's time, apart
     expected = reranker.score(question, [h.text for h in fused])
     best = sorted(zip(expected, (h.chunk_id for h in fused), strict=True), reverse=True)[:3]
     assert [h.chunk_id for h in hits] == [chunk_id for _, chunk_id in best]

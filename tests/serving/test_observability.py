@@ -76,6 +76,10 @@ def test_metrics_count_requests_routes_timings_and_tokens(client: TestClient) ->
     assert delta("ragtune_requests_total", route="rag", adapter="", status="200") == 2
     assert delta("ragtune_requests_total", route="none", adapter="", status="404") == 1
     assert delta("ragtune_retrieval_seconds_count") == 2
+    # ... and by stage: the query built and embedded, then search's own stages.
+    for stage in ("query", "index", "dense", "lexical", "fusion", "texts"):
+        assert delta("ragtune_retrieval_stage_seconds_count", stage=stage) == 2, stage
+    assert delta("ragtune_retrieval_stage_seconds_count", stage="rerank") == 0  # no reranker
     assert delta("ragtune_routing_seconds_count") == 2
     assert delta("ragtune_generation_seconds_count", route="rag") == 2
     assert delta("ragtune_time_to_first_token_seconds_count", route="rag") == 1
@@ -122,6 +126,9 @@ def test_request_id_is_echoed_and_logged_without_the_prompt(
     assert mine["path"] == "/v1/chat/completions"
     for timing in ("retrieval_ms", "routing_ms", "generation_ms", "duration_ms"):
         assert mine[timing] >= 0
+    stages = ("query", "dense", "lexical", "fusion")
+    assert all(mine[f"retrieval_{stage}_ms"] >= 0 for stage in stages)
+    assert sum(mine[f"retrieval_{stage}_ms"] for stage in stages) <= mine["retrieval_ms"] + 0.05
     assert mine["completion_tokens"] <= 4
     everything = "\n".join(JsonFormatter().format(r) for r in caplog.records)
     assert "zebra-canary-42" not in everything  # no prompt text
