@@ -4,6 +4,7 @@ step with every kind of write."""
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,11 +14,12 @@ import pytest
 from ragtune.ingest.documents import remove_documents
 from ragtune.ingest.pipeline import IngestService
 from ragtune.ingest.settings import IngestSettings
+from ragtune.retrieval.dense import DenseSearch
 from ragtune.retrieval.embedder import Embedder, LazyEmbedder
 from ragtune.retrieval.errors import EmbeddingModelError
 from ragtune.retrieval.filters import SearchFilter
 from ragtune.retrieval.lexical import LexicalIndex, LexicalIndexes
-from ragtune.retrieval.search import Retriever, SearchMode, join_overlapping
+from ragtune.retrieval.search import STAGES, Retriever, SearchMode, join_overlapping
 from ragtune.retrieval.settings import RetrievalSettings
 from ragtune.retrieval.store import ChunkRecord, Collection, VectorStore
 from tests.support.fakes import FakeEmbedder, spy_on_index
@@ -155,6 +157,55 @@ def test_hits_carry_both_retrievers_scores_and_ranks(
     dense = retriever.search("how many days of paid holidays", 3, SearchMode.DENSE)
     assert dense[0].lexical_rank is None
     assert dense[0].score == pytest.approx(dense[0].dense_score or 0)
+
+
+def test_a_search_reports_the_time_of_each_stage_it_ran(
+    retriever: Retriever, embedder: FakeEmbedder
+) -> None:
+    question = "how many days of paid holidays"
+    ran = {
+        SearchMode.HYBRID: {"index", "embed", "dense", "lexical", "fusion", "texts"},
+        SearchMode.DENSE: {"index", "embed", "dense", "fusion", "texts"},
+        SearchMode.LEXICAL: {"index", "lexical", "fusion", "texts"},
+    }
+    for mode, stages in ran.items():
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        hits = retriever.search(question, 3, mode, timings=timings)
+        whole = time.perf_counter() - start
+        assert set(timings) == stages, mode
+        assert set(timings) <= set(STAGES)
+        assert all(seconds >= 0 for seconds in timings.values())
+        assert sum(timings.values()) <= whole  # parts of the one search, none counted twice
+        assert hits == retriever.search(question, 3, mode)  # measuring changes nothing found
+    # A vector passed in is not embedded again; neighbours are a stage of their own.
+    timings = {}
+    vector = embedder.embed_query(question)
+    retriever.search(question, 2, vector=vector, neighbours=1, timings=timings)
+    assert "embed" not in timings
+    assert "neighbours" in timings
+    # A caller's dict adds up over several searches (a question over several collections).
+    before = dict(timings)
+    retriever.search(question, 2, vector=vector, timings=timings)
+    assert all(timings[stage] >= seconds for stage, seconds in before.items())
+    assert timings["dense"] > before["dense"]
+
+
+def test_a_process_that_searches_runs_blas_on_one_thread(
+    retriever: Retriever, collection: Collection, settings: RetrievalSettings
+) -> None:
+    """numpy's BLAS threads spun after the exact search's product and held the cores that
+    torch needed for the next query's encoding (`retrieval.dense.one_blas_thread`)."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def threads() -> list[int]:
+        return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+    assert threads()  # numpy's OpenBLAS at least is loaded
+    threadpool_limits(limits=2, user_api="blas")  # as a library loaded later starts
+    assert retriever.search("paid holidays", 1)
+    DenseSearch(collection, settings.exact_search_max_chunks)
+    assert set(threads()) == {1}
 
 
 def test_lexical_finds_a_rare_word(retriever: Retriever) -> None:
