@@ -39,6 +39,7 @@ MARKDOWN_CONVERTER = REPO / "bench" / "evalsets" / "to_markdown.py"
 TEXT_CONVERTER = REPO / "bench" / "evalsets" / "to_text.py"
 PYTHON_HTML_BUILDER = REPO / "bench" / "evalsets" / "build_python_html.py"
 GTK_BUILDER = REPO / "bench" / "evalsets" / "build_gtk_docs.py"
+FFMPEG_BUILDER = REPO / "bench" / "evalsets" / "build_ffmpeg_docs.py"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ragtune"
 EVAL = Path(os.environ.get("RAGTUNE_EVAL_CACHE") or CACHE / "evalsets")
 ABSTRACTS = REPO.parent / "shared" / "eval" / "abstract2title.jsonl"
@@ -83,6 +84,17 @@ def gtk_set(subset: str) -> Path:
     out = EVAL / f"gtk-{subset}"
     if not (out / "qa.json").is_file():
         subprocess.run([sys.executable, str(GTK_BUILDER), str(out), "--subset", subset], check=True)
+    return out
+
+
+def ffmpeg_set(subset: str) -> Path:
+    """The FFmpeg FAQ over the FFmpeg manual (makeinfo's Texinfo HTML: flat pages, headings
+    beside their paragraphs), built once and cached (bench/evalsets/build_ffmpeg_docs.py).
+    Opt-in: `--sets ffmpeg`."""
+    out = EVAL / f"ffmpeg-{subset}"
+    if not (out / "qa.json").is_file():
+        command = [sys.executable, str(FFMPEG_BUILDER), str(out), "--subset", subset]
+        subprocess.run(command, check=True)
     return out
 
 
@@ -159,6 +171,7 @@ DEV_SETS = {
     "sqlite": sqlite_set,
     "git": git_set,
     "gtk": gtk_set,
+    "ffmpeg": ffmpeg_set,
     "sqlite-pdf": sqlite_pdf_set,
     "git-pdf": git_pdf_set,
     "sqlite-md": sqlite_md_set,

@@ -10,7 +10,9 @@ The sets are of two kinds: the Python FAQ over the Python docs (reStructuredText
 AsciiDoc, `bench/evalsets/build_git_docs.py`, 20 questions), checks HTML changes on another
 generator's markup; `python-html` and `python-div` are the Python set over the HTML pages
 Sphinx wrote, with sections as `<section>` and as `<div class="section">` (the older writers'
-and DocBook's markup; `bench/evalsets/build_python_html.py`). On each, both setups index
+and DocBook's markup; `bench/evalsets/build_python_html.py`); `gtk` (DocBook, gtk-doc) and
+`ffmpeg` (Texinfo, makeinfo: pages written flat) are the FAQs of two more HTML generators'
+manuals (`bench/evalsets/build_gtk_docs.py`, `build_ffmpeg_docs.py`). On each, both setups index
 the corpus with the same embedding model and are scored on the FAQ questions by the same
 relevance rule:
 - naive: fixed 1000-character chunks with 150 overlap (LangChain's recursive splitter on the

@@ -44,12 +44,14 @@ SUFFIXES: dict[str, str] = {
 }
 
 
-LOADER_VERSIONS: dict[str, int] = {HTML: 6, PDF: 2, MARKDOWN: 2, RST: 3, TEXT: 2}
+LOADER_VERSIONS: dict[str, int] = {HTML: 7, PDF: 2, MARKDOWN: 2, RST: 3, TEXT: 2}
 """Bumped when a loader reads the same file differently (HTML 2: inline elements in place;
 3: self-contained blocks apart; 4: the terms of one description kept together; 5: a div
 whose class names a section stands apart, permalink marks left out; 6: navigation (menus,
 tables of contents, sidebars) and listings' line numbers left out, a DocBook question and
-answer set's rows read as entries; PDF 2: paragraphs and
+answer set's rows read as entries; 7: an empty named anchor before a block starts an
+entry, a term's description shares chunks with its neighbours, in-page links hidden from
+assistive technology left out; PDF 2: paragraphs and
 headings, see `ingest.pdf`; Markdown 2: setext headings, front matter, paragraphs kept apart;
 RST 2: markup a reader never sees left out; 3: directive names in any case; text 2:
 paragraphs grouped by topic when chunked, see `ingest.chunking`), so that the next ingest
@@ -384,11 +386,15 @@ def _is_line_numbers(text: str) -> bool:
 
 def _is_apparatus(tag: Any) -> bool:
     """Whether an element is the page's apparatus rather than its text: navigation, a
-    listing's line numbers or a permalink mark."""
+    listing's line numbers or a permalink mark (an in-page link whose text is a mark, or
+    that the page hides from assistive technology: makeinfo's "#" and "TOC" in every
+    heading)."""
     if tag.name == "pre" and _is_line_numbers(tag.get_text()):
         return True
     permalink = tag.name == "a" and str(tag.get("href", "")).startswith("#")
-    return (permalink and tag.get_text(strip=True) in _PERMALINKS) or _is_navigation(tag)
+    hidden = str(tag.get("aria-hidden", "")).strip().lower() == "true"
+    mark = permalink and (hidden or tag.get_text(strip=True) in _PERMALINKS)
+    return mark or _is_navigation(tag)
 
 
 def _load_html(path: Path, data: bytes) -> LoadedDocument:
@@ -431,13 +437,13 @@ _HTML_BLOCKS = frozenset(
 )  # fmt: skip
 _HTML_UNITS = frozenset({"article", "aside", "blockquote", "details", "figure", "section"})
 """Blocks that stand on their own (HTML's sectioning and self-contained content): no chunk
-reaches across their edges, as none reaches across a heading. A definition list's entry is one
-too, from its term (`dt`) to the end of its description (`dd`), so a term stays with what it
-means. Without this, a chunk of the SQLite FAQ ran from the end of one answer (a blockquote)
-into the next. Measured with bench/retrieval.py (same run, score fusion): SQLite hybrid R@5
-0.630 -> 0.889, MRR@10 0.459 -> 0.704; Git 0.850 -> 0.900, 0.593 -> 0.677; the Python set
-(reStructuredText) is not read by this loader. Every `div` holding blocks as a unit was worse
-on both (it splits layout wrappers and one-paragraph boxes: Git MRR@10 0.616)."""
+reaches across their edges, as none reaches across a heading. A description with no term
+before it (`dd`) is one too, and an empty named anchor before a block starts one
+(`_is_entry_anchor`). Without this, a chunk of the SQLite FAQ ran from the end of one answer
+(a blockquote) into the next. Measured with bench/retrieval.py (same run, score fusion):
+SQLite hybrid R@5 0.630 -> 0.889, MRR@10 0.459 -> 0.704; Git 0.850 -> 0.900, 0.593 -> 0.677;
+the Python set (reStructuredText) is not read by this loader. Every `div` holding blocks as a
+unit was worse on both (it splits layout wrappers and one-paragraph boxes: Git MRR@10 0.616)."""
 _SECTION_CLASS = re.compile(
     r"(section|chapter|appendix|preface|simplesect|refentry|refsection|(?:ref)?sect[1-5]"
     r"|[a-z]+-level-extent)"
@@ -478,6 +484,36 @@ def _sibling_tag(siblings: Any) -> str | None:
     return None
 
 
+def _is_entry_anchor(tag: Any) -> bool:
+    """Whether an element is an empty named anchor standing before a block or a heading
+    (`<a name="q5"></a><p>...`): a place the page's own table of contents or index links to,
+    so the start of an entry. makeinfo (Texinfo 6) writes pages flat, every heading a sibling
+    of its paragraphs after such an anchor, and FAQs written by hand put one before each
+    question's bold line (SQLite's): where a question is not a heading, or was cut, the anchor
+    is all that says where one answer ends. An anchor inside a sentence, one that links
+    somewhere (`href`) or one with text is no such mark."""
+    if tag.name != "a" or tag.get("href") is not None or not (tag.get("name") or tag.get("id")):
+        return False
+    if tag.get_text(strip=True):
+        return False
+    following = _sibling_tag(tag.next_siblings)
+    return following is not None and (following in _HTML_BLOCKS or following in _HTML_HEADINGS)
+
+
+def _follows_a_term(description: Any) -> bool:
+    """Whether a description (`dd`) is a term's: a `dt` comes before it in its list, with
+    only other descriptions (of the same terms) between."""
+    from bs4.element import Tag
+
+    for sibling in description.previous_siblings:
+        if isinstance(sibling, Tag):
+            if sibling.name == "dt":
+                return True
+            if sibling.name != "dd":
+                return False
+    return False
+
+
 class _HtmlSections:
     """One walk over an HTML tree in document order, cutting a section at each heading."""
 
@@ -513,31 +549,30 @@ class _HtmlSections:
             if child.name == "br":
                 self.parts.append("\n")
                 continue
+            if _is_entry_anchor(child):
+                self.parts.append(_UNIT_BREAK)
+                continue
             block = child.name in _HTML_BLOCKS
             unit = child.name in _HTML_UNITS or (
                 child.name == "div"
                 and any(_SECTION_CLASS.fullmatch(c) for c in child.get("class") or ())
             )
             if block:
-                # A definition list's entry is its terms and then their description (HTML:
-                # "one or more dt elements followed by one or more dd elements"): a term after
-                # a term shares the description, so it opens no entry of its own. Each `dd`
-                # still ends one: descriptions side by side with no term between them (an FAQ
-                # whose questions were cut) read as one entry ran answers together (Git MRR@10
-                # 0.696 -> 0.550).
+                # A description with no term before it stands on its own: descriptions side
+                # by side with no term between them (an FAQ whose questions were cut, Git's
+                # gitfaq) read as one block ran answers together (Git MRR@10 0.696 -> 0.550).
+                # A term's entries are read as paragraphs and share chunks: as units, every
+                # option of a reference came out a chunk of a few words (FFmpeg's filters:
+                # 5,182 chunks for one page, a median of 22 word pieces).
                 # DocBook XSL renders a question-and-answer set (`qandaset`) as a table whose
-                # rows pair a `tr.question` with its `tr.answer`: the same entry, read the
-                # same way.
+                # rows pair a `tr.question` with its `tr.answer`: an entry of its own.
                 row = _QANDA_ROWS & set(child.get("class") or ()) if child.name == "tr" else set()
-                opens = (
-                    unit
-                    or "question" in row
-                    or (child.name == "dt" and _sibling_tag(child.previous_siblings) != "dt")
-                )
+                alone = child.name == "dd" and not _follows_a_term(child)
+                opens = unit or alone or "question" in row
                 self.parts.append(_UNIT_BREAK if opens else _PARAGRAPH_BREAK)
             self.read(child)
             if block:
-                closes = unit or child.name == "dd" or "answer" in row
+                closes = unit or alone or "answer" in row
                 self.parts.append(_UNIT_BREAK if closes else _PARAGRAPH_BREAK)
 
     def flush(self) -> None:

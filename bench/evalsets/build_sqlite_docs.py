@@ -22,8 +22,6 @@ import re
 import sys
 from pathlib import Path
 
-from bs4 import Tag
-
 # The shared rules, beside this file (a script's own folder is on its path; the tests, which
 # load the builders by their path, get it from here).
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -45,16 +43,6 @@ QUESTION_ANCHOR = re.compile(r"^q(\d+)$")
 NUMBERED = re.compile(r"^\((\d+)\)\s*(.+)$", re.DOTALL)
 
 
-def _span(source: FaqSource, tag: Tag) -> tuple[int, int]:
-    """Source span of an element: from its start tag to the next tag after its content."""
-    last = tag
-    for node in tag.descendants:
-        last = node  # type: ignore[assignment]  # any node: only its successor matters
-    following = last.find_next()
-    end = source.offset(following) if isinstance(following, Tag) else len(source.html)
-    return source.offset(tag), end
-
-
 def parse_faq(html: str) -> Faq:
     """The questions and answers of SQLite's faq.html, and the page without its questions.
 
@@ -63,7 +51,7 @@ def parse_faq(html: str) -> Faq:
     """
     source = FaqSource(html)
     cuts = [
-        _span(source, index)
+        source.span(index)
         for index in source.soup.find_all("ol")
         if index.find("a", href=re.compile(r"^#q\d+$"))
     ]

@@ -1,7 +1,8 @@
 """What the evaluation sets built from a Debian package of HTML docs and its FAQ page share
-(build_sqlite_docs.py, build_git_docs.py): reading an answer's text and links, cutting the
-questions out of the page's source, the qa.json rows, the subsets and the build itself. Each
-builder adds only its package's names and how its FAQ page lays out questions and answers."""
+(build_sqlite_docs.py, build_git_docs.py, build_gtk_docs.py, build_ffmpeg_docs.py): reading an
+answer's text and links, cutting the questions out of the page's source, the qa.json rows, the
+subsets and the build itself. Each builder adds only its package's names and how its FAQ page
+lays out questions and answers."""
 
 from __future__ import annotations
 
@@ -90,6 +91,16 @@ class FaqSource:
         if tag.sourceline is None or tag.sourcepos is None:
             raise ValueError("the parser did not record source positions")
         return self._line_starts[tag.sourceline - 1] + tag.sourcepos
+
+    def span(self, tag: Tag) -> tuple[int, int]:
+        """Source span of an element: from its start tag to the next tag after its content
+        (the end of the page after the last)."""
+        last = tag
+        for node in tag.descendants:
+            last = node  # type: ignore[assignment]  # any node: only its successor matters
+        following = last.find_next()
+        end = self.offset(following) if isinstance(following, Tag) else len(self.html)
+        return self.offset(tag), end
 
     def without(self, cuts: Iterable[tuple[int, int]]) -> str:
         """The source with the (start, end) spans `cuts`, which do not overlap, taken out."""

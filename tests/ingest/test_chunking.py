@@ -149,14 +149,17 @@ def _html_chunks(name: str, page: str) -> list[str]:
 
 
 def test_self_contained_html_blocks_are_chunked_apart() -> None:
-    """An FAQ whose questions were cut (or never were headings): answers in blockquotes, and a
-    definition list's entries, each stay whole and alone, however short; paragraphs of plain
-    flow still share a chunk. A chunk that ran from one answer into the next matched neither."""
+    """An FAQ whose questions were cut (or never were headings): answers in blockquotes, and
+    descriptions with no term before them (a definition list whose terms were the questions),
+    each stay whole and alone, however short; paragraphs of plain flow still share a chunk,
+    and so do a list's entries that keep their terms. A chunk that ran from one answer into
+    the next matched neither."""
     page = (
         "<html><body><h1>FAQ</h1>"
         "<blockquote><p>Short answer: an INTEGER PRIMARY KEY.</p><p>Longer: see rowid.</p>"
         "</blockquote><blockquote><p>SQLite uses dynamic typing.</p></blockquote>"
         "<p>Plain one.</p><p>Plain two.</p>"
+        "<dl><dd><p>Commit with --amend.</p></dd><dd>Stash first.</dd></dl>"
         "<dl><dt>--amend</dt><dd><p>Replace the tip of the branch.</p></dd>"
         "<dt>--quiet</dt><dd>Say less.</dd></dl></body></html>"
     )
@@ -164,9 +167,62 @@ def test_self_contained_html_blocks_are_chunked_apart() -> None:
         "Short answer: an INTEGER PRIMARY KEY.\n\nLonger: see rowid.",
         "SQLite uses dynamic typing.",
         "Plain one.\n\nPlain two.",
-        "--amend\n\nReplace the tip of the branch.",
-        "--quiet\n\nSay less.",
+        "Commit with --amend.",
+        "Stash first.",
+        "--amend\n\nReplace the tip of the branch.\n\n--quiet\n\nSay less.",
     ]
+
+
+def test_a_named_anchor_before_a_block_starts_an_entry() -> None:
+    """makeinfo (Texinfo 6) writes a page flat: each heading after an empty `<a name>`, beside
+    its paragraphs. With an FAQ's question headings cut (or a question written as a bold
+    line, as SQLite's FAQ does), that anchor is all that says where an answer ends. An anchor
+    inside a sentence, a link, or an anchor with text is no such mark."""
+    page = (
+        "<html><body><h1>FFmpeg FAQ</h1><div class='container'>"
+        "<h2>1 Usage<span class='pull-right'><a href='#Usage' aria-hidden='true'>#</a> "
+        "<a href='#toc-Usage' aria-hidden='true'>TOC</a></span></h2>"
+        "<a name='Join'></a>\n<p>Use the concat demuxer.</p><p>Or the concat filter.</p>"
+        "<a name='Stdin'></a><p>Name the file <code>-</code>.</p>"
+        "<p>A <a name='inline'></a>mark mid-sentence, <a href='#Join'>a link</a> and "
+        "<a id='named'>a named phrase</a> stay in place.</p>"
+        "<a id='Symbols'></a><ul><li>Build the _g binaries.</li></ul>"
+        "<a name='Colors'></a><h3>1.1 Colors</h3><p>See the color syntax.</p>"
+        "</div></body></html>"
+    )
+    document = load_document(Path("faq.html"), page.encode())
+    assert [s.path for s in document.sections] == [
+        ("FFmpeg FAQ", "1 Usage"),
+        ("FFmpeg FAQ", "1 Usage", "1.1 Colors"),
+    ]
+    assert _html_chunks("faq.html", page) == [
+        "Use the concat demuxer.\n\nOr the concat filter.",
+        "Name the file -.\n\nA mark mid-sentence, a link and a named phrase stay in place.",
+        # A subsection this small is read with its section (see the chunker).
+        "Build the _g binaries.\n\n1.1 Colors\nSee the color syntax.",
+    ]
+
+
+def test_a_reference_of_short_options_is_not_a_chunk_per_option() -> None:
+    """A reference lists each option as a term and its description: read as units, every
+    option was a chunk of a few words ("auto", "Auto pick the format."), and FFmpeg's filters
+    page came out in thousands of them. A term's entries now share chunks up to the budget,
+    and with the chunker's overlap a description cut from its term still starts with it."""
+    options = "".join(
+        f"<dt>opt{n}</dt><dd><p>Set the {n} value of the filter, from 0 to {n}0.</p></dd>"
+        for n in range(12)
+    )
+    page = f"<html><body><h1>afir</h1><p>The filter accepts these options:</p><dl>{options}</dl>"
+    document = load_document(Path("filters.html"), page.encode())
+    chunks = [
+        c.text for c in Chunker(FakeEmbedder(max_tokens=60), overlap_tokens=4).chunk(document)
+    ]
+    assert 2 <= len(chunks) <= 4  # twelve options of ten words, about fifty words a chunk
+    assert chunks[0].startswith("The filter accepts these options:\n\nopt0\n\nSet the 0 value")
+    for chunk in chunks:
+        for n in range(12):
+            if f"Set the {n} value" in chunk:
+                assert f"opt{n}\n\nSet the {n} value" in chunk
 
 
 def test_sections_written_as_divs_stand_on_their_own() -> None:
@@ -205,9 +261,7 @@ def test_terms_sharing_a_description_stay_with_it() -> None:
         "<dt>-q</dt>Quiet.</dl></body></html>"
     )
     assert _html_chunks("options.html", page) == [
-        "-d\n\n--delete\n\nDelete a branch.",
-        "-D\n\nShortcut for --delete --force.",
-        "-q\n\nQuiet.",
+        "-d\n\n--delete\n\nDelete a branch.\n\n-D\n\nShortcut for --delete --force.\n\n-q\n\nQuiet."
     ]
 
 

@@ -157,6 +157,22 @@ def test_html_permalink_marks_are_not_text() -> None:
     ]
 
 
+def test_html_links_hidden_from_assistive_technology_are_not_text() -> None:
+    """makeinfo's FFmpeg template ends every heading with two in-page links the page hides
+    from screen readers, "#" and "TOC": headings read "3 Usage", not "3 Usage TOC". A hidden
+    link that leads to another page, and a visible in-page link, stay."""
+    page = (
+        "<html><body><h1>FAQ</h1><h2>3 Usage<span class='pull-right'>"
+        "<a class='anchor' href='#Usage' aria-hidden='true'>#</a> "
+        "<a class='anchor' href='#toc-Usage' aria-hidden='TRUE'>TOC</a></span></h2>"
+        "<p>Read <a href='#toc-Usage'>the contents</a> or "
+        "<a href='other.html' aria-hidden='true'>the manual</a>.</p></body></html>"
+    )
+    assert html_sections(page) == [
+        (("FAQ", "3 Usage"), "Read the contents or the manual."),
+    ]
+
+
 def test_html_navigation_is_not_text() -> None:
     """A site's menu, a page's table of contents, DocBook's navigation bars and ARIA's
     navigation landmark are where to go, not what the page says: left out when most of their
