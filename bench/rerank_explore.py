@@ -11,8 +11,10 @@ as search takes them), every chunk's vector, text and metadata, BM25 scores of e
 the relevance labels are dumped to DIR/<set>.pkl. Every method then reorders the best `N` fused
 candidates of the same dump, so each row is against the baseline of the same run (the fusion
 of `retrieval.fusion` with the shipped weights, replayed). Knobs are the same for all sets; a
-small sweep of each shows a plateau or a spike. `--max-sentence` also embeds every sentence of
-the candidates, `--late-interaction` every candidate's tokens (minutes on a CPU each).
+small sweep of each shows a plateau or a spike. The query-term coverage and proximity rows
+set repeated texts aside as search does: compare them with the "collapse exact duplicates"
+row. `--max-sentence` also embeds every sentence of the candidates, `--late-interaction`
+every candidate's tokens (minutes on a CPU each).
 `--bm25` replays search itself with BM25's parameters (k1, b) swept instead of the methods,
 `--scaling` with other ways to scale each retriever's scores before fusion, `--expansion` with
 BM25's query expanded from the first hits (pseudo-relevance feedback), `--headings` with a
@@ -29,6 +31,7 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
 from functools import partial
+from itertools import combinations, pairwise
 from pathlib import Path
 from typing import Any
 
@@ -305,6 +308,61 @@ def late_interaction(d: Dump, qi: int, cands: list[Candidate], g: float) -> np.n
     q = d["query_tokens"][qi]
     best = np.array([float((q @ d["tokens"][r].T).max(1).mean()) for r in rows_of(cands)])
     return np.asarray(fused(cands) + g * minmax(best))
+
+
+def query_terms(d: Dump) -> tuple[list[list[str]], dict[str, float]]:
+    """Each question's word stems as BM25 reads them (in order, once each) and every stem's
+    inverse document frequency over the dump's chunks (BM25's, +1 inside the log)."""
+    if "idf" not in d:
+        stems = stems_of(d)
+        df = Counter(t for chunk in stems for t in set(chunk))
+        n = len(stems)
+        d["idf"] = {t: float(np.log(1 + (n - c + 0.5) / (c + 0.5))) for t, c in df.items()}
+        questions = LexicalIndex._tokenize(d["questions"], _stemmer())
+        d["qstems"] = [list(dict.fromkeys(q)) for q in questions]
+    return d["qstems"], d["idf"]
+
+
+def positions(d: Dump, row: int) -> dict[str, list[int]]:
+    """Where each stem occurs in a chunk's stems (cached per dump)."""
+    cache = d.setdefault("positions", {})
+    if row not in cache:
+        where: dict[str, list[int]] = {}
+        for i, stem in enumerate(stems_of(d)[row]):
+            where.setdefault(stem, []).append(i)
+        cache[row] = where
+    return dict(cache[row])
+
+
+def coverage(d: Dump, qi: int, cands: list[Candidate], g: float) -> np.ndarray:
+    """+ g * the share of the question's stems (weighted by idf) that the chunk holds at all."""
+    questions, idf = query_terms(d)
+    total = sum(idf.get(t, 0.0) for t in questions[qi]) or 1.0
+    held = [
+        sum(idf.get(t, 0.0) for t in questions[qi] if t in positions(d, r)) / total
+        for r in rows_of(cands)
+    ]
+    return np.asarray(fused(cands) + g * np.array(held))
+
+
+def proximity(d: Dump, qi: int, cands: list[Candidate], g: float, adjacent: bool) -> np.ndarray:
+    """+ g * term proximity (BM25TP's pair score: idf_a * idf_b / distance^2 for each pair of
+    the question's stems, at their closest in the chunk; `adjacent`: only pairs next to each
+    other in the question), divided by the best candidate's."""
+    questions, idf = query_terms(d)
+    q = questions[qi]
+    pairs = list(pairwise(q)) if adjacent else list(combinations(q, 2))
+    total = sum(idf.get(a, 0.0) * idf.get(b, 0.0) for a, b in pairs) or 1.0
+    scores = []
+    for r in rows_of(cands):
+        where, score = positions(d, r), 0.0
+        for a, b in pairs:
+            if a in where and b in where:
+                gap = int(np.abs(np.subtract.outer(where[a], where[b])).min())
+                score += idf[a] * idf[b] / max(gap, 1) ** 2
+        scores.append(score / total)
+    close = np.array(scores)
+    return np.asarray(fused(cands) + g * (close / close.max() if close.max() > 0 else close))
 
 
 def reordered(d: Dump, scorer: Scorer | None, depth: int, collapse: bool) -> list[list[int]]:
@@ -596,6 +654,12 @@ def methods(with_sentences: bool, with_tokens: bool) -> list[tuple[str, Scorer |
         rows.append((f"z-score fusion lw={lw}", partial(z_fusion, lw=lw), 60, False))
     for lam in (0.1, 0.2, 0.3, 0.5):
         rows.append((f"mmr lambda={lam}", partial(mmr, lam=lam), 20, False))
+    for g in (0.05, 0.1, 0.2, 0.3, 0.5):
+        rows.append((f"query-term coverage g={g}", partial(coverage, g=g), 20, True))
+    for adjacent, label in ((False, "all pairs"), (True, "adjacent pairs")):
+        for g in (0.05, 0.1, 0.2, 0.3, 0.5):
+            row = (f"proximity {label} g={g}", partial(proximity, g=g, adjacent=adjacent), 20, True)
+            rows.append(row)
     for g in (0.2, 0.5, 1.0) if with_sentences else ():
         rows.append((f"max sentence g={g}", partial(max_sentence, g=g), 20, False))
     for g in (0.1, 0.2, 0.3, 0.5, 1.0) if with_tokens else ():
