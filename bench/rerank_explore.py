@@ -154,12 +154,17 @@ def baseline(
 def scaled(scores: np.ndarray, how: str) -> np.ndarray:
     """One retriever's candidate scores (best first) brought to a common range: `minmax` (what
     search does to cosine similarities), `best` (divided by the best: search's BM25), `raw`,
-    or `topN` (min-max over the best N, anything lower 0)."""
+    `topN` (min-max over the best N, anything lower 0) or `floorN` (the Nth best subtracted,
+    then divided by the best, anything lower 0: a list whose best stands far above its Nth
+    counts more than a flat one)."""
     if scores.size == 0 or how == "raw":
         return scores
     top = scores.max()
     if how == "best":
         return scores / top if top > 0 else np.zeros_like(scores)
+    if how.startswith("floor"):
+        floor = scores[min(int(how[5:]), scores.size) - 1]
+        return np.clip((scores - floor) / top, 0, None) if top > 0 else np.zeros_like(scores)
     low = scores.min() if how == "minmax" else scores[min(int(how[3:]), scores.size) - 1]
     return np.clip((scores - low) / (top - low), 0, None) if top > low else np.ones_like(scores)
 
@@ -324,14 +329,14 @@ def query_terms(d: Dump) -> tuple[list[list[str]], dict[str, float]]:
 
 
 def positions(d: Dump, row: int) -> dict[str, list[int]]:
-    """Where each stem occurs in a chunk's stems (cached per dump)."""
+    """Where each stem occurs in a chunk's stems (cached per dump; read it, do not change it)."""
     cache = d.setdefault("positions", {})
     if row not in cache:
         where: dict[str, list[int]] = {}
         for i, stem in enumerate(stems_of(d)[row]):
             where.setdefault(stem, []).append(i)
         cache[row] = where
-    return dict(cache[row])
+    return cache[row]
 
 
 def coverage(d: Dump, qi: int, cands: list[Candidate], g: float) -> np.ndarray:
@@ -339,8 +344,8 @@ def coverage(d: Dump, qi: int, cands: list[Candidate], g: float) -> np.ndarray:
     questions, idf = query_terms(d)
     total = sum(idf.get(t, 0.0) for t in questions[qi]) or 1.0
     held = [
-        sum(idf.get(t, 0.0) for t in questions[qi] if t in positions(d, r)) / total
-        for r in rows_of(cands)
+        sum(idf.get(t, 0.0) for t in questions[qi] if t in where) / total
+        for where in (positions(d, r) for r in rows_of(cands))
     ]
     return np.asarray(fused(cands) + g * np.array(held))
 
@@ -490,6 +495,7 @@ def scaling_sweep(dumps: dict[str, Dump]) -> None:
     pairs += [("top20", "top20"), ("minmax", "top20")]
     grid = [(d, lex, w) for d, lex in pairs for w in (0.4, 0.5, 0.6, 0.7, 0.8)]
     grid += [(d, "best", w) for d in ("best", "raw") for w in (0.1, 0.15, 0.2, 0.3)]
+    grid += [("minmax", f"floor{n}", w) for n in (10, 20, 30, 50) for w in (0.8, 1.0, 1.2)]
     settings = [
         (f"{d} / {lex}, {w}", partial(ranked, dense=d, lexical=lex, weight=w)) for d, lex, w in grid
     ]

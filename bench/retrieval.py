@@ -2,7 +2,7 @@
 both developers' sets.
 
     .venv/bin/python bench/retrieval.py [--subset small|full] [--sets python,sqlite[,git]]
-        [--calibrate] [--tune-embedder]
+        [--calibrate] [--tune-embedder [--tuned-weights 0.2,0.4]]
 
 The sets are of two kinds: the Python FAQ over the Python docs (reStructuredText,
 `../shared/eval/`) and the SQLite FAQ over the SQLite docs (HTML,
@@ -37,6 +37,7 @@ import hashlib
 import os
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 # The repository root goes first on the path, not bench/ (whose ingest.py would otherwise
@@ -157,12 +158,14 @@ def score_set(
     embedder: SentenceTransformerEmbedder,
     calibrated: bool = False,
     tuned: bool = False,
+    tuned_weights: Sequence[float] = (),
 ) -> dict[str, RetrievalReport]:
     """Both setups indexed and scored on one set: {setup: RetrievalReport}; with `calibrated`,
     ragtune's collection also calibrated by `ragtune tune retrieval`'s procedure and scored
     with its own fusion ("ragtune-cal"); with `tuned`, re-embedded with a model tuned on its
     chunks by `ragtune tune embedder`'s procedure (default options, adopted whatever it
-    measures) and scored with the shipped fusion ("ragtune-emb")."""
+    measures) and scored with the shipped fusion ("ragtune-emb"), and with each BM25 weight of
+    `tuned_weights` ("ragtune-emb@W")."""
     reports: dict[str, RetrievalReport] = {}
     with tempfile.TemporaryDirectory() as tmp:
         settings = RetrievalSettings(data_dir=Path(tmp))
@@ -208,11 +211,17 @@ def score_set(
                     f"{trial.before.mrr:.3f} -> {trial.after.mrr:.3f}"
                 )
                 adopted = store.collection("ragtune", embedder.model_id)
+                tuned_embedder = collection_embedder(adopted, settings)
                 reports["ragtune-emb"] = run_modes(
-                    Retriever(adopted, collection_embedder(adopted, settings), indexes, settings),
-                    adopted,
-                    data / "qa.json",
+                    Retriever(adopted, tuned_embedder, indexes, settings), adopted, data / "qa.json"
                 )
+                for weight in tuned_weights:
+                    weighted = settings.model_copy(update={"lexical_weight": weight})
+                    reports[f"ragtune-emb@{weight:g}"] = run_modes(
+                        Retriever(adopted, tuned_embedder, indexes, weighted),
+                        adopted,
+                        data / "qa.json",
+                    )
     return reports
 
 
@@ -226,7 +235,9 @@ def print_set(name: str, subset: str, reports: dict[str, RetrievalReport]) -> No
             values = " ".join(f"{mode.metrics[m]:9.3f}" for m in METRICS)
             print(f"{setup:<11} {mode.mode:<8} {report.chunks:>6} {values}")
     by = {(s, m.mode): m.metrics for s, r in reports.items() for m in r.modes}
-    for setup, label in (("ragtune-cal", "calibrated"), ("ragtune-emb", "tuned embedder")):
+    variants = [("ragtune-cal", "calibrated"), ("ragtune-emb", "tuned embedder")]
+    variants += [(s, f"tuned embedder, BM25 {s[12:]}") for s in reports if s[:12] == "ragtune-emb@"]
+    for setup, label in variants:
         for metric in ("recall@5", "mrr@10") if setup in reports else ():
             change = by[setup, "hybrid"][metric] - by["ragtune", "hybrid"][metric]
             print(f"{label} - default hybrid {metric}: {change:+.3f}")
@@ -295,13 +306,24 @@ def main() -> None:
         action="store_true",
         help="also score ragtune re-embedded with a model tuned on it (ragtune tune embedder)",
     )
+    parser.add_argument(
+        "--tuned-weights",
+        type=lambda text: [float(w) for w in text.split(",") if w.strip()],
+        default=[],
+        help="with --tune-embedder, also score the tuned collection at these BM25 weights "
+        "(comma-separated; the shipped fusion's otherwise)",
+    )
     args = parser.parse_args()
+    if args.tuned_weights and not args.tune_embedder:
+        parser.error("--tuned-weights needs --tune-embedder")
     names = chosen_sets(parser, args)
     embedder = SentenceTransformerEmbedder("all-MiniLM-L6-v2")
     for name in names:
         data = DEV_SETS[name](args.subset)
         print_set(
-            name, args.subset, score_set(name, data, embedder, args.calibrate, args.tune_embedder)
+            name,
+            args.subset,
+            score_set(name, data, embedder, args.calibrate, args.tune_embedder, args.tuned_weights),
         )
 
 
