@@ -229,14 +229,19 @@ def print_set(name: str, subset: str, reports: dict[str, RetrievalReport]) -> No
     first = reports["ragtune"]
     asked = first.questions
     print(f"{name} {subset}: {asked} questions; ceiling {first.ceiling}/{asked}")
-    print(f"{'setup':<11} {'mode':<8} {'chunks':>6} " + " ".join(f"{m:>9}" for m in METRICS))
+    width = max(11, *(len(setup) for setup in reports))
+    print(f"{'setup':<{width}} {'mode':<8} {'chunks':>6} " + " ".join(f"{m:>9}" for m in METRICS))
     for setup, report in reports.items():
         for mode in report.modes:
             values = " ".join(f"{mode.metrics[m]:9.3f}" for m in METRICS)
-            print(f"{setup:<11} {mode.mode:<8} {report.chunks:>6} {values}")
+            print(f"{setup:<{width}} {mode.mode:<8} {report.chunks:>6} {values}")
     by = {(s, m.mode): m.metrics for s, r in reports.items() for m in r.modes}
     variants = [("ragtune-cal", "calibrated"), ("ragtune-emb", "tuned embedder")]
-    variants += [(s, f"tuned embedder, BM25 {s[12:]}") for s in reports if s[:12] == "ragtune-emb@"]
+    variants += [
+        (setup, f"tuned embedder, BM25 {setup.removeprefix('ragtune-emb@')}")
+        for setup in reports
+        if setup.startswith("ragtune-emb@")
+    ]
     for setup, label in variants:
         for metric in ("recall@5", "mrr@10") if setup in reports else ():
             change = by[setup, "hybrid"][metric] - by["ragtune", "hybrid"][metric]
@@ -293,6 +298,19 @@ def paired_line(
     )
 
 
+def bm25_weights(text: str) -> list[float]:
+    """`--tuned-weights`: comma-separated BM25 weights, each a number >= 0."""
+    try:
+        weights = [float(w) for w in text.split(",") if w.strip()]
+    except ValueError:
+        weights = []
+    if not weights or any(not 0 <= w < float("inf") for w in weights):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give BM25 weights as numbers >= 0, comma-separated (e.g. 0.2,0.4)"
+        )
+    return weights
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_set_options(parser)
@@ -308,7 +326,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--tuned-weights",
-        type=lambda text: [float(w) for w in text.split(",") if w.strip()],
+        type=bm25_weights,
         default=[],
         help="with --tune-embedder, also score the tuned collection at these BM25 weights "
         "(comma-separated; the shipped fusion's otherwise)",
