@@ -123,11 +123,16 @@ def naive_texts(path: Path) -> list[str]:
     return [BeautifulSoup(raw, "html.parser").get_text("\n")]
 
 
-def run_modes(retriever: Retriever, collection: Collection, qa_path: Path) -> RetrievalReport:
+def run_modes(
+    retriever: Retriever,
+    collection: Collection,
+    qa_path: Path,
+    modes: Sequence[SearchMode] = tuple(SearchMode),
+) -> RetrievalReport:
     def searcher(mode: SearchMode):  # type: ignore[no-untyped-def]
         return lambda question, depth: retriever.search(question, depth, mode)
 
-    searches: list[tuple[str, object]] = [(m.value, searcher(m)) for m in SearchMode]
+    searches: list[tuple[str, object]] = [(m.value, searcher(m)) for m in modes]
     return evaluate(collection, load_qa(qa_path), searches)  # type: ignore[arg-type]
 
 
@@ -164,8 +169,9 @@ def score_set(
     ragtune's collection also calibrated by `ragtune tune retrieval`'s procedure and scored
     with its own fusion ("ragtune-cal"); with `tuned`, re-embedded with a model tuned on its
     chunks by `ragtune tune embedder`'s procedure (default options, adopted whatever it
-    measures) and scored with the shipped fusion ("ragtune-emb"), and with each BM25 weight of
-    `tuned_weights` ("ragtune-emb@W")."""
+    measures) and scored as searches of it run, BM25 weighed by `tuned_lexical_weight`
+    ("ragtune-emb"), and its hybrid search with each BM25 weight of `tuned_weights`
+    ("ragtune-emb@W")."""
     reports: dict[str, RetrievalReport] = {}
     with tempfile.TemporaryDirectory() as tmp:
         settings = RetrievalSettings(data_dir=Path(tmp))
@@ -221,6 +227,7 @@ def score_set(
                         Retriever(adopted, tuned_embedder, indexes, weighted),
                         adopted,
                         data / "qa.json",
+                        (SearchMode.HYBRID,),  # dense and lexical do not depend on the weight
                     )
     return reports
 

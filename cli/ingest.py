@@ -23,9 +23,10 @@ from ragtune.ingest.counters import record_run
 from ragtune.ingest.documents import list_documents, remove_documents
 from ragtune.ingest.pipeline import FileResult, FileStatus, IngestService, IngestSummary, parse_meta
 from ragtune.retrieval.calibration import Calibration, stored_calibration
-from ragtune.retrieval.embedder import collection_embedder, model_id_for
+from ragtune.retrieval.embedder import TUNED_PREFIX, collection_embedder, model_id_for
 from ragtune.retrieval.errors import CollectionNotFoundError
 from ragtune.retrieval.lexical import LexicalIndexes
+from ragtune.retrieval.settings import RetrievalSettings
 from ragtune.retrieval.store import Collection, EmptyCollection, open_store
 
 stdout = Console()
@@ -162,12 +163,13 @@ def docs_list(
         target = store.collection(settings.collection, model_id_for(settings.embedding_model))
         documents = list_documents(target)
         calibration = stored_calibration(target)
+        embedding_model = target.embedding_model
     if as_json:
         stdout.print_json(json.dumps([asdict(d) for d in documents]))
         return
     table = Table(
         title=f"{len(documents)} documents in {settings.collection!r}",
-        caption=_fusion_caption(calibration),
+        caption=_fusion_caption(calibration, embedding_model, settings),
     )
     for column in ("source", "title", "type", "chunks", "ingested", "meta"):
         table.add_column(column, overflow="fold")
@@ -177,7 +179,14 @@ def docs_list(
     stdout.print(table)
 
 
-def _fusion_caption(calibration: Calibration | None) -> str:
+def _fusion_caption(
+    calibration: Calibration | None, embedding_model: str, settings: RetrievalSettings
+) -> str:
+    if calibration is None and embedding_model.startswith(TUNED_PREFIX):
+        return (
+            f"search fusion: shipped defaults for a tuned embedder, BM25 weight "
+            f"{settings.tuned_lexical_weight} (calibrate: ragtune tune retrieval)"
+        )
     if calibration is None:
         return "search fusion: shipped defaults (calibrate: ragtune tune retrieval)"
     return (

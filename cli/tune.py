@@ -181,10 +181,12 @@ def tune_embedder(
             )
         adopted = not dry_run and (trial.better or force)
         settle(store, target, trial, adopted, indexes, settings)
-    _report(target.name, trial, adopted, dry_run, as_json)
+    _report(target.name, trial, adopted, dry_run, as_json, settings.tuned_lexical_weight)
 
 
-def _report(name: str, trial: Trial, adopted: bool, dry_run: bool, as_json: bool) -> None:
+def _report(
+    name: str, trial: Trial, adopted: bool, dry_run: bool, as_json: bool, bm25_weight: float
+) -> None:
     old, new = trial.scores
     before, after, dev, training = trial.before, trial.after, trial.dev, trial.training
     if as_json:
@@ -222,8 +224,9 @@ def _report(name: str, trial: Trial, adopted: bool, dry_run: bool, as_json: bool
     if adopted:
         stdout.print(f"adopted: {name!r} is now embedded with {trial.model_id}")
         stdout.print(
-            "its fusion calibration (if any) was measured with the old vectors and was "
-            f"dropped: ragtune tune retrieval --collection {name}"
+            f"its searches weigh BM25 {bm25_weight} beside the tuned model "
+            "(tuned_lexical_weight; a fusion setting you give wins); a fusion calibration, if "
+            "any, was measured with the old vectors and was dropped"
         )
     elif dry_run:
         stdout.print("[dry run: nothing changed]")

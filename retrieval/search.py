@@ -17,7 +17,7 @@ import numpy.typing as npt
 
 from ragtune.retrieval.calibration import stored_calibration
 from ragtune.retrieval.dense import DenseSearch
-from ragtune.retrieval.embedder import Embedder, Vector
+from ragtune.retrieval.embedder import TUNED_PREFIX, Embedder, Vector
 from ragtune.retrieval.filters import SearchFilter
 from ragtune.retrieval.fusion import fuse
 from ragtune.retrieval.lexical import LexicalIndex, LexicalIndexes
@@ -136,9 +136,10 @@ class Retriever:
 
     def fusion(self) -> RetrievalSettings:
         """The settings fusion runs with: the collection's calibration (`ragtune tune
-        retrieval`) over the shipped defaults; a fusion setting given explicitly (argument,
-        environment, config file) wins over both. RetrievalError when the stored calibration
-        came from another embedding model."""
+        retrieval`) over the shipped defaults, whose BM25 weight is `tuned_lexical_weight` for a
+        collection embedded with a tuned model (`ragtune tune embedder`); a fusion setting given
+        explicitly (argument, environment, config file) wins over all. RetrievalError when the
+        stored calibration came from another embedding model."""
         if self._fusion is None:
             self._fusion = self._read_fusion()
         return self._fusion[0]
@@ -147,13 +148,16 @@ class Retriever:
         calibration = stored_calibration(self.collection)  # checked even when not used
         if FUSION_KEYS & self.settings.model_fields_set:
             return self.settings, "settings"
-        if calibration is None:
-            return self.settings, "defaults"
-        return calibration.apply(self.settings), "calibration"
+        if calibration is not None:
+            return calibration.apply(self.settings), "calibration"
+        if self.collection.embedding_model.startswith(TUNED_PREFIX):
+            weight = self.settings.tuned_lexical_weight
+            return self.settings.model_copy(update={"lexical_weight": weight}), "tuned defaults"
+        return self.settings, "defaults"
 
     def fusion_summary(self) -> dict[str, object]:
-        """The fusion in force and where it came from (`calibration`, `settings` or
-        `defaults`), for `search --json` and the like."""
+        """The fusion in force and where it came from (`calibration`, `settings`, `tuned
+        defaults` or `defaults`), for `search --json` and the like."""
         settings, source = self._fusion or self._read_fusion()
         return {
             "method": settings.fusion,

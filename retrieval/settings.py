@@ -80,6 +80,13 @@ class RetrievalSettings(RagtuneSettings):
     """BM25's weight beside the dense retriever's. Measured on both developers' sets
     (bench/retrieval.py): with score fusion every weight from 0.4 to 1.0 beat RRF on both;
     0.6 is the middle. (RRF was tuned on the Python set alone, with 0.3 and rrf_k 10.)"""
+    tuned_lexical_weight: float = 0.3
+    """BM25's weight, in place of `lexical_weight`, for a collection embedded with a model tuned
+    on it (`ragtune tune embedder`) and not calibrated since: the tuned dense ranking is the
+    stronger one, and at the shipped 0.6 BM25 pulled hybrid MRR@10 below the untuned
+    collection's on two of five developers' sets; at 0.2, 0.3 and 0.4 it was above on all five
+    (README, "Tuning the embedder"). A fusion setting given explicitly (`fusion`,
+    `dense_weight`, `lexical_weight`, `rrf_k`) wins over it, as it does over a calibration."""
     fusion_depth: int = 50
     """Candidates taken from each retriever before fusion."""
     reranker: str | None = None
@@ -111,6 +118,13 @@ class RetrievalSettings(RagtuneSettings):
     def _positive(cls, value: int) -> int:
         if value < 1:
             raise ValueError("must be at least 1")
+        return value
+
+    @field_validator("dense_weight", "lexical_weight", "tuned_lexical_weight")
+    @classmethod
+    def _weight(cls, value: float) -> float:
+        if not 0 <= value < float("inf"):
+            raise ValueError("must be a number >= 0")
         return value
 
     @field_validator("exact_search_max_chunks")

@@ -60,6 +60,11 @@ def test_tune_embedder_adopts_a_tuned_model_every_reader_follows(
     hits = ragtune_json("search", "Why is Python slow?", "-c", "faq-docs", data_dir=data_dir)
     assert hits
     assert all(hit["metadata"]["embedding_model"] == new_model for hit in hits)
+    defaults = RetrievalSettings()
+    assert hits[0]["fusion"]["from"] == "tuned defaults"  # BM25 weighs less beside it
+    assert hits[0]["fusion"]["lexical_weight"] == defaults.tuned_lexical_weight
+    listed = ragtune("docs", "list", "-c", "faq-docs", data_dir=data_dir)
+    assert "defaults for a tuned embedder" in " ".join(listed.stdout.split())
     extra = tmp_path / "extra"
     extra.mkdir()
     (extra / "llamas.md").write_text("# Llamas\nLlamas grow wool that is spun into yarn.\n")
@@ -85,6 +90,9 @@ def test_tune_embedder_adopts_a_tuned_model_every_reader_follows(
     assert model_after == model
     assert set(chunks) <= set(chunks_after)
     assert not folder.exists()
+    hits = ragtune_json("search", "Why is Python slow?", "-c", "faq-docs", data_dir=data_dir)
+    assert hits[0]["fusion"]["from"] == "defaults"
+    assert hits[0]["fusion"]["lexical_weight"] == defaults.lexical_weight
     again = ragtune_json("tune", "embedder", "-c", "faq-docs", "--revert", data_dir=data_dir)
     assert again["reverted"] is False
 

@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from ragtune.ingest.pipeline import IngestService
 from ragtune.ingest.settings import IngestSettings
@@ -21,6 +22,7 @@ from ragtune.retrieval.calibration import (
     store_calibration,
     stored_calibration,
 )
+from ragtune.retrieval.embedder import TUNED_PREFIX
 from ragtune.retrieval.errors import RetrievalError
 from ragtune.retrieval.fusion import fuse
 from ragtune.retrieval.lexical import LexicalIndexes
@@ -167,6 +169,50 @@ def test_calibration_is_stored_used_and_nothing_else_changes(
     store_calibration(ingested, None)
     assert stored_calibration(ingested) is None
     assert Retriever(ingested, embedder, indexes, settings).fusion_summary()["from"] == "defaults"
+
+
+def test_a_collection_read_with_a_tuned_embedder_weighs_bm25_less(
+    tmp_path: Path, store: VectorStore, indexes: LexicalIndexes, settings: RetrievalSettings
+) -> None:
+    """`ragtune tune embedder`'s collections search with `tuned_lexical_weight` for BM25 (the
+    tuned dense ranking is the stronger one), under a calibration and explicit settings."""
+    tuned = FakeEmbedder(max_tokens=48)
+    tuned.model_id = TUNED_PREFIX + "docs-1"
+    collection = store.collection("tuned-docs", tuned.model_id, create=True)
+    root = tmp_path / "tuned-corpus"
+    root.mkdir()
+    for topic in TOPICS[:3]:
+        (root / f"{topic}.md").write_text(f"# {topic}\nThe {topic} is {' '.join(WORDS[:8])}.\n")
+    IngestService(IngestSettings(), collection, lambda: tuned, indexes).run([root])
+    assert settings.tuned_lexical_weight != settings.lexical_weight
+
+    retriever = Retriever(collection, tuned, indexes, settings)
+    summary = retriever.fusion_summary()
+    assert summary["from"] == "tuned defaults"
+    assert summary["lexical_weight"] == settings.tuned_lexical_weight
+    assert summary["method"] == settings.fusion
+    weighted = settings.model_copy(update={"lexical_weight": settings.tuned_lexical_weight})
+    same = Retriever(collection, tuned, indexes, weighted)
+    assert same.fusion_summary()["from"] == "settings"
+    question = "river stone water light"
+    assert [(h.chunk_id, h.score) for h in retriever.search(question, 3)] == [
+        (h.chunk_id, h.score) for h in same.search(question, 3)
+    ]
+
+    # A BM25 weight given explicitly wins, and so does a calibration of the tuned collection.
+    explicit = settings.model_copy(update={"lexical_weight": 0.9})
+    assert Retriever(collection, tuned, indexes, explicit).fusion().lexical_weight == 0.9
+    calibration = Calibration(lexical_weight=0.7, rrf_k=40, embedding_model=tuned.model_id)
+    store_calibration(collection, calibration)
+    summary = Retriever(collection, tuned, indexes, settings).fusion_summary()
+    assert (summary["from"], summary["lexical_weight"]) == ("calibration", 0.7)
+
+
+@pytest.mark.parametrize("value", [-0.1, float("nan"), float("inf")])
+def test_fusion_weights_refuse_what_is_not_a_weight(value: float) -> None:
+    for name in ("dense_weight", "lexical_weight", "tuned_lexical_weight"):
+        with pytest.raises(ValidationError, match="must be a number >= 0"):
+            RetrievalSettings(**{name: value})
 
 
 def test_a_calibration_from_another_embedding_model_is_refused(
