@@ -14,6 +14,7 @@ from ragtune.retrieval.adaptation import Trial, TuneOptions, settle, try_tuned
 from ragtune.retrieval.adaptation import revert as revert_tuning
 from ragtune.retrieval.calibration import (
     calibrate,
+    default_fusion,
     describe_fusion,
     store_calibration,
     stored_calibration,
@@ -80,7 +81,8 @@ def tune_retrieval(
         with stderr.status(f"calibrating {target.name!r} on {queries} pseudo-queries..."):
             # The model loads only once the collection has been found fit to calibrate.
             embedder = LazyEmbedder(lambda: collection_embedder(target, settings))
-            result = calibrate(target, lexical, embedder, settings, queries, seed)
+            defaults = default_fusion(target, settings)  # what the calibration replaces
+            result = calibrate(target, lexical, embedder, defaults, queries, seed)
         if not dry_run:
             store_calibration(target, result)
     if as_json:
@@ -94,7 +96,7 @@ def tune_retrieval(
         before.describe()
         if before
         else "defaults ("
-        + describe_fusion(settings.fusion, settings.lexical_weight, settings.rrf_k)
+        + describe_fusion(defaults.fusion, defaults.lexical_weight, defaults.rrf_k)
         + ")"
     )
     stdout.print(

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ragtune.retrieval.dense import DenseSearch
-from ragtune.retrieval.embedder import Embedder
+from ragtune.retrieval.embedder import TUNED_PREFIX, Embedder
 from ragtune.retrieval.errors import RetrievalError
 from ragtune.retrieval.fusion import FusionMethod, Ranked, fuse
 from ragtune.retrieval.lexical import LexicalIndex
@@ -113,6 +113,15 @@ def describe_fusion(method: str, lexical_weight: float, rrf_k: int) -> str:
     if method == "rrf":
         return f"RRF, lexical weight {lexical_weight}, rrf_k {rrf_k}"
     return f"score fusion, lexical weight {lexical_weight}"
+
+
+def default_fusion(collection: Collection, settings: RetrievalSettings) -> RetrievalSettings:
+    """`settings` with the fusion a calibration of `collection` replaces: BM25 at
+    `tuned_lexical_weight` for a collection embedded with a model tuned on it (`ragtune tune
+    embedder`), the shipped `lexical_weight` otherwise."""
+    if collection.embedding_model.startswith(TUNED_PREFIX):
+        return settings.model_copy(update={"lexical_weight": settings.tuned_lexical_weight})
+    return settings
 
 
 def stored_calibration(collection: Collection) -> Calibration | None:

@@ -15,7 +15,7 @@ from pathlib import PurePath
 import numpy as np
 import numpy.typing as npt
 
-from ragtune.retrieval.calibration import stored_calibration
+from ragtune.retrieval.calibration import default_fusion, stored_calibration
 from ragtune.retrieval.dense import DenseSearch
 from ragtune.retrieval.embedder import TUNED_PREFIX, Embedder, Vector
 from ragtune.retrieval.filters import SearchFilter
@@ -151,8 +151,7 @@ class Retriever:
         if calibration is not None:
             return calibration.apply(self.settings), "calibration"
         if self.collection.embedding_model.startswith(TUNED_PREFIX):
-            weight = self.settings.tuned_lexical_weight
-            return self.settings.model_copy(update={"lexical_weight": weight}), "tuned defaults"
+            return default_fusion(self.collection, self.settings), "tuned defaults"
         return self.settings, "defaults"
 
     def fusion_summary(self) -> dict[str, object]:

@@ -17,6 +17,7 @@ from ragtune.retrieval.calibration import (
     Calibration,
     calibrate,
     choose_fusion,
+    default_fusion,
     fused_mrr,
     pseudo_queries,
     store_calibration,
@@ -198,6 +199,11 @@ def test_a_collection_read_with_a_tuned_embedder_weighs_bm25_less(
     assert [(h.chunk_id, h.score) for h in retriever.search(question, 3)] == [
         (h.chunk_id, h.score) for h in same.search(question, 3)
     ]
+
+    # A calibration of it is measured against these defaults, the ones it replaces.
+    assert default_fusion(collection, settings).lexical_weight == settings.tuned_lexical_weight
+    untuned = store.collection("untuned-docs", "fake-bow-64", create=True)
+    assert default_fusion(untuned, settings) is settings
 
     # A BM25 weight given explicitly wins, and so does a calibration of the tuned collection.
     explicit = settings.model_copy(update={"lexical_weight": 0.9})
