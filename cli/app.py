@@ -12,6 +12,7 @@ from rich.console import Console
 from ragtune.adapters.errors import AdapterError
 from ragtune.cli import advise as advise_cli
 from ragtune.cli import ingest as ingest_cli
+from ragtune.cli import interrupt
 from ragtune.cli import search as retrieval_cli
 from ragtune.cli.adapters import adapters_app
 from ragtune.cli.engine import engine_app, models_app
@@ -70,10 +71,11 @@ def root(
 
 def main() -> None:
     """Console entry point: domain errors become one line on stderr and exit status 2."""
+    interrupt.install()
     try:
         # Without standalone mode click returns the exit code of `typer.Exit` instead.
         code = app(standalone_mode=False)
-        if code == 130:  # typer's translation of Ctrl-C
+        if code == 130 or interrupt.requested():  # typer's translation of Ctrl-C, or one lost
             _interrupted()
         sys.exit(code if isinstance(code, int) else 0)
     except (IngestError, RetrievalError, ServingError, AdapterError, EvalError) as exc:

@@ -18,6 +18,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from ragtune.cli.interrupt import stop_if_interrupted
 from ragtune.cli.settings import command_settings
 from ragtune.ingest.counters import record_run
 from ragtune.ingest.documents import list_documents, remove_documents
@@ -68,10 +69,12 @@ class RichProgress:
 
     def file_done(self, result: FileResult) -> None:
         self._progress.advance(self._task)
+        stop_if_interrupted()  # each step stored is consistent: a Ctrl-C lost on its way stops here
 
     def embedded(self, chunks: int) -> None:
         self._chunks += chunks
         self._progress.update(self._task, chunks=self._chunks)
+        stop_if_interrupted()
 
 
 def ingest(
