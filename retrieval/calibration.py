@@ -38,6 +38,9 @@ from ragtune.retrieval.store import Collection
 
 CALIBRATION_KEY = "calibration"
 """The collection metadata key the calibration is stored under (JSON)."""
+FUSION_KEYS = frozenset({"fusion", "dense_weight", "lexical_weight", "rrf_k"})
+"""The settings a calibration (or a tuned collection's defaults) chooses; given explicitly, they
+win over both."""
 LEXICAL_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 RRF_KS = (5, 10, 20, 40, 60)
 CUTOFF = 10
@@ -118,8 +121,9 @@ def describe_fusion(method: str, lexical_weight: float, rrf_k: int) -> str:
 def default_fusion(collection: Collection, settings: RetrievalSettings) -> RetrievalSettings:
     """`settings` with the fusion a calibration of `collection` replaces: BM25 at
     `tuned_lexical_weight` for a collection embedded with a model tuned on it (`ragtune tune
-    embedder`), the shipped `lexical_weight` otherwise."""
-    if collection.embedding_model.startswith(TUNED_PREFIX):
+    embedder`) unless a fusion setting was given explicitly, `settings` as they are otherwise."""
+    tuned = collection.embedding_model.startswith(TUNED_PREFIX)
+    if tuned and not FUSION_KEYS & settings.model_fields_set:
         return settings.model_copy(update={"lexical_weight": settings.tuned_lexical_weight})
     return settings
 

@@ -15,7 +15,7 @@ from pathlib import PurePath
 import numpy as np
 import numpy.typing as npt
 
-from ragtune.retrieval.calibration import default_fusion, stored_calibration
+from ragtune.retrieval.calibration import FUSION_KEYS, default_fusion, stored_calibration
 from ragtune.retrieval.dense import DenseSearch
 from ragtune.retrieval.embedder import TUNED_PREFIX, Embedder, Vector
 from ragtune.retrieval.filters import SearchFilter
@@ -25,7 +25,6 @@ from ragtune.retrieval.rerank import Reranker
 from ragtune.retrieval.settings import RetrievalSettings
 from ragtune.retrieval.store import Collection, Metadata, Where
 
-FUSION_KEYS = frozenset({"fusion", "dense_weight", "lexical_weight", "rrf_k"})
 """The settings a collection's calibration chooses."""
 
 

@@ -204,6 +204,8 @@ def test_a_collection_read_with_a_tuned_embedder_weighs_bm25_less(
     assert default_fusion(collection, settings).lexical_weight == settings.tuned_lexical_weight
     untuned = store.collection("untuned-docs", "fake-bow-64", create=True)
     assert default_fusion(untuned, settings) is settings
+    explicit = settings.model_copy(update={"rrf_k": 20})  # a fusion setting given: it wins
+    assert default_fusion(collection, explicit).lexical_weight == settings.lexical_weight
 
     # A BM25 weight given explicitly wins, and so does a calibration of the tuned collection.
     explicit = settings.model_copy(update={"lexical_weight": 0.9})
