@@ -23,8 +23,13 @@ from ragtune.cli.settings import command_settings
 from ragtune.ingest.counters import record_run
 from ragtune.ingest.documents import list_documents, remove_documents
 from ragtune.ingest.pipeline import FileResult, FileStatus, IngestService, IngestSummary, parse_meta
-from ragtune.retrieval.calibration import Calibration, stored_calibration
-from ragtune.retrieval.embedder import TUNED_PREFIX, collection_embedder, model_id_for
+from ragtune.retrieval.calibration import (
+    Calibration,
+    describe_fusion,
+    fusion_in_force,
+    stored_calibration,
+)
+from ragtune.retrieval.embedder import collection_embedder, model_id_for
 from ragtune.retrieval.errors import CollectionNotFoundError
 from ragtune.retrieval.lexical import LexicalIndexes
 from ragtune.retrieval.settings import RetrievalSettings
@@ -166,13 +171,13 @@ def docs_list(
         target = store.collection(settings.collection, model_id_for(settings.embedding_model))
         documents = list_documents(target)
         calibration = stored_calibration(target)
-        embedding_model = target.embedding_model
+        fusion, source = fusion_in_force(target, settings, calibration)
     if as_json:
         stdout.print_json(json.dumps([asdict(d) for d in documents]))
         return
     table = Table(
         title=f"{len(documents)} documents in {settings.collection!r}",
-        caption=_fusion_caption(calibration, embedding_model, settings),
+        caption=_fusion_caption(calibration, fusion, source),
     )
     for column in ("source", "title", "type", "chunks", "ingested", "meta"):
         table.add_column(column, overflow="fold")
@@ -182,13 +187,14 @@ def docs_list(
     stdout.print(table)
 
 
-def _fusion_caption(
-    calibration: Calibration | None, embedding_model: str, settings: RetrievalSettings
-) -> str:
-    if calibration is None and embedding_model.startswith(TUNED_PREFIX):
+def _fusion_caption(calibration: Calibration | None, fusion: RetrievalSettings, source: str) -> str:
+    described = describe_fusion(fusion.fusion, fusion.lexical_weight, fusion.rrf_k)
+    if source == "settings":
+        return f"search fusion: as configured, {described}"
+    if source == "tuned defaults":
         return (
             f"search fusion: shipped defaults for a tuned embedder, BM25 weight "
-            f"{settings.tuned_lexical_weight} (calibrate: ragtune tune retrieval)"
+            f"{fusion.lexical_weight} (calibrate: ragtune tune retrieval)"
         )
     if calibration is None:
         return "search fusion: shipped defaults (calibrate: ragtune tune retrieval)"

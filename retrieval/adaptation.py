@@ -36,6 +36,7 @@ from ragtune.retrieval.embedder import (
     TUNED_PREFIX,
     Embedder,
     collection_embedder,
+    is_tuned,
     load_tuned_embedder,
     resolve_model_path,
     tuned_model_dir,
@@ -421,7 +422,7 @@ def settle(
         return
     adopt(store, target, trial.staging)
     indexes.current(store.collection(target.name, trial.training.base_model), save=True)
-    if target.embedding_model.startswith(TUNED_PREFIX):
+    if is_tuned(target.embedding_model):
         shutil.rmtree(model_dir(settings, target.embedding_model), ignore_errors=True)
 
 

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ragtune.retrieval.dense import DenseSearch
-from ragtune.retrieval.embedder import TUNED_PREFIX, Embedder
+from ragtune.retrieval.embedder import Embedder, is_tuned
 from ragtune.retrieval.errors import RetrievalError
 from ragtune.retrieval.fusion import FusionMethod, Ranked, fuse
 from ragtune.retrieval.lexical import LexicalIndex
@@ -122,10 +122,25 @@ def default_fusion(collection: Collection, settings: RetrievalSettings) -> Retri
     """`settings` with the fusion a calibration of `collection` replaces: BM25 at
     `tuned_lexical_weight` for a collection embedded with a model tuned on it (`ragtune tune
     embedder`) unless a fusion setting was given explicitly, `settings` as they are otherwise."""
-    tuned = collection.embedding_model.startswith(TUNED_PREFIX)
-    if tuned and not FUSION_KEYS & settings.model_fields_set:
+    if is_tuned(collection.embedding_model) and not FUSION_KEYS & settings.model_fields_set:
         return settings.model_copy(update={"lexical_weight": settings.tuned_lexical_weight})
     return settings
+
+
+def fusion_in_force(
+    collection: Collection, settings: RetrievalSettings, calibration: Calibration | None
+) -> tuple[RetrievalSettings, str]:
+    """The settings `collection` is fused with, and where they came from: a fusion setting
+    given explicitly ("settings") over its stored `calibration` ("calibration") over the
+    shipped defaults, with BM25 at `tuned_lexical_weight` for a tuned embedder ("tuned
+    defaults") or as they are ("defaults")."""
+    if FUSION_KEYS & settings.model_fields_set:
+        return settings, "settings"
+    if calibration is not None:
+        return calibration.apply(settings), "calibration"
+    if is_tuned(collection.embedding_model):
+        return default_fusion(collection, settings), "tuned defaults"
+    return settings, "defaults"
 
 
 def stored_calibration(collection: Collection) -> Calibration | None:

@@ -224,6 +224,11 @@ def load_embedder(settings: RetrievalSettings) -> Embedder:
     )
 
 
+def is_tuned(model_id: str) -> bool:
+    """Whether `model_id` names a model tuned on a collection (`ragtune tune embedder`)."""
+    return model_id.startswith(TUNED_PREFIX)
+
+
 def tuned_model_dir(data_dir: Path, model_id: str) -> Path:
     """Where the tuned model `model_id` (`ragtune-tuned/NAME`) lies."""
     return data_dir / "embedders" / model_id.removeprefix(TUNED_PREFIX)
@@ -235,7 +240,7 @@ def collection_embedder(
     """The embedder that reads `collection`: the configured model (`configured` when already
     loaded), or the model tuned for the collection when it was re-embedded with one."""
     model_id = collection.embedding_model
-    if not model_id.startswith(TUNED_PREFIX):
+    if not is_tuned(model_id):
         return configured if configured is not None else load_embedder(settings)
     return _tuned_embedder(
         str(tuned_model_dir(settings.data_dir, model_id)),

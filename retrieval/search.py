@@ -15,17 +15,15 @@ from pathlib import PurePath
 import numpy as np
 import numpy.typing as npt
 
-from ragtune.retrieval.calibration import FUSION_KEYS, default_fusion, stored_calibration
+from ragtune.retrieval.calibration import fusion_in_force, stored_calibration
 from ragtune.retrieval.dense import DenseSearch
-from ragtune.retrieval.embedder import TUNED_PREFIX, Embedder, Vector
+from ragtune.retrieval.embedder import Embedder, Vector
 from ragtune.retrieval.filters import SearchFilter
 from ragtune.retrieval.fusion import fuse
 from ragtune.retrieval.lexical import LexicalIndex, LexicalIndexes
 from ragtune.retrieval.rerank import Reranker
 from ragtune.retrieval.settings import RetrievalSettings
 from ragtune.retrieval.store import Collection, Metadata, Where
-
-"""The settings a collection's calibration chooses."""
 
 
 class SearchMode(StrEnum):
@@ -145,13 +143,7 @@ class Retriever:
 
     def _read_fusion(self) -> tuple[RetrievalSettings, str]:
         calibration = stored_calibration(self.collection)  # checked even when not used
-        if FUSION_KEYS & self.settings.model_fields_set:
-            return self.settings, "settings"
-        if calibration is not None:
-            return calibration.apply(self.settings), "calibration"
-        if self.collection.embedding_model.startswith(TUNED_PREFIX):
-            return default_fusion(self.collection, self.settings), "tuned defaults"
-        return self.settings, "defaults"
+        return fusion_in_force(self.collection, self.settings, calibration)
 
     def fusion_summary(self) -> dict[str, object]:
         """The fusion in force and where it came from (`calibration`, `settings`, `tuned

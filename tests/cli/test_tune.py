@@ -54,6 +54,9 @@ def test_tune_retrieval_stores_a_calibration_searches_use(faq_docs: Path) -> Non
     )
     assert hits[0]["fusion"]["from"] == "settings"
     assert hits[0]["fusion"]["rrf_k"] == 33
+    listed = ragtune("docs", "list", "-c", "faq-docs", data_dir=data_dir, RAGTUNE_RRF_K="33")
+    assert "as configured" in listed.stdout
+    assert "calibrated" not in listed.stdout
 
     reset = ragtune("tune", "retrieval", "-c", "faq-docs", "--reset", data_dir=data_dir)
     assert reset.returncode == 0, reset.stderr
