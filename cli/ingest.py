@@ -188,8 +188,8 @@ def docs_list(
 
 
 def _fusion_caption(calibration: Calibration | None, fusion: RetrievalSettings, source: str) -> str:
-    described = describe_fusion(fusion.fusion, fusion.lexical_weight, fusion.rrf_k)
     if source == "settings":
+        described = describe_fusion(fusion.fusion, fusion.lexical_weight, fusion.rrf_k)
         return f"search fusion: as configured, {described}"
     if source == "tuned defaults":
         return (
