@@ -122,9 +122,7 @@ def default_fusion(collection: Collection, settings: RetrievalSettings) -> Retri
     """`settings` with the fusion a calibration of `collection` replaces: BM25 at
     `tuned_lexical_weight` for a collection embedded with a model tuned on it (`ragtune tune
     embedder`) unless a fusion setting was given explicitly, `settings` as they are otherwise."""
-    if is_tuned(collection.embedding_model) and not FUSION_KEYS & settings.model_fields_set:
-        return settings.model_copy(update={"lexical_weight": settings.tuned_lexical_weight})
-    return settings
+    return fusion_in_force(collection, settings, None)[0]
 
 
 def fusion_in_force(
@@ -139,7 +137,8 @@ def fusion_in_force(
     if calibration is not None:
         return calibration.apply(settings), "calibration"
     if is_tuned(collection.embedding_model):
-        return default_fusion(collection, settings), "tuned defaults"
+        tuned = settings.model_copy(update={"lexical_weight": settings.tuned_lexical_weight})
+        return tuned, "tuned defaults"
     return settings, "defaults"
 
 
