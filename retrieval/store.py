@@ -138,6 +138,13 @@ class Collection(ABC):
     def revision(self) -> str:
         """Changes with every write; derived indexes compare it with the one they were built at."""
 
+    def replaced(self) -> bool:
+        """Whether the collection's name no longer names this collection: it was deleted, or
+        a rebuilt one was put in its place (`VectorStore.replace_collection`, as `ragtune tune
+        embedder` does), by this process or another sharing the store. A handle then reads
+        nothing current: open the collection again."""
+        return False
+
     def metadata(self) -> Metadata:
         """The collection's own metadata (embedding model, revision, calibration...)."""
         return {}
@@ -407,6 +414,15 @@ class ChromaCollection(Collection):
 
     def revision(self) -> str:
         return str(self._metadata().get(REVISION_KEY, ""))
+
+    def replaced(self) -> bool:
+        import chromadb.errors
+
+        try:
+            current = self._client.get_collection(self.name, embedding_function=None)
+        except (chromadb.errors.NotFoundError, ValueError):
+            return True
+        return bool(current.id != self._raw.id)
 
     def metadata(self) -> Metadata:
         return {k: v for k, v in self._metadata().items() if isinstance(v, MetadataValue)}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
@@ -10,7 +12,7 @@ from pydantic import ValidationError
 
 from ragtune.retrieval.conversation import Closest, closest_in
 from ragtune.retrieval.embedder import Embedder, Vector, collection_embedder
-from ragtune.retrieval.errors import CollectionNotFoundError
+from ragtune.retrieval.errors import CollectionNotFoundError, StoreUnavailableError
 from ragtune.retrieval.filters import SearchFilter
 from ragtune.retrieval.lexical import LexicalIndexes
 from ragtune.retrieval.rerank import Reranker
@@ -30,7 +32,10 @@ class RetrieverCache:
         retrievers = RetrieverCache(store, embedder, settings.retrieval)
         hits = retrievers.search(question, vector, k=5, collection="handbook")
     The API only reads: a collection's lexical index is rebuilt in memory when the collection
-    changes, and written by ingestion."""
+    changes, and written by ingestion. A collection another process deleted or put a rebuilt
+    copy in the place of (`ragtune tune embedder`, its `--revert`, over a Chroma server) is
+    noticed within `lexical_check_seconds` and opened again, with the model it is now
+    embedded with: no restart."""
 
     def __init__(
         self,
@@ -47,6 +52,9 @@ class RetrieverCache:
         self.reranker = reranker
         """One reranking model shared by every collection's retriever (None: no stage)."""
         self._retrievers: dict[str, Retriever] = {}
+        self._checked: dict[str, float] = {}
+        """When each retriever's collection was last checked for a replacement (monotonic)."""
+        self._lock = threading.Lock()
 
     @property
     def default_collection(self) -> str:
@@ -56,6 +64,7 @@ class RetrieverCache:
         """The retriever of `collection` (default: the configured one). InvalidRequestError for
         a name no collection may have, CollectionNotFoundError for one that does not exist."""
         name = collection or self.settings.collection
+        self._drop_if_replaced(name)
         retriever = self._retrievers.get(name)
         if retriever is None:
             try:
@@ -73,12 +82,30 @@ class RetrieverCache:
                 reranker=self.reranker,
             )
             self._retrievers[name] = retriever
+            self._checked[name] = time.monotonic()
         return retriever
+
+    def _drop_if_replaced(self, name: str, at_once: bool = False) -> bool:
+        """Drop the retriever of `name` if its collection is no longer the one called so (see
+        `Collection.replaced`); the store is asked at most once per `lexical_check_seconds`, as
+        for the lexical index's revision, unless `at_once`. Whether it was dropped."""
+        with self._lock:
+            retriever = self._retrievers.get(name)
+            since = time.monotonic() - self._checked.get(name, 0.0)
+            if retriever is None or (not at_once and since < self.settings.lexical_check_seconds):
+                return False
+            self._checked[name] = time.monotonic()
+            if not retriever.collection.replaced():
+                return False
+            logger.info("collection %r was rebuilt or deleted elsewhere: opened again", name)
+            self.forget(name)
+            return True
 
     def forget(self, collection: str) -> None:
         """Drop the retriever of a collection this process changed or deleted: the next request
         makes one that reads it afresh (its lexical index at the new revision at once)."""
         self._retrievers.pop(collection, None)
+        self._checked.pop(collection, None)
 
     def embedder_for(self, collection: str | None = None) -> Embedder:
         """The embedder whose vectors `collection` is searched with: the shared one, or the
@@ -117,14 +144,17 @@ class RetrieverCache:
         are added to it (`Retriever.search`)."""
         name = collection or self.settings.collection
         try:
-            hits = self.get(name).search(
-                question,
-                k,
-                SearchMode(self.settings.search_mode),
-                SearchFilter.from_mapping(filters) if filters else None,
-                vector=vector,
-                timings=timings,
-            )
+            try:
+                hits = self._search(name, question, vector, k, filters, timings)
+            except (CollectionNotFoundError, StoreUnavailableError):
+                raise
+            except Exception:
+                # The collection was replaced while this request searched it (between two
+                # checks): search the one now in its place, once, rather than fail the request
+                # (with the vector already computed, of the model the collection had).
+                if not self._drop_if_replaced(name, at_once=True):
+                    raise
+                hits = self._search(name, question, vector, k, filters, timings)
             return [replace(hit, collection=name) for hit in hits]
         except CollectionNotFoundError:
             if required:
@@ -132,6 +162,24 @@ class RetrieverCache:
             # Nothing ingested yet: no evidence (adapters and the base model still serve).
             logger.info("the default collection does not exist yet: no documents")
             return []
+
+    def _search(
+        self,
+        name: str,
+        question: str,
+        vector: Vector,
+        k: int,
+        filters: Mapping[str, str] | None,
+        timings: dict[str, float] | None,
+    ) -> list[SearchHit]:
+        return self.get(name).search(
+            question,
+            k,
+            SearchMode(self.settings.search_mode),
+            SearchFilter.from_mapping(filters) if filters else None,
+            vector=vector,
+            timings=timings,
+        )
 
 
 def merge_ranked(

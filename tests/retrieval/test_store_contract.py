@@ -154,6 +154,24 @@ def test_every_write_changes_the_revision(store: VectorStore, name: str) -> None
     assert info.embedding_model == MODEL
 
 
+def test_a_handle_knows_when_its_collection_was_replaced_or_deleted(
+    store: VectorStore, name: str
+) -> None:
+    first = store.collection(name, MODEL, create=True)
+    first.add([record(1, unit(1, 0, 0))])
+    assert not first.replaced()
+    assert not store.collection(name, MODEL).replaced()  # another handle of the same one
+    staging = store.create_staging(name + "-staging", MODEL, {})
+    staging.add([record(2, unit(0, 1, 0))])
+    store.replace_collection(name, staging.name)
+    assert first.replaced()
+    second = store.collection(name, MODEL)
+    assert not second.replaced()
+    assert [c.id for c in second.scan()] == ["c2"]
+    store.delete_collection(name)
+    assert second.replaced()
+
+
 def test_nearest_gives_the_query_ranking_without_payload(store: VectorStore, name: str) -> None:
     col = store.collection(name, MODEL, create=True)
     col.add([record(i, unit(1, i, 0.5)) for i in range(6)])

@@ -1,9 +1,28 @@
-"""Merging several collections' hits (`merge_ranked`): interleaved by rank, evidence first."""
+"""The API's retrievers: merging several collections' hits (`merge_ranked`, interleaved by rank,
+evidence first), and collections that another process rebuilds or deletes under them."""
 
 from __future__ import annotations
 
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+
+from ragtune.retrieval.adaptation import adopt, reembed
+from ragtune.retrieval.embedder import (
+    TUNED_PREFIX,
+    Embedder,
+    load_tuned_embedder,
+    resolve_model_path,
+    tuned_model_dir,
+)
+from ragtune.retrieval.errors import CollectionNotFoundError
 from ragtune.retrieval.search import SearchHit
-from ragtune.serving.retrievers import merge_ranked
+from ragtune.retrieval.settings import RetrievalSettings
+from ragtune.retrieval.store import ChunkRecord, open_store
+from ragtune.serving.retrievers import RetrieverCache, merge_ranked
+from tests.support.fakes import FakeEmbedder
 
 
 def hits(collection: str, *dense: float) -> list[SearchHit]:
@@ -44,3 +63,77 @@ def test_a_collection_without_evidence_does_not_push_out_another_s() -> None:
     assert ids(merged) == ["a-1", "a-2", "a-3", "a-4", "b-1"]
     # Without a threshold, ranks alone decide.
     assert ids(merge_ranked([unrelated, relevant], 4)) == ["a-1", "b-1", "a-2", "b-2"]
+
+
+def chunk(n: int, text: str, embedder: Embedder) -> ChunkRecord:
+    return ChunkRecord(
+        f"c{n}", text, {"doc_id": f"d{n}", "source": f"d{n}.md"}, embedder.embed_query(text)
+    )
+
+
+@pytest.mark.chroma_server
+def test_a_collection_another_process_rebuilds_or_deletes_is_followed_without_a_restart(
+    chroma_server: str, tmp_path: Path, real_embedder: Embedder
+) -> None:
+    """An API replica and `ragtune tune embedder` sharing a Chroma server: the rebuilt
+    collection (re-embedded with a tuned model) is searched, with that model, at the next
+    check; a deleted one is no evidence, or not found when documents are required."""
+    settings = RetrievalSettings(
+        chroma_url=chroma_server, data_dir=tmp_path, lexical_check_seconds=0
+    )
+    name = f"rebuilt-{uuid.uuid4().hex[:8]}"
+    base = real_embedder
+    with open_store(settings, "read") as api, open_store(settings, "write") as tuner:
+        old = tuner.collection(name, base.model_id, create=True)
+        old.add([chunk(0, "Llamas grow wool that is spun into yarn.", base)])
+        retrievers = RetrieverCache(api, base, settings)
+        assert retrievers.embedder_for(name) is base
+        found = retrievers.search(
+            "llama wool", base.embed_query("llama wool"), k=1, collection=name
+        )
+        assert found[0].text.startswith("Llamas")
+
+        tuned_id = TUNED_PREFIX + f"{name}-1"
+        folder = tuned_model_dir(tmp_path, tuned_id)
+        shutil.copytree(resolve_model_path("all-MiniLM-L6-v2"), folder)
+        tuned = load_tuned_embedder(folder, tuned_id, "cpu", 8)
+        staging = reembed(tuner, old, tuned, base.model_id)
+        staging.add([chunk(1, "Yaks keep warm under long hair.", tuned)])
+        adopt(tuner, old, staging)
+
+        follows = retrievers.embedder_for(name)
+        assert follows.model_id == tuned_id
+        found = retrievers.search("yak hair", follows.embed_query("yak hair"), k=1, collection=name)
+        assert found[0].text.startswith("Yaks")
+        assert found[0].collection == name
+
+        tuner.delete_collection(name)
+        assert retrievers.search("yak hair", follows.embed_query("yak"), k=1, collection=name) == []
+        with pytest.raises(CollectionNotFoundError):
+            retrievers.search("yak", base.embed_query("yak"), k=1, collection=name, required=True)
+        assert retrievers.embedder_for(name) is base
+
+
+@pytest.mark.chroma_server
+def test_a_search_the_replacement_overtakes_reads_the_new_collection(
+    chroma_server: str, tmp_path: Path
+) -> None:
+    """Between two checks (an hour apart here) a search that finds its collection replaced
+    under it searches the new one instead of failing the request."""
+    settings = RetrievalSettings(
+        chroma_url=chroma_server, data_dir=tmp_path, lexical_check_seconds=3600
+    )
+    name = f"overtaken-{uuid.uuid4().hex[:8]}"
+    embedder = FakeEmbedder()
+    with open_store(settings, "read") as api, open_store(settings, "write") as writer:
+        writer.collection(name, embedder.model_id, create=True).add(
+            [chunk(0, "llamas spin wool", embedder), chunk(1, "alpacas spin wool", embedder)]
+        )
+        retrievers = RetrieverCache(api, embedder, settings)
+        vector = embedder.embed_query("spin wool")
+        assert len(retrievers.search("spin wool", vector, k=2, collection=name)) == 2
+        staging = writer.create_staging(name + "-next", embedder.model_id, {})
+        staging.add([chunk(0, "yaks spin wool", embedder), chunk(1, "goats spin wool", embedder)])
+        writer.replace_collection(name, staging.name)
+        found = retrievers.search("spin wool", vector, k=2, collection=name)
+        assert {hit.text for hit in found} == {"yaks spin wool", "goats spin wool"}

@@ -95,10 +95,15 @@ class InMemoryCollection(Collection):
         self.rows: dict[str, tuple[str, Metadata, Vector]] = {}
         self.operations: list[tuple[str, int]] = []
         self._revision = ""
+        self.store: InMemoryStore | None = None
+        """The store that holds it, if any (see `replaced`)."""
 
     @property
     def max_batch(self) -> int:
         return self._max_batch
+
+    def replaced(self) -> bool:
+        return self.store is not None and self.store.collections.get(self.name) is not self
 
     def revision(self) -> str:
         return self._revision
@@ -163,7 +168,7 @@ class InMemoryStore(VectorStore):
         if name not in self.collections:
             if not create:
                 raise collection_not_found(name, "memory")
-            self.collections[name] = InMemoryCollection(name, embedding_model)
+            self._hold(InMemoryCollection(name, embedding_model))
         existing = self.collections[name]
         check_embedding_model(name, existing.embedding_model, embedding_model)
         return existing
@@ -177,8 +182,12 @@ class InMemoryStore(VectorStore):
         self.collections.pop(name, None)
 
     def create_staging(self, name: str, embedding_model: str, metadata: Metadata) -> Collection:
-        self.collections[name] = InMemoryCollection(name, embedding_model)
-        return self.collections[name]
+        return self._hold(InMemoryCollection(name, embedding_model))
+
+    def _hold(self, collection: InMemoryCollection) -> InMemoryCollection:
+        collection.store = self
+        self.collections[collection.name] = collection
+        return collection
 
     def replace_collection(self, name: str, staging: str) -> None:
         replacement = self.collections.pop(staging)
