@@ -142,7 +142,8 @@ class Collection(ABC):
         """Whether the collection's name no longer names this collection: it was deleted, or
         a rebuilt one was put in its place (`VectorStore.replace_collection`, as `ragtune tune
         embedder` does), by this process or another sharing the store. A handle then reads
-        nothing current: open the collection again."""
+        nothing current: open the collection again. False by default: a collection nothing
+        else can replace."""
         return False
 
     def metadata(self) -> Metadata:
