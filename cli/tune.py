@@ -206,6 +206,7 @@ def _report(
             },
             "dev_set": {"before": dev[0], "after": dev[1]} if dev else None,
             "training": training.to_dict(),
+            "carried_over": trial.carried_over,
         }
         stdout.print_json(json.dumps(result))
         return
@@ -225,6 +226,11 @@ def _report(
         )
     if adopted:
         stdout.print(f"adopted: {name!r} is now embedded with {trial.model_id}")
+        if trial.carried_over:
+            stdout.print(
+                f"{trial.carried_over} chunks written to it meanwhile (by another process) "
+                "were carried over"
+            )
         stdout.print(
             f"its searches weigh BM25 {bm25_weight} beside the tuned model "
             "(tuned_lexical_weight; a fusion setting you give wins); a fusion calibration, if "

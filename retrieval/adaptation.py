@@ -25,7 +25,7 @@ import random
 import re
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from ragtune.retrieval.dense import DenseSearch
 from ragtune.retrieval.embedder import (
     TUNED_PREFIX,
     Embedder,
+    LazyEmbedder,
     collection_embedder,
     is_tuned,
     load_tuned_embedder,
@@ -217,18 +218,73 @@ def reembed(
         done += len(chunks)
         if on_progress is not None:
             on_progress(done, total)
-    if staging.count() != total:
-        store.delete_collection(staging.name)
-        raise RetrievalError(
-            f"re-embedding {collection.name!r} copied {staging.count()} of {total} chunks "
-            "(was it written to meanwhile?); nothing was changed, run the command again"
-        )
     return staging
 
 
-def adopt(store: VectorStore, collection: Collection, staging: Collection) -> None:
-    """Put the re-embedded staging copy in the place of `collection`."""
-    store.replace_collection(collection.name, staging.name)
+CATCH_UP_ROUNDS = 5
+"""How many times `adopt` carries writes over before it gives up on a collection that is
+written to without a pause."""
+
+
+def adopt(
+    store: VectorStore,
+    collection: Collection,
+    staging: Collection,
+    embedder: Embedder,
+    copied_at: str,
+) -> int:
+    """Put the re-embedded staging copy in the place of `collection`, which was at revision
+    `copied_at` when the copy began. What another process sharing the store (a Chroma server)
+    wrote to the collection since is carried over first (`catch_up`, with `embedder`, the
+    copy's model), so the swap loses nothing stored; the number of chunks carried over.
+    RetrievalError when the collection is still being written to after `CATCH_UP_ROUNDS`
+    rounds: nothing is changed then."""
+    carried = 0
+    for _ in range(CATCH_UP_ROUNDS):
+        seen = collection.revision()
+        if seen == copied_at:
+            store.replace_collection(collection.name, staging.name)
+            return carried
+        carried += catch_up(collection, staging, embedder)
+        copied_at = seen
+    raise RetrievalError(
+        f"collection {collection.name!r} was written to throughout the re-embedding (still "
+        f"after {CATCH_UP_ROUNDS} rounds of catching up); nothing was changed. Run the "
+        "command again when ingestion into it pauses"
+    )
+
+
+def catch_up(collection: Collection, staging: Collection, embedder: Embedder) -> int:
+    """Make the staging copy hold `collection`'s chunks as they are now: those added or changed
+    (text or metadata) since it was copied are embedded with `embedder` and written, those
+    removed are removed. The number of chunks carried over."""
+    now = {chunk.id: chunk for chunk in collection.scan(with_text=True)}
+    copied = {chunk.id: chunk for chunk in staging.scan(with_text=True)}
+    gone = [chunk_id for chunk_id in copied if chunk_id not in now]
+    changed = [
+        chunk
+        for chunk_id, chunk in now.items()
+        if chunk_id not in copied
+        or copied[chunk_id].text != chunk.text
+        or _own(copied[chunk_id].metadata) != _own(chunk.metadata)
+    ]
+    if changed:
+        texts = [chunk.text or "" for chunk in changed]
+        staging.add(
+            [
+                ChunkRecord(
+                    chunk.id, text, {**chunk.metadata, EMBEDDING_MODEL_KEY: embedder.model_id}, v
+                )
+                for chunk, text, v in zip(changed, texts, embedder.embed(texts), strict=True)
+            ]
+        )
+    staging.delete(gone)
+    return len(changed) + len(gone)
+
+
+def _own(metadata: Mapping[str, object]) -> dict[str, object]:
+    """A chunk's metadata without the model that embedded it (the copy's differs)."""
+    return {k: v for k, v in metadata.items() if k != EMBEDDING_MODEL_KEY}
 
 
 def discard(store: VectorStore, staging: Collection, model_dir: Path | None) -> None:
@@ -313,10 +369,14 @@ class Trial:
     training: Training
     staging: Collection
     folder: Path
+    copied_at: str
+    """The collection's revision when the staging copy began (see `adopt`)."""
     before: PseudoScore
     after: PseudoScore
     dev: tuple[Metrics, Metrics] | None = None
     """Labelled dev set metrics before and after, when one was given."""
+    carried_over: int = 0
+    """Chunks written to the collection during the trial and carried over when adopted."""
 
     @property
     def decided_on(self) -> str:
@@ -380,6 +440,7 @@ def try_tuned(
         tuned = load_tuned_embedder(
             folder, model_id, settings.embedding_device, settings.embedding_batch_size
         )
+        copied_at = target.revision()
         staging = reembed(
             store, target, tuned, configured.model_id,
             lambda done, total: say(f"re-embedding: {done}/{total} chunks"),
@@ -390,6 +451,7 @@ def try_tuned(
             training,
             staging,
             folder,
+            copied_at,
             score_pseudo(target, current, held, lexical, settings.exact_search_max_chunks),
             score_pseudo(staging, tuned, held, lexical, settings.exact_search_max_chunks),
         )
@@ -420,7 +482,12 @@ def settle(
     if not adopt_it:
         discard(store, trial.staging, trial.folder)
         return
-    adopt(store, target, trial.staging)
+    tuned = LazyEmbedder(lambda: collection_embedder(trial.staging, settings))
+    try:
+        trial.carried_over = adopt(store, target, trial.staging, tuned, trial.copied_at)
+    except BaseException:
+        discard(store, trial.staging, trial.folder)
+        raise
     indexes.current(store.collection(target.name, trial.training.base_model), save=True)
     if is_tuned(target.embedding_model):
         shutil.rmtree(model_dir(settings, target.embedding_model), ignore_errors=True)
@@ -437,10 +504,15 @@ def revert(
     """Re-embed a collection tuned for with the configured model again; its tuned model is
     removed."""
     say = status or (lambda _: None)
+    copied_at = target.revision()
     staging = reembed(
         store, target, configured, None, lambda done, total: say(f"re-embedding: {done}/{total}")
     )
-    adopt(store, target, staging)
+    try:
+        adopt(store, target, staging, configured, copied_at)
+    except BaseException:
+        store.delete_collection(staging.name)
+        raise
     indexes.drop(staging.name)
     indexes.current(store.collection(target.name, configured.model_id), save=True)
     shutil.rmtree(model_dir(settings, target.embedding_model), ignore_errors=True)

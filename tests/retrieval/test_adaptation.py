@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from ragtune.retrieval.adaptation import excluded_chunks, reembed, training_pairs
+from ragtune.retrieval.adaptation import adopt, excluded_chunks, reembed, training_pairs
 from ragtune.retrieval.calibration import PseudoQuery
+from ragtune.retrieval.errors import RetrievalError
 from ragtune.retrieval.settings import RetrievalSettings
 from ragtune.retrieval.store import (
     EMBEDDING_BASE_KEY,
@@ -20,7 +21,7 @@ from ragtune.retrieval.store import (
     VectorStore,
     open_store,
 )
-from tests.support.fakes import FakeEmbedder, InMemoryCollection
+from tests.support.fakes import FakeEmbedder, InMemoryCollection, InMemoryStore
 
 BASE = FakeEmbedder(max_tokens=64)
 
@@ -36,9 +37,14 @@ def chroma(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorSto
 
 
 class TunedEmbedder(FakeEmbedder):
+    """Another model: its vectors are not the base model's."""
+
     def __init__(self) -> None:
         super().__init__(max_tokens=64)
         self.model_id = "ragtune-tuned/test-1"
+
+    def _vector(self, text: str) -> list[float]:
+        return super()._vector(text)[::-1]
 
 
 def records(n: int, embedder: FakeEmbedder) -> list[ChunkRecord]:
@@ -88,6 +94,58 @@ def test_a_rebuilt_collection_takes_the_place_of_the_old_one(chroma: VectorStore
     assert now.metadata()[EMBEDDING_BASE_KEY] == BASE.model_id
     assert {c.metadata["embedding_model"] for c in now.scan()} == {tuned.model_id}
     assert [c.name for c in chroma.list_collections() if c.name.startswith(name)] == [name]
+
+
+def test_writes_made_while_the_copy_was_made_are_carried_over(chroma: VectorStore) -> None:
+    """Another process (sharing a Chroma server) writes to the collection after its copy
+    began: the swap carries every write over, embedded with the copy's model, and loses none."""
+    name = f"rebuild-{uuid.uuid4().hex[:8]}"
+    old = chroma.collection(name, BASE.model_id, create=True)
+    old.add(records(12, BASE))
+    tuned = TunedEmbedder()
+    copied_at = old.revision()
+    staging = reembed(chroma, old, tuned, BASE.model_id)
+    added_text, rewritten_text = "Yaks keep warm under long hair.", "Chunk 3 now speaks of goats."
+    added = ChunkRecord("c99", added_text, {"doc_id": "e"}, BASE.embed_query(added_text))
+    rewritten = ChunkRecord("c3", rewritten_text, {"doc_id": "d"}, BASE.embed_query(rewritten_text))
+    old.add([added, rewritten])
+    old.update_metadata(["c1"], [{"heading": "H1", "doc_id": "d", "reviewed": "yes"}])
+    old.delete(["c2"])
+
+    assert adopt(chroma, old, staging, tuned, copied_at) == 4
+    now = chroma.collection(name, BASE.model_id)
+    assert now.embedding_model == tuned.model_id
+    chunks = {c.id: c for c in now.scan(with_text=True)}
+    assert set(chunks) == {f"c{i}" for i in range(12) if i != 2} | {"c99"}
+    assert chunks["c99"].text == added.text
+    assert chunks["c3"].text == rewritten.text
+    assert chunks["c1"].metadata["reviewed"] == "yes"
+    assert {c.metadata["embedding_model"] for c in chunks.values()} == {tuned.model_id}
+    vectors = now.vectors()
+    assert vectors is not None
+    stored = dict(zip(vectors[0], vectors[1].tolist(), strict=True))
+    for chunk_id, text in (("c99", added_text), ("c3", rewritten_text)):
+        assert stored[chunk_id] == pytest.approx(tuned.embed_query(text), abs=1e-5)
+        assert stored[chunk_id] != pytest.approx(BASE.embed_query(text), abs=1e-5)
+
+
+def test_a_collection_written_to_without_pause_is_not_replaced() -> None:
+    store = InMemoryStore()
+    old = store.collection("busy-docs", BASE.model_id, create=True)
+    old.add(records(4, BASE))
+    tuned = TunedEmbedder()
+    staging = reembed(store, old, tuned, BASE.model_id)
+    original = store.snapshot()["busy-docs"]
+
+    def write_again() -> str:  # a writer that never pauses: every look finds a new revision
+        old.add([ChunkRecord(f"n{uuid.uuid4().hex[:6]}", "new text here", {"doc_id": "n"}, [1.0])])
+        return old._revision
+
+    old.revision = write_again  # type: ignore[method-assign]
+    with pytest.raises(RetrievalError, match="nothing was changed"):
+        adopt(store, old, staging, tuned, "")
+    assert store.collections["busy-docs"] is old  # not replaced
+    assert set(original) <= set(store.snapshot()["busy-docs"])
 
 
 def test_a_replacement_interrupted_between_its_renames_is_undone(chroma: VectorStore) -> None:

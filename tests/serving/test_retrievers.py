@@ -97,9 +97,10 @@ def test_a_collection_another_process_rebuilds_or_deletes_is_followed_without_a_
         folder = tuned_model_dir(tmp_path, tuned_id)
         shutil.copytree(resolve_model_path("all-MiniLM-L6-v2"), folder)
         tuned = load_tuned_embedder(folder, tuned_id, "cpu", 8)
+        copied_at = old.revision()
         staging = reembed(tuner, old, tuned, base.model_id)
         staging.add([chunk(1, "Yaks keep warm under long hair.", tuned)])
-        adopt(tuner, old, staging)
+        adopt(tuner, old, staging, tuned, copied_at)
 
         follows = retrievers.embedder_for(name)
         assert follows.model_id == tuned_id
