@@ -12,6 +12,7 @@ import fcntl
 import json
 import os
 import sys
+import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
@@ -40,6 +41,10 @@ Where = dict[str, Any]
 
 EMBEDDING_MODEL_KEY = "embedding_model"
 REPLACED_SUFFIX = ".ragtune-replaced"
+REPLACEMENT_GRACE_S = 1.0
+"""How long a collection found set aside by a replacement (`replace_collection`) is given to
+reappear under its name before it is taken for an interrupted one and put back. A replacement
+renames twice, a few milliseconds apart."""
 STAGING_SUFFIX = ".ragtune-staging"
 EMBEDDING_BASE_KEY = "embedding_base"
 """Set on a collection re-embedded with a model tuned for it (`ragtune tune embedder`): the
@@ -422,7 +427,13 @@ class ChromaCollection(Collection):
         try:
             current = self._client.get_collection(self.name, embedding_function=None)
         except (chromadb.errors.NotFoundError, ValueError):
-            return True
+            # Deleted, or set aside for the moment between a replacement's two renames (this
+            # collection still exists then, and the next look finds the new one).
+            try:
+                self._raw.count()
+            except (chromadb.errors.NotFoundError, ValueError):
+                return True
+            return False
         return bool(current.id != self._raw.id)
 
     def metadata(self) -> Metadata:
@@ -629,14 +640,23 @@ class ChromaStore(VectorStore):
 
     def _restore_replaced(self, name: str) -> Any:
         """The collection `name` put back from a replacement interrupted between its two
-        renames (see `replace_collection`); None when there is none to put back."""
+        renames (see `replace_collection`); None when there is none to put back. A replacement
+        under way in another process leaves the name missing for the moment between its
+        renames: it is waited for (`REPLACEMENT_GRACE_S`), not undone."""
         import chromadb.errors
 
+        missing = (chromadb.errors.NotFoundError, ValueError)
         try:
             raw = self._client.get_collection(name + REPLACED_SUFFIX, embedding_function=None)
+        except missing:
+            return None
+        time.sleep(REPLACEMENT_GRACE_S)
+        with contextlib.suppress(*missing):
+            return self._client.get_collection(name, embedding_function=None)  # it finished
+        try:
             raw.modify(name=name)
             return self._client.get_collection(name, embedding_function=None)
-        except (chromadb.errors.NotFoundError, ValueError):
+        except missing:
             return None
 
     def create_staging(self, name: str, embedding_model: str, metadata: Metadata) -> Collection:

@@ -3,6 +3,8 @@ rebuilt beside itself and put in its place (interrupted: the old one stays or co
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -157,4 +159,30 @@ def test_a_replacement_interrupted_between_its_renames_is_undone(chroma: VectorS
     raw.modify(name=name + REPLACED_SUFFIX)
     back = chroma.collection(name, BASE.model_id)
     assert back.count() == 3
+    assert [c.name for c in chroma.list_collections() if c.name.startswith(name)] == [name]
+
+
+def test_a_replacement_under_way_elsewhere_is_waited_for_not_undone(chroma: VectorStore) -> None:
+    """Another process opening the collection in the moment between a replacement's two renames
+    neither takes it for deleted nor puts the old one back."""
+    name = f"rebuild-{uuid.uuid4().hex[:8]}"
+    old = chroma.collection(name, BASE.model_id, create=True)
+    old.add(records(3, BASE))
+    tuned = TunedEmbedder()
+    staging = reembed(chroma, old, tuned, BASE.model_id)
+    client = chroma._client  # type: ignore[attr-defined]
+    client.get_collection(name).modify(name=name + REPLACED_SUFFIX)  # the first rename
+    assert not old.replaced()  # set aside for a moment, not gone
+
+    def second_rename() -> None:
+        time.sleep(0.3)
+        client.get_collection(staging.name).modify(name=name)
+        client.delete_collection(name + REPLACED_SUFFIX)
+
+    renaming = threading.Thread(target=second_rename)
+    renaming.start()
+    opened = chroma.collection(name, BASE.model_id)
+    renaming.join()
+    assert opened.embedding_model == tuned.model_id  # the new one, not the old put back
+    assert old.replaced()
     assert [c.name for c in chroma.list_collections() if c.name.startswith(name)] == [name]
