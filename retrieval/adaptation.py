@@ -232,26 +232,35 @@ def adopt(
     staging: Collection,
     embedder: Embedder,
     copied_at: str,
+    abandon: Callable[[], None] | None = None,
 ) -> int:
     """Put the re-embedded staging copy in the place of `collection`, which was at revision
     `copied_at` when the copy began. What another process sharing the store (a Chroma server)
     wrote to the collection since is carried over first (`catch_up`, with `embedder`, the
     copy's model), so the swap loses nothing stored; the number of chunks carried over.
     RetrievalError when the collection is still being written to after `CATCH_UP_ROUNDS`
-    rounds: nothing is changed then."""
+    rounds. On any error before the swap, nothing is changed and `abandon` (dropping the copy)
+    is called before the error goes on; the swap itself undoes a half-done rename."""
     carried = 0
-    for _ in range(CATCH_UP_ROUNDS):
-        seen = collection.revision()
-        if seen == copied_at:
-            store.replace_collection(collection.name, staging.name)
-            return carried
-        carried += catch_up(collection, staging, embedder)
-        copied_at = seen
-    raise RetrievalError(
-        f"collection {collection.name!r} was written to throughout the re-embedding (still "
-        f"after {CATCH_UP_ROUNDS} rounds of catching up); nothing was changed. Run the "
-        "command again when ingestion into it pauses"
-    )
+    try:
+        for _ in range(CATCH_UP_ROUNDS):
+            seen = collection.revision()
+            if seen == copied_at:
+                break
+            carried += catch_up(collection, staging, embedder)
+            copied_at = seen
+        else:
+            raise RetrievalError(
+                f"collection {collection.name!r} was written to throughout the re-embedding "
+                f"(still after {CATCH_UP_ROUNDS} rounds of catching up); nothing was changed. "
+                "Run the command again when ingestion into it pauses"
+            )
+    except BaseException:
+        if abandon is not None:
+            abandon()
+        raise
+    store.replace_collection(collection.name, staging.name)
+    return carried
 
 
 def catch_up(collection: Collection, staging: Collection, embedder: Embedder) -> int:
@@ -483,11 +492,10 @@ def settle(
         discard(store, trial.staging, trial.folder)
         return
     tuned = LazyEmbedder(lambda: collection_embedder(trial.staging, settings))
-    try:
-        trial.carried_over = adopt(store, target, trial.staging, tuned, trial.copied_at)
-    except BaseException:
-        discard(store, trial.staging, trial.folder)
-        raise
+    trial.carried_over = adopt(
+        store, target, trial.staging, tuned, trial.copied_at,
+        lambda: discard(store, trial.staging, trial.folder),
+    )  # fmt: skip
     indexes.current(store.collection(target.name, trial.training.base_model), save=True)
     if is_tuned(target.embedding_model):
         shutil.rmtree(model_dir(settings, target.embedding_model), ignore_errors=True)
@@ -508,11 +516,7 @@ def revert(
     staging = reembed(
         store, target, configured, None, lambda done, total: say(f"re-embedding: {done}/{total}")
     )
-    try:
-        adopt(store, target, staging, configured, copied_at)
-    except BaseException:
-        store.delete_collection(staging.name)
-        raise
+    adopt(store, target, staging, configured, copied_at, lambda: discard(store, staging, None))
     indexes.drop(staging.name)
     indexes.current(store.collection(target.name, configured.model_id), save=True)
     shutil.rmtree(model_dir(settings, target.embedding_model), ignore_errors=True)

@@ -145,8 +145,9 @@ def test_a_collection_written_to_without_pause_is_not_replaced() -> None:
 
     old.revision = write_again  # type: ignore[method-assign]
     with pytest.raises(RetrievalError, match="nothing was changed"):
-        adopt(store, old, staging, tuned, "")
+        adopt(store, old, staging, tuned, "", lambda: store.delete_collection(staging.name))
     assert store.collections["busy-docs"] is old  # not replaced
+    assert staging.name not in store.collections  # the copy abandoned
     assert set(original) <= set(store.snapshot()["busy-docs"])
 
 
