@@ -35,7 +35,6 @@ from ragtune.retrieval.dense import DenseSearch
 from ragtune.retrieval.embedder import (
     TUNED_PREFIX,
     Embedder,
-    LazyEmbedder,
     collection_embedder,
     is_tuned,
     load_tuned_embedder,
@@ -53,6 +52,7 @@ from ragtune.retrieval.store import (
     STAGING_SUFFIX,
     ChunkRecord,
     Collection,
+    StoredChunk,
     VectorStore,
 )
 
@@ -202,19 +202,7 @@ def reembed(
     page = max(1, min(1000, staging.max_batch))
     for start in range(0, len(ids), page):
         chunks = collection.get(ids[start : start + page])
-        texts = [chunk.text or "" for chunk in chunks]
-        vectors = embedder.embed(texts)
-        staging.add(
-            [
-                ChunkRecord(
-                    chunk.id,
-                    text,
-                    {**chunk.metadata, EMBEDDING_MODEL_KEY: embedder.model_id},
-                    vector,
-                )
-                for chunk, text, vector in zip(chunks, texts, vectors, strict=True)
-            ]
-        )
+        _write_embedded(staging, chunks, embedder)
         done += len(chunks)
         if on_progress is not None:
             on_progress(done, total)
@@ -277,18 +265,25 @@ def catch_up(collection: Collection, staging: Collection, embedder: Embedder) ->
         or copied[chunk_id].text != chunk.text
         or _own(copied[chunk_id].metadata) != _own(chunk.metadata)
     ]
-    if changed:
-        texts = [chunk.text or "" for chunk in changed]
-        staging.add(
-            [
-                ChunkRecord(
-                    chunk.id, text, {**chunk.metadata, EMBEDDING_MODEL_KEY: embedder.model_id}, v
-                )
-                for chunk, text, v in zip(changed, texts, embedder.embed(texts), strict=True)
-            ]
-        )
+    _write_embedded(staging, changed, embedder)
     staging.delete(gone)
     return len(changed) + len(gone)
+
+
+def _write_embedded(staging: Collection, chunks: Sequence[StoredChunk], embedder: Embedder) -> None:
+    """Write `chunks` (text and metadata as stored) to the staging copy, embedded by
+    `embedder` and marked as its."""
+    if not chunks:
+        return
+    texts = [chunk.text or "" for chunk in chunks]
+    staging.add(
+        [
+            ChunkRecord(
+                chunk.id, text, {**chunk.metadata, EMBEDDING_MODEL_KEY: embedder.model_id}, vector
+            )
+            for chunk, text, vector in zip(chunks, texts, embedder.embed(texts), strict=True)
+        ]
+    )
 
 
 def _own(metadata: Mapping[str, object]) -> dict[str, object]:
@@ -378,6 +373,8 @@ class Trial:
     training: Training
     staging: Collection
     folder: Path
+    tuned: Embedder
+    """The tuned model the staging copy is embedded with."""
     copied_at: str
     """The collection's revision when the staging copy began (see `adopt`)."""
     before: PseudoScore
@@ -460,6 +457,7 @@ def try_tuned(
             training,
             staging,
             folder,
+            tuned,
             copied_at,
             score_pseudo(target, current, held, lexical, settings.exact_search_max_chunks),
             score_pseudo(staging, tuned, held, lexical, settings.exact_search_max_chunks),
@@ -491,9 +489,8 @@ def settle(
     if not adopt_it:
         discard(store, trial.staging, trial.folder)
         return
-    tuned = LazyEmbedder(lambda: collection_embedder(trial.staging, settings))
     trial.carried_over = adopt(
-        store, target, trial.staging, tuned, trial.copied_at,
+        store, target, trial.staging, trial.tuned, trial.copied_at,
         lambda: discard(store, trial.staging, trial.folder),
     )  # fmt: skip
     indexes.current(store.collection(target.name, trial.training.base_model), save=True)
