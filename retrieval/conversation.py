@@ -57,6 +57,8 @@ class ConversationQuery:
     embeddings of the turns read."""
     turns: int
     """User turns read (1: the last one alone)."""
+    model: str
+    """The embedding model `vector` is of (`Embedder.model_id`)."""
 
 
 def user_turns(messages: Iterable[tuple[str, str]]) -> list[str]:
@@ -80,20 +82,22 @@ def conversation_query(
         raise ValueError("a retrieval query needs a user turn with text")
     window = texts[-max(weighting.turns, 1) :]
     if len(window) == 1 or closest is None:
-        return ConversationQuery(window[-1], embedder.embed_query(window[-1]), 1)
+        return ConversationQuery(window[-1], embedder.embed_query(window[-1]), 1, embedder.model_id)
     vectors = embedder.embed_queries(window)
     read = 1
     while read < len(window) and closest(vectors[-read]) < weighting.standalone_similarity:
         read += 1
     if read == 1:
-        return ConversationQuery(window[-1], vectors[-1], 1)
+        return ConversationQuery(window[-1], vectors[-1], 1, embedder.model_id)
     weights = [weighting.decay**age for age in range(read - 1, -1, -1)]
     combined = [
         sum(w * v[i] for w, v in zip(weights, vectors[-read:], strict=True))
         for i in range(len(vectors[-1]))
     ]
     norm = math.sqrt(sum(x * x for x in combined)) or 1.0
-    return ConversationQuery("\n".join(window[-read:]), [x / norm for x in combined], read)
+    return ConversationQuery(
+        "\n".join(window[-read:]), [x / norm for x in combined], read, embedder.model_id
+    )
 
 
 def closest_in(retriever: Retriever, filters: SearchFilter | None = None) -> Closest:

@@ -30,7 +30,10 @@ class RetrieverCache:
 
     Usage:
         retrievers = RetrieverCache(store, embedder, settings.retrieval)
-        hits = retrievers.search(question, vector, k=5, collection="handbook")
+        embedder = retrievers.embedder_for("handbook")
+        vector = embedder.embed_query(question)
+        hits = retrievers.search(question, vector, k=5, collection="handbook",
+                                 model=embedder.model_id)
     The API only reads: a collection's lexical index is rebuilt in memory when the collection
     changes, and written by ingestion. A collection another process deleted or put a rebuilt
     copy in the place of (`ragtune tune embedder`, its `--revert`, over a Chroma server) is
@@ -137,24 +140,29 @@ class RetrieverCache:
         filters: Mapping[str, str] | None = None,
         required: bool = False,
         timings: dict[str, float] | None = None,
+        model: str | None = None,
     ) -> list[SearchHit]:
-        """The `k` best passages for the query text (its vector already computed). A collection
-        that does not exist is CollectionNotFoundError when `required` (the router says when:
+        """The `k` best passages for the query text (its vector already computed, by the
+        embedding model `model`: `Embedder.model_id`). A collection that does not exist is
+        CollectionNotFoundError when `required` (the router says when:
         `RouteRequest.requires_documents`), else no evidence. `timings`: each stage's seconds
-        are added to it (`Retriever.search`)."""
+        are added to it (`Retriever.search`).
+
+        A collection re-embedded with another model since `vector` was computed (`ragtune tune
+        embedder` or its `--revert`, in another process) is searched with the question embedded
+        again by its own model: a vector of one model is meaningless among another's."""
         name = collection or self.settings.collection
         try:
             try:
-                hits = self._search(name, question, vector, k, filters, timings)
+                hits = self._search(name, question, vector, model, k, filters, timings)
             except (CollectionNotFoundError, StoreUnavailableError):
                 raise
             except Exception:
                 # The collection was replaced while this request searched it (between two
-                # checks): search the one now in its place, once, rather than fail the request
-                # (with the vector already computed, of the model the collection had).
+                # checks): search the one now in its place, once, rather than fail the request.
                 if not self._drop_if_replaced(name, at_once=True):
                     raise
-                hits = self._search(name, question, vector, k, filters, timings)
+                hits = self._search(name, question, vector, model, k, filters, timings)
             return [replace(hit, collection=name) for hit in hits]
         except CollectionNotFoundError:
             if required:
@@ -168,16 +176,25 @@ class RetrieverCache:
         name: str,
         question: str,
         vector: Vector,
+        model: str | None,
         k: int,
         filters: Mapping[str, str] | None,
         timings: dict[str, float] | None,
     ) -> list[SearchHit]:
-        return self.get(name).search(
+        retriever = self.get(name)
+        if model is not None and model != retriever.embedder.model_id:
+            logger.info(
+                "collection %r is now embedded with %s, not %s: the question is embedded again",
+                name,
+                retriever.embedder.model_id,
+                model,
+            )
+        return retriever.search(
             question,
             k,
             SearchMode(self.settings.search_mode),
             SearchFilter.from_mapping(filters) if filters else None,
-            vector=vector,
+            vector=vector if model in (None, retriever.embedder.model_id) else None,
             timings=timings,
         )
 

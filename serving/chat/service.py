@@ -267,6 +267,7 @@ class ChatService:
                         filters=request.filters,
                         required=request.requires_documents,
                         timings=stages,
+                        model=queries[name].model,
                     )
                     for name in searched
                 ],
@@ -275,7 +276,7 @@ class ChatService:
             )
         # Adapters are matched with the shared embedder's vector of the (first) query.
         matching = query.vector
-        if searched and self.retrievers.embedder_for(searched[0]) is not self.embedder:
+        if query.model != self.embedder.model_id:
             matching = self.embedder.embed_query(query.text)
         retrieved = time.perf_counter()
         # Only the adapters the principal sees compete: another tenant's never wins a request,

@@ -341,6 +341,7 @@ class VectorStoreService:
                 collection=collection.name,
                 filters=filters or None,
                 required=True,
+                model=embedder.model_id,
             )
             for text in texts
         ]

@@ -13,6 +13,7 @@ from ragtune.retrieval.adaptation import adopt, reembed
 from ragtune.retrieval.embedder import (
     TUNED_PREFIX,
     Embedder,
+    is_tuned,
     load_tuned_embedder,
     resolve_model_path,
     tuned_model_dir,
@@ -20,9 +21,9 @@ from ragtune.retrieval.embedder import (
 from ragtune.retrieval.errors import CollectionNotFoundError
 from ragtune.retrieval.search import SearchHit
 from ragtune.retrieval.settings import RetrievalSettings
-from ragtune.retrieval.store import ChunkRecord, open_store
+from ragtune.retrieval.store import EMBEDDING_BASE_KEY, ChunkRecord, open_store
 from ragtune.serving.retrievers import RetrieverCache, merge_ranked
-from tests.support.fakes import FakeEmbedder
+from tests.support.fakes import FakeEmbedder, InMemoryStore
 
 
 def hits(collection: str, *dense: float) -> list[SearchHit]:
@@ -69,6 +70,46 @@ def chunk(n: int, text: str, embedder: Embedder) -> ChunkRecord:
     return ChunkRecord(
         f"c{n}", text, {"doc_id": f"d{n}", "source": f"d{n}.md"}, embedder.embed_query(text)
     )
+
+
+def test_a_vector_of_the_model_a_collection_had_is_not_searched_with_its_new_one(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The question was embedded for a collection just before another process re-embedded it
+    with a tuned model (of another dimension here): the search embeds the question again with
+    the model the collection now has, instead of failing or searching with a foreign vector."""
+    base, tuned = FakeEmbedder(64), FakeEmbedder(32)
+    tuned.model_id = TUNED_PREFIX + "wool-1"
+    monkeypatch.setattr(
+        "ragtune.serving.retrievers.collection_embedder",
+        lambda target, settings, configured: (
+            tuned if is_tuned(target.embedding_model) else configured
+        ),
+    )
+    texts = ["llamas spin wool into yarn", "yaks keep warm under long hair"]
+    store = InMemoryStore()
+    store.collection("wool", base.model_id, create=True).add(
+        [chunk(n, text, base) for n, text in enumerate(texts)]
+    )
+    settings = RetrievalSettings(data_dir=tmp_path, lexical_check_seconds=0)
+    retrievers = RetrieverCache(store, base, settings)
+    question = "how do yaks keep warm"
+    vector = base.embed_query(question)
+    found = retrievers.search(question, vector, k=1, collection="wool", model=base.model_id)
+    assert found[0].text == texts[1]
+    assert tuned.calls == []
+
+    staging = store.create_staging("wool-next", tuned.model_id, {EMBEDDING_BASE_KEY: base.model_id})
+    staging.add([chunk(n, text, tuned) for n, text in enumerate(texts)])
+    store.replace_collection("wool", "wool-next")
+    tuned.calls.clear()
+    found = retrievers.search(question, vector, k=1, collection="wool", model=base.model_id)
+    assert found[0].text == texts[1]
+    assert tuned.calls == [1]  # the question, embedded by the collection's model
+    assert (found[0].dense_score or 0.0) > 0.3
+    # Without saying which model made the vector, the 64 numbers meet 32: that search fails.
+    with pytest.raises(ValueError, match="zip"):
+        retrievers.search(question, vector, k=1, collection="wool")
 
 
 @pytest.mark.chroma_server

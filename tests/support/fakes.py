@@ -12,6 +12,7 @@ from typing import Any
 from ragtune.retrieval.embedder import Embedder, Vector
 from ragtune.retrieval.settings import check_collection_name
 from ragtune.retrieval.store import (
+    EMBEDDING_BASE_KEY,
     ChunkRecord,
     Collection,
     CollectionInfo,
@@ -97,6 +98,8 @@ class InMemoryCollection(Collection):
         self._revision = ""
         self.store: InMemoryStore | None = None
         """The store that holds it, if any (see `replaced`)."""
+        self.base_model: object = None
+        """The model the collection's tuned model was tuned from (`EMBEDDING_BASE_KEY`)."""
 
     @property
     def max_batch(self) -> int:
@@ -170,7 +173,8 @@ class InMemoryStore(VectorStore):
                 raise collection_not_found(name, "memory")
             self._hold(InMemoryCollection(name, embedding_model))
         existing = self.collections[name]
-        check_embedding_model(name, existing.embedding_model, embedding_model)
+        if existing.base_model != embedding_model:  # else read with the model tuned from it
+            check_embedding_model(name, existing.embedding_model, embedding_model)
         return existing
 
     def list_collections(self) -> list[CollectionInfo]:
@@ -182,7 +186,9 @@ class InMemoryStore(VectorStore):
         self.collections.pop(name, None)
 
     def create_staging(self, name: str, embedding_model: str, metadata: Metadata) -> Collection:
-        return self._hold(InMemoryCollection(name, embedding_model))
+        staging = InMemoryCollection(name, embedding_model)
+        staging.base_model = metadata.get(EMBEDDING_BASE_KEY)
+        return self._hold(staging)
 
     def _hold(self, collection: InMemoryCollection) -> InMemoryCollection:
         collection.store = self
