@@ -41,7 +41,7 @@ from ragtune.retrieval.embedder import (
     resolve_model_path,
     tuned_model_dir,
 )
-from ragtune.retrieval.errors import RetrievalError
+from ragtune.retrieval.errors import RetrievalError, StagingDroppedError
 from ragtune.retrieval.evaluation import QAItem, evaluate
 from ragtune.retrieval.lexical import LexicalIndex, LexicalIndexes
 from ragtune.retrieval.search import Retriever, SearchHit, SearchMode
@@ -227,11 +227,19 @@ def adopt(
     wrote to the collection since is carried over first (`catch_up`, with `embedder`, the
     copy's model), so the swap loses nothing stored; the number of chunks carried over.
     RetrievalError when the collection is still being written to after `CATCH_UP_ROUNDS`
-    rounds. On any error before the swap, nothing is changed and `abandon` (dropping the copy)
-    is called before the error goes on; the swap itself undoes a half-done rename."""
+    rounds, or was deleted or replaced meanwhile. On any error before the swap, nothing is
+    changed and `abandon` (dropping the copy) is called before the error goes on; the swap
+    itself undoes a half-done rename, and refuses a copy another rebuild dropped (two runs at
+    once on one collection: the other run's copy is left to it)."""
     carried = 0
     try:
         for _ in range(CATCH_UP_ROUNDS):
+            if collection.replaced():
+                raise RetrievalError(
+                    f"collection {collection.name!r} was deleted or rebuilt by another process "
+                    "while it was re-embedded here; nothing was changed. Look at it again "
+                    "(ragtune docs list) before running the command again"
+                )
             seen = collection.revision()
             if seen == copied_at:
                 break
@@ -247,7 +255,12 @@ def adopt(
         if abandon is not None:
             abandon()
         raise
-    store.replace_collection(collection.name, staging.name)
+    try:
+        store.replace_collection(collection.name, staging)
+    except StagingDroppedError:
+        if abandon is not None:
+            abandon()  # what is this run's (the copy under the name is the other run's)
+        raise
     return carried
 
 
@@ -293,7 +306,7 @@ def _own(metadata: Mapping[str, object]) -> dict[str, object]:
 
 def discard(store: VectorStore, staging: Collection, model_dir: Path | None) -> None:
     """Drop a staging copy (and the tuned model it was made with) that is not adopted."""
-    store.delete_collection(staging.name)
+    store.delete_staging(staging)
     if model_dir is not None:
         shutil.rmtree(model_dir, ignore_errors=True)
 
@@ -470,7 +483,7 @@ def try_tuned(
         return trial
     except BaseException:
         if staging is not None:
-            store.delete_collection(staging.name)
+            store.delete_staging(staging)
         shutil.rmtree(folder, ignore_errors=True)
         raise
 

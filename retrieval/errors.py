@@ -25,6 +25,10 @@ class StoreUnavailableError(RetrievalError):
     """The store cannot be reached or opened."""
 
 
+class StagingDroppedError(RetrievalError):
+    """A collection's rebuilt copy was dropped by another rebuild of the same collection."""
+
+
 class CollectionNotFoundError(RetrievalError):
     """The named collection does not exist."""
 

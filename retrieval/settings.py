@@ -145,11 +145,21 @@ class RetrievalSettings(RagtuneSettings):
         return type(self).model_validate({**explicit, "collection": name})
 
 
+RESERVED_NAME_MARK = ".ragtune-"
+"""Names holding this are ragtune's own copies of a collection being rebuilt
+(`store.STAGING_SUFFIX`, `store.REPLACED_SUFFIX`): no collection of documents may take one."""
+
+
 def check_collection_name(name: str) -> str:
     if not _COLLECTION_NAME.match(name):
         raise ValueError(
             f"invalid collection name {name!r}: use 3-512 characters from letters, digits, "
             "'.', '_' and '-', starting and ending with a letter or digit"
+        )
+    if RESERVED_NAME_MARK in name:
+        raise ValueError(
+            f"invalid collection name {name!r}: names holding {RESERVED_NAME_MARK!r} are kept "
+            "for ragtune's copies of a collection being rebuilt; choose another name"
         )
     return name
 

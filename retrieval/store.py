@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import sys
 import time
@@ -30,22 +31,29 @@ from ragtune.retrieval.errors import (
     CollectionNotFoundError,
     EmbeddingModelMismatchError,
     RetrievalError,
+    StagingDroppedError,
     StoreBusyError,
     StoreUnavailableError,
 )
-from ragtune.retrieval.settings import RetrievalSettings, check_collection_name
+from ragtune.retrieval.settings import (
+    RESERVED_NAME_MARK,
+    RetrievalSettings,
+    check_collection_name,
+)
 
 MetadataValue = str | int | float | bool
 Metadata = dict[str, MetadataValue]
 Where = dict[str, Any]
 
+logger = logging.getLogger("ragtune.store")
+
 EMBEDDING_MODEL_KEY = "embedding_model"
-REPLACED_SUFFIX = ".ragtune-replaced"
+REPLACED_SUFFIX = RESERVED_NAME_MARK + "replaced"
 REPLACEMENT_GRACE_S = 1.0
 """How long a collection found set aside by a replacement (`replace_collection`) is given to
 reappear under its name before it is taken for an interrupted one and put back. A replacement
 renames twice, a few milliseconds apart."""
-STAGING_SUFFIX = ".ragtune-staging"
+STAGING_SUFFIX = RESERVED_NAME_MARK + "staging"
 EMBEDDING_BASE_KEY = "embedding_base"
 """Set on a collection re-embedded with a model tuned for it (`ragtune tune embedder`): the
 model that one was tuned from, which the deployment configures."""
@@ -115,28 +123,36 @@ class Collection(ABC):
 
     def add(self, records: Sequence[ChunkRecord]) -> None:
         """Insert or replace records (by id)."""
-        if records:
-            self._changing()
+        if not records:
+            return
+        self._changing()
         for start in range(0, len(records), self.max_batch):
             self._upsert(records[start : start + self.max_batch])
+        self._changing()
 
     def update_metadata(self, ids: Sequence[str], metadatas: Sequence[Metadata]) -> None:
         """Replace the metadata of stored chunks, keeping their text and embedding."""
-        if ids:
-            self._changing()
+        if not ids:
+            return
+        self._changing()
         for start in range(0, len(ids), self.max_batch):
             end = start + self.max_batch
             self._update_metadata(ids[start:end], metadatas[start:end])
+        self._changing()
 
     def delete(self, ids: Sequence[str]) -> None:
-        if ids:
-            self._changing()
+        if not ids:
+            return
+        self._changing()
         for start in range(0, len(ids), self.max_batch):
             self._delete(ids[start : start + self.max_batch])
+        self._changing()
 
     def _changing(self) -> None:
         # Stamped before the write, so that an index derived from the collection (the lexical
-        # one) is seen as stale even if this process dies halfway through the write.
+        # one) is seen as stale even if this process dies halfway through the write; and again
+        # after it, so that a reader that looked between the first stamp and the write landing
+        # (`adaptation.adopt` carrying writes over to a copy) sees it change once more.
         self._set_revision(uuid.uuid4().hex)
 
     @abstractmethod
@@ -292,8 +308,15 @@ class VectorStore(ABC):
         interrupted rebuild is dropped first), with `metadata` beside the store's own keys."""
 
     @abstractmethod
-    def replace_collection(self, name: str, staging: str) -> None:
-        """Put the collection `staging` in the place of `name` (the old one is deleted)."""
+    def delete_staging(self, staging: Collection) -> None:
+        """Drop a copy `create_staging` made, unless another rebuild of the same collection has
+        since dropped it and made its own under the name (that one is left alone)."""
+
+    @abstractmethod
+    def replace_collection(self, name: str, staging: Collection) -> None:
+        """Put the collection `staging` (made by `create_staging`) in the place of `name` (the
+        old one is deleted). StagingDroppedError, with nothing changed, when `staging` no longer
+        holds its name (another rebuild of the same collection dropped it and made its own)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release what the store holds (locks, connections)."""
@@ -681,21 +704,57 @@ class ChromaStore(VectorStore):
             metadata={**metadata, EMBEDDING_MODEL_KEY: embedding_model, "created_by": "ragtune"},
         )
 
-    def replace_collection(self, name: str, staging: str) -> None:
+    def _own_staging(self, staging: Collection) -> Any:
+        """The Chroma collection `staging` is, if its name still names it (else None)."""
+        import chromadb.errors
+
+        try:
+            current = self._client.get_collection(staging.name, embedding_function=None)
+        except (chromadb.errors.NotFoundError, ValueError):
+            return None
+        if not isinstance(staging, ChromaCollection) or current.id != staging._raw.id:
+            return None
+        return current
+
+    def delete_staging(self, staging: Collection) -> None:
+        import chromadb.errors
+
+        if self._own_staging(staging) is not None:
+            with contextlib.suppress(chromadb.errors.NotFoundError, ValueError):
+                self._client.delete_collection(staging.name)
+
+    def replace_collection(self, name: str, staging: Collection) -> None:
         """Put the collection `staging` in the place of `name` (renamed; the old one is deleted
         once the new one holds the name)."""
         import chromadb.errors
 
+        missing = (chromadb.errors.NotFoundError, ValueError)
+        current = self._own_staging(staging)
+        if current is None:
+            raise StagingDroppedError(
+                f"the rebuilt copy of collection {name!r} ({staging.name}) was dropped by "
+                "another rebuild of the same collection (two `ragtune tune embedder` runs on "
+                "it at once); nothing was changed. Let the other run finish"
+            )
         old = name + REPLACED_SUFFIX
-        with contextlib.suppress(chromadb.errors.NotFoundError, ValueError):
+        with contextlib.suppress(*missing):
             self._client.delete_collection(old)
         self._client.get_collection(name, embedding_function=None).modify(name=old)
         try:
-            self._client.get_collection(staging, embedding_function=None).modify(name=name)
+            current.modify(name=name)
         except BaseException:
             self._client.get_collection(old, embedding_function=None).modify(name=name)
             raise
-        self._client.delete_collection(old)
+        try:
+            self._client.delete_collection(old)
+        except Exception as exc:  # the swap is done: the copy set aside goes with the next
+            logger.warning(
+                "collection %r was replaced, but its old copy %s could not be deleted (%s); "
+                "it is deleted with the next rebuild or when the collection is deleted",
+                name,
+                old,
+                exc,
+            )
 
     def list_collections(self) -> list[CollectionInfo]:
         infos = []
@@ -709,7 +768,13 @@ class ChromaStore(VectorStore):
         return infos
 
     def delete_collection(self, name: str) -> None:
+        import chromadb.errors
+
         self._client.delete_collection(name)
+        # An old copy a replacement left set aside (interrupted before it deleted it) would
+        # otherwise be put back under the name when it is next opened.
+        with contextlib.suppress(chromadb.errors.NotFoundError, ValueError):
+            self._client.delete_collection(name + REPLACED_SUFFIX)
 
     def close(self) -> None:
         if self._client is not None:

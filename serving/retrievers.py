@@ -104,6 +104,12 @@ class RetrieverCache:
             self.forget(name)
             return True
 
+    def refresh(self, collection: str | None = None) -> bool:
+        """Drop the retriever of `collection` now if its collection was deleted or replaced
+        since it was opened (not waiting for `lexical_check_seconds`): what a request that
+        failed on it does before it tries once more. Whether it was dropped."""
+        return self._drop_if_replaced(collection or self.settings.collection, at_once=True)
+
     def forget(self, collection: str) -> None:
         """Drop the retriever of a collection this process changed or deleted: the next request
         makes one that reads it afresh (its lexical index at the new revision at once)."""
@@ -119,14 +125,20 @@ class RetrieverCache:
             return self.embedder
 
     def closest(
-        self, collection: str | None = None, filters: Mapping[str, str] | None = None
+        self,
+        collection: str | None = None,
+        filters: Mapping[str, str] | None = None,
+        model: str | None = None,
     ) -> Closest | None:
-        """How close a vector comes to the collection's chunks (among those `filters` let
-        through): what tells a follow-up from a question that stands alone
-        (`retrieval.conversation`). None when the collection does not exist (yet)."""
+        """How close a vector (of the embedding model `model`) comes to the collection's chunks
+        (among those `filters` let through): what tells a follow-up from a question that stands
+        alone (`retrieval.conversation`). None when the collection does not exist (yet), or is
+        now embedded with another model than `model` (re-embedded since the caller asked)."""
         try:
             retriever = self.get(collection)
         except CollectionNotFoundError:
+            return None
+        if model is not None and model != retriever.embedder.model_id:
             return None
         return closest_in(retriever, SearchFilter.from_mapping(filters) if filters else None)
 

@@ -15,7 +15,7 @@ import anyio
 from ragtune.adapters.registry import AdapterManifest
 from ragtune.retrieval.conversation import Closest, ConversationQuery, conversation_query
 from ragtune.retrieval.embedder import Embedder
-from ragtune.retrieval.errors import CollectionNotFoundError
+from ragtune.retrieval.errors import CollectionNotFoundError, StoreUnavailableError
 from ragtune.retrieval.search import SearchHit
 from ragtune.serving import observability
 from ragtune.serving.chat import shapes
@@ -313,6 +313,20 @@ class ChatService:
         collections searched with one embedder share one query, built with all of them telling
         a follow-up from a new question; a collection re-embedded with a model tuned for it
         (`ragtune tune embedder`) is searched with that model's."""
+        try:
+            return self._build_queries(request, searched)
+        except (CollectionNotFoundError, StoreUnavailableError):
+            raise
+        except Exception:
+            # A collection deleted or rebuilt by another process since this server last
+            # looked (`RetrieverCache`): the query is built once more, on what is there now.
+            if not [name for name in searched if self.retrievers.refresh(name)]:
+                raise
+            return self._build_queries(request, searched)
+
+    def _build_queries(
+        self, request: RouteRequest, searched: Sequence[str]
+    ) -> tuple[ConversationQuery, dict[str, ConversationQuery]]:
         groups: dict[int, tuple[Embedder, list[str]]] = {}
         for name in searched:
             embedder = self.retrievers.embedder_for(name)
@@ -320,17 +334,25 @@ class ChatService:
         queries: dict[str, ConversationQuery] = {}
         for embedder, names in groups.values():
             # The documents tell a follow-up from a new question (one turn needs no telling).
-            closest = self._closest(names, request.filters) if request.history else None
+            closest = (
+                self._closest(names, request.filters, embedder.model_id)
+                if request.history
+                else None
+            )
             query = conversation_query(request.turns, embedder, closest, self.weighting)
             queries.update(dict.fromkeys(names, query))
         if not searched:
             return conversation_query(request.turns, self.embedder, None, self.weighting), {}
         return queries[searched[0]], queries
 
-    def _closest(self, names: Sequence[str], filters: Mapping[str, str] | None) -> Closest | None:
-        """How close a vector comes to the chunks of any of the collections (None when none of
-        them exists yet)."""
-        found = [c for name in names if (c := self.retrievers.closest(name, filters)) is not None]
+    def _closest(
+        self, names: Sequence[str], filters: Mapping[str, str] | None, model: str
+    ) -> Closest | None:
+        """How close a vector of `model` comes to the chunks of any of the collections (None
+        when none of them exists yet, or is embedded with that model)."""
+        found = [
+            c for name in names if (c := self.retrievers.closest(name, filters, model)) is not None
+        ]
         if len(found) <= 1:
             return found[0] if found else None
         return lambda vector: max(closest(vector) for closest in found)

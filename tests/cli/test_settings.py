@@ -38,6 +38,10 @@ def test_a_collection_named_on_the_command_line_is_checked_like_the_setting(
     assert (named.collection, named.data_dir) == ("handbook", tmp_path)
     with pytest.raises(ValidationError, match="invalid collection name"):
         tree.retrieval_for("x")
+    # ragtune's own copies of a collection being rebuilt: hidden, and dropped by a rebuild.
+    for reserved in ("handbook.ragtune-staging", "handbook.ragtune-replaced.v2"):
+        with pytest.raises(ValidationError, match="kept for ragtune's copies"):
+            tree.retrieval_for(reserved)
 
 
 def test_every_package_may_be_configured_in_the_file(tmp_path: Path) -> None:

@@ -88,7 +88,7 @@ def test_a_rebuilt_collection_takes_the_place_of_the_old_one(chroma: VectorStore
     ]  # the copy is not listed
     assert chroma.collection(name, BASE.model_id).embedding_model == BASE.model_id  # untouched
 
-    chroma.replace_collection(name, staging.name)
+    chroma.replace_collection(name, staging)
     now = chroma.collection(name, BASE.model_id)  # configured: the base model
     assert now.embedding_model == tuned.model_id  # read with the model tuned from it
     assert now.count() == 12
@@ -187,3 +187,95 @@ def test_a_replacement_under_way_elsewhere_is_waited_for_not_undone(chroma: Vect
     assert opened.embedding_model == tuned.model_id  # the new one, not the old put back
     assert old.replaced()
     assert [c.name for c in chroma.list_collections() if c.name.startswith(name)] == [name]
+
+
+def test_a_write_landing_while_the_copy_catches_up_is_carried_over() -> None:
+    """Another process's write has changed the revision but not yet landed when the copy is
+    compared with the collection; it lands during the catch-up's scan. The revision it stamps
+    once landed sends the copy round once more: the chunk is not lost to the swap."""
+    store = InMemoryStore()
+    old = store.collection("docs", BASE.model_id, create=True)
+    old.add(records(4, BASE))
+    tuned = TunedEmbedder()
+    copied_at = old.revision()
+    staging = reembed(store, old, tuned, BASE.model_id)
+    late = ChunkRecord("late", "Yaks keep warm under long hair.", {"doc_id": "y"}, [1.0])
+    stamped, scanned = threading.Event(), threading.Event()
+    upsert = old._upsert
+
+    def slow_upsert(batch: list[ChunkRecord]) -> None:  # the writer's upsert, held back
+        stamped.set()
+        assert scanned.wait(10)
+        upsert(batch)
+
+    old._upsert = slow_upsert  # type: ignore[method-assign]
+    writer = threading.Thread(target=old.add, args=([late],))
+    writer.start()
+    assert stamped.wait(10)  # the writer has stamped its first revision
+    scan = old.scan
+
+    def scan_then_let_the_write_land(*args: object, **kwargs: object) -> Iterator[object]:
+        found = list(scan(*args, **kwargs))  # type: ignore[arg-type]
+        if not scanned.is_set():
+            scanned.set()
+            writer.join(10)
+        return iter(found)
+
+    old.scan = scan_then_let_the_write_land  # type: ignore[assignment,method-assign]
+    adopt(store, old, staging, tuned, copied_at)
+    now = store.collections["docs"]
+    assert now is staging
+    assert "late" in now.rows
+    assert now.count() == 5
+
+
+def test_two_rebuilds_of_one_collection_at_once_lose_nothing(chroma: VectorStore) -> None:
+    """A second `tune embedder` run drops the first run's copy and starts its own under the
+    same name: the first run's swap is refused, not made with the second's half-made copy;
+    the second run's copy, once whole, is adopted."""
+    name = f"twice-{uuid.uuid4().hex[:8]}"
+    old = chroma.collection(name, BASE.model_id, create=True)
+    old.add(records(6, BASE))
+    tuned = TunedEmbedder()
+    first = reembed(chroma, old, tuned, BASE.model_id)
+    second = chroma.create_staging(first.name, tuned.model_id, {EMBEDDING_BASE_KEY: BASE.model_id})
+    second.add(records(2, tuned))  # the second run, part-way through its copy
+    abandoned: list[str] = []
+    with pytest.raises(RetrievalError, match="another rebuild"):
+        adopt(chroma, old, first, tuned, old.revision(), lambda: abandoned.append("first"))
+    assert abandoned == ["first"]
+    kept = chroma.collection(name, BASE.model_id)
+    assert (kept.embedding_model, kept.count()) == (BASE.model_id, 6)
+    chroma.delete_staging(first)  # what the first run's clean-up does: the second's stays
+    second.add(records(6, tuned)[2:])
+    adopt(chroma, kept, second, tuned, kept.revision())
+    now = chroma.collection(name, BASE.model_id)
+    assert (now.embedding_model, now.count()) == (tuned.model_id, 6)
+
+
+def test_a_collection_deleted_or_rebuilt_meanwhile_is_not_swapped(chroma: VectorStore) -> None:
+    name = f"gone-{uuid.uuid4().hex[:8]}"
+    old = chroma.collection(name, BASE.model_id, create=True)
+    old.add(records(3, BASE))
+    tuned = TunedEmbedder()
+    staging = reembed(chroma, old, tuned, BASE.model_id)
+    chroma.delete_collection(name)
+    chroma.collection(name, BASE.model_id, create=True).add(records(1, BASE))  # made anew
+    with pytest.raises(RetrievalError, match="deleted or rebuilt by another process"):
+        adopt(chroma, old, staging, tuned, old.revision(), lambda: chroma.delete_staging(staging))
+    again = chroma.collection(name, BASE.model_id)
+    assert (again.embedding_model, again.count()) == (BASE.model_id, 1)
+    assert [c.name for c in chroma.list_collections() if c.name.startswith(name)] == [name]
+
+
+def test_a_deleted_collection_does_not_come_back_from_a_copy_a_swap_left(
+    chroma: VectorStore,
+) -> None:
+    """A swap interrupted after its second rename leaves the old copy set aside; a collection
+    deleted on purpose afterwards is not put back from it when a new one of the name is made."""
+    name = f"deleted-{uuid.uuid4().hex[:8]}"
+    chroma.collection(name, BASE.model_id, create=True).add(records(1, BASE))
+    aside = chroma.create_staging(name + REPLACED_SUFFIX, BASE.model_id, {})
+    aside.add(records(5, BASE))
+    chroma.delete_collection(name)
+    assert chroma.collection(name, BASE.model_id, create=True).count() == 0

@@ -163,7 +163,7 @@ def test_a_handle_knows_when_its_collection_was_replaced_or_deleted(
     assert not store.collection(name, MODEL).replaced()  # another handle of the same one
     staging = store.create_staging(name + "-staging", MODEL, {})
     staging.add([record(2, unit(0, 1, 0))])
-    store.replace_collection(name, staging.name)
+    store.replace_collection(name, staging)
     assert first.replaced()
     second = store.collection(name, MODEL)
     assert not second.replaced()

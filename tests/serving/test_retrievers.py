@@ -101,7 +101,7 @@ def test_a_vector_of_the_model_a_collection_had_is_not_searched_with_its_new_one
 
     staging = store.create_staging("wool-next", tuned.model_id, {EMBEDDING_BASE_KEY: base.model_id})
     staging.add([chunk(n, text, tuned) for n, text in enumerate(texts)])
-    store.replace_collection("wool", "wool-next")
+    store.replace_collection("wool", staging)
     tuned.calls.clear()
     found = retrievers.search(question, vector, k=1, collection="wool", model=base.model_id)
     assert found[0].text == texts[1]
@@ -176,6 +176,6 @@ def test_a_search_the_replacement_overtakes_reads_the_new_collection(
         assert len(retrievers.search("spin wool", vector, k=2, collection=name)) == 2
         staging = writer.create_staging(name + "-next", embedder.model_id, {})
         staging.add([chunk(0, "yaks spin wool", embedder), chunk(1, "goats spin wool", embedder)])
-        writer.replace_collection(name, staging.name)
+        writer.replace_collection(name, staging)
         found = retrievers.search("spin wool", vector, k=2, collection=name)
         assert {hit.text for hit in found} == {"yaks spin wool", "goats spin wool"}

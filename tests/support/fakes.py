@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from ragtune.retrieval.embedder import Embedder, Vector
+from ragtune.retrieval.errors import StagingDroppedError
 from ragtune.retrieval.settings import check_collection_name
 from ragtune.retrieval.store import (
     EMBEDDING_BASE_KEY,
@@ -195,8 +196,14 @@ class InMemoryStore(VectorStore):
         self.collections[collection.name] = collection
         return collection
 
-    def replace_collection(self, name: str, staging: str) -> None:
-        replacement = self.collections.pop(staging)
+    def delete_staging(self, staging: Collection) -> None:
+        if self.collections.get(staging.name) is staging:
+            del self.collections[staging.name]
+
+    def replace_collection(self, name: str, staging: Collection) -> None:
+        if self.collections.get(staging.name) is not staging:
+            raise StagingDroppedError(f"the rebuilt copy of collection {name!r} was dropped")
+        replacement = self.collections.pop(staging.name)
         replacement.name = name
         self.collections[name] = replacement
 

@@ -15,8 +15,10 @@ import pytest
 from ragtune.adapters.provenance import CollectionSnapshot, DocumentVersion
 from ragtune.adapters.registry import MANIFEST, AdapterManifest, AdapterRegistry
 from ragtune.adapters.settings import AdapterSettings, adapters_dir
+from ragtune.retrieval.adaptation import adopt, reembed
+from ragtune.retrieval.embedder import TUNED_PREFIX, is_tuned
 from ragtune.retrieval.settings import RetrievalSettings
-from ragtune.retrieval.store import ChunkRecord
+from ragtune.retrieval.store import ChunkRecord, VectorStore, open_store
 from ragtune.serving.chat.protocol import ChatCompletionRequest
 from ragtune.serving.components import Components, assemble
 from ragtune.serving.engine.pool import EnginePool
@@ -73,9 +75,11 @@ def components(
     *engines: FakeEngine,
     router: RouterSettings | None = None,
     grounding: GroundingSettings | None = None,
+    retrieval: RetrievalSettings | None = None,
+    store: VectorStore | None = None,
 ) -> Components:
     settings = ServingSettings(
-        retrieval=RetrievalSettings(data_dir=data_dir),
+        retrieval=retrieval or RetrievalSettings(data_dir=data_dir),
         engine=EngineSettings(data_dir=data_dir, max_model_len=2048),
         adapters=AdapterSettings(data_dir=data_dir),
         router=router or RouterSettings(),
@@ -83,7 +87,7 @@ def components(
         grounding=grounding or GroundingSettings(),
     )
     embedder = FakeEmbedder()
-    store = InMemoryStore()
+    store = store or InMemoryStore()
     collection = store.collection("default", embedder.model_id, create=True)
     collection.add(
         [
@@ -164,6 +168,51 @@ def test_a_follow_up_retrieves_the_document_of_the_question_it_follows(
     else:
         assert info["route"] == "rag"
         assert [s["document"] for s in info["sources"]] == ["policy-1.md"]
+
+
+def test_a_follow_up_just_after_its_collection_was_re_embedded_elsewhere_is_answered(
+    tmp_path: Path, engine: FakeEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ragtune tune embedder` (another process) puts a copy embedded with another model in
+    the place of the collection between two of the server's checks (an hour apart here): the
+    next follow-up, whose query is told from the collection this server still holds (now
+    deleted), is built again on the new one, with its model, not failed."""
+    tuned = FakeEmbedder(dimension=32)
+    tuned.model_id = TUNED_PREFIX + "default-1"
+    monkeypatch.setattr(
+        "ragtune.serving.retrievers.collection_embedder",
+        lambda target, settings, configured: (
+            tuned if is_tuned(target.embedding_model) else configured
+        ),
+    )
+    retrieval = RetrievalSettings(data_dir=tmp_path, lexical_check_seconds=3600)
+    conversation = [
+        {"role": "user", "content": "Within how many days are invoices refunded?"},
+        {"role": "assistant", "content": "Within thirty days."},
+        {"role": "user", "content": "And how do I turn that off?"},
+    ]
+    with open_store(retrieval, "write") as store:
+        parts = components(tmp_path, engine, retrieval=retrieval, store=store)
+
+        async def answer() -> dict[str, Any]:
+            request = ChatCompletionRequest.model_validate(
+                {"model": BASE, "messages": conversation}
+            )
+            return await parts.chat.complete(await parts.chat.prepare(request))
+
+        async def before_and_after() -> list[dict[str, Any]]:
+            before = await answer()
+            old = store.collection("default", FakeEmbedder().model_id)
+            copied_at = old.revision()
+            adopt(store, old, reembed(store, old, tuned, old.embedding_model), tuned, copied_at)
+            return [before, await answer()]
+
+        answered = run(parts, before_and_after)
+    for response in answered:
+        info = response["ragtune"]
+        assert info["route"] == "rag"
+        assert [s["document"] for s in info["sources"]] == ["policy-1.md"]
+    assert tuned.embedded > 0  # the follow-up's turns, embedded by the collection's new model
 
 
 def test_a_new_question_in_a_conversation_is_searched_alone(
