@@ -10,6 +10,7 @@ line of one repeated punctuation character under it, and optionally over it).
 
 from __future__ import annotations
 
+import codecs
 import io
 import re
 import warnings
@@ -44,15 +45,17 @@ SUFFIXES: dict[str, str] = {
 }
 
 
-LOADER_VERSIONS: dict[str, int] = {HTML: 7, PDF: 2, MARKDOWN: 2, RST: 3, TEXT: 2}
+LOADER_VERSIONS: dict[str, int] = {HTML: 8, PDF: 2, MARKDOWN: 3, RST: 3, TEXT: 2}
 """Bumped when a loader reads the same file differently (HTML 2: inline elements in place;
 3: self-contained blocks apart; 4: the terms of one description kept together; 5: a div
 whose class names a section stands apart, permalink marks left out; 6: navigation (menus,
 tables of contents, sidebars) and listings' line numbers left out, a DocBook question and
 answer set's rows read as entries; 7: an empty named anchor before a block starts an
 entry, a term's description shares chunks with its neighbours, in-page links hidden from
-assistive technology left out; PDF 2: paragraphs and
+assistive technology left out; 8: a form's text read (its controls and buttons left out),
+pages after the first `</html>` read, `<br>` inside `pre` a line break; PDF 2: paragraphs and
 headings, see `ingest.pdf`; Markdown 2: setext headings, front matter, paragraphs kept apart;
+3: a heading of closing #s alone is empty (CommonMark);
 RST 2: markup a reader never sees left out; 3: directive names in any case; text 2:
 paragraphs grouped by topic when chunked, see `ingest.chunking`), so that the next ingest
 re-reads files of that type instead of skipping them as unchanged."""
@@ -102,7 +105,19 @@ def load_document(path: Path, data: bytes) -> LoadedDocument:
         )
     if not data.strip():
         raise DocumentLoadError("empty file: there is no text to index")
-    document = _LOADERS[kind](path, data)
+    try:
+        document = _LOADERS[kind](path, data)
+    except DocumentLoadError:
+        raise
+    except RecursionError:
+        raise DocumentLoadError(
+            "the document nests its elements too deeply to be read; repair or re-export it"
+        ) from None
+    except Exception as exc:  # a parser's own failure on a malformed file is the file's
+        raise DocumentLoadError(
+            f"the {kind} file could not be read ({type(exc).__name__}: {str(exc)[:200]}); "
+            "check that it opens in its own application, then re-save or re-export it"
+        ) from exc
     document.sections = [s for s in document.sections if s.text.strip()]
     if not document.sections:
         raise DocumentLoadError("no text found in the file: there is nothing to index")
@@ -110,7 +125,18 @@ def load_document(path: Path, data: bytes) -> LoadedDocument:
 
 
 def decode_text(data: bytes) -> str:
-    """Text of a file: UTF-8 (with or without BOM), else the detected encoding."""
+    """Text of a file: UTF-8 (with or without BOM), UTF-16 or UTF-32 with a BOM, UTF-8 with a
+    few stray bytes of Windows-1252 (a file edited in two editors), else the detected
+    encoding."""
+    for bom, codec in _UNICODE_BOMS:
+        if data.startswith(bom):
+            try:
+                return data[len(bom) :].decode(codec)
+            except UnicodeDecodeError as exc:
+                raise DocumentLoadError(
+                    f"the file starts as {codec.upper()} (its byte order mark) but is not "
+                    f"valid {codec.upper()} at byte {exc.start + len(bom)}; re-save it as UTF-8"
+                ) from None
     if b"\x00" in data[:8192]:
         raise DocumentLoadError(
             "binary content in a text file (NUL bytes): not a text document; check the file "
@@ -120,6 +146,9 @@ def decode_text(data: bytes) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
         pass
+    mixed = _mostly_utf8(data)
+    if mixed is not None:
+        return mixed
     from charset_normalizer import from_bytes
 
     best = from_bytes(data).best()
@@ -128,6 +157,30 @@ def decode_text(data: bytes) -> str:
             "not text: the bytes decode as no known encoding; check the file or its extension"
         )
     return str(best)
+
+
+_UNICODE_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32-le"),  # before UTF-16's: it starts with the same two bytes
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
+
+
+def _mostly_utf8(data: bytes) -> str | None:
+    """`data` read as UTF-8 with its invalid bytes read as Windows-1252, when the valid
+    multi-byte characters outnumber them (a UTF-8 file with a few stray bytes); None when they
+    do not (a file in another encoding)."""
+    text = data.decode("utf-8-sig", errors="surrogateescape")  # a stray byte: U+DC80-U+DCFF
+    stray = len(_STRAY_BYTE.findall(text))
+    if sum(1 for ch in text if ord(ch) > 127) - stray <= stray:
+        return None
+    return _STRAY_BYTE.sub(
+        lambda m: bytes([ord(m.group()) - 0xDC00]).decode("cp1252", errors="replace"), text
+    )
+
+
+_STRAY_BYTE = re.compile("[\udc80-\udcff]")
 
 
 def _title_from_name(path: Path) -> str:
@@ -254,7 +307,26 @@ def _rst_heading(lines: list[str], i: int) -> tuple[str, tuple[str, bool], int] 
     return None
 
 
-_MD_ATX = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
+def _md_atx(line: str) -> tuple[int, str] | None:
+    """An ATX heading's level and text (`## Title ##`), None for any other line. By string
+    operations: a regular expression for the optional closing #s backtracks over a long run of
+    spaces (a 60 KB file took 31 s)."""
+    stripped = line.lstrip(" ")
+    if len(line) - len(stripped) > 3:
+        return None
+    rest = stripped.lstrip("#")
+    level = len(stripped) - len(rest)
+    if not 1 <= level <= 6 or (rest and rest[0] not in " \t"):
+        return None
+    text = rest.strip(" \t")
+    closed = text.rstrip("#")
+    if not closed:
+        return level, ""
+    if closed != text and closed[-1] in " \t":
+        text = closed.rstrip(" \t")
+    return level, text
+
+
 _MD_SETEXT = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
 _MD_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 _MD_NOT_A_TITLE = re.compile(r"^(?: {4}|\t| {0,3}(?:[-*+>|]|\d+[.)])(?:\s|$))")
@@ -306,8 +378,8 @@ def _load_markdown(path: Path, data: bytes) -> LoadedDocument:
         elif opened:
             fence = opened.group(1)
             body.append(line)
-        elif atx := _MD_ATX.match(line):
-            enter(len(atx.group(1)), (atx.group(2) or "").strip())
+        elif atx := _md_atx(line):
+            enter(*atx)
         elif not line.strip() and (not body or not body[-1].strip()):
             pass  # blank lines in a row are one (CommonMark): no break the chunker would keep
         elif (
@@ -328,7 +400,12 @@ def _load_markdown(path: Path, data: bytes) -> LoadedDocument:
 
 _HTML_HEADING_NAMES = tuple(f"h{n}" for n in range(1, 7))
 # Elements whose text is never document content.
-_HTML_NOISE = ("script", "style", "noscript", "template", "svg", "nav", "iframe", "form")
+_HTML_NOISE = (
+    "script", "style", "noscript", "template", "svg", "nav", "iframe",
+    "button", "input", "select", "textarea",
+)  # fmt: skip
+"""A `form` itself is not: ASP.NET and SharePoint wrap a whole page's text in one; its
+controls are."""
 _PERMALINKS = frozenset({"\u00b6", "\u00a7", "#", "\U0001f517"})
 """The text of a link to its own heading or entry (`<a href="#...">¶</a>`: Sphinx, MkDocs and
 others put one in every heading and API entry): a mark to click, not text; headings and
@@ -405,6 +482,7 @@ def _load_html(path: Path, data: bytes) -> LoadedDocument:
     out as "run or compile with . PRAGMA foreign_keys=ON", breaking the sentences retrieval
     matches.)"""
     from bs4 import BeautifulSoup, XMLParsedAsHTMLWarning
+    from bs4.element import Tag
 
     with warnings.catch_warnings():
         # XHTML (Git's manual pages) is read as HTML on purpose: the same elements mean the
@@ -414,15 +492,33 @@ def _load_html(path: Path, data: bytes) -> LoadedDocument:
     page_title = soup.title.get_text(" ", strip=True) if soup.title else ""
     for element in soup(_HTML_NOISE):
         element.decompose()
-    for element in soup.find_all(True):  # parents first: a decomposed one takes its children
-        if not element.decomposed and _is_apparatus(element):
-            element.decompose()
-    if soup.head:
-        soup.head.decompose()
+    # Found first, then removed: what is inside apparatus is not looked at. (Asking each
+    # element whether it was already removed, `Tag.decomposed`, searches its subtree for a tag
+    # of that name: 3,000 nested divs took 10 s.)
+    apparatus: list[Tag] = []
+    stack: list[Tag] = [soup]
+    while stack:
+        for child in stack.pop().children:
+            if isinstance(child, Tag):
+                (apparatus if _is_apparatus(child) else stack).append(child)
+    for element in apparatus:
+        element.decompose()
+    for head in soup.find_all("head"):
+        head.decompose()
     first_h1 = soup.find("h1")
     title = page_title or (first_h1.get_text(" ", strip=True) if first_h1 else "")
+    for line_break in soup.select("pre br"):  # a listing that breaks its lines with <br>
+        after = line_break.next_sibling
+        if isinstance(after, str) and after.startswith(("\n", "\r")):
+            line_break.decompose()  # and with a new line after it: one break
+        else:
+            line_break.replace_with("\n")
     reader = _HtmlSections()
-    reader.read(soup.body or soup)
+    # lxml puts what follows </html> (pages written one after another in one file) in an
+    # `html` of its own, beside the first: each is read, its body if it has one.
+    roots = [child for child in soup.children if isinstance(child, Tag)] or [soup]
+    for root in roots:
+        reader.read(root.body if root.name == "html" and root.body else root)
     return LoadedDocument(title or _title_from_name(path), HTML, reader.finish())
 
 
@@ -500,18 +596,24 @@ def _is_entry_anchor(tag: Any) -> bool:
     return following is not None and (following in _HTML_BLOCKS or following in _HTML_HEADINGS)
 
 
-def _follows_a_term(description: Any) -> bool:
+def _follows_a_term(description: Any, known: dict[int, bool]) -> bool:
     """Whether a description (`dd`) is a term's: a `dt` comes before it in its list, with
-    only other descriptions (of the same terms) between."""
+    only other descriptions (of the same terms) between. `known`: the answers for the
+    descriptions read before it (by `id`), so that a list of thousands of descriptions is
+    read in linear time."""
     from bs4.element import Tag
 
+    found = False
     for sibling in description.previous_siblings:
         if isinstance(sibling, Tag):
-            if sibling.name == "dt":
-                return True
+            if sibling.name == "dd" and id(sibling) in known:
+                found = known[id(sibling)]
+                break
             if sibling.name != "dd":
-                return False
-    return False
+                found = sibling.name == "dt"
+                break
+    known[id(description)] = found
+    return found
 
 
 class _HtmlSections:
@@ -521,11 +623,22 @@ class _HtmlSections:
         self.sections: list[Section] = []
         self.headings: list[tuple[int, str]] = []
         self.parts: list[str] = []
+        self._descriptions: dict[int, bool] = {}
 
     def read(self, node: Any) -> None:
+        """Read `node`'s children in document order. With a stack, not recursion: legacy
+        pages nest elements by the thousand (1,200 unclosed `<font>` tags)."""
         from bs4.element import NavigableString, PreformattedString, Tag
 
-        for child in node.children:
+        stack: list[tuple[Any, str | None]] = [(iter(node.children), None)]
+        while stack:
+            children, closing = stack[-1]
+            child = next(children, None)
+            if child is None:
+                stack.pop()
+                if closing is not None:
+                    self.parts.append(closing)
+                continue
             if isinstance(child, PreformattedString):
                 continue  # comments, doctype, CDATA, processing instructions
             if isinstance(child, NavigableString):
@@ -567,13 +680,13 @@ class _HtmlSections:
                 # DocBook XSL renders a question-and-answer set (`qandaset`) as a table whose
                 # rows pair a `tr.question` with its `tr.answer`: an entry of its own.
                 row = _QANDA_ROWS & set(child.get("class") or ()) if child.name == "tr" else set()
-                alone = child.name == "dd" and not _follows_a_term(child)
+                alone = child.name == "dd" and not _follows_a_term(child, self._descriptions)
                 opens = unit or alone or "question" in row
                 self.parts.append(_UNIT_BREAK if opens else _PARAGRAPH_BREAK)
-            self.read(child)
-            if block:
                 closes = unit or alone or "answer" in row
-                self.parts.append(_UNIT_BREAK if closes else _PARAGRAPH_BREAK)
+                stack.append((iter(child.children), _UNIT_BREAK if closes else _PARAGRAPH_BREAK))
+            else:
+                stack.append((iter(child.children), None))
 
     def flush(self) -> None:
         # Paragraphs one blank line apart; self-contained blocks two, which the chunker never

@@ -31,6 +31,7 @@ from ragtune.ingest.errors import DocumentLoadError, InvalidMetadataError
 from ragtune.ingest.loaders import file_type_of, load_document, loader_version
 from ragtune.ingest.settings import IngestSettings
 from ragtune.retrieval.embedder import Embedder
+from ragtune.retrieval.errors import RetrievalError
 from ragtune.retrieval.lexical import LexicalIndexes
 from ragtune.retrieval.store import ChunkRecord, Collection, Metadata, MetadataValue
 
@@ -392,7 +393,13 @@ class IngestService:
         except DocumentLoadError as exc:
             # What is stored of this file stays as it was: a bad version never erases a good one.
             return FileResult(source, FileStatus.FAILED, reason=str(exc)), None
-        chunks = self.chunker.chunk(document)
+        try:
+            chunks = self.chunker.chunk(document)
+        except RetrievalError:
+            raise  # the embedding model's or the store's: every file would fail alike
+        except Exception as exc:  # this file's, not the run's: the other files go on
+            reason = f"could not be cut into chunks ({type(exc).__name__}: {str(exc)[:200]})"
+            return FileResult(source, FileStatus.FAILED, reason=reason), None
         ingested_at = datetime.now(UTC).isoformat(timespec="seconds")
         records: list[tuple[str, Chunk, Metadata]] = []
         seen: dict[str, int] = defaultdict(int)

@@ -6,6 +6,10 @@ from pydantic import field_validator
 
 from ragtune.retrieval.settings import RagtuneSettings
 
+MIN_CHUNK_TOKENS = 16
+"""The smallest chunk size accepted: below it a chunk holds a word or two beside the model's
+special tokens, and none (0) meant the model's maximum without saying so."""
+
 
 class IngestSettings(RagtuneSettings):
     """How files are read and cut into chunks."""
@@ -30,6 +34,16 @@ class IngestSettings(RagtuneSettings):
     def _positive(cls, value: int) -> int:
         if value < 1:
             raise ValueError("must be at least 1")
+        return value
+
+    @field_validator("chunk_max_tokens")
+    @classmethod
+    def _room_for_text(cls, value: int | None) -> int | None:
+        if value is not None and value < MIN_CHUNK_TOKENS:
+            raise ValueError(
+                f"must be at least {MIN_CHUNK_TOKENS} word pieces (a chunk holds its model's "
+                "special tokens too); leave it unset for all the embedding model reads"
+            )
         return value
 
     @field_validator("chunk_overlap_tokens")

@@ -1,0 +1,139 @@
+"""Files as they come from the world: legacy and malformed HTML, stray encodings, parsers that
+fail in their own ways. Each one is read whole, or fails alone with a reason; never the run."""
+
+from __future__ import annotations
+
+import codecs
+from pathlib import Path
+
+import pytest
+
+from ragtune.ingest import loaders
+from ragtune.ingest.errors import DocumentLoadError
+from ragtune.ingest.loaders import decode_text, load_document
+from ragtune.ingest.pipeline import FileStatus, IngestService
+from ragtune.ingest.settings import IngestSettings
+from ragtune.retrieval.store import Collection
+from tests.support.fakes import FakeEmbedder
+
+
+def html(markup: str, name: str = "page.html") -> loaders.LoadedDocument:
+    return load_document(Path(name), markup.encode())
+
+
+def text_of(document: loaders.LoadedDocument) -> str:
+    return "\n".join(section.text for section in document.sections)
+
+
+def test_a_legacy_page_nesting_thousands_of_unclosed_tags_is_read_whole() -> None:
+    lines = "".join(f'<font size="2">line {n} of the notes<br>\n' for n in range(1200))
+    document = html(f"<html><body><h1>Notes</h1>{lines}</body></html>")
+    text = text_of(document)
+    assert "line 0 of the notes" in text
+    assert "line 1199 of the notes" in text
+    deep = "<div>" * 3000 + "deep text" + "</div>" * 3000
+    assert "deep text" in text_of(html(f"<html><body><p>top</p>{deep}</body></html>"))
+
+
+def test_a_page_inside_a_form_is_read_without_its_controls() -> None:
+    """ASP.NET WebForms and SharePoint wrap the whole page in one `form`."""
+    document = html(
+        '<html><body><form id="aspnetForm" action="page.aspx"><h1>Leave policy</h1>'
+        "<p>Staff take leave by asking their manager two weeks ahead.</p>"
+        '<input type="text" value="search"><button>Search</button>'
+        "<select><option>All sites</option></select><textarea>draft</textarea>"
+        "</form></body></html>"
+    )
+    text = text_of(document)
+    assert "Staff take leave by asking their manager two weeks ahead." in text
+    for control in ("Search", "All sites", "draft"):
+        assert control not in text
+
+
+def test_pages_written_one_after_another_in_one_file_are_all_read() -> None:
+    document = html(
+        "<html><body><h1>Part A</h1><p>alpha text</p></body></html>\n"
+        "<html><body><h1>Part B</h1><p>beta text</p></body></html>\n"
+        "<p>a closing note</p>"
+    )
+    text = text_of(document)
+    for expected in ("alpha text", "beta text", "a closing note"):
+        assert expected in text
+    assert ("Part B",) in [section.path for section in document.sections]
+
+
+def test_a_listing_that_breaks_its_lines_with_br_keeps_them() -> None:
+    document = html(
+        "<html><body><p>Run:</p><pre>first_line<br>second_line<br>third</pre>"
+        "<pre>one<br>\ntwo<br>\nthree</pre></body></html>"
+    )
+    text = text_of(document)
+    assert "first_line\nsecond_line\nthird" in text
+    assert "one\ntwo\nthree" in text  # a <br> and a new line are one break, not two
+
+
+def test_descriptions_are_told_from_terms_in_a_list_of_thousands() -> None:
+    """A description after a term (and its sibling descriptions) shares chunks with them; one
+    with no term before it stands alone. Read in one pass (20,000 descriptions took 30 s)."""
+    termed = "<dl><dt>option</dt>" + "".join(f"<dd>use {n}</dd>" for n in range(3000)) + "</dl>"
+    untermed = "<dl>" + "".join(f"<dd>answer {n}</dd>" for n in range(3)) + "</dl>"
+    document = html(f"<html><body><h1>Ref</h1>{termed}<h2>FAQ</h2>{untermed}</body></html>")
+    reference, faq = document.sections
+    assert "\n\n\n" not in reference.text  # one entry: paragraphs a blank line apart
+    assert reference.text.endswith("use 2999")
+    assert faq.text == "answer 0\n\n\nanswer 1\n\n\nanswer 2"  # each its own unit
+
+
+@pytest.mark.parametrize(
+    ("line", "heading"),
+    [
+        ("# Title", (1, "Title")),
+        ("###   Spaced   ", (3, "Spaced")),
+        ("## Closed ##", (2, "Closed")),
+        ("## Kept# ", (2, "Kept#")),
+        ("### ###", (3, "")),
+        ("#", (1, "")),
+        ("   #### Indented", (4, "Indented")),
+        ("    # code", None),
+        ("#hashtag", None),
+        ("####### seven", None),
+        ("#" + " " * 20000 + "x" + " " * 20000 + "y", (1, "x" + " " * 20000 + "y")),
+    ],
+)
+def test_atx_headings_follow_commonmark(line: str, heading: tuple[int, str] | None) -> None:
+    assert loaders._md_atx(line) == heading
+
+
+def test_unicode_with_a_byte_order_mark_and_utf8_with_a_stray_byte_are_read() -> None:
+    text = "Café menus: naïve crème brûlée."
+    assert decode_text(codecs.BOM_UTF16_LE + text.encode("utf-16-le")) == text
+    assert decode_text(codecs.BOM_UTF16_BE + text.encode("utf-16-be")) == text
+    mixed = text.encode() + b" Price: 5\x80 only."  # one Windows-1252 euro sign
+    assert decode_text(mixed) == text + " Price: 5€ only."
+    # A file in another encoding throughout is still detected as such.
+    assert decode_text(("Grüße aus Köln. " * 20).encode("cp1252")).startswith("Grüße")
+    with pytest.raises(DocumentLoadError, match="re-save it as UTF-8"):
+        decode_text(codecs.BOM_UTF16_LE + b"\x00\xd8")  # a lone surrogate
+
+
+def test_a_file_its_parser_fails_on_fails_alone(
+    collection: Collection,
+    embedder: FakeEmbedder,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A parser's own exception (lxml, zlib, pypdf's assertions) on one file marks that file
+    failed with its reason; the run's other files are stored."""
+    (tmp_path / "good.txt").write_text("good text that is stored.\n")
+    (tmp_path / "broken.md").write_text("# Broken\nbody\n")
+
+    def parser_fails(path: Path, data: bytes) -> loaders.LoadedDocument:
+        raise AssertionError("mypy")  # what pypdf raises on a corrupt content stream
+
+    monkeypatch.setitem(loaders._LOADERS, loaders.MARKDOWN, parser_fails)
+    summary = IngestService(IngestSettings(), collection, lambda: embedder).run([tmp_path])
+    results = {Path(f.source).name: f for f in summary.files}
+    assert results["good.txt"].status == FileStatus.NEW
+    assert results["broken.md"].status == FileStatus.FAILED
+    assert "could not be read (AssertionError: mypy)" in (results["broken.md"].reason or "")
+    assert {Path(str(c.metadata["source"])).name for c in collection.scan()} == {"good.txt"}
