@@ -157,10 +157,23 @@ class Chunker:
     def _fit_heading(self, heading: str) -> str:
         # A heading may take at most a quarter of the chunk; keep its innermost part.
         limit = self.max_tokens // 4
-        while heading and self.counter.content_tokens(heading) > limit:
-            parts = heading.split(HEADING_SEPARATOR)
-            heading = HEADING_SEPARATOR.join(parts[1:]) if len(parts) > 1 else heading[:-10]
-        return heading
+        parts = heading.split(HEADING_SEPARATOR)
+        while len(parts) > 1 and self.counter.content_tokens(heading) > limit:
+            parts = parts[1:]
+            heading = HEADING_SEPARATOR.join(parts)
+        if self.counter.content_tokens(heading) <= limit:
+            return heading
+        # The innermost heading alone is too long: the longest beginning of it that fits, found
+        # in a few halvings (cutting ten characters at a time tokenized an 8,000-word heading
+        # thousands of times).
+        fits, over = 0, len(heading)
+        while over - fits > 1:
+            middle = (fits + over) // 2
+            if self.counter.content_tokens(heading[:middle]) <= limit:
+                fits = middle
+            else:
+                over = middle
+        return heading[:fits].rstrip()
 
     def _split(self, text: str, heading: str, separators: list[str]) -> list[str]:
         if not text.strip():

@@ -53,10 +53,11 @@ tables of contents, sidebars) and listings' line numbers left out, a DocBook que
 answer set's rows read as entries; 7: an empty named anchor before a block starts an
 entry, a term's description shares chunks with its neighbours, in-page links hidden from
 assistive technology left out; 8: a form's text read (its controls and buttons left out),
-pages after the first `</html>` read, `<br>` inside `pre` a line break; PDF 2: paragraphs and
-headings, see `ingest.pdf`; Markdown 2: setext headings, front matter, paragraphs kept apart;
-3: a heading of closing #s alone is empty (CommonMark);
-RST 2: markup a reader never sees left out; 3: directive names in any case; text 2:
+pages after the first `</html>` read, `<br>` inside `pre` a line break, a heading that runs
+over the text read as text, navigation named in camel case or with digits left out; PDF 2:
+paragraphs and headings, see `ingest.pdf`; Markdown 2: setext headings, front matter,
+paragraphs kept apart; 3: a heading of closing #s alone is empty (CommonMark); RST 2: markup
+a reader never sees left out; 3: directive names in any case; text 2:
 paragraphs grouped by topic when chunked, see `ingest.chunking`), so that the next ingest
 re-reads files of that type instead of skipping them as unchanged."""
 
@@ -419,10 +420,11 @@ _NAVIGATION_NAMES = frozenset(
 """A class or id that names a page's navigation outright: DocBook XSL's `navheader`,
 `navfooter` and `toc`, Publican's `docnav`, a breadcrumb trail, a navigation bar."""
 _NAVIGATION_WORDS = _NAVIGATION_NAMES | {
-    "mainmenu", "menu", "menubar", "sidebar", "sphinxsidebar", "submenu",
+    "mainmenu", "menu", "menubar", "navpath", "navrow", "sidebar", "sphinxsidebar", "submenu",
 }  # fmt: skip
-"""Words that name navigation in a class or id, whole or as a part split at `-` or `_`
-(`fancy_toc`, `nav-links`, `menu mainmenu`). A box so named is navigation only when most of
+"""Words that name navigation in a class or id, whole or as a part split at `-`, `_`, a
+change to capitals or trailing digits (`fancy_toc`, `nav-links`, `menu mainmenu`, Javadoc's
+`topNav` and `navList`, Doxygen's `navrow1`). A box so named is navigation only when most of
 its text is link text: a site's menu is links, a reST sidebar (`div.sidebar`) or a layout
 wrapper (`with-sidebar`) is content."""
 _NAVIGATION_ROLES = frozenset({"navigation", "search", "doc-toc"})
@@ -439,12 +441,17 @@ def _is_navigation(tag: Any) -> bool:
         return False
     if str(tag.get("role", "")).strip().lower() in _NAVIGATION_ROLES:
         return True
-    names = [str(c).lower() for c in tag.get("class") or ()]
+    written = [str(c) for c in tag.get("class") or ()]
     if tag.get("id"):
-        names.append(str(tag["id"]).lower())
-    if any(name in _NAVIGATION_NAMES for name in names):
+        written.append(str(tag["id"]))
+    if any(name.lower() in _NAVIGATION_NAMES for name in written):
         return True
-    if not any(w in _NAVIGATION_WORDS for name in names for w in re.split(r"[-_]", name)):
+    words = (
+        re.sub(r"\d+$", "", word).lower()
+        for name in written
+        for word in re.split(r"[-_]|(?<=[a-z])(?=[A-Z])", name)
+    )
+    if not any(word in _NAVIGATION_WORDS for word in words):
         return False
     text = len(tag.get_text("", strip=True))
     linked = sum(len(a.get_text("", strip=True)) for a in tag.find_all("a"))
@@ -531,6 +538,7 @@ _HTML_BLOCKS = frozenset(
         "th", "thead", "tr", "ul",
     }
 )  # fmt: skip
+_HTML_BLOCK_NAMES = sorted(_HTML_BLOCKS)
 _HTML_UNITS = frozenset({"article", "aside", "blockquote", "details", "figure", "section"})
 """Blocks that stand on their own (HTML's sectioning and self-contained content): no chunk
 reaches across their edges, as none reaches across a heading. A description with no term
@@ -596,6 +604,20 @@ def _is_entry_anchor(tag: Any) -> bool:
     return following is not None and (following in _HTML_BLOCKS or following in _HTML_HEADINGS)
 
 
+MAX_HEADING_WORDS = 40
+"""The most words a heading element is read as a heading with: a longer one (an `<h2>` left
+open that runs over the page's text) is read as text, as one that holds blocks is (`<h3><div>
+<p>...`); as a heading its text would only be in the heading path, which chunks do not embed
+by default, and copied whole into every chunk's metadata."""
+
+
+def _is_heading_sized(heading: Any) -> bool:
+    """Whether a heading element reads as a heading: no blocks inside, a heading's length."""
+    if heading.find(_HTML_BLOCK_NAMES) is not None:
+        return False
+    return len(heading.get_text(" ", strip=True).split()) <= MAX_HEADING_WORDS
+
+
 def _follows_a_term(description: Any, known: dict[int, bool]) -> bool:
     """Whether a description (`dd`) is a term's: a `dt` comes before it in its list, with
     only other descriptions (of the same terms) between. `known`: the answers for the
@@ -651,7 +673,7 @@ class _HtmlSections:
                 self.parts += [_PARAGRAPH_BREAK, code, _PARAGRAPH_BREAK]
                 continue
             level = _HTML_HEADINGS.get(child.name)
-            if level is not None:
+            if level is not None and _is_heading_sized(child):
                 self.flush()
                 heading = child.get_text(" ", strip=True)
                 while self.headings and self.headings[-1][0] >= level:
@@ -665,7 +687,7 @@ class _HtmlSections:
             if _is_entry_anchor(child):
                 self.parts.append(_UNIT_BREAK)
                 continue
-            block = child.name in _HTML_BLOCKS
+            block = child.name in _HTML_BLOCKS or level is not None
             unit = child.name in _HTML_UNITS or (
                 child.name == "div"
                 and any(_SECTION_CLASS.fullmatch(c) for c in child.get("class") or ())

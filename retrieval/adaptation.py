@@ -20,6 +20,7 @@ ingestion.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import re
@@ -197,15 +198,31 @@ def reembed(
     if base_model is not None:
         metadata[EMBEDDING_BASE_KEY] = base_model
     staging = store.create_staging(collection.name + STAGING_SUFFIX, embedder.model_id, metadata)
-    total, done = collection.count(), 0
-    ids = [chunk.id for chunk in collection.scan()]
-    page = max(1, min(1000, staging.max_batch))
-    for start in range(0, len(ids), page):
-        chunks = collection.get(ids[start : start + page])
-        _write_embedded(staging, chunks, embedder)
-        done += len(chunks)
-        if on_progress is not None:
-            on_progress(done, total)
+    try:
+        total, done = collection.count(), 0
+        ids = [chunk.id for chunk in collection.scan()]
+        page = max(1, min(1000, staging.max_batch))
+        for start in range(0, len(ids), page):
+            chunks = collection.get(ids[start : start + page])
+            _write_embedded(staging, chunks, embedder)
+            done += len(chunks)
+            if on_progress is not None:
+                on_progress(done, total)
+    except BaseException as exc:
+        # Interrupted (Ctrl-C) or failed: the partial copy goes, the collection is as it was.
+        with contextlib.suppress(Exception):
+            store.delete_staging(staging)
+        gone = False
+        if isinstance(exc, Exception) and not isinstance(exc, RetrievalError):
+            with contextlib.suppress(Exception):
+                gone = collection.replaced()
+        if gone:
+            raise RetrievalError(
+                f"collection {collection.name!r} was deleted or rebuilt by another process "
+                "while it was copied here; nothing was changed. Look at it again (ragtune "
+                "docs list) before running the command again"
+            ) from exc
+        raise
     return staging
 
 

@@ -93,6 +93,12 @@ def test_a_very_long_heading_keeps_its_innermost_part() -> None:
     heading = chunk.embed_text.split("\n")[0]
     assert heading.endswith("level9 words here")
     assert fake.count_tokens([heading])[0] <= 40 // 4 + 2
+    # One heading of thousands of words: its longest beginning that fits.
+    long = " ".join(f"word{n}" for n in range(8000))
+    document = LoadedDocument("Title", "text", [Section((long,), "body text")])
+    (chunk,) = Chunker(fake, embed_headings=True).chunk(document)
+    heading = chunk.embed_text.split("\n")[0]
+    assert heading == "word0 word1 word2 word3 word4 word5 word6 word7 word8 word9"
 
 
 def test_a_small_subsection_with_none_of_its_own_is_read_with_its_section() -> None:

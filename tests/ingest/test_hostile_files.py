@@ -137,3 +137,22 @@ def test_a_file_its_parser_fails_on_fails_alone(
     assert results["broken.md"].status == FileStatus.FAILED
     assert "could not be read (AssertionError: mypy)" in (results["broken.md"].reason or "")
     assert {Path(str(c.metadata["source"])).name for c in collection.scan()} == {"good.txt"}
+
+
+def test_a_heading_that_runs_over_the_text_is_read_as_text() -> None:
+    """`<h2>...</h1>` (SQLite's own keyword index) leaves the heading open over the whole page,
+    and a heading may hold blocks: read as a heading, that text would be only in the heading
+    path, which chunks do not embed, and copied into every chunk's metadata."""
+    words = " ".join(f"keyword{n}" for n in range(500))
+    document = html(
+        f"<html><body><h1>Index</h1><h2>Keyword Index</h1> {words}"
+        "<h3><div><p>First boxed paragraph.</p><p>Second boxed paragraph.</p></div></h3>"
+        "</body></html>"
+    )
+    assert all(len(" ".join(section.path)) < 100 for section in document.sections)
+    text = text_of(document)
+    assert "keyword0" in text
+    assert "keyword499" in text
+    assert "First boxed paragraph.\n\nSecond boxed paragraph." in text
+    short = html("<html><body><h2>Setup <code>tool</code></h2><p>text</p></body></html>")
+    assert short.sections[0].path == ("Setup tool",)

@@ -174,16 +174,20 @@ def test_html_links_hidden_from_assistive_technology_are_not_text() -> None:
 
 
 def test_html_navigation_is_not_text() -> None:
-    """A site's menu, a page's table of contents, DocBook's navigation bars and ARIA's
-    navigation landmark are where to go, not what the page says: left out when most of their
-    text is links. A box that only carries such a name (a layout wrapper around the content,
-    a reST sidebar, a GUI menu named in a sentence) stays."""
+    """A site's menu, a page's table of contents, DocBook's navigation bars, Javadoc's and
+    Doxygen's (`topNav`, `navrow1`) and ARIA's navigation landmark are where to go, not what
+    the page says: left out when most of their text is links. A box that only carries such a
+    name (a layout wrapper around the content, a reST sidebar, a GUI menu named in a sentence)
+    stays."""
     page = (
         "<html><body><div class='menu mainmenu'><ul><li><a href='index.html'>Home</a>"
         "<li><a href='docs.html'>Documentation</a></ul></div>"
         "<div class='navheader'><table><tr><td><a href='prev.html'>Prev</a></td>"
         "<td>Chapter 2</td><td><a href='next.html'>Next</a></td></tr></table></div>"
         "<div role='navigation'>Skip</div>"
+        "<div class='topNav'><ul class='navList'><li><a href='overview.html'>Overview</a>"
+        "<li><a href='tree.html'>Tree</a></ul></div>"
+        "<div id='navrow1' class='tabs'><a href='index.html'>Main Page</a></div>"
         "<div class='with-sidebar'><h1>SELECT</h1>"
         "<div class='fancy_toc'><a>Table Of Contents</a><div id='toc_sub'>"
         "<a href='#overview'>1. Overview</a></div></div>"

@@ -279,3 +279,32 @@ def test_a_deleted_collection_does_not_come_back_from_a_copy_a_swap_left(
     aside.add(records(5, BASE))
     chroma.delete_collection(name)
     assert chroma.collection(name, BASE.model_id, create=True).count() == 0
+
+
+def test_a_copy_that_fails_or_is_interrupted_leaves_nothing_behind(
+    chroma: VectorStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = f"partial-{uuid.uuid4().hex[:8]}"
+    old = chroma.collection(name, BASE.model_id, create=True)
+    old.add(records(3, BASE))
+    tuned = TunedEmbedder()
+
+    def interrupted(done: int, total: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        reembed(chroma, old, tuned, BASE.model_id, interrupted)
+    staging_name = name + STAGING_SUFFIX
+    client = chroma._client  # type: ignore[attr-defined]
+    assert staging_name not in [c.name for c in client.list_collections()]
+
+    get = old.get
+
+    def deleted_meanwhile(ids: list[str], with_text: bool = True) -> object:
+        chroma.delete_collection(name)  # another process
+        return get(ids, with_text)
+
+    monkeypatch.setattr(old, "get", deleted_meanwhile)
+    with pytest.raises(RetrievalError, match="deleted or rebuilt by another process"):
+        reembed(chroma, old, tuned, BASE.model_id)
+    assert staging_name not in [c.name for c in client.list_collections()]
