@@ -324,8 +324,8 @@ def _md_atx(line: str) -> tuple[int, str] | None:
     if not closed:
         return level, ""
     if closed != text and closed[-1] in " \t":
-        text = closed.rstrip(" \t")
-    return level, text
+        text = closed
+    return level, text.strip()
 
 
 _MD_SETEXT = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
@@ -446,12 +446,15 @@ def _is_navigation(tag: Any) -> bool:
         written.append(str(tag["id"]))
     if any(name.lower() in _NAVIGATION_NAMES for name in written):
         return True
-    words = (
+    words = {
         re.sub(r"\d+$", "", word).lower()
         for name in written
-        for word in re.split(r"[-_]|(?<=[a-z])(?=[A-Z])", name)
-    )
-    if not any(word in _NAVIGATION_WORDS for word in words):
+        for word in (
+            *re.split(r"[-_]", name),  # `sideBar` is a sidebar
+            *re.split(r"[-_]|(?<=[a-z])(?=[A-Z])", name),  # `topNav` is a nav
+        )
+    }
+    if not words & _NAVIGATION_WORDS:
         return False
     text = len(tag.get_text("", strip=True))
     linked = sum(len(a.get_text("", strip=True)) for a in tag.find_all("a"))
@@ -514,12 +517,6 @@ def _load_html(path: Path, data: bytes) -> LoadedDocument:
         head.decompose()
     first_h1 = soup.find("h1")
     title = page_title or (first_h1.get_text(" ", strip=True) if first_h1 else "")
-    for line_break in soup.select("pre br"):  # a listing that breaks its lines with <br>
-        after = line_break.next_sibling
-        if isinstance(after, str) and after.startswith(("\n", "\r")):
-            line_break.decompose()  # and with a new line after it: one break
-        else:
-            line_break.replace_with("\n")
     reader = _HtmlSections()
     # lxml puts what follows </html> (pages written one after another in one file) in an
     # `html` of its own, beside the first: each is read, its body if it has one.
@@ -538,7 +535,6 @@ _HTML_BLOCKS = frozenset(
         "th", "thead", "tr", "ul",
     }
 )  # fmt: skip
-_HTML_BLOCK_NAMES = sorted(_HTML_BLOCKS)
 _HTML_UNITS = frozenset({"article", "aside", "blockquote", "details", "figure", "section"})
 """Blocks that stand on their own (HTML's sectioning and self-contained content): no chunk
 reaches across their edges, as none reaches across a heading. A description with no term
@@ -604,6 +600,24 @@ def _is_entry_anchor(tag: Any) -> bool:
     return following is not None and (following in _HTML_BLOCKS or following in _HTML_HEADINGS)
 
 
+def _pre_text(pre: Any) -> str:
+    """The text of a `pre` as written, a `<br>` a line break (a listing may break its lines
+    with one; one followed by a new line is one break, not two)."""
+    from bs4.element import CData, NavigableString, PreformattedString, Tag
+
+    out: list[str] = []
+    for node in pre.descendants:
+        if isinstance(node, Tag):
+            after = node.next_sibling
+            if node.name == "br" and not (isinstance(after, str) and after[:1] in ("\n", "\r")):
+                out.append("\n")
+        elif isinstance(node, NavigableString) and (
+            not isinstance(node, PreformattedString) or isinstance(node, CData)
+        ):
+            out.append(str(node))
+    return "".join(out)
+
+
 MAX_HEADING_WORDS = 40
 """The most words a heading element is read as a heading with: a longer one (an `<h2>` left
 open that runs over the page's text) is read as text, as one that holds blocks is (`<h3><div>
@@ -612,10 +626,20 @@ by default, and copied whole into every chunk's metadata."""
 
 
 def _is_heading_sized(heading: Any) -> bool:
-    """Whether a heading element reads as a heading: no blocks inside, a heading's length."""
-    if heading.find(_HTML_BLOCK_NAMES) is not None:
-        return False
-    return len(heading.get_text(" ", strip=True).split()) <= MAX_HEADING_WORDS
+    """Whether a heading element reads as a heading: no blocks inside, a heading's length.
+    Read up to the first block or the word too many, no further (headings left open nest)."""
+    from bs4.element import NavigableString, PreformattedString, Tag
+
+    words = 0
+    for node in heading.descendants:
+        if isinstance(node, Tag):
+            if node.name in _HTML_BLOCKS:
+                return False
+        elif isinstance(node, NavigableString) and not isinstance(node, PreformattedString):
+            words += len(node.split())
+            if words > MAX_HEADING_WORDS:
+                return False
+    return True
 
 
 def _follows_a_term(description: Any, known: dict[int, bool]) -> bool:
@@ -669,7 +693,7 @@ class _HtmlSections:
             if not isinstance(child, Tag):
                 continue
             if child.name == "pre":  # its lines and indentation as written
-                code = _unmarked(child.get_text()).strip("\n").replace("\n", _PRE_LINE)
+                code = _unmarked(_pre_text(child)).strip("\n").replace("\n", _PRE_LINE)
                 self.parts += [_PARAGRAPH_BREAK, code, _PARAGRAPH_BREAK]
                 continue
             level = _HTML_HEADINGS.get(child.name)

@@ -210,20 +210,37 @@ def reembed(
                 on_progress(done, total)
     except BaseException as exc:
         # Interrupted (Ctrl-C) or failed: the partial copy goes, the collection is as it was.
+        explained = _explained(exc, collection, staging)
         with contextlib.suppress(Exception):
             store.delete_staging(staging)
-        gone = False
-        if isinstance(exc, Exception) and not isinstance(exc, RetrievalError):
-            with contextlib.suppress(Exception):
-                gone = collection.replaced()
-        if gone:
-            raise RetrievalError(
+        if explained is not None:
+            raise explained from exc
+        raise
+    return staging
+
+
+def _explained(
+    exc: BaseException, collection: Collection, staging: Collection
+) -> RetrievalError | None:
+    """What a store's own error (a collection not found) meant while a collection was copied:
+    another process deleted or rebuilt it, or another rebuild dropped this copy for its own
+    (two runs at once). None when it was neither, or the error is already ragtune's."""
+    if not isinstance(exc, Exception) or isinstance(exc, RetrievalError):
+        return None
+    with contextlib.suppress(Exception):
+        if staging.replaced():
+            return StagingDroppedError(
+                f"the copy of collection {collection.name!r} being made here was dropped by "
+                "another rebuild of the same collection (two `ragtune tune embedder` runs on "
+                "it at once); nothing was changed. Let the other run finish"
+            )
+        if collection.replaced():
+            return RetrievalError(
                 f"collection {collection.name!r} was deleted or rebuilt by another process "
                 "while it was copied here; nothing was changed. Look at it again (ragtune "
                 "docs list) before running the command again"
-            ) from exc
-        raise
-    return staging
+            )
+    return None
 
 
 CATCH_UP_ROUNDS = 5
@@ -268,9 +285,12 @@ def adopt(
                 f"(still after {CATCH_UP_ROUNDS} rounds of catching up); nothing was changed. "
                 "Run the command again when ingestion into it pauses"
             )
-    except BaseException:
+    except BaseException as exc:
+        explained = _explained(exc, collection, staging)
         if abandon is not None:
             abandon()
+        if explained is not None:
+            raise explained from exc
         raise
     try:
         store.replace_collection(collection.name, staging)

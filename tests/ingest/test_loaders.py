@@ -188,6 +188,7 @@ def test_html_navigation_is_not_text() -> None:
         "<div class='topNav'><ul class='navList'><li><a href='overview.html'>Overview</a>"
         "<li><a href='tree.html'>Tree</a></ul></div>"
         "<div id='navrow1' class='tabs'><a href='index.html'>Main Page</a></div>"
+        "<div id='sideBar'><a href='install.html'>Install</a> <a href='up.html'>Upgrade</a></div>"
         "<div class='with-sidebar'><h1>SELECT</h1>"
         "<div class='fancy_toc'><a>Table Of Contents</a><div id='toc_sub'>"
         "<a href='#overview'>1. Overview</a></div></div>"

@@ -13,13 +13,14 @@ import pytest
 
 from ragtune.retrieval.adaptation import adopt, excluded_chunks, reembed, training_pairs
 from ragtune.retrieval.calibration import PseudoQuery
-from ragtune.retrieval.errors import RetrievalError
+from ragtune.retrieval.errors import RetrievalError, StagingDroppedError
 from ragtune.retrieval.settings import RetrievalSettings
 from ragtune.retrieval.store import (
     EMBEDDING_BASE_KEY,
     REPLACED_SUFFIX,
     STAGING_SUFFIX,
     ChunkRecord,
+    Collection,
     VectorStore,
     open_store,
 )
@@ -308,3 +309,24 @@ def test_a_copy_that_fails_or_is_interrupted_leaves_nothing_behind(
     with pytest.raises(RetrievalError, match="deleted or rebuilt by another process"):
         reembed(chroma, old, tuned, BASE.model_id)
     assert staging_name not in [c.name for c in client.list_collections()]
+
+
+def test_a_copy_another_run_drops_midway_says_so(chroma: VectorStore) -> None:
+    """A second run starts while the first is still copying: the first run's error says what
+    happened, and the second run's copy is left to it."""
+    name = f"midway-{uuid.uuid4().hex[:8]}"
+    old = chroma.collection(name, BASE.model_id, create=True)
+    old.add(records(3, BASE))
+    others: list[Collection] = []
+
+    def second_run_starts(done: int, total: int) -> None:
+        others.append(chroma.create_staging(name + STAGING_SUFFIX, BASE.model_id, {}))
+        others[0].add(records(1, BASE))
+
+    tuned = TunedEmbedder()
+    first = reembed(chroma, old, tuned, BASE.model_id)  # the first run, copied
+    second_run_starts(3, 3)
+    with pytest.raises(StagingDroppedError, match="Let the other run finish"):
+        adopt(chroma, old, first, tuned, "", lambda: chroma.delete_staging(first))
+    assert not others[0].replaced()  # the second run's copy is still there
+    assert others[0].count() == 1
