@@ -235,12 +235,16 @@ def _explained(
                 "it at once); nothing was changed. Let the other run finish"
             )
         if collection.replaced():
-            return RetrievalError(
-                f"collection {collection.name!r} was deleted or rebuilt by another process "
-                "while it was copied here; nothing was changed. Look at it again (ragtune "
-                "docs list) before running the command again"
-            )
+            return _replaced_elsewhere(collection)
     return None
+
+
+def _replaced_elsewhere(collection: Collection) -> RetrievalError:
+    return RetrievalError(
+        f"collection {collection.name!r} was deleted or rebuilt by another process while it "
+        "was re-embedded here; nothing was changed. Look at it again (ragtune docs list) "
+        "before running the command again"
+    )
 
 
 CATCH_UP_ROUNDS = 5
@@ -269,11 +273,7 @@ def adopt(
     try:
         for _ in range(CATCH_UP_ROUNDS):
             if collection.replaced():
-                raise RetrievalError(
-                    f"collection {collection.name!r} was deleted or rebuilt by another process "
-                    "while it was re-embedded here; nothing was changed. Look at it again "
-                    "(ragtune docs list) before running the command again"
-                )
+                raise _replaced_elsewhere(collection)
             seen = collection.revision()
             if seen == copied_at:
                 break

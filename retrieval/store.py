@@ -704,22 +704,10 @@ class ChromaStore(VectorStore):
             metadata={**metadata, EMBEDDING_MODEL_KEY: embedding_model, "created_by": "ragtune"},
         )
 
-    def _own_staging(self, staging: Collection) -> Any:
-        """The Chroma collection `staging` is, if its name still names it (else None)."""
-        import chromadb.errors
-
-        try:
-            current = self._client.get_collection(staging.name, embedding_function=None)
-        except (chromadb.errors.NotFoundError, ValueError):
-            return None
-        if not isinstance(staging, ChromaCollection) or current.id != staging._raw.id:
-            return None
-        return current
-
     def delete_staging(self, staging: Collection) -> None:
         import chromadb.errors
 
-        if self._own_staging(staging) is not None:
+        if not staging.replaced():
             with contextlib.suppress(chromadb.errors.NotFoundError, ValueError):
                 self._client.delete_collection(staging.name)
 
@@ -729,8 +717,7 @@ class ChromaStore(VectorStore):
         import chromadb.errors
 
         missing = (chromadb.errors.NotFoundError, ValueError)
-        current = self._own_staging(staging)
-        if current is None:
+        if not isinstance(staging, ChromaCollection) or staging.replaced():
             raise StagingDroppedError(
                 f"the rebuilt copy of collection {name!r} ({staging.name}) was dropped by "
                 "another rebuild of the same collection (two `ragtune tune embedder` runs on "
@@ -741,7 +728,7 @@ class ChromaStore(VectorStore):
             self._client.delete_collection(old)
         self._client.get_collection(name, embedding_function=None).modify(name=old)
         try:
-            current.modify(name=name)
+            staging._raw.modify(name=name)
         except BaseException:
             self._client.get_collection(old, embedding_function=None).modify(name=name)
             raise

@@ -172,7 +172,7 @@ class RetrieverCache:
             except Exception:
                 # The collection was replaced while this request searched it (between two
                 # checks): search the one now in its place, once, rather than fail the request.
-                if not self._drop_if_replaced(name, at_once=True):
+                if not self.refresh(name):
                     raise
                 hits = self._search(name, question, vector, model, k, filters, timings)
             return [replace(hit, collection=name) for hit in hits]
@@ -194,7 +194,8 @@ class RetrieverCache:
         timings: dict[str, float] | None,
     ) -> list[SearchHit]:
         retriever = self.get(name)
-        if model is not None and model != retriever.embedder.model_id:
+        stale = model is not None and model != retriever.embedder.model_id
+        if stale:
             logger.info(
                 "collection %r is now embedded with %s, not %s: the question is embedded again",
                 name,
@@ -206,7 +207,7 @@ class RetrieverCache:
             k,
             SearchMode(self.settings.search_mode),
             SearchFilter.from_mapping(filters) if filters else None,
-            vector=vector if model in (None, retriever.embedder.model_id) else None,
+            vector=None if stale else vector,
             timings=timings,
         )
 
