@@ -12,7 +12,12 @@ assistant reply between them, here a neutral one, changes nothing):
 - switch: another item's question (from another document where there is one), then the item's
   own question: the earlier topic must not pull retrieval away;
 - switch+follow-up: another item's question, the item's question, then a follow-up;
-- single: the item's question alone (the query of one turn is that turn's: equal by design).
+- follow-ups x3: the item's question, then three follow-ups in a row;
+- single: the item's question alone (the query of one turn is that turn's: equal by design);
+- off-topic: the item's question, then small talk the documents do not hold ("Tell me a joke
+  about cats."; the route cases' `base` requests): judged against the *earlier* question's
+  answer, so here lower is better: evidence@5 is the share whose earlier topic still reaches
+  the prompt (the router then answers the small talk from the documents).
 Rows: `last turn` (what the chat path searched before), `conversation` (what it searches now:
 the router settings' `TurnWeighting`), and variants that show why that is the default.
 evidence@5 also asks that the relevant chunk passes the router's evidence threshold (else it is
@@ -59,6 +64,7 @@ from ragtune.retrieval.search import Retriever, SearchHit, SearchMode
 from ragtune.retrieval.settings import RetrievalSettings
 from ragtune.retrieval.store import open_store
 from ragtune.serving.settings import RouterSettings
+from tests.data.build_route_cases import SMALL_TALK
 
 FOLLOW_UPS = (
     "And how do I turn that off?",
@@ -73,6 +79,8 @@ NOTHING_ALONE = math.inf
 VARIANTS: dict[str, TurnWeighting] = {
     "last turn": LAST_TURN_ONLY,
     "conversation": RouterSettings().turn_weighting(),
+    "no lookback": TurnWeighting(lookback=3, anchor_weight=False),
+    "even weights": TurnWeighting(anchor_weight=False),
     "every turn": TurnWeighting(standalone_similarity=NOTHING_ALONE),
     "every, decay .5": TurnWeighting(standalone_similarity=NOTHING_ALONE, decay=0.5),
     "decay .5": TurnWeighting(decay=0.5),
@@ -81,9 +89,11 @@ VARIANTS: dict[str, TurnWeighting] = {
     "alone at .45": TurnWeighting(standalone_similarity=0.45),
 }
 """`last turn`: what the chat path searched before; `conversation`: the server's default; the
-others show why it is the default (`every`: no turn stands alone, each read with up to two
-before it; `decay`: the last turn weighs more; `alone at`: another similarity for a turn to
-stand alone)."""
+others show why it is the default (`no lookback`: the topic looked for among the last three
+turns only, every turn read weighing the same, as before 2026-12-06; `even weights`: the
+topic weighs as one follow-up instead of as all those read after it; `every`: no turn stands
+alone, each read with up to two before it; `decay`: the last turn weighs more; `alone at`:
+another similarity for a turn to stand alone)."""
 METRICS = ("recall@1", "recall@5", "mrr@10", "evidence@5")
 EVIDENCE = RouterSettings().evidence_threshold
 
@@ -129,7 +139,15 @@ def cases(qa: Sequence[QAItem]) -> dict[str, list[QAItem]]:
             item(q, "switch-follow-up", other(i).question, q.question, FOLLOW_UPS[i % 6])
             for i, q in enumerate(qa)
         ],
+        "follow-ups x3": [
+            item(q, "follow-ups", q.question, *(FOLLOW_UPS[(i + n) % 6] for n in range(3)))
+            for i, q in enumerate(qa)
+        ],
         "single": list(qa),
+        "off-topic": [
+            item(q, "off-topic", q.question, SMALL_TALK[i % len(SMALL_TALK)])
+            for i, q in enumerate(qa)
+        ],
     }
 
 
@@ -199,7 +217,7 @@ def print_set(name: str, subset: str, reports: dict[str, RetrievalReport], probe
     print(f"(evidence@5: a relevant chunk in the top 5 at dense similarity >= {EVIDENCE})")
     by = {kind: {row.mode: row.metrics for row in r.modes} for kind, r in reports.items()}
     alone = by["single"]["last turn"]
-    for kind in ("follow-up", "switch+follow-up"):
+    for kind in ("follow-up", "switch+follow-up", "follow-ups x3"):
         for metric in ("recall@5", "mrr@10"):
             # The question searched alone is the ceiling: the follow-up adds no words of its topic.
             kept, before = (
@@ -213,6 +231,12 @@ def print_set(name: str, subset: str, reports: dict[str, RetrievalReport], probe
         for metric in ("recall@5", "mrr@10"):
             ratio = by[kind]["conversation"][metric] / by[kind]["last turn"][metric]
             print(f"{kind} conversation / last turn {metric}: {ratio:.3f}  (target {target})")
+    off = by["off-topic"]
+    print(
+        "off-topic evidence@5 (the earlier topic reaches the prompt; lower is better): "
+        f"conversation {off['conversation']['evidence@5']:.3f}, "
+        f"last turn {off['last turn']['evidence@5']:.3f}"
+    )
     print(
         f"telling a follow-up from a question: {probe_ms:.1f} ms per turn looked at (a dense "
         "lookup of its closest chunk; none for one turn, one for a new question, two for a "

@@ -1,6 +1,6 @@
 """The retrieval query of a conversation, without a model call: a user turn that finds evidence in
 the documents on its own is searched alone; a follow-up that does not ("And how do I turn that
-off?") is searched together with the turns before it, back to the last one that does.
+off?") is searched together with the last turn before it that does, and the follow-ups between.
 
 One user turn gives exactly the query of that turn alone (its text, `Embedder.embed_query`).
 """
@@ -33,12 +33,19 @@ class TurnWeighting:
     evidence threshold."""
 
     turns: int = 3
-    """At most this many user turns are read, the last one included (1: the last alone)."""
+    """At most this many user turns are read, the last one included (1: the last alone): the
+    turn that stands alone and the last follow-ups after it."""
+    lookback: int = 8
+    """How many user turns back (the last one included) the turn a run of follow-ups continues
+    is looked for; none found: the last `turns` are read."""
     standalone_similarity: float = 0.37
     """A turn whose closest chunk is at least this similar (the router's evidence threshold)
     stands alone: as the last turn it is searched alone; before it, the reading stops there."""
     decay: float = 1.0
     """The weight of each turn read relative to the one after it in the query vector."""
+    anchor_weight: bool = True
+    """The turn that stands alone weighs as much as the follow-ups read after it together, so
+    that a run of follow-ups (which name little of their topic) does not dilute the topic."""
 
 
 LAST_TURN_ONLY = TurnWeighting(turns=1)
@@ -59,6 +66,20 @@ class ConversationQuery:
     """User turns read (1: the last one alone)."""
     model: str
     """The embedding model `vector` is of (`Embedder.model_id`)."""
+    texts: tuple[str, ...] = ()
+    """The turns read, oldest first (empty: `text` alone)."""
+    weights: tuple[float, ...] = ()
+    """Each turn read's weight in `vector`."""
+
+    def vector_of(self, embedder: Embedder) -> Vector:
+        """The query's vector by `embedder`: `vector` when it is of the same model, else the
+        turns read embedded again one by one and combined as `vector` was (their joined text
+        would be cut at the model's input size, losing the last turn behind a long one)."""
+        if embedder.model_id == self.model:
+            return self.vector
+        if len(self.texts) <= 1:
+            return embedder.embed_query(self.text)
+        return _combined(embedder.embed_queries(self.texts), self.weights)
 
 
 def user_turns(messages: Iterable[tuple[str, str]]) -> list[str]:
@@ -74,30 +95,58 @@ def conversation_query(
 ) -> ConversationQuery:
     """The query of a conversation's user turns (oldest first; turns without text skipped).
 
-    The turns that may be read are embedded in one batch; `closest` tells which of them stand
-    alone (None: no documents to tell by, and the last turn is read alone). ValueError when no
-    turn has text."""
+    `closest` tells which turns stand alone (None: no documents to tell by, and the last turn
+    is read alone). A last turn that does not is read with the last turn before it that does
+    (up to `lookback` turns back) and the follow-ups between them, `turns` at most: a run of
+    follow-ups keeps its topic however long it gets. The last `turns` are embedded in one
+    batch, earlier ones only when none of those stands alone. ValueError when no turn has
+    text."""
     texts = [text for text in turns if text.strip()]
     if not texts:
         raise ValueError("a retrieval query needs a user turn with text")
-    window = texts[-max(weighting.turns, 1) :]
-    if len(window) == 1 or closest is None:
-        return ConversationQuery(window[-1], embedder.embed_query(window[-1]), 1, embedder.model_id)
-    vectors = embedder.embed_queries(window)
-    read = 1
-    while read < len(window) and closest(vectors[-read]) < weighting.standalone_similarity:
-        read += 1
-    if read == 1:
-        return ConversationQuery(window[-1], vectors[-1], 1, embedder.model_id)
-    weights = [weighting.decay**age for age in range(read - 1, -1, -1)]
+    most = max(weighting.turns, 1)
+    if len(texts) == 1 or closest is None or most == 1:
+        return ConversationQuery(texts[-1], embedder.embed_query(texts[-1]), 1, embedder.model_id)
+    # The last turns first (one batch); earlier ones only when none of those stands alone.
+    looked = texts[-max(weighting.lookback, most) :]
+    vectors = embedder.embed_queries(looked[-most:])
+    anchor = None
+    for back in range(1, len(looked) + 1):
+        if back > len(vectors):
+            vectors = embedder.embed_queries(looked[: len(looked) - len(vectors)]) + vectors
+        if closest(vectors[-back]) >= weighting.standalone_similarity:
+            anchor = back
+            break
+    if anchor == 1:
+        return ConversationQuery(texts[-1], vectors[-1], 1, embedder.model_id)
+    if anchor is None:  # nothing stands alone: the last turns
+        read = list(range(len(looked) - min(most, len(looked)), len(looked)))
+    else:  # the turn that stands alone, then the last follow-ups after it
+        start = len(looked) - anchor
+        read = [start, *range(max(start + 1, len(looked) - most + 1), len(looked))]
+    chosen = tuple(looked[n] for n in read)
+    weights = [weighting.decay**age for age in range(len(read) - 1, -1, -1)]
+    if anchor is not None and weighting.anchor_weight:
+        weights[0] *= len(read) - 1
+    offset = len(looked) - len(vectors)
+    return ConversationQuery(
+        "\n".join(chosen),
+        _combined([vectors[n - offset] for n in read], weights),
+        len(chosen),
+        embedder.model_id,
+        texts=chosen,
+        weights=tuple(weights),
+    )
+
+
+def _combined(vectors: Sequence[Vector], weights: Sequence[float]) -> Vector:
+    """The normalised weighted sum of the turns' vectors."""
     combined = [
-        sum(w * v[i] for w, v in zip(weights, vectors[-read:], strict=True))
+        sum(w * v[i] for w, v in zip(weights, vectors, strict=True))
         for i in range(len(vectors[-1]))
     ]
     norm = math.sqrt(sum(x * x for x in combined)) or 1.0
-    return ConversationQuery(
-        "\n".join(window[-read:]), [x / norm for x in combined], read, embedder.model_id
-    )
+    return [x / norm for x in combined]
 
 
 def closest_in(retriever: Retriever, filters: SearchFilter | None = None) -> Closest:

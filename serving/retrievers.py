@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
 from pydantic import ValidationError
@@ -153,6 +153,7 @@ class RetrieverCache:
         required: bool = False,
         timings: dict[str, float] | None = None,
         model: str | None = None,
+        embed: Callable[[Embedder], Vector] | None = None,
     ) -> list[SearchHit]:
         """The `k` best passages for the query text (its vector already computed, by the
         embedding model `model`: `Embedder.model_id`). A collection that does not exist is
@@ -162,11 +163,13 @@ class RetrieverCache:
 
         A collection re-embedded with another model since `vector` was computed (`ragtune tune
         embedder` or its `--revert`, in another process) is searched with the question embedded
-        again by its own model: a vector of one model is meaningless among another's."""
+        again by its own model: a vector of one model is meaningless among another's (`embed`
+        makes that vector from the collection's embedder: a conversation's turns one by one,
+        `ConversationQuery.vector_of`; default: the question's text)."""
         name = collection or self.settings.collection
         try:
             try:
-                hits = self._search(name, question, vector, model, k, filters, timings)
+                hits = self._search(name, question, vector, model, k, filters, timings, embed)
             except (CollectionNotFoundError, StoreUnavailableError):
                 raise
             except Exception:
@@ -174,7 +177,7 @@ class RetrieverCache:
                 # checks): search the one now in its place, once, rather than fail the request.
                 if not self.refresh(name):
                     raise
-                hits = self._search(name, question, vector, model, k, filters, timings)
+                hits = self._search(name, question, vector, model, k, filters, timings, embed)
             return [replace(hit, collection=name) for hit in hits]
         except CollectionNotFoundError:
             if required:
@@ -192,6 +195,7 @@ class RetrieverCache:
         k: int,
         filters: Mapping[str, str] | None,
         timings: dict[str, float] | None,
+        embed: Callable[[Embedder], Vector] | None,
     ) -> list[SearchHit]:
         retriever = self.get(name)
         stale = model is not None and model != retriever.embedder.model_id
@@ -207,7 +211,7 @@ class RetrieverCache:
             k,
             SearchMode(self.settings.search_mode),
             SearchFilter.from_mapping(filters) if filters else None,
-            vector=None if stale else vector,
+            vector=(embed(retriever.embedder) if embed else None) if stale else vector,
             timings=timings,
         )
 

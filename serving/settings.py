@@ -112,8 +112,9 @@ class RouterSettings(RagtuneSettings):
     """Passages retrieved per request (fewer if they do not fit the model's context)."""
     query_turns: int = Field(default=3, ge=1)
     """User messages a request's retrieval query may read, the last one included: a follow-up
-    that finds no evidence on its own is searched with the messages before it
-    (`retrieval.conversation`); 1: the last user message alone."""
+    that finds no evidence on its own is searched with the last message before it that does and
+    the last follow-ups after that one (`retrieval.conversation`); 1: the last user message
+    alone."""
     evidence_threshold: float = 0.37
     """Dense similarity at which a passage counts as evidence; below it on every passage, the
     documents are taken not to cover the question."""

@@ -248,12 +248,9 @@ class ChatService:
         engine involved), over what `principal` sees (`read` checked a named collection and
         adapter). Blocking: the chat path runs it in a worker thread."""
         started = time.perf_counter()
-        searched = (
-            _searched_collections(request, principal, self.retrievers.default_collection)
-            if request.searches_documents
-            else ()
-        )
-        query, queries = self._queries(request, searched)
+        collections = _searched_collections(request, principal, self.retrievers.default_collection)
+        searched = collections if request.searches_documents else ()
+        query, queries = self._queries(request, searched, collections)
         stages = {"query": time.perf_counter() - started}
         hits = []
         if searched:
@@ -268,6 +265,7 @@ class ChatService:
                         required=request.requires_documents,
                         timings=stages,
                         model=queries[name].model,
+                        embed=queries[name].vector_of,
                     )
                     for name in searched
                 ],
@@ -275,9 +273,7 @@ class ChatService:
                 self.settings.evidence_threshold,
             )
         # Adapters are matched with the shared embedder's vector of the (first) query.
-        matching = query.vector
-        if query.model != self.embedder.model_id:
-            matching = self.embedder.embed_query(query.text)
+        matching = query.vector_of(self.embedder)
         retrieved = time.perf_counter()
         # Only the adapters the principal sees compete: another tenant's never wins a request,
         # and its name never appears in a reason.
@@ -306,13 +302,18 @@ class ChatService:
         return Routed(plan, timings, tuple(hits), tuple(matches), texts)
 
     def _queries(
-        self, request: RouteRequest, searched: Sequence[str]
+        self, request: RouteRequest, searched: Sequence[str], collections: Sequence[str]
     ) -> tuple[ConversationQuery, dict[str, ConversationQuery]]:
         """The conversation's query (`retrieval.conversation`): the first collection's (the
         shared embedder's when nothing is searched), and each searched collection's. The
         collections searched with one embedder share one query, built with all of them telling
         a follow-up from a new question; a collection re-embedded with a model tuned for it
-        (`ragtune tune embedder`) is searched with that model's."""
+        (`ragtune tune embedder`) is searched with that model's. A route that searches nothing
+        (`adapter`, `base` asked for) still reads a follow-up with its topic, told by the
+        `collections` it would have searched, so that an adapter is matched to the
+        conversation as the automatic route matches it."""
+        if not searched:
+            return self._unsearched_query(request, collections), {}
         try:
             return self._build_queries(request, searched)
         except (CollectionNotFoundError, StoreUnavailableError):
@@ -341,9 +342,22 @@ class ChatService:
             )
             query = conversation_query(request.turns, embedder, closest, self.weighting)
             queries.update(dict.fromkeys(names, query))
-        if not searched:
-            return conversation_query(request.turns, self.embedder, None, self.weighting), {}
         return queries[searched[0]], queries
+
+    def _unsearched_query(
+        self, request: RouteRequest, collections: Sequence[str]
+    ) -> ConversationQuery:
+        """The query of a request that searches no documents, by the shared embedder. The
+        documents only tell a follow-up from a new question here: when they cannot (a store
+        down, a collection gone or embedded with a tuned model), the last turn is read alone
+        rather than the request failed."""
+        if request.history and collections:
+            try:
+                closest = self._closest(collections, request.filters, self.embedder.model_id)
+                return conversation_query(request.turns, self.embedder, closest, self.weighting)
+            except Exception as exc:  # a lookup only: the route itself needs no documents
+                logger.warning("a follow-up was read alone: the documents could not tell (%s)", exc)
+        return conversation_query(request.turns, self.embedder, None, self.weighting)
 
     def _closest(
         self, names: Sequence[str], filters: Mapping[str, str] | None, model: str

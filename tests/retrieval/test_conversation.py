@@ -118,9 +118,36 @@ def test_a_follow_up_reads_back_to_the_last_turn_that_stands_alone(
     query = conversation_query([HOLIDAYS, REFUNDS, FOLLOW_UP], embedder, closest)
     assert query.text == f"{REFUNDS}\n{FOLLOW_UP}"
     chain = [REFUNDS, "Why?", "Could you elaborate?", FOLLOW_UP]
-    assert conversation_query(chain, embedder, closest).text == "\n".join(chain[1:])  # 3 at most
+    # Three turns at most: the topic and the last follow-ups (a third follow-up in a row still
+    # finds its topic).
+    query = conversation_query(chain, embedder, closest)
+    assert query.texts == (REFUNDS, "Could you elaborate?", FOLLOW_UP)
+    assert query.text == "\n".join(query.texts)
+    # The topic weighs as much as the follow-ups after it together: they do not dilute it.
+    assert query.weights == (2.0, 1.0, 1.0)
+    topic = embedder.embed_query(PASSAGES["refunds.md"])
+    even = conversation_query(chain, embedder, closest, TurnWeighting(anchor_weight=False))
+    assert even.weights == (1.0, 1.0, 1.0)
+    assert cosine(query.vector, topic) > cosine(even.vector, topic)
     longer = TurnWeighting(turns=5)
     assert conversation_query(chain, embedder, closest, longer).text == "\n".join(chain)
+    # The topic is looked for `lookback` turns back at most; none found, the last turns.
+    many = [REFUNDS, *(f"Why {n}?" for n in range(6)), FOLLOW_UP]  # 8 turns
+    assert conversation_query(many, embedder, closest).texts == (REFUNDS, "Why 5?", FOLLOW_UP)
+    short = TurnWeighting(lookback=4)
+    assert conversation_query(many, embedder, closest, short).texts == tuple(many[-3:])
+    assert conversation_query(many[1:], embedder, closest).texts == tuple(many[-3:])
+
+
+def test_earlier_turns_are_embedded_only_when_the_last_ones_need_them(
+    embedder: FakeEmbedder, closest: Closest
+) -> None:
+    embedder.calls.clear()
+    conversation_query([HOLIDAYS, "Why 1?", REFUNDS, FOLLOW_UP], embedder, closest)
+    assert embedder.calls == [3]  # the topic is among the last three
+    embedder.calls.clear()
+    conversation_query([REFUNDS, "Why 1?", "Why 2?", FOLLOW_UP], embedder, closest)
+    assert embedder.calls == [3, 1]
 
 
 def test_without_documents_to_tell_by_the_last_turn_is_searched_alone(
@@ -158,3 +185,22 @@ def test_user_turns_are_the_user_messages_with_text() -> None:
         ("user", FOLLOW_UP),
     ]
     assert user_turns(messages) == [REFUNDS, FOLLOW_UP]
+
+
+def test_another_model_embeds_the_turns_read_one_by_one(
+    embedder: FakeEmbedder, closest: Closest
+) -> None:
+    """A collection re-embedded with another model (`tune embedder`) is searched with the
+    conversation's turns embedded by that model and combined as before, not their joined text
+    (which a model cuts at its input size: a long question would hide the follow-up)."""
+    query = conversation_query([REFUNDS, FOLLOW_UP], embedder, closest)
+    assert query.vector_of(embedder) is query.vector
+    other = FakeEmbedder(dimension=128)
+    vector = query.vector_of(other)
+    assert other.calls == [2]
+    topic, follow_up = other.embed_queries([REFUNDS, FOLLOW_UP])
+    summed = [a + b for a, b in zip(topic, follow_up, strict=True)]
+    norm = cosine(summed, summed) ** 0.5
+    assert vector == pytest.approx([x / norm for x in summed])
+    alone = conversation_query([REFUNDS, HOLIDAYS], embedder, closest)
+    assert alone.vector_of(other) == other.embed_query(HOLIDAYS)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from ragtune.retrieval.adaptation import adopt, reembed
+from ragtune.retrieval.conversation import conversation_query
 from ragtune.retrieval.embedder import (
     TUNED_PREFIX,
     Embedder,
@@ -107,6 +108,22 @@ def test_a_vector_of_the_model_a_collection_had_is_not_searched_with_its_new_one
     assert found[0].text == texts[1]
     assert tuned.calls == [1]  # the question, embedded by the collection's model
     assert (found[0].dense_score or 0.0) > 0.3
+    # A conversation's query is embedded again turn by turn (`ConversationQuery.vector_of`),
+    # not as its joined text.
+    turns = ["how do yaks keep warm", "and llamas?"]
+    query = conversation_query(turns, base, lambda _: 0.0)
+    tuned.calls.clear()
+    found = retrievers.search(
+        query.text, query.vector, k=2, collection="wool", model=base.model_id,
+        embed=query.vector_of,
+    )  # fmt: skip
+    assert tuned.calls == [2]
+    again = query.vector_of(tuned)
+    for hit in found:
+        stored = tuned.embed([hit.text])[0]
+        assert hit.dense_score == pytest.approx(
+            sum(a * b for a, b in zip(again, stored, strict=True))
+        )
     # Without saying which model made the vector, the 64 numbers meet 32: that search fails.
     with pytest.raises(ValueError, match="zip"):
         retrievers.search(question, vector, k=1, collection="wool")

@@ -234,6 +234,41 @@ def test_a_new_question_in_a_conversation_is_searched_alone(
     assert [s["document"] for s in info["sources"]] == ["policy-2.md"]
 
 
+@pytest.mark.parametrize("route", [None, "adapter", "adapter+rag"])
+def test_an_adapter_is_matched_to_the_conversation_whichever_route_is_asked(
+    tmp_path: Path, engine: FakeEngine, route: str | None
+) -> None:
+    """A follow-up is read with its topic for adapter matching too, also when the request asks
+    for a route that searches no documents (they still tell a follow-up from a new question):
+    the same conversation gets the same adapter on every route that takes one."""
+    topic = "Within how many days are invoices refunded after a refund request?"
+    register(tmp_path, "refunder", topic)
+    register(tmp_path, "switcher", "Turn the lights off")
+    parts = components(tmp_path, engine)
+    conversation = [
+        {"role": "user", "content": topic},
+        {"role": "assistant", "content": "Within thirty days."},
+        {"role": "user", "content": "And how do I turn that off?"},
+    ]
+    body: dict[str, Any] = {"model": BASE, "messages": conversation}
+    if route:
+        body["ragtune"] = {"route": route}
+
+    async def plan() -> Any:
+        await anyio.to_thread.run_sync(parts.fleet.refresh)
+        return parts.chat.route(parts.chat.read(ChatCompletionRequest.model_validate(body)))
+
+    routed = run(parts, plan)
+    assert routed.plan.adapter == "refunder"
+    follow_up_alone = [
+        name
+        for name, _ in parts.chat.fleet.matches(
+            parts.chat.embedder.embed_query("And how do I turn that off?")
+        )
+    ]
+    assert follow_up_alone[0] == "switcher"  # what the last turn alone would have matched
+
+
 def test_the_adapter_route_sends_the_engine_name_of_the_version(
     tmp_path: Path, engine: FakeEngine
 ) -> None:
