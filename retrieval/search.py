@@ -177,16 +177,23 @@ class Retriever:
         neighbours: int = 0,
         vector: Vector | None = None,
         timings: dict[str, float] | None = None,
+        depth: int | None = None,
     ) -> list[SearchHit]:
-        """The `k` best chunks for `query` in `mode`. `timings`, when given, receives the
-        seconds each stage took (`STAGES`), added to what it holds."""
+        """The `k` best chunks for `query` in `mode`, a passage repeated word for word taking
+        one place (`_distinct`). `timings`, when given, receives the seconds each stage took
+        (`STAGES`), added to what it holds. `depth`: candidates each retriever gives (default:
+        `fusion_depth` for hybrid search, twice `k` for dense or lexical search alone, four
+        times more once when repeats leave fewer than `k`)."""
         stages = _Stages(timings)
         filters = filters or SearchFilter()
         lexical = self.lexical()
         fusion = self.fusion()
         stages.mark("index")
         candidates: dict[str, _Candidate] = {}
-        depth = max(k, fusion.fusion_depth) if mode == SearchMode.HYBRID else k
+        alone = depth is None and mode != SearchMode.HYBRID
+        if depth is None:
+            depth = max(k, fusion.fusion_depth) if mode == SearchMode.HYBRID else 2 * k
+        depth = max(depth, k)
 
         # One filter, one mask: the BM25 rows and the exact dense search share their order.
         mask = None if filters.is_empty() else filters.mask(lexical.rows)
@@ -242,19 +249,20 @@ class Retriever:
         ranked = sorted(candidates.values(), key=order)
         stages.mark("fusion")
         if self.reranker is not None and mode == SearchMode.HYBRID and ranked:
-            chosen = ranked[: max(k, fusion.rerank_depth)]
-            self._fill_texts(chosen)
+            # Repeated texts are set aside before the reranker reads the candidates, so that
+            # the `k` it returns are `k` distinct passages whenever the fusion found as many.
+            chosen = self._distinct(ranked, max(k, fusion.rerank_depth))
             stages.mark("texts")
             scores = self.reranker.score(query, [c.text or "" for c in chosen])
             for c, score in zip(chosen, scores, strict=True):
                 c.rerank_score = score
             stages.mark("rerank")
-            chosen = self._distinct(sorted(chosen, key=lambda c: -(c.rerank_score or 0.0)), k)
-        elif mode == SearchMode.HYBRID:
-            chosen = self._distinct(ranked, k)
+            chosen = sorted(chosen, key=lambda c: -(c.rerank_score or 0.0))[:k]
         else:
-            chosen = ranked[:k]
-            self._fill_texts(chosen)
+            chosen = self._distinct(ranked, k)
+            if alone and len(chosen) < k and len(ranked) >= depth:
+                # Repeats took places a deeper look can fill.
+                return self.search(query, k, mode, filters, neighbours, vector, timings, 8 * k)
         hits = [self._hit(n, c, mode) for n, c in enumerate(chosen, start=1)]
         stages.mark("texts")
         if neighbours > 0:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -287,8 +287,53 @@ def test_a_passage_repeated_in_several_documents_takes_one_place(
     assert texts.count(option) == 1
     assert texts[0] == option  # the best-ranked copy stays
     assert len(hits) == 4  # the places the copies left go to other passages
-    dense = retriever.search("squash option single commit", k=4, mode=SearchMode.DENSE)
-    assert [" ".join(h.text.split()) for h in dense].count(option) == 3  # diagnostics: raw
+    # Each retriever alone too (what hybrid search is compared with): one place, k hits, also
+    # when repeats fill the first look (k=1: two candidates, both copies).
+    for mode in (SearchMode.DENSE, SearchMode.LEXICAL):
+        for k in (1, 4):
+            alone = retriever.search("squash option single commit", k=k, mode=mode)
+            texts = [" ".join(h.text.split()) for h in alone]
+            assert len(texts) == len(set(texts))
+            assert texts[0] == option
+            # BM25 finds the three copies only: one passage; dense search ranks every chunk.
+            assert len(texts) == (k if mode == SearchMode.DENSE else 1)
+
+
+class ShortestFirst:
+    """A reranker that prefers short passages (any order unlike the fusion's will do)."""
+
+    def score(self, question: str, passages: Sequence[str]) -> list[float]:
+        self.read = list(passages)
+        return [-float(len(p)) for p in passages]
+
+
+@pytest.mark.parametrize("depth", [2, 4, 20])
+def test_the_reranker_returns_k_distinct_passages_when_there_are_k(
+    collection: Collection,
+    embedder: FakeEmbedder,
+    indexes: LexicalIndexes,
+    corpus: Path,
+    settings: RetrievalSettings,
+    depth: int,
+) -> None:
+    """Copies of a passage are set aside before reranking: the reranker reads distinct
+    passages, and `k` come back (before, copies in its depth left the answer short)."""
+    option = "The --squash option combines every commit into a single commit."
+    for page in ("merge", "pull", "rebase"):
+        (corpus / f"git-{page}.md").write_text(f"# git {page}\n## Options\n{option}\n")
+    ingest(collection, embedder, indexes, corpus)
+    reranker = ShortestFirst()
+    retriever = Retriever(
+        collection, embedder, indexes, settings.model_copy(update={"rerank_depth": depth}),
+        reranker=reranker,
+    )  # fmt: skip
+    hits = retriever.search("squash option single commit", k=4)
+    assert len(hits) == 4
+    texts = [" ".join(hit.text.split()) for hit in hits]
+    assert len(set(texts)) == 4
+    read = [" ".join(text.split()) for text in reranker.read]
+    assert len(read) == len(set(read)) == min(max(4, depth), collection.count() - 2)
+    assert [len(t) for t in texts] == sorted(len(t) for t in texts)  # the reranker's order
 
 
 @pytest.mark.parametrize("exact_max", [20_000, 0])
