@@ -7,7 +7,8 @@ default: no cross-encoder installs from PyPI with its weights, and no model-free
 measured here paid for itself on all three developers' sets (the README, "A reranking stage";
 `bench/rerank_explore.py`). A model that is not a cross-encoder (a bi-encoder such as the
 embedding model, or anything without a sequence-classification head) is refused when loaded,
-not used with a head of random weights.
+not used with a head of random weights; so is one without its own tokenizer, found by scoring one
+probe pair at load rather than by meaningless scores or a failure per query.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+
+import numpy as np
 
 from ragtune.retrieval.errors import RetrievalError
 from ragtune.retrieval.settings import RetrievalSettings
@@ -33,6 +36,11 @@ class Reranker(Protocol):
     name: str
 
     def score(self, question: str, passages: Sequence[str]) -> list[float]: ...
+
+
+PROBE = ("what is copper used for", "Copper is a metal used in electrical wiring.")
+"""The pair every cross-encoder scores once at load: plain English words any real tokenizer
+knows."""
 
 
 @dataclass(frozen=True)
@@ -82,7 +90,16 @@ class CrossEncoderSetting:
             raise self.error(
                 f"{self.role} {name!r} has no readable config.json: it is not a model folder"
             ) from None
-        architectures = config.get("architectures") or []
+        if not isinstance(config, dict):
+            raise self.error(
+                f"{self.role} {name!r}: its config.json is not a JSON object: it is not a model "
+                f"folder. Set {self.env} to a local CrossEncoder folder, or leave it empty for "
+                f"{self.unset}."
+            )
+        stated = config.get("architectures")
+        architectures = (
+            [a for a in stated if isinstance(a, str)] if isinstance(stated, list) else []
+        )
         if not any(a.endswith("ForSequenceClassification") for a in architectures):
             raise self.error(
                 f"{self.role} {name!r} is not a cross-encoder (its architecture is "
@@ -93,15 +110,51 @@ class CrossEncoderSetting:
         return config
 
     def load(self, folder: Path, name: str, device: str) -> Any:
-        """The CrossEncoder in `folder` (checked with `config` first)."""
+        """The CrossEncoder in `folder` (checked with `config` first), once it has scored the
+        probe pair. Without tokenizer files transformers builds an empty one that turns every
+        word into [UNK] (flat, meaningless scores), and another model's tokenizer gives ids past
+        the model's embedding table (an IndexError per query): both are refused here."""
         from sentence_transformers import CrossEncoder
 
         try:
-            return CrossEncoder(str(folder), device=device, local_files_only=True)
+            model = CrossEncoder(str(folder), device=device, local_files_only=True)
         except Exception as exc:
             raise self.error(
                 f"cannot load {self.role} {name!r} ({type(exc).__name__}: {exc})"
             ) from None
+        fix = (
+            f"Point {self.env} at a cross-encoder folder holding its own tokenizer "
+            f"(tokenizer.json, or vocab.txt with tokenizer_config.json), or leave it empty for "
+            f"{self.unset}."
+        )
+        tokenizer = model.tokenizer
+        vocab_size = getattr(model.config, "vocab_size", None)
+        if isinstance(vocab_size, int) and len(tokenizer) > vocab_size:
+            raise self.error(
+                f"{self.role} {name!r}: its tokenizer has {len(tokenizer)} tokens but the model "
+                f"only {vocab_size}: the tokenizer is another model's. {fix}"
+            )
+        ids = tokenizer(*PROBE)["input_ids"]
+        if all(i in tokenizer.all_special_ids for i in ids):
+            raise self.error(
+                f"{self.role} {name!r}: its tokenizer knows none of the words of a plain English "
+                f"sentence (each becomes {tokenizer.unk_token}): the folder has no tokenizer of "
+                f"its own. {fix}"
+            )
+        try:
+            scores = np.asarray(model.predict([PROBE], show_progress_bar=False))
+        except Exception as exc:
+            raise self.error(
+                f"{self.role} {name!r} cannot score a (question, passage) pair "
+                f"({type(exc).__name__}: {exc}). {fix}"
+            ) from None
+        if scores.size != model.num_labels or not np.isfinite(scores).all():
+            raise self.error(
+                f"{self.role} {name!r} scores a (question, passage) pair as {scores.tolist()}, "
+                f"not as finite numbers, one per label: its weights are unusable. Use a "
+                f"CrossEncoder ({self.example}) or none."
+            )
+        return model
 
 
 RERANKER = CrossEncoderSetting(
@@ -113,7 +166,16 @@ def check_cross_encoder(folder: Path, name: str) -> None:
     """Refuse a model that is not a cross-encoder with one relevance score, before anything is
     loaded."""
     config = RERANKER.config(folder, name)
-    if int(config.get("num_labels", len(config.get("id2label") or {0: ""}))) != 1:
+    labels = config.get("id2label")
+    counted = len(labels) if isinstance(labels, dict | list) and labels else 1
+    num_labels = config.get("num_labels", counted)
+    if not isinstance(num_labels, int) or isinstance(num_labels, bool):
+        raise RerankerError(
+            f"reranker {name!r}: its config.json gives num_labels as {num_labels!r}, not a "
+            "number; a reranker has one relevance score (num_labels 1). Use a CrossEncoder "
+            "(e.g. one trained on MS MARCO) or none."
+        )
+    if num_labels != 1:
         raise RerankerError(
             f"reranker {name!r} classifies into several labels; a reranker needs one "
             "relevance score (num_labels 1)"

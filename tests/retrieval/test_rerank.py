@@ -97,3 +97,76 @@ def test_a_bad_reranker_setting_is_one_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "RAGTUNE_RERANKER" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def model_only(cross_encoder: Path, folder: Path) -> Path:
+    """A copy of the cross-encoder's config and weights, without any tokenizer file."""
+    folder.mkdir()
+    for file in ("config.json", "model.safetensors"):
+        shutil.copy(cross_encoder / file, folder / file)
+    return folder
+
+
+def test_a_reranker_without_its_own_tokenizer_is_refused_at_load(
+    cross_encoder: Path, tmp_path: Path
+) -> None:
+    # Without tokenizer files transformers makes a five-token one: every word is [UNK] and the
+    # scores are flat, so the ordering would be noise.
+    bare = model_only(cross_encoder, tmp_path / "no-tokenizer")
+    with pytest.raises(RerankerError, match="no tokenizer of its own") as refused:
+        CrossEncoderReranker(str(bare))
+    assert "Point RAGTUNE_RERANKER at a cross-encoder folder holding its own tokenizer" in str(
+        refused.value
+    )
+
+
+def test_a_reranker_with_another_models_tokenizer_is_refused_at_load(
+    cross_encoder: Path, tmp_path: Path
+) -> None:
+    # A tokenizer larger than the model's embedding table (another family's, e.g. a 49k BPE on a
+    # 30k BERT): its ids past the table would fail every query that holds one.
+    from transformers import AutoTokenizer
+
+    foreign = model_only(cross_encoder, tmp_path / "other-tokenizer")
+    tokenizer = AutoTokenizer.from_pretrained(str(cross_encoder))
+    tokenizer.add_tokens([f"<other_{i}>" for i in range(1000)])
+    tokenizer.save_pretrained(foreign)
+    with pytest.raises(RerankerError, match=r"tokenizer has 31522 tokens but the model only 30522"):
+        CrossEncoderReranker(str(foreign))
+
+
+def test_a_reranker_that_cannot_score_the_probe_pair_is_refused_at_load(
+    cross_encoder: Path, tmp_path: Path
+) -> None:
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    broken = tmp_path / "nan-head"
+    model = AutoModelForSequenceClassification.from_pretrained(str(cross_encoder))
+    with torch.no_grad():
+        model.classifier.weight.fill_(float("nan"))
+    model.save_pretrained(broken)
+    AutoTokenizer.from_pretrained(str(cross_encoder)).save_pretrained(broken)
+    with pytest.raises(RerankerError, match="not as finite numbers"):
+        CrossEncoderReranker(str(broken))
+
+
+@pytest.mark.parametrize(
+    ("config", "refusal"),
+    [
+        ({"num_labels": None}, "gives num_labels as None, not a number"),
+        ({"num_labels": "1"}, "gives num_labels as '1', not a number"),
+        ({"architectures": 7}, r"not a cross-encoder \(its architecture is not stated"),
+        ([{"architectures": ["BertForSequenceClassification"]}], "not a JSON object"),
+    ],
+)
+def test_a_malformed_reranker_config_is_a_clear_error(
+    cross_encoder: Path, tmp_path: Path, config: dict[str, object] | list[object], refusal: str
+) -> None:
+    folder = tmp_path / "malformed"
+    folder.mkdir()
+    if isinstance(config, dict):
+        config = {**json.loads((cross_encoder / "config.json").read_text()), **config}
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(RerankerError, match=refusal):
+        CrossEncoderReranker(str(folder))
