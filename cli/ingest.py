@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -27,7 +28,7 @@ from ragtune.retrieval.calibration import (
     Calibration,
     describe_fusion,
     fusion_in_force,
-    stored_calibration,
+    read_calibration,
 )
 from ragtune.retrieval.embedder import collection_embedder, model_id_for
 from ragtune.retrieval.errors import CollectionNotFoundError
@@ -170,14 +171,18 @@ def docs_list(
     with open_store(settings, "read") as store:
         target = store.collection(settings.collection, model_id_for(settings.embedding_model))
         documents = list_documents(target)
-        calibration = stored_calibration(target)
+        # A refused calibration is shown, not raised: the documents are listed all the same.
+        calibration, refused = read_calibration(target)
         fusion, source = fusion_in_force(target, settings, calibration)
+    problem = _refused_calibration(target.name, refused) if refused else None
     if as_json:
         stdout.print_json(json.dumps([asdict(d) for d in documents]))
+        if problem:
+            stderr.print(problem, soft_wrap=True)
         return
     table = Table(
         title=f"{len(documents)} documents in {settings.collection!r}",
-        caption=_fusion_caption(calibration, fusion, source),
+        caption=problem or _fusion_caption(calibration, fusion, source),
     )
     for column in ("source", "title", "type", "chunks", "ingested", "meta"):
         table.add_column(column, overflow="fold")
@@ -185,6 +190,14 @@ def docs_list(
         meta = " ".join(f"{k}={v}" for k, v in d.meta.items())
         table.add_row(d.source, d.title, d.file_type, str(d.chunks), d.ingested_at, meta)
     stdout.print(table)
+
+
+def _refused_calibration(name: str, refused: str) -> str:
+    return (
+        f"search fusion: none, its searches fail: collection {name!r} {escape(refused)}; "
+        f"recalibrate it: ragtune tune retrieval --collection {name} (or --reset for the "
+        "shipped defaults)"
+    )
 
 
 def _fusion_caption(calibration: Calibration | None, fusion: RetrievalSettings, source: str) -> str:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -72,7 +73,8 @@ def search(
         fusion = retriever.fusion_summary()
     if as_json:
         # Each hit says which fusion ranked it (the collection's calibration or defaults).
-        stdout.print_json(json.dumps([{**asdict(h), "fusion": fusion} for h in hits]))
+        found = [{**asdict(h), "fusion": fusion} for h in hits]
+        stdout.print_json(json.dumps(_finite(found), allow_nan=False))
         return
     if not hits:
         stdout.print(f"no results in collection {settings.collection!r}")
@@ -91,6 +93,18 @@ def reflow(text: str) -> str:
         else:
             out.append(line)
     return "\n".join(out)
+
+
+def _finite(value: Any) -> Any:
+    """`value` with every NaN or infinite number as None (JSON's null): strict JSON readers
+    refuse NaN and Infinity."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def hit_panel(hit: SearchHit) -> Panel:

@@ -8,16 +8,18 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ragtune.cli.settings import command_settings
 from ragtune.retrieval.adaptation import Trial, TuneOptions, settle, try_tuned
 from ragtune.retrieval.adaptation import revert as revert_tuning
 from ragtune.retrieval.calibration import (
+    FUSION_KEYS,
     calibrate,
     default_fusion,
     describe_fusion,
+    read_calibration,
     store_calibration,
-    stored_calibration,
 )
 from ragtune.retrieval.embedder import (
     LazyEmbedder,
@@ -74,7 +76,14 @@ def tune_retrieval(
                 store_calibration(target, None)
                 stdout.print(f"collection {target.name!r} searches with the shipped defaults")
             return
-        before = stored_calibration(target)
+        # One refused (another embedding model's, or unreadable) is what this replaces.
+        before, refused = read_calibration(target)
+        if refused is not None:
+            stderr.print(
+                f"collection {target.name!r} {escape(refused)}: ignored, measuring anew"
+                + (" (a dry run leaves it stored)" if dry_run else ""),
+                soft_wrap=True,
+            )
         lexical = LexicalIndexes.for_store(settings.data_dir, store).current(
             target, save=not dry_run
         )
@@ -85,26 +94,39 @@ def tune_retrieval(
             result = calibrate(target, lexical, embedder, defaults, queries, seed)
         if not dry_run:
             store_calibration(target, result)
+    # A fusion setting given explicitly wins over any calibration: searches keep using it.
+    explicit = sorted(FUSION_KEYS & settings.model_fields_set)
     if as_json:
         stdout.print_json(
             json.dumps(
-                {"collection": target.name, "stored": not dry_run, "calibration": result.summary()}
+                {
+                    "collection": target.name,
+                    "stored": not dry_run,
+                    "calibration": result.summary(),
+                    "ignored_calibration": refused,
+                    "overridden_by": explicit,
+                }
             )
         )
         return
-    was = (
-        before.describe()
-        if before
-        else "defaults ("
-        + describe_fusion(defaults.fusion, defaults.lexical_weight, defaults.rrf_k)
-        + ")"
+    in_force = describe_fusion(
+        defaults.fusion, defaults.lexical_weight, defaults.rrf_k, defaults.dense_weight
     )
+    compared = "the settings in force" if explicit else "the defaults"
+    was = before.describe() if before else f"{'settings' if explicit else 'defaults'} ({in_force})"
     stdout.print(
         f"{target.name}: {result.describe()} "
-        f"(MRR@10 on {result.pseudo_queries} pseudo-queries {result.mrr:.3f}; the defaults "
+        f"(MRR@10 on {result.pseudo_queries} pseudo-queries {result.mrr:.3f}; {compared} "
         f"{result.default_mrr:.3f}; before: {was}; {result.seconds:.1f} s)"
         + ("" if not dry_run else " [dry run: nothing stored]")
     )
+    if explicit:
+        stdout.print(
+            f"searches {'would' if dry_run else 'do'} not use it: the fusion settings given "
+            f"explicitly ({', '.join(explicit)}"
+            f"; environment or config file) win over a calibration, so searches fuse with "
+            f"{in_force}; remove them to use the calibration"
+        )
 
 
 @tune_app.command("embedder")

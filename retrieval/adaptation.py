@@ -81,7 +81,8 @@ def training_pairs(
     for start in range(0, len(ids), 500):
         if len(pairs) >= count:
             break
-        for chunk in collection.get(ids[start : start + 500]):
+        by_id = {chunk.id: chunk for chunk in collection.get(ids[start : start + 500])}
+        for chunk in (by_id[i] for i in ids[start : start + 500] if i in by_id):  # drawn order
             text = chunk.text or ""
             sentences = [s for s in _SENTENCE.split(text) if len(s.split()) >= 6]
             if not sentences:

@@ -21,6 +21,7 @@ of every ingest, and the shipped defaults stay in force for a collection never c
 from __future__ import annotations
 
 import json
+import math
 import random
 import re
 import time
@@ -75,12 +76,34 @@ class Calibration:
 
     @classmethod
     def from_json(cls, text: str) -> Calibration:
-        data: dict[str, Any] = json.loads(text)
+        """The calibration `to_json` wrote; ValueError (or TypeError) for anything search
+        could not fuse with, or show, as it is."""
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("its JSON is not an object")
         known = set(cls.__dataclass_fields__)
         calibration = cls(**{k: v for k, v in data.items() if k in known})
-        if calibration.fusion not in ("score", "rrf"):
-            raise ValueError(f"unknown fusion method {calibration.fusion!r}")
+        calibration.check()
         return calibration
+
+    def check(self) -> None:
+        """ValueError unless every field holds what fusion and the reports expect: a value
+        written by something else could otherwise divide by zero, or reach `search --json` as
+        NaN."""
+        if self.fusion not in ("score", "rrf"):
+            raise ValueError(f"unknown fusion method {self.fusion!r}")
+        for name in ("lexical_weight", "dense_weight"):
+            _require(name, getattr(self, name), float, minimum=0)
+        if self.lexical_weight == 0 and self.dense_weight == 0:
+            raise ValueError("lexical_weight and dense_weight are both 0")
+        # Ranks start at 1: rrf_k >= 0 keeps every 1 / (rrf_k + rank) finite and positive.
+        _require("rrf_k", self.rrf_k, int, minimum=0)
+        _require("pseudo_queries", self.pseudo_queries, int, minimum=0)
+        for name in ("mrr", "default_mrr", "seconds", "created"):
+            _require(name, getattr(self, name), float)
+        for name in ("embedding_model", "revision"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} is not a string")
 
     def apply(self, settings: RetrievalSettings) -> RetrievalSettings:
         """`settings` with this calibration's fusion."""
@@ -111,11 +134,33 @@ class Calibration:
         }
 
 
-def describe_fusion(method: str, lexical_weight: float, rrf_k: int) -> str:
-    """A fusion setting in words, for people: "score fusion, lexical weight 0.6"."""
+def _require(name: str, value: object, kind: type, minimum: float | None = None) -> None:
+    """ValueError unless `value` is a finite number (an int for `kind` int; never a bool) of
+    at least `minimum`."""
+    wanted = ("an integer" if kind is int else "a finite number") + (
+        f" >= {minimum}" if minimum is not None else ""
+    )
+    allowed = (int,) if kind is int else (int, float)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, allowed)
+        or not math.isfinite(value)
+        or (minimum is not None and value < minimum)
+    ):
+        raise ValueError(f"{name} is {value!r}, not {wanted}")
+
+
+def describe_fusion(
+    method: str, lexical_weight: float, rrf_k: int, dense_weight: float = 1.0
+) -> str:
+    """A fusion setting in words, for people: "score fusion, lexical weight 0.6" (the dense
+    weight named when it is not 1)."""
+    weights = f"lexical weight {lexical_weight}"
+    if dense_weight != 1:
+        weights = f"dense weight {dense_weight}, {weights}"
     if method == "rrf":
-        return f"RRF, lexical weight {lexical_weight}, rrf_k {rrf_k}"
-    return f"score fusion, lexical weight {lexical_weight}"
+        return f"RRF, {weights}, rrf_k {rrf_k}"
+    return f"score fusion, {weights}"
 
 
 def default_fusion(collection: Collection, settings: RetrievalSettings) -> RetrievalSettings:
@@ -145,25 +190,35 @@ def fusion_in_force(
 def stored_calibration(collection: Collection) -> Calibration | None:
     """The collection's stored calibration, checked against its embedding model (None when it
     was never calibrated). RetrievalError when it came from another embedding model or cannot
-    be read."""
-    raw = collection.metadata().get(CALIBRATION_KEY)
-    if not raw:  # never calibrated, or reset to the defaults
-        return None
-    try:
-        calibration = Calibration.from_json(str(raw))
-    except (ValueError, TypeError) as exc:
+    be read, saying how to recalibrate or reset it."""
+    calibration, refused = read_calibration(collection)
+    if refused is not None:
+        name = collection.name
         raise RetrievalError(
-            f"collection {collection.name!r} holds an unreadable calibration ({exc}); "
-            f"recalibrate it: ragtune tune retrieval --collection {collection.name}"
-        ) from None
-    if calibration.embedding_model != collection.embedding_model:
-        raise RetrievalError(
-            f"collection {collection.name!r} was calibrated with the embedding model "
-            f"{calibration.embedding_model!r}, but it is read with "
-            f"{collection.embedding_model!r}; recalibrate it: "
-            f"ragtune tune retrieval --collection {collection.name}"
+            f"collection {name!r} {refused}; recalibrate it: ragtune tune retrieval "
+            f"--collection {name} (or go back to the shipped defaults: ragtune tune retrieval "
+            f"--collection {name} --reset)"
         )
     return calibration
+
+
+def read_calibration(collection: Collection) -> tuple[Calibration | None, str | None]:
+    """(the collection's stored calibration or None, None), or (None, why it is refused: it
+    came from another embedding model or cannot be read), for the commands that replace or
+    list a refused one instead of failing on it (`tune retrieval`, `docs list`)."""
+    raw = collection.metadata().get(CALIBRATION_KEY)
+    if not raw:  # never calibrated, or reset to the defaults
+        return None, None
+    try:
+        calibration = Calibration.from_json(str(raw))
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+        return None, f"holds an unreadable calibration ({exc})"
+    if calibration.embedding_model != collection.embedding_model:
+        return None, (
+            f"was calibrated with the embedding model {calibration.embedding_model!r}, but it "
+            f"is read with {collection.embedding_model!r}"
+        )
+    return calibration, None
 
 
 @dataclass(frozen=True)
@@ -192,7 +247,11 @@ def pseudo_queries(
     for start in range(0, len(ids), 500):
         if len(queries) >= count:
             break
-        for chunk in collection.get(ids[start : start + 500]):
+        batch = ids[start : start + 500]
+        # In the shuffled order: a store returns the chunks asked for in its own (Chroma: the
+        # order they were stored in), which would favour the earliest-stored.
+        by_id = {chunk.id: chunk for chunk in collection.get(batch)}
+        for chunk in (by_id[i] for i in batch if i in by_id):
             sentences = [
                 s.split()
                 for s in _SENTENCE.split(chunk.text or "")
@@ -232,12 +291,12 @@ Choice = tuple[FusionMethod, float, int]
 """(fusion method, lexical weight, rrf_k): dense weight 1."""
 
 
-def fused_mrr(runs: Sequence[Run], choice: Choice) -> float:
-    """MRR@10 of fusion by `choice` over (dense, lexical, answers) runs."""
+def fused_mrr(runs: Sequence[Run], choice: Choice, dense_weight: float = 1.0) -> float:
+    """MRR@10 of fusion by `choice` (and `dense_weight`) over (dense, lexical, answers) runs."""
     method, lw, k = choice
     total = 0.0
     for dense, lexical, targets in runs:
-        scores = fuse(dense, lexical, method, 1.0, lw, k)
+        scores = fuse(dense, lexical, method, dense_weight, lw, k)
         found = [scores[t] for t in targets if t in scores]
         if not found:
             continue
@@ -252,15 +311,17 @@ def choose_fusion(runs: Sequence[Run], defaults: RetrievalSettings) -> tuple[Cho
     """((method, lexical weight, rrf_k), its MRR@10, the defaults' MRR@10) over the grid (RRF
     over weights and rrf_k; score fusion over weights): the best MRR@10; ties go to the
     defaults' method, then to the setting nearest them (the grid is coarse)."""
-    default: Choice = (
-        defaults.fusion,
-        defaults.lexical_weight / defaults.dense_weight,
-        defaults.rrf_k,
-    )
     grid: list[Choice] = [("rrf", lw, k) for lw in LEXICAL_WEIGHTS for k in RRF_KS]
     grid += [("score", lw, defaults.rrf_k) for lw in LEXICAL_WEIGHTS]
     scored = {choice: fused_mrr(runs, choice) for choice in grid}
-    scored.setdefault(default, fused_mrr(runs, default))
+    if defaults.dense_weight > 0:
+        # Fusion ranks alike when both weights are scaled alike: dense weight 1, as the grid.
+        ratio = defaults.lexical_weight / defaults.dense_weight
+        default: Choice = (defaults.fusion, ratio, defaults.rrf_k)
+        default_mrr = scored.setdefault(default, fused_mrr(runs, default))
+    else:  # BM25 alone: the grid's highest BM25 weight is the setting nearest it
+        default = (defaults.fusion, max(LEXICAL_WEIGHTS), defaults.rrf_k)
+        default_mrr = fused_mrr(runs, default, dense_weight=0.0)
     best = max(
         scored,
         key=lambda s: (
@@ -270,7 +331,7 @@ def choose_fusion(runs: Sequence[Run], defaults: RetrievalSettings) -> tuple[Cho
             -abs(s[2] - default[2]),
         ),
     )
-    return best, scored[best], scored[default]
+    return best, scored[best], default_mrr
 
 
 def calibrate(

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import field_validator
+from pydantic import ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -132,6 +132,24 @@ class RetrievalSettings(RagtuneSettings):
     def _not_negative(cls, value: int) -> int:
         if value < 0:
             raise ValueError("must be 0 (always the approximate index) or more")
+        return value
+
+    @field_validator("rrf_k")
+    @classmethod
+    def _rrf_k(cls, value: int) -> int:
+        # Ranks start at 1: from 0 up, weight / (rrf_k + rank) never divides by zero.
+        if value < 0:
+            raise ValueError("must be 0 or more (a hit at rank r scores weight / (rrf_k + r))")
+        return value
+
+    @field_validator("lexical_weight")
+    @classmethod
+    def _some_weight(cls, value: float, info: ValidationInfo) -> float:
+        if value == 0 and info.data.get("dense_weight") == 0:
+            raise ValueError(
+                "is 0, and so is dense_weight: hybrid search would rank nothing; give one of them "
+                "a weight above 0"
+            )
         return value
 
     @property

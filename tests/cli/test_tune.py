@@ -3,9 +3,16 @@ show what is in force; bad input changes nothing stored."""
 
 from __future__ import annotations
 
+import json
+import subprocess
 from pathlib import Path
 
+from ragtune.retrieval.calibration import CALIBRATION_KEY
+from ragtune.retrieval.settings import RetrievalSettings
+from ragtune.retrieval.store import open_store
 from tests.support.cli import ragtune, ragtune_json
+
+MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 def test_tune_retrieval_stores_a_calibration_searches_use(faq_docs: Path) -> None:
@@ -78,3 +85,91 @@ def test_tune_retrieval_refuses_what_it_cannot_calibrate(tmp_path: Path) -> None
     assert "Traceback" not in refused.stderr
     listed = ragtune("docs", "list", "-c", "tiny-docs", data_dir=data_dir)
     assert "shipped defaults" in listed.stdout  # nothing stored
+
+
+def store_raw_calibration(data_dir: Path, collection: str, text: str) -> None:
+    """Write a calibration as something else would (an older ragtune, another model, a hand)."""
+    with open_store(RetrievalSettings(data_dir=data_dir), "write") as store:
+        store.collection(collection, MODEL).set_metadata_value(CALIBRATION_KEY, text)
+
+
+def test_a_calibration_searches_refuse_is_replaced_by_the_command_they_advise(
+    faq_docs: Path,
+) -> None:
+    data_dir = faq_docs
+    other = {"lexical_weight": 1.0, "rrf_k": 5, "embedding_model": "other-model"}
+    store_raw_calibration(data_dir, "faq-docs", json.dumps(other))
+
+    def search() -> subprocess.CompletedProcess[str]:
+        return ragtune("search", "Why is Python slow?", "-c", "faq-docs", data_dir=data_dir)
+
+    refused = search()
+    assert refused.returncode == 2
+    assert "other-model" in refused.stderr
+    assert "ragtune tune retrieval --collection faq-docs" in refused.stderr
+    assert "--reset" in refused.stderr  # the other way out
+
+    # The listing shows the problem instead of failing.
+    listed = ragtune("docs", "list", "-c", "faq-docs", data_dir=data_dir)
+    assert listed.returncode == 0, listed.stderr
+    assert "documents in 'faq-docs'" in listed.stdout
+    assert "other-model" in listed.stdout
+    listed = ragtune("docs", "list", "-c", "faq-docs", "--json", data_dir=data_dir)
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout)
+    assert "other-model" in listed.stderr
+
+    dry = ragtune_json("tune", "retrieval", "-c", "faq-docs", "--dry-run", data_dir=data_dir)
+    assert dry["stored"] is False
+    assert "other-model" in dry["ignored_calibration"]
+    assert search().returncode == 2  # a dry run leaves it stored
+
+    tuned = ragtune("tune", "retrieval", "-c", "faq-docs", data_dir=data_dir)
+    assert tuned.returncode == 0, tuned.stderr
+    assert "other-model" in tuned.stderr
+    assert "ignored" in tuned.stderr
+    hits = ragtune_json("search", "Why is Python slow?", "-c", "faq-docs", data_dir=data_dir)
+    assert hits[0]["fusion"]["from"] == "calibration"
+
+
+def test_tune_retrieval_says_when_explicit_settings_win_over_it(faq_docs: Path) -> None:
+    data_dir = faq_docs
+    explicit = {"RAGTUNE_LEXICAL_WEIGHT": "0.6"}
+    told = ragtune(
+        "tune", "retrieval", "-c", "faq-docs", "--dry-run", data_dir=data_dir, **explicit
+    )
+    assert told.returncode == 0, told.stderr
+    assert "the settings in force" in told.stdout
+    assert "the defaults" not in told.stdout
+    assert "searches would not use it" in told.stdout
+    assert "lexical_weight" in told.stdout
+    as_json = ragtune_json(
+        "tune", "retrieval", "-c", "faq-docs", "--dry-run", data_dir=data_dir, **explicit
+    )
+    assert as_json["overridden_by"] == ["lexical_weight"]
+
+
+def test_fusion_settings_that_cannot_fuse_are_refused_before_any_search(faq_docs: Path) -> None:
+    refused = ragtune(
+        "search",
+        "Why is Python slow?",
+        "-c",
+        "faq-docs",
+        data_dir=faq_docs,
+        RAGTUNE_FUSION="rrf",
+        RAGTUNE_RRF_K="-1",
+    )
+    assert refused.returncode == 2
+    assert "rrf_k" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    # BM25 alone is a setting: tune retrieval measures against it.
+    dry = ragtune_json(
+        "tune",
+        "retrieval",
+        "-c",
+        "faq-docs",
+        "--dry-run",
+        data_dir=faq_docs,
+        RAGTUNE_DENSE_WEIGHT="0",
+    )
+    assert 0.0 <= dry["calibration"]["default_mrr"] <= 1.0

@@ -330,3 +330,23 @@ def test_a_copy_another_run_drops_midway_says_so(chroma: VectorStore) -> None:
         adopt(chroma, old, first, tuned, "", lambda: chroma.delete_staging(first))
     assert not others[0].replaced()  # the second run's copy is still there
     assert others[0].count() == 1
+
+
+def test_training_pairs_follow_the_seeds_draw_not_the_stores_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A store returns the chunks asked for in its own order (Chroma: the order they were
+    stored in); the pairs drawn must not depend on it, or the earliest-stored are favoured."""
+    collection = InMemoryCollection("docs", BASE.model_id)
+    collection.add(records(60, BASE))
+    drawn = training_pairs(collection, 8, seed=3)
+    stored = list(collection.rows)
+    asked_for = collection.get
+
+    def in_storage_order(ids: list[str], with_text: bool = True) -> object:
+        return sorted(asked_for(ids, with_text), key=lambda c: stored.index(c.id))
+
+    monkeypatch.setattr(collection, "get", in_storage_order)
+    assert training_pairs(collection, 8, seed=3) == drawn
+    first = [pair.query.split()[1] for pair in drawn]  # "Chunk N says ...": N
+    assert sorted(first, key=int) != first  # not storage order

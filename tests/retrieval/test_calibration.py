@@ -3,7 +3,9 @@ stored with it, used by its searches, refused when it came from another embeddin
 
 from __future__ import annotations
 
+import json
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,7 @@ from ragtune.retrieval.calibration import (
     default_fusion,
     fused_mrr,
     pseudo_queries,
+    read_calibration,
     store_calibration,
     stored_calibration,
 )
@@ -275,3 +278,94 @@ def test_calibration_and_tuning_rank_pseudo_queries_as_search_does(
     assert score.queries == len(held) > 0
     assert 0.0 < score.mrr <= 1.0
     assert bool(asked) == (exact_max == 0)
+
+
+def test_the_draw_follows_the_seed_not_the_order_the_store_returns(
+    ingested: Collection, indexes: LexicalIndexes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chroma returns the chunks asked for in the order they were stored in: the pseudo-queries
+    must come in the seed's shuffled order all the same, not from the earliest-stored chunks."""
+    lexical = indexes.current(ingested)
+    stored = [c.id for c in ingested.scan()]
+    drawn = pseudo_queries(ingested, lexical, 10, seed=2)
+    positions = [stored.index(q.chunk_id) for q in drawn]
+    assert positions != sorted(positions)  # the seed's order, not the store's
+    asked_for = ingested.get
+    monkeypatch.setattr(
+        ingested, "get", lambda ids, with_text=True: asked_for(list(reversed(ids)), with_text)
+    )
+    assert pseudo_queries(ingested, lexical, 10, seed=2) == drawn  # whatever order it returns
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        ("[1, 2]", "not an object"),
+        ("5", "not an object"),
+        ('{"lexical_weight": 0.5, "rrf_k": -1}', "rrf_k is -1"),
+        ('{"lexical_weight": 0.5, "rrf_k": 2.5}', "rrf_k is 2.5, not an integer"),
+        ('{"lexical_weight": "0.5", "rrf_k": 10}', "lexical_weight is '0.5', not a"),
+        ('{"lexical_weight": true, "rrf_k": 10}', "lexical_weight is True"),
+        ('{"lexical_weight": NaN, "rrf_k": 10}', "lexical_weight is nan"),
+        ('{"lexical_weight": 0.5, "dense_weight": -1e308, "rrf_k": 10}', "dense_weight is"),
+        ('{"lexical_weight": 0.5, "dense_weight": Infinity, "rrf_k": 10}', "dense_weight is"),
+        ('{"lexical_weight": 0, "dense_weight": 0, "rrf_k": 10}', "both 0"),
+        ('{"lexical_weight": 0.5, "rrf_k": 10, "mrr": "high"}', "mrr is 'high'"),
+        ('{"lexical_weight": 0.5, "rrf_k": 10, "fusion": "max"}', "unknown fusion method"),
+        ('{"rrf_k": 10}', "lexical_weight"),
+    ],
+)
+def test_a_stored_calibration_search_cannot_fuse_with_is_refused(
+    raw: str, why: str, collection: Collection, embedder: FakeEmbedder
+) -> None:
+    """Written by something else: refused as unreadable (saying what to do), never a
+    ZeroDivisionError, a TypeError or NaN scores in the middle of a search."""
+    text = raw
+    if raw.startswith("{"):  # measured with the collection's model: only the values are wrong
+        text = json.dumps({**json.loads(raw), "embedding_model": embedder.model_id})
+    collection.set_metadata_value(CALIBRATION_KEY, text)
+    with pytest.raises(RetrievalError, match="unreadable calibration") as refused:
+        stored_calibration(collection)
+    message = str(refused.value)
+    assert why in message
+    assert "ragtune tune retrieval --collection docs" in message
+    assert "--reset" in message
+    calibration, problem = read_calibration(collection)
+    assert calibration is None
+    assert problem is not None
+    assert why in problem
+
+
+def test_a_refused_calibration_says_reset_is_the_other_way_out(collection: Collection) -> None:
+    other = Calibration(lexical_weight=1.0, rrf_k=0, embedding_model="another-model")
+    collection.set_metadata_value(CALIBRATION_KEY, other.to_json())
+    with pytest.raises(RetrievalError, match="another-model") as refused:
+        stored_calibration(collection)
+    assert "ragtune tune retrieval --collection docs --reset" in str(refused.value)
+    # rrf_k 0 is a fusion like any other (ranks start at 1): read back as it was stored.
+    collection.set_metadata_value(
+        CALIBRATION_KEY, replace(other, embedding_model="fake-bow-64").to_json()
+    )
+    assert read_calibration(collection) == (replace(other, embedding_model="fake-bow-64"), None)
+
+
+def test_fusion_settings_that_would_divide_by_zero_are_refused() -> None:
+    with pytest.raises(ValidationError, match="rrf_k"):
+        RetrievalSettings(fusion="rrf", rrf_k=-1)
+    assert RetrievalSettings(fusion="rrf", rrf_k=0).rrf_k == 0
+    with pytest.raises(ValidationError, match="dense_weight"):
+        RetrievalSettings(dense_weight=0, lexical_weight=0)
+    assert RetrievalSettings(dense_weight=0).dense_weight == 0  # BM25 alone
+
+
+def test_calibration_measures_against_bm25_alone_when_dense_weighs_nothing(
+    ingested: Collection, embedder: FakeEmbedder, indexes: LexicalIndexes
+) -> None:
+    lexical_only = RetrievalSettings(dense_weight=0.0, lexical_weight=0.6)
+    runs = [({"decoy": (1, 0.9), "a": (8, 0.2)}, {"a": (1, 5.0)}, frozenset({"a"}))] * 5
+    _, mrr, default_mrr = choose_fusion(runs, lexical_only)
+    assert default_mrr == 1.0  # BM25 ranks the answer first, and only BM25 counts
+    assert mrr == 1.0
+    result = calibrate(ingested, indexes.current(ingested), embedder, lexical_only, queries=40)
+    assert result.pseudo_queries >= 20
+    assert 0.0 <= result.default_mrr <= 1.0
