@@ -24,6 +24,8 @@ from ragtune.retrieval.errors import RetrievalError
 from ragtune.retrieval.search import SearchHit
 from ragtune.retrieval.store import Collection
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
 _WORD = re.compile(r"[a-z0-9_]+")
 NGRAM = 5
 CUTOFF = 10  # MRR@10 and nDCG@10
@@ -100,12 +102,14 @@ def _qa_item(raw: object, where: str) -> QAItem:
     answer = raw["answer_passage"]
     if not isinstance(answer, str):
         raise RetrievalError(f"{where}: answer_passage is not a string")
+    _check_text(answer, f"{where}: answer_passage")
     question, messages = raw.get("question"), raw.get("messages")
     if (question is None) == (messages is None):
         raise RetrievalError(f'{where}: give either "question" or "messages", not both or neither')
     if question is not None:
         if not isinstance(question, str) or not question.strip():
             raise RetrievalError(f"{where}: question is not a text")
+        _check_text(question, f"{where}: question")
         turns = [question]
     else:
         turns = user_turns(_messages(messages, where))
@@ -126,15 +130,51 @@ def _messages(messages: object, where: str) -> list[tuple[str, str]]:
             raise RetrievalError(
                 f'{where}: messages[{n}] is not a message: expected {{"role", "content"}}'
             )
+        if role not in ROLES:
+            raise RetrievalError(
+                f"{where}: messages[{n}].role is {role[:40]!r}: expected one of "
+                f"{', '.join(ROLES)} (as the chat API takes them)"
+            )
         if isinstance(content, list):
-            parts = [p for p in content if isinstance(p, dict) and p.get("type") == "text"]
-            content = "\n".join(str(p.get("text") or "") for p in parts)
+            content = "\n".join(
+                _text_part(part, f"{where}: messages[{n}].content[{m}]")
+                for m, part in enumerate(content)
+            )
         elif content is not None and not isinstance(content, str):
             raise RetrievalError(
                 f"{where}: messages[{n}].content is neither a text nor a list of parts"
             )
+        _check_text(content or "", f"{where}: messages[{n}].content")
         pairs.append((role, content or ""))
     return pairs
+
+
+ROLES = ("system", "developer", "user", "assistant", "tool")
+"""The roles of a conversation's messages, as the chat API takes them."""
+
+
+def _text_part(part: object, where: str) -> str:
+    """The text of a content part; an error for a part that is not text (search reads text)."""
+    kind = part.get("type") if isinstance(part, dict) else None
+    if kind != "text":
+        raise RetrievalError(
+            f"{where} is {'an ' + repr(str(kind)[:40]) + ' part' if kind else 'not a part'}: "
+            'retrieval reads text only; give {"type": "text", "text": "..."} parts'
+        )
+    text = part.get("text") if isinstance(part, dict) else None
+    if not isinstance(text, str):
+        raise RetrievalError(f"{where}.text is not a text")
+    return text
+
+
+def _check_text(text: str, where: str) -> None:
+    """An error for text no tokenizer can encode (an unpaired UTF-16 surrogate, which JSON's
+    escapes can write)."""
+    if _SURROGATE.search(text):
+        raise RetrievalError(
+            f"{where} holds an unpaired UTF-16 surrogate (an invalid character); write valid "
+            "Unicode text"
+        )
 
 
 class RelevanceJudge:
@@ -173,8 +213,12 @@ def reciprocal_rank(flags: Sequence[bool], cutoff: int = CUTOFF) -> float:
 
 
 def ndcg(flags: Sequence[bool], relevant_total: int, cutoff: int = CUTOFF) -> float:
-    """Binary-gain nDCG; the ideal ranking puts all `relevant_total` relevant chunks first."""
-    ideal = sum(1.0 / math.log2(rank + 1) for rank in range(1, min(relevant_total, cutoff) + 1))
+    """Binary-gain nDCG; the ideal ranking puts all `relevant_total` relevant chunks first (or
+    as many as the ranking holds, when it holds more: hits judged on their neighbours' text
+    too, `eval retrieval --neighbours`, can be relevant where no chunk alone is; nDCG stays at
+    most 1)."""
+    relevant = max(relevant_total, sum(1 for flag in flags[:cutoff] if flag))
+    ideal = sum(1.0 / math.log2(rank + 1) for rank in range(1, min(relevant, cutoff) + 1))
     if ideal == 0:
         return 0.0
     gained = sum(1.0 / math.log2(rank + 1) for rank, f in enumerate(flags[:cutoff], 1) if f)

@@ -98,6 +98,11 @@ def test_metrics_by_hand() -> None:
     assert ndcg(flags, relevant_total=3) == pytest.approx((0.5 + 1 / math.log2(6)) / ideal3)
     assert ndcg([True], relevant_total=1) == 1.0
     assert ndcg([False, False], relevant_total=0) == 0.0
+    # Hits judged with their neighbours' text can be relevant where no chunk alone is: the
+    # ideal holds at least what the ranking found, so nDCG stays at most 1.
+    assert ndcg([True, True, True], relevant_total=1) == 1.0
+    assert ndcg([True], relevant_total=0) == 1.0
+    assert ndcg([False, True], relevant_total=0) == pytest.approx(1 / math.log2(3))
 
 
 def test_load_qa_explains_a_bad_file(tmp_path: Path) -> None:
@@ -149,6 +154,24 @@ def test_load_qa_reads_conversations(tmp_path: Path) -> None:
         ({"messages": ["q"]}, r"messages\[0\] is not a message"),
         ({"messages": [{"role": "user", "content": 3}]}, r"messages\[0\].content is neither"),
         ({"question": ""}, "question is not a text"),
+        # What the chat API refuses is not quietly measured as another conversation.
+        ({"messages": [{"role": "human", "content": "q"}]}, r"messages\[0\].role is 'human'"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "text", "text": {"a": 1}}]}]},
+            r"messages\[0\].content\[0\].text is not a text",
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
+            r"messages\[0\].content\[0\] is an 'image_url' part: retrieval reads text only",
+        ),
+        ({"messages": [{"role": "user", "content": ["q"]}]}, r"content\[0\] is not a part"),
+        # No tokenizer encodes an unpaired surrogate (JSON's escapes can write one).
+        ({"question": "\ud800 lone"}, "question holds an unpaired UTF-16 surrogate"),
+        (
+            {"messages": [{"role": "user", "content": "q \udfff"}]},
+            r"messages\[0\].content holds an unpaired UTF-16 surrogate",
+        ),
+        ({"question": "q", "answer_passage": "\ud800"}, "answer_passage holds an unpaired"),
     ],
 )
 def test_load_qa_names_a_bad_item(tmp_path: Path, item: dict[str, Any], message: str) -> None:
