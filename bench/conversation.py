@@ -82,9 +82,11 @@ VARIANTS: dict[str, TurnWeighting] = {
     "no lookback": TurnWeighting(lookback=3, anchor_weight=False),
     "even weights": TurnWeighting(anchor_weight=False),
     "every turn": TurnWeighting(standalone_similarity=NOTHING_ALONE),
-    "every, decay .5": TurnWeighting(standalone_similarity=NOTHING_ALONE, decay=0.5),
-    "decay .5": TurnWeighting(decay=0.5),
-    "decay .7": TurnWeighting(decay=0.7),
+    "every, decay .5": TurnWeighting(
+        standalone_similarity=NOTHING_ALONE, decay=0.5, anchor_weight=False
+    ),
+    "decay .5": TurnWeighting(decay=0.5, anchor_weight=False),
+    "decay .7": TurnWeighting(decay=0.7, anchor_weight=False),
     "alone at .30": TurnWeighting(standalone_similarity=0.30),
     "alone at .45": TurnWeighting(standalone_similarity=0.45),
 }

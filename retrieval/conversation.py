@@ -36,16 +36,17 @@ class TurnWeighting:
     """At most this many user turns are read, the last one included (1: the last alone): the
     turn that stands alone and the last follow-ups after it."""
     lookback: int = 8
-    """How many user turns back (the last one included) the turn a run of follow-ups continues
-    is looked for; none found: the last `turns` are read."""
+    """How many user turns back (the last one included; `turns` at least) the turn a run of
+    follow-ups continues is looked for; none found: the last `turns` are read."""
     standalone_similarity: float = 0.37
     """A turn whose closest chunk is at least this similar (the router's evidence threshold)
     stands alone: as the last turn it is searched alone; before it, the reading stops there."""
     decay: float = 1.0
     """The weight of each turn read relative to the one after it in the query vector."""
     anchor_weight: bool = True
-    """The turn that stands alone weighs as much as the follow-ups read after it together, so
-    that a run of follow-ups (which name little of their topic) does not dilute the topic."""
+    """The turn that stands alone weighs as much as the follow-ups read after it together (their
+    weights summed), so that a run of follow-ups (which name little of their topic) does not
+    dilute the topic; False: it weighs by `decay` as the others."""
 
 
 LAST_TURN_ONLY = TurnWeighting(turns=1)
@@ -127,7 +128,7 @@ def conversation_query(
     chosen = tuple(looked[n] for n in read)
     weights = [weighting.decay**age for age in range(len(read) - 1, -1, -1)]
     if anchor is not None and weighting.anchor_weight:
-        weights[0] *= len(read) - 1
+        weights[0] = sum(weights[1:])
     offset = len(looked) - len(vectors)
     return ConversationQuery(
         "\n".join(chosen),

@@ -262,6 +262,7 @@ class Retriever:
             chosen = self._distinct(ranked, k)
             if alone and len(chosen) < k and len(ranked) >= depth:
                 # Repeats took places a deeper look can fill.
+                stages.mark("texts")
                 return self.search(query, k, mode, filters, neighbours, vector, timings, 8 * k)
         hits = [self._hit(n, c, mode) for n, c in enumerate(chosen, start=1)]
         stages.mark("texts")

@@ -350,14 +350,27 @@ class ChatService:
         """The query of a request that searches no documents, by the shared embedder. The
         documents only tell a follow-up from a new question here: when they cannot (a store
         down, a collection gone or embedded with a tuned model), the last turn is read alone
-        rather than the request failed."""
-        if request.history and collections:
+        rather than the request failed; a collection replaced meanwhile is opened again, once,
+        as for a search (`_queries`)."""
+
+        def told() -> ConversationQuery:
+            closest = self._closest(collections, request.filters, self.embedder.model_id)
+            return conversation_query(request.turns, self.embedder, closest, self.weighting)
+
+        if not request.history or not collections:
+            return conversation_query(request.turns, self.embedder, None, self.weighting)
+        try:
             try:
-                closest = self._closest(collections, request.filters, self.embedder.model_id)
-                return conversation_query(request.turns, self.embedder, closest, self.weighting)
-            except Exception as exc:  # a lookup only: the route itself needs no documents
-                logger.warning("a follow-up was read alone: the documents could not tell (%s)", exc)
-        return conversation_query(request.turns, self.embedder, None, self.weighting)
+                return told()
+            except (CollectionNotFoundError, StoreUnavailableError):
+                raise
+            except Exception:
+                if not [name for name in collections if self.retrievers.refresh(name)]:
+                    raise
+                return told()
+        except (CollectionNotFoundError, StoreUnavailableError) as exc:
+            logger.warning("a follow-up was read alone: the documents could not tell (%s)", exc)
+            return conversation_query(request.turns, self.embedder, None, self.weighting)
 
     def _closest(
         self, names: Sequence[str], filters: Mapping[str, str] | None, model: str

@@ -7,6 +7,7 @@ import itertools
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -287,8 +288,7 @@ def test_a_passage_repeated_in_several_documents_takes_one_place(
     assert texts.count(option) == 1
     assert texts[0] == option  # the best-ranked copy stays
     assert len(hits) == 4  # the places the copies left go to other passages
-    # Each retriever alone too (what hybrid search is compared with): one place, k hits, also
-    # when repeats fill the first look (k=1: two candidates, both copies).
+    # Each retriever alone too (what hybrid search is compared with): one place, k hits.
     for mode in (SearchMode.DENSE, SearchMode.LEXICAL):
         for k in (1, 4):
             alone = retriever.search("squash option single commit", k=k, mode=mode)
@@ -297,6 +297,38 @@ def test_a_passage_repeated_in_several_documents_takes_one_place(
             assert texts[0] == option
             # BM25 finds the three copies only: one passage; dense search ranks every chunk.
             assert len(texts) == (k if mode == SearchMode.DENSE else 1)
+
+
+def test_a_search_alone_looks_deeper_when_repeats_fill_its_first_look(
+    collection: Collection,
+    embedder: FakeEmbedder,
+    indexes: LexicalIndexes,
+    corpus: Path,
+    settings: RetrievalSettings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Dense search alone first looks at twice `k` candidates: six copies fill that look for
+    k=2, so it looks again, deeper, once, and still embeds the question once."""
+    option = "The --squash option combines every commit into a single commit."
+    for n in range(6):
+        (corpus / f"git-copy-{n}.md").write_text(f"# copy {n}\n## Options\n{option}\n")
+    ingest(collection, embedder, indexes, corpus)
+    retriever = Retriever(collection, embedder, indexes, settings)
+    depths: list[int | None] = []
+    search = retriever.search
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        depths.append(kwargs.get("depth", args[7] if len(args) > 7 else None))
+        return search(*args, **kwargs)
+
+    monkeypatch.setattr(retriever, "search", spy)
+    embedder.calls.clear()
+    hits = retriever.search("squash option single commit", k=2, mode=SearchMode.DENSE)
+    texts = [" ".join(hit.text.split()) for hit in hits]
+    assert texts[0] == option
+    assert len(texts) == len(set(texts)) == 2
+    assert depths == [None, 16]
+    assert embedder.calls == [1]
 
 
 class ShortestFirst:

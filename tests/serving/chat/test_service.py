@@ -17,6 +17,7 @@ from ragtune.adapters.registry import MANIFEST, AdapterManifest, AdapterRegistry
 from ragtune.adapters.settings import AdapterSettings, adapters_dir
 from ragtune.retrieval.adaptation import adopt, reembed
 from ragtune.retrieval.embedder import TUNED_PREFIX, is_tuned
+from ragtune.retrieval.errors import StoreUnavailableError
 from ragtune.retrieval.settings import RetrievalSettings
 from ragtune.retrieval.store import ChunkRecord, VectorStore, open_store
 from ragtune.serving.chat.protocol import ChatCompletionRequest
@@ -267,6 +268,46 @@ def test_an_adapter_is_matched_to_the_conversation_whichever_route_is_asked(
         )
     ]
     assert follow_up_alone[0] == "switcher"  # what the last turn alone would have matched
+
+
+def test_a_route_that_searches_nothing_reads_the_last_turn_alone_when_the_store_is_down(
+    tmp_path: Path, engine: FakeEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The documents only tell a follow-up from a new question on the adapter route: a store
+    that does not answer leaves the last turn alone (the route needs no documents), while a
+    fault of another kind is not hidden."""
+    register(tmp_path, "switcher", "Turn the lights off")
+    parts = components(tmp_path, engine)
+    body = {
+        "model": BASE,
+        "ragtune": {"route": "adapter"},
+        "messages": [
+            {"role": "user", "content": "Within how many days are invoices refunded?"},
+            {"role": "assistant", "content": "Within thirty days."},
+            {"role": "user", "content": "And how do I turn that off?"},
+        ],
+    }
+
+    def route() -> Any:
+        async def plan() -> Any:
+            await anyio.to_thread.run_sync(parts.fleet.refresh)
+            return parts.chat.route(parts.chat.read(ChatCompletionRequest.model_validate(body)))
+
+        return run(parts, plan)
+
+    def down(*args: Any, **kwargs: Any) -> None:
+        raise StoreUnavailableError("the Chroma server at http://chroma:8000 does not answer")
+
+    monkeypatch.setattr(parts.chat.retrievers, "closest", down)
+    routed = route()
+    assert routed.plan.adapter == "switcher"  # the last turn alone matches it
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise TypeError("a bug")
+
+    monkeypatch.setattr(parts.chat.retrievers, "closest", broken)
+    with pytest.raises(TypeError, match="a bug"):
+        route()
 
 
 def test_the_adapter_route_sends_the_engine_name_of_the_version(
