@@ -58,19 +58,25 @@ DEFAULT_WEIGHTING = TurnWeighting()
 class ConversationQuery:
     """What a conversation is searched with."""
 
-    text: str
-    """The text the lexical index reads: the turns read, oldest first."""
+    texts: tuple[str, ...]
+    """The user turns read, oldest first (one: the last turn alone)."""
     vector: Vector
     """Dense retrieval's and adapter matching's vector: the normalised weighted sum of the
-    embeddings of the turns read."""
-    turns: int
-    """User turns read (1: the last one alone)."""
+    embeddings of the turns read (one turn: its embedding)."""
     model: str
     """The embedding model `vector` is of (`Embedder.model_id`)."""
-    texts: tuple[str, ...] = ()
-    """The turns read, oldest first (empty: `text` alone)."""
-    weights: tuple[float, ...] = ()
+    weights: tuple[float, ...] = (1.0,)
     """Each turn read's weight in `vector`."""
+
+    @property
+    def text(self) -> str:
+        """The text the lexical index reads: the turns read, oldest first."""
+        return "\n".join(self.texts)
+
+    @property
+    def turns(self) -> int:
+        """User turns read (1: the last one alone)."""
+        return len(self.texts)
 
     def vector_of(self, embedder: Embedder) -> Vector:
         """The query's vector by `embedder`: `vector` when it is of the same model, else the
@@ -78,8 +84,8 @@ class ConversationQuery:
         would be cut at the model's input size, losing the last turn behind a long one)."""
         if embedder.model_id == self.model:
             return self.vector
-        if len(self.texts) <= 1:
-            return embedder.embed_query(self.text)
+        if len(self.texts) == 1:
+            return embedder.embed_query(self.texts[0])
         return _combined(embedder.embed_queries(self.texts), self.weights)
 
 
@@ -107,7 +113,7 @@ def conversation_query(
         raise ValueError("a retrieval query needs a user turn with text")
     most = max(weighting.turns, 1)
     if len(texts) == 1 or closest is None or most == 1:
-        return ConversationQuery(texts[-1], embedder.embed_query(texts[-1]), 1, embedder.model_id)
+        return ConversationQuery((texts[-1],), embedder.embed_query(texts[-1]), embedder.model_id)
     # The last turns first (one batch); earlier ones only when none of those stands alone.
     looked = texts[-max(weighting.lookback, most) :]
     vectors = embedder.embed_queries(looked[-most:])
@@ -119,7 +125,7 @@ def conversation_query(
             anchor = back
             break
     if anchor == 1:
-        return ConversationQuery(texts[-1], vectors[-1], 1, embedder.model_id)
+        return ConversationQuery((texts[-1],), vectors[-1], embedder.model_id)
     if anchor is None:  # nothing stands alone: the last turns
         read = list(range(len(looked) - min(most, len(looked)), len(looked)))
     else:  # the turn that stands alone, then the last follow-ups after it
@@ -131,12 +137,10 @@ def conversation_query(
         weights[0] = sum(weights[1:])
     offset = len(looked) - len(vectors)
     return ConversationQuery(
-        "\n".join(chosen),
+        chosen,
         _combined([vectors[n - offset] for n in read], weights),
-        len(chosen),
         embedder.model_id,
-        texts=chosen,
-        weights=tuple(weights),
+        tuple(weights),
     )
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 
@@ -51,6 +51,7 @@ from ragtune.serving.shadow import ShadowRunner, route_not_taken
 from ragtune.serving.tenants.principal import OPERATOR, Principal
 
 logger = logging.getLogger("ragtune.chat")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -314,16 +315,20 @@ class ChatService:
         conversation as the automatic route matches it."""
         if not searched:
             return self._unsearched_query(request, collections), {}
+        return self._refreshed(searched, lambda: self._build_queries(request, searched))
+
+    def _refreshed(self, names: Sequence[str], build: Callable[[], T]) -> T:
+        """`build()`; once more when it fails on a collection among `names` that another
+        process deleted or rebuilt since this server last looked (`RetrieverCache`), on what
+        is there now."""
         try:
-            return self._build_queries(request, searched)
+            return build()
         except (CollectionNotFoundError, StoreUnavailableError):
             raise
         except Exception:
-            # A collection deleted or rebuilt by another process since this server last
-            # looked (`RetrieverCache`): the query is built once more, on what is there now.
-            if not [name for name in searched if self.retrievers.refresh(name)]:
+            if not [name for name in names if self.retrievers.refresh(name)]:
                 raise
-            return self._build_queries(request, searched)
+            return build()
 
     def _build_queries(
         self, request: RouteRequest, searched: Sequence[str]
@@ -351,7 +356,7 @@ class ChatService:
         documents only tell a follow-up from a new question here: when they cannot (a store
         down, a collection gone or embedded with a tuned model), the last turn is read alone
         rather than the request failed; a collection replaced meanwhile is opened again, once,
-        as for a search (`_queries`)."""
+        as for a search (`_refreshed`)."""
 
         def told() -> ConversationQuery:
             closest = self._closest(collections, request.filters, self.embedder.model_id)
@@ -360,14 +365,7 @@ class ChatService:
         if not request.history or not collections:
             return conversation_query(request.turns, self.embedder, None, self.weighting)
         try:
-            try:
-                return told()
-            except (CollectionNotFoundError, StoreUnavailableError):
-                raise
-            except Exception:
-                if not [name for name in collections if self.retrievers.refresh(name)]:
-                    raise
-                return told()
+            return self._refreshed(collections, told)
         except (CollectionNotFoundError, StoreUnavailableError) as exc:
             logger.warning("a follow-up was read alone: the documents could not tell (%s)", exc)
             return conversation_query(request.turns, self.embedder, None, self.weighting)

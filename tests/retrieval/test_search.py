@@ -270,6 +270,17 @@ def test_rrf_fusion_scores_by_rank(retriever: Retriever, settings: RetrievalSett
     assert ranked.fusion_summary()["method"] == "rrf"
 
 
+SQUASH = "The --squash option combines every commit into a single commit."
+
+
+def repeat_option(corpus: Path, pages: tuple[str, ...]) -> str:
+    """The same option text in several manual pages (as Git's merge, pull and rebase pages
+    have); returns the text."""
+    for page in pages:
+        (corpus / f"git-{page}.md").write_text(f"# git {page}\n## Options\n{SQUASH}\n")
+    return SQUASH
+
+
 def test_a_passage_repeated_in_several_documents_takes_one_place(
     collection: Collection,
     embedder: FakeEmbedder,
@@ -278,9 +289,7 @@ def test_a_passage_repeated_in_several_documents_takes_one_place(
     settings: RetrievalSettings,
 ) -> None:
     # The same option text in three manual pages (as Git's merge, pull and rebase pages have).
-    option = "The --squash option combines every commit into a single commit."
-    for page in ("merge", "pull", "rebase"):
-        (corpus / f"git-{page}.md").write_text(f"# git {page}\n## Options\n{option}\n")
+    option = repeat_option(corpus, ("merge", "pull", "rebase"))
     ingest(collection, embedder, indexes, corpus)
     retriever = Retriever(collection, embedder, indexes, settings)
     hits = retriever.search("squash option single commit", k=4)
@@ -309,9 +318,7 @@ def test_a_search_alone_looks_deeper_when_repeats_fill_its_first_look(
 ) -> None:
     """Dense search alone first looks at twice `k` candidates: six copies fill that look for
     k=2, so it looks again, deeper, once, and still embeds the question once."""
-    option = "The --squash option combines every commit into a single commit."
-    for n in range(6):
-        (corpus / f"git-copy-{n}.md").write_text(f"# copy {n}\n## Options\n{option}\n")
+    option = repeat_option(corpus, tuple(f"copy-{n}" for n in range(6)))
     ingest(collection, embedder, indexes, corpus)
     retriever = Retriever(collection, embedder, indexes, settings)
     depths: list[int | None] = []
@@ -350,9 +357,7 @@ def test_the_reranker_returns_k_distinct_passages_when_there_are_k(
 ) -> None:
     """Copies of a passage are set aside before reranking: the reranker reads distinct
     passages, and `k` come back (before, copies in its depth left the answer short)."""
-    option = "The --squash option combines every commit into a single commit."
-    for page in ("merge", "pull", "rebase"):
-        (corpus / f"git-{page}.md").write_text(f"# git {page}\n## Options\n{option}\n")
+    repeat_option(corpus, ("merge", "pull", "rebase"))
     ingest(collection, embedder, indexes, corpus)
     reranker = ShortestFirst()
     retriever = Retriever(
