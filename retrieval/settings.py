@@ -113,7 +113,7 @@ class RetrievalSettings(RagtuneSettings):
     def _empty_is_none(cls, value: str | None) -> str | None:
         return value.strip() or None if value is not None else None
 
-    @field_validator("embedding_batch_size", "rerank_depth")
+    @field_validator("embedding_batch_size", "rerank_depth", "fusion_depth")
     @classmethod
     def _positive(cls, value: int) -> int:
         if value < 1:

@@ -356,6 +356,10 @@ def test_fusion_settings_that_would_divide_by_zero_are_refused() -> None:
     with pytest.raises(ValidationError, match="dense_weight"):
         RetrievalSettings(dense_weight=0, lexical_weight=0)
     assert RetrievalSettings(dense_weight=0).dense_weight == 0  # BM25 alone
+    # No fusion can take fewer than one candidate from each retriever.
+    for depth in (0, -5):
+        with pytest.raises(ValidationError, match="fusion_depth"):
+            RetrievalSettings(fusion_depth=depth)
 
 
 def test_calibration_measures_against_bm25_alone_when_dense_weighs_nothing(
