@@ -20,6 +20,7 @@ from ragtune.retrieval.conversation import (
     TurnWeighting,
     closest_in,
     conversation_query,
+    unknown_words_in,
 )
 from ragtune.retrieval.embedder import collection_embedder, load_embedder, model_id_for
 from ragtune.retrieval.errors import RetrievalError
@@ -111,12 +112,12 @@ def evaluate_retrieval(
             reranker = load_reranker(settings)
             retriever = Retriever(target, embedder, indexes, settings, reranker=reranker)
 
-            closest = closest_in(retriever, search_filter)
+            closest, unknown = closest_in(retriever, search_filter), unknown_words_in(retriever)
 
             def searcher(mode: SearchMode) -> ConversationSearch:
                 def run(turns: Sequence[str], depth: int) -> list[SearchHit]:
                     # One turn (a plain question) is searched as it is.
-                    query = conversation_query(turns, embedder, closest, weighting)
+                    query = conversation_query(turns, embedder, closest, weighting, unknown)
                     return retriever.search(
                         query.text, depth, mode, search_filter, neighbours, vector=query.vector
                     )

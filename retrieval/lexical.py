@@ -12,10 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +31,38 @@ FORMAT = 1
 ROW_KEYS = ("source", "doc_id", "section", "title", "chunk_index", "page", "file_type")
 
 
+WORD = re.compile(r"(?u)\b\w\w+\b")
+"""A word as BM25 reads it (bm25s's default pattern)."""
+CHAT_WORDS = frozenset({
+    "thanks", "thank", "thx", "sorry", "please", "pls", "ok", "okay", "hmm", "hm", "huh", "lol",
+    "haha", "yes", "yeah", "yep", "nope", "hi", "hello", "hey", "great", "cool", "awesome", "wow",
+    "oh", "ah", "sure", "alright", "got", "wait", "anyway", "btw", "could", "would", "might",
+    "must", "shall", "may", "also", "else", "still", "really", "lot", "bit",
+})  # fmt: skip
+"""Courtesy, fillers and modal verbs a chat message uses whatever its topic."""
+
+
 def _stemmer() -> Any:
     import Stemmer
 
     return Stemmer.Stemmer("english")
+
+
+def naming_words(text: str, stemmer: Any) -> list[str]:
+    """The words of `text` that may name a topic, stemmed as the index stems them: not English
+    stop words (NLTK's list, contractions' stems included), chat's courtesy and fillers
+    (`CHAT_WORDS`), or words with a digit or an underscore (a number, a code, a name in code:
+    details of a topic rather than one)."""
+    import bm25s.stopwords
+
+    stop = bm25s.stopwords.STOPWORDS_EN_PLUS
+    words = [
+        w
+        for w in WORD.findall(text.lower())
+        if w.isalpha() and w not in stop and w not in CHAT_WORDS
+    ]
+    stemmed: list[str] = stemmer.stemWords(words)
+    return stemmed
 
 
 @dataclass(frozen=True)
@@ -122,6 +152,22 @@ class LexicalIndex:
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.argsort(-scores[top], kind="stable")]
         return [LexicalHit(int(row), float(scores[row])) for row in top if scores[row] > 0]
+
+    @cached_property
+    def vocabulary(self) -> int:
+        """How many distinct words (stemmed, stop words left out; numbers, codes and names in
+        code, which hold a digit or an underscore, not counted) the chunks use."""
+        if self._bm25 is None:
+            return 0
+        return sum(1 for word in self._bm25.vocab_dict if word.isalpha())
+
+    def unknown_words(self, text: str) -> frozenset[str]:
+        """The words of `text` that name something (`naming_words`) and that no chunk uses.
+        Empty for an empty index, which tells nothing."""
+        if self._bm25 is None:
+            return frozenset()
+        vocabulary = self._bm25.vocab_dict
+        return frozenset(w for w in naming_words(text, self._stemmer) if w not in vocabulary)
 
     def save(self, directory: Path) -> None:
         """Write atomically: readers see the old index or the new one, never half of one."""

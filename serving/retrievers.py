@@ -10,7 +10,7 @@ from dataclasses import replace
 
 from pydantic import ValidationError
 
-from ragtune.retrieval.conversation import Closest, closest_in
+from ragtune.retrieval.conversation import Closest, UnknownWords, closest_in, unknown_words_in
 from ragtune.retrieval.embedder import Embedder, Vector, collection_embedder
 from ragtune.retrieval.errors import CollectionNotFoundError, StoreUnavailableError
 from ragtune.retrieval.filters import SearchFilter
@@ -141,6 +141,16 @@ class RetrieverCache:
         if model is not None and model != retriever.embedder.model_id:
             return None
         return closest_in(retriever, SearchFilter.from_mapping(filters) if filters else None)
+
+    def unknown_words(self, collection: str | None = None) -> UnknownWords | None:
+        """The words of a text that no chunk of the collection uses: what tells a follow-up
+        from a message with a topic of its own (`retrieval.conversation`). None when the
+        collection does not exist (yet), or uses too few words to tell by."""
+        try:
+            retriever = self.get(collection)
+        except CollectionNotFoundError:
+            return None
+        return unknown_words_in(retriever)
 
     def search(
         self,

@@ -115,6 +115,12 @@ class RouterSettings(RagtuneSettings):
     that finds no evidence on its own is searched with the last message before it that does and
     the last follow-ups after that one (`retrieval.conversation`); 1: the last user message
     alone."""
+    own_topic_words: int = Field(default=2, ge=0)
+    """A user message that names at least this many words no chunk uses (numbers and codes
+    aside) has a topic of its own even when it finds no evidence ("What should I cook for
+    dinner tonight?"): it is neither read with the question before it nor that question with
+    a follow-up after it (`retrieval.conversation`; only in a collection whose chunks use
+    enough words to tell by); 0: off."""
     evidence_threshold: float = 0.37
     """Dense similarity at which a passage counts as evidence; below it on every passage, the
     documents are taken not to cover the question."""
@@ -152,8 +158,13 @@ class RouterSettings(RagtuneSettings):
 
     def turn_weighting(self) -> TurnWeighting:
         """Which of a request's user messages its retrieval query reads: a message that finds
-        evidence on its own (`evidence_threshold`) is searched alone."""
-        return TurnWeighting(turns=self.query_turns, standalone_similarity=self.evidence_threshold)
+        evidence on its own (`evidence_threshold`), or names enough that the documents never
+        mention (`own_topic_words`), is searched alone."""
+        return TurnWeighting(
+            turns=self.query_turns,
+            standalone_similarity=self.evidence_threshold,
+            own_topic_words=self.own_topic_words,
+        )
 
 
 class GroundingSettings(RagtuneSettings):

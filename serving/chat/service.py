@@ -13,7 +13,12 @@ from typing import Any, TypeVar
 import anyio
 
 from ragtune.adapters.registry import AdapterManifest
-from ragtune.retrieval.conversation import Closest, ConversationQuery, conversation_query
+from ragtune.retrieval.conversation import (
+    Closest,
+    ConversationQuery,
+    UnknownWords,
+    conversation_query,
+)
 from ragtune.retrieval.embedder import Embedder
 from ragtune.retrieval.errors import CollectionNotFoundError, StoreUnavailableError
 from ragtune.retrieval.search import SearchHit
@@ -338,6 +343,8 @@ class ChatService:
             embedder = self.retrievers.embedder_for(name)
             groups.setdefault(id(embedder), (embedder, []))[1].append(name)
         queries: dict[str, ConversationQuery] = {}
+        # Words no collection searched uses give a message a topic of its own.
+        unknown = self._unknown(searched) if request.history else None
         for embedder, names in groups.values():
             # The documents tell a follow-up from a new question (one turn needs no telling).
             closest = (
@@ -345,7 +352,7 @@ class ChatService:
                 if request.history
                 else None
             )
-            query = conversation_query(request.turns, embedder, closest, self.weighting)
+            query = conversation_query(request.turns, embedder, closest, self.weighting, unknown)
             queries.update(dict.fromkeys(names, query))
         return queries[searched[0]], queries
 
@@ -360,7 +367,10 @@ class ChatService:
 
         def told() -> ConversationQuery:
             closest = self._closest(collections, request.filters, self.embedder.model_id)
-            return conversation_query(request.turns, self.embedder, closest, self.weighting)
+            unknown = self._unknown(collections)
+            return conversation_query(
+                request.turns, self.embedder, closest, self.weighting, unknown
+            )
 
         if not request.history or not collections:
             return conversation_query(request.turns, self.embedder, None, self.weighting)
@@ -381,6 +391,16 @@ class ChatService:
         if len(found) <= 1:
             return found[0] if found else None
         return lambda vector: max(closest(vector) for closest in found)
+
+    def _unknown(self, names: Sequence[str]) -> UnknownWords | None:
+        """The words of a text that no chunk of any of the collections uses, among those that
+        can tell: a collection that does not exist yet, or uses too few words to tell by (it
+        lacks everyday words too), is left out rather than taken to know every word. None
+        when no collection is left."""
+        found = [u for name in names if (u := self.retrievers.unknown_words(name)) is not None]
+        if len(found) <= 1:
+            return found[0] if found else None
+        return lambda text: frozenset.intersection(*(unknown(text) for unknown in found))
 
     async def _builder(self) -> PromptBuilder:
         if self.prompts is None:

@@ -15,6 +15,7 @@ from ragtune.retrieval.conversation import (
     TurnWeighting,
     closest_in,
     conversation_query,
+    unknown_words_in,
     user_turns,
 )
 from ragtune.retrieval.embedder import Vector
@@ -148,6 +149,76 @@ def test_earlier_turns_are_embedded_only_when_the_last_ones_need_them(
     embedder.calls.clear()
     conversation_query([REFUNDS, "Why 1?", "Why 2?", FOLLOW_UP], embedder, closest)
     assert embedder.calls == [3, 1]
+
+
+SMALL_TALK = "What should I cook for dinner tonight with chicken and rice?"
+UNKNOWN = {SMALL_TALK: frozenset({"cook", "dinner", "chicken", "rice"})}
+
+
+def unknown(text: str) -> frozenset[str]:
+    """Words no chunk uses, as a large collection would find them: small talk's, and one word of
+    a follow-up (a word in passing)."""
+    return UNKNOWN.get(text, frozenset({"caveat"}))
+
+
+def test_a_turn_that_names_what_the_documents_never_mention_is_searched_alone(
+    embedder: FakeEmbedder, closest: Closest
+) -> None:
+    """Small talk after a question finds no evidence either; it is not read with the question
+    (whose passages would reach its prompt), nor the question with a follow-up of it."""
+    query = conversation_query([REFUNDS, SMALL_TALK], embedder, closest, unknown=unknown)
+    assert (query.texts, query.vector) == ((SMALL_TALK,), embedder.embed_query(SMALL_TALK))
+    query = conversation_query([REFUNDS, SMALL_TALK, FOLLOW_UP], embedder, closest, unknown=unknown)
+    assert query.texts == (SMALL_TALK, FOLLOW_UP)
+    # A follow-up with one word the documents lack is still a follow-up.
+    query = conversation_query([REFUNDS, FOLLOW_UP], embedder, closest, unknown=unknown)
+    assert query.texts == (REFUNDS, FOLLOW_UP)
+    # Without the rule (or with no words to tell by), the small talk is read with the question.
+    off = TurnWeighting(own_topic_words=0)
+    for weighting, words in ((off, unknown), (DEFAULT_WEIGHTING, None)):
+        query = conversation_query([REFUNDS, SMALL_TALK], embedder, closest, weighting, words)
+        assert query.texts == (REFUNDS, SMALL_TALK)
+    fussy = TurnWeighting(own_topic_words=1)
+    query = conversation_query([REFUNDS, FOLLOW_UP], embedder, closest, fussy, unknown)
+    assert query.texts == (FOLLOW_UP,)
+
+
+def test_unknown_words_are_the_words_no_chunk_uses_in_a_collection_large_enough(
+    retriever: Retriever, tmp_path: Path, embedder: FakeEmbedder
+) -> None:
+    text = "Thanks! Tell me about refunded invoices, cats and error 0x80070005 in my_var, sorry"
+    unknown = unknown_words_in(retriever, vocabulary=0)
+    assert unknown is not None
+    # Stemmed as the index reads them; known words, codes, stop words and courtesy left out.
+    assert unknown(text) == {"cat", "tell", "error"}
+    # Two passages use too few words to tell a topic from everyday words they lack.
+    assert retriever.lexical().vocabulary == 11  # invoic refund within thirti day request offic ...
+    assert unknown_words_in(retriever) is None
+    assert unknown_words_in(retriever, vocabulary=11) is not None
+    empty = InMemoryStore().collection("empty", embedder.model_id, create=True)
+    nothing = Retriever(
+        empty, embedder, LexicalIndexes.for_store(tmp_path, InMemoryStore()), retriever.settings
+    )
+    assert unknown_words_in(nothing, vocabulary=0)(text) == frozenset()  # type: ignore[misc]
+
+
+def test_the_vocabulary_that_tells_counts_words_not_numbers_or_codes(
+    tmp_path: Path, embedder: FakeEmbedder
+) -> None:
+    """A log-like collection with thousands of codes knows few words: it cannot tell."""
+    store = InMemoryStore()
+    logs = store.collection("logs", embedder.model_id, create=True)
+    lines = [f"error 0x{n:04x} at step_{n} after {n} ms" for n in range(50)]
+    logs.add(
+        [
+            ChunkRecord(f"l{n}", t, {"doc_id": "log"}, embedder.embed([t])[0])
+            for n, t in enumerate(lines)
+        ]
+    )
+    settings = RetrievalSettings(data_dir=tmp_path)
+    retriever = Retriever(logs, embedder, LexicalIndexes.for_store(tmp_path, store), settings)
+    assert retriever.lexical().vocabulary == 3  # error, after, ms (of 143 entries)
+    assert unknown_words_in(retriever, vocabulary=4) is None
 
 
 def test_without_documents_to_tell_by_the_last_turn_is_searched_alone(

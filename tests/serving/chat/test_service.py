@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -16,6 +17,7 @@ from ragtune.adapters.provenance import CollectionSnapshot, DocumentVersion
 from ragtune.adapters.registry import MANIFEST, AdapterManifest, AdapterRegistry
 from ragtune.adapters.settings import AdapterSettings, adapters_dir
 from ragtune.retrieval.adaptation import adopt, reembed
+from ragtune.retrieval.conversation import unknown_words_in
 from ragtune.retrieval.embedder import TUNED_PREFIX, is_tuned
 from ragtune.retrieval.errors import StoreUnavailableError
 from ragtune.retrieval.settings import RetrievalSettings
@@ -214,6 +216,69 @@ def test_a_follow_up_just_after_its_collection_was_re_embedded_elsewhere_is_answ
         assert info["route"] == "rag"
         assert [s["document"] for s in info["sources"]] == ["policy-1.md"]
     assert tuned.embedded > 0  # the follow-up's turns, embedded by the collection's new model
+
+
+@pytest.mark.parametrize("own_topic_words", [2, 0])
+def test_small_talk_after_a_question_gets_no_passages_of_it(
+    tmp_path: Path, engine: FakeEngine, monkeypatch: pytest.MonkeyPatch, own_topic_words: int
+) -> None:
+    """Small talk finds no evidence, as a follow-up does not; the words it names that no
+    document uses tell it has a topic of its own, so the earlier question's passages do not
+    reach its prompt (0: the rule off, as before). The test's two policies use too few words
+    for the rule to be on by default: here it counts from the first word."""
+    monkeypatch.setattr(
+        "ragtune.serving.retrievers.unknown_words_in", partial(unknown_words_in, vocabulary=0)
+    )
+    parts = components(tmp_path, engine, router=RouterSettings(own_topic_words=own_topic_words))
+    conversation = [
+        {"role": "user", "content": REFUND_QUESTION},
+        {"role": "assistant", "content": "Within thirty days."},
+        {"role": "user", "content": "What should I cook for dinner tonight with chicken?"},
+    ]
+
+    async def answer() -> dict[str, Any]:
+        request = ChatCompletionRequest.model_validate({"model": BASE, "messages": conversation})
+        return await parts.chat.complete(await parts.chat.prepare(request))
+
+    info = run(parts, answer)["ragtune"]
+    if own_topic_words:
+        assert (info["route"], info["sources"]) == ("base", [])
+    else:
+        assert info["route"] == "rag"
+        assert [s["document"] for s in info["sources"]] == ["policy-1.md"]
+
+
+def test_a_collection_too_small_to_tell_does_not_keep_small_talk_with_the_question(
+    tmp_path: Path, engine: FakeEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Searched together with a collection large enough to tell (here: 5 words or more), one
+    that uses too few words is left out of the telling, not taken to know every word."""
+    monkeypatch.setattr(
+        "ragtune.serving.retrievers.unknown_words_in", partial(unknown_words_in, vocabulary=5)
+    )
+    store = InMemoryStore()
+    notes = store.collection("notes", FakeEmbedder().model_id, create=True)
+    text = "Lunch is at noon."  # two words: lunch, noon
+    notes.add([ChunkRecord("n", text, metadata(9), FakeEmbedder().embed([text])[0])])
+    parts = components(tmp_path, engine, store=store)
+    conversation = [
+        {"role": "user", "content": REFUND_QUESTION},
+        {"role": "assistant", "content": "Within thirty days."},
+        {"role": "user", "content": "What should I cook for dinner tonight with chicken?"},
+    ]
+
+    async def answer() -> dict[str, Any]:
+        request = ChatCompletionRequest.model_validate(
+            {
+                "model": BASE,
+                "messages": conversation,
+                "ragtune": {"collections": ["default", "notes"]},
+            }
+        )
+        return await parts.chat.complete(await parts.chat.prepare(request))
+
+    info = run(parts, answer)["ragtune"]
+    assert (info["route"], info["sources"]) == ("base", [])
 
 
 def test_a_new_question_in_a_conversation_is_searched_alone(
