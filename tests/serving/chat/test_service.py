@@ -119,6 +119,19 @@ def run(parts: Components, work: Callable[[], Awaitable[T]]) -> T:
     return anyio.run(within)
 
 
+def converse(parts: Components, messages: list[dict[str, str]], **fields: Any) -> dict[str, Any]:
+    """The `ragtune` part of the answer to a conversation (`fields`: more of the request)."""
+
+    async def answer() -> dict[str, Any]:
+        request = ChatCompletionRequest.model_validate(
+            {"model": BASE, "messages": messages, **fields}
+        )
+        return await parts.chat.complete(await parts.chat.prepare(request))
+
+    info: dict[str, Any] = run(parts, answer)["ragtune"]
+    return info
+
+
 @pytest.fixture
 def engine() -> FakeEngine:
     return FakeEngine("http://engine-a", text="Thirty days.")
@@ -161,11 +174,7 @@ def test_a_follow_up_retrieves_the_document_of_the_question_it_follows(
         {"role": "user", "content": "And how do I turn that off?"},
     ]
 
-    async def answer() -> dict[str, Any]:
-        request = ChatCompletionRequest.model_validate({"model": BASE, "messages": conversation})
-        return await parts.chat.complete(await parts.chat.prepare(request))
-
-    info = run(parts, answer)["ragtune"]
+    info = converse(parts, conversation)
     if query_turns == 1:  # the follow-up alone names nothing the documents hold
         assert (info["route"], info["sources"]) == ("base", [])
     else:
@@ -236,11 +245,7 @@ def test_small_talk_after_a_question_gets_no_passages_of_it(
         {"role": "user", "content": "What should I cook for dinner tonight with chicken?"},
     ]
 
-    async def answer() -> dict[str, Any]:
-        request = ChatCompletionRequest.model_validate({"model": BASE, "messages": conversation})
-        return await parts.chat.complete(await parts.chat.prepare(request))
-
-    info = run(parts, answer)["ragtune"]
+    info = converse(parts, conversation)
     if own_topic_words:
         assert (info["route"], info["sources"]) == ("base", [])
     else:
@@ -267,17 +272,7 @@ def test_a_collection_too_small_to_tell_does_not_keep_small_talk_with_the_questi
         {"role": "user", "content": "What should I cook for dinner tonight with chicken?"},
     ]
 
-    async def answer() -> dict[str, Any]:
-        request = ChatCompletionRequest.model_validate(
-            {
-                "model": BASE,
-                "messages": conversation,
-                "ragtune": {"collections": ["default", "notes"]},
-            }
-        )
-        return await parts.chat.complete(await parts.chat.prepare(request))
-
-    info = run(parts, answer)["ragtune"]
+    info = converse(parts, conversation, ragtune={"collections": ["default", "notes"]})
     assert (info["route"], info["sources"]) == ("base", [])
 
 
@@ -291,11 +286,7 @@ def test_a_new_question_in_a_conversation_is_searched_alone(
         {"role": "user", "content": "Is the office closed on public holidays and at weekends?"},
     ]
 
-    async def answer() -> dict[str, Any]:
-        request = ChatCompletionRequest.model_validate({"model": BASE, "messages": conversation})
-        return await parts.chat.complete(await parts.chat.prepare(request))
-
-    info = run(parts, answer)["ragtune"]
+    info = converse(parts, conversation)
     assert info["route"] == "rag"
     assert [s["document"] for s in info["sources"]] == ["policy-2.md"]
 
