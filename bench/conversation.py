@@ -21,7 +21,7 @@ assistant reply between them, here a neutral one, changes nothing):
 - off-topic+follow-up: the item's question, small talk, then a follow-up (of the small talk):
   judged as off-topic;
 - follow-up, other and off-topic, other: as follow-up and off-topic, with other phrasings (one
-  per item).
+  per item); `blind`: the same with phrasings written blind, measured once.
 Rows: `last turn` (what the chat path searched before), `conversation` (what it searches now:
 the router settings' `TurnWeighting`), and variants that show why that is the default.
 evidence@5 also asks that the relevant chunk passes the router's evidence threshold (else it is
@@ -132,6 +132,74 @@ the first twelve of each written before `own_topic_words` was measured, the last
 follow-ups by a reviewer of the rule (after which chat's courtesy and fillers were left out of
 the words counted, `retrieval.lexical.CHAT_WORDS`). All were looked at when the rule was
 chosen: more phrasings, not a held-out set."""
+
+BLIND_FOLLOW_UPS = (
+    "Can you show me an example?",
+    "why?",
+    "and then?",
+    "Thanks! Could you explain that in plain words? I'm pretty new to this.",
+    "ok so what happens if I do it twice?",
+    "hmm, is there a faster way?",
+    "Can you give me that step by step?",
+    "shorter please",
+    "Could you put the options in a table so I can compare them?",
+    "Does this work the same on Windows?",
+    "Is that safe to use in production?",
+    "What if the input is empty?",
+    "How do I undo it if I made a mistake?",
+    "So just to confirm, I don't need to do anything else after that?",
+    "Which version was this added in?",
+    "Is there an alternative approach?",
+    "what's the performance like with a really large amount of data?",
+    "Are there any edge cases I should watch out for?",
+    "thx. and what if i want the opposite?",
+    "Can you explain what each part of that example does?",
+    "Is this still the recommended way or is it deprecated?",
+    "What's the difference between the two options you mentioned?",
+    "wait, does that change the existing stuff or only new ones?",
+    "ok got it. what are the downsides though?",
+    "Could you give a more realistic example, something closer to real code?",
+    "Why would anyone do it the other way then?",
+    "Does the order matter?",
+    "What error do I get if it fails, and how do I handle it?",
+    "sorry, i dont get the second part, can you rephrase?",
+    "Is it thread safe?",
+    "Hmm, that didn't work for me. What else could I try?",
+    "Can I do that in one line?",
+    "What happens under the hood when I do that?",
+    "Is there a limit on how big it can get?",
+    "Great, thanks. Are there any common mistakes beginners make with this?",
+    "How do I check that it actually worked?",
+    "does this apply to older versions too?",
+    "Can you summarize the whole thing in a few bullet points?",
+    "What would be the best practice here?",
+    "ok and is there any way to make it the default so I don't have to repeat it every time?",
+)
+BLIND_SMALL_TALK = (
+    "hi!",
+    "What's the weather usually like in Lisbon in October?",
+    "Can you recommend a good sci-fi novel?",
+    "thanks, have a nice day",
+    "How are you doing today?",
+    "What should I cook for dinner tonight? I have chicken and rice.",
+    "Who won the World Cup in 2014?",
+    "tell me a joke",
+    "I'm so tired, I've been working all day lol",
+    "How many calories are in a banana?",
+    "Can you help me write a birthday message for my sister?",
+    "What's the capital of Australia?",
+    "Any tips for falling asleep faster?",
+    "good morning :)",
+    "What's a good name for a golden retriever puppy?",
+    "How long does it take to fly from London to New York?",
+    "Can you translate 'see you tomorrow' into Spanish?",
+    "I'm thinking about learning the guitar, is it hard for adults to start?",
+    "What's your favorite movie?",
+    "bye",
+)
+"""Follow-ups and small talk for the `blind` kinds, written by a helper that saw neither the
+code nor the other lists, after the rule and its words were settled, and not looked at before
+they were measured."""
 NOTHING_ALONE = math.inf
 VARIANTS: dict[str, TurnWeighting] = {
     "last turn": LAST_TURN_ONLY,
@@ -220,6 +288,14 @@ def cases(qa: Sequence[QAItem]) -> dict[str, list[QAItem]]:
             item(q, "off-topic-other", q.question, OTHER_SMALL_TALK[i % len(OTHER_SMALL_TALK)])
             for i, q in enumerate(qa)
         ],
+        "follow-up, blind": [
+            item(q, "follow-up-blind", q.question, BLIND_FOLLOW_UPS[i % len(BLIND_FOLLOW_UPS)])
+            for i, q in enumerate(qa)
+        ],
+        "off-topic, blind": [
+            item(q, "off-topic-blind", q.question, BLIND_SMALL_TALK[i % len(BLIND_SMALL_TALK)])
+            for i, q in enumerate(qa)
+        ],
         "off-topic+follow-up": [
             item(
                 q,
@@ -249,7 +325,7 @@ def score_set(
                 [data / "corpus"]
             )
             retriever = Retriever(collection, embedder, indexes, settings)
-            closest, unknown = closest_in(retriever), unknown_words_in(retriever)
+            closest, unknown = closest_in(retriever), unknown_words_in([retriever])
 
             def searcher(weighting: TurnWeighting) -> ConversationSearch:
                 def run(turns: Sequence[str], depth: int) -> list[SearchHit]:
@@ -275,8 +351,9 @@ def score_set(
             probe_ms = 1000 * (time.perf_counter() - started) / len(vectors)
             texts = [item.question for item in qa] + list(SMALL_TALK)
             started = time.perf_counter()
-            for text in texts if unknown is not None else ():
-                unknown(text)
+            if unknown is not None:
+                for text in texts:
+                    unknown(text)
             words_ms = 1000 * (time.perf_counter() - started) / len(texts)
             vocabulary = retriever.lexical().vocabulary
     return reports, Costs(probe_ms, words_ms, vocabulary)
@@ -315,7 +392,13 @@ def print_set(name: str, subset: str, reports: dict[str, RetrievalReport], costs
     print(f"(evidence@5: a relevant chunk in the top 5 at dense similarity >= {EVIDENCE})")
     by = {kind: {row.mode: row.metrics for row in r.modes} for kind, r in reports.items()}
     alone = by["single"]["last turn"]
-    for kind in ("follow-up", "switch+follow-up", "follow-ups x3", "follow-up, other"):
+    for kind in (
+        "follow-up",
+        "switch+follow-up",
+        "follow-ups x3",
+        "follow-up, other",
+        "follow-up, blind",
+    ):
         for metric in ("recall@5", "mrr@10"):
             # The question searched alone is the ceiling: the follow-up adds no words of its topic.
             kept, before = (
@@ -329,7 +412,7 @@ def print_set(name: str, subset: str, reports: dict[str, RetrievalReport], costs
         for metric in ("recall@5", "mrr@10"):
             ratio = by[kind]["conversation"][metric] / by[kind]["last turn"][metric]
             print(f"{kind} conversation / last turn {metric}: {ratio:.3f}  (target {target})")
-    for kind in ("off-topic", "off-topic, other", "off-topic+follow-up"):
+    for kind in ("off-topic", "off-topic, other", "off-topic, blind", "off-topic+follow-up"):
         off = by[kind]
         print(
             f"{kind} evidence@5 (the earlier topic reaches the prompt; lower is better): "

@@ -112,7 +112,7 @@ def evaluate_retrieval(
             reranker = load_reranker(settings)
             retriever = Retriever(target, embedder, indexes, settings, reranker=reranker)
 
-            closest, unknown = closest_in(retriever, search_filter), unknown_words_in(retriever)
+            closest, unknown = closest_in(retriever, search_filter), unknown_words_in([retriever])
 
             def searcher(mode: SearchMode) -> ConversationSearch:
                 def run(turns: Sequence[str], depth: int) -> list[SearchHit]:

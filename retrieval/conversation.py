@@ -196,12 +196,20 @@ def closest_in(retriever: Retriever, filters: SearchFilter | None = None) -> Clo
 
 
 def unknown_words_in(
-    retriever: Retriever, vocabulary: int = OWN_TOPIC_VOCABULARY
+    retrievers: Sequence[Retriever], vocabulary: int = OWN_TOPIC_VOCABULARY
 ) -> UnknownWords | None:
-    """`UnknownWords` over a retriever's collection (all its chunks, whatever a search's filter:
-    a word used only outside the filter is known, and the turn read as before). None when the
-    chunks use fewer than `vocabulary` distinct words: too few to tell a topic of its own from
-    everyday words they happen to lack."""
-    if retriever.lexical().vocabulary < vocabulary:
+    """`UnknownWords` over the retrievers' collections together: the words none of them uses
+    (in all its chunks, whatever a search's filter: a word used only outside the filter is
+    known, and the turn read as before). None when none of them uses `vocabulary` distinct
+    words or more: too few to tell a topic of its own from everyday words they happen to lack
+    (a smaller one searched with a larger one still knows the words it uses)."""
+    if not retrievers or max(r.lexical().vocabulary for r in retrievers) < vocabulary:
         return None
-    return lambda text: retriever.lexical().unknown_words(text)
+
+    def unknown(text: str) -> frozenset[str]:
+        words = retrievers[0].lexical().unknown_words(text)
+        for retriever in retrievers[1:]:
+            words &= retriever.lexical().unknown_words(text)
+        return words
+
+    return unknown

@@ -12,12 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +30,32 @@ FORMAT = 1
 ROW_KEYS = ("source", "doc_id", "section", "title", "chunk_index", "page", "file_type")
 
 
-WORD = re.compile(r"(?u)\b\w\w+\b")
-"""A word as BM25 reads it (bm25s's default pattern)."""
 CHAT_WORDS = frozenset({
+    # courtesy and fillers
     "thanks", "thank", "thx", "sorry", "please", "pls", "ok", "okay", "hmm", "hm", "huh", "lol",
     "haha", "yes", "yeah", "yep", "nope", "hi", "hello", "hey", "great", "cool", "awesome", "wow",
-    "oh", "ah", "sure", "alright", "got", "wait", "anyway", "btw", "could", "would", "might",
-    "must", "shall", "may", "also", "else", "still", "really", "lot", "bit",
+    "oh", "ah", "sure", "alright", "got", "wait", "anyway", "btw", "also", "else", "still",
+    "really", "lot", "bit", "kind", "sort", "stuff", "thing", "things",
+    # modal verbs
+    "could", "would", "might", "must", "shall", "may",
+    # what is asked of the answer rather than what it is about
+    "elaborate", "rephrase", "paraphrase", "clarify", "explain", "explanation", "summarize",
+    "summarise", "summary", "example", "examples", "concrete", "detail", "details", "detailed",
+    "short", "shorter", "simpler", "simple", "plain", "words", "step", "steps", "walkthrough",
+    "walk", "screenshot", "screenshots", "snippet", "table", "list", "bullet", "bulleted",
+    "checklist", "rewrite", "tl", "dr", "tldr", "eli5", "newbie", "beginner", "beginners",
 })  # fmt: skip
-"""Courtesy, fillers and modal verbs a chat message uses whatever its topic."""
+"""Words a chat message uses whatever its topic: courtesy, fillers, modal verbs, and what is
+asked of the answer (an example, shorter, step by step) rather than what it is about."""
+
+
+@cache
+def not_naming() -> list[str]:
+    """The words `naming_words` leaves out: English stop words (NLTK's list, contractions' stems
+    included) and `CHAT_WORDS`."""
+    from bm25s.stopwords import STOPWORDS_EN_PLUS
+
+    return sorted(frozenset(STOPWORDS_EN_PLUS) | CHAT_WORDS)
 
 
 def _stemmer() -> Any:
@@ -49,20 +65,15 @@ def _stemmer() -> Any:
 
 
 def naming_words(text: str, stemmer: Any) -> list[str]:
-    """The words of `text` that may name a topic, stemmed as the index stems them: not English
-    stop words (NLTK's list, contractions' stems included), chat's courtesy and fillers
-    (`CHAT_WORDS`), or words with a digit or an underscore (a number, a code, a name in code:
-    details of a topic rather than one)."""
-    import bm25s.stopwords
+    """The words of `text` that may name a topic, read as the index reads its chunks (the same
+    tokenizer and stemmer): not `not_naming()`, and not words with a digit or an underscore (a
+    number, a code, a name in code: details of a topic rather than one)."""
+    import bm25s
 
-    stop = bm25s.stopwords.STOPWORDS_EN_PLUS
-    words = [
-        w
-        for w in WORD.findall(text.lower())
-        if w.isalpha() and w not in stop and w not in CHAT_WORDS
-    ]
-    stemmed: list[str] = stemmer.stemWords(words)
-    return stemmed
+    tokens: list[list[str]] = bm25s.tokenize(
+        [text], stopwords=not_naming(), stemmer=stemmer, return_ids=False, show_progress=False
+    )
+    return [word for word in tokens[0] if word.isalpha()]
 
 
 @dataclass(frozen=True)
@@ -155,8 +166,9 @@ class LexicalIndex:
 
     @cached_property
     def vocabulary(self) -> int:
-        """How many distinct words (stemmed, stop words left out; numbers, codes and names in
-        code, which hold a digit or an underscore, not counted) the chunks use."""
+        """How many distinct words the chunks use, as the index reads them (stemmed, the 33
+        commonest English stop words left out), numbers, codes and names in code (which hold a
+        digit or an underscore) not counted."""
         if self._bm25 is None:
             return 0
         return sum(1 for word in self._bm25.vocab_dict if word.isalpha())

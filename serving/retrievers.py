@@ -142,15 +142,18 @@ class RetrieverCache:
             return None
         return closest_in(retriever, SearchFilter.from_mapping(filters) if filters else None)
 
-    def unknown_words(self, collection: str | None = None) -> UnknownWords | None:
-        """The words of a text that no chunk of the collection uses: what tells a follow-up
-        from a message with a topic of its own (`retrieval.conversation`). None when the
-        collection does not exist (yet), or uses too few words to tell by."""
-        try:
-            retriever = self.get(collection)
-        except CollectionNotFoundError:
-            return None
-        return unknown_words_in(retriever)
+    def unknown_words(self, collections: Sequence[str]) -> UnknownWords | None:
+        """The words of a text that none of the collections uses: what tells a follow-up from a
+        message with a topic of its own (`retrieval.conversation.unknown_words_in`). Those that
+        do not exist (yet) are left out; None when none is left that uses enough words to tell
+        by."""
+        found = []
+        for name in collections:
+            try:
+                found.append(self.get(name))
+            except CollectionNotFoundError:
+                continue
+        return unknown_words_in(found)
 
     def search(
         self,

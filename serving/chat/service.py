@@ -16,7 +16,6 @@ from ragtune.adapters.registry import AdapterManifest
 from ragtune.retrieval.conversation import (
     Closest,
     ConversationQuery,
-    UnknownWords,
     conversation_query,
 )
 from ragtune.retrieval.embedder import Embedder
@@ -344,7 +343,7 @@ class ChatService:
             groups.setdefault(id(embedder), (embedder, []))[1].append(name)
         queries: dict[str, ConversationQuery] = {}
         # Words no collection searched uses give a message a topic of its own.
-        unknown = self._unknown(searched) if request.history else None
+        unknown = self.retrievers.unknown_words(searched) if request.history else None
         for embedder, names in groups.values():
             # The documents tell a follow-up from a new question (one turn needs no telling).
             closest = (
@@ -367,7 +366,7 @@ class ChatService:
 
         def told() -> ConversationQuery:
             closest = self._closest(collections, request.filters, self.embedder.model_id)
-            unknown = self._unknown(collections)
+            unknown = self.retrievers.unknown_words(collections)
             return conversation_query(
                 request.turns, self.embedder, closest, self.weighting, unknown
             )
@@ -391,16 +390,6 @@ class ChatService:
         if len(found) <= 1:
             return found[0] if found else None
         return lambda vector: max(closest(vector) for closest in found)
-
-    def _unknown(self, names: Sequence[str]) -> UnknownWords | None:
-        """The words of a text that no chunk of any of the collections uses, among those that
-        can tell: a collection that does not exist yet, or uses too few words to tell by (it
-        lacks everyday words too), is left out rather than taken to know every word. None
-        when no collection is left."""
-        found = [u for name in names if (u := self.retrievers.unknown_words(name)) is not None]
-        if len(found) <= 1:
-            return found[0] if found else None
-        return lambda text: frozenset.intersection(*(unknown(text) for unknown in found))
 
     async def _builder(self) -> PromptBuilder:
         if self.prompts is None:

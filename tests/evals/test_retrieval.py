@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from ragtune.evals.retrieval import evaluate_retrieval
 from ragtune.ingest.pipeline import IngestProgress, IngestSummary
 from ragtune.ingest.settings import IngestSettings
+from ragtune.retrieval.conversation import unknown_words_in
 from ragtune.retrieval.errors import RetrievalError
 from ragtune.retrieval.evaluation import QAItem, load_qa
 from ragtune.retrieval.search import SearchMode
@@ -120,8 +122,12 @@ BREAD = (
 
 
 def test_a_conversation_is_searched_with_the_question_it_follows(
-    corpus: Path, tmp_path: Path
+    corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Three passages use too few words to tell small talk by: here the rule counts from one.
+    monkeypatch.setattr(
+        "ragtune.evals.retrieval.unknown_words_in", partial(unknown_words_in, vocabulary=0)
+    )
     (corpus / "bread.md").write_text(f"# Bread\n\n{BREAD}\n")
     follow_up = "Why does it work that way?"
     conversation = [
@@ -129,10 +135,14 @@ def test_a_conversation_is_searched_with_the_question_it_follows(
         {"role": "assistant", "content": "Their feathers are soft."},
         {"role": "user", "content": follow_up},
     ]
+    bakery = "Which bakery in Paris sells the best croissants?"
+    small_talk = [*conversation[:2], {"role": "user", "content": bakery}]
     qa_file = tmp_path / "qa.json"
     items = [
         {"id": "follow-up", "messages": conversation, "answer_passage": QA[0].answer_passage},
         {"id": "alone", "question": follow_up, "answer_passage": QA[0].answer_passage},
+        # Words the documents lack give it a topic of its own: not read with the owls.
+        {"id": "own topic", "messages": small_talk, "answer_passage": QA[0].answer_passage},
     ]
     qa_file.write_text(json.dumps(items))
     report = evaluate_retrieval(
@@ -142,6 +152,6 @@ def test_a_conversation_is_searched_with_the_question_it_follows(
     for mode in report.modes:
         found = {run["id"]: run["hits"][0]["relevant"] for run in mode.runs}
         # The follow-up alone finds the bread; with the question before it, the owls.
-        assert found == {"follow-up": True, "alone": False}, mode.mode
-    (run, _) = report.modes[0].runs
+        assert found == {"follow-up": True, "alone": False, "own topic": False}, mode.mode
+    (run, _, _) = report.modes[0].runs
     assert run["history"] == [QA[0].question]

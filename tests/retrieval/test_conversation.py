@@ -183,42 +183,50 @@ def test_a_turn_that_names_what_the_documents_never_mention_is_searched_alone(
     assert query.texts == (FOLLOW_UP,)
 
 
+def retriever_over(path: Path, embedder: FakeEmbedder, name: str, texts: list[str]) -> Retriever:
+    """A retriever over a new collection of these chunks."""
+    store = InMemoryStore()
+    collection = store.collection(name, embedder.model_id, create=True)
+    collection.add(
+        [
+            ChunkRecord(f"{name}-{n}", t, {"doc_id": name}, embedder.embed([t])[0])
+            for n, t in enumerate(texts)
+        ]
+    )
+    indexes = LexicalIndexes.for_store(path, store)
+    return Retriever(collection, embedder, indexes, RetrievalSettings(data_dir=path))
+
+
 def test_unknown_words_are_the_words_no_chunk_uses_in_a_collection_large_enough(
     retriever: Retriever, tmp_path: Path, embedder: FakeEmbedder
 ) -> None:
     text = "Thanks! Tell me about refunded invoices, cats and error 0x80070005 in my_var, sorry"
-    unknown = unknown_words_in(retriever, vocabulary=0)
+    unknown = unknown_words_in([retriever], vocabulary=0)
     assert unknown is not None
     # Stemmed as the index reads them; known words, codes, stop words and courtesy left out.
     assert unknown(text) == {"cat", "tell", "error"}
     # Two passages use too few words to tell a topic from everyday words they lack.
     assert retriever.lexical().vocabulary == 11  # invoic refund within thirti day request offic ...
-    assert unknown_words_in(retriever) is None
-    assert unknown_words_in(retriever, vocabulary=11) is not None
-    empty = InMemoryStore().collection("empty", embedder.model_id, create=True)
-    nothing = Retriever(
-        empty, embedder, LexicalIndexes.for_store(tmp_path, InMemoryStore()), retriever.settings
-    )
-    assert unknown_words_in(nothing, vocabulary=0)(text) == frozenset()  # type: ignore[misc]
+    assert unknown_words_in([retriever]) is None
+    assert unknown_words_in([]) is None
+    # Searched with a collection that can tell, a smaller one still knows the words it uses.
+    small = retriever_over(tmp_path / "small", embedder, "canteen", ["Lunch is at noon."])
+    assert unknown_words_in([small], vocabulary=11) is None
+    both = unknown_words_in([retriever, small], vocabulary=11)
+    assert both is not None
+    assert both("Tell me about lunch at noon with cats") == {"tell", "cat"}
+    nothing = retriever_over(tmp_path / "empty", embedder, "empty", [])
+    assert unknown_words_in([nothing], vocabulary=0)(text) == frozenset()  # type: ignore[misc]
 
 
 def test_the_vocabulary_that_tells_counts_words_not_numbers_or_codes(
     tmp_path: Path, embedder: FakeEmbedder
 ) -> None:
     """A log-like collection with thousands of codes knows few words: it cannot tell."""
-    store = InMemoryStore()
-    logs = store.collection("logs", embedder.model_id, create=True)
     lines = [f"error 0x{n:04x} at step_{n} after {n} ms" for n in range(50)]
-    logs.add(
-        [
-            ChunkRecord(f"l{n}", t, {"doc_id": "log"}, embedder.embed([t])[0])
-            for n, t in enumerate(lines)
-        ]
-    )
-    settings = RetrievalSettings(data_dir=tmp_path)
-    retriever = Retriever(logs, embedder, LexicalIndexes.for_store(tmp_path, store), settings)
+    retriever = retriever_over(tmp_path, embedder, "logs", lines)
     assert retriever.lexical().vocabulary == 3  # error, after, ms (of 143 entries)
-    assert unknown_words_in(retriever, vocabulary=4) is None
+    assert unknown_words_in([retriever], vocabulary=4) is None
 
 
 def test_without_documents_to_tell_by_the_last_turn_is_searched_alone(

@@ -326,6 +326,39 @@ def test_an_adapter_is_matched_to_the_conversation_whichever_route_is_asked(
     assert follow_up_alone[0] == "switcher"  # what the last turn alone would have matched
 
 
+@pytest.mark.parametrize("own_topic_words", [2, 0])
+def test_small_talk_is_matched_to_adapters_alone_on_a_route_that_searches_nothing(
+    tmp_path: Path, engine: FakeEngine, monkeypatch: pytest.MonkeyPatch, own_topic_words: int
+) -> None:
+    """On the `adapter` route the documents still tell small talk from a follow-up, by the
+    words it names that none of them uses (the rule counting from the first word here)."""
+    monkeypatch.setattr(
+        "ragtune.serving.retrievers.unknown_words_in", partial(unknown_words_in, vocabulary=0)
+    )
+    topic = "Within how many days are invoices refunded after a refund request?"
+    small_talk = "What should I cook for dinner tonight with chicken?"
+    register(tmp_path, "refunder", topic)
+    register(tmp_path, "chef", "Cook chicken for dinner")
+    router = RouterSettings(own_topic_words=own_topic_words)
+    parts = components(tmp_path, engine, router=router)
+    body = {
+        "model": BASE,
+        "ragtune": {"route": "adapter"},
+        "messages": [
+            {"role": "user", "content": topic},
+            {"role": "assistant", "content": "Within thirty days."},
+            {"role": "user", "content": small_talk},
+        ],
+    }
+
+    async def plan() -> Any:
+        await anyio.to_thread.run_sync(parts.fleet.refresh)
+        return parts.chat.route(parts.chat.read(ChatCompletionRequest.model_validate(body)))
+
+    routed = run(parts, plan)
+    assert routed.plan.adapter == ("chef" if own_topic_words else "refunder")
+
+
 def test_a_route_that_searches_nothing_reads_the_last_turn_alone_when_the_store_is_down(
     tmp_path: Path, engine: FakeEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
