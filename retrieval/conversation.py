@@ -61,14 +61,14 @@ class TurnWeighting:
 
 
 OWN_TOPIC_VOCABULARY = 2_000
-"""The distinct words (stemmed, `LexicalIndex.vocabulary`) a collection's chunks use before a
-word they lack says anything (`TurnWeighting.own_topic_words`): a smaller collection lacks
-everyday words too ("explain", "example"). Measured on both developers' sets over 600 random
-sets of whole documents each (`naming_words`, the bench's 18 follow-ups of its two lists): at
-500-1,000 words 5-9% of them would have counted as a topic of their own, at 1,000-1,500 up to
-1%, from 1,500 none; of 16 follow-ups a reviewer wrote, 6-8% from 2,000 on, the one with two
-misspelt words ("How do I disabel taht?"). The small talk counted falls as the vocabulary
-grows: 80-90% of it below 1,500 words, 28-76% from 3,000."""
+"""The distinct words (`LexicalIndex.vocabulary`) a collection's chunks use before a word they
+lack says anything (`TurnWeighting.own_topic_words`): a smaller collection lacks everyday words
+too ("undo", "laptop"). Measured on both developers' sets over 600 random sets of whole
+documents each (`naming_words`): of 40 follow-ups written blind (`bench/conversation.py`'s
+`BLIND_FOLLOW_UPS`), 19-22% would have counted as a topic of their own at 500-1,000 words,
+6-9% at 1,000-1,500, 4% at 1,500-2,000, 1% at 2,000-3,000 and at most 0.1% from 3,000 (of the
+bench's six follow-ups, 4-6% at 500-1,000 and at most 1% from 1,000); the small talk counted
+falls as the vocabulary grows, from 71-92% under 1,000 words to 28-76% from 3,000."""
 LAST_TURN_ONLY = TurnWeighting(turns=1)
 """Retrieval on the last user turn alone."""
 DEFAULT_WEIGHTING = TurnWeighting()

@@ -16,6 +16,7 @@ from ragtune.adapters.registry import AdapterManifest
 from ragtune.retrieval.conversation import (
     Closest,
     ConversationQuery,
+    UnknownWords,
     conversation_query,
 )
 from ragtune.retrieval.embedder import Embedder
@@ -343,7 +344,7 @@ class ChatService:
             groups.setdefault(id(embedder), (embedder, []))[1].append(name)
         queries: dict[str, ConversationQuery] = {}
         # Words no collection searched uses give a message a topic of its own.
-        unknown = self.retrievers.unknown_words(searched) if request.history else None
+        unknown = self._unknown(request, searched)
         for embedder, names in groups.values():
             # The documents tell a follow-up from a new question (one turn needs no telling).
             closest = (
@@ -366,7 +367,7 @@ class ChatService:
 
         def told() -> ConversationQuery:
             closest = self._closest(collections, request.filters, self.embedder.model_id)
-            unknown = self.retrievers.unknown_words(collections)
+            unknown = self._unknown(request, collections)
             return conversation_query(
                 request.turns, self.embedder, closest, self.weighting, unknown
             )
@@ -390,6 +391,13 @@ class ChatService:
         if len(found) <= 1:
             return found[0] if found else None
         return lambda vector: max(closest(vector) for closest in found)
+
+    def _unknown(self, request: RouteRequest, names: Sequence[str]) -> UnknownWords | None:
+        """The words no collection among `names` uses, when the request has earlier messages
+        to tell apart and the rule is on (`own_topic_words`): no index is read otherwise."""
+        if not request.history or not self.weighting.own_topic_words:
+            return None
+        return self.retrievers.unknown_words(names)
 
     async def _builder(self) -> PromptBuilder:
         if self.prompts is None:
