@@ -260,6 +260,10 @@ def cases(qa: Sequence[QAItem]) -> dict[str, list[QAItem]]:
         *history, last = turns
         return QAItem(f"{base.id}/{kind}", last, base.answer_passage, base.source, tuple(history))
 
+    def then_one_of(kind: str, lines: Sequence[str]) -> list[QAItem]:
+        """Each item's question, then one of `lines` (in turn)."""
+        return [item(q, kind, q.question, lines[i % len(lines)]) for i, q in enumerate(qa)]
+
     return {
         "follow-up": [
             item(q, f"follow-up-{n}", q.question, text)
@@ -276,26 +280,11 @@ def cases(qa: Sequence[QAItem]) -> dict[str, list[QAItem]]:
             for i, q in enumerate(qa)
         ],
         "single": list(qa),
-        "off-topic": [
-            item(q, "off-topic", q.question, SMALL_TALK[i % len(SMALL_TALK)])
-            for i, q in enumerate(qa)
-        ],
-        "follow-up, other": [
-            item(q, "follow-up-other", q.question, OTHER_FOLLOW_UPS[i % len(OTHER_FOLLOW_UPS)])
-            for i, q in enumerate(qa)
-        ],
-        "off-topic, other": [
-            item(q, "off-topic-other", q.question, OTHER_SMALL_TALK[i % len(OTHER_SMALL_TALK)])
-            for i, q in enumerate(qa)
-        ],
-        "follow-up, blind": [
-            item(q, "follow-up-blind", q.question, BLIND_FOLLOW_UPS[i % len(BLIND_FOLLOW_UPS)])
-            for i, q in enumerate(qa)
-        ],
-        "off-topic, blind": [
-            item(q, "off-topic-blind", q.question, BLIND_SMALL_TALK[i % len(BLIND_SMALL_TALK)])
-            for i, q in enumerate(qa)
-        ],
+        "off-topic": then_one_of("off-topic", SMALL_TALK),
+        "follow-up, other": then_one_of("follow-up-other", OTHER_FOLLOW_UPS),
+        "off-topic, other": then_one_of("off-topic-other", OTHER_SMALL_TALK),
+        "follow-up, blind": then_one_of("follow-up-blind", BLIND_FOLLOW_UPS),
+        "off-topic, blind": then_one_of("off-topic-blind", BLIND_SMALL_TALK),
         "off-topic+follow-up": [
             item(
                 q,

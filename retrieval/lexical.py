@@ -68,12 +68,8 @@ def naming_words(text: str, stemmer: Any) -> list[str]:
     """The words of `text` that may name a topic, read as the index reads its chunks (the same
     tokenizer and stemmer): not `not_naming()`, and not words with a digit or an underscore (a
     number, a code, a name in code: details of a topic rather than one)."""
-    import bm25s
-
-    tokens: list[list[str]] = bm25s.tokenize(
-        [text], stopwords=not_naming(), stemmer=stemmer, return_ids=False, show_progress=False
-    )
-    return [word for word in tokens[0] if word.isalpha()]
+    (words,) = LexicalIndex._tokenize([text], stemmer, not_naming())
+    return [word for word in words if word.isalpha()]
 
 
 @dataclass(frozen=True)
@@ -139,11 +135,13 @@ class LexicalIndex:
         return cls(revision, ids, rows, bm25)
 
     @staticmethod
-    def _tokenize(texts: Sequence[str], stemmer: Any) -> list[list[str]]:
+    def _tokenize(
+        texts: Sequence[str], stemmer: Any, stopwords: str | list[str] = "en"
+    ) -> list[list[str]]:
         import bm25s
 
         tokens: list[list[str]] = bm25s.tokenize(
-            list(texts), stopwords="en", stemmer=stemmer, return_ids=False, show_progress=False
+            list(texts), stopwords=stopwords, stemmer=stemmer, return_ids=False, show_progress=False
         )
         return tokens
 
