@@ -21,7 +21,8 @@ assistant reply between them, here a neutral one, changes nothing):
 - off-topic+follow-up: the item's question, small talk, then a follow-up (of the small talk):
   judged as off-topic;
 - follow-up, other and off-topic, other: as follow-up and off-topic, with other phrasings (one
-  per item); `blind`: the same with phrasings written blind, measured once.
+  per item); `blind`: the same with phrasings written blind, measured once; `slips`: the
+  blind follow-ups with one slip of typing each (`slipped`).
 Rows: `last turn` (what the chat path searched before), `conversation` (what it searches now:
 the router settings' `TurnWeighting`), and variants that show why that is the default.
 evidence@5 also asks that the relevant chunk passes the router's evidence threshold (else it is
@@ -34,6 +35,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import random
 import sys
 import tempfile
 import time
@@ -200,6 +202,40 @@ BLIND_SMALL_TALK = (
 """Follow-ups and small talk for the `blind` kinds, written by a helper that saw neither the
 code nor the other lists, after the rule and its words were settled, and not looked at before
 they were measured."""
+KEYBOARD = ("qwertyuiop", "asdfghjkl", "zxcvbnm")
+
+
+def slipped(text: str, rng: random.Random) -> str:
+    """`text` with one slip of typing in one of its words of four letters or more: two
+    adjacent letters swapped, one left out, one doubled, or one replaced by a neighbour on the
+    keyboard (one of the four at random)."""
+    words = text.split(" ")
+    long = [n for n, word in enumerate(words) if sum(c.isalpha() for c in word) >= 4]
+    if not long:
+        return text
+    n = rng.choice(long)
+    letters = [i for i, c in enumerate(words[n]) if c.isalpha()]
+    i = rng.choice(letters[:-1])
+    word, kind = words[n], rng.randrange(4)
+    if kind == 0:
+        word = word[:i] + word[i + 1] + word[i] + word[i + 2 :]
+    elif kind == 1:
+        word = word[:i] + word[i + 1 :]
+    elif kind == 2:
+        word = word[:i] + word[i] + word[i:]
+    else:
+        row = next((r for r in KEYBOARD if word[i].lower() in r), None)
+        if row is not None:
+            at = row.index(word[i].lower())
+            word = word[:i] + row[at + 1 if at + 1 < len(row) else at - 1] + word[i + 1 :]
+    words[n] = word
+    return " ".join(words)
+
+
+SLIPPED_FOLLOW_UPS = tuple(
+    slipped(text, random.Random(n)) for n, text in enumerate(BLIND_FOLLOW_UPS)
+)
+"""`BLIND_FOLLOW_UPS` with one slip of typing each (seeded), for the `slips` kind."""
 NOTHING_ALONE = math.inf
 VARIANTS: dict[str, TurnWeighting] = {
     "last turn": LAST_TURN_ONLY,
@@ -285,6 +321,7 @@ def cases(qa: Sequence[QAItem]) -> dict[str, list[QAItem]]:
         "off-topic, other": then_one_of("off-topic-other", OTHER_SMALL_TALK),
         "follow-up, blind": then_one_of("follow-up-blind", BLIND_FOLLOW_UPS),
         "off-topic, blind": then_one_of("off-topic-blind", BLIND_SMALL_TALK),
+        "follow-up, slips": then_one_of("follow-up-slips", SLIPPED_FOLLOW_UPS),
         "off-topic+follow-up": [
             item(
                 q,

@@ -56,8 +56,9 @@ class TurnWeighting:
     topic of its own even when it finds no evidence ("What should I cook for dinner tonight?"):
     it stands alone, so it is neither read with the question before it nor that question with
     a follow-up after it. A follow-up names little of anything; one unknown word may be a typo,
-    a synonym the documents do not use or a word in passing. Counted only in a collection large
-    enough to know everyday words (`OWN_TOPIC_VOCABULARY`). 0: off."""
+    a synonym the documents do not use or a word in passing (a known word with two letters
+    swapped is not unknown: `lexical.swapped_from`). Counted only in a collection large enough
+    to know everyday words (`OWN_TOPIC_VOCABULARY`). 0: off."""
 
 
 OWN_TOPIC_VOCABULARY = 2_000

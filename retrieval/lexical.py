@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
 from functools import cache, cached_property
 from pathlib import Path
@@ -44,6 +44,9 @@ CHAT_WORDS = frozenset({
     "short", "shorter", "simpler", "simple", "plain", "words", "step", "steps", "walkthrough",
     "walk", "screenshot", "screenshots", "snippet", "table", "list", "bullet", "bulleted",
     "checklist", "rewrite", "tl", "dr", "tldr", "eli5", "newbie", "beginner", "beginners",
+    # contractions written without their apostrophe (the stop list has "don" and "t")
+    "dont", "doesnt", "didnt", "isnt", "arent", "wasnt", "werent", "cant", "couldnt", "wont",
+    "wouldnt", "shouldnt", "hasnt", "havent", "im", "ive", "youre", "thats", "whats", "theres",
 })  # fmt: skip
 """Words a chat message uses whatever its topic: courtesy, fillers, modal verbs, and what is
 asked of the answer (an example, shorter, step by step) rather than what it is about."""
@@ -64,12 +67,39 @@ def _stemmer() -> Any:
     return Stemmer.Stemmer("english")
 
 
-def naming_words(text: str, stemmer: Any) -> list[str]:
-    """The words of `text` that may name a topic, read as the index reads its chunks (the same
-    tokenizer and stemmer): not `not_naming()`, and not words with a digit or an underscore (a
-    number, a code, a name in code: details of a topic rather than one)."""
-    (words,) = LexicalIndex._tokenize([text], stemmer, not_naming())
-    return [word for word in words if word.isalpha()]
+def naming_words(text: str, stemmer: Any) -> list[tuple[str, str]]:
+    """The words of `text` that may name a topic, as (word as written, lower-cased; its stem),
+    read as the index reads its chunks (the same tokenizer and stemmer): not `not_naming()`,
+    and not words with a digit or an underscore (a number, a code, a name in code: details of a
+    topic rather than one)."""
+    (words,) = LexicalIndex._tokenize([text], None, not_naming())
+    words = [word for word in words if word.isalpha()]
+    return list(zip(words, stemmer.stemWords(words), strict=True))
+
+
+def swapped_from(word: str, known: Container[str], stemmer: Any) -> bool:
+    """Whether `word` (as written, lower-cased) reads as a word `known` holds (stemmed), or
+    one that names no topic, with two adjacent letters swapped: the commonest slip of typing
+    ("disabel", "taht"), which should not make a follow-up look like a topic of its own. Only
+    for words of four letters or more, and only swaps: one letter left out, added or replaced
+    also turns everyday words into document words ("dinner" -> "inner"; allowed in words of
+    four to seven letters or more, it kept 2 to 12 of `bench/conversation.py`'s 50 lines of
+    small talk from standing alone on the dev sets; swaps, none)."""
+    if len(word) < 4:
+        return False
+    plain = _not_naming_set()
+    for i in range(len(word) - 1):
+        if word[i] == word[i + 1]:
+            continue
+        swapped = word[:i] + word[i + 1] + word[i] + word[i + 2 :]
+        if swapped in plain or stemmer.stemWord(swapped) in known:
+            return True
+    return False
+
+
+@cache
+def _not_naming_set() -> frozenset[str]:
+    return frozenset(not_naming())
 
 
 @dataclass(frozen=True)
@@ -172,12 +202,17 @@ class LexicalIndex:
         return sum(1 for word in self._bm25.vocab_dict if word.isalpha())
 
     def unknown_words(self, text: str) -> frozenset[str]:
-        """The words of `text` that name something (`naming_words`) and that no chunk uses.
-        Empty for an empty index, which tells nothing."""
+        """The words of `text` that name something (`naming_words`) and that no chunk uses,
+        a known word with two letters swapped (`swapped_from`) not counted. Empty for an empty
+        index, which tells nothing."""
         if self._bm25 is None:
             return frozenset()
         vocabulary = self._bm25.vocab_dict
-        return frozenset(w for w in naming_words(text, self._stemmer) if w not in vocabulary)
+        return frozenset(
+            stem
+            for word, stem in naming_words(text, self._stemmer)
+            if stem not in vocabulary and not swapped_from(word, vocabulary, self._stemmer)
+        )
 
     def save(self, directory: Path) -> None:
         """Write atomically: readers see the old index or the new one, never half of one."""

@@ -205,6 +205,7 @@ def test_unknown_words_are_the_words_no_chunk_uses_in_a_collection_large_enough(
     assert unknown is not None
     # Stemmed as the index reads them; known words, codes, stop words and courtesy left out.
     assert unknown(text) == {"cat", "tell", "error"}
+    assert unknown("i dont see it, whats that? im lost") == {"see", "lost"}  # no apostrophes
     # Two passages use too few words to tell a topic from everyday words they lack.
     assert retriever.lexical().vocabulary == 11  # invoic refund within thirti day request offic ...
     assert unknown_words_in([retriever]) is None
@@ -217,6 +218,21 @@ def test_unknown_words_are_the_words_no_chunk_uses_in_a_collection_large_enough(
     assert both("Tell me about lunch at noon with cats") == {"tell", "cat"}
     nothing = retriever_over(tmp_path / "empty", embedder, "empty", [])
     assert unknown_words_in([nothing], vocabulary=0)(text) == frozenset()  # type: ignore[misc]
+
+
+def test_a_known_word_with_two_letters_swapped_is_known(
+    retriever: Retriever, embedder: FakeEmbedder, closest: Closest
+) -> None:
+    """The commonest slip of typing does not make a follow-up a topic of its own."""
+    unknown = unknown_words_in([retriever], vocabulary=0)
+    assert unknown is not None
+    # refunded, within, thirty, days and (a stop word) that, each with two letters swapped.
+    assert unknown("Refnuded wihtin thrity dyas, taht is?") == frozenset()
+    # Not: a word of three letters, two swaps, a letter left out, or a word it does not know.
+    assert unknown("dya, rfenuded, refnded, cats") == {"dya", "rfenud", "refnd", "cat"}
+    follow_up = "Are tehy refnuded by cheque?"  # one word the documents lack: cheque
+    query = conversation_query([REFUNDS, follow_up], embedder, closest, unknown=unknown)
+    assert query.texts == (REFUNDS, follow_up)
 
 
 def test_the_vocabulary_that_tells_counts_words_not_numbers_or_codes(
