@@ -202,6 +202,52 @@ BLIND_SMALL_TALK = (
 """Follow-ups and small talk for the `blind` kinds, written by a helper that saw neither the
 code nor the other lists, after the rule and its words were settled, and not looked at before
 they were measured."""
+SECOND_BLIND_FOLLOW_UPS = (
+    "and then?",
+    "why not?",
+    "Is that thread-safe?",
+    "What about on Windows?",
+    "Does it slow down inserts?",
+    "How would I test that?",
+    "ok thanks, but what if the file is huge?",
+    "can you show a short example",
+    "Could you make that shorter? Just the key steps.",
+    "how is that different from the other way you mentioned?",
+    "What error do I get if it fails, and how do I catch it?",
+    "Is there a limit on how big it can get?",
+    "Which version added that?",
+    "does this work in pyhton 3.8 too",
+    "Is that safe to use with untrusted input?",
+    "What's the default if I don't pass anything?",
+    "How do I undo it?",
+    "Sorry, I didn't quite follow the second part, can you explain it more simply?",
+    "what happens if two proccesses do it at the same time",
+    "Is it faster than just doing it by hand in a loop?",
+    "hmm ok, and if I need it to be case-insensitive?",
+    "Can you compare the two options in a small table?",
+    "Is that deprecated or still the recommended way?",
+    "What about with an in-memory database?",
+    "does it keep the order",
+    "Does that change if some of the values are NULL or None?",
+    "What's the catch?",
+    "Thanks! Anything I should watch out for in production?",
+    "how do i check that it actually worked",
+    "And if I'm using async code?",
+    "Does it use a lot of memory?",
+    "wait, does that also apply to the data that's already there?",
+    "Can I do the same thing from the command line?",
+    "Where in the docs is that explained?",
+    "ok but what if it raises an exception halfway through",
+    "Is there a way to do it without installing anything extra?",
+    "Could you give an example with real-looking data instead of foo and bar?",
+    "so is that the same as what you said earlier or not?",
+    "what if i need it the other way around",
+    "Do I need to close or clean up anything afterwards?",
+)
+"""40 more follow-ups for the `blind 2` kind, written by another helper that saw neither the code
+nor the other lists (asked for follow-ups that fit many first questions). First measured in the
+run that swept `standalone_similarity` (0.41-0.45), which chose by the topic switches lost on the
+other kinds, not by this one."""
 KEYBOARD = ("qwertyuiop", "asdfghjkl", "zxcvbnm")
 
 
@@ -249,6 +295,7 @@ VARIANTS: dict[str, TurnWeighting] = {
     "decay .5": TurnWeighting(decay=0.5, anchor_weight=False),
     "decay .7": TurnWeighting(decay=0.7, anchor_weight=False),
     "alone at .30": TurnWeighting(standalone_similarity=0.30),
+    "alone at .37": TurnWeighting(standalone_similarity=0.37),
     "alone at .45": TurnWeighting(standalone_similarity=0.45),
     "no own topic": TurnWeighting(own_topic_words=0),
     "own topic at 1": TurnWeighting(own_topic_words=1),
@@ -259,7 +306,8 @@ others show why it is the default (`no lookback`: the topic looked for among the
 turns only, every turn read weighing the same and no turn given a topic of its own by its
 words, as before 2026-12-06; `even weights`: the topic weighs as one follow-up instead of as
 all those read after it; `every`: no turn stands alone, each read with up to two before it;
-`decay`: the last turn weighs more; `alone at`: another similarity for a turn to stand alone;
+`decay`: the last turn weighs more; `alone at`: another similarity for a turn to stand alone
+(.37: the router's evidence threshold, the default before 2026-12-06);
 `no own topic`: a turn that names words no chunk uses is read as any other, the default
 without that rule; `own topic at`: another count of such words)."""
 METRICS = ("recall@1", "recall@5", "mrr@10", "evidence@5")
@@ -322,6 +370,7 @@ def cases(qa: Sequence[QAItem]) -> dict[str, list[QAItem]]:
         "follow-up, blind": then_one_of("follow-up-blind", BLIND_FOLLOW_UPS),
         "off-topic, blind": then_one_of("off-topic-blind", BLIND_SMALL_TALK),
         "follow-up, slips": then_one_of("follow-up-slips", SLIPPED_FOLLOW_UPS),
+        "follow-up, blind 2": then_one_of("follow-up-blind-2", SECOND_BLIND_FOLLOW_UPS),
         "off-topic+follow-up": [
             item(
                 q,

@@ -121,6 +121,11 @@ class RouterSettings(RagtuneSettings):
     dinner tonight?"): it is neither read with the question before it nor that question with
     a follow-up after it (`retrieval.conversation`; only in a collection whose chunks use
     enough words to tell by); 0: off."""
+    standalone_similarity: float = Field(default=0.41, ge=0.0, le=1.0)
+    """Dense similarity of its closest chunk at which a user message stands alone, searched
+    without the messages before it; below it, a message is read as a follow-up (unless it has a
+    topic of its own, `own_topic_words`). Above `evidence_threshold`: a follow-up often finds a
+    passage that barely counts as evidence on its own words (`retrieval.conversation`)."""
     evidence_threshold: float = 0.37
     """Dense similarity at which a passage counts as evidence; below it on every passage, the
     documents are taken not to cover the question."""
@@ -158,11 +163,11 @@ class RouterSettings(RagtuneSettings):
 
     def turn_weighting(self) -> TurnWeighting:
         """Which of a request's user messages its retrieval query reads: a message that finds
-        evidence on its own (`evidence_threshold`), or names enough that the documents never
-        mention (`own_topic_words`), is searched alone."""
+        a passage close enough on its own (`standalone_similarity`), or names enough that the
+        documents never mention (`own_topic_words`), is searched alone."""
         return TurnWeighting(
             turns=self.query_turns,
-            standalone_similarity=self.evidence_threshold,
+            standalone_similarity=self.standalone_similarity,
             own_topic_words=self.own_topic_words,
         )
 

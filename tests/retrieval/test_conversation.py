@@ -113,6 +113,29 @@ def test_a_question_that_finds_evidence_on_its_own_is_searched_alone(
     )
 
 
+@pytest.mark.parametrize(
+    ("similarity", "read"), [(0.39, (REFUNDS, FOLLOW_UP)), (0.41, (FOLLOW_UP,))]
+)
+def test_a_follow_up_that_barely_finds_evidence_is_read_with_its_topic(
+    embedder: FakeEmbedder, similarity: float, read: tuple[str, ...]
+) -> None:
+    """A follow-up's own words may find a passage just past the router's evidence threshold
+    (0.37); below `standalone_similarity` (0.41) it is still read with its topic."""
+    known = {
+        tuple(embedder.embed_query(REFUNDS)): 0.8,
+        tuple(embedder.embed_query(FOLLOW_UP)): similarity,
+    }
+
+    def closest(vector: Vector) -> float:
+        return known[tuple(vector)]
+
+    assert conversation_query([REFUNDS, FOLLOW_UP], embedder, closest).texts == read
+    at_evidence = TurnWeighting(standalone_similarity=0.37)
+    assert conversation_query([REFUNDS, FOLLOW_UP], embedder, closest, at_evidence).texts == (
+        FOLLOW_UP,
+    )
+
+
 def test_a_follow_up_reads_back_to_the_last_turn_that_stands_alone(
     embedder: FakeEmbedder, closest: Closest
 ) -> None:

@@ -12,12 +12,13 @@ from typing import Any, TypeVar
 
 import anyio
 import pytest
+from pydantic import ValidationError
 
 from ragtune.adapters.provenance import CollectionSnapshot, DocumentVersion
 from ragtune.adapters.registry import MANIFEST, AdapterManifest, AdapterRegistry
 from ragtune.adapters.settings import AdapterSettings, adapters_dir
 from ragtune.retrieval.adaptation import adopt, reembed
-from ragtune.retrieval.conversation import unknown_words_in
+from ragtune.retrieval.conversation import DEFAULT_WEIGHTING, unknown_words_in
 from ragtune.retrieval.embedder import TUNED_PREFIX, is_tuned
 from ragtune.retrieval.errors import StoreUnavailableError
 from ragtune.retrieval.settings import RetrievalSettings
@@ -274,6 +275,20 @@ def test_a_collection_too_small_to_tell_does_not_keep_small_talk_with_the_questi
 
     info = converse(parts, conversation, ragtune={"collections": ["default", "notes"]})
     assert (info["route"], info["sources"]) == ("base", [])
+
+
+def test_the_router_settings_choose_which_messages_stand_alone(
+    tmp_path: Path, engine: FakeEngine
+) -> None:
+    """`standalone_similarity` is the router's setting, apart from `evidence_threshold`, and
+    reaches the chat path; its defaults are the conversation query's."""
+    assert RouterSettings().turn_weighting() == DEFAULT_WEIGHTING
+    router = RouterSettings(standalone_similarity=0.5, evidence_threshold=0.3)
+    parts = components(tmp_path, engine, router=router)
+    assert parts.chat.weighting.standalone_similarity == 0.5
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValidationError, match="standalone_similarity"):
+            RouterSettings(standalone_similarity=bad)
 
 
 def test_a_new_question_in_a_conversation_is_searched_alone(
