@@ -252,9 +252,9 @@ KEYBOARD = ("qwertyuiop", "asdfghjkl", "zxcvbnm")
 
 
 def slipped(text: str, rng: random.Random) -> str:
-    """`text` with one slip of typing in one of its words of four letters or more: two
-    adjacent letters swapped, one left out, one doubled, or one replaced by a neighbour on the
-    keyboard (one of the four at random)."""
+    """`text` with one slip of typing in one of its words of four letters or more: a letter
+    swapped with the character after it (an apostrophe too: "tha'ts"), one left out, one
+    doubled, or one replaced by a neighbour on the keyboard (one of the four at random)."""
     words = text.split(" ")
     long = [n for n, word in enumerate(words) if sum(c.isalpha() for c in word) >= 4]
     if not long:

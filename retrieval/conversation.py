@@ -1,6 +1,7 @@
-"""The retrieval query of a conversation, without a model call: a user turn that finds evidence in
-the documents on its own is searched alone; a follow-up that does not ("And how do I turn that
-off?") is searched together with the last turn before it that does, and the follow-ups between.
+"""The retrieval query of a conversation, without a model call: a user turn that finds a passage
+close enough on its own (`TurnWeighting.standalone_similarity`) is searched alone; a follow-up
+that does not ("And how do I turn that off?") is searched together with the last turn before it
+that does, and the follow-ups between.
 A turn that finds no evidence but names things the documents never mention ("What should I
 cook for dinner tonight?") has a topic of its own, and stands alone as well.
 
@@ -30,7 +31,7 @@ class TurnWeighting:
     Measured on both developers' sets (`bench/conversation.py`): a follow-up searched alone
     almost never finds its topic; reading every question with the turns before it costs topic
     switches (Python FAQ recall@5 0.85 -> 0.66); reading the earlier turns only for a last turn
-    that finds no evidence of its own keeps the whole gain and loses no switch (telling them
+    that finds no passage close enough on its own keeps the gain at little cost (telling them
     apart by the turn's words instead, three words outside a stop list, lost 0.04 of recall@5
     on switches and 0.11 on follow-ups). Among the turns read, a follow-up's own words carry
     little of its topic: weighing the last turn more finds the topic less often, and below the

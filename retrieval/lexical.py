@@ -46,7 +46,8 @@ CHAT_WORDS = frozenset({
     "checklist", "rewrite", "tl", "dr", "tldr", "eli5", "newbie", "beginner", "beginners",
     # contractions written without their apostrophe (the stop list has "don" and "t")
     "dont", "doesnt", "didnt", "isnt", "arent", "wasnt", "werent", "cant", "couldnt", "wont",
-    "wouldnt", "shouldnt", "hasnt", "havent", "im", "ive", "youre", "thats", "whats", "theres",
+    "wouldnt", "shouldnt", "hasnt", "havent", "aint", "im", "ive", "youre", "youve", "weve",
+    "theyre", "thats", "whats", "theres", "whos", "wheres",
 })  # fmt: skip
 """Words a chat message uses whatever its topic: courtesy, fillers, modal verbs, and what is
 asked of the answer (an example, shorter, step by step) rather than what it is about."""
@@ -85,9 +86,9 @@ def swapped_from(word: str, known: Container[str], stemmer: Any) -> bool:
     also turns everyday words into document words ("dinner" -> "inner"; allowed in words of
     four to seven letters or more, it kept 2 to 12 of `bench/conversation.py`'s 50 lines of
     small talk from standing alone on the dev sets; swaps, none)."""
-    if len(word) < 4:
+    if not 4 <= len(word) <= SWAP_LETTERS:
         return False
-    plain = _not_naming_set()
+    plain = _whole_plain_words()
     for i in range(len(word) - 1):
         if word[i] == word[i + 1]:
             continue
@@ -97,9 +98,20 @@ def swapped_from(word: str, known: Container[str], stemmer: Any) -> bool:
     return False
 
 
+SWAP_LETTERS = 24
+"""`swapped_from` tries words of at most this many letters: the swaps of a word cost one stem
+each, so a long one (a pasted sequence) would cost its length squared."""
+SWAPS_TRIED = 64
+"""`LexicalIndex.unknown_words` tries swaps for this many distinct unknown words of a message
+at most; past that, a message names plenty that the documents lack anyway."""
+
+
 @cache
-def _not_naming_set() -> frozenset[str]:
-    return frozenset(not_naming())
+def _whole_plain_words() -> frozenset[str]:
+    """`not_naming()` without the stems the stop list keeps of contractions ("hadn", "doesn"):
+    a swap landing on one ("hand" -> "hadn") is a real word, not a slip."""
+    words = frozenset(not_naming())
+    return frozenset(w for w in words if w + "'t" not in words and w + "t" not in words)
 
 
 @dataclass(frozen=True)
@@ -203,15 +215,20 @@ class LexicalIndex:
 
     def unknown_words(self, text: str) -> frozenset[str]:
         """The words of `text` that name something (`naming_words`) and that no chunk uses,
-        a known word with two letters swapped (`swapped_from`) not counted. Empty for an empty
-        index, which tells nothing."""
+        a known word with two letters swapped (`swapped_from`, for the first `SWAPS_TRIED`) not
+        counted. Empty for an empty index, which tells nothing."""
         if self._bm25 is None:
             return frozenset()
         vocabulary = self._bm25.vocab_dict
+        unknown = [
+            (word, stem)
+            for word, stem in dict.fromkeys(naming_words(text, self._stemmer))
+            if stem not in vocabulary
+        ]
         return frozenset(
             stem
-            for word, stem in naming_words(text, self._stemmer)
-            if stem not in vocabulary and not swapped_from(word, vocabulary, self._stemmer)
+            for n, (word, stem) in enumerate(unknown)
+            if n >= SWAPS_TRIED or not swapped_from(word, vocabulary, self._stemmer)
         )
 
     def save(self, directory: Path) -> None:

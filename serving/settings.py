@@ -112,9 +112,9 @@ class RouterSettings(RagtuneSettings):
     """Passages retrieved per request (fewer if they do not fit the model's context)."""
     query_turns: int = Field(default=3, ge=1)
     """User messages a request's retrieval query may read, the last one included: a follow-up
-    that finds no evidence on its own is searched with the last message before it that does and
-    the last follow-ups after that one (`retrieval.conversation`); 1: the last user message
-    alone."""
+    that finds no passage close enough on its own (`standalone_similarity`) is searched with the
+    last message before it that does and the last follow-ups after that one
+    (`retrieval.conversation`); 1: the last user message alone."""
     own_topic_words: int = Field(default=2, ge=0)
     """A user message that names at least this many words no chunk uses (numbers and codes
     aside) has a topic of its own even when it finds no evidence ("What should I cook for

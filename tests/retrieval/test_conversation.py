@@ -4,10 +4,13 @@ the in-memory store tell which turns find evidence on their own)."""
 
 from __future__ import annotations
 
+from collections.abc import Container
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from ragtune.retrieval import lexical
 from ragtune.retrieval.conversation import (
     DEFAULT_WEIGHTING,
     LAST_TURN_ONLY,
@@ -253,9 +256,35 @@ def test_a_known_word_with_two_letters_swapped_is_known(
     assert unknown("Refnuded wihtin thrity dyas, taht is?") == frozenset()
     # Not: a word of three letters, two swaps, a letter left out, or a word it does not know.
     assert unknown("dya, rfenuded, refnded, cats") == {"dya", "rfenud", "refnd", "cat"}
+    # A swap onto a stem the stop list keeps of a contraction ("hadn") is a real word.
+    assert unknown("hand") == {"hand"}
     follow_up = "Are tehy refnuded by cheque?"  # one word the documents lack: cheque
     query = conversation_query([REFUNDS, follow_up], embedder, closest, unknown=unknown)
     assert query.texts == (REFUNDS, follow_up)
+
+
+class NoStemmer:
+    def stemWord(self, word: str) -> str:
+        raise AssertionError("a swap of a long word was stemmed")
+
+
+def test_swaps_are_tried_for_a_bounded_number_of_words_of_bounded_length(
+    retriever: Retriever, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each swap of a word costs a stem: a pasted sequence of thousands of letters, or a
+    message of thousands of words, must not cost its length squared."""
+    assert not lexical.swapped_from("acgt" * 3000, set(), NoStemmer())
+    tried: list[str] = []
+    real = lexical.swapped_from
+
+    def counted(word: str, known: Container[str], stemmer: Any) -> bool:
+        tried.append(word)
+        return real(word, known, stemmer)
+
+    monkeypatch.setattr(lexical, "swapped_from", counted)
+    words = [f"zq{chr(97 + n % 26)}{chr(97 + n // 26)}x" for n in range(200)]
+    assert len(retriever.lexical().unknown_words(" ".join(words * 2))) == 200
+    assert len(tried) == lexical.SWAPS_TRIED
 
 
 def test_the_vocabulary_that_tells_counts_words_not_numbers_or_codes(
