@@ -11,7 +11,7 @@ from pydantic import Field, SecretStr, field_validator
 
 from ragtune.adapters.settings import AdapterSettings
 from ragtune.ingest.settings import IngestSettings
-from ragtune.retrieval.conversation import TurnWeighting
+from ragtune.retrieval.conversation import DEFAULT_WEIGHTING, TurnWeighting
 from ragtune.retrieval.settings import RagtuneSettings, RetrievalSettings
 
 
@@ -110,18 +110,20 @@ class RouterSettings(RagtuneSettings):
 
     rag_top_k: int = 5
     """Passages retrieved per request (fewer if they do not fit the model's context)."""
-    query_turns: int = Field(default=3, ge=1)
+    query_turns: int = Field(default=DEFAULT_WEIGHTING.turns, ge=1)
     """User messages a request's retrieval query may read, the last one included: a follow-up
     that finds no passage close enough on its own (`standalone_similarity`) is searched with the
     last message before it that does and the last follow-ups after that one
     (`retrieval.conversation`); 1: the last user message alone."""
-    own_topic_words: int = Field(default=2, ge=0)
+    own_topic_words: int = Field(default=DEFAULT_WEIGHTING.own_topic_words, ge=0)
     """A user message that names at least this many words no chunk uses (numbers and codes
     aside) has a topic of its own even when it finds no evidence ("What should I cook for
     dinner tonight?"): it is neither read with the question before it nor that question with
     a follow-up after it (`retrieval.conversation`; only in a collection whose chunks use
     enough words to tell by); 0: off."""
-    standalone_similarity: float = Field(default=0.41, ge=0.0, le=1.0)
+    standalone_similarity: float = Field(
+        default=DEFAULT_WEIGHTING.standalone_similarity, ge=0.0, le=1.0
+    )
     """Dense similarity of its closest chunk at which a user message stands alone, searched
     without the messages before it; below it, a message is read as a follow-up (unless it has a
     topic of its own, `own_topic_words`). Above `evidence_threshold`: a follow-up often finds a
