@@ -10,9 +10,11 @@ one reads what a site serves, for checking the HTML loader on a third generator.
 keeps its title and its main content (`div.body`: the navigation bars, sidebar and footer
 are left out, as the other HTML sets' builders leave their pages' tables of contents out).
 In the FAQ pages every *question heading* (a section heading that ends in "?") and the local
-table of contents that lists them are cut; the answers stay. Labels: each question -> the
-text of its answer (the section's own text, its subsections' excluded, as the shared builder
-takes the lines up to the next heading); answers under five words are left out, as there.
+table of contents that lists them are cut; the answers stay; a link on any page whose text is
+a cut question names it by its label instead (as the reStructuredText source does). Labels:
+each question -> the text of its answer (the section's own text, its subsections' excluded,
+as the shared builder takes the lines up to the next heading); answers under five words are
+left out, as there.
 
 `--sections` says how sections are marked up: `html5` as shipped (`<section>`, docutils'
 HTML5 writer), `div` as docutils' HTML4 writer (Sphinx before docutils 0.18), DocBook XSL and
@@ -106,6 +108,17 @@ def cut_questions(page: BeautifulSoup, source: str, first_id: int) -> list[dict[
     return rows
 
 
+def unname_references(page: BeautifulSoup, asked: set[str]) -> None:
+    """A cross-reference that names a cut question by its title ("See <a href=
+    "programming.html#faq-create-standalone-binary">How can I create a stand-alone binary
+    ...?</a>") names it by its label instead, as the reStructuredText source of the shared set
+    does (":ref:`faq-create-standalone-binary`"): the question's words stay out of the corpus
+    wherever a page links to it."""
+    for link in page.find_all("a", href=True):
+        if " ".join(link.get_text(" ").split()) in asked:
+            link.string = str(link["href"]).rpartition("#")[2]
+
+
 def as_divs(page: BeautifulSoup) -> None:
     """Sections as docutils' HTML4 writer and DocBook XSL mark them: `<div class="section">`."""
     for section in page.find_all("section"):
@@ -123,11 +136,15 @@ def build(
     corpus = out / "corpus"
     shutil.rmtree(corpus, ignore_errors=True)
     qa: list[dict[str, str]] = []
+    read: dict[str, BeautifulSoup] = {}
     for name in pages:
         html = (docs / name).read_text(encoding="utf-8")
-        page = whole_page(html) if whole else main_content(html)
+        read[name] = page = whole_page(html) if whole else main_content(html)
         if name.startswith("faq/"):
             qa += cut_questions(page, name, len(qa))
+    asked = {row["question"] for row in qa}
+    for name, page in read.items():
+        unname_references(page, asked)
         if sections == "div":
             as_divs(page)
         target = corpus / name

@@ -104,6 +104,32 @@ def test_the_corpus_page_keeps_answers_and_content_only(
     assert "How do I find a module or application to perform task X" in tutorial
 
 
+def test_a_link_naming_a_question_names_its_label_instead(
+    builder: ModuleType, tmp_path: Path
+) -> None:
+    docs = _docs(tmp_path)
+    reference = (
+        '<p>See <a class="reference internal" href="../faq/library.html#how-do-i-find-a-module">'
+        '<span class="std std-ref">How do I find a module or application to perform task X?'
+        '</span></a> first, and <a href="../faq/library.html#general">General Library '
+        "Questions</a>.</p>"
+    )
+    tutorial = docs / "tutorial" / "index.html"
+    tutorial.write_text(
+        tutorial.read_text().replace("<pre>import sys", reference + "<pre>import sys"),
+        encoding="utf-8",
+    )
+    out = tmp_path / "small"
+    builder.build(docs, out, "small", "html5")
+    page = BeautifulSoup((out / "corpus" / "tutorial" / "index.html").read_text(), "html.parser")
+    text = " ".join(page.get_text(" ").split())
+
+    # As the reStructuredText source reads (":ref:`how-do-i-find-a-module`"); a link that
+    # names no question keeps its text.
+    assert "See how-do-i-find-a-module first, and General Library Questions ." in text
+    assert "perform task X?" not in text
+
+
 def test_sections_as_divs_are_the_same_pages_otherwise(builder: ModuleType, tmp_path: Path) -> None:
     docs = _docs(tmp_path)
     builder.build(docs, tmp_path / "html5", "small", "html5")
