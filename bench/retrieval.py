@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import sys
 import tempfile
@@ -157,6 +158,24 @@ def chunk_shape(collection: Collection, embedder: SentenceTransformerEmbedder) -
     )
 
 
+def asked_in_corpus(qa_path: Path, *collections: Collection) -> list[str]:
+    """The questions of `qa_path` that some chunk of `collections` holds word for word (case
+    and spacing aside): a set whose builder left a question in the corpus (a heading it did not
+    cut, a link that names the question by its title) lets a search find the question rather
+    than its answer. A question split between two chunks is not seen."""
+    asked = {
+        " ".join(str(item["question"]).lower().split()): str(item["question"])
+        for item in json.loads(qa_path.read_text(encoding="utf-8"))
+        if isinstance(item, dict) and item.get("question")
+    }
+    found: set[str] = set()
+    for collection in collections:
+        for chunk in collection.scan(with_text=True):
+            text = " ".join((chunk.text or "").lower().split())
+            found.update(q for q in asked if q in text)
+    return sorted(asked[q] for q in found)
+
+
 def score_set(
     name: str,
     data: Path,
@@ -195,6 +214,9 @@ def score_set(
                 Retriever(product, embedder, indexes, settings), product, data / "qa.json"
             )
             print(f"{name} ragtune chunks: {chunk_shape(product, embedder)}")
+            leaked = asked_in_corpus(data / "qa.json", naive, product)
+            for question in leaked:
+                print(f"{name}: WARNING: the corpus holds the question {question!r} word for word")
             if calibrated:
                 lexical = indexes.current(product)
                 result = calibrate(product, lexical, embedder, settings)

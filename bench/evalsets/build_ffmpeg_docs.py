@@ -31,6 +31,8 @@ from __future__ import annotations
 import copy
 import re
 import sys
+from collections.abc import Set
+from html import escape
 from pathlib import Path
 
 from bs4 import Tag
@@ -66,15 +68,38 @@ def _is_footer(node: Tag) -> bool:
     return node.name == "p" and "generated using" in node.get_text()
 
 
-def _answer(heading: Tag) -> Tag:
+def _answer(heading: Tag, questions: Set[str]) -> Tag:
     """The question's answer: what follows its heading up to the next question, chapter or
-    the page's footer, gathered into one element."""
+    the page's footer, gathered into one element; its links to `questions` by their label."""
     answer = Tag(name="div")
     for node in heading.next_siblings:
         if isinstance(node, Tag) and (node.name in ENDS_AN_ANSWER or _is_footer(node)):
             break
         answer.append(_without_anchors(node) if isinstance(node, Tag) else copy.copy(node))
+    for link, label in _links_to(answer, questions):
+        link.string = label
     return answer
+
+
+def _question(heading: Tag, index: int) -> tuple[str, str]:
+    """(number, question) of the `index`th question heading."""
+    text = tidy(_without_anchors(heading).get_text()).replace("\n", " ")
+    numbered = NUMBERED.match(text)
+    if not numbered:
+        raise ValueError(f"{FAQ}: question {index} is not numbered: {text!r}")
+    return f"{numbered.group(1)}.{numbered.group(2)}", numbered.group(3)
+
+
+def _links_to(element: Tag, questions: Set[str]) -> list[tuple[Tag, str]]:
+    """The links in `element` whose text is one of `questions` ("see <a href="#background-task">
+    How do I run ffmpeg as a background task?</a>"), each with the label it names the question
+    by in the corpus instead (its fragment, "background-task"), so that a question's words are
+    not found in an answer that links to it."""
+    return [
+        (link, str(link["href"]).rpartition("#")[2])
+        for link in element.find_all("a", href=True)
+        if tidy(link.get_text()).replace("\n", " ") in questions
+    ]
 
 
 def parse_faq(html: str) -> Faq:
@@ -86,22 +111,27 @@ def parse_faq(html: str) -> Faq:
     contents (`div.Contents_element`) that repeats every question.
     """
     source = FaqSource(html)
-    cuts = [source.span(toc) for toc in source.soup.find_all("div", class_="Contents_element")]
+    contents = source.soup.find_all("div", class_="Contents_element")
+    cuts = [source.span(toc) for toc in contents]
+    headings = source.soup.find_all("h3", class_="section")
+    questions = {_question(heading, index)[1] for index, heading in enumerate(headings, 1)}
     entries: list[FaqEntry] = []
-    for heading in source.soup.find_all("h3", class_="section"):
-        text = tidy(_without_anchors(heading).get_text()).replace("\n", " ")
-        numbered = NUMBERED.match(text)
-        if not numbered:
-            raise ValueError(f"{FAQ}: question {len(entries) + 1} is not numbered: {text!r}")
-        number, question = f"{numbered.group(1)}.{numbered.group(2)}", numbered.group(3)
-        answer = _answer(heading)
+    for index, heading in enumerate(headings, 1):
+        number, question = _question(heading, index)
+        answer = _answer(heading, questions)
         if not answer.get_text().strip():
             raise ValueError(f"{FAQ}: question {number} has no answer")
         entries.append(faq_entry(len(entries) + 1, question, answer))
         cuts.append(source.span(heading))
     if not entries:
         raise ValueError(f"{FAQ}: no questions found (no h3.section headings)")
-    return Faq(entries, source.without(cuts))
+    put = {}
+    for link, label in _links_to(source.soup, questions):
+        if not any(whole in link.parents for whole in (*contents, *headings)):  # cut anyway
+            start, end = source.element_span(link)
+            cuts.append((start, end))
+            put[start] = f'<a href="{escape(str(link["href"]))}">{escape(label)}</a>'
+    return Faq(entries, source.without(cuts, put))
 
 
 EVALSET = FaqDocs(

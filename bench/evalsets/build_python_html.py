@@ -36,6 +36,7 @@ import json
 import shutil
 import sys
 import tempfile
+from collections.abc import Set
 from pathlib import Path
 
 from bs4 import BeautifulSoup, Tag
@@ -75,10 +76,19 @@ def whole_page(html: str) -> BeautifulSoup:
     return BeautifulSoup(html, "html.parser")
 
 
-def cut_questions(page: BeautifulSoup, source: str, first_id: int) -> list[dict[str, str]]:
+def questions_of(page: BeautifulSoup) -> set[str]:
+    """The question headings of a FAQ page (section headings that end in "?")."""
+    headings = (section.find(HEADINGS, recursive=False) for section in page.find_all("section"))
+    return {q for q in (heading_text(h) for h in headings if h is not None) if q.endswith("?")}
+
+
+def cut_questions(
+    page: BeautifulSoup, source: str, first_id: int, elsewhere: Set[str] = frozenset()
+) -> list[dict[str, str]]:
     """Cut the question headings and the local table of contents out of a FAQ page (and
     any other table of contents entry that names a question: a whole page's sidebar); the
-    qa.json rows of its questions."""
+    qa.json rows of its questions. An answer's links to a question of `elsewhere` (every FAQ
+    page's) read as `unname_references` leaves them in the corpus."""
     for contents in page.find_all(["nav", "div"], class_="contents"):
         contents.decompose()
     rows = []
@@ -95,6 +105,7 @@ def cut_questions(page: BeautifulSoup, source: str, first_id: int) -> list[dict[
         answer = BeautifulSoup(str(section), "html.parser").section
         for sub in answer.find_all("section"):  # type: ignore[union-attr]
             sub.decompose()
+        unname_references(answer, elsewhere)  # type: ignore[arg-type]
         text = block_text(answer)  # type: ignore[arg-type]
         if word_count(text) < MIN_ANSWER_WORDS:
             continue  # "See the next question." is no answer to score against
@@ -108,7 +119,7 @@ def cut_questions(page: BeautifulSoup, source: str, first_id: int) -> list[dict[
     return rows
 
 
-def unname_references(page: BeautifulSoup, asked: set[str]) -> None:
+def unname_references(page: BeautifulSoup | Tag, asked: Set[str]) -> None:
     """A cross-reference that names a cut question by its title ("See <a href=
     "programming.html#faq-create-standalone-binary">How can I create a stand-alone binary
     ...?</a>") names it by its label instead, as the reStructuredText source of the shared set
@@ -139,11 +150,12 @@ def build(
     read: dict[str, BeautifulSoup] = {}
     for name in pages:
         html = (docs / name).read_text(encoding="utf-8")
-        read[name] = page = whole_page(html) if whole else main_content(html)
-        if name.startswith("faq/"):
-            qa += cut_questions(page, name, len(qa))
-    asked = {row["question"] for row in qa}
+        read[name] = whole_page(html) if whole else main_content(html)
+    faq = [name for name in pages if name.startswith("faq/")]
+    asked = set().union(*(questions_of(read[name]) for name in faq))
     for name, page in read.items():
+        if name in faq:
+            qa += cut_questions(page, name, len(qa), asked)
         unname_references(page, asked)
         if sections == "div":
             as_divs(page)

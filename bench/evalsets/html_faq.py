@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -102,11 +102,19 @@ class FaqSource:
         end = self.offset(following) if isinstance(following, Tag) else len(self.html)
         return self.offset(tag), end
 
-    def without(self, cuts: Iterable[tuple[int, int]]) -> str:
-        """The source with the (start, end) spans `cuts`, which do not overlap, taken out."""
+    def element_span(self, tag: Tag) -> tuple[int, int]:
+        """Source span of an inline element without another of its name inside: from its start
+        tag to the end of its end tag."""
+        start = self.offset(tag)
+        return start, self.html.index(f"</{tag.name}>", start) + len(tag.name) + 3
+
+    def without(self, cuts: Iterable[tuple[int, int]], put: Mapping[int, str] | None = None) -> str:
+        """The source with the (start, end) spans `cuts`, which do not overlap, taken out; a
+        cut whose start is in `put` is replaced by that text."""
         page, kept = [], 0
         for start, end in sorted(cuts):
             page.append(self.html[kept:start])
+            page.append((put or {}).get(start, ""))
             kept = end
         page.append(self.html[kept:])
         return "".join(page)

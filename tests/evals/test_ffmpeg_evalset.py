@@ -95,6 +95,32 @@ def test_the_corpus_page_keeps_answers_and_chapters_but_not_questions(builder: M
     assert page.endswith("</div></body></html>\n")
 
 
+def test_a_link_to_a_question_names_its_label_in_the_answer_and_the_page(
+    builder: ModuleType,
+) -> None:
+    html = (
+        f'<div class="Contents_element"><a href="#Join">1.1 How can I join video files?</a>'
+        f"</div>{_heading(3, 'Join', '1.1 How can I join video files?')}"
+        "<p>Use the concat demuxer.</p>"
+        f"{_heading(3, 'Bg', '1.2 How do I run ffmpeg in the background?')}"
+        '<p>Add -nostdin; for the inputs see <a href="#Join"><em>How can I join video\n'
+        'files?</em></a> and <a href="#Bg">the question</a> above.</p>'
+    )
+    faq = builder.parse_faq(html)
+
+    assert faq.entries[1].answer == (
+        "Add -nostdin; for the inputs see Join and the question above."
+    )
+    text = " ".join(BeautifulSoup(faq.page_without_questions, "html.parser").get_text().split())
+    assert (
+        text
+        == "Use the concat demuxer. Add -nostdin; for the inputs see Join and the question above."
+    )
+    assert (
+        '<a href="#Join">Join</a> and <a href="#Bg">the question</a>' in faq.page_without_questions
+    )
+
+
 def test_a_page_of_another_shape_is_an_error(builder: ModuleType) -> None:
     with pytest.raises(ValueError, match="no questions found"):
         builder.parse_faq("<html><body><p>Nothing to ask.</p></body></html>")

@@ -130,6 +130,31 @@ def test_a_link_naming_a_question_names_its_label_instead(
     assert "perform task X?" not in text
 
 
+def test_an_answer_reads_its_links_to_questions_as_the_corpus_does(
+    builder: ModuleType, tmp_path: Path
+) -> None:
+    docs = _docs(tmp_path)
+    general = (
+        FAQ_PAGE.replace("Library FAQ", "General FAQ")
+        .replace(
+            "<p>Check <a",
+            '<p>Read <a href="library.html#how-do-i-find-a-module">How do I find a '
+            "module or application to perform task X?</a> before you ask. Check <a",
+        )
+        .replace("task X?<a", "task Y?<a")
+    )
+    (docs / "faq" / "general.html").write_text(general, encoding="utf-8")
+    out = tmp_path / "small"
+    builder.build(docs, out, "small", "html5")
+    rows = {row["source"]: row for row in json.loads((out / "qa.json").read_text())}
+
+    answer = rows["faq/general.html"]["answer_passage"]
+    assert rows["faq/general.html"]["question"].endswith("task Y?")
+    assert answer.startswith("Read how-do-i-find-a-module before you ask. Check")
+    page = BeautifulSoup((out / "corpus" / "faq" / "general.html").read_text(), "html.parser")
+    assert "Read how-do-i-find-a-module before you ask" in " ".join(page.get_text().split())
+
+
 def test_sections_as_divs_are_the_same_pages_otherwise(builder: ModuleType, tmp_path: Path) -> None:
     docs = _docs(tmp_path)
     builder.build(docs, tmp_path / "html5", "small", "html5")

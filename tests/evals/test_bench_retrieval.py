@@ -1,0 +1,29 @@
+"""bench/retrieval.py's check that a set's corpus does not hold its own questions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bench.retrieval import asked_in_corpus
+from ragtune.retrieval.store import ChunkRecord
+from tests.support.fakes import InMemoryStore
+
+
+def test_a_question_left_in_the_corpus_is_found_whatever_its_case_and_spacing(
+    tmp_path: Path,
+) -> None:
+    qa = tmp_path / "qa.json"
+    questions = ["How do I run ffmpeg as a background task?", "Is it free?", "Why is it slow?"]
+    qa.write_text(json.dumps([{"id": str(i), "question": q} for i, q in enumerate(questions)]))
+    store = InMemoryStore()
+    first, second = (store.collection(name, "m", create=True) for name in ("one", "two"))
+    first.add(
+        [ChunkRecord("1", "See How do I run\nFFmpeg as a  background task? first.", {}, [1.0])]
+    )
+    second.add([ChunkRecord("2", "Is it free? Yes.", {}, [1.0])])
+    second.add([ChunkRecord("3", "Why is it slow", {}, [1.0])])  # not the question: no "?"
+
+    assert asked_in_corpus(qa, first, second) == questions[:2]
+    assert asked_in_corpus(qa, second) == ["Is it free?"]
+    assert asked_in_corpus(qa) == []
