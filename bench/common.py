@@ -1,4 +1,5 @@
-"""What the benchmarks share: the developers' evaluation sets, a collection of real Python-docs
+"""What the benchmarks share: the developers' evaluation sets (and a check that a set's corpus
+does not hold its own questions), a collection of real Python-docs
 chunks of any size, the engine's settings, and one context manager that starts the engine (and
 `ragtune serve` attached to it) and stops everything it started. No bench imports another."""
 
@@ -164,6 +165,24 @@ def _converted(script: Path, html_set: Path, out: Path) -> Path:
     if not (out / "qa.json").is_file():
         subprocess.run([sys.executable, str(script), str(html_set), str(out)], check=True)
     return out
+
+
+def asked_in_corpus(qa_path: Path, *collections: Collection) -> list[str]:
+    """The questions of `qa_path` that some chunk of `collections` holds word for word (case
+    and spacing aside): a set whose builder left a question in the corpus (a heading it did not
+    cut, a link that names the question by its title) lets a search find the question rather
+    than its answer. A question split between two chunks is not seen."""
+    asked = {
+        " ".join(str(item["question"]).lower().split()): str(item["question"])
+        for item in json.loads(qa_path.read_text(encoding="utf-8"))
+        if isinstance(item, dict) and item.get("question")
+    }
+    found: set[str] = set()
+    for collection in collections:
+        for chunk in collection.scan(with_text=True):
+            text = " ".join((chunk.text or "").lower().split())
+            found.update(q for q in asked if q in text)
+    return sorted(asked[q] for q in found)
 
 
 DEV_SETS = {

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import sys
 import tempfile
@@ -47,7 +46,7 @@ sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench.common import DEV_SETS, add_set_options, chosen_sets
+from bench.common import DEV_SETS, add_set_options, asked_in_corpus, chosen_sets
 from ragtune.evals.decision import paired_bootstrap
 from ragtune.ingest.pipeline import IngestService
 from ragtune.ingest.settings import IngestSettings
@@ -156,24 +155,6 @@ def chunk_shape(collection: Collection, embedder: SentenceTransformerEmbedder) -
         f"{len(per_doc)} docs, {len(texts)} chunks; chunks/doc p10/p50/p90/max "
         f"{spread(list(per_doc.values()))}; tokens/chunk {spread(sizes)}"
     )
-
-
-def asked_in_corpus(qa_path: Path, *collections: Collection) -> list[str]:
-    """The questions of `qa_path` that some chunk of `collections` holds word for word (case
-    and spacing aside): a set whose builder left a question in the corpus (a heading it did not
-    cut, a link that names the question by its title) lets a search find the question rather
-    than its answer. A question split between two chunks is not seen."""
-    asked = {
-        " ".join(str(item["question"]).lower().split()): str(item["question"])
-        for item in json.loads(qa_path.read_text(encoding="utf-8"))
-        if isinstance(item, dict) and item.get("question")
-    }
-    found: set[str] = set()
-    for collection in collections:
-        for chunk in collection.scan(with_text=True):
-            text = " ".join((chunk.text or "").lower().split())
-            found.update(q for q in asked if q in text)
-    return sorted(asked[q] for q in found)
 
 
 def score_set(

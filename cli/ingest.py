@@ -18,6 +18,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from ragtune.cli.interrupt import stop_if_interrupted
 from ragtune.cli.settings import command_settings
@@ -41,7 +42,7 @@ stderr = Console(stderr=True)
 
 CollectionOption = Annotated[
     str | None,
-    typer.Option("--collection", "-c", help="Collection to use [default: RAGTUNE_COLLECTION]"),
+    typer.Option("--collection", "-c", help="Collection to use \\[default: RAGTUNE_COLLECTION]"),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
@@ -151,9 +152,9 @@ def print_summary(summary: IngestSummary) -> None:
     )
     for result in summary.files:
         if result.status == FileStatus.FAILED:
-            stdout.print(f"[red]failed[/red] {result.source}: {result.reason}")
+            stdout.print(f"[red]failed[/red] {escape(f'{result.source}: {result.reason}')}")
         elif result.status == FileStatus.REMOVED:
-            stdout.print(f"[yellow]removed[/yellow] {result.source}")
+            stdout.print(f"[yellow]removed[/yellow] {escape(result.source)}")
 
 
 docs_app = typer.Typer(help="List and remove ingested documents.", no_args_is_help=True)
@@ -188,15 +189,16 @@ def docs_list(
         table.add_column(column, overflow="fold")
     for d in documents:
         meta = " ".join(f"{k}={v}" for k, v in d.meta.items())
-        table.add_row(d.source, d.title, d.file_type, str(d.chunks), d.ingested_at, meta)
+        cells = (d.source, d.title, d.file_type, str(d.chunks), d.ingested_at, meta)
+        table.add_row(*(Text(cell) for cell in cells))  # documents' names are data, not markup
     stdout.print(table)
 
 
 def _refused_calibration(name: str, refused: str) -> str:
     return (
         f"search fusion: none, its searches fail: collection {name!r} {escape(refused)}; "
-        f"recalibrate it: ragtune tune retrieval --collection {name} (or --reset for the "
-        "shipped defaults)"
+        f"recalibrate it: ragtune tune retrieval --collection {name} --store (or --reset for "
+        "the shipped defaults)"
     )
 
 
@@ -207,10 +209,10 @@ def _fusion_caption(calibration: Calibration | None, fusion: RetrievalSettings, 
     if source == "tuned defaults":
         return (
             f"search fusion: shipped defaults for a tuned embedder, BM25 weight "
-            f"{fusion.lexical_weight} (calibrate: ragtune tune retrieval)"
+            f"{fusion.lexical_weight} (to measure a calibration: ragtune tune retrieval)"
         )
     if calibration is None:
-        return "search fusion: shipped defaults (calibrate: ragtune tune retrieval)"
+        return "search fusion: shipped defaults (to measure a calibration: ragtune tune retrieval)"
     return (
         f"search fusion: calibrated, {calibration.describe()} ({calibration.pseudo_queries} "
         f"pseudo-queries, MRR@10 {calibration.mrr:.3f} vs defaults "
@@ -234,4 +236,4 @@ def docs_rm(
         removed = remove_documents(target, sources)
         LexicalIndexes.for_store(settings.data_dir, store).current(target, save=True)
     for d in removed:
-        stdout.print(f"removed {d.source} ({d.chunks} chunks)")
+        stdout.print(f"removed {escape(d.source)} ({d.chunks} chunks)")

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.panel import Panel
+from rich.text import Text
 
 from ragtune.cli.settings import command_settings
 from ragtune.retrieval.embedder import LazyEmbedder, collection_embedder, model_id_for
@@ -116,9 +117,10 @@ def hit_panel(hit: SearchHit) -> Panel:
         scores.append(f"bm25 #{hit.lexical_rank} {hit.lexical_score:.2f}")
     if hit.rerank_score is not None:
         scores.append(f"rerank {hit.rerank_score:.3f}")
+    # Documents' text, paths and headings are data, never markup ("list[int]", "[/x]").
     return Panel(
-        reflow(hit.context or hit.text),
-        title=f"[{hit.rank}] {where}",
-        subtitle=f"{' · '.join(scores)} · {hit.chunk_id}",
+        Text(reflow(hit.context or hit.text)),
+        title=Text(f"[{hit.rank}] {where}"),
+        subtitle=Text(f"{' · '.join(scores)} · {hit.chunk_id}"),
         title_align="left",
     )

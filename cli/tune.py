@@ -45,15 +45,26 @@ def tune_retrieval(
     collection: Annotated[
         str | None,
         typer.Option(
-            "--collection", "-c", help="Collection to calibrate [default: RAGTUNE_COLLECTION]"
+            "--collection", "-c", help="Collection to calibrate \\[default: RAGTUNE_COLLECTION]"
         ),
     ] = None,
     queries: Annotated[
         int, typer.Option("--queries", min=20, max=5000, help="Pseudo-queries to draw.")
     ] = 300,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the draw.")] = 0,
+    store_it: Annotated[
+        bool,
+        typer.Option(
+            "--store",
+            help="Store the choice with the collection: every search of it then uses it.",
+        ),
+    ] = False,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Measure and show; store nothing.")
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Change nothing (the default without --store); with --reset: show what would go.",
+        ),
     ] = False,
     reset: Annotated[
         bool, typer.Option("--reset", help="Remove the stored calibration (back to defaults).")
@@ -61,19 +72,28 @@ def tune_retrieval(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
     """Calibrate fusion (method, BM25 weight, rrf_k) for one collection, with no labels:
-    sentences of its own chunks are the queries, their neighbouring chunks the answers. Stored
-    with the collection and used by every search of it (settings given explicitly still win).
+    sentences of its own chunks are the queries, their neighbouring chunks the answers. Shown;
+    stored with the collection only with --store, and then used by every search of it
+    (settings given explicitly still win). On each of the developers' sets it was measured on,
+    the choice ranked real questions worse than the shipped defaults (README): use --store
+    where you have measured it on questions of your own (ragtune eval retrieval).
 
-    Example: ragtune tune retrieval --collection handbook
+    Example: ragtune tune retrieval --collection handbook --store
     """
+    if store_it and dry_run:
+        raise typer.BadParameter("--store and --dry-run contradict each other: give one")
     settings = command_settings(ctx).retrieval_for(collection)
-    with open_store(settings, "read" if dry_run else "write") as store:
+    writes = (store_it or reset) and not dry_run  # measuring stores nothing unless asked
+    with open_store(settings, "write" if writes else "read") as store:
         target = store.collection(settings.collection, model_id_for(settings.embedding_model))
         if reset:
-            if dry_run:
-                stdout.print(f"{target.name}: would go back to the shipped defaults [dry run]")
-            else:
+            if writes:
                 store_calibration(target, None)
+            if as_json:
+                stdout.print_json(json.dumps({"collection": target.name, "reset": writes}))
+            elif not writes:
+                stdout.print(f"{target.name}: would go back to the shipped defaults (dry run)")
+            else:
                 stdout.print(f"collection {target.name!r} searches with the shipped defaults")
             return
         # One refused (another embedding model's, or unreadable) is what this replaces.
@@ -81,18 +101,16 @@ def tune_retrieval(
         if refused is not None:
             stderr.print(
                 f"collection {target.name!r} {escape(refused)}: ignored, measuring anew"
-                + (" (a dry run leaves it stored)" if dry_run else ""),
+                + (" (it stays stored without --store)" if not writes else ""),
                 soft_wrap=True,
             )
-        lexical = LexicalIndexes.for_store(settings.data_dir, store).current(
-            target, save=not dry_run
-        )
+        lexical = LexicalIndexes.for_store(settings.data_dir, store).current(target, save=writes)
         with stderr.status(f"calibrating {target.name!r} on {queries} pseudo-queries..."):
             # The model loads only once the collection has been found fit to calibrate.
             embedder = LazyEmbedder(lambda: collection_embedder(target, settings))
             defaults = default_fusion(target, settings)  # what the calibration replaces
             result = calibrate(target, lexical, embedder, defaults, queries, seed)
-        if not dry_run:
+        if writes:
             store_calibration(target, result)
     # A fusion setting given explicitly wins over any calibration: searches keep using it.
     explicit = sorted(FUSION_KEYS & settings.model_fields_set)
@@ -101,7 +119,7 @@ def tune_retrieval(
             json.dumps(
                 {
                     "collection": target.name,
-                    "stored": not dry_run,
+                    "stored": writes,
                     "calibration": result.summary(),
                     "ignored_calibration": refused,
                     "overridden_by": explicit,
@@ -118,11 +136,25 @@ def tune_retrieval(
         f"{target.name}: {result.describe()} "
         f"(MRR@10 on {result.pseudo_queries} pseudo-queries {result.mrr:.3f}; {compared} "
         f"{result.default_mrr:.3f}; before: {was}; {result.seconds:.1f} s)"
-        + ("" if not dry_run else " [dry run: nothing stored]")
+        + ("" if writes else " (nothing stored)")
     )
+    if not writes:
+        trial = (
+            f"RAGTUNE_FUSION={result.fusion} RAGTUNE_DENSE_WEIGHT={result.dense_weight} "
+            f"RAGTUNE_LEXICAL_WEIGHT={result.lexical_weight} RAGTUNE_RRF_K={result.rrf_k} "
+            f"ragtune eval retrieval -c {target.name} --qa ..."
+        )
+        stdout.print(
+            "Not stored: on each of the developers' sets it was measured on, a label-free "
+            "choice ranked real questions worse than the shipped defaults (its pseudo-queries "
+            "favour BM25). Compare it with what searches use now on questions of your own first "
+            f"({escape(trial)}, and the same command without the settings); --store uses it "
+            "for every search of the collection.",
+            soft_wrap=True,
+        )
     if explicit:
         stdout.print(
-            f"searches {'would' if dry_run else 'do'} not use it: the fusion settings given "
+            f"searches {'do' if writes else 'would'} not use it: the fusion settings given "
             f"explicitly ({', '.join(explicit)}"
             f"; environment or config file) win over a calibration, so searches fuse with "
             f"{in_force}; remove them to use the calibration"
@@ -135,7 +167,7 @@ def tune_embedder(
     collection: Annotated[
         str | None,
         typer.Option(
-            "--collection", "-c", help="Collection to tune for [default: RAGTUNE_COLLECTION]"
+            "--collection", "-c", help="Collection to tune for \\[default: RAGTUNE_COLLECTION]"
         ),
     ] = None,
     steps: Annotated[int, typer.Option("--steps", min=1, max=100_000, help="Training steps.")] = 60,
@@ -196,7 +228,7 @@ def tune_embedder(
             else:
                 stdout.print(
                     f"{target.name}: embedded with {configured.model_id} again"
-                    + (" [dry run: nothing changed]" if dry_run else "")
+                    + (" (dry run: nothing changed)" if dry_run else "")
                 )
             return
         with stderr.status(f"tuning for {target.name!r}...") as status:
@@ -259,7 +291,7 @@ def _report(
             "any, was measured with the old vectors and was dropped"
         )
     elif dry_run:
-        stdout.print("[dry run: nothing changed]")
+        stdout.print("(dry run: nothing changed)")
     else:
         stdout.print(
             f"not adopted: the tuned model measures worse on the {trial.decided_on} ({new:.3f} "

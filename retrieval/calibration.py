@@ -15,7 +15,8 @@ measured with: a collection read through another model refuses it.
 Measured on both developers' sets (bench/retrieval.py --calibrate): pseudo-queries favour BM25
 more than real questions do (on both sets BM25 alone beats dense alone on them, while on the
 real questions dense wins), so the choice leans lexical. It is therefore a command, not a step
-of every ingest, and the shipped defaults stay in force for a collection never calibrated.
+of every ingest, that stores its choice only when asked (`--store`), and the shipped defaults
+stay in force for a collection never calibrated.
 """
 
 from __future__ import annotations
@@ -196,8 +197,8 @@ def stored_calibration(collection: Collection) -> Calibration | None:
         name = collection.name
         raise RetrievalError(
             f"collection {name!r} {refused}; recalibrate it: ragtune tune retrieval "
-            f"--collection {name} (or go back to the shipped defaults: ragtune tune retrieval "
-            f"--collection {name} --reset)"
+            f"--collection {name} --store (or go back to the shipped defaults: ragtune tune "
+            f"retrieval --collection {name} --reset)"
         )
     return calibration
 

@@ -126,8 +126,9 @@ def parse_faq(html: str) -> Faq:
     if not entries:
         raise ValueError(f"{FAQ}: no questions found (no h3.section headings)")
     put = {}
+    cut_whole = (*contents, *headings)
     for link, label in _links_to(source.soup, questions):
-        if not any(whole in link.parents for whole in (*contents, *headings)):  # cut anyway
+        if not any(parent is whole for parent in link.parents for whole in cut_whole):
             start, end = source.element_span(link)
             cuts.append((start, end))
             put[start] = f'<a href="{escape(str(link["href"]))}">{escape(label)}</a>'

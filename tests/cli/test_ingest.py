@@ -251,3 +251,28 @@ def test_ingest_into_a_chroma_server_while_another_process_reads(
     hits = ragtune_json("search", "Why does Python use indentation?", data_dir=data_dir, **server)
     assert any(h["source"].endswith("faq/design.rst.txt") for h in hits)
     assert not (data_dir / "chroma").exists()  # nothing embedded was used
+
+
+def test_brackets_in_documents_are_shown_as_written(tmp_path: Path) -> None:
+    """A document's text, name and title are data, never console markup: `list[int]` keeps its
+    brackets, `[/x]` (a closing tag with no opening one) does not crash the command."""
+    data_dir = tmp_path / "data"
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    text = "# Types [bold]\nAnnotate llamas as list[int] and close with [/x] here.\n"
+    (docs / "a[b].md").write_text(text)
+    (docs / "bad[red].txt").write_bytes(b"\x00\x01\x02" * 100)
+    ingest = ragtune("ingest", docs, data_dir=data_dir)
+    assert ingest.returncode == 1, ingest.stderr
+    assert "bad[red].txt: binary content" in ingest.stdout
+    listed = ragtune("docs", "list", data_dir=data_dir)
+    assert listed.returncode == 0, listed.stderr
+    assert "a[b].md" in listed.stdout
+    assert "Types [bold]" in listed.stdout
+    found = ragtune("search", "llamas list[int]", data_dir=data_dir)
+    assert found.returncode == 0, found.stderr
+    assert "list[int] and close with [/x] here" in found.stdout
+    assert "a[b].md" in found.stdout
+    removed = ragtune("docs", "rm", docs / "a[b].md", data_dir=data_dir)
+    assert removed.returncode == 0, removed.stderr
+    assert "a[b].md (1 chunks)" in removed.stdout

@@ -15,7 +15,7 @@ from tests.support.cli import ragtune, ragtune_json
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 
-def test_tune_retrieval_stores_a_calibration_searches_use(faq_docs: Path) -> None:
+def test_tune_retrieval_stores_a_calibration_searches_use_when_asked(faq_docs: Path) -> None:
     data_dir = faq_docs  # the small corpus's FAQ in the collection faq-docs
 
     def fusion() -> dict[str, object]:
@@ -35,8 +35,18 @@ def test_tune_retrieval_stores_a_calibration_searches_use(faq_docs: Path) -> Non
     assert dry["calibration"]["pseudo_queries"] >= 20
     assert fusion()["from"] == "defaults"  # a dry run stores nothing
 
+    shown = ragtune("tune", "retrieval", "-c", "faq-docs", "--queries", "80", data_dir=data_dir)
+    assert shown.returncode == 0, shown.stderr
+    assert "(nothing stored)" in shown.stdout
+    assert "Not stored" in shown.stdout
+    assert "RAGTUNE_LEXICAL_WEIGHT=" in shown.stdout  # how to try it without storing it
+    assert fusion()["from"] == "defaults"  # measuring alone stores nothing
+    both = ragtune("tune", "retrieval", "-c", "faq-docs", "--store", "--dry-run", data_dir=data_dir)
+    assert both.returncode == 2
+    assert "contradict" in both.stderr
+
     tuned = ragtune_json(
-        "tune", "retrieval", "-c", "faq-docs", "--queries", "80", data_dir=data_dir
+        "tune", "retrieval", "-c", "faq-docs", "--queries", "80", "--store", data_dir=data_dir
     )
     chosen = tuned["calibration"]
     assert tuned["stored"] is True
@@ -65,8 +75,17 @@ def test_tune_retrieval_stores_a_calibration_searches_use(faq_docs: Path) -> Non
     assert "as configured" in listed.stdout
     assert "calibrated" not in listed.stdout
 
-    reset = ragtune("tune", "retrieval", "-c", "faq-docs", "--reset", data_dir=data_dir)
-    assert reset.returncode == 0, reset.stderr
+    dry = ragtune("tune", "retrieval", "-c", "faq-docs", "--reset", "--dry-run", data_dir=data_dir)
+    assert dry.returncode == 0, dry.stderr
+    assert "would go back to the shipped defaults (dry run)" in dry.stdout
+    assert fusion()["from"] == "calibration"
+    dry_json = ("tune", "retrieval", "-c", "faq-docs", "--reset", "--dry-run")
+    assert ragtune_json(*dry_json, data_dir=data_dir) == {"collection": "faq-docs", "reset": False}
+    assert fusion()["from"] == "calibration"
+    reset = ragtune_json(
+        "tune", "retrieval", "-c", "faq-docs", "--reset", "--json", data_dir=data_dir
+    )
+    assert reset == {"collection": "faq-docs", "reset": True}
     assert fusion()["from"] == "defaults"
 
 
@@ -106,7 +125,7 @@ def test_a_calibration_searches_refuse_is_replaced_by_the_command_they_advise(
     refused = search()
     assert refused.returncode == 2
     assert "other-model" in refused.stderr
-    assert "ragtune tune retrieval --collection faq-docs" in refused.stderr
+    assert "ragtune tune retrieval --collection faq-docs --store" in refused.stderr
     assert "--reset" in refused.stderr  # the other way out
 
     # The listing shows the problem instead of failing.
@@ -124,7 +143,7 @@ def test_a_calibration_searches_refuse_is_replaced_by_the_command_they_advise(
     assert "other-model" in dry["ignored_calibration"]
     assert search().returncode == 2  # a dry run leaves it stored
 
-    tuned = ragtune("tune", "retrieval", "-c", "faq-docs", data_dir=data_dir)
+    tuned = ragtune("tune", "retrieval", "-c", "faq-docs", "--store", data_dir=data_dir)
     assert tuned.returncode == 0, tuned.stderr
     assert "other-model" in tuned.stderr
     assert "ignored" in tuned.stderr

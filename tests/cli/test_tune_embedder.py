@@ -32,7 +32,9 @@ def test_tune_embedder_adopts_a_tuned_model_every_reader_follows(
     faq_docs: Path, tmp_path: Path
 ) -> None:
     data_dir = faq_docs  # the small corpus's FAQ in the collection faq-docs
-    assert ragtune("tune", "retrieval", "-c", "faq-docs", data_dir=data_dir).returncode == 0
+    assert (
+        ragtune("tune", "retrieval", "-c", "faq-docs", "--store", data_dir=data_dir).returncode == 0
+    )
     model, chunks, calibration = stored(data_dir, "faq-docs")
     assert model == "sentence-transformers/all-MiniLM-L6-v2"
     assert calibration != "None"

@@ -1,11 +1,12 @@
-"""bench/retrieval.py's check that a set's corpus does not hold its own questions."""
+"""The benches' check that a set's corpus does not hold its own questions (bench/common.py,
+printed by bench/retrieval.py)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from bench.retrieval import asked_in_corpus
+from bench.common import asked_in_corpus
 from ragtune.retrieval.store import ChunkRecord
 from tests.support.fakes import InMemoryStore
 

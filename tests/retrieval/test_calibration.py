@@ -238,7 +238,7 @@ def test_a_calibration_from_another_embedding_model_is_refused(
     assert stored_calibration(ingested) is None  # nothing stored
     # One written by something else is refused when read, with what to do.
     ingested.set_metadata_value(CALIBRATION_KEY, other.to_json())
-    with pytest.raises(RetrievalError, match="ragtune tune retrieval --collection docs"):
+    with pytest.raises(RetrievalError, match="ragtune tune retrieval --collection docs --store"):
         Retriever(ingested, embedder, indexes, settings).search("river", 3)
     ingested.set_metadata_value(CALIBRATION_KEY, "{not json")
     with pytest.raises(RetrievalError, match="unreadable calibration"):
@@ -328,7 +328,7 @@ def test_a_stored_calibration_search_cannot_fuse_with_is_refused(
         stored_calibration(collection)
     message = str(refused.value)
     assert why in message
-    assert "ragtune tune retrieval --collection docs" in message
+    assert "ragtune tune retrieval --collection docs --store" in message
     assert "--reset" in message
     calibration, problem = read_calibration(collection)
     assert calibration is None
