@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from ragtune.cli.settings import command_settings
 from ragtune.serving.engine.launcher import EngineLauncher, EngineStatus
@@ -102,16 +103,16 @@ def show_status(status: EngineStatus, as_json: bool) -> None:
         return
     table = Table(show_header=False, box=None)
     table.add_row("engine", "[green]ready[/green]" if status.running else "[red]not ready[/red]")
-    table.add_row("url", status.url)
+    table.add_row("url", Text(status.url))
     table.add_row("mode", "started by ragtune" if status.managed else "attached (RAGTUNE_VLLM_URL)")
     if status.pid is not None:
         table.add_row("pid", str(status.pid))
     if status.base_model:
-        table.add_row("base model", status.base_model)
+        table.add_row("base model", Text(status.base_model))
     if status.running:
-        table.add_row("adapters", ", ".join(status.adapters) or "none loaded")
+        table.add_row("adapters", Text(", ".join(status.adapters) or "none loaded"))
     if status.log:
-        table.add_row("log", status.log)
+        table.add_row("log", Text(status.log))
     if status.detail:
-        table.add_row("detail", status.detail)
+        table.add_row("detail", Text(status.detail))  # the engine's words: no markup
     stdout.print(table)

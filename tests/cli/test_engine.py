@@ -9,7 +9,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
+from ragtune.cli import engine as engine_cli
 from ragtune.serving.engine import launcher
 from ragtune.serving.engine.launcher import engine_venvs, find_engine_python, user_engine_venv
 from ragtune.serving.errors import EngineStartError
@@ -109,3 +111,20 @@ def test_engine_commands_work_from_any_folder(tmp_path: Path) -> None:
     assert started.returncode == 2
     assert "the engine environment is missing: RAGTUNE_ENGINE_PYTHON is" in started.stderr
     assert not (elsewhere / ".ragtune").exists()  # nothing written in the working folder
+
+
+def test_engine_status_shows_the_engines_words_as_written(monkeypatch: pytest.MonkeyPatch) -> None:
+    """vLLM's log lines and errors hold brackets ("[rank0]", "[/x]"): they are no markup."""
+    console = Console(record=True, width=200)
+    monkeypatch.setattr(engine_cli, "stdout", console)
+    status = launcher.EngineStatus(
+        url="http://127.0.0.1:8011",
+        managed=True,
+        running=False,
+        log="/srv/engine[1]/vllm.log",
+        detail="[rank0]: CUDA error [/x] out of memory",
+    )
+    engine_cli.show_status(status, as_json=False)
+    shown = console.export_text()
+    assert "[rank0]: CUDA error [/x] out of memory" in shown
+    assert "/srv/engine[1]/vllm.log" in shown
