@@ -40,7 +40,16 @@ from bs4 import Tag
 # The shared rules, beside this file (a script's own folder is on its path; the tests, which
 # load the builders by their path, get it from here).
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from html_faq import Faq, FaqDocs, FaqEntry, FaqSource, faq_entry, tidy
+from html_faq import (
+    Faq,
+    FaqDocs,
+    FaqEntry,
+    FaqSource,
+    faq_entry,
+    links_to_questions,
+    name_links_by_label,
+    tidy,
+)
 
 FAQ = "faq.html"
 # The three tools' manuals, the library overviews and the guides (index.html's own list); the
@@ -76,30 +85,22 @@ def _answer(heading: Tag, questions: Set[str]) -> Tag:
         if isinstance(node, Tag) and (node.name in ENDS_AN_ANSWER or _is_footer(node)):
             break
         answer.append(_without_anchors(node) if isinstance(node, Tag) else copy.copy(node))
-    for link, label in _links_to(answer, questions):
-        link.string = label
+    name_links_by_label(answer, questions, _read)
     return answer
+
+
+def _read(element: Tag) -> str:
+    """An element's text on one line, as a question heading is read."""
+    return tidy(element.get_text()).replace("\n", " ")
 
 
 def _question(heading: Tag, index: int) -> tuple[str, str]:
     """(number, question) of the `index`th question heading."""
-    text = tidy(_without_anchors(heading).get_text()).replace("\n", " ")
+    text = _read(_without_anchors(heading))
     numbered = NUMBERED.match(text)
     if not numbered:
         raise ValueError(f"{FAQ}: question {index} is not numbered: {text!r}")
     return f"{numbered.group(1)}.{numbered.group(2)}", numbered.group(3)
-
-
-def _links_to(element: Tag, questions: Set[str]) -> list[tuple[Tag, str]]:
-    """The links in `element` whose text is one of `questions` ("see <a href="#background-task">
-    How do I run ffmpeg as a background task?</a>"), each with the label it names the question
-    by in the corpus instead (its fragment, "background-task"), so that a question's words are
-    not found in an answer that links to it."""
-    return [
-        (link, str(link["href"]).rpartition("#")[2])
-        for link in element.find_all("a", href=True)
-        if tidy(link.get_text()).replace("\n", " ") in questions
-    ]
 
 
 def parse_faq(html: str) -> Faq:
@@ -127,7 +128,7 @@ def parse_faq(html: str) -> Faq:
         raise ValueError(f"{FAQ}: no questions found (no h3.section headings)")
     put = {}
     cut_whole = (*contents, *headings)
-    for link, label in _links_to(source.soup, questions):
+    for link, label in links_to_questions(source.soup, questions, _read):
         if not any(parent is whole for parent in link.parents for whole in cut_whole):
             start, end = source.element_span(link)
             cuts.append((start, end))

@@ -36,13 +36,19 @@ import json
 import shutil
 import sys
 import tempfile
-from collections.abc import Set
+from collections.abc import Iterator, Set
 from pathlib import Path
 
 from bs4 import BeautifulSoup, Tag
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from html_faq import MIN_ANSWER_WORDS, block_text, unpack_package, word_count
+from html_faq import (
+    MIN_ANSWER_WORDS,
+    block_text,
+    name_links_by_label,
+    unpack_package,
+    word_count,
+)
 
 PACKAGE = "python3.11-doc"
 ROOT = "usr/share/doc/python3.11/html"
@@ -76,10 +82,18 @@ def whole_page(html: str) -> BeautifulSoup:
     return BeautifulSoup(html, "html.parser")
 
 
+def question_sections(page: BeautifulSoup) -> Iterator[tuple[Tag, Tag, str]]:
+    """(section, heading, question) for each section of a FAQ page whose heading is a question
+    (ends in "?")."""
+    for section in page.find_all("section"):
+        heading = section.find(HEADINGS, recursive=False)
+        if heading is not None and (question := heading_text(heading)).endswith("?"):
+            yield section, heading, question
+
+
 def questions_of(page: BeautifulSoup) -> set[str]:
-    """The question headings of a FAQ page (section headings that end in "?")."""
-    headings = (section.find(HEADINGS, recursive=False) for section in page.find_all("section"))
-    return {q for q in (heading_text(h) for h in headings if h is not None) if q.endswith("?")}
+    """The question headings of a FAQ page."""
+    return {question for _, _, question in question_sections(page)}
 
 
 def cut_questions(
@@ -93,13 +107,7 @@ def cut_questions(
         contents.decompose()
     rows = []
     asked: set[str] = set()
-    for section in page.find_all("section"):
-        heading = section.find(HEADINGS, recursive=False)
-        if heading is None:
-            continue
-        question = heading_text(heading)
-        if not question.endswith("?"):
-            continue
+    for section, heading, question in question_sections(page):
         heading.decompose()
         asked.add(question)
         answer = BeautifulSoup(str(section), "html.parser").section
@@ -113,21 +121,18 @@ def cut_questions(
                      "answer_passage": text, "source": source})  # fmt: skip
     for link in page.find_all("a", href=True):  # a table of contents entry naming a question
         entry = link.find_parent("li")
-        named = " ".join(link.get_text(" ").split())
-        if not link.decomposed and entry and str(link["href"]).startswith("#") and named in asked:
+        if link.decomposed or not entry or not str(link["href"]).startswith("#"):
+            continue
+        if heading_text(link) in asked:
             entry.decompose()
     return rows
 
 
 def unname_references(page: BeautifulSoup | Tag, asked: Set[str]) -> None:
-    """A cross-reference that names a cut question by its title ("See <a href=
-    "programming.html#faq-create-standalone-binary">How can I create a stand-alone binary
-    ...?</a>") names it by its label instead, as the reStructuredText source of the shared set
-    does (":ref:`faq-create-standalone-binary`"): the question's words stay out of the corpus
-    wherever a page links to it."""
-    for link in page.find_all("a", href=True):
-        if " ".join(link.get_text(" ").split()) in asked:
-            link.string = str(link["href"]).rpartition("#")[2]
+    """A cross-reference that names a cut question by its title names it by its label instead
+    (`html_faq.links_to_questions`), the link read as a question heading is: the question's
+    words stay out of the corpus wherever a page links to it."""
+    name_links_by_label(page, asked, heading_text)
 
 
 def as_divs(page: BeautifulSoup) -> None:

@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Set
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -67,6 +67,29 @@ def local_link(href: str) -> str | None:
     if not target or ":" in target or target.startswith("/"):
         return None  # a fragment on the same page, an absolute URL, javascript:, mailto:
     return target
+
+
+def links_to_questions(
+    element: Tag, questions: Set[str], read: Callable[[Tag], str]
+) -> list[tuple[Tag, str]]:
+    """The links in `element` whose text, read by `read` (as the builder reads its question
+    headings), is one of `questions` ("See <a href="programming.html#faq-create-standalone-
+    binary">How can I create a stand-alone binary from a Python script?</a>"), each with the
+    label that names the question instead: the link's fragment ("faq-create-standalone-binary"),
+    as the reStructuredText source of the shared set does (":ref:`faq-create-standalone-
+    binary`"). Named so, a question's words are not found wherever a page or an answer links
+    to it."""
+    return [
+        (link, str(link["href"]).rpartition("#")[2])
+        for link in element.find_all("a", href=True)
+        if read(link) in questions
+    ]
+
+
+def name_links_by_label(element: Tag, questions: Set[str], read: Callable[[Tag], str]) -> None:
+    """Each of `element`'s links to one of `questions` (`links_to_questions`) shows its label."""
+    for link, label in links_to_questions(element, questions, read):
+        link.string = label
 
 
 def faq_entry(number: int, question: str, answer: Tag) -> FaqEntry:
