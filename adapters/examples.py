@@ -52,9 +52,11 @@ def load_examples(path: Path) -> list[Example]:
     """A task's examples, JSONL: {"instruction", "input", "output"} or {"messages": [..., an
     assistant message]} per line. The first bad line is an error that names it."""
     try:
-        lines = path.read_text().splitlines()
-    except OSError as exc:
-        raise TrainingDataError(f"cannot read the training data {path}: {exc}") from exc
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # a byte-order mark read past
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TrainingDataError(
+            f"cannot read the training data {path}: {exc} (save it as UTF-8)"
+        ) from exc
     examples = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -96,9 +98,12 @@ def read_prompts(path: Path) -> list[str]:
     `prompt`, `question`, `instruction` + `input` or `messages` per line, or plain text, one
     prompt per line."""
     try:
-        lines = [line for line in path.read_text().splitlines() if line.strip()]
-    except OSError as exc:
-        raise InvalidAdapterError(f"cannot read the examples file {path}: {exc}") from exc
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark read past
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidAdapterError(
+            f"cannot read the examples file {path}: {exc} (save it as UTF-8)"
+        ) from exc
+    lines = [line for line in text.splitlines() if line.strip()]
     if path.suffix != ".jsonl":
         return lines
     prompts = []

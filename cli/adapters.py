@@ -27,6 +27,7 @@ from ragtune.adapters.provenance import (
 )
 from ragtune.adapters.registry import AdapterManifest, AdapterRegistry
 from ragtune.cli.settings import CommandSettings, command_settings
+from ragtune.cli.show import data
 from ragtune.retrieval.embedder import model_id_for
 from ragtune.retrieval.errors import RetrievalError
 from ragtune.retrieval.store import open_store
@@ -276,7 +277,7 @@ def show_manifest(manifest: AdapterManifest, changes: Sequence[DocumentChange] |
                 f"{value['name']} at revision {value['revision'] or '(none)'}, "
                 f"{len(value['documents'])} documents"
             )
-        table.add_row(key, Text(shown))
+        table.add_row(key, data(shown))
     recorded = manifest.training_collection
     if recorded is not None:
         if changes is None:
@@ -287,11 +288,11 @@ def show_manifest(manifest: AdapterManifest, changes: Sequence[DocumentChange] |
             table.add_row("stale", Text(("yes: " if found.stale else "no: ") + found.describe()))
             for change in changes:
                 since = f" (ingested {change.since})" if change.since else ""
-                table.add_row("", Text(f"- {change.change} {change.source}{since}"))
+                table.add_row("", data(f"- {change.change} {change.source}{since}"))
     if isinstance(advice, dict):
-        table.add_row("advice", Text(f"{advice.get('verdict_words')} ({advice.get('date', '')})"))
+        table.add_row("advice", data(f"{advice.get('verdict_words')} ({advice.get('date', '')})"))
         for reason in advice.get("reasons", []):
-            table.add_row("", Text(f"- {reason}"))
+            table.add_row("", data(f"- {reason}"))
     stdout.print(table)
 
 

@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 from rich.console import Console
-from rich.markup import escape
 
 from ragtune.adapters.errors import AdapterError
 from ragtune.cli import advise as advise_cli
@@ -22,6 +21,7 @@ from ragtune.cli.keys import keys_app
 from ragtune.cli.router import router_app
 from ragtune.cli.serve import serve
 from ragtune.cli.settings import CommandSettings, settings_classes
+from ragtune.cli.show import in_markup
 from ragtune.cli.tune import tune_app
 from ragtune.evals.errors import EvalError
 from ragtune.ingest.errors import IngestError
@@ -80,13 +80,13 @@ def main() -> None:
             _interrupted()
         sys.exit(code if isinstance(code, int) else 0)
     except (IngestError, RetrievalError, ServingError, AdapterError, EvalError) as exc:
-        stderr.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        stderr.print(f"[red]error:[/red] {in_markup(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors()
         )
-        stderr.print(f"[red]error:[/red] invalid setting: {escape(problems)}", soft_wrap=True)
+        stderr.print(f"[red]error:[/red] invalid setting: {in_markup(problems)}", soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         stderr.print("interrupted: the store is consistent; run the same command again to finish")

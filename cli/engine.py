@@ -8,9 +8,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
-from rich.text import Text
 
 from ragtune.cli.settings import command_settings
+from ragtune.cli.show import data
 from ragtune.serving.engine.launcher import EngineLauncher, EngineStatus
 from ragtune.serving.engine.models import prepare_default_model
 
@@ -103,16 +103,16 @@ def show_status(status: EngineStatus, as_json: bool) -> None:
         return
     table = Table(show_header=False, box=None)
     table.add_row("engine", "[green]ready[/green]" if status.running else "[red]not ready[/red]")
-    table.add_row("url", Text(status.url))
+    table.add_row("url", data(status.url))
     table.add_row("mode", "started by ragtune" if status.managed else "attached (RAGTUNE_VLLM_URL)")
     if status.pid is not None:
         table.add_row("pid", str(status.pid))
     if status.base_model:
-        table.add_row("base model", Text(status.base_model))
+        table.add_row("base model", data(status.base_model))
     if status.running:
-        table.add_row("adapters", Text(", ".join(status.adapters) or "none loaded"))
+        table.add_row("adapters", data(", ".join(status.adapters) or "none loaded"))
     if status.log:
-        table.add_row("log", Text(status.log))
+        table.add_row("log", data(status.log))
     if status.detail:
-        table.add_row("detail", Text(status.detail))  # the engine's words: no markup
+        table.add_row("detail", data(status.detail))  # the engine's words: no markup, no control
     stdout.print(table)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -12,10 +13,10 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from rich.text import Text
 
-from ragtune.cli.ingest import RichProgress
+from ragtune.cli.ingest import RichProgress, failed_line
 from ragtune.cli.settings import command_settings
+from ragtune.cli.show import data, in_markup
 from ragtune.evals.retrieval import evaluate_retrieval
 from ragtune.evals.routes import (
     CaseResult,
@@ -24,9 +25,9 @@ from ragtune.evals.routes import (
     evaluate_case_file,
     suggest_for_deployment,
 )
-from ragtune.ingest.pipeline import IngestSummary
+from ragtune.ingest.pipeline import FileStatus, IngestSummary
 from ragtune.retrieval.embedder import model_id_for
-from ragtune.retrieval.evaluation import RetrievalReport, load_qa
+from ragtune.retrieval.evaluation import NGRAM, RetrievalReport, load_qa, too_short
 from ragtune.retrieval.filters import SearchFilter
 from ragtune.retrieval.search import SearchMode
 from ragtune.serving.components import route_model_path
@@ -93,7 +94,21 @@ def eval_retrieval(
     """
     ks = parse_ks(k)
     modes = list(SearchMode) if mode == "all" else [_mode(mode)]
+    if corpus is not None and not corpus.exists():
+        raise typer.BadParameter(f"no such file or folder: {corpus}", param_hint="--corpus")
+    if run_file is not None:
+        check_writable(run_file, "--run-file")  # before the evaluation, not after its work
     items = load_qa(qa)
+    short = too_short(items)
+    if short:
+        shown = ", ".join(short[:10]) + (f" and {len(short) - 10} more" if len(short) > 10 else "")
+        stderr.print(
+            f"warning: {len(short)} answer passage(s) under {NGRAM} words ({in_markup(shown)}): "
+            f"the rule matches word {NGRAM}-grams (words: runs of a-z, 0-9 and _), so nothing can "
+            "be found relevant to them and they score 0; give the passages that answer them or "
+            "leave them out",
+            soft_wrap=True,
+        )
     settings = command_settings(ctx)
     report = evaluate_retrieval(
         settings.retrieval_for(None if corpus is not None else collection),
@@ -115,6 +130,24 @@ def eval_retrieval(
         print_report(report, ks)
 
 
+def check_writable(path: Path, option: str) -> None:
+    """A usage error unless `path` can be written as a file: its folder exists, it is no
+    folder, and it may be written."""
+    folder = path.parent
+    if path.is_dir():
+        problem = f"{path} is a folder; give a file's path, e.g. {path / 'run.json'}"
+    elif not folder.is_dir():
+        problem = (
+            f"the folder {folder} does not exist; create it first (mkdir -p {folder}) or give "
+            "a path in an existing folder"
+        )
+    elif not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        problem = f"{path} cannot be written (permission denied); give a path you can write to"
+    else:
+        return
+    raise typer.BadParameter(problem, param_hint=option)
+
+
 class RetrievalProgress:
     """Draws an evaluation on stderr: the corpus ingestion, then a spinner while scoring."""
 
@@ -122,11 +155,15 @@ class RetrievalProgress:
         return RichProgress(stderr)
 
     def ingested(self, summary: IngestSummary) -> None:
+        failed, skipped = len(summary.failed), summary.count(FileStatus.SKIPPED)
         stderr.print(
-            f"ingested {len(summary.files) - len(summary.failed)} files into temporary "
+            f"ingested {len(summary.files) - failed - skipped} files into temporary "
             f"collection {summary.collection!r}: {summary.chunks_embedded} chunks, "
-            f"{len(summary.failed)} failed"
+            f"{failed} failed"
+            + (f", {skipped} skipped (not a type ragtune reads)" if skipped else "")
         )
+        for result in summary.failed:  # as `ragtune ingest` lists them
+            stderr.print(failed_line(result))
 
     def scoring(self, questions: int) -> AbstractContextManager[object]:
         return stderr.status(f"evaluating {questions} questions...")
@@ -348,10 +385,10 @@ def print_route_report(report: RouteReport) -> None:
     for result in misrouted:
         cases.add_row(
             str(result.case.line),
-            Text(_shorten(result.case.question, 80)),
-            _route_label(result.case.label, result.case.expected_adapter),
-            _route_label(result.route, result.adapter),
-            Text(result.reason),
+            data(_shorten(result.case.question, 80)),
+            data(_route_label(result.case.label, result.case.expected_adapter)),
+            data(_route_label(result.route, result.adapter)),
+            data(result.reason),
         )
     stdout.print(cases)
 

@@ -9,7 +9,6 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -18,10 +17,10 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
-from rich.text import Text
 
 from ragtune.cli.interrupt import stop_if_interrupted
 from ragtune.cli.settings import command_settings
+from ragtune.cli.show import data, in_markup
 from ragtune.ingest.counters import record_run
 from ragtune.ingest.documents import list_documents, remove_documents
 from ragtune.ingest.pipeline import FileResult, FileStatus, IngestService, IngestSummary, parse_meta
@@ -93,7 +92,12 @@ def ingest(
         typer.Option("--meta", "-m", help="key=value stored on every chunk (repeatable)."),
     ] = None,
     sync: Annotated[
-        bool, typer.Option("--sync", help="Remove documents under PATHS whose files are gone.")
+        bool,
+        typer.Option(
+            "--sync",
+            help="Remove documents whose files were deleted under PATHS (a PATH that is gone "
+            "is a failure: its documents are kept).",
+        ),
     ] = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Report what would change; write nothing.")
@@ -152,9 +156,14 @@ def print_summary(summary: IngestSummary) -> None:
     )
     for result in summary.files:
         if result.status == FileStatus.FAILED:
-            stdout.print(f"[red]failed[/red] {escape(f'{result.source}: {result.reason}')}")
+            stdout.print(failed_line(result))
         elif result.status == FileStatus.REMOVED:
-            stdout.print(f"[yellow]removed[/yellow] {escape(result.source)}")
+            stdout.print(f"[yellow]removed[/yellow] {in_markup(result.source)}")
+
+
+def failed_line(result: FileResult) -> str:
+    """How a file that failed is listed, with its reason (as markup)."""
+    return f"[red]failed[/red] {in_markup(f'{result.source}: {result.reason}')}"
 
 
 docs_app = typer.Typer(help="List and remove ingested documents.", no_args_is_help=True)
@@ -190,13 +199,13 @@ def docs_list(
     for d in documents:
         meta = " ".join(f"{k}={v}" for k, v in d.meta.items())
         cells = (d.source, d.title, d.file_type, str(d.chunks), d.ingested_at, meta)
-        table.add_row(*(Text(cell) for cell in cells))  # documents' names are data, not markup
+        table.add_row(*(data(cell) for cell in cells))  # documents' names are data, not markup
     stdout.print(table)
 
 
 def _refused_calibration(name: str, refused: str) -> str:
     return (
-        f"search fusion: none, its searches fail: collection {name!r} {escape(refused)}; "
+        f"search fusion: none, its searches fail: collection {name!r} {in_markup(refused)}; "
         f"recalibrate it: ragtune tune retrieval --collection {name} --store (or --reset for "
         "the shipped defaults)"
     )
@@ -236,4 +245,4 @@ def docs_rm(
         removed = remove_documents(target, sources)
         LexicalIndexes.for_store(settings.data_dir, store).current(target, save=True)
     for d in removed:
-        stdout.print(f"removed {escape(d.source)} ({d.chunks} chunks)")
+        stdout.print(f"removed {in_markup(d.source)} ({d.chunks} chunks)")

@@ -10,9 +10,9 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.panel import Panel
-from rich.text import Text
 
 from ragtune.cli.settings import command_settings
+from ragtune.cli.show import data
 from ragtune.retrieval.embedder import LazyEmbedder, collection_embedder, model_id_for
 from ragtune.retrieval.filters import SearchFilter
 from ragtune.retrieval.lexical import LexicalIndexes
@@ -51,6 +51,12 @@ def search(
 
     Example: ragtune search "How do I read a file line by line?" -k 3 --filter source=tutorial/
     """
+    if not question.strip():
+        # Nothing to rank by: dense search would return arbitrary chunks, BM25 none.
+        raise typer.BadParameter(
+            'the question is empty: give the words to look for, e.g. ragtune search "sick leave"',
+            param_hint="QUESTION",
+        )
     settings = command_settings(ctx).retrieval_for(collection)
     search_filter = SearchFilter.parse(filters or [])
     reranker = load_reranker(settings)
@@ -119,8 +125,8 @@ def hit_panel(hit: SearchHit) -> Panel:
         scores.append(f"rerank {hit.rerank_score:.3f}")
     # Documents' text, paths and headings are data, never markup ("list[int]", "[/x]").
     return Panel(
-        Text(reflow(hit.context or hit.text)),
-        title=Text(f"[{hit.rank}] {where}"),
-        subtitle=Text(f"{' · '.join(scores)} · {hit.chunk_id}"),
+        data(reflow(hit.context or hit.text)),
+        title=data(f"[{hit.rank}] {where}"),
+        subtitle=data(f"{' · '.join(scores)} · {hit.chunk_id}"),
         title_align="left",
     )

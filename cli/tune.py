@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ragtune.cli.settings import command_settings
+from ragtune.cli.show import in_markup
 from ragtune.retrieval.adaptation import Trial, TuneOptions, settle, try_tuned
 from ragtune.retrieval.adaptation import revert as revert_tuning
 from ragtune.retrieval.calibration import (
@@ -82,6 +83,11 @@ def tune_retrieval(
     """
     if store_it and dry_run:
         raise typer.BadParameter("--store and --dry-run contradict each other: give one")
+    if store_it and reset:
+        raise typer.BadParameter(
+            "--reset and --store contradict each other: give --reset to go back to the shipped "
+            "defaults, --store to store a new calibration"
+        )
     settings = command_settings(ctx).retrieval_for(collection)
     writes = (store_it or reset) and not dry_run  # measuring stores nothing unless asked
     with open_store(settings, "write" if writes else "read") as store:
@@ -100,7 +106,7 @@ def tune_retrieval(
         before, refused = read_calibration(target)
         if refused is not None:
             stderr.print(
-                f"collection {target.name!r} {escape(refused)}: ignored, measuring anew"
+                f"collection {target.name!r} {in_markup(refused)}: ignored, measuring anew"
                 + (" (it stays stored without --store)" if not writes else ""),
                 soft_wrap=True,
             )

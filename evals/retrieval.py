@@ -13,7 +13,8 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Protocol
 
-from ragtune.ingest.pipeline import IngestProgress, IngestService, IngestSummary
+from ragtune.ingest.loaders import supported_suffixes
+from ragtune.ingest.pipeline import FileStatus, IngestProgress, IngestService, IngestSummary
 from ragtune.ingest.settings import IngestSettings
 from ragtune.retrieval.conversation import (
     DEFAULT_WEIGHTING,
@@ -109,6 +110,9 @@ def evaluate_retrieval(
                 with reporter.ingesting() as progress:
                     summary = service.run([corpus], progress=progress)
                 reporter.ingested(summary)
+                if target.count() == 0:
+                    # Every question would score 0: a measurement of nothing, not of search.
+                    raise RetrievalError(_no_chunks(corpus, summary))
             reranker = load_reranker(settings)
             retriever = Retriever(target, embedder, indexes, settings, reranker=reranker)
 
@@ -131,3 +135,19 @@ def evaluate_retrieval(
             if corpus is not None and target is not None:
                 store.delete_collection(settings.collection)
                 indexes.drop(settings.collection)
+
+
+def _no_chunks(corpus: Path, summary: IngestSummary) -> str:
+    failed, skipped = summary.count(FileStatus.FAILED), summary.count(FileStatus.SKIPPED)
+    empty = len(summary.files) - failed - skipped
+    parts = [f"{failed} failed"] if failed else []
+    if skipped:
+        parts.append(f"{skipped} skipped (ragtune reads {supported_suffixes()})")
+    if empty:
+        parts.append(f"{empty} hold no text")
+    files = f"{len(summary.files)} file{'' if len(summary.files) == 1 else 's'}"
+    found = f"of its {files}, {', '.join(parts)}" if parts else "it is empty"
+    return (
+        f"--corpus {corpus} gave no chunks to evaluate: {found}; give a folder of documents "
+        "that `ragtune ingest` reads"
+    )

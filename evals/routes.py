@@ -93,7 +93,8 @@ def load_cases(path: Path, *, labelled: bool = True) -> list[RouteCase]:
     """The cases of a JSONL file; the first bad line is an error that names it. With
     `labelled`, every case must say its expected route."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        # utf-8-sig: a byte-order mark (as some Windows editors save) is read past.
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except FileNotFoundError:
         raise RouteCasesError(f"no such case file: {path}") from None
     except (OSError, UnicodeDecodeError) as exc:

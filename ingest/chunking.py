@@ -16,7 +16,9 @@ grouped by topic (`topic_groups`) before the splitter packs them: each group fit
 and the cuts fall where neighbouring paragraphs share the fewest words.
 Chunk sizes are counted in the embedding model's own word pieces, heading included when
 embedded, and every chunk is checked against the model's limit: nothing is ever cut off by the
-embedder.
+embedder. A text counts at least one piece per 12 characters other than spaces, so a run of
+characters the model reads as one unknown piece (a word of 100 letters or more, a script
+written without spaces that the model does not know) is cut like any text.
 """
 
 from __future__ import annotations
@@ -50,6 +52,11 @@ _CUT_COST = 0.1
 # its section (gtk-doc's "Parameters" and "Returns" under each function: alone, "the new
 # GtkLabel" is a chunk that answers nothing).
 _SMALL_SECTION = 32
+# English text averages 4-5 characters a word piece (spaces aside), code, URLs, hex and CJK,
+# Arabic or Cyrillic text 1-5; a chunk over this many is made of words its model cannot read
+# (`_CharactersCount`).
+_MOST_CHARACTERS_PER_PIECE = 12
+_SPACE = re.compile(r"\s+")
 # Bounds the work on a text of very many short paragraphs (the largest group in the
 # developers' plain-text sets has 110).
 _MOST_PARAGRAPHS = 128
@@ -63,6 +70,32 @@ class TokenCounter(Protocol):
     def count_tokens(self, texts: Sequence[str]) -> list[int]: ...
 
     def content_tokens(self, text: str) -> int: ...
+
+
+class _CharactersCount:
+    """A `TokenCounter` that counts a text as at least one word piece per
+    `_MOST_CHARACTERS_PER_PIECE` characters other than spaces. A model's tokenizer reads a word
+    it cannot split (in WordPiece, over 100 characters: a run of letters with no space or
+    punctuation) as one unknown piece however long it is, so a document of such runs would
+    otherwise be one chunk of any size, shown and put into prompts whole."""
+
+    def __init__(self, counter: TokenCounter) -> None:
+        self._counter = counter
+        self.max_tokens = counter.max_tokens
+        self._special = counter.count_tokens([""])[0]
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        counted = self._counter.count_tokens(texts)
+        least = (_least_pieces(text) + self._special for text in texts)
+        return [max(n, fewest) for n, fewest in zip(counted, least, strict=True)]
+
+    def content_tokens(self, text: str) -> int:
+        return max(self._counter.content_tokens(text), _least_pieces(text))
+
+
+def _least_pieces(text: str) -> int:
+    """Spaces aside: a piece the splitter measures may be a line's indentation alone."""
+    return math.ceil(len(_SPACE.sub("", text)) / _MOST_CHARACTERS_PER_PIECE)
 
 
 @dataclass(frozen=True)
@@ -102,7 +135,7 @@ class Chunker:
         embed_headings: bool = False,
         split_on_blank_lines: bool = True,
     ) -> None:
-        self.counter = counter
+        self.counter = _CharactersCount(counter)
         self.max_tokens = min(max_tokens or counter.max_tokens, counter.max_tokens)
         self.overlap_tokens = overlap_tokens
         self.embed_headings = embed_headings

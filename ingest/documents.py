@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,18 @@ def list_documents(collection: Collection) -> list[DocumentInfo]:
     return sorted(documents.values(), key=lambda d: d.source)
 
 
+def absolute(path: Path | str) -> Path:
+    """`path` absolute, with "~", "." and ".." read (`../docs` from within `docs/` is `docs`, not
+    a second copy of every document): how a document's path is stored. A ".." after a symbolic
+    link is left as given when reading it away would name another place than the system reads
+    (`link/../docs` is the link's target's sibling)."""
+    given = Path(path).expanduser().absolute()
+    normal = Path(os.path.normpath(given))
+    if ".." in given.parts and os.path.realpath(normal) != os.path.realpath(given):
+        return given
+    return normal
+
+
 def remove_documents(collection: Collection, sources: Sequence[str]) -> list[DocumentInfo]:
     """Remove the documents named by path (a file, or a folder for all below it) or by id.
 
@@ -52,13 +65,13 @@ def remove_documents(collection: Collection, sources: Sequence[str]) -> list[Doc
     chosen: dict[str, DocumentInfo] = {}
     unmatched = []
     for given in sources:
-        target = Path(given).expanduser().absolute()
+        target = absolute(given)
         matches = [
             d
             for d in documents
             if given in (d.doc_id, d.source)
-            or Path(d.source) == target
-            or target in Path(d.source).parents
+            or absolute(d.source) == target  # stored before paths were normalised, too
+            or target in absolute(d.source).parents
         ]
         if not matches:
             unmatched.append(given)

@@ -45,7 +45,7 @@ SUFFIXES: dict[str, str] = {
 }
 
 
-LOADER_VERSIONS: dict[str, int] = {HTML: 8, PDF: 2, MARKDOWN: 3, RST: 3, TEXT: 2}
+LOADER_VERSIONS: dict[str, int] = {HTML: 8, PDF: 2, MARKDOWN: 4, RST: 3, TEXT: 2}
 """Bumped when a loader reads the same file differently (HTML 2: inline elements in place;
 3: self-contained blocks apart; 4: the terms of one description kept together; 5: a div
 whose class names a section stands apart, permalink marks left out; 6: navigation (menus,
@@ -56,7 +56,8 @@ assistive technology left out; 8: a form's text read (its controls and buttons l
 pages after the first `</html>` read, `<br>` inside `pre` a line break, a heading that runs
 over the text read as text, navigation named in camel case or with digits left out; PDF 2:
 paragraphs and headings, see `ingest.pdf`; Markdown 2: setext headings, front matter,
-paragraphs kept apart; 3: a heading of closing #s alone is empty (CommonMark); RST 2: markup
+paragraphs kept apart; 3: a heading of closing #s alone is empty (CommonMark); 4: a link's or
+image's data URI without its payload; RST 2: markup
 a reader never sees left out; 3: directive names in any case; text 2:
 paragraphs grouped by topic when chunked, see `ingest.chunking`), so that the next ingest
 re-reads files of that type instead of skipping them as unchanged."""
@@ -332,6 +333,14 @@ _MD_SETEXT = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
 _MD_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 _MD_NOT_A_TITLE = re.compile(r"^(?: {4}|\t| {0,3}(?:[-*+>|]|\d+[.)])(?:\s|$))")
 """A line that cannot be a setext title: indented code, a list item, a quote, a table row."""
+# A data URI as a link's or an image's target (`![logo](data:image/png;base64,iVBOR...)`, a
+# reference definition's, or an HTML image's `src` written into the Markdown): its payload is
+# no text, only junk chunks to embed (100 KB of base64 made 437), so only its media type is
+# kept.
+_MD_DATA_URI = re.compile(
+    r"(\]\(\s*<?|^ {0,3}\[[^\]]+\]:[ \t]*<?|\bsrc\s*=\s*[\"']?)data:([^,\s)>\"']*),[^\s)>\"']*",
+    re.IGNORECASE,
+)
 _MD_FRONT_TITLE = re.compile(r"^title:[ \t]*(.+?)[ \t]*$", re.MULTILINE)
 
 
@@ -393,7 +402,7 @@ def _load_markdown(path: Path, data: bytes) -> LoadedDocument:
             enter(1 if underline.group(1)[0] == "=" else 2, line.strip())
             n += 1
         else:
-            body.append(line)
+            body.append(_MD_DATA_URI.sub(r"\1data:\2,…", line))
         n += 1
     enter(0, "")
     return LoadedDocument(title or _title_from_name(path), MARKDOWN, sections)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -27,13 +28,20 @@ from pathlib import Path
 from typing import Protocol
 
 from ragtune.ingest.chunking import Chunk, Chunker
+from ragtune.ingest.documents import absolute
 from ragtune.ingest.errors import DocumentLoadError, InvalidMetadataError
 from ragtune.ingest.loaders import file_type_of, load_document, loader_version
 from ragtune.ingest.settings import IngestSettings
 from ragtune.retrieval.embedder import Embedder
 from ragtune.retrieval.errors import RetrievalError
 from ragtune.retrieval.lexical import LexicalIndexes
-from ragtune.retrieval.store import ChunkRecord, Collection, Metadata, MetadataValue
+from ragtune.retrieval.store import (
+    STORE_KEY_PREFIXES,
+    ChunkRecord,
+    Collection,
+    Metadata,
+    MetadataValue,
+)
 
 # Metadata keys ragtune writes on every chunk; `--meta` may not use them.
 RESERVED_KEYS = frozenset(
@@ -132,6 +140,12 @@ def parse_meta(pairs: Iterable[str]) -> dict[str, str]:
                 f"--meta key {key!r} is reserved by ragtune; choose another name "
                 f"(reserved: {', '.join(sorted(RESERVED_KEYS))})"
             )
+        kept = [prefix for prefix in STORE_KEY_PREFIXES if key.startswith(prefix)]
+        if kept:
+            raise InvalidMetadataError(
+                f"--meta key {key!r} starts with {kept[0]!r}, which the vector store keeps for "
+                "its own keys; choose another name"
+            )
         meta[key] = value
     return meta
 
@@ -195,29 +209,54 @@ class FoundFile:
     name when the file itself was named."""
 
 
+def _shown(path: Path) -> str:
+    """The path as text, a byte of a name that is not valid UTF-8 written as "\\xff"."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _unreadable_name(path: Path) -> FileResult | None:
+    """A failure for a path whose name is not valid UTF-8 (a file copied from another system):
+    it cannot be stored as a document's source."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        reason = "its name is not valid UTF-8; rename the file"
+        return FileResult(_shown(path), FileStatus.FAILED, reason=reason)
+    return None
+
+
 def discover(paths: Sequence[Path]) -> tuple[list[FoundFile], list[FileResult]]:
-    """Files under `paths` (recursively); missing paths fail."""
+    """Files under `paths` (recursively); missing paths fail, as do files whose names are not
+    valid UTF-8."""
     files: list[FoundFile] = []
     problems: list[FileResult] = []
     seen: set[Path] = set()
+
+    def found(path: Path, explicit: bool, display: str) -> None:
+        if path in seen:
+            return
+        seen.add(path)
+        unreadable = _unreadable_name(path)
+        if unreadable is not None:
+            problems.append(unreadable)
+        else:
+            files.append(FoundFile(path, explicit, display))
+
     for given in paths:
-        path = given.expanduser().absolute()
+        path = absolute(given)
         if path.is_file():
-            if path not in seen:
-                seen.add(path)
-                files.append(FoundFile(path, True, path.name))
+            found(path, True, path.name)
         elif path.is_dir():
             for root, dirs, names in os.walk(path):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                 for name in sorted(names):
                     child = Path(root) / name
-                    if not name.startswith(".") and child not in seen:
-                        seen.add(child)
+                    if not name.startswith("."):
                         display = (Path(path.name) / child.relative_to(path)).as_posix()
-                        files.append(FoundFile(child, False, display))
+                        found(child, False, display)
         else:
             problems.append(
-                FileResult(str(path), FileStatus.FAILED, reason="no such file or directory")
+                FileResult(_shown(path), FileStatus.FAILED, reason="no such file or directory")
             )
     return files, problems
 
@@ -261,7 +300,7 @@ class IngestService:
         # Known without loading the model: the configured sizes and the model's identity.
         s = self.settings
         return (
-            f"chunker-v3:max={s.chunk_max_tokens}:overlap={s.chunk_overlap_tokens}:"
+            f"chunker-v4:max={s.chunk_max_tokens}:overlap={s.chunk_overlap_tokens}:"
             f"headings={s.embed_headings}:blank-lines={s.split_on_blank_lines}:"
             f"model={self.collection.embedding_model}"
         )
@@ -275,7 +314,9 @@ class IngestService:
         progress: IngestProgress | None = None,
     ) -> IngestSummary:
         files, missing = discover(paths)
-        roots = [p.expanduser().absolute() for p in paths]
+        # A named path that is gone is a failure, with or without --sync: its documents are kept
+        # (a typo or a share not mounted would otherwise remove every document under it).
+        roots = [root for root in map(absolute, paths) if root.exists()]
         return self._run(files, missing, roots, meta, sync, dry_run, progress)
 
     def run_file(
@@ -288,6 +329,7 @@ class IngestService:
         """Ingest one named file (an unsupported type fails), its readers shown `display`
         instead of its path: what the HTTP API runs for a file attached to a vector store, with
         the loaders, chunking and bookkeeping of `run`."""
+        # As given: the caller finds the document by an id it makes of this same path.
         found = FoundFile(path.expanduser().absolute(), True, display)
         return self._run([found], [], [], meta, False, False, progress)
 
@@ -309,8 +351,7 @@ class IngestService:
         progress.start(len(files) + len(missing))
 
         if sync:
-            # A path that is gone is what --sync is for: its documents are removed below.
-            missing = [m for m in missing if not self._has_documents_under(Path(m.source), stored)]
+            missing = [self._kept_under(m, stored) for m in missing]
         for result in missing:
             summary.files.append(result)
             progress.file_done(result)
@@ -333,7 +374,7 @@ class IngestService:
         if sync:
             present = {str(found.path) for found in files}
             for doc_id, doc in sorted(stored.items(), key=lambda item: item[1].source):
-                if doc.source in present or not _under_any(Path(doc.source), roots):
+                if doc.source in present or not _under_any(absolute(doc.source), roots):
                     continue
                 if Path(doc.source).exists():
                     continue  # still there (perhaps skipped): --sync removes only what is gone
@@ -350,8 +391,20 @@ class IngestService:
         return summary
 
     @staticmethod
-    def _has_documents_under(path: Path, stored: Mapping[str, _StoredDocument]) -> bool:
-        return any(_under_any(Path(doc.source), [path]) for doc in stored.values())
+    def _kept_under(missing: FileResult, stored: Mapping[str, _StoredDocument]) -> FileResult:
+        """A named path that is gone, under --sync: its stored documents are kept, and the
+        failure says so and how to remove them."""
+        kept = sum(
+            _under_any(absolute(doc.source), [Path(missing.source)]) for doc in stored.values()
+        )
+        if not kept:
+            return missing
+        reason = (
+            f"{missing.reason}; its {kept} stored document{'s' if kept > 1 else ''} "
+            "kept (--sync removes the documents of files deleted under a path that is there; "
+            f"to remove these: ragtune docs rm {shlex.quote(missing.source)})"
+        )
+        return FileResult(missing.source, missing.status, reason=reason)
 
     def _prepare(
         self,

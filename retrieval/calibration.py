@@ -354,8 +354,12 @@ def calibrate(
     drawn = pseudo_queries(collection, lexical, queries, seed, keep_words)
     if len(drawn) < 20:
         raise RetrievalError(
-            f"collection {collection.name!r} gives only {len(drawn)} pseudo-queries (chunks with "
-            "a sentence of 6 words or more); 20 are needed to calibrate. Keep the defaults."
+            f"collection {collection.name!r} gives only {len(drawn)} pseudo-queries from its "
+            f"{collection.count()} chunks; 20 are needed to calibrate. A chunk gives one only "
+            "when it holds a sentence of 6 words or more and the chunk before or after it in "
+            "its document is in the same section (that neighbour is the answer the query must "
+            "find): a document of one chunk, or a section of one chunk, gives none. Keep the "
+            "defaults."
         )
     vectors = embedder.embed_queries([q.text for q in drawn])
     dense = DenseSearch(collection, defaults.exact_search_max_chunks)  # as search ranks

@@ -77,7 +77,8 @@ QA_FORMAT = (
 def load_qa(path: Path) -> list[QAItem]:
     """The items of a QA file; a bad item is an error that names it."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        # utf-8-sig: a byte-order mark (as some Windows editors save) is read past, as ingest does.
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise RetrievalError(f"no such QA file: {path}") from None
     except (OSError, ValueError) as exc:
@@ -115,7 +116,25 @@ def _qa_item(raw: object, where: str) -> QAItem:
         turns = user_turns(_messages(messages, where))
         if not turns:
             raise RetrievalError(f"{where}: messages hold no user message with text")
+    _check_answer_length(answer, where)
     return QAItem(str(raw["id"]), turns[-1], answer, str(raw.get("source", "")), tuple(turns[:-1]))
+
+
+def _check_answer_length(answer: str, where: str) -> None:
+    """An error for an empty answer: nothing can ever be found relevant to it."""
+    if not answer.strip():
+        raise RetrievalError(
+            f"{where}: answer_passage is empty: give the passage that answers the question "
+            f"(at least {NGRAM} words, as the rule matches word {NGRAM}-grams) or leave the item "
+            "out"
+        )
+
+
+def too_short(items: Sequence[QAItem]) -> list[str]:
+    """The ids of the items whose answer has fewer words than the rule's n-grams, as the rule
+    reads words (`words`: runs of a-z, 0-9 and _): no chunk can be relevant to them, so they
+    score 0 whatever is searched (the ceiling shows them too)."""
+    return [item.id for item in items if len(words(item.answer_passage)) < NGRAM]
 
 
 def _messages(messages: object, where: str) -> list[tuple[str, str]]:

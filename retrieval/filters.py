@@ -1,7 +1,8 @@
 """Metadata filters for search, applied alike to the dense and the lexical retriever.
 
 - `source=PATTERN`: a path prefix (`docs/faq`) or a glob (`docs/*.md`); relative patterns match
-  at any folder boundary, absolute ones from the root.
+  at any folder boundary, absolute ones from the root. A path matches itself even when it holds
+  glob characters (`a [v2].md`).
 - `section=PATH`: a section and everything below it (`Installing` matches
   `Installing > Offline`), case-insensitive; globs allowed.
 - `KEY=VALUE`: a pair given at ingest with `--meta`.
@@ -9,6 +10,7 @@
 
 from __future__ import annotations
 
+import glob
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -18,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ragtune.retrieval.errors import InvalidFilterError
+from ragtune.retrieval.store import STORE_KEY_PREFIXES
 
 _GLOB = set("*?[")
 SECTION_SEPARATOR = " > "
@@ -49,10 +52,12 @@ class SearchFilter:
                 source = value
             elif key == "section":
                 section = value
-            elif key.startswith("$"):
-                # The store would read it as an operator (`$or`, `$and`...), not a key.
+            elif key.startswith(STORE_KEY_PREFIXES):
+                # The store would read it as an operator (`$or`, `$and`...) or one of its own
+                # keys (`#document`, `chroma:document`: the chunk's text), not a key.
                 raise InvalidFilterError(
-                    f"filter key {key[:64]!r} is not a metadata name (keys cannot start with $)"
+                    f"filter key {key[:64]!r} is not a metadata name (keys cannot start with "
+                    f"{', '.join(STORE_KEY_PREFIXES)})"
                 )
             else:
                 meta.append((key, value))
@@ -108,7 +113,12 @@ class SearchFilter:
 
 
 def source_matches(source: str, pattern: str) -> bool:
-    candidates = [pattern] if _has_glob(pattern) else [pattern, pattern.rstrip("/") + "/*"]
+    # A path is matched as written first: a file named `my file [v2].md` (as `docs list` prints
+    # it) matches itself, its brackets read literally; glob characters apply besides.
+    literal = glob.escape(pattern)
+    candidates = [literal, literal.rstrip("/") + "/*"]
+    if _has_glob(pattern):
+        candidates.append(pattern)
     if not pattern.startswith("/"):
         candidates = [c for p in candidates for c in (p, "*/" + p)]
     return any(fnmatchcase(source, c) for c in candidates)

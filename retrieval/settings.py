@@ -6,6 +6,7 @@ named by `RAGTUNE_CONFIG` (default `./ragtune.toml` when it exists), then the de
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from pathlib import Path
@@ -168,11 +169,20 @@ RESERVED_NAME_MARK = ".ragtune-"
 (`store.STAGING_SUFFIX`, `store.REPLACED_SUFFIX`): no collection of documents may take one."""
 
 
+def _is_ipv4(name: str) -> bool:
+    try:
+        ipaddress.IPv4Address(name)
+    except ValueError:
+        return False
+    return True
+
+
 def check_collection_name(name: str) -> str:
-    if not _COLLECTION_NAME.match(name):
+    if not _COLLECTION_NAME.match(name) or ".." in name or _is_ipv4(name):
         raise ValueError(
             f"invalid collection name {name!r}: use 3-512 characters from letters, digits, "
-            "'.', '_' and '-', starting and ending with a letter or digit"
+            "'.', '_' and '-', starting and ending with a letter or digit, with no '..' and "
+            "not an IP address"
         )
     if RESERVED_NAME_MARK in name:
         raise ValueError(

@@ -61,6 +61,12 @@ REVISION_KEY = "revision"
 SCAN_PAGE = 5000
 
 
+STORE_KEY_PREFIXES = ("$", "#", "chroma:")
+"""How the metadata keys a vector store keeps for itself begin (Chroma: "$" operators,
+"#document", "chroma:document"): it refuses a chunk whose metadata holds one, and a filter on
+one is no filter on a metadata name."""
+
+
 @dataclass(frozen=True)
 class ChunkRecord:
     """One chunk as written to the store."""

@@ -113,3 +113,20 @@ def test_example_prompts_in_every_format(tmp_path: Path) -> None:
     prompts.write_text('{"prompt": "P"}\n{"answer": "no prompt"}\n')
     with pytest.raises(InvalidAdapterError, match="line 2: no prompt"):
         read_prompts(prompts)
+
+
+def test_task_files_with_a_byte_order_mark_or_another_encoding(tmp_path: Path) -> None:
+    """As some Windows editors save UTF-8; a file in another encoding is a clear error."""
+    good = json.dumps({"instruction": "Title:", "input": "x", "output": "y"})
+    data = tmp_path / "data.jsonl"
+    data.write_text(f"{good}\n{good}\n", encoding="utf-8-sig")
+    assert [e.prompt() for e in load_examples(data)] == ["Title: x", "Title: x"]
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("First prompt\nSecond prompt\n", encoding="utf-8-sig")
+    assert read_prompts(prompts) == ["First prompt", "Second prompt"]
+    data.write_text(f"{good}\n{good}\n", encoding="utf-16")
+    with pytest.raises(TrainingDataError, match="save it as UTF-8"):
+        load_examples(data)
+    prompts.write_text("Première\n", encoding="utf-16")
+    with pytest.raises(InvalidAdapterError, match="save it as UTF-8"):
+        read_prompts(prompts)

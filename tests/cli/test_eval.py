@@ -86,6 +86,72 @@ def test_bad_eval_input_is_a_clear_error(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+GOOD_QA = [
+    {
+        "id": "q1",
+        "question": "How many days of leave do I get?",
+        "answer_passage": "Employees get 25 days of annual leave per year.",
+    }
+]
+
+
+@pytest.mark.parametrize("where", ["missing/run.json", "folder"])
+def test_a_run_file_that_cannot_be_written_is_refused_before_any_work(
+    tmp_path: Path, where: str
+) -> None:
+    qa = tmp_path / "qa.json"
+    qa.write_text(json.dumps(GOOD_QA))
+    (tmp_path / "folder").mkdir()
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "leave.md").write_text("# Leave\n\nEmployees get 25 days of annual leave per year.\n")
+    data_dir = tmp_path / "data"
+    result = ragtune(
+        "eval", "retrieval", "--qa", qa, "--corpus", corpus, "--run-file", tmp_path / where,
+        data_dir=data_dir,
+    )  # fmt: skip
+    assert result.returncode == 2
+    expected = "does not exist; create it first" if "/" in where else "is a folder"
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not data_dir.exists()  # nothing was ingested
+
+
+def test_a_corpus_that_gives_no_chunks_is_an_error_naming_each_failed_file(
+    tmp_path: Path,
+) -> None:
+    qa = tmp_path / "qa.json"
+    qa.write_text(json.dumps(GOOD_QA))
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "broken.pdf").write_text("hello")
+    (corpus / "empty.md").write_text("")
+    result = ragtune("eval", "retrieval", "--qa", qa, "--corpus", corpus, data_dir=tmp_path / "d")
+    assert result.returncode == 2
+    assert f"failed {corpus / 'broken.pdf'}: corrupt or unreadable PDF" in result.stderr
+    assert f"failed {corpus / 'empty.md'}: empty file" in result.stderr
+    assert "gave no chunks to evaluate: of its 2 files, 2 failed" in result.stderr
+    assert "ceiling" not in result.stdout
+    missing = ragtune(
+        "eval", "retrieval", "--qa", qa, "--corpus", tmp_path / "gone", data_dir=tmp_path / "d"
+    )
+    assert missing.returncode == 2
+    assert "no such file or folder" in missing.stderr
+
+
+def test_answers_too_short_to_ever_match_are_named_in_a_warning(tmp_path: Path) -> None:
+    qa = tmp_path / "qa.json"
+    short = {"id": "short", "question": "Do I get leave?", "answer_passage": "Yes, 25 days."}
+    qa.write_text(json.dumps([*GOOD_QA, short]))
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "leave.md").write_text("# Leave\n\nEmployees get 25 days of annual leave per year.\n")
+    result = ragtune("eval", "retrieval", "--qa", qa, "--corpus", corpus, data_dir=tmp_path / "d")
+    assert result.returncode == 0, result.stderr
+    assert "warning: 1 answer passage(s) under 5 words (short)" in " ".join(result.stderr.split())
+    assert "ceiling: 1/2" in result.stdout
+
+
 def test_search_modes_and_filters(ingested: tuple[Path, Any]) -> None:
     data_dir, _ = ingested
     question = "How do I make a Python script executable on Unix?"

@@ -259,7 +259,10 @@ def test_brackets_in_documents_are_shown_as_written(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     docs = tmp_path / "docs"
     docs.mkdir()
-    text = "# Types [bold]\nAnnotate llamas as list[int] and close with [/x] here.\n"
+    text = (
+        "# Types [bold]\nAnnotate llamas as list[int] and close with [/x] here.\n\n"
+        "Colour \x1b[31mred\x1b[0m and a title \x1b]0;pwned\x07 stay text.\n"
+    )
     (docs / "a[b].md").write_text(text)
     (docs / "bad[red].txt").write_bytes(b"\x00\x01\x02" * 100)
     ingest = ragtune("ingest", docs, data_dir=data_dir)
@@ -272,6 +275,9 @@ def test_brackets_in_documents_are_shown_as_written(tmp_path: Path) -> None:
     found = ragtune("search", "llamas list[int]", data_dir=data_dir)
     assert found.returncode == 0, found.stderr
     assert "list[int] and close with [/x] here" in found.stdout
+    # Terminal control is data too: shown as escapes, never sent to the terminal.
+    assert "Colour \\x1b[31mred\\x1b[0m and a title \\x1b]0;pwned\\x07 stay text" in found.stdout
+    assert "\x1b" not in found.stdout
     assert "a[b].md" in found.stdout
     removed = ragtune("docs", "rm", docs / "a[b].md", data_dir=data_dir)
     assert removed.returncode == 0, removed.stderr

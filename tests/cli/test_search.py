@@ -40,3 +40,11 @@ def test_search_json_is_strict_json_even_when_a_score_overflows(faq_docs: Path) 
     assert found.returncode == 0, found.stderr
     hits = json.loads(found.stdout, parse_constant=refuse)
     assert any(hit["score"] is None for hit in hits)
+
+
+@pytest.mark.parametrize("question", ["", "   "])
+def test_an_empty_question_is_a_usage_error(question: str, tmp_path: Path) -> None:
+    result = ragtune("search", question, "-k", "1", data_dir=tmp_path / "data")
+    assert result.returncode == 2
+    assert "the question is empty" in result.stderr
+    assert "Traceback" not in result.stderr

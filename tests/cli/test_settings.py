@@ -36,8 +36,10 @@ def test_a_collection_named_on_the_command_line_is_checked_like_the_setting(
     assert tree.retrieval_for(None) is tree.serving.retrieval
     named = tree.retrieval_for("handbook")
     assert (named.collection, named.data_dir) == ("handbook", tmp_path)
-    with pytest.raises(ValidationError, match="invalid collection name"):
-        tree.retrieval_for("x")
+    for invalid in ("x", "a..b", "1.2.3.4"):  # the last two: the vector store's rule too
+        with pytest.raises(ValidationError, match="invalid collection name"):
+            tree.retrieval_for(invalid)
+    assert tree.retrieval_for("a.b.c").collection == "a.b.c"
     # ragtune's own copies of a collection being rebuilt: hidden, and dropped by a rebuild.
     for reserved in ("handbook.ragtune-staging", "handbook.ragtune-replaced.v2"):
         with pytest.raises(ValidationError, match="kept for ragtune's copies"):

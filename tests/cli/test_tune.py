@@ -106,6 +106,15 @@ def test_tune_retrieval_refuses_what_it_cannot_calibrate(tmp_path: Path) -> None
     assert "shipped defaults" in listed.stdout  # nothing stored
 
 
+def test_reset_and_store_contradict_each_other(tmp_path: Path) -> None:
+    both = ragtune(
+        "tune", "retrieval", "-c", "any", "--reset", "--store", data_dir=tmp_path / "data"
+    )
+    assert both.returncode == 2
+    assert "--reset and --store contradict each other" in both.stderr
+    assert not (tmp_path / "data").exists()  # refused before the store is opened
+
+
 def store_raw_calibration(data_dir: Path, collection: str, text: str) -> None:
     """Write a calibration as something else would (an older ragtune, another model, a hand)."""
     with open_store(RetrievalSettings(data_dir=data_dir), "write") as store:

@@ -115,6 +115,15 @@ def test_a_corpus_that_is_not_a_folder_is_refused_before_anything_opens(tmp_path
     assert not settings.data_dir.exists()
 
 
+def test_a_corpus_that_gives_no_chunks_is_refused_rather_than_scored(tmp_path: Path) -> None:
+    settings = RetrievalSettings(data_dir=tmp_path / "data")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(RetrievalError, match="gave no chunks to evaluate: it is empty"):
+        evaluate_retrieval(settings, IngestSettings(), QA, [SearchMode.DENSE], [1], corpus=empty)
+    assert_store_is_as_it_was(settings)
+
+
 BREAD = (
     "Sourdough rises slowly because wild yeast works that way: it takes a whole night, and the "
     "long rise is what gives the bread its sour taste."

@@ -129,6 +129,13 @@ def test_a_bad_case_file_names_the_line(tmp_path: Path) -> None:
     assert "no such case file" in result.stderr
 
 
+def test_a_case_file_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    # As Windows editors save UTF-8: the mark is not part of the first line's JSON.
+    cases = tmp_path / "cases.jsonl"
+    cases.write_text('{"question": "How?", "expected_route": "rag"}\n', encoding="utf-8-sig")
+    assert [(c.question, c.label) for c in load_cases(cases)] == [("How?", "rag")]
+
+
 def test_help_shows_an_example(tmp_path: Path) -> None:
     result = ragtune("eval", "route", "--help", data_dir=tmp_path)
     assert result.returncode == 0

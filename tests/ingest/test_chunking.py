@@ -31,6 +31,26 @@ def test_every_chunk_of_the_real_corpus_fits_the_model(
     assert sorted(lengths)[len(lengths) // 2] > 40
 
 
+def test_a_run_the_model_reads_as_one_unknown_piece_is_cut_like_any_text(
+    real_embedder: Embedder,
+) -> None:
+    """WordPiece reads a word of over 100 letters as one unknown piece: 20,000 letters without
+    a space were one 20,000-character chunk, shown and put into prompts whole."""
+    run = "".join(chr(ord("a") + n % 26) for n in range(20_000))
+    assert real_embedder.count_tokens([run]) == [3]  # [CLS] [UNK] [SEP]
+    document = LoadedDocument("Doc", "text", [Section(("Doc",), f"Before it. {run} After it.")])
+    chunks = Chunker(real_embedder, overlap_tokens=0).chunk(document)
+    assert max(len(c.text) for c in chunks) <= real_embedder.max_tokens * 12
+    assert len(chunks) >= 20_000 // (real_embedder.max_tokens * 12)
+    assert "".join(c.text.replace(" ", "") for c in chunks) == f"Beforeit.{run}Afterit."
+    # Text as written is counted as before: a chunk of words holds as much as the model reads.
+    words = " ".join(f"word{n}" for n in range(400))
+    [first, *_] = Chunker(real_embedder).chunk(
+        LoadedDocument("D", "text", [Section(("D",), words)])
+    )
+    assert real_embedder.count_tokens([first.text])[0] > real_embedder.max_tokens - 8
+
+
 def test_chunks_never_cross_sections() -> None:
     fake = FakeEmbedder(max_tokens=40)
     document = LoadedDocument(

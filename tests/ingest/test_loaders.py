@@ -73,6 +73,27 @@ def test_markdown_setext_headings_front_matter_and_paragraphs(tmp_path: Path) ->
     ]
 
 
+def test_markdown_data_uris_keep_their_media_type_only(tmp_path: Path) -> None:
+    """An image inlined as base64 is no text: 100 KB of it made 437 chunks to embed."""
+    payload = "iVBORw0KGgoAAAANSUhEUgAA+/=" * 4000
+    path = tmp_path / "logo.md"
+    path.write_text(
+        f'# Logo\nOur logo: ![the logo](data:image/png;base64,{payload} "Logo") and '
+        f"[a note](<data:text/plain,{payload}>).\n\n[icon]: data:image/svg+xml,{payload}\n\n"
+        f"```\n![kept](data:image/png;base64,{payload[:40]})\n```\n"
+        "A [link](https://example.com/data:1,2) is not one.\n"
+        f'<img src="data:image/gif;base64,{payload}" alt="an icon">\n'
+    )
+    [section] = load(path).sections
+    assert section.text == (
+        'Our logo: ![the logo](data:image/png;base64,… "Logo") and '
+        "[a note](<data:text/plain,…>).\n\n[icon]: data:image/svg+xml,…\n\n"
+        f"```\n![kept](data:image/png;base64,{payload[:40]})\n```\n"  # code as written
+        "A [link](https://example.com/data:1,2) is not one.\n"
+        '<img src="data:image/gif;base64,…" alt="an icon">'
+    )
+
+
 def test_rst_levels_follow_adornment_styles(tmp_path: Path) -> None:
     path = tmp_path / "doc.rst.txt"
     path.write_text(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
+from ragtune.ingest.documents import absolute, remove_documents
 from ragtune.ingest.errors import InvalidMetadataError
 from ragtune.ingest.pipeline import FileStatus, IngestService, IngestSummary, parse_meta
 from ragtune.ingest.settings import IngestSettings
@@ -152,16 +154,78 @@ def test_sync_removes_documents_of_deleted_files_only(
     assert "keep.txt" in sources  # not under the synced path
 
 
-def test_sync_of_a_folder_that_is_gone(
+def test_sync_of_a_folder_that_is_gone_keeps_its_documents(
     collection: Collection, embedder: FakeEmbedder, corpus: Path
 ) -> None:
+    """A named folder that is gone (a typo, a share not mounted) is a failure, not an order to
+    remove everything under it; files deleted under a folder that is there are synced."""
     run(collection, embedder, corpus)
+    before = chunk_state(collection)
+    moved = corpus.with_name("moved")
+    corpus.rename(moved)
+    summary = run(collection, embedder, corpus, sync=True)
+    assert chunk_state(collection) == before
+    [failed] = summary.failed
+    assert failed.source == str(corpus)
+    assert failed.reason is not None
+    assert "its 6 stored documents kept" in failed.reason
+    assert f"ragtune docs rm {corpus}" in failed.reason
+    assert summary.chunks_deleted == 0
+
+    moved.rename(corpus)
     for path in sorted((corpus / "sub").iterdir()):
         path.unlink()
     (corpus / "sub").rmdir()
-    summary = run(collection, embedder, corpus / "sub", sync=True)
+    summary = run(collection, embedder, corpus, sync=True)
     assert not summary.failed
-    assert sorted(statuses(summary).values()) == ["removed"] * 4
+    assert sorted(statuses(summary).values()) == ["removed"] * 4 + ["unchanged"] * 2
+
+
+def test_a_path_through_dot_dot_is_the_same_document(
+    collection: Collection, embedder: FakeEmbedder, corpus: Path
+) -> None:
+    run(collection, embedder, corpus)
+    before = chunk_state(collection)
+    summary = run(collection, embedder, corpus / "sub" / ".." / ".." / corpus.name / ".")
+    assert set(statuses(summary).values()) == {"unchanged"}
+    assert chunk_state(collection) == before
+
+
+def test_a_dot_dot_after_a_symbolic_link_names_what_the_system_reads(tmp_path: Path) -> None:
+    (tmp_path / "elsewhere" / "real").mkdir(parents=True)
+    (tmp_path / "elsewhere" / "docs").mkdir()
+    (tmp_path / "top" / "docs").mkdir(parents=True)
+    (tmp_path / "top" / "link").symlink_to(tmp_path / "elsewhere" / "real")
+    through = tmp_path / "top" / "link" / ".." / "docs"  # elsewhere/docs to the system
+    assert through.resolve() == tmp_path / "elsewhere" / "docs"
+    assert absolute(through) == through  # not top/docs
+    assert absolute(tmp_path / "top" / "docs" / ".." / "docs") == tmp_path / "top" / "docs"
+
+
+def test_documents_stored_under_a_dot_dot_path_are_found_by_their_plain_path(
+    collection: Collection, embedder: FakeEmbedder, corpus: Path
+) -> None:
+    """Stored before paths were normalised (or by the HTTP API, which names its own paths):
+    `docs rm` and `--sync` find them by the plain path."""
+    service = IngestService(IngestSettings(), collection, lambda: embedder)
+    service.run_file(corpus / "sub" / ".." / "a.md", "a.md")
+    [stored] = {str(c.metadata["source"]) for c in collection.scan()}
+    assert stored == str(corpus / "sub" / ".." / "a.md")
+    assert [d.source for d in remove_documents(collection, [str(corpus / "a.md")])] == [stored]
+    assert collection.count() == 0
+
+
+def test_a_file_whose_name_is_not_utf8_fails_alone(
+    collection: Collection, embedder: FakeEmbedder, corpus: Path
+) -> None:
+    bad = os.fsdecode(bytes(corpus / "sub") + b"/bad\xffname.txt")
+    Path(bad).write_text("a file copied from another system.\n")
+    summary = run(collection, embedder, corpus)
+    [failed] = summary.failed
+    assert failed.source == str(corpus / "sub") + "/bad\\xffname.txt"
+    assert failed.reason == "its name is not valid UTF-8; rename the file"
+    assert failed.source.encode("utf-8")  # printable and storable as it is
+    assert len([f for f in summary.files if f.status == FileStatus.NEW]) == 6
 
 
 def test_bad_files_are_reported_and_the_rest_is_ingested(
@@ -241,6 +305,10 @@ def test_meta_pairs_are_validated() -> None:
         parse_meta(["team"])
     with pytest.raises(InvalidMetadataError, match="reserved"):
         parse_meta(["source=x"])
+    for key in ("$or", "#document", "chroma:document"):  # the vector store's own keys
+        with pytest.raises(InvalidMetadataError, match="the vector store keeps for its own keys"):
+            parse_meta([f"{key}=1"])
+    assert parse_meta(["a$b=1", "a#b=2", "x:chroma=3"]) == {"a$b": "1", "a#b": "2", "x:chroma": "3"}
 
 
 def test_an_interrupted_write_is_completed_by_the_next_run(

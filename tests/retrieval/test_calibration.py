@@ -253,6 +253,28 @@ def test_collections_too_small_to_calibrate_say_so(
         calibrate(empty, indexes.current(empty), embedder, settings)
 
 
+def test_chunks_without_a_neighbour_in_their_section_are_said_to_give_no_pseudo_queries(
+    tmp_path: Path,
+    collection: Collection,
+    embedder: FakeEmbedder,
+    indexes: LexicalIndexes,
+    settings: RetrievalSettings,
+) -> None:
+    # Long sentences, but each document one chunk: no chunk has an answer beside it.
+    root = tmp_path / "notes"
+    root.mkdir()
+    for topic in TOPICS * 3:
+        (root / f"{topic}-{len(list(root.iterdir()))}.md").write_text(
+            f"# {topic.title()}\nThe {topic} by the {' '.join(WORDS[:8])} stays.\n"
+        )
+    IngestService(IngestSettings(), collection, lambda: embedder, indexes).run([root])
+    with pytest.raises(RetrievalError) as refused:
+        calibrate(collection, indexes.current(collection), embedder, settings)
+    message = str(refused.value)
+    assert "gives only 0 pseudo-queries from its 24 chunks" in message
+    assert "the chunk before or after it in its document is in the same section" in message
+
+
 @pytest.mark.parametrize("exact_max", [20_000, 0])
 def test_calibration_and_tuning_rank_pseudo_queries_as_search_does(
     exact_max: int,

@@ -22,6 +22,7 @@ from ragtune.retrieval.evaluation import (
     ngrams,
     recall_at,
     reciprocal_rank,
+    too_short,
     words,
 )
 from ragtune.retrieval.search import SearchHit
@@ -114,6 +115,45 @@ def test_load_qa_explains_a_bad_file(tmp_path: Path) -> None:
         load_qa(tmp_path / "missing.json")
 
 
+SQLITE_ANSWER = "SQLite is a small and fast SQL database engine."
+OTHER_ANSWER = "Declare the column without the AUTOINCREMENT keyword."
+
+
+@pytest.mark.parametrize("answer", ["", "  ", "\n"])
+def test_load_qa_refuses_an_empty_answer(tmp_path: Path, answer: str) -> None:
+    path = tmp_path / "qa.json"
+    items = [
+        {"id": "ok", "question": "q", "answer_passage": SQLITE_ANSWER},
+        {"id": "empty", "question": "q", "answer_passage": answer},
+    ]
+    path.write_text(json.dumps(items))
+    with pytest.raises(RetrievalError) as refused:
+        load_qa(path)
+    message = str(refused.value)
+    assert "item 1 (id 'empty'): answer_passage is empty" in message
+    assert "at least 5 words" in message
+
+
+def test_answers_too_short_to_ever_match_are_named(tmp_path: Path) -> None:
+    """Under five words no chunk can share a word 5-gram with the answer: such an item always
+    scores 0 (read, and named, not refused: a set may hold a few)."""
+    path = tmp_path / "qa.json"
+    answers = {"ok": SQLITE_ANSWER, "one": "Yes.", "three": "Yes, by default.", "five": "a b c d e"}
+    items = [{"id": n, "question": "q", "answer_passage": a} for n, a in answers.items()]
+    path.write_text(json.dumps(items))
+    assert too_short(load_qa(path)) == ["one", "three"]
+    assert is_relevant("a b c d e", "a b c d e")  # five words: the shortest the rule can match
+    assert not is_relevant("Yes, by default.", "Yes, by default.")
+
+
+def test_load_qa_reads_a_file_with_a_byte_order_mark(tmp_path: Path) -> None:
+    # As Windows editors save UTF-8; ingest reads such files too.
+    path = tmp_path / "qa.json"
+    items = [{"id": "1", "question": "What is SQLite?", "answer_passage": SQLITE_ANSWER}]
+    path.write_text(json.dumps(items), encoding="utf-8-sig")
+    assert [item.question for item in load_qa(path)] == ["What is SQLite?"]
+
+
 def test_load_qa_reads_conversations(tmp_path: Path) -> None:
     path = tmp_path / "qa.json"
     messages = [
@@ -123,17 +163,22 @@ def test_load_qa_reads_conversations(tmp_path: Path) -> None:
         {"role": "user", "content": [{"type": "text", "text": "And how do I turn that off?"}]},
     ]
     items = [
-        {"id": 1, "question": "What is SQLite?", "answer_passage": "a", "source": "faq.html"},
-        {"id": "2", "messages": messages, "answer_passage": "b"},
+        {
+            "id": 1,
+            "question": "What is SQLite?",
+            "answer_passage": SQLITE_ANSWER,
+            "source": "faq.html",
+        },
+        {"id": "2", "messages": messages, "answer_passage": OTHER_ANSWER},
     ]
     path.write_text(json.dumps(items))
     question, conversation = load_qa(path)
-    assert question == QAItem("1", "What is SQLite?", "a", "faq.html")
+    assert question == QAItem("1", "What is SQLite?", SQLITE_ANSWER, "faq.html")
     assert question.turns == ("What is SQLite?",)
     assert conversation == QAItem(
         "2",
         "And how do I turn that off?",
-        "b",
+        OTHER_ANSWER,
         "",
         ("How do I create an AUTOINCREMENT field?",),
     )
@@ -176,7 +221,7 @@ def test_load_qa_reads_conversations(tmp_path: Path) -> None:
 )
 def test_load_qa_names_a_bad_item(tmp_path: Path, item: dict[str, Any], message: str) -> None:
     path = tmp_path / "qa.json"
-    good = {"id": "ok", "question": "q", "answer_passage": "a"}
+    good = {"id": "ok", "question": "q", "answer_passage": SQLITE_ANSWER}
     path.write_text(json.dumps([good, {"id": "bad", "answer_passage": "a", **item}]))
     with pytest.raises(RetrievalError, match=f"item 1 \\(id 'bad'\\): .*{message}"):
         load_qa(path)

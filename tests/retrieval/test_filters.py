@@ -32,6 +32,19 @@ def test_source_prefix_and_glob(pattern: str, expected: list[int]) -> None:
     assert [n for n, r in enumerate(ROWS) if source_matches(r["source"], pattern)] == expected
 
 
+def test_a_path_with_glob_characters_matches_itself() -> None:
+    # As `docs list` prints it: the brackets are part of the name, not a character class.
+    path = "/docs/my file [v2].md"
+    assert source_matches(path, path)
+    assert source_matches(path, "my file [v2].md")
+    assert source_matches("/docs [old]/a.md", "docs [old]/")
+    assert not source_matches("/docs/my file x.md", path)
+    assert source_matches("/docs/my file v.md", path)  # still a glob too
+    assert SearchFilter.parse([f"source={path}"]).chroma_where([{"source": path}]) == {
+        "source": {"$in": [path]}
+    }
+
+
 def test_section_matches_the_section_and_below() -> None:
     assert section_matches("Threads > Locks", "threads")
     assert section_matches("Threads", "Threads")
@@ -46,6 +59,9 @@ def test_parse_and_match() -> None:
     assert f.mask(ROWS).tolist() == [False, True, False, False]
     with pytest.raises(InvalidFilterError, match="key=value"):
         SearchFilter.parse(["source"])
+    for key in ("$or", "#document", "chroma:document"):  # the store's operators and own keys
+        with pytest.raises(InvalidFilterError, match="is not a metadata name"):
+            SearchFilter.parse([f"{key}=x"])
 
 
 def test_chroma_where_selects_the_same_rows() -> None:
