@@ -157,7 +157,7 @@ class RetrievalProgress:
     def ingested(self, summary: IngestSummary) -> None:
         failed, skipped = len(summary.failed), summary.count(FileStatus.SKIPPED)
         stderr.print(
-            f"ingested {len(summary.files) - failed - skipped} files into temporary "
+            f"ingested {summary.read} files into temporary "
             f"collection {summary.collection!r}: {summary.chunks_embedded} chunks, "
             f"{failed} failed"
             + (f", {skipped} skipped (not a type ragtune reads)" if skipped else "")

@@ -85,7 +85,7 @@ class RichProgress:
 
 def ingest(
     ctx: typer.Context,
-    paths: Annotated[list[Path], typer.Argument(help="Files or folders (read recursively).")],
+    paths: Annotated[list[str], typer.Argument(help="Files or folders (read recursively).")],
     collection: CollectionOption = None,
     meta: Annotated[
         list[str] | None,
@@ -111,6 +111,13 @@ def ingest(
 
     Example: ragtune ingest docs/ handbook.pdf --collection handbook --meta team=support
     """
+    if any(not given.strip() for given in paths):
+        # Read as a path, "" is the current folder: a shell variable left unset would ingest
+        # (and with --sync, prune) everything under it.
+        raise typer.BadParameter(
+            "an empty PATH names no file: give files or folders; for the current folder, give '.'",
+            param_hint="PATHS",
+        )
     pairs = parse_meta(meta or [])
     tree = command_settings(ctx)
     settings = tree.retrieval_for(collection)
@@ -131,7 +138,9 @@ def ingest(
             LexicalIndexes.for_store(settings.data_dir, store),
         )
         with RichProgress(stderr) as progress:
-            summary = service.run(paths, pairs, sync=sync, dry_run=dry_run, progress=progress)
+            summary = service.run(
+                [Path(p) for p in paths], pairs, sync=sync, dry_run=dry_run, progress=progress
+            )
     if not dry_run:
         record_run(settings.data_dir, summary)
     if as_json:

@@ -139,7 +139,7 @@ def evaluate_retrieval(
 
 def _no_chunks(corpus: Path, summary: IngestSummary) -> str:
     failed, skipped = summary.count(FileStatus.FAILED), summary.count(FileStatus.SKIPPED)
-    empty = len(summary.files) - failed - skipped
+    empty = summary.read  # read, yet no chunk came of them
     parts = [f"{failed} failed"] if failed else []
     if skipped:
         parts.append(f"{skipped} skipped (ragtune reads {supported_suffixes()})")

@@ -82,11 +82,12 @@ class _CharactersCount:
     def __init__(self, counter: TokenCounter) -> None:
         self._counter = counter
         self.max_tokens = counter.max_tokens
-        self._special = counter.count_tokens([""])[0]
+        self.special = counter.count_tokens([""])[0]
+        """Word pieces a model adds to every text (its start and end markers)."""
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         counted = self._counter.count_tokens(texts)
-        least = (_least_pieces(text) + self._special for text in texts)
+        least = (_least_pieces(text) + self.special for text in texts)
         return [max(n, fewest) for n, fewest in zip(counted, least, strict=True)]
 
     def content_tokens(self, text: str) -> int:
@@ -226,9 +227,8 @@ class Chunker:
 
     def _budget(self, heading: str) -> int:
         """Word pieces left for a chunk's own text under `heading`."""
-        special = self.counter.count_tokens([""])[0]
         heading_tokens = self.counter.content_tokens(heading + "\n") if heading else 0
-        return self.max_tokens - special - heading_tokens
+        return self.max_tokens - self.counter.special - heading_tokens
 
     def _split_to(self, text: str, budget: int, separators: list[str]) -> list[str]:
         splitter = RecursiveCharacterTextSplitter(

@@ -59,19 +59,26 @@ def absolute(path: Path | str) -> Path:
 def remove_documents(collection: Collection, sources: Sequence[str]) -> list[DocumentInfo]:
     """Remove the documents named by path (a file, or a folder for all below it) or by id.
 
-    Nothing is removed unless every name matches at least one document.
+    Nothing is removed unless every name matches at least one document. An empty name matches
+    none (read as a path it would be the current folder: a shell variable left unset would
+    remove every document under it).
     """
-    documents = list_documents(collection)
+    if blank := [given for given in sources if not given.strip()]:
+        raise DocumentNotFoundError(
+            f"{len(blank)} of the names given {'is' if len(blank) == 1 else 'are'} empty "
+            "(nothing was removed): give document paths or ids; for every document under the "
+            "current folder, give '.'"
+        )
+    # Each stored path normalised once; documents stored before paths were normalised match too.
+    documents = [(d, absolute(d.source)) for d in list_documents(collection)]
     chosen: dict[str, DocumentInfo] = {}
     unmatched = []
     for given in sources:
         target = absolute(given)
         matches = [
             d
-            for d in documents
-            if given in (d.doc_id, d.source)
-            or absolute(d.source) == target  # stored before paths were normalised, too
-            or target in absolute(d.source).parents
+            for d, path in documents
+            if given in (d.doc_id, d.source) or path == target or target in path.parents
         ]
         if not matches:
             unmatched.append(given)

@@ -10,9 +10,11 @@ line of one repeated punctuation character under it, and optionally over it).
 
 from __future__ import annotations
 
+import bisect
 import codecs
 import io
 import re
+import unicodedata
 import warnings
 import zipfile
 from collections.abc import Callable
@@ -45,7 +47,7 @@ SUFFIXES: dict[str, str] = {
 }
 
 
-LOADER_VERSIONS: dict[str, int] = {HTML: 8, PDF: 2, MARKDOWN: 4, RST: 3, TEXT: 2}
+LOADER_VERSIONS: dict[str, int] = {HTML: 8, PDF: 2, MARKDOWN: 5, RST: 3, TEXT: 2}
 """Bumped when a loader reads the same file differently (HTML 2: inline elements in place;
 3: self-contained blocks apart; 4: the terms of one description kept together; 5: a div
 whose class names a section stands apart, permalink marks left out; 6: navigation (menus,
@@ -57,7 +59,7 @@ pages after the first `</html>` read, `<br>` inside `pre` a line break, a headin
 over the text read as text, navigation named in camel case or with digits left out; PDF 2:
 paragraphs and headings, see `ingest.pdf`; Markdown 2: setext headings, front matter,
 paragraphs kept apart; 3: a heading of closing #s alone is empty (CommonMark); 4: a link's or
-image's data URI without its payload; RST 2: markup
+image's data URI without its payload; 5: save in inline code; RST 2: markup
 a reader never sees left out; 3: directive names in any case; text 2:
 paragraphs grouped by topic when chunked, see `ingest.chunking`), so that the next ingest
 re-reads files of that type instead of skipping them as unchanged."""
@@ -158,7 +160,49 @@ def decode_text(data: bytes) -> str:
         raise DocumentLoadError(
             "not text: the bytes decode as no known encoding; check the file or its extension"
         )
-    return str(best)
+    text = str(best)
+    if not best.coherence and not _latin_letters_only(text):
+        # Too little text to tell its language by (a short note): charset_normalizer's pick
+        # among the encodings that read it is then arbitrary ("café" read as cp1006's "cafﻠ").
+        # Only a pick of other scripts' letters is undone: one of Latin letters may be right
+        # (Windows-1250's "přeji", which Windows-1252 would read "pøeji").
+        western = _accented_latin(data)
+        if western is not None:
+            return western
+    return text
+
+
+def _latin_letters_only(text: str) -> bool:
+    """Whether every letter of `text` beyond ASCII is a Latin one."""
+    return all(
+        ch.isascii() or not ch.isalpha() or unicodedata.name(ch, "").startswith("LATIN")
+        for ch in text
+    )
+
+
+_WORD = re.compile(r"\w+")
+_SIGN_INSIDE_A_WORD = re.compile(r"[^\W\d_][^\w\s\x00-\x7f][^\W\d_]")
+"""A sign beyond ASCII between two letters ("Za¿ó": Polish read as Windows-1252)."""
+
+
+def _accented_latin(data: bytes) -> str | None:
+    """`data` read as Windows-1252 (a superset of Latin-1), when it reads as Latin words with
+    accents: each word with a letter beyond ASCII also has an ASCII letter or digit ("café",
+    "Zürich"; a one-letter word, "à", stands alone), and no sign beyond ASCII stands inside a
+    word ("“quoted”", "5€" and "°C" are fine). Text in another 8-bit encoding read so gives words
+    of no ASCII letter (Cyrillic, Greek), or signs inside words (Polish "Za¿ó³æ"); None then."""
+    try:
+        text = data.decode("cp1252")
+    except UnicodeDecodeError:
+        return None
+    for word in _WORD.findall(text):
+        if word.isascii():
+            continue
+        if not all(ch.isascii() or ch.isalpha() for ch in word):  # "³": a digit, not a letter
+            return None
+        if len(word) > 1 and not any(ch.isascii() for ch in word):
+            return None
+    return None if _SIGN_INSIDE_A_WORD.search(text) else text
 
 
 _UNICODE_BOMS = (
@@ -341,6 +385,7 @@ _MD_DATA_URI = re.compile(
     r"(\]\(\s*<?|^ {0,3}\[[^\]]+\]:[ \t]*<?|\bsrc\s*=\s*[\"']?)data:([^,\s)>\"']*),[^\s)>\"']*",
     re.IGNORECASE,
 )
+_MD_BACKTICKS = re.compile(r"`+")
 _MD_FRONT_TITLE = re.compile(r"^title:[ \t]*(.+?)[ \t]*$", re.MULTILINE)
 
 
@@ -402,10 +447,44 @@ def _load_markdown(path: Path, data: bytes) -> LoadedDocument:
             enter(1 if underline.group(1)[0] == "=" else 2, line.strip())
             n += 1
         else:
-            body.append(_MD_DATA_URI.sub(r"\1data:\2,…", line))
+            body.append(_without_data_uris(line))
         n += 1
     enter(0, "")
     return LoadedDocument(title or _title_from_name(path), MARKDOWN, sections)
+
+
+def _without_data_uris(line: str) -> str:
+    """`line` with each data URI's payload cut (`_MD_DATA_URI`), save in inline code spans:
+    code is shown as written, as in fenced blocks."""
+    if "data:" not in line.lower():
+        return line
+    kept, start = [], 0
+    for opens, closes in _code_spans(line):
+        kept += [_MD_DATA_URI.sub(r"\1data:\2,…", line[start:opens]), line[opens:closes]]
+        start = closes
+    return "".join(kept) + _MD_DATA_URI.sub(r"\1data:\2,…", line[start:])
+
+
+def _code_spans(line: str) -> list[tuple[int, int]]:
+    """Where `line`'s inline code spans start and end, as CommonMark reads them: a run of
+    backticks opens one, closed by the next run of the same length; a run that no such run
+    follows is a literal. In O(n log n): a regular expression that looks ahead for each run's
+    closer takes quadratic time on runs of many lengths (18 s for a 1 MB line)."""
+    runs = [(m.start(), m.end()) for m in _MD_BACKTICKS.finditer(line)]
+    of_length: dict[int, list[int]] = {}
+    for n, (begin, end) in enumerate(runs):
+        of_length.setdefault(end - begin, []).append(n)
+    spans, n = [], 0
+    while n < len(runs):
+        same = of_length[runs[n][1] - runs[n][0]]
+        after = bisect.bisect_right(same, n)
+        if after == len(same):
+            n += 1  # a literal run of backticks
+        else:
+            closer = same[after]
+            spans.append((runs[n][0], runs[closer][1]))
+            n = closer + 1
+    return spans
 
 
 _HTML_HEADING_NAMES = tuple(f"h{n}" for n in range(1, 7))

@@ -21,6 +21,7 @@ import shlex
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -99,6 +100,11 @@ class IngestSummary:
     @property
     def failed(self) -> list[FileResult]:
         return [f for f in self.files if f.status == FileStatus.FAILED]
+
+    @property
+    def read(self) -> int:
+        """How many files were read: neither failed nor skipped as a type ragtune does not read."""
+        return len(self.files) - self.count(FileStatus.FAILED) - self.count(FileStatus.SKIPPED)
 
     def to_dict(self) -> dict[str, object]:
         data = asdict(self)
@@ -270,10 +276,14 @@ class IngestService:
         collection: Collection,
         embedder: Callable[[], Embedder],
         lexical: LexicalIndexes | None = None,
+        writing: Callable[[], AbstractContextManager[object]] = nullcontext,
     ) -> None:
         self.settings = settings
         self.collection = collection
         self.lexical = lexical
+        self.writing = writing
+        """Entered around each write of chunks, once they are embedded: where the server holds
+        its collection's lock (never while it embeds), and may stop the run by raising."""
         self._embedder_factory = embedder
         self._embedder: Embedder | None = None
         self._chunker: Chunker | None = None
@@ -527,10 +537,11 @@ class IngestService:
             summary.chunks_reused += len(pending.records) - len(pending.new_ids)
             summary.chunks_deleted += len(pending.stale_ids)
         if not dry_run:
-            # New before old: a changed document is never absent from the store.
-            self.collection.add(new_records)
-            self.collection.update_metadata(kept_ids, kept_meta)
-            self.collection.delete(stale)
+            with self.writing():
+                # New before old: a changed document is never absent from the store.
+                self.collection.add(new_records)
+                self.collection.update_metadata(kept_ids, kept_meta)
+                self.collection.delete(stale)
         for pending in window:
             summary.files.append(pending.result)
             progress.file_done(pending.result)

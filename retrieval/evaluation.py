@@ -116,11 +116,11 @@ def _qa_item(raw: object, where: str) -> QAItem:
         turns = user_turns(_messages(messages, where))
         if not turns:
             raise RetrievalError(f"{where}: messages hold no user message with text")
-    _check_answer_length(answer, where)
+    _check_answer_given(answer, where)
     return QAItem(str(raw["id"]), turns[-1], answer, str(raw.get("source", "")), tuple(turns[:-1]))
 
 
-def _check_answer_length(answer: str, where: str) -> None:
+def _check_answer_given(answer: str, where: str) -> None:
     """An error for an empty answer: nothing can ever be found relevant to it."""
     if not answer.strip():
         raise RetrievalError(

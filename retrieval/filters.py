@@ -2,7 +2,10 @@
 
 - `source=PATTERN`: a path prefix (`docs/faq`) or a glob (`docs/*.md`); relative patterns match
   at any folder boundary, absolute ones from the root. A path matches itself even when it holds
-  glob characters (`a [v2].md`).
+  glob characters (`a [v2].md`). A filter from an API request (`from_mapping`) matches the
+  document's name as answers show it (`display_source`: its path below the folder ingested, or
+  an upload's file name), never the server's path: a client could otherwise find the server's
+  folders one glob at a time.
 - `section=PATH`: a section and everything below it (`Installing` matches
   `Installing > Offline`), case-insensitive; globs allowed.
 - `KEY=VALUE`: a pair given at ingest with `--meta`.
@@ -20,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ragtune.retrieval.errors import InvalidFilterError
-from ragtune.retrieval.store import STORE_KEY_PREFIXES
+from ragtune.retrieval.store import STORE_KEY_PREFIXES, display_source
 
 _GLOB = set("*?[")
 SECTION_SEPARATOR = " > "
@@ -35,9 +38,11 @@ class SearchFilter:
     source: str | None = None
     section: str | None = None
     meta: tuple[tuple[str, str], ...] = field(default=())
+    source_as_shown: bool = False
+    """Whether `source` matches the document's name as answers show it rather than its path."""
 
     @classmethod
-    def parse(cls, pairs: Iterable[str]) -> SearchFilter:
+    def parse(cls, pairs: Iterable[str], source_as_shown: bool = False) -> SearchFilter:
         source = section = None
         meta: list[tuple[str, str]] = []
         for pair in pairs:
@@ -61,20 +66,26 @@ class SearchFilter:
                 )
             else:
                 meta.append((key, value))
-        return cls(source, section, tuple(meta))
+        return cls(source, section, tuple(meta), source_as_shown)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, str]) -> SearchFilter:
-        for key in data:
+        """An API request's filters: `source` matches what answers show, not server paths."""
+        for key, value in data.items():
             if "=" in key:
                 raise InvalidFilterError(f"filter key {key[:64]!r} contains '='")
-        return cls.parse(f"{k}={v}" for k, v in data.items())
+            if not str(value).strip():
+                raise InvalidFilterError(
+                    f"filter {key[:64]!r} has an empty value: give the value to match, or leave "
+                    "the key out"
+                )
+        return cls.parse((f"{k}={v}" for k, v in data.items()), source_as_shown=True)
 
     def is_empty(self) -> bool:
         return self.source is None and self.section is None and not self.meta
 
     def matches(self, row: Mapping[str, Any]) -> bool:
-        if self.source is not None and not source_matches(str(row.get("source", "")), self.source):
+        if self.source is not None and not source_matches(self._source_of(row), self.source):
             return False
         if self.section is not None and not section_matches(
             str(row.get("section", "")), self.section
@@ -92,15 +103,15 @@ class SearchFilter:
         Returns None when nothing can match.
         """
         clauses: list[dict[str, Any]] = []
-        for key, pattern, test in (
-            ("source", self.source, source_matches),
-            ("section", self.section, section_matches),
+        for key, pattern, read, test in (
+            ("source", self.source, self._source_of, source_matches),
+            ("section", self.section, lambda r: str(r.get("section", "")), section_matches),
         ):
             if pattern is None:
                 continue
-            values = sorted(
-                {str(r.get(key, "")) for r in rows if test(str(r.get(key, "")), pattern)}
-            )
+            # The stored values of the rows that match (for `source`, the paths of the
+            # documents whose shown names match, when the filter reads those).
+            values = sorted({str(r.get(key, "")) for r in rows if test(read(r), pattern)})
             if not values:
                 return None
             clauses.append({key: {"$in": values}})
@@ -110,6 +121,9 @@ class SearchFilter:
         if not clauses:
             return {}
         return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+    def _source_of(self, row: Mapping[str, Any]) -> str:
+        return display_source(row) if self.source_as_shown else str(row.get("source", ""))
 
 
 def source_matches(source: str, pattern: str) -> bool:

@@ -25,9 +25,20 @@ import numpy.typing as npt
 
 from ragtune.retrieval.store import Collection, Metadata, VectorStore
 
-FORMAT = 1
+FORMAT = 2
+"""Bumped when what a saved index keeps changes: an index of another format is rebuilt (2: rows
+keep `display_source`, which API filters match)."""
 # Metadata kept beside the index, for filters and neighbour lookups without a store round trip.
-ROW_KEYS = ("source", "doc_id", "section", "title", "chunk_index", "page", "file_type")
+ROW_KEYS = (
+    "source",
+    "display_source",
+    "doc_id",
+    "section",
+    "title",
+    "chunk_index",
+    "page",
+    "file_type",
+)
 
 
 CHAT_WORDS = frozenset({

@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from pathlib import PurePath
 
 import numpy as np
 import numpy.typing as npt
@@ -23,7 +22,7 @@ from ragtune.retrieval.fusion import fuse
 from ragtune.retrieval.lexical import LexicalIndex, LexicalIndexes
 from ragtune.retrieval.rerank import Reranker
 from ragtune.retrieval.settings import RetrievalSettings
-from ragtune.retrieval.store import Collection, Metadata, Where
+from ragtune.retrieval.store import Collection, Metadata, Where, display_source
 
 
 class SearchMode(StrEnum):
@@ -57,15 +56,6 @@ class SearchHit:
     file name), never the server's own path (`source`)."""
     collection: str = ""
     """The collection the hit was found in, when the searcher records it (the API does)."""
-
-
-def display_source(metadata: Metadata) -> str:
-    """The reader's name of a chunk's document (chunks ingested before `display_source` was
-    stored show their file name)."""
-    shown = metadata.get("display_source")
-    if isinstance(shown, str) and shown:
-        return shown
-    return PurePath(str(metadata.get("source", ""))).name
 
 
 STAGES = ("index", "embed", "dense", "lexical", "fusion", "rerank", "texts", "neighbours")

@@ -18,7 +18,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import urlparse
@@ -44,6 +44,17 @@ from ragtune.retrieval.settings import (
 MetadataValue = str | int | float | bool
 Metadata = dict[str, MetadataValue]
 Where = dict[str, Any]
+
+
+def display_source(metadata: Mapping[str, Any]) -> str:
+    """The reader's name of a chunk's document: its path below the folder ingested, or an
+    upload's file name, never the server's own path (`source`). Chunks ingested before
+    `display_source` was stored show their file name."""
+    shown = metadata.get("display_source")
+    if isinstance(shown, str) and shown:
+        return shown
+    return PurePath(str(metadata.get("source", ""))).name
+
 
 logger = logging.getLogger("ragtune.store")
 

@@ -158,6 +158,10 @@ class VectorStoreNotFoundError(ServingError):
     """No vector store of this id that the caller may see (404, as for a missing one)."""
 
 
+class FileBatchNotFoundError(ServingError):
+    """No file batch of this id in the vector store that the caller may see (404)."""
+
+
 class QuotaExceededError(ServingError):
     """The tenant keeps as many files, or bytes, as its quota allows (403)."""
 

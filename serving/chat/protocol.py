@@ -376,11 +376,17 @@ class RagtuneOptions(BaseModel):
                 f"{len(filters)} filters: at most {MAX_FILTERS} per request",
                 param="ragtune.filters",
             )
-        for key in filters:
+        for key, value in filters.items():
             if not _FILTER_KEY.match(key):
                 raise InvalidRequestError(
                     f"filter key {shorten(key)!r} is not a metadata name: use source, section "
                     "or a key given at ingest (letters, digits, '_', '.', '-'; no operators)",
+                    param="ragtune.filters",
+                )
+            if not str(value).strip():
+                raise InvalidRequestError(
+                    f"filter {key!r} has an empty value: give the value to match, or leave the "
+                    "key out",
                     param="ragtune.filters",
                 )
 

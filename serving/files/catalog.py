@@ -74,17 +74,30 @@ def now() -> int:
     return int(time.time())
 
 
-def display_name(filename: str) -> str:
+def printable_name(filename: str) -> str:
+    """The name a client gave without control characters or surrounding blanks, whole: the
+    name its type is read from."""
+    return "".join(ch for ch in filename if ch.isprintable()).strip()
+
+
+def display_name(filename: str, suffix: str) -> str:
     """The name a client gave, as it is kept and shown: no control characters, at most
-    MAX_FILENAME characters; slashes and all else as given (data, never a path)."""
-    cleaned = "".join(ch for ch in filename if ch.isprintable()).strip()
-    return cleaned[:MAX_FILENAME] or "upload"
+    MAX_FILENAME characters; slashes and all else as given (data, never a path). A longer name
+    loses the end of its stem, never `suffix` (the type its file is read by, as the name
+    ends), so the name shown still says what the file is. A `suffix` too long to leave room
+    for a stem is cut like the rest."""
+    name = printable_name(filename)
+    if len(name) <= MAX_FILENAME:
+        return name or "upload"
+    ends_in_suffix = bool(suffix) and name.lower().endswith(suffix.lower())
+    kept = name[-len(suffix) :] if ends_in_suffix and len(suffix) < MAX_FILENAME // 2 else ""
+    return name[: MAX_FILENAME - len(kept)] + kept
 
 
 def stored_name(filename: str, suffix: str) -> str:
     """The name a file's bytes are stored under: letters, digits, `._-` only, no leading dot,
     ending in `suffix` (the type the loaders read it by)."""
-    stem = display_name(filename)
+    stem = display_name(filename, suffix)
     if stem.lower().endswith(suffix):
         stem = stem[: -len(suffix)]
     stem = _UNSAFE.sub("_", stem).strip("._-")[:100] or "upload"

@@ -27,6 +27,7 @@ from ragtune.serving.files.catalog import (
     FileRecord,
     display_name,
     now,
+    printable_name,
     stored_name,
 )
 from ragtune.serving.files.protocol import FileDeleted, FileList, FileObject
@@ -106,10 +107,11 @@ class FileService:
                 "for vector stores and file_search)",
                 param="purpose",
             )
-        name = display_name(filename or "")
-        suffix = suffix_of(name)
+        # The type is read from the whole name: one cut to MAX_FILENAME first could lose it.
+        given = printable_name(filename or "")
+        suffix = suffix_of(given)
         if suffix is None:
-            extension = Path(name).suffix or "(no extension)"
+            extension = Path(given).suffix or "(no extension)"
             raise InvalidRequestError(
                 f"unsupported file type {shorten(extension, 32)!r}: ragtune reads "
                 f"{supported_suffixes()}",
@@ -121,6 +123,7 @@ class FileService:
                 f"this tenant keeps {files} files, its quota (RAGTUNE_TENANT_MAX_FILES); delete "
                 "some first"
             )
+        name = display_name(given, suffix)
         record = FileRecord(
             id=f"file-{uuid.uuid4().hex[:24]}",
             tenant=principal.tenant,

@@ -6,15 +6,19 @@ A document becomes searchable whole or not at all: its chunks are written only o
 embedded (one write per file), a cancelled job stops before that write, and at start a job
 left `in_progress` by a stopped server first loses any chunks of a write it did not finish,
 then runs again (or fails, saying why, when its file is gone). A detached file is `cancelled`
-until all its chunks are gone; a removal a stopped server did not finish is finished at start."""
+until all its chunks are gone; a removal a stopped server did not finish is finished at start.
+A job holds its store's lock only while it writes, never while it embeds: a detach, or another
+tenant's request waiting on one, is never held up by a long ingestion."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,7 +139,7 @@ def remove_document(collection: Collection, doc_id: str) -> int:
 class IngestJobs:
     """The background ingestion of attached files: `concurrency` worker threads, each job's
     status and progress in the catalog, a lock per collection that its writes and removals
-    take (so a removal never races a job's write).
+    take (so a removal never races a job's write; a job takes it only once it has embedded).
 
     Usage:
         jobs = IngestJobs(catalog, store, embedder, retrieval, ingest, lexical)
@@ -171,6 +175,10 @@ class IngestJobs:
         self._stopping = threading.Event()
         self._cancelled: set[tuple[str, str]] = set()
         self._futures: dict[tuple[str, str], Future[None]] = {}
+        self._latest: dict[tuple[str, str], int] = {}
+        """Each attachment's latest submission: only its job may write (a file detached and
+        attached again while its first job embeds gets a second job, and the first must stop)."""
+        self._submissions = itertools.count()
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
@@ -218,7 +226,8 @@ class IngestJobs:
         key = (vector_store, file_id)
         with self._guard:
             self._cancelled.discard(key)
-            self._futures[key] = self._executor.submit(self._run, vector_store, file_id)
+            submission = self._latest[key] = next(self._submissions)
+            self._futures[key] = self._executor.submit(self._run, vector_store, file_id, submission)
 
     def cancel(self, vector_store: str, file_id: str) -> None:
         """Stop a queued or running job (it writes nothing more); a finished one is untouched."""
@@ -262,7 +271,9 @@ class IngestJobs:
         """Detach a file from its store: its job stopped, every chunk of its document removed
         (the lexical index too), its record gone. The record says `cancelled` until the chunks
         are gone: a server stopped in between finishes the removal at its next start, and
-        meanwhile no listing calls what is left of the document complete."""
+        meanwhile no listing calls what is left of the document complete. Waits at most for a
+        write in progress in the store, never for an embedding: a job still embedding stops
+        at its next progress report or, at the latest, when it comes to write."""
         self.cancel(job.vector_store, job.file_id)
         self.catalog.update(job.vector_store, job.file_id, status="cancelled")
         with self.lock(job.vector_store):
@@ -295,8 +306,31 @@ class IngestJobs:
     def _collection(self, name: str) -> Collection:
         return self.store.collection(name, self.embedder.model_id, create=True)
 
-    def _stopped(self, key: tuple[str, str]) -> bool:
-        return self._stopping.is_set() or key in self._cancelled
+    def _stopped(self, key: tuple[str, str], submission: int) -> bool:
+        """Whether a job must stop: the server is stopping, the job was cancelled, or its file
+        was attached again since (the newer job ingests it)."""
+        return (
+            self._stopping.is_set() or key in self._cancelled or self._latest.get(key) != submission
+        )
+
+    @contextmanager
+    def _writing(self, job: Attachment, submission: int) -> Iterator[None]:
+        """The store's lock, held while a job writes: its chunks, then its outcome. JobStopped
+        (the lock released) when the job may no longer write: a detach sets the record
+        `cancelled`, then removes the document and the record under this lock, so a job that
+        wrote after it would leave chunks that no record can remove; a file attached again
+        meanwhile has a new record and a newer job, which writes instead."""
+        key = (job.vector_store, job.file_id)
+        with self.lock(job.vector_store):
+            current = self.catalog.attachment(job.vector_store, job.file_id)
+            if (
+                self._stopped(key, submission)
+                or current is None
+                or current.status != "in_progress"
+                or current.created_at != job.created_at
+            ):
+                raise JobStopped
+            yield
 
     def _fail(self, job: Attachment, code: ErrorCode, message: str) -> None:
         """Record the job as failed. The message is shown to the tenant (and in the console):
@@ -310,53 +344,56 @@ class IngestJobs:
             job.vector_store, job.file_id, status="failed", error_code=code, error_message=message
         )
 
-    def _run(self, vector_store: str, file_id: str) -> None:
+    def _run(self, vector_store: str, file_id: str, submission: int) -> None:
         key = (vector_store, file_id)
         job = self.catalog.attachment(vector_store, file_id)
-        if job is None or job.status != "in_progress" or self._stopped(key):
+        if job is None or job.status != "in_progress" or self._stopped(key, submission):
             return
         try:
-            self._ingest(job, key)
+            self._ingest(job, submission)
         except JobStopped:
             logger.info("ingestion of %s into %s stopped", file_id, vector_store)
         except Exception:
             logger.exception("ingestion of %s into %s failed", file_id, vector_store)
-            self._fail(job, "server_error", "ingestion failed on the server (its log says why)")
+            if not self._stopped(key, submission):  # else the record is no longer this job's
+                self._fail(job, "server_error", "ingestion failed on the server (its log says why)")
 
-    def _ingest(self, job: Attachment, key: tuple[str, str]) -> None:
+    def _ingest(self, job: Attachment, submission: int) -> None:
         record = self.catalog.file(job.file_id)
         path = self.catalog.path(record) if record else None
         if record is None or path is None or not path.is_file():
             self._fail(job, "server_error", "the uploaded file is gone; upload it again")
             return
         collection = self._collection(job.vector_store)
+        key = (job.vector_store, job.file_id)
 
         def report(done: int, total: int) -> None:
-            if self._stopped(key):
+            if self._stopped(key, submission):
                 raise JobStopped
             self.catalog.update(job.vector_store, job.file_id, chunks_done=done, chunks_total=total)
 
         embedder = _ProgressEmbedder(
             collection_embedder(collection, self.retrieval, self.embedder), report
         )
-        service = IngestService(self.ingest, collection, lambda: embedder, self.lexical)
-        with self.lock(job.vector_store):
-            # A detach holds this lock while it removes the document and its record; a new
-            # attachment made meanwhile loses its record to it. Only the job of the record
-            # still there, unchanged, may write.
-            current = self.catalog.attachment(job.vector_store, job.file_id)
-            if self._stopped(key) or current != job:
-                raise JobStopped
-            summary = service.run_file(Path(path), record.filename)
+        service = IngestService(
+            self.ingest,
+            collection,
+            lambda: embedder,
+            writing=lambda: self._writing(job, submission),
+        )
+        summary = service.run_file(Path(path), record.filename)
+        with self._writing(job, submission):
+            # The lexical index here, not in the run: its rebuild is a write of the store too.
+            self.lexical.current(collection, save=True)
             self.on_changed(job.vector_store)
+            (result,) = summary.files
+            if result.status == FileStatus.FAILED:
+                unsupported = file_type_of(Path(record.stored_name)) is None
+                code: ErrorCode = "unsupported_file" if unsupported else "invalid_file"
+                self._fail(job, code, result.reason or "the file cannot be read")
+            else:
+                self.catalog.update(
+                    job.vector_store, job.file_id, status="completed", chunks_done=result.chunks,
+                    chunks_total=result.chunks, error_code=None, error_message=None,
+                )  # fmt: skip
         record_run(self.retrieval.data_dir, summary)
-        (result,) = summary.files
-        if result.status == FileStatus.FAILED:
-            unsupported = file_type_of(Path(record.stored_name)) is None
-            code: ErrorCode = "unsupported_file" if unsupported else "invalid_file"
-            self._fail(job, code, result.reason or "the file cannot be read")
-            return
-        self.catalog.update(
-            job.vector_store, job.file_id, status="completed", chunks_done=result.chunks,
-            chunks_total=result.chunks, error_code=None, error_message=None,
-        )  # fmt: skip

@@ -3,9 +3,9 @@ store's chunk count, a file's ingestion progress."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from ragtune.serving.files.catalog import AttachmentStatus, ErrorCode
 
@@ -159,6 +159,14 @@ MAX_SEARCH_QUERY_CHARS = 4000
 """Longest query text a search takes (each of a list's)."""
 
 
+UNSERVED_FILTERS = (
+    "filters: ragtune filters by metadata equality only: "
+    '{"type": "eq", "key": ..., "value": ...}, or several joined by '
+    '{"type": "and", "filters": [...]}'
+)
+"""What a search answers to filters it does not serve, malformed ones included."""
+
+
 class RankingOptions(BaseModel):
     model_config = ConfigDict(extra="allow")
     ranker: str | None = None
@@ -168,16 +176,22 @@ class RankingOptions(BaseModel):
     """Results below this `score` (the passage's similarity to the query) are left out."""
 
 
+OBJECT_OR_NULL = {"anyOf": [{"type": "object"}, {"type": "null"}]}
+"""The schema `filters` is documented with: what a client should send, not all it may."""
+
+
 class VectorStoreSearchRequest(BaseModel):
     """OpenAI's vector store search: the store's collection searched as chat's retrieval
     searches it. `filters`: metadata equality (`{"type": "eq", "key": K, "value": V}`, or
-    several joined by `{"type": "and", "filters": [...]}`); `rewrite_query` is accepted and
-    ignored (no model rewrites the query)."""
+    several joined by `{"type": "and", "filters": [...]}`, a list of one or more);
+    `rewrite_query` is accepted and ignored (no model rewrites the query)."""
 
     model_config = ConfigDict(extra="allow")
     query: str | list[str]
     max_num_results: int = Field(default=10, ge=1, le=50)
-    filters: dict[str, Any] | None = None
+    filters: Annotated[Any, WithJsonSchema(OBJECT_OR_NULL)] = None
+    """An object (see above) or null. Typed loosely so that any other value is refused with
+    the filters' own 400, as a malformed filter object is, not a schema error."""
     ranking_options: RankingOptions | None = None
     rewrite_query: bool = False
 
@@ -193,12 +207,16 @@ class VectorStoreSearchRequest(BaseModel):
 
     def metadata_filters(self) -> dict[str, str]:
         """`filters` as ragtune's metadata filters (key -> value). ValueError for any other
-        kind of filter."""
+        kind of filter, and for an `and` that joins no list of them: an empty or malformed
+        one read as no filter would search the whole store where the client meant to narrow
+        it."""
         if self.filters is None:
             return {}
-        conditions = [self.filters]
-        if self.filters.get("type") == "and":
-            conditions = self.filters.get("filters") or []
+        conditions: object = [self.filters]
+        if isinstance(self.filters, dict) and self.filters.get("type") == "and":
+            conditions = self.filters.get("filters")
+        if not isinstance(conditions, list) or not conditions:
+            raise ValueError(UNSERVED_FILTERS)
         found: dict[str, str] = {}
         for condition in conditions:
             if (
@@ -207,11 +225,7 @@ class VectorStoreSearchRequest(BaseModel):
                 or not isinstance(condition.get("key"), str)
                 or not isinstance(condition.get("value"), str | int | float | bool)
             ):
-                raise ValueError(
-                    "filters: ragtune filters by metadata equality only: "
-                    '{"type": "eq", "key": ..., "value": ...}, or several joined by '
-                    '{"type": "and", "filters": [...]}'
-                )
+                raise ValueError(UNSERVED_FILTERS)
             found[condition["key"]] = str(condition["value"])
         return found
 

@@ -5,6 +5,7 @@ and progress are read back from the catalog; detaching removes the document's ch
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import uuid
@@ -19,10 +20,12 @@ from ragtune.retrieval.settings import check_collection_name
 from ragtune.retrieval.store import Collection, VectorStore
 from ragtune.serving.chat.protocol import RagtuneOptions
 from ragtune.serving.errors import (
+    FileBatchNotFoundError,
     ForbiddenError,
     InvalidRequestError,
     QuotaExceededError,
     ServingError,
+    UploadedFileNotFoundError,
     VectorStoreNotFoundError,
     shorten,
 )
@@ -31,9 +34,11 @@ from ragtune.serving.files.catalog import (
     AttachmentStatus,
     FileBatch,
     FileCatalog,
+    FileRecord,
     now,
 )
 from ragtune.serving.files.service import FileService, Order, page
+from ragtune.serving.protocol import check_json_values
 from ragtune.serving.retrievers import RetrieverCache, merge_ranked
 from ragtune.serving.tenants.principal import Principal
 from ragtune.serving.vector_stores.jobs import IngestJobs
@@ -58,6 +63,11 @@ from ragtune.serving.vector_stores.protocol import (
 )
 
 logger = logging.getLogger("ragtune.files")
+METADATA_KEY = "vector_store_metadata"
+"""Where a store's `metadata` (OpenAI's key-value pairs, as JSON) is kept: in its collection's
+own metadata, so that it goes wherever the collection goes."""
+MAX_METADATA_PAIRS, MAX_METADATA_KEY_CHARS, MAX_METADATA_VALUE_CHARS = 16, 64, 512
+"""OpenAI's bounds on `metadata`."""
 POLL_AFTER_MS = 250
 """How soon a client polling a file in progress is told to ask again (`openai-poll-after-ms`)."""
 
@@ -127,14 +137,18 @@ class VectorStoreService:
                 total=len(jobs),
             ),
             status="in_progress" if counts["in_progress"] else "completed",
+            metadata=_stored_metadata(collection),
             ragtune=VectorStoreInfo(collection=name, chunks=collection.count()),
         )
 
     def create(self, principal: Principal, request: CreateVectorStoreRequest) -> VectorStoreObject:
         """The store named `request.name` (its collection created when missing), with
-        `request.file_ids` attached."""
+        `request.file_ids` attached (all of them, or none and no store made when they would
+        take the tenant past its ingestions in progress) and `request.metadata` kept (in place
+        of any it had)."""
         if request.model_extra:
             logger.info("vector store fields ignored: %s", ", ".join(sorted(request.model_extra)))
+        check_json_values(request.model_dump(exclude_none=True))
         name = request.name or f"vs_{uuid.uuid4().hex[:24]}"
         if not _valid_name(name):
             raise InvalidRequestError(
@@ -143,18 +157,28 @@ class VectorStoreService:
                 param="name",
             )
         if not principal.sees_collection(name):
+            if not request.name:  # a new store would be a new collection: one it was not given
+                given = ", ".join(sorted(principal.collections or ())) or "it was given none"
+                raise ForbiddenError(
+                    "this API key may use only the collections it was given: give `name`, one "
+                    f"of them ({given})"
+                )
             raise ForbiddenError(
                 "this API key may use only the collections it was given; ask an operator for "
                 "a key that includes this one"
             )
-        for file_id in request.file_ids:
-            self.files.record(principal, file_id)  # every file is the caller's, or nothing
-        queued = self.catalog.attachments(vector_store=name, status="in_progress")
-        self._check_pending(principal, len(set(request.file_ids) - {j.file_id for j in queued}))
-        collection = self.store.collection(name, self.embedding_model, create=True)
-        self.catalog.touch_store(name)
-        for file_id in request.file_ids:
-            self.attach(principal, name, file_id)
+        if request.metadata is not None:
+            _check_metadata(request.metadata)
+        records = [self.files.record(principal, file_id) for file_id in request.file_ids]
+        with self._queueing:
+            fresh = self._not_queued(name, records)
+            self._check_pending(principal, len(fresh))
+            collection = self.store.collection(name, self.embedding_model, create=True)
+            self.catalog.touch_store(name)
+            self._queue(principal, name, fresh)
+        if request.metadata is not None:
+            with self.jobs.lock(name):  # a write's revision stamp rewrites the same metadata
+                collection.set_metadata_value(METADATA_KEY, json.dumps(request.metadata))
         return self._object(principal, collection)
 
     def get(self, principal: Principal, store_id: str) -> VectorStoreObject:
@@ -208,7 +232,7 @@ class VectorStoreService:
         self._collection(principal, store_id)
         found = self.catalog.attachment(store_id, file_id)
         if found is None or (found.tenant != principal.tenant and not principal.admin):
-            raise VectorStoreNotFoundError(
+            raise UploadedFileNotFoundError(
                 f"no file with id {shorten(file_id)!r} in vector store {shorten(store_id)!r}"
             )
         return found
@@ -242,8 +266,25 @@ class VectorStoreService:
             if existing is not None and existing.status == "in_progress":
                 return self._file_object(existing)
             self._check_pending(principal, 1)
-            job = Attachment(
-                vector_store=collection.name,
+            (job,) = self._queue(principal, collection.name, [record])
+        return self._file_object(job)
+
+    def _not_queued(self, store: str, records: Sequence[FileRecord]) -> Sequence[FileRecord]:
+        """The files (each once) not already being ingested into the store: those attaching
+        `records` would queue. Under `_queueing`, with the check and the queueing after it."""
+        queued = self.catalog.attachments(vector_store=store, status="in_progress")
+        being_ingested = {job.file_id for job in queued}
+        return list({r.id: r for r in records if r.id not in being_ingested}.values())
+
+    def _queue(
+        self, principal: Principal, store: str, records: Sequence[FileRecord]
+    ) -> Sequence[Attachment]:
+        """Attach the files and queue their ingestion (status in_progress). Under `_queueing`,
+        in the same hold as the check of the tenant's ingestions in progress: two requests at
+        the same moment must not both pass the check, then both attach."""
+        jobs = [
+            Attachment(
+                vector_store=store,
                 file_id=record.id,
                 tenant=principal.tenant,
                 status="in_progress",
@@ -251,9 +292,12 @@ class VectorStoreService:
                 doc_id=document_id(str(self.catalog.path(record))),
                 usage_bytes=record.bytes,
             )
+            for record in records
+        ]
+        for job in jobs:
             self.catalog.attach(job)
-        self.jobs.submit(job.vector_store, job.file_id)
-        return self._file_object(job)
+            self.jobs.submit(job.vector_store, job.file_id)
+        return jobs
 
     def _check_pending(self, principal: Principal, adding: int) -> None:
         """QuotaExceededError when `adding` more ingestions would take the caller's tenant past
@@ -319,6 +363,7 @@ class VectorStoreService:
         rank (each passage once). Blocking: embeds the queries."""
         if request.model_extra:
             logger.info("search fields ignored: %s", ", ".join(sorted(request.model_extra)))
+        check_json_values(request.model_dump(exclude_none=True))  # no tokenizer takes them
         try:
             texts = request.queries()
         except ValueError as exc:
@@ -401,21 +446,20 @@ class VectorStoreService:
         except ValueError as exc:
             raise InvalidRequestError(str(exc), param="file_ids") from None
         collection = self._collection(principal, store_id)
-        for file_id in file_ids:
-            self.files.record(principal, file_id)  # every file is the caller's, or nothing
-        queued = self.catalog.attachments(vector_store=collection.name, status="in_progress")
-        self._check_pending(principal, len(set(file_ids) - {j.file_id for j in queued}))
+        records = [self.files.record(principal, file_id) for file_id in file_ids]
+        with self._queueing:
+            fresh = self._not_queued(collection.name, records)
+            self._check_pending(principal, len(fresh))
+            self._queue(principal, collection.name, fresh)
         batch = FileBatch(
             id=f"vsfb_{uuid.uuid4().hex}",
             vector_store=collection.name,
             tenant=principal.tenant,
             created_at=now(),
             cancelled=False,
-            file_ids=tuple(file_ids),
+            file_ids=tuple(record.id for record in records),
         )
-        self.catalog.add_batch(batch)
-        for file_id in file_ids:
-            self.attach(principal, collection.name, file_id)
+        self.catalog.add_batch(batch)  # once its files are attached: a refused one leaves none
         return self._batch_object(batch)
 
     def _batch(self, principal: Principal, store_id: str, batch_id: str) -> FileBatch:
@@ -426,7 +470,7 @@ class VectorStoreService:
             or found.vector_store != store_id
             or (found.tenant != principal.tenant and not principal.admin)
         ):
-            raise VectorStoreNotFoundError(
+            raise FileBatchNotFoundError(
                 f"no file batch with id {shorten(batch_id)!r} in vector store {shorten(store_id)!r}"
             )
         return found
@@ -497,6 +541,32 @@ class VectorStoreService:
         ]
         jobs.sort(key=lambda job: job.created_at)
         return self._file_list(jobs, limit, after, order)
+
+
+def _check_metadata(metadata: dict[str, str]) -> None:
+    """InvalidRequestError unless `metadata` is within OpenAI's bounds."""
+    if len(metadata) > MAX_METADATA_PAIRS:
+        raise InvalidRequestError(
+            f"metadata: at most {MAX_METADATA_PAIRS} key-value pairs", param="metadata"
+        )
+    for key, value in metadata.items():
+        if len(key) > MAX_METADATA_KEY_CHARS or len(value) > MAX_METADATA_VALUE_CHARS:
+            raise InvalidRequestError(
+                f"metadata: keys of at most {MAX_METADATA_KEY_CHARS} characters, values of at "
+                f"most {MAX_METADATA_VALUE_CHARS}; {shorten(key)!r} is over",
+                param="metadata",
+            )
+
+
+def _stored_metadata(collection: Collection) -> dict[str, str]:
+    """The store's `metadata`, as its last create with one gave it ({} when none did)."""
+    try:
+        stored = json.loads(str(collection.metadata().get(METADATA_KEY) or "{}"))
+    except ValueError:
+        return {}
+    if not isinstance(stored, dict):
+        return {}
+    return {str(key): str(value) for key, value in stored.items()}
 
 
 def _valid_name(name: str) -> bool:

@@ -107,6 +107,10 @@ def test_docs_rm_removes_every_chunk(faq_docs: Path, eval_small: Path) -> None:
     missing = ragtune("docs", "rm", faq / "nope.rst.txt", *collection, data_dir=data_dir)
     assert missing.returncode == 2
     assert "not in collection" in missing.stderr
+    empty = ragtune("docs", "rm", faq / "design.rst.txt", "", *collection, data_dir=data_dir)
+    assert empty.returncode == 2
+    assert "empty (nothing was removed)" in empty.stderr
+    assert len(ragtune_json("docs", "list", *collection, data_dir=data_dir)) == len(before)
     removed = ragtune("docs", "rm", faq / "design.rst.txt", *collection, data_dir=data_dir)
     assert removed.returncode == 0, removed.stderr
     documents = ragtune_json("docs", "list", *collection, data_dir=data_dir)
@@ -131,6 +135,10 @@ def test_exit_status_and_summary_for_bad_input(tmp_path: Path) -> None:
     assert "nope: no such file or directory" in result.stdout
     ok = ragtune("ingest", docs / "good.md", data_dir=data_dir)
     assert ok.returncode == 0
+    # Read as a path, "" is the current folder (the test's: the whole repository).
+    empty = ragtune("ingest", docs / "good.md", "", data_dir=data_dir)
+    assert empty.returncode == 2
+    assert "an empty PATH names no file" in empty.stderr
     bad_meta = ragtune("ingest", docs, "--meta", "source=x", data_dir=data_dir)
     assert bad_meta.returncode == 2
     assert "reserved" in bad_meta.stderr

@@ -8,7 +8,7 @@ import pytest
 
 from ragtune.ingest import loaders
 from ragtune.ingest.errors import DocumentLoadError, UnsupportedFileTypeError
-from ragtune.ingest.loaders import LoadedDocument, file_type_of, load_document
+from ragtune.ingest.loaders import LoadedDocument, decode_text, file_type_of, load_document
 from tests.support.makers import encrypted_pdf_bytes, pdf_bytes, write_docx
 
 
@@ -83,15 +83,22 @@ def test_markdown_data_uris_keep_their_media_type_only(tmp_path: Path) -> None:
         f"```\n![kept](data:image/png;base64,{payload[:40]})\n```\n"
         "A [link](https://example.com/data:1,2) is not one.\n"
         f'<img src="data:image/gif;base64,{payload}" alt="an icon">\n'
+        f"Inline code: ``![kept](data:image/png;base64,{payload[:40]})`` and "
+        f"![cut](data:image/png;base64,{payload}) and `[kept](data:text/plain,abc)`.\n"
+        f"A lone `` opens no code: ![cut](data:image/png;base64,{payload}) ` x\n"
     )
-    [section] = load(path).sections
-    assert section.text == (
+    expected = (
         'Our logo: ![the logo](data:image/png;base64,… "Logo") and '
         "[a note](<data:text/plain,…>).\n\n[icon]: data:image/svg+xml,…\n\n"
         f"```\n![kept](data:image/png;base64,{payload[:40]})\n```\n"  # code as written
         "A [link](https://example.com/data:1,2) is not one.\n"
-        '<img src="data:image/gif;base64,…" alt="an icon">'
+        '<img src="data:image/gif;base64,…" alt="an icon">\n'
+        f"Inline code: ``![kept](data:image/png;base64,{payload[:40]})`` and "
+        "![cut](data:image/png;base64,…) and `[kept](data:text/plain,abc)`.\n"
+        "A lone `` opens no code: ![cut](data:image/png;base64,…) ` x"
     )
+    [section] = load(path).sections
+    assert section.text == expected
 
 
 def test_rst_levels_follow_adornment_styles(tmp_path: Path) -> None:
@@ -295,6 +302,25 @@ def test_latin1_text_is_decoded(tmp_path: Path) -> None:
     )
     path.write_bytes(text.encode("latin-1"))
     assert load(path).sections[0].text == text
+
+
+@pytest.mark.parametrize(
+    ("text", "encoding"),
+    [
+        ("café refunds", "latin-1"),
+        ("crème brûlée", "cp1252"),
+        ("naïve façade", "cp1252"),
+        ("Größe der Straße", "latin-1"),
+        # Other 8-bit encodings are read as before: as Latin words only where they are such.
+        ("Zażółć gęślą jaźń", "cp1250"),
+        ("Dobrý den, přeji hezký večer.", "cp1250"),
+        ("Привет мир, как дела? Это тест.", "cp1251"),
+    ],
+)
+def test_a_short_text_in_a_western_encoding_is_read_as_written(text: str, encoding: str) -> None:
+    """Too short for its language to be told, its encoding was charset_normalizer's arbitrary
+    pick among those that read it ("café" came out as cp1006's "cafﻠ")."""
+    assert decode_text(text.encode(encoding)) == text
 
 
 @pytest.mark.parametrize(

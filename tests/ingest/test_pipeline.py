@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ragtune.ingest.documents import absolute, remove_documents
-from ragtune.ingest.errors import InvalidMetadataError
+from ragtune.ingest.errors import DocumentNotFoundError, InvalidMetadataError
 from ragtune.ingest.pipeline import FileStatus, IngestService, IngestSummary, parse_meta
 from ragtune.ingest.settings import IngestSettings
 from ragtune.retrieval.store import ChunkRecord, Collection
@@ -215,6 +215,19 @@ def test_documents_stored_under_a_dot_dot_path_are_found_by_their_plain_path(
     assert collection.count() == 0
 
 
+def test_an_empty_name_removes_nothing(
+    collection: Collection, embedder: FakeEmbedder, corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read as a path, "" is the current folder: every document under it would go."""
+    run(collection, embedder, corpus)
+    before = collection.count()
+    monkeypatch.chdir(corpus)
+    for names in ([""], [str(corpus / "a.md"), " "]):
+        with pytest.raises(DocumentNotFoundError, match="empty"):
+            remove_documents(collection, names)
+        assert collection.count() == before
+
+
 def test_a_file_whose_name_is_not_utf8_fails_alone(
     collection: Collection, embedder: FakeEmbedder, corpus: Path
 ) -> None:
@@ -263,6 +276,7 @@ def test_bad_files_are_reported_and_the_rest_is_ingested(
     assert "unsupported file type" in reasons["notes.xyz"]
     assert "no such file" in reasons["missing"]
     assert by_name["image.png"].status == FileStatus.SKIPPED  # found in a folder, not named
+    assert summary.read == 6  # neither failed nor skipped
     stored = {Path(str(c.metadata["source"])).name for c in collection.scan()}
     assert stored == {"a.md", "b.rst", "c.txt", "d.html", "e.docx", "f.pdf"}
 

@@ -74,3 +74,34 @@ def test_chroma_where_selects_the_same_rows() -> None:
     }
     assert SearchFilter.parse(["source=nowhere"]).chroma_where(ROWS) is None
     assert SearchFilter().chroma_where(ROWS) == {}
+
+
+def test_a_filter_from_the_api_matches_the_names_answers_show_not_server_paths() -> None:
+    """A client sees a document's path below the folder ingested (or an upload's file name);
+    matching the server's paths would let it find the server's folders one glob at a time."""
+    rows = [
+        {"source": "/srv/data/files/file-1/refunds.md", "display_source": "refunds.md"},
+        {"source": "/srv/docs/faq/general.rst", "display_source": "docs/faq/general.rst"},
+        {"source": "/srv/old/notes.md"},  # ingested before display names were stored
+    ]
+    for pattern, expected in [
+        ("/srv*", []),
+        ("/srv/data/files/file-1/refunds.md", []),
+        ("file-1", []),
+        ("refunds.md", [0]),
+        ("faq/", [1]),
+        ("docs/faq/*.rst", [1]),
+        ("*.md", [0, 2]),
+    ]:
+        shown = SearchFilter.from_mapping({"source": pattern})
+        assert [n for n, r in enumerate(rows) if shown.matches(r)] == expected, pattern
+        where = shown.chroma_where(rows)
+        paths = [rows[n]["source"] for n in expected]
+        assert where == ({"source": {"$in": sorted(paths)}} if paths else None), pattern
+    assert SearchFilter.parse(["source=/srv/data"]).matches(rows[0])  # the CLI's: paths
+
+
+def test_a_filter_from_the_api_with_an_empty_value_says_so() -> None:
+    for value in ("", "  "):
+        with pytest.raises(InvalidFilterError, match="'team' has an empty value"):
+            SearchFilter.from_mapping({"team": value})

@@ -105,6 +105,8 @@ def test_ordinary_values_pass() -> None:
         {"a=b": "c"},
         {"": "x"},
         {"team name": "x"},
+        {"source": ""},
+        {"team": "  "},
         {f"k{i}": "v" for i in range(2000)},
     ],
 )

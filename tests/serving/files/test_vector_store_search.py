@@ -16,6 +16,7 @@ from ragtune.ingest.settings import IngestSettings
 from tests.support.documents import (
     ADMIN_KEY,
     GUIDE,
+    KEY,
     PARCELS,
     STORE,
     components_of,
@@ -55,7 +56,7 @@ def test_search_finds_the_passage_and_names_its_file(with_store: tuple[OpenAI, T
     assert any("next working day" in t for t in texts[:2])
 
 
-def test_filters_and_bad_requests(with_store: tuple[OpenAI, TestClient]) -> None:
+def test_filters_and_bad_requests(with_store: tuple[OpenAI, TestClient], tmp_path: Path) -> None:
     client, _ = with_store
     client.vector_stores.files.upload_and_poll(vector_store_id=STORE, file=("guide.md", GUIDE))
     only_holidays = client.vector_stores.search(
@@ -81,6 +82,12 @@ def test_filters_and_bad_requests(with_store: tuple[OpenAI, TestClient]) -> None
         ]},
     )  # fmt: skip
     assert elsewhere.data == []
+    # `source` matches the name the client sees, never the server's path of the upload.
+    for hidden in (f"{tmp_path}*", "/*", "*/files/*", "file-*"):
+        server_path = client.vector_stores.search(
+            STORE, query="office closed", filters={"type": "eq", "key": "source", "value": hidden}
+        )
+        assert server_path.data == [], hidden
     for filters in (
         {"type": "gt", "key": "year", "value": 2020},
         {"type": "or", "filters": []},
@@ -130,3 +137,54 @@ def test_a_store_the_key_does_not_see_answers_as_a_missing_one(
         client.vector_stores.search("no-such-store", query="How are invoices refunded?")
     assert str(hidden.value).replace(STORE, "X") == str(missing.value).replace("no-such-store", "X")
     assert "thirty" not in str(hidden.value)
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        {"type": "and", "filters": 5},
+        {"type": "and", "filters": True},
+        {"type": "and", "filters": 0},
+        {"type": "and", "filters": False},
+        {"type": "and", "filters": ""},
+        {"type": "and", "filters": []},
+        {"type": "and", "filters": None},
+        {"type": "and", "filters": {"type": "eq", "key": "section", "value": "Holidays"}},
+        {"type": "and"},
+        0,
+        False,
+        "",
+        [],
+        "section",
+    ],
+)
+def test_a_malformed_filter_is_refused_never_read_as_no_filter(
+    with_store: tuple[OpenAI, TestClient], filters: object
+) -> None:
+    # Read as no filter, these would search the whole store where the client meant to narrow it.
+    client, test_client = with_store
+    client.vector_stores.files.upload_and_poll(vector_store_id=STORE, file=("guide.md", GUIDE))
+    answer = test_client.post(
+        f"/v1/vector_stores/{STORE}/search",
+        json={"query": "office closed", "filters": filters},
+        headers={"Authorization": f"Bearer {KEY}"},
+    )
+    assert answer.status_code == 400
+    error = answer.json()["error"]
+    assert error["param"] == "filters"
+    assert "metadata equality only" in error["message"]
+
+
+def test_no_filters_given_or_null_search_the_whole_store(
+    with_store: tuple[OpenAI, TestClient],
+) -> None:
+    client, test_client = with_store
+    client.vector_stores.files.upload_and_poll(vector_store_id=STORE, file=("guide.md", GUIDE))
+    for body in ({"query": "office closed"}, {"query": "office closed", "filters": None}):
+        answer = test_client.post(
+            f"/v1/vector_stores/{STORE}/search",
+            json=body,
+            headers={"Authorization": f"Bearer {KEY}"},
+        )
+        assert answer.status_code == 200
+        assert answer.json()["data"]
