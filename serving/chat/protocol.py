@@ -9,6 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ragtune.adapters.examples import last_user_text
 from ragtune.retrieval.conversation import user_turns as user_texts
+from ragtune.retrieval.errors import InvalidFilterError
+from ragtune.retrieval.filters import SearchFilter
 from ragtune.serving.errors import InvalidRequestError, shorten
 from ragtune.serving.grounding import GroundingInfo
 from ragtune.serving.protocol import check_json_values
@@ -376,19 +378,17 @@ class RagtuneOptions(BaseModel):
                 f"{len(filters)} filters: at most {MAX_FILTERS} per request",
                 param="ragtune.filters",
             )
-        for key, value in filters.items():
+        for key in filters:
             if not _FILTER_KEY.match(key):
                 raise InvalidRequestError(
                     f"filter key {shorten(key)!r} is not a metadata name: use source, section "
                     "or a key given at ingest (letters, digits, '_', '.', '-'; no operators)",
                     param="ragtune.filters",
                 )
-            if not str(value).strip():
-                raise InvalidRequestError(
-                    f"filter {key!r} has an empty value: give the value to match, or leave the "
-                    "key out",
-                    param="ragtune.filters",
-                )
+        try:  # what search will read them as, checked now: not only when a search runs
+            SearchFilter.from_mapping(filters)
+        except InvalidFilterError as exc:
+            raise InvalidRequestError(str(exc), param="ragtune.filters") from None
 
 
 class ChatCompletionRequest(BaseModel):
