@@ -47,7 +47,7 @@ SUFFIXES: dict[str, str] = {
 }
 
 
-LOADER_VERSIONS: dict[str, int] = {HTML: 8, PDF: 2, MARKDOWN: 5, RST: 3, TEXT: 2}
+LOADER_VERSIONS: dict[str, int] = {HTML: 8, PDF: 2, MARKDOWN: 6, RST: 3, TEXT: 2}
 """Bumped when a loader reads the same file differently (HTML 2: inline elements in place;
 3: self-contained blocks apart; 4: the terms of one description kept together; 5: a div
 whose class names a section stands apart, permalink marks left out; 6: navigation (menus,
@@ -59,10 +59,10 @@ pages after the first `</html>` read, `<br>` inside `pre` a line break, a headin
 over the text read as text, navigation named in camel case or with digits left out; PDF 2:
 paragraphs and headings, see `ingest.pdf`; Markdown 2: setext headings, front matter,
 paragraphs kept apart; 3: a heading of closing #s alone is empty (CommonMark); 4: a link's or
-image's data URI without its payload; 5: save in inline code; RST 2: markup
-a reader never sees left out; 3: directive names in any case; text 2:
-paragraphs grouped by topic when chunked, see `ingest.chunking`), so that the next ingest
-re-reads files of that type instead of skipping them as unchanged."""
+image's data URI without its payload; 5: kept in inline code; 6: a backslash-escaped
+backtick opens no code; RST 2: markup a reader never sees left out; 3: directive names in any
+case; text 2: paragraphs grouped by topic when chunked, see `ingest.chunking`), so that the
+next ingest re-reads files of that type instead of skipping them as unchanged."""
 
 
 def loader_version(path: Path) -> int:
@@ -468,21 +468,28 @@ def _without_data_uris(line: str) -> str:
 def _code_spans(line: str) -> list[tuple[int, int]]:
     """Where `line`'s inline code spans start and end, as CommonMark reads them: a run of
     backticks opens one, closed by the next run of the same length; a run that no such run
-    follows is a literal. In O(n log n): a regular expression that looks ahead for each run's
-    closer takes quadratic time on runs of many lengths (18 s for a 1 MB line)."""
+    follows is a literal. Outside code, a backslash before a run makes its first backtick a
+    literal (the rest of the run may open a span); inside, a backslash is a literal itself, so
+    a closer is never escaped. In O(n log n): a regular expression that looks ahead for each
+    run's closer takes quadratic time on runs of many lengths (18 s for a 1 MB line)."""
     runs = [(m.start(), m.end()) for m in _MD_BACKTICKS.finditer(line)]
     of_length: dict[int, list[int]] = {}
     for n, (begin, end) in enumerate(runs):
         of_length.setdefault(end - begin, []).append(n)
     spans, n = [], 0
     while n < len(runs):
-        same = of_length[runs[n][1] - runs[n][0]]
+        begin, end = runs[n]
+        escape = begin
+        while escape and line[escape - 1] == "\\":  # each run's own: O(n) in all
+            escape -= 1
+        begin += (begin - escape) % 2  # an escaped backtick is text
+        same = of_length.get(end - begin, [])
         after = bisect.bisect_right(same, n)
         if after == len(same):
             n += 1  # a literal run of backticks
         else:
             closer = same[after]
-            spans.append((runs[n][0], runs[closer][1]))
+            spans.append((begin, runs[closer][1]))
             n = closer + 1
     return spans
 

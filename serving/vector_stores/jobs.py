@@ -177,7 +177,9 @@ class IngestJobs:
         self._futures: dict[tuple[str, str], Future[None]] = {}
         self._latest: dict[tuple[str, str], int] = {}
         """Each attachment's latest submission: only its job may write (a file detached and
-        attached again while its first job embeds gets a second job, and the first must stop)."""
+        attached again while its first job embeds gets a second job, and the first must stop).
+        These three hold only jobs queued or running: an attachment's entries go when its
+        latest job ends (`_forget`)."""
         self._submissions = itertools.count()
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -227,14 +229,26 @@ class IngestJobs:
         with self._guard:
             self._cancelled.discard(key)
             submission = self._latest[key] = next(self._submissions)
-            self._futures[key] = self._executor.submit(self._run, vector_store, file_id, submission)
+            future = self._executor.submit(self._run, vector_store, file_id, submission)
+            self._futures[key] = future
+        # Outside the guard: a future already done calls back at once, in this thread.
+        future.add_done_callback(lambda ended: self._forget(key, submission, ended))
+
+    def _forget(self, key: tuple[str, str], submission: int, ended: Future[None]) -> None:
+        """An attachment's entries once its latest job has ended (run, stopped or cancelled
+        before it ran); an older job's end leaves the newer one's."""
+        with self._guard:
+            if self._futures.get(key) is ended and self._latest.get(key) == submission:
+                del self._futures[key], self._latest[key]
+                self._cancelled.discard(key)
 
     def cancel(self, vector_store: str, file_id: str) -> None:
         """Stop a queued or running job (it writes nothing more); a finished one is untouched."""
         key = (vector_store, file_id)
         with self._guard:
-            self._cancelled.add(key)
             future = self._futures.get(key)
+            if future is not None:
+                self._cancelled.add(key)
         if future is not None:
             future.cancel()
 

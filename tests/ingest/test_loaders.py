@@ -86,6 +86,9 @@ def test_markdown_data_uris_keep_their_media_type_only(tmp_path: Path) -> None:
         f"Inline code: ``![kept](data:image/png;base64,{payload[:40]})`` and "
         f"![cut](data:image/png;base64,{payload}) and `[kept](data:text/plain,abc)`.\n"
         f"A lone `` opens no code: ![cut](data:image/png;base64,{payload}) ` x\n"
+        f"An escaped \\` is text: ![cut](data:image/png;base64,{payload}) `\n"
+        "And \\\\`[kept](data:text/plain,abc)\\` (an escaped backslash, a code span) and "
+        "\\``[kept](data:text/plain,abc)`\n"
     )
     expected = (
         'Our logo: ![the logo](data:image/png;base64,… "Logo") and '
@@ -95,7 +98,10 @@ def test_markdown_data_uris_keep_their_media_type_only(tmp_path: Path) -> None:
         '<img src="data:image/gif;base64,…" alt="an icon">\n'
         f"Inline code: ``![kept](data:image/png;base64,{payload[:40]})`` and "
         "![cut](data:image/png;base64,…) and `[kept](data:text/plain,abc)`.\n"
-        "A lone `` opens no code: ![cut](data:image/png;base64,…) ` x"
+        "A lone `` opens no code: ![cut](data:image/png;base64,…) ` x\n"
+        "An escaped \\` is text: ![cut](data:image/png;base64,…) `\n"
+        "And \\\\`[kept](data:text/plain,abc)\\` (an escaped backslash, a code span) and "
+        "\\``[kept](data:text/plain,abc)`"
     )
     [section] = load(path).sections
     assert section.text == expected

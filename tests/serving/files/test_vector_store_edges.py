@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -153,6 +154,33 @@ def test_a_file_attached_again_mid_ingestion_is_written_once_by_its_new_job(
     collection = parts.store.collection(STORE, parts.embedder.model_id)
     counts = {chunk.metadata["n_chunks"] for chunk in collection.scan()}
     assert counts == {collection.count()}  # one whole version of the document
+
+
+def test_the_jobs_kept_are_those_queued_or_running(
+    stalling: tuple[Components, StallingEmbedder],
+) -> None:
+    """A server attaches files for as long as it runs: what it keeps per job goes when the
+    job ends, however it ends (completed, stopped by a detach, superseded by a new attach)."""
+    parts, embedder = stalling
+    stores, jobs = parts.vector_stores, parts.jobs
+    long_id = stalled_ingestion(parts, embedder)
+    stores.detach(ALICE, STORE, long_id)
+    stores.attach(ALICE, STORE, long_id)
+    done = parts.files.create(ALICE, "guide.md", "assistants", io.BytesIO(GUIDE))
+    stores.attach(ALICE, STORE, done.id)
+    key = (STORE, long_id)
+    assert key in jobs._futures  # the new job, queued or running
+    assert key in jobs._latest
+    embedder.release.set()
+    for file_id in (long_id, done.id):
+        jobs.wait(STORE, file_id, timeout=30)
+        assert stores.file(ALICE, STORE, file_id).status == "completed"
+    stores.detach(ALICE, STORE, done.id)  # a job that has ended: nothing left to cancel
+    for _ in range(100):  # the last job's future is marked done just after its work ends
+        if not jobs._futures:
+            break
+        time.sleep(0.01)
+    assert (jobs._futures, jobs._latest, jobs._cancelled) == ({}, {}, set())
 
 
 def attach_at_once(
