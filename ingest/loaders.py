@@ -459,13 +459,13 @@ def _without_data_uris(line: str) -> str:
     if "data:" not in line.lower():
         return line
     kept, start = [], 0
-    for opens, closes in _code_spans(line):
+    for opens, closes in code_spans(line):
         kept += [_MD_DATA_URI.sub(r"\1data:\2,…", line[start:opens]), line[opens:closes]]
         start = closes
     return "".join(kept) + _MD_DATA_URI.sub(r"\1data:\2,…", line[start:])
 
 
-def _code_spans(line: str) -> list[tuple[int, int]]:
+def code_spans(line: str) -> list[tuple[int, int]]:
     """Where `line`'s inline code spans start and end, as CommonMark reads them: a run of
     backticks opens one, closed by the next run of the same length; a run that no such run
     follows is a literal. Outside code, a backslash before a run makes its first backtick a

@@ -27,6 +27,10 @@ from ragtune.retrieval.store import STORE_KEY_PREFIXES, display_source
 
 _GLOB = set("*?[")
 SECTION_SEPARATOR = " > "
+MAX_API_PATTERN = 512
+"""The longest `source` or `section` pattern an API request may give: translating a glob
+takes time quadratic in its length (`fnmatch` looks for each `[`'s closing `]`), so 16,000
+characters of `[` took 15 s of a server's CPU, per request."""
 
 
 def _has_glob(pattern: str) -> bool:
@@ -78,6 +82,11 @@ class SearchFilter:
                 raise InvalidFilterError(
                     f"filter {key[:64]!r} has an empty value: give the value to match, or leave "
                     "the key out"
+                )
+            if key in ("source", "section") and len(str(value)) > MAX_API_PATTERN:
+                raise InvalidFilterError(
+                    f"filter {key!r} is {len(str(value))} characters long; a pattern may have "
+                    f"at most {MAX_API_PATTERN} (match a long name by its end: '*/tail')"
                 )
         return cls.parse((f"{k}={v}" for k, v in data.items()), source_as_shown=True)
 

@@ -42,6 +42,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 from pydantic import BaseModel
 
+from ragtune.ingest.loaders import code_spans
 from ragtune.retrieval.embedder import Embedder
 from ragtune.retrieval.rerank import CrossEncoderSetting
 from ragtune.serving.errors import GroundingModelError
@@ -367,11 +368,15 @@ def answer_sentences(text: str) -> list[Claim]:
 
 def citations(text: str) -> list[tuple[int, tuple[int, ...]]]:
     """The citation markers of a text ("[1]", "[1, 2]"): where each one's "[" is, and the
-    passage numbers it cites."""
-    return [
-        (match.start(1) - 1, tuple(int(n) for n in re.split(r"[,;]", match.group(1))))
-        for match in _CITATION.finditer(text)
-    ]
+    passage numbers it cites. Code (fenced, or inline between backticks) cites nothing:
+    `xs[1]` is an index."""
+    code = [match.span() for match in _FENCED_CODE.finditer(text)] + code_spans(text)
+    found = []
+    for match in _CITATION.finditer(text):
+        at = match.start(1) - 1
+        if not any(start <= at < end for start, end in code):
+            found.append((at, tuple(int(n) for n in re.split(r"[,;]", match.group(1)))))
+    return found
 
 
 def _passage_sentences(text: str) -> list[str]:

@@ -233,7 +233,9 @@ class PromptBuilder:
         max_tokens: int,
         tools: Sequence[Message] | None = None,
     ) -> PromptPlan:
-        """The conversation behind a system message with as many passages as fit."""
+        """The conversation behind a system message with as many of `hits` as fit, in their
+        order (retrieval's: a reranker's, or several collections' interleaved by rank, which
+        fused scores would undo: they do not compare across collections)."""
         if not hits:
             with_note = with_system(messages, NO_EVIDENCE_INSTRUCTIONS)
             tokens = self.count(with_note, tools)
@@ -245,10 +247,9 @@ class PromptBuilder:
         fixed = self.count(empty, tools)
         self._check_fits(fixed, max_tokens)
         room = budget - fixed - SLACK_TOKENS
-        ranked = sorted(hits, key=lambda h: -h.score)
         kept: list[SearchHit] = []
         used = 0
-        for hit in ranked:
+        for hit in hits:
             cost = len(
                 self.tokenizer.encode(
                     render_passage(len(kept) + 1, hit, self.special_tokens) + "\n\n",
@@ -256,7 +257,7 @@ class PromptBuilder:
                 )
             )
             if used + cost > room:
-                break  # the rest score lower: drop them all
+                break  # the rest rank lower: drop them all
             kept.append(hit)
             used += cost
         while True:

@@ -63,10 +63,14 @@ class RetrieverCache:
     def default_collection(self) -> str:
         return self.settings.collection
 
+    def _name(self, collection: str | None) -> str:
+        # None is the default collection; an empty name is no collection's (refused by `get`).
+        return collection if collection is not None else self.settings.collection
+
     def get(self, collection: str | None = None) -> Retriever:
         """The retriever of `collection` (default: the configured one). InvalidRequestError for
         a name no collection may have, CollectionNotFoundError for one that does not exist."""
-        name = collection or self.settings.collection
+        name = self._name(collection)
         self._drop_if_replaced(name)
         retriever = self._retrievers.get(name)
         if retriever is None:
@@ -108,7 +112,7 @@ class RetrieverCache:
         """Drop the retriever of `collection` now if its collection was deleted or replaced
         since it was opened (not waiting for `lexical_check_seconds`): what a request that
         failed on it does before it tries once more. Whether it was dropped."""
-        return self._drop_if_replaced(collection or self.settings.collection, at_once=True)
+        return self._drop_if_replaced(self._name(collection), at_once=True)
 
     def forget(self, collection: str) -> None:
         """Drop the retriever of a collection this process changed or deleted: the next request
@@ -179,7 +183,7 @@ class RetrieverCache:
         again by its own model: a vector of one model is meaningless among another's (`embed`
         makes that vector from the collection's embedder: a conversation's turns one by one,
         `ConversationQuery.vector_of`; default: the question's text)."""
-        name = collection or self.settings.collection
+        name = self._name(collection)
         try:
             try:
                 hits = self._search(name, question, vector, model, k, filters, timings, embed)

@@ -103,6 +103,13 @@ class RouteRequest:
     also_searched: tuple[str, ...] = ()
     """The other collections the client named to be searched with `collection`."""
     filters: Mapping[str, str] | None = None
+    max_passages: int | None = None
+    """At most this many of the passages, the first in retrieval order (a `file_search`
+    tool's `max_num_results`; None: all that the server's own bound, RAGTUNE_RAG_TOP_K, lets
+    through). The router decides on every passage found all the same."""
+    min_score: float = 0.0
+    """Passages less similar to the question (dense similarity) are not given to the model,
+    besides those below the evidence threshold (a `file_search` tool's `score_threshold`)."""
     answer: AnswerBound = field(default_factory=AnswerBound)
 
     @property
@@ -284,8 +291,9 @@ def plan_route(
         )
     passages: tuple[SearchHit, ...] = ()
     if route in DOCUMENT_ROUTES:
-        threshold = settings.evidence_threshold
+        threshold = max(settings.evidence_threshold, request.min_score)
         passages = tuple(h for h in hits if (h.dense_score or 0.0) >= threshold)
+        passages = passages[: request.max_passages]  # None: all
     return RoutePlan(route, adapter, reason, scores, passages, request.answer, features)
 
 

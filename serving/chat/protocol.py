@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ragtune.adapters.examples import last_user_text
 from ragtune.retrieval.conversation import user_turns as user_texts
@@ -15,6 +24,7 @@ from ragtune.serving.errors import InvalidRequestError, shorten
 from ragtune.serving.grounding import GroundingInfo
 from ragtune.serving.protocol import check_json_values
 from ragtune.serving.router import Route
+from ragtune.serving.vector_stores.protocol import RankingOptions, metadata_filters
 
 # Fields of the request forwarded to the engine as the client sent them: OpenAI's sampling
 # controls and vLLM's sampling extensions, which shape the answer and reveal nothing of the
@@ -153,6 +163,20 @@ class FunctionDefinition(BaseModel):
     strict: bool | None = None
 
 
+@dataclass(frozen=True)
+class SearchScope:
+    """What a `file_search` tool narrows its search to, besides its stores."""
+
+    filters: dict[str, str] | None = None
+    """Metadata filters, as `ragtune.filters` (None: none)."""
+    max_results: int | None = None
+    """At most this many passages (`max_num_results`; None: the server's RAGTUNE_RAG_TOP_K)."""
+    min_score: float = 0.0
+    """Passages less similar to the question are not given (`score_threshold`: the score
+    `file_search_call.results` and the vector store search show), besides the evidence
+    threshold."""
+
+
 class ToolSpec(BaseModel):
     """One of the request's `tools` (OpenAI's function tool). `check` before use: the types
     here are loose so that a wrong value is a 400 naming it, not a schema error."""
@@ -162,6 +186,61 @@ class ToolSpec(BaseModel):
     function: FunctionDefinition | None = None
     vector_store_ids: list[str] | None = None
     """Of a `file_search` tool: the vector stores to search (`file_search_as_collection`)."""
+    filters: Any = None
+    """Of a `file_search` tool: OpenAI's attribute filters, read as the vector store search
+    reads them (`search_scope`)."""
+    max_num_results: Any = None
+    """Of a `file_search` tool: at most this many passages (1-50)."""
+    ranking_options: Any = None
+    """Of a `file_search` tool: `score_threshold`, as the vector store search reads it; `ranker`
+    is ignored, as by the vector store search."""
+
+    def search_scope(self, param: str) -> SearchScope:
+        """Of a `file_search` tool: what it narrows the search to, once it names its stores and
+        asks nothing ragtune does not serve. InvalidRequestError naming the field (`param`: the
+        tool, e.g. `tools[0]`) otherwise: what a search cannot honour is refused, never
+        searched without."""
+        if any(not name.strip() for name in self.vector_store_ids or ()):
+            raise InvalidRequestError(
+                f"{param}.vector_store_ids names an empty vector store id: give each store's id",
+                param=f"{param}.vector_store_ids",
+            )
+        limit = self.max_num_results
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 50
+        ):
+            raise InvalidRequestError(
+                f"{param}.max_num_results must be a whole number from 1 to 50",
+                param=f"{param}.max_num_results",
+            )
+        threshold = 0.0
+        if self.ranking_options is not None:
+            threshold = self._score_threshold(f"{param}.ranking_options")
+        if self.filters is None:
+            return SearchScope(None, limit, threshold)
+        try:  # the vector store search's own reading of them: the same filters, the same 400s
+            found = metadata_filters(self.filters)
+            RagtuneOptions(filters=found).check_filters()
+        except (ValueError, InvalidRequestError) as exc:
+            raise InvalidRequestError(str(exc), param=f"{param}.filters") from None
+        return SearchScope(found, limit, threshold)
+
+    def _score_threshold(self, param: str) -> float:
+        try:  # the vector store search's own bounds
+            ranking = RankingOptions.model_validate(self.ranking_options)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join([param, *(str(part) for part in first["loc"])])
+            raise InvalidRequestError(f"{where}: {first['msg']}", param=where) from None
+        unknown = next(iter(ranking.model_extra or {}), None)
+        if unknown is not None:
+            where = f"{param}.{shorten(unknown, 32)}"
+            raise InvalidRequestError(
+                f"{where} is not supported: ragtune ranks with the collection's own retrieval "
+                "(hybrid search, its fusion, any reranking stage)",
+                param=where,
+            )
+        return ranking.score_threshold or 0.0
 
     def check(self, param: str) -> FunctionDefinition:
         """The function, once it is one a chat template and the engine can take:
@@ -209,12 +288,20 @@ class NamedToolChoice(BaseModel):
     function: NamedFunction
 
 
+class FileSearchChoice(BaseModel):
+    """`tool_choice` `{"type": "file_search"}`: the search of the request's `file_search` tool,
+    which runs whatever the choice (`ChatCompletionRequest.file_search_as_collection`)."""
+
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["file_search"]
+
+
 TOOL_CHOICES = ("none", "auto", "required")
 
 
 def check_tools(
     tools: list[ToolSpec] | None,
-    tool_choice: str | NamedToolChoice | None,
+    tool_choice: str | NamedToolChoice | FileSearchChoice | None,
     *,
     auto_tool_choice: bool,
     param: str = "tools",
@@ -237,6 +324,12 @@ def check_tools(
                 param=param,
             )
     offered = [tool.function.name for tool in tools or [] if tool.function is not None]
+    if isinstance(tool_choice, FileSearchChoice):
+        raise InvalidRequestError(
+            "tool_choice is file_search, but the request has no file_search tool: add "
+            '{"type": "file_search", "vector_store_ids": [...]} to tools, or remove tool_choice',
+            param="tool_choice",
+        )
     if isinstance(tool_choice, NamedToolChoice):
         if tool_choice.type != "function":
             raise InvalidRequestError(
@@ -352,11 +445,23 @@ class RagtuneOptions(BaseModel):
 
     def searched(self) -> tuple[str, ...]:
         """The collections the request names, in its order, each once (none: the default).
-        InvalidRequestError when it names them twice over or too many."""
+        InvalidRequestError when it names them twice over or too many, or names an empty one
+        (which is no name for the default collection: that is leaving the field out)."""
         if self.collection is not None and self.collections is not None:
             raise InvalidRequestError(
                 "ragtune.collection and ragtune.collections are both set: give the "
                 "collections in one of them",
+                param="ragtune.collections",
+            )
+        if self.collection is not None and not self.collection.strip():
+            raise InvalidRequestError(
+                "ragtune.collection is empty: name a collection, or leave the field out to "
+                "search the server's default one",
+                param="ragtune.collection",
+            )
+        if any(not name.strip() for name in self.collections or ()):
+            raise InvalidRequestError(
+                "ragtune.collections names an empty collection: give each collection's name",
                 param="ragtune.collections",
             )
         if self.collections is None:
@@ -411,20 +516,37 @@ class ChatCompletionRequest(BaseModel):
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     user: str | None = None
     tools: list[ToolSpec] | None = None
-    tool_choice: str | NamedToolChoice | None = None
+    tool_choice: str | NamedToolChoice | FileSearchChoice | None = None
     parallel_tool_calls: bool | None = None
     response_format: ResponseFormat | None = None
     ragtune: RagtuneOptions | None = None
+    _search_scope: SearchScope = PrivateAttr(default_factory=SearchScope)
 
     @model_validator(mode="after")
     def file_search_as_collection(self) -> Self:
         """A `file_search` tool (`{"type": "file_search", "vector_store_ids": [ID, ...]}`) is no
         tool the model sees: it asks for the RAG route over those vector stores' collections, as
-        `ragtune: {"collections": [ID, ...], "route": "rag"}` would (one id: `collection`)."""
-        searches = [tool for tool in self.tools or [] if tool.type == "file_search"]
+        `ragtune: {"collections": [ID, ...], "route": "rag"}` would (one id: `collection`), its
+        `filters` as `ragtune.filters`, its `max_num_results` and `score_threshold` as
+        `search_scope`. The search always runs, so a `tool_choice` of "auto",
+        "required" or `{"type": "file_search"}` with no other tool asks for nothing more."""
+        searches = [
+            (n, tool) for n, tool in enumerate(self.tools or []) if tool.type == "file_search"
+        ]
         if not searches:
             return self
-        ids = list(dict.fromkeys(i for tool in searches for i in tool.vector_store_ids or []))
+        scopes = [(n, tool.search_scope(f"tools[{n}]")) for n, tool in searches]
+        first, scope = scopes[0]
+        for n, other in scopes[1:]:
+            if other != scope:
+                raise InvalidRequestError(
+                    f"tools[{n}] narrows the search otherwise than tools[{first}] (filters, "
+                    "max_num_results or ranking_options): the stores are searched together, "
+                    "once; give them in one file_search tool",
+                    param=f"tools[{n}]",
+                )
+        filters = scope.filters
+        ids = list(dict.fromkeys(i for _, tool in searches for i in tool.vector_store_ids or []))
         if not ids or len(ids) > MAX_COLLECTIONS:
             raise InvalidRequestError(
                 f"file_search names {len(ids)} vector stores: give 1 to {MAX_COLLECTIONS} ids "
@@ -439,6 +561,11 @@ class ChatCompletionRequest(BaseModel):
                 "in one place",
                 param="ragtune.collection",
             )
+        if filters is not None and options.filters is not None and options.filters != filters:
+            raise InvalidRequestError(
+                "file_search's filters and ragtune.filters differ: give the filters in one place",
+                param="ragtune.filters",
+            )
         if options.route in ("adapter", "base"):
             raise InvalidRequestError(
                 f"file_search asks for the documents, but ragtune.route is {options.route!r}: "
@@ -446,15 +573,30 @@ class ChatCompletionRequest(BaseModel):
                 param="ragtune.route",
             )
         self.tools = [tool for tool in self.tools or [] if tool.type != "file_search"] or None
-        if self.tools is None and self.tool_choice == "auto":
+        chose_search = isinstance(self.tool_choice, FileSearchChoice)
+        if self.tools is None and (chose_search or self.tool_choice in ("auto", "required")):
             self.tool_choice = None
+        elif chose_search:
+            self.tool_choice = "auto"  # the search is done; the model may call a function
         searched = (
             {"collection": ids[0], "collections": None}
             if len(ids) == 1
             else {"collection": None, "collections": ids}
         )
-        self.ragtune = options.model_copy(update={**searched, "route": options.route or "rag"})
+        self.ragtune = options.model_copy(
+            update={
+                **searched,
+                "route": options.route or "rag",
+                "filters": filters if filters is not None else options.filters,
+            }
+        )
+        self._search_scope = scope
         return self
+
+    @property
+    def search_scope(self) -> SearchScope:
+        """What a `file_search` tool narrowed the search to (nothing, without one)."""
+        return self._search_scope
 
     @field_validator("messages")
     @classmethod

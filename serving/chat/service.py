@@ -246,6 +246,8 @@ class ChatService:
             collection=collections[0] if collections else None,
             also_searched=collections[1:],
             filters=options.filters if options else None,
+            max_passages=request.search_scope.max_results,
+            min_score=request.search_scope.min_score,
             answer=answer,
         )
 

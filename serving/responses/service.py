@@ -382,6 +382,9 @@ def _chat_tool_choice(choice: Any) -> Any:
         return choice
     if isinstance(choice, ToolChoiceFunction):
         return {"type": "function", "function": {"name": choice.name}}
+    if choice.type == "file_search":
+        # The search, which a file_search tool runs anyway (`ChatCompletionRequest`'s validator).
+        return {"type": "file_search"}
     raise InvalidRequestError(
         f"tool_choice of type {shorten(choice.type)!r} is not supported: use 'none', 'auto', "
         f"'required' or {RESPONSES_NAMED_CHOICE}",

@@ -206,28 +206,33 @@ class VectorStoreSearchRequest(BaseModel):
         return texts
 
     def metadata_filters(self) -> dict[str, str]:
-        """`filters` as ragtune's metadata filters (key -> value). ValueError for any other
-        kind of filter, and for an `and` that joins no list of them: an empty or malformed
-        one read as no filter would search the whole store where the client meant to narrow
-        it."""
-        if self.filters is None:
-            return {}
-        conditions: object = [self.filters]
-        if isinstance(self.filters, dict) and self.filters.get("type") == "and":
-            conditions = self.filters.get("filters")
-        if not isinstance(conditions, list) or not conditions:
+        """`filters` as ragtune's metadata filters (`metadata_filters`)."""
+        return metadata_filters(self.filters)
+
+
+def metadata_filters(filters: object) -> dict[str, str]:
+    """OpenAI's attribute filters (of a vector store search, or of a `file_search` tool) as
+    ragtune's metadata filters (key -> value); None: none. ValueError for any other kind of
+    filter, and for an `and` that joins no list of them: an empty or malformed one read as no
+    filter would search the whole store where the client meant to narrow it."""
+    if filters is None:
+        return {}
+    conditions: object = [filters]
+    if isinstance(filters, dict) and filters.get("type") == "and":
+        conditions = filters.get("filters")
+    if not isinstance(conditions, list) or not conditions:
+        raise ValueError(UNSERVED_FILTERS)
+    found: dict[str, str] = {}
+    for condition in conditions:
+        if (
+            not isinstance(condition, dict)
+            or condition.get("type") != "eq"
+            or not isinstance(condition.get("key"), str)
+            or not isinstance(condition.get("value"), str | int | float | bool)
+        ):
             raise ValueError(UNSERVED_FILTERS)
-        found: dict[str, str] = {}
-        for condition in conditions:
-            if (
-                not isinstance(condition, dict)
-                or condition.get("type") != "eq"
-                or not isinstance(condition.get("key"), str)
-                or not isinstance(condition.get("value"), str | int | float | bool)
-            ):
-                raise ValueError(UNSERVED_FILTERS)
-            found[condition["key"]] = str(condition["value"])
-        return found
+        found[condition["key"]] = str(condition["value"])
+    return found
 
 
 class SearchContent(BaseModel):

@@ -19,6 +19,7 @@ from ragtune.serving.grounding import (
     CrossEncoderEntailment,
     GroundingChecker,
     answer_sentences,
+    citations,
     load_grounding_checker,
 )
 from ragtune.serving.observability import Metrics, RequestRecord
@@ -112,6 +113,12 @@ def test_an_answer_is_cut_into_sentences_with_their_citations() -> None:
         ("Closed on Sundays", (2,)),
     ]
     assert answer_sentences(text)[0].text == "Refunds take thirty days [1]."
+
+
+def test_an_index_in_code_cites_nothing() -> None:
+    text = "Use `xs[1]` here [2].\n```\nargs[3]\n```\nThen ``a[4]`` and [5]. An open ```b[6]"
+    assert citations(text) == [(text.index("[2]"), (2,)), (text.index("[5]"), (5,))]
+    assert [c.cited for c in answer_sentences(text)] == [(2,), (5,), ()]  # "An open"
 
 
 # The NLI model, when one is configured

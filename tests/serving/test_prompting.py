@@ -42,13 +42,13 @@ def test_the_conversation_costs_what_the_template_says() -> None:
     assert builder(100).count(QUESTION) == 1 + 1 + 4 + 1 + 2
 
 
-def test_passages_that_do_not_fit_are_dropped_lowest_score_first() -> None:
+def test_passages_that_do_not_fit_are_dropped_last_ranked_first() -> None:
     answer = 20
     fixed = builder(10_000).count(with_system(QUESTION, builder(10_000).context_block([])))
     cost = len(FakeTokenizer().encode(render_passage(1, hit(1, 0.0)) + "\n\n"))
     # Room for two passages, not three.
     context = fixed + SLACK_TOKENS + answer + 2 * cost + cost // 2
-    hits = [hit(1, 0.2), hit(2, 0.9), hit(3, 0.5)]
+    hits = [hit(2, 0.9), hit(3, 0.5), hit(1, 0.2)]  # in retrieval's order
     plan = builder(context).rag(QUESTION, hits, answer)
     assert [h.chunk_id for h in plan.passages] == ["c2", "c3"]
     assert plan.dropped == 1
@@ -61,9 +61,18 @@ def test_passages_that_do_not_fit_are_dropped_lowest_score_first() -> None:
 
 
 def test_every_passage_fits_a_large_context() -> None:
-    plan = builder(10_000).rag(QUESTION, [hit(1, 0.2), hit(2, 0.9)], 100)
+    plan = builder(10_000).rag(QUESTION, [hit(2, 0.9), hit(1, 0.2)], 100)
     assert [h.chunk_id for h in plan.passages] == ["c2", "c1"]
     assert plan.dropped == 0
+
+
+def test_passages_keep_the_order_retrieval_gave_over_their_fused_scores() -> None:
+    """A reranker's order, or several collections interleaved by rank: a fused score is
+    neither (it does not compare across collections), and sorting by it undid both."""
+    plan = builder(10_000).rag(QUESTION, [hit(1, 0.2), hit(2, 0.9), hit(3, 0.5)], 100)
+    assert [h.chunk_id for h in plan.passages] == ["c1", "c2", "c3"]
+    system = plan.messages[0]["content"]
+    assert system.index("[1] (d1.md)") < system.index("[2] (d2.md)") < system.index("[3] (d3")
 
 
 def test_a_prompt_over_the_context_is_refused_with_its_numbers() -> None:

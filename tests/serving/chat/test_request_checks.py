@@ -16,7 +16,7 @@ from ragtune.retrieval.errors import (
 )
 from ragtune.retrieval.filters import SearchFilter
 from ragtune.serving.auth import bearer_token, check_key
-from ragtune.serving.chat.protocol import ChatCompletionRequest
+from ragtune.serving.chat.protocol import ChatCompletionRequest, SearchScope
 from ragtune.serving.engine.client import _error_from_body
 from ragtune.serving.errors import (
     AdapterSlotsBusyError,
@@ -126,6 +126,54 @@ def test_the_search_filter_refuses_store_operators_itself() -> None:
     with pytest.raises(InvalidFilterError):
         SearchFilter.from_mapping({"a=b": "c"})
     assert SearchFilter.from_mapping({"team": "a=b"}).meta == (("team", "a=b"),)
+
+
+@pytest.mark.parametrize(
+    ("options", "param"),
+    [
+        ({"collection": ""}, "ragtune.collection"),
+        ({"collection": " "}, "ragtune.collection"),
+        ({"collections": ["", "default"]}, "ragtune.collections"),
+        ({"collections": ["handbook", "\n"]}, "ragtune.collections"),
+    ],
+)
+def test_an_empty_collection_is_no_name_for_the_default(
+    options: dict[str, Any], param: str
+) -> None:
+    options_given = request(ragtune=options).ragtune
+    assert options_given is not None
+    with pytest.raises(InvalidRequestError) as caught:
+        options_given.searched()
+    assert caught.value.param == param
+    with pytest.raises(InvalidRequestError) as caught:
+        request(ragtune=options, tools=[{"type": "file_search", "vector_store_ids": ["default"]}])
+    assert caught.value.param == param
+
+
+def test_a_file_search_tool_becomes_the_search_it_asks_for() -> None:
+    holidays = {"type": "eq", "key": "section", "value": "Holidays"}
+    tool = {"type": "file_search", "vector_store_ids": ["handbook"], "filters": holidays}
+    asked = request(tools=[tool], tool_choice="required")
+    assert (asked.tools, asked.tool_choice, asked.engine_tools()) == (None, None, None)
+    assert asked.ragtune is not None
+    assert (asked.ragtune.collection, asked.ragtune.route) == ("handbook", "rag")
+    assert asked.ragtune.filters == {"section": "Holidays"}
+    function = {"type": "function", "function": {"name": "lookup"}}
+    chosen = request(tools=[tool, function], tool_choice={"type": "file_search"})
+    assert chosen.tool_choice == "auto"  # the search is done; the model may call lookup
+    with pytest.raises(InvalidRequestError) as caught:
+        request(tools=[{**tool, "vector_store_ids": [""]}])
+    assert caught.value.param == "tools[0].vector_store_ids"
+    with pytest.raises(InvalidRequestError) as caught:
+        request(tools=[function, {**tool, "max_num_results": 51}])
+    assert caught.value.param == "tools[1].max_num_results"
+    bounded = {**tool, "max_num_results": 3, "ranking_options": {"score_threshold": 0.4}}
+    assert request(tools=[bounded]).search_scope == SearchScope({"section": "Holidays"}, 3, 0.4)
+    assert request().search_scope == SearchScope()
+    for other in ({**tool, "filters": None}, bounded):
+        with pytest.raises(InvalidRequestError) as caught:
+            request(tools=[tool, other])
+        assert caught.value.param == "tools[1]"
 
 
 @pytest.mark.parametrize(
