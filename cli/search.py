@@ -59,7 +59,9 @@ def search(
         )
     settings = command_settings(ctx).retrieval_for(collection)
     search_filter = SearchFilter.parse(filters or [])
-    reranker = load_reranker(settings)
+    mode = mode or SearchMode(settings.search_mode)
+    # Hybrid search alone reranks: a dense or lexical one never waits for the reranker.
+    reranker = load_reranker(settings) if mode == SearchMode.HYBRID else None
     with open_store(settings, "read") as store:
         target = store.collection(settings.collection, model_id_for(settings.embedding_model))
         retriever = Retriever(
@@ -73,7 +75,7 @@ def search(
         hits = retriever.search(
             question,
             k,
-            mode or SearchMode(settings.search_mode),
+            mode,
             search_filter,
             neighbours=neighbours,
         )

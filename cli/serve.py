@@ -37,6 +37,7 @@ def serve(
     """
     import uvicorn
 
+    from ragtune.retrieval.rerank import check_reranker
     from ragtune.serving.app import create_app
     from ragtune.serving.limits import server_options
     from ragtune.serving.observability import configure_logging
@@ -47,6 +48,7 @@ def serve(
     )
     settings = dataclasses.replace(settings, api=api)
     app = create_app(settings)  # refuses to start without keys before starting anything
+    check_reranker(settings.retrieval)  # so is a reranker that is none, before the engine
     launcher = EngineLauncher(settings.engine)
     started_here = False
     # SIGTERM ends this command the way Ctrl-C does, through `finally`: uvicorn handles it, then

@@ -96,6 +96,9 @@ def evaluate_retrieval(
         name = f"{TEMPORARY_PREFIX}{uuid.uuid4().hex[:10]}"
         settings = settings.model_copy(update={"collection": name})
     model_id = model_id_for(settings.embedding_model)
+    # Before any work: a bad reranker is refused before a corpus is ingested. Hybrid search
+    # alone reranks.
+    reranker = load_reranker(settings) if SearchMode.HYBRID in modes else None
     with open_store(settings, "write" if corpus is not None else "read") as store:
         indexes = LexicalIndexes.for_store(settings.data_dir, store)
         embedder = load_embedder(settings)
@@ -113,7 +116,6 @@ def evaluate_retrieval(
                 if target.count() == 0:
                     # Every question would score 0: a measurement of nothing, not of search.
                     raise RetrievalError(_no_chunks(corpus, summary))
-            reranker = load_reranker(settings)
             retriever = Retriever(target, embedder, indexes, settings, reranker=reranker)
 
             closest, unknown = closest_in(retriever, search_filter), unknown_words_in([retriever])

@@ -342,6 +342,7 @@ def evaluate_conversations(
                             "dense_rank": h.dense_rank,
                             "lexical_score": h.lexical_score,
                             "lexical_rank": h.lexical_rank,
+                            "rerank_score": h.rerank_score,
                         }
                         for h, flag in zip(hits, flags, strict=True)
                     ],

@@ -167,6 +167,13 @@ def check_cross_encoder(folder: Path, name: str) -> None:
     loaded."""
     config = RERANKER.config(folder, name)
     labels = config.get("id2label")
+    if "num_labels" not in config and not (isinstance(labels, dict | list) and labels):
+        raise RerankerError(
+            f"reranker {name!r}: its config.json states no number of labels (no num_labels, no "
+            "id2label), which transformers reads as 2; a reranker has one relevance score. Set "
+            '"num_labels": 1 if its head gives one, or use a CrossEncoder (e.g. one trained on '
+            "MS MARCO)."
+        )
     counted = len(labels) if isinstance(labels, dict | list) and labels else 1
     num_labels = config.get("num_labels", counted)
     if not isinstance(num_labels, int) or isinstance(num_labels, bool):
@@ -189,6 +196,12 @@ class CrossEncoderReranker:
         folder = RERANKER.folder(name)
         check_cross_encoder(folder, name)
         self._model = RERANKER.load(folder, name, device)
+        if self._model.num_labels != 1:  # what `check_cross_encoder` read otherwise
+            raise RerankerError(
+                f"reranker {name!r} gives {self._model.num_labels} scores per (question, "
+                "passage) pair; a reranker needs one relevance score (num_labels 1 in its "
+                "config.json)"
+            )
         self.name = name
         self.batch_size = batch_size
 
@@ -199,6 +212,13 @@ class CrossEncoderReranker:
             [(question, p) for p in passages], batch_size=self.batch_size, show_progress_bar=False
         )
         return [float(s) for s in scores]
+
+
+def check_reranker(settings: RetrievalSettings) -> None:
+    """The configured reranker's folder and config, checked without loading it: what a server
+    refuses before it starts an engine (`load_reranker` loads it, checked again)."""
+    if settings.reranker:
+        check_cross_encoder(RERANKER.folder(settings.reranker), settings.reranker)
 
 
 def load_reranker(settings: RetrievalSettings) -> Reranker | None:

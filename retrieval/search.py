@@ -241,13 +241,18 @@ class Retriever:
         if self.reranker is not None and mode == SearchMode.HYBRID and ranked:
             # Repeated texts are set aside before the reranker reads the candidates, so that
             # the `k` it returns are `k` distinct passages whenever the fusion found as many.
+            # The best `rerank_depth` whatever `k`, so that a ranking does not depend on how
+            # many hits are asked for (`eval retrieval` asks for more than a server serves);
+            # past them, the fused order.
             chosen = self._distinct(ranked, max(k, fusion.rerank_depth))
+            scored = chosen[: fusion.rerank_depth]
             stages.mark("texts")
-            scores = self.reranker.score(query, [c.text or "" for c in chosen])
-            for c, score in zip(chosen, scores, strict=True):
+            scores = self.reranker.score(query, [c.text or "" for c in scored])
+            for c, score in zip(scored, scores, strict=True):
                 c.rerank_score = score
             stages.mark("rerank")
-            chosen = sorted(chosen, key=lambda c: -(c.rerank_score or 0.0))[:k]
+            scored = sorted(scored, key=lambda c: -(c.rerank_score or 0.0))
+            chosen = (scored + chosen[fusion.rerank_depth :])[:k]
         else:
             chosen = self._distinct(ranked, k)
             if alone and len(chosen) < k and len(ranked) >= depth:

@@ -95,7 +95,8 @@ class RetrievalSettings(RagtuneSettings):
     Face cache; never downloaded) that reorders the best `rerank_depth` fused candidates.
     None: no reranking stage."""
     rerank_depth: int = 20
-    """Candidates the reranker scores (at least the hits asked for)."""
+    """Candidates the reranker scores, the best fused ones, however many hits are asked for:
+    past them, hits follow in fused order (with no `rerank_score`)."""
     lexical_check_seconds: float = 1.0
     """How often a long-running reader checks that its lexical index is still current."""
     exact_search_max_chunks: int = 20_000

@@ -58,7 +58,8 @@ ENTAILMENT_THRESHOLD = 0.5
 MIN_CONTENT_WORDS = 2
 """Sentences with fewer content words ("Yes.", "Sure, it is.", "[2]") are not checked."""
 
-_FENCED_CODE = re.compile(r"```.*?(?:```|\Z)", re.DOTALL)
+_FENCED_CODE = re.compile(r"(```|~~~).*?(?:\1|\Z)", re.DOTALL)
+_BLANK_LINE = re.compile(r"\n[ \t]*\n")
 _CITATION = re.compile(r"\s*\[(\d+(?:\s*[,;]\s*\d+)*)\]")
 # "...days. [1] Next" -> "...days [1]. Next": a citation after the full stop is its sentence's.
 _CITATIONS_AFTER_STOP = re.compile(r"([.!?])((?:\s*\[\d+(?:\s*[,;]\s*\d+)*\])+)")
@@ -370,7 +371,11 @@ def citations(text: str) -> list[tuple[int, tuple[int, ...]]]:
     """The citation markers of a text ("[1]", "[1, 2]"): where each one's "[" is, and the
     passage numbers it cites. Code (fenced, or inline between backticks) cites nothing:
     `xs[1]` is an index."""
-    code = [match.span() for match in _FENCED_CODE.finditer(text)] + code_spans(text)
+    code = [match.span() for match in _FENCED_CODE.finditer(text)]
+    # Inline code never runs past a paragraph: a stray backtick pairs with none in the next.
+    bounds = [0, *(at for blank in _BLANK_LINE.finditer(text) for at in blank.span()), len(text)]
+    for begin, end in zip(bounds[::2], bounds[1::2], strict=True):
+        code += [(begin + opens, begin + closes) for opens, closes in code_spans(text[begin:end])]
     found = []
     for match in _CITATION.finditer(text):
         at = match.start(1) - 1

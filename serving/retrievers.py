@@ -233,6 +233,15 @@ class RetrieverCache:
         )
 
 
+def evidence_first(hits: Sequence[SearchHit], k: int, threshold: float) -> list[SearchHit]:
+    """The first `k` of one collection's `hits`, those at the evidence `threshold` before those
+    below it, each in their order, ranks renumbered from 1: a search deeper than `k` reranked
+    (a reranker may put passages below the threshold first, which would otherwise take every
+    place from the evidence)."""
+    kept = sorted(hits, key=lambda hit: (hit.dense_score or 0.0) < threshold)[:k]
+    return [replace(hit, rank=n) for n, hit in enumerate(kept, start=1)]
+
+
 def merge_ranked(
     ranked: Sequence[Sequence[SearchHit]], k: int, threshold: float = 0.0
 ) -> list[SearchHit]:

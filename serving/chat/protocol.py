@@ -484,7 +484,7 @@ class RagtuneOptions(BaseModel):
                 param="ragtune.filters",
             )
         for key in filters:
-            if not _FILTER_KEY.match(key):
+            if not _FILTER_KEY.fullmatch(key):  # `$` would let "source\n" through
                 raise InvalidRequestError(
                     f"filter key {shorten(key)!r} is not a metadata name: use source, section "
                     "or a key given at ingest (letters, digits, '_', '.', '-'; no operators)",
@@ -577,7 +577,9 @@ class ChatCompletionRequest(BaseModel):
         if self.tools is None and (chose_search or self.tool_choice in ("auto", "required")):
             self.tool_choice = None
         elif chose_search:
-            self.tool_choice = "auto"  # the search is done; the model may call a function
+            # The tool forced is the search, done: no function is called in this answer (and
+            # "auto" would need the engine's tool-call parser, which the client never asked for).
+            self.tool_choice = "none"
         searched = (
             {"collection": ids[0], "collections": None}
             if len(ids) == 1

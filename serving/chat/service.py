@@ -42,7 +42,7 @@ from ragtune.serving.http_errors import stream_error
 from ragtune.serving.outcomes import CaseOutcome, Grader, RouteOutcome
 from ragtune.serving.prompting import PromptBuilder, PromptFactory, PromptPlan
 from ragtune.serving.protocol import SSE_DONE, sse_event
-from ragtune.serving.retrievers import RetrieverCache, merge_ranked
+from ragtune.serving.retrievers import RetrieverCache, evidence_first, merge_ranked
 from ragtune.serving.router import (
     AnswerBound,
     Route,
@@ -261,25 +261,30 @@ class ChatService:
         query, queries = self._queries(request, searched, collections)
         stages = {"query": time.perf_counter() - started}
         hits = []
+        top_k, threshold = self.settings.rag_top_k, self.settings.evidence_threshold
+        # A reranker may put passages below the evidence threshold first: each collection is
+        # then searched as deep as it reranks, and its evidence comes first (evidence_first).
+        depth = top_k
+        if self.retrievers.reranker is not None:
+            depth = max(depth, self.retrievers.settings.rerank_depth)
         if searched:
-            hits = merge_ranked(
-                [
-                    self.retrievers.search(
-                        queries[name].text,
-                        queries[name].vector,
-                        k=self.settings.rag_top_k,
-                        collection=name,
-                        filters=request.filters,
-                        required=request.requires_documents,
-                        timings=stages,
-                        model=queries[name].model,
-                        embed=queries[name].vector_of,
-                    )
-                    for name in searched
-                ],
-                self.settings.rag_top_k,
-                self.settings.evidence_threshold,
-            )
+            found = [
+                self.retrievers.search(
+                    queries[name].text,
+                    queries[name].vector,
+                    k=depth,
+                    collection=name,
+                    filters=request.filters,
+                    required=request.requires_documents,
+                    timings=stages,
+                    model=queries[name].model,
+                    embed=queries[name].vector_of,
+                )
+                for name in searched
+            ]
+            if depth > top_k:
+                found = [evidence_first(each, top_k, threshold) for each in found]
+            hits = merge_ranked(found, top_k, threshold)
         # Adapters are matched with the shared embedder's vector of the (first) query.
         matching = query.vector_of(self.embedder)
         retrieved = time.perf_counter()

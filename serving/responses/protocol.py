@@ -165,7 +165,8 @@ class ToolChoiceFunction(BaseModel):
 
 
 class OtherToolChoice(_Lenient):
-    """A choice of a built-in tool, or of allowed tools: refused (400)."""
+    """A choice of a built-in tool, or of allowed tools: refused (400), but for `file_search`,
+    the search its tool runs anyway."""
 
     type: str
 

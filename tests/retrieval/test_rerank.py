@@ -13,7 +13,12 @@ from ragtune.ingest.pipeline import IngestService
 from ragtune.ingest.settings import IngestSettings
 from ragtune.retrieval.embedder import Embedder, resolve_model_path
 from ragtune.retrieval.lexical import LexicalIndexes
-from ragtune.retrieval.rerank import CrossEncoderReranker, RerankerError, load_reranker
+from ragtune.retrieval.rerank import (
+    CrossEncoderReranker,
+    RerankerError,
+    check_reranker,
+    load_reranker,
+)
 from ragtune.retrieval.search import Retriever, SearchMode
 from ragtune.retrieval.settings import RetrievalSettings
 from ragtune.retrieval.store import VectorStore
@@ -71,6 +76,18 @@ def test_the_reranker_orders_the_best_fused_candidates_by_its_scores(
     assert [h.rank for h in hits] == [1, 2, 3]
     # Dense and lexical alone are the retrievers' own rankings: no stage.
     assert all(h.rerank_score is None for h in staged.search(question, 3, SearchMode.DENSE))
+    # Asked for more hits than it scores, the stage reorders its best fused candidates only:
+    # the rest follow in fused order, and no ranking depends on how many hits are asked for
+    # (it did: the stage scored as many as were asked for).
+    shallow = Retriever(
+        collection, real_embedder, indexes, settings.model_copy(update={"rerank_depth": 2}),
+        reranker=reranker,
+    )  # fmt: skip
+    many = shallow.search(question, 5)
+    assert [h.chunk_id for h in shallow.search(question, 1)] == [many[0].chunk_id]
+    pair = sorted(zip(expected[:2], (h.chunk_id for h in fused[:2]), strict=True), reverse=True)
+    assert [h.chunk_id for h in many] == [c for _, c in pair] + [h.chunk_id for h in fused[2:5]]
+    assert [h.rerank_score is None for h in many] == [False, False, True, True, True]
 
 
 def test_what_is_not_a_cross_encoder_is_refused(cross_encoder: Path, tmp_path: Path) -> None:
@@ -92,11 +109,48 @@ def test_what_is_not_a_cross_encoder_is_refused(cross_encoder: Path, tmp_path: P
     assert RetrievalSettings(reranker="  ").reranker is None
 
 
+def test_a_two_score_head_whose_config_states_no_labels_is_refused_before_loading(
+    tmp_path: Path,
+) -> None:
+    """transformers reads a config with no labels as two: accepted, such a head failed on
+    every query (a TypeError in search, a 500 from the server)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    folder = tmp_path / "two-scores"
+    AutoModelForSequenceClassification.from_pretrained(str(MINILM), num_labels=2).save_pretrained(
+        folder
+    )
+    AutoTokenizer.from_pretrained(str(MINILM)).save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    for key in ("id2label", "label2id", "num_labels"):
+        config.pop(key, None)
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(RerankerError, match="states no number of labels"):
+        CrossEncoderReranker(str(folder))
+    with pytest.raises(RerankerError, match="states no number of labels"):
+        check_reranker(RetrievalSettings(reranker=str(folder)))  # what serve checks first
+
+
 def test_a_bad_reranker_setting_is_one_clear_error(tmp_path: Path) -> None:
-    result = ragtune("search", "cats", data_dir=tmp_path, RAGTUNE_RERANKER=str(tmp_path / "nope"))
+    nope = str(tmp_path / "nope")
+    result = ragtune("search", "cats", data_dir=tmp_path, RAGTUNE_RERANKER=nope)
     assert result.returncode == 2
     assert "RAGTUNE_RERANKER" in result.stderr
     assert "Traceback" not in result.stderr
+    # Before a server starts anything (it started the engine, then failed in a logged traceback).
+    serve = ragtune(
+        "serve", "--no-start-engine", data_dir=tmp_path, timeout=60, RAGTUNE_RERANKER=nope,
+        RAGTUNE_API_KEYS="k", RAGTUNE_ADMIN_API_KEYS="a",
+    )  # fmt: skip
+    assert serve.returncode == 2
+    assert "RAGTUNE_RERANKER" in serve.stderr
+    assert "Traceback" not in serve.stderr
+    # A search that does not rerank does not load it.
+    lexical = ragtune(
+        "search", "cats", "--mode", "lexical", data_dir=tmp_path, RAGTUNE_RERANKER=nope
+    )
+    assert "RAGTUNE_RERANKER" not in lexical.stderr
+    assert "does not exist" in lexical.stderr  # the collection: nothing was ingested here
 
 
 def model_only(cross_encoder: Path, folder: Path) -> Path:

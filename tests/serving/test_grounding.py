@@ -119,6 +119,11 @@ def test_an_index_in_code_cites_nothing() -> None:
     text = "Use `xs[1]` here [2].\n```\nargs[3]\n```\nThen ``a[4]`` and [5]. An open ```b[6]"
     assert citations(text) == [(text.index("[2]"), (2,)), (text.index("[5]"), (5,))]
     assert [c.cited for c in answer_sentences(text)] == [(2,), (5,), ()]  # "An open"
+    # A stray backtick pairs with none past its paragraph; a `~~~` fence is code too.
+    stray = "Quote code with a backtick (`) [1].\n\nAlso `x` is shown [2] and `y`."
+    assert [numbers for _, numbers in citations(stray)] == [(1,), (2,)]
+    tilde = "~~~\nxs[3] and `\n~~~\nSee `z` [4]."
+    assert [numbers for _, numbers in citations(tilde)] == [(4,)]
 
 
 # The NLI model, when one is configured

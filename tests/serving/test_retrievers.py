@@ -23,7 +23,7 @@ from ragtune.retrieval.errors import CollectionNotFoundError
 from ragtune.retrieval.search import SearchHit
 from ragtune.retrieval.settings import RetrievalSettings
 from ragtune.retrieval.store import EMBEDDING_BASE_KEY, ChunkRecord, open_store
-from ragtune.serving.retrievers import RetrieverCache, merge_ranked
+from ragtune.serving.retrievers import RetrieverCache, evidence_first, merge_ranked
 from tests.support.fakes import FakeEmbedder, InMemoryStore
 
 
@@ -51,6 +51,15 @@ def ids(merged: list[SearchHit]) -> list[str]:
 def test_one_collection_is_kept_as_it_is() -> None:
     one = hits("a", 0.2, 0.9, 0.5)
     assert merge_ranked([one], 2) == one[:2]
+
+
+def test_a_deep_reranked_list_puts_its_evidence_first_in_its_own_order() -> None:
+    """A reranker's order, passages below the evidence threshold first: they take no place
+    from the evidence."""
+    reranked = hits("a", 0.1, 0.6, 0.2, 0.5)
+    kept = evidence_first(reranked, 3, threshold=0.37)
+    assert ids(kept) == ["a-2", "a-4", "a-1"]
+    assert [hit.rank for hit in kept] == [1, 2, 3]
 
 
 def test_lists_interleave_by_rank_the_closer_hit_first_within_a_rank() -> None:

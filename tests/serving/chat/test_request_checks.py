@@ -105,6 +105,7 @@ def test_ordinary_values_pass() -> None:
         {"a=b": "c"},
         {"": "x"},
         {"team name": "x"},
+        {"source\n": "[" * 16_000},  # read as `source`, past the bound on its length
         {"source": ""},
         {"team": "  "},
         {f"k{i}": "v" for i in range(2000)},
@@ -160,7 +161,7 @@ def test_a_file_search_tool_becomes_the_search_it_asks_for() -> None:
     assert asked.ragtune.filters == {"section": "Holidays"}
     function = {"type": "function", "function": {"name": "lookup"}}
     chosen = request(tools=[tool, function], tool_choice={"type": "file_search"})
-    assert chosen.tool_choice == "auto"  # the search is done; the model may call lookup
+    assert chosen.tool_choice == "none"  # the tool forced is the search, done
     with pytest.raises(InvalidRequestError) as caught:
         request(tools=[{**tool, "vector_store_ids": [""]}])
     assert caught.value.param == "tools[0].vector_store_ids"

@@ -8,7 +8,7 @@ against the app, a real embedded Chroma, the fake embedder, an engine behind
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -349,3 +349,32 @@ def test_a_choice_of_the_search_needs_the_search(client: OpenAI) -> None:
             tool_choice={"type": "file_search"},  # type: ignore[typeddict-item]
         )
     assert chat.value.body["param"] == "tool_choice"  # type: ignore[index]
+
+
+class PreferringParcels:
+    """A reranker that puts the passage about parcels first, whatever the question."""
+
+    def score(self, question: str, passages: Sequence[str]) -> list[float]:
+        return [1.0 if "Parcels" in passage else 0.0 for passage in passages]
+
+
+def test_a_reranker_reorders_the_evidence_and_never_pushes_it_out(tmp_path: Path) -> None:
+    """A reranker ranks a passage below the evidence threshold first: the answer is still given
+    the passages that reach it (before, the search stopped at RAGTUNE_RAG_TOP_K reranked
+    passages, none of them evidence, and the route said the documents did not match)."""
+    settings = serving_settings(tmp_path / "data")
+    settings.router.rag_top_k = 1
+    app = create_app(settings, open_parts=fake_parts)
+    with TestClient(app) as test_client:
+        client = openai_client(test_client)
+        client.vector_stores.create(name=STORE)
+        for name, content in (("guide.md", GUIDE), ("parcels.md", PARCELS)):
+            client.vector_stores.files.upload_and_poll(vector_store_id=STORE, file=(name, content))
+        question = "How are invoices refunded?"
+        unranked = ask(client, question, [STORE])["sources"]
+        assert [s["document"] for s in unranked] == ["guide.md"]
+        components_of(test_client).retrievers.reranker = PreferringParcels()
+        components_of(test_client).retrievers.forget(STORE)  # its retriever made anew, reranking
+        reranked = ask(client, question, [STORE])
+        assert [s["document"] for s in reranked["sources"]] == ["guide.md"]
+        assert reranked["route"] == "rag"
