@@ -410,7 +410,7 @@ def suggest_from_collection(
         best = []
         for text, vector, source in zip(texts, vectors, skip, strict=True):
             hits = retriever.search(text, 6, SearchMode("dense"), vector=vector)
-            scores = [h.dense_score or 0.0 for h in hits if h.chunk_id != source]
+            scores = [h.similarity for h in hits if h.chunk_id != source]
             best.append(max(scores, default=0.0))
         return best
 

@@ -199,7 +199,7 @@ def closest_in(retriever: Retriever, filters: SearchFilter | None = None) -> Clo
 
     def closest(vector: Vector) -> float:
         hits = retriever.search("", 1, SearchMode.DENSE, filters, vector=vector)
-        return (hits[0].dense_score or 0.0) if hits else 0.0
+        return hits[0].similarity if hits else 0.0
 
     return closest
 

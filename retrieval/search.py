@@ -57,6 +57,12 @@ class SearchHit:
     collection: str = ""
     """The collection the hit was found in, when the searcher records it (the API does)."""
 
+    @property
+    def similarity(self) -> float:
+        """Its dense similarity to the query; 0.0 for a hit only the lexical retriever found
+        (what the router's evidence threshold and the APIs' `score` read)."""
+        return self.dense_score or 0.0
+
 
 STAGES = ("index", "embed", "dense", "lexical", "fusion", "rerank", "texts", "neighbours")
 """The stages of a search whose seconds `Retriever.search` reports when asked (`timings`):

@@ -223,7 +223,8 @@ def install_error_handlers(app: FastAPI) -> None:
         first = errors[0] if errors else {}
         location = [str(p) for p in first.get("loc", ()) if p != "body"]
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body') or 'body'}: {e.get('msg')}"
+            f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body') or 'body'}: "
+            f"{str(e.get('msg')).removeprefix('Value error, ')}"
             for e in errors[:5]
         )
         return error_response(

@@ -63,6 +63,12 @@ class RetrieverCache:
     def default_collection(self) -> str:
         return self.settings.collection
 
+    def depth(self, k: int) -> int:
+        """How deep to search for `k` hits that will be cut afterwards (`evidence_first`): as
+        deep as the reranking stage reorders when there is one, since it may put any of its
+        candidates first; `k` otherwise."""
+        return max(k, self.settings.rerank_depth) if self.reranker is not None else k
+
     def _name(self, collection: str | None) -> str:
         # None is the default collection; an empty name is no collection's (refused by `get`).
         return collection if collection is not None else self.settings.collection
@@ -238,7 +244,7 @@ def evidence_first(hits: Sequence[SearchHit], k: int, threshold: float) -> list[
     below it, each in their order, ranks renumbered from 1: a search deeper than `k` reranked
     (a reranker may put passages below the threshold first, which would otherwise take every
     place from the evidence)."""
-    kept = sorted(hits, key=lambda hit: (hit.dense_score or 0.0) < threshold)[:k]
+    kept = sorted(hits, key=lambda hit: hit.similarity < threshold)[:k]
     return [replace(hit, rank=n) for n, hit in enumerate(kept, start=1)]
 
 
@@ -259,9 +265,9 @@ def merge_ranked(
     merged = sorted(
         (hit for hits in ranked for hit in hits),
         key=lambda hit: (
-            (hit.dense_score or 0.0) < threshold,
+            hit.similarity < threshold,
             hit.rank,
-            -(hit.dense_score or 0.0),
+            -hit.similarity,
         ),
     )
     return [replace(hit, rank=n) for n, hit in enumerate(merged[:k], start=1)]

@@ -292,7 +292,7 @@ def plan_route(
     passages: tuple[SearchHit, ...] = ()
     if route in DOCUMENT_ROUTES:
         threshold = max(settings.evidence_threshold, request.min_score)
-        passages = tuple(h for h in hits if (h.dense_score or 0.0) >= threshold)
+        passages = tuple(h for h in hits if h.similarity >= threshold)
         passages = passages[: request.max_passages]  # None: all
     return RoutePlan(route, adapter, reason, scores, passages, request.answer, features)
 
@@ -341,7 +341,7 @@ def _changed_evidence(
 ) -> dict[str, str]:
     """Stale adapter -> the documents (as readers see them) that hold evidence for this request
     and changed since it was trained; only the adapters with such evidence."""
-    evidence = [h for h in hits if (h.dense_score or 0.0) >= settings.evidence_threshold]
+    evidence = [h for h in hits if h.similarity >= settings.evidence_threshold]
     changed = {}
     for adapter, documents in stale.items():
         inside = (h for h in evidence if h.metadata.get("doc_id") in documents)

@@ -231,15 +231,8 @@ class ToolSpec(BaseModel):
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join([param, *(str(part) for part in first["loc"])])
-            raise InvalidRequestError(f"{where}: {first['msg']}", param=where) from None
-        unknown = next(iter(ranking.model_extra or {}), None)
-        if unknown is not None:
-            where = f"{param}.{shorten(unknown, 32)}"
-            raise InvalidRequestError(
-                f"{where} is not supported: ragtune ranks with the collection's own retrieval "
-                "(hybrid search, its fusion, any reranking stage)",
-                param=where,
-            )
+            message = first["msg"].removeprefix("Value error, ")
+            raise InvalidRequestError(f"{where}: {message}", param=where) from None
         return ranking.score_threshold or 0.0
 
     def check(self, param: str) -> FunctionDefinition:

@@ -264,9 +264,7 @@ class ChatService:
         top_k, threshold = self.settings.rag_top_k, self.settings.evidence_threshold
         # A reranker may put passages below the evidence threshold first: each collection is
         # then searched as deep as it reranks, and its evidence comes first (evidence_first).
-        depth = top_k
-        if self.retrievers.reranker is not None:
-            depth = max(depth, self.retrievers.settings.rerank_depth)
+        depth = self.retrievers.depth(top_k)
         if searched:
             found = [
                 self.retrievers.search(
@@ -715,7 +713,7 @@ def _info(plan: RoutePlan, manifest: AdapterManifest | None, prompt: PromptPlan)
                 document_id=str(hit.metadata.get("doc_id", "")),
                 section=hit.section,
                 chunk_id=hit.chunk_id,
-                score=round(hit.dense_score or 0.0, 4),
+                score=round(hit.similarity, 4),
                 collection=hit.collection,
             )
             for n, hit in enumerate(prompt.passages, start=1)

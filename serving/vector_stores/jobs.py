@@ -17,6 +17,7 @@ import logging
 import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -253,11 +254,12 @@ class IngestJobs:
             future.cancel()
 
     def wait(self, vector_store: str, file_id: str, timeout: float | None = None) -> None:
-        """Block until the job has ended (for tools and tests; the API polls instead)."""
+        """Block until the job has ended, however it ends (cancelled included, by any thread);
+        TimeoutError after `timeout` seconds. For tools and tests: the API polls instead."""
         with self._guard:
             future = self._futures.get((vector_store, file_id))
-        if future is not None and not future.cancelled():
-            future.exception(timeout)
+        if future is not None and futures.wait([future], timeout).not_done:
+            raise TimeoutError(f"the job of {file_id} in {vector_store} has not ended")
 
     def list_jobs(self, status: AttachmentStatus | None = None) -> list[JobInfo]:
         """Every ingestion job (of every tenant), oldest first, with its status, progress and

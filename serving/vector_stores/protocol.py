@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
+from ragtune.serving.errors import shorten
 from ragtune.serving.files.catalog import AttachmentStatus, ErrorCode
 
 
@@ -175,6 +176,19 @@ class RankingOptions(BaseModel):
     score_threshold: float | None = Field(default=None, ge=0, le=1)
     """Results below this `score` (the passage's similarity to the query) are left out."""
 
+    @model_validator(mode="after")
+    def _served(self) -> RankingOptions:
+        # What a search cannot honour is refused, never searched without (OpenAI's
+        # `hybrid_search` weights, say): the collection's own retrieval ranks.
+        unknown = next(iter(self.model_extra or {}), None)
+        if unknown is not None:
+            raise ValueError(
+                f"{shorten(unknown, 32)} is not supported: ragtune ranks with the collection's "
+                "own retrieval (hybrid search, its fusion, any reranking stage); give "
+                "score_threshold only"
+            )
+        return self
+
 
 OBJECT_OR_NULL = {"anyOf": [{"type": "object"}, {"type": "null"}]}
 """The schema `filters` is documented with: what a client should send, not all it may."""
@@ -213,8 +227,9 @@ class VectorStoreSearchRequest(BaseModel):
 def metadata_filters(filters: object) -> dict[str, str]:
     """OpenAI's attribute filters (of a vector store search, or of a `file_search` tool) as
     ragtune's metadata filters (key -> value); None: none. ValueError for any other kind of
-    filter, and for an `and` that joins no list of them: an empty or malformed one read as no
-    filter would search the whole store where the client meant to narrow it."""
+    filter, for an `and` that joins no list of them (an empty or malformed one read as no
+    filter would search the whole store where the client meant to narrow it), and for one that
+    gives a key two values."""
     if filters is None:
         return {}
     conditions: object = [filters]
@@ -231,7 +246,13 @@ def metadata_filters(filters: object) -> dict[str, str]:
             or not isinstance(condition.get("value"), str | int | float | bool)
         ):
             raise ValueError(UNSERVED_FILTERS)
-        found[condition["key"]] = str(condition["value"])
+        key, value = condition["key"], str(condition["value"])
+        if found.setdefault(key, value) != value:
+            # Read as the last of them, it would search where the client did not ask.
+            raise ValueError(
+                f"filters: {shorten(key, 32)!r} is given two values joined by 'and', which no "
+                "passage has: give one"
+            )
     return found
 
 

@@ -378,11 +378,14 @@ class VectorStoreService:
             raise ServingError("this server has no retrievers: search is not available")
         embedder = self.retrievers.embedder_for(collection.name)
         k = request.max_num_results
+        # As deep as a reranking stage reorders: a passage at the threshold it put past `k`
+        # is shown before one below it.
+        depth = self.retrievers.depth(k)
         ranked = [
             self.retrievers.search(
                 text,
                 embedder.embed_query(text),
-                k=k,
+                k=depth,
                 collection=collection.name,
                 filters=filters or None,
                 required=True,
@@ -392,13 +395,13 @@ class VectorStoreService:
         ]
         seen: set[str] = set()
         hits = []
-        for hit in merge_ranked(ranked, k * len(ranked)):
+        for hit in merge_ranked(ranked, depth * len(ranked)):
             if hit.chunk_id not in seen:
                 seen.add(hit.chunk_id)
                 hits.append(hit)
         options = request.ranking_options
         threshold = options.score_threshold if options and options.score_threshold else 0.0
-        data = [found for found in self.results(hits[:k]) if found.score >= threshold]
+        data = [found for found in self.results(hits) if found.score >= threshold][:k]
         return VectorStoreSearchPage(search_query=texts, data=data)
 
     def results(self, hits: Sequence[SearchHit]) -> Sequence[VectorStoreSearchResult]:
@@ -419,7 +422,7 @@ class VectorStoreService:
                 VectorStoreSearchResult(
                     file_id=record.id if record else document_id,
                     filename=record.filename if record else hit.document,
-                    score=round(max(0.0, min(1.0, hit.dense_score or 0.0)), 4),
+                    score=round(max(0.0, min(1.0, hit.similarity)), 4),
                     attributes={
                         "heading": str(hit.metadata.get("heading", "")),
                         "section": hit.section,

@@ -202,7 +202,7 @@ def test_the_tools_filters_restrict_the_passages_the_answer_is_given(client: Ope
             {"ranking_options": {"score_threshold": -0.1}},
             "tools[0].ranking_options.score_threshold",
         ),
-        ({"ranking_options": {"rerank": "x"}}, "tools[0].ranking_options.rerank"),
+        ({"ranking_options": {"rerank": "x"}}, "tools[0].ranking_options"),
         ({"ranking_options": "best"}, "tools[0].ranking_options"),
         ({"vector_store_ids": [""]}, "tools[0].vector_store_ids"),
         ({"vector_store_ids": [" ", STORE]}, "tools[0].vector_store_ids"),

@@ -5,6 +5,7 @@ fake embedder, an engine behind `httpx.MockTransport`."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -93,6 +94,7 @@ def test_filters_and_bad_requests(with_store: tuple[OpenAI, TestClient], tmp_pat
         {"type": "or", "filters": []},
         {"type": "eq", "key": "$where", "value": "x"},
         {"type": "eq", "key": "source", "value": "[" * 16_000},  # no 15 s of CPU to read it
+        {"type": "and", "filters": [REFUNDS, HOLIDAYS]},  # never read as the last of them
     ):
         with pytest.raises(BadRequestError) as refused:
             client.vector_stores.search(STORE, query="refunds", filters=filters)  # type: ignore[arg-type]
@@ -101,6 +103,52 @@ def test_filters_and_bad_requests(with_store: tuple[OpenAI, TestClient], tmp_pat
         client.vector_stores.search(STORE, query=["  "])
     with pytest.raises(UnprocessableEntityError, match="max_num_results"):
         client.vector_stores.search(STORE, query="refunds", max_num_results=51)
+    # A ranking option ragtune does not serve is refused, as a file_search tool refuses it.
+    with pytest.raises(UnprocessableEntityError, match="hybrid_search is not supported") as hybrid:
+        client.vector_stores.search(
+            STORE,
+            query="refunds",
+            ranking_options={"hybrid_search": {"embedding_weight": 1, "text_weight": 0}},  # type: ignore[typeddict-unknown-key]
+        )
+    assert hybrid.value.body["param"] == "ranking_options"  # type: ignore[index]
+
+
+REFUNDS = {"type": "eq", "key": "section", "value": "Refunds"}
+HOLIDAYS = {"type": "eq", "key": "section", "value": "Holidays"}
+
+
+class PreferringParcels:
+    """A reranker that puts the passage about parcels first, whatever the question."""
+
+    def score(self, question: str, passages: Sequence[str]) -> list[float]:
+        return [1.0 if "Parcels" in passage else 0.0 for passage in passages]
+
+
+def test_a_threshold_keeps_what_reaches_it_whatever_a_reranker_puts_first(
+    with_store: tuple[OpenAI, TestClient],
+) -> None:
+    """The threshold applies before `max_num_results` cuts: a reranker that puts a passage
+    below the threshold first leaves the place to the one that reaches it (before, the search
+    stopped at `max_num_results` reranked passages, then left them all out)."""
+    client, test_client = with_store
+    guide = client.vector_stores.files.upload_and_poll(
+        vector_store_id=STORE, file=("guide.md", GUIDE)
+    )
+    client.vector_stores.files.upload_and_poll(vector_store_id=STORE, file=("p.md", PARCELS))
+    question = "How are invoices refunded?"
+    best = client.vector_stores.search(STORE, query=question).data[0]
+    assert best.file_id == guide.id
+    components_of(test_client).retrievers.reranker = PreferringParcels()
+    components_of(test_client).retrievers.forget(STORE)  # its retriever made anew, reranking
+    reranked = client.vector_stores.search(STORE, query=question, max_num_results=1)
+    assert [r.filename for r in reranked.data] == ["p.md"]
+    reaching = client.vector_stores.search(
+        STORE,
+        query=question,
+        max_num_results=1,
+        ranking_options={"score_threshold": best.score},
+    )
+    assert [r.file_id for r in reaching.data] == [guide.id]
 
 
 def test_a_document_ingested_by_the_cli_is_named_by_its_path(
