@@ -84,7 +84,9 @@ def main() -> None:
         sys.exit(2)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors()
+            f"{'.'.join(str(p) for p in e['loc']) or 'value'}: "
+            f"{e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
         )
         stderr.print(f"[red]error:[/red] invalid setting: {in_markup(problems)}", soft_wrap=True)
         sys.exit(2)

@@ -12,7 +12,13 @@ from rich.markup import escape
 
 from ragtune.cli.settings import command_settings
 from ragtune.cli.show import in_markup
-from ragtune.retrieval.adaptation import Trial, TuneOptions, settle, try_tuned
+from ragtune.retrieval.adaptation import (
+    Trial,
+    TuneOptions,
+    remove_orphaned_models,
+    settle,
+    try_tuned,
+)
 from ragtune.retrieval.adaptation import revert as revert_tuning
 from ragtune.retrieval.calibration import (
     FUSION_KEYS,
@@ -27,6 +33,7 @@ from ragtune.retrieval.embedder import (
     collection_embedder,
     load_embedder,
     model_id_for,
+    same_model,
 )
 from ragtune.retrieval.evaluation import load_qa
 from ragtune.retrieval.lexical import LexicalIndexes
@@ -220,8 +227,15 @@ def tune_embedder(
     options = TuneOptions(steps, batch_size, learning_rate, held_out, seed)
     with open_store(settings, "write") as store:
         target = store.collection(settings.collection, configured.model_id)
+        orphans = remove_orphaned_models(store, target, settings)
+        if orphans:
+            stderr.print(
+                f"removed {len(orphans)} model folder(s) tuned for {target.name!r} by runs that "
+                f"were killed before they could remove them: {', '.join(orphans)}",
+                soft_wrap=True,
+            )
         indexes = LexicalIndexes.for_store(settings.data_dir, store)
-        tuned_before = target.embedding_model != configured.model_id
+        tuned_before = not same_model(target.embedding_model, configured.model_id)
         if revert:
             if tuned_before and not dry_run:
                 with stderr.status(f"re-embedding {target.name!r}...") as status:

@@ -36,11 +36,16 @@ from ragtune.ingest.loaders import MARKDOWN, RST, TEXT, LoadedDocument, Section
 
 HEADING_SEPARATOR = " > "
 # Where to cut, best first, per format (headings are already split off by the loaders).
+# Where text may be cut, best first, as regular expressions. The sentence ends of scripts
+# written without spaces (Chinese, Japanese) come before spaces, each cut after its mark (a
+# lookbehind): with none, a long paragraph was cut anywhere, mid-sentence. Text without them
+# splits as before.
+_SENTENCE_ENDS = [re.escape(". "), "(?<=[。\uff01\uff1f])"]  # 。, fullwidth ! and ?
 _SEPARATORS: dict[str, list[str]] = {
-    RST: ["\n\n.. ", "\n\n", "\n", ". ", " ", ""],
-    MARKDOWN: ["\n```", "\n\n", "\n", ". ", " ", ""],
+    RST: [re.escape("\n\n.. "), "\n\n", "\n", *_SENTENCE_ENDS, " ", ""],
+    MARKDOWN: [re.escape("\n```"), "\n\n", "\n", *_SENTENCE_ENDS, " ", ""],
 }
-_DEFAULT_SEPARATORS = ["\n\n", "\n", ". ", " ", ""]
+_DEFAULT_SEPARATORS = ["\n\n", "\n", *_SENTENCE_ENDS, " ", ""]
 _BLANK_RUN = re.compile(r"\n[ \t]*\n(?:[ \t]*\n)+")
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
 _WORD = re.compile(r"\w+")
@@ -237,6 +242,7 @@ class Chunker:
             chunk_overlap=min(self.overlap_tokens, budget // 4),
             length_function=self.counter.content_tokens,
             strip_whitespace=True,
+            is_separator_regex=True,
         )
         return [t for t in splitter.split_text(text) if t.strip()]
 

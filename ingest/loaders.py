@@ -47,7 +47,7 @@ SUFFIXES: dict[str, str] = {
 }
 
 
-LOADER_VERSIONS: dict[str, int] = {HTML: 8, PDF: 2, MARKDOWN: 6, RST: 3, TEXT: 2}
+LOADER_VERSIONS: dict[str, int] = {HTML: 8, PDF: 2, MARKDOWN: 7, RST: 4, TEXT: 3}
 """Bumped when a loader reads the same file differently (HTML 2: inline elements in place;
 3: self-contained blocks apart; 4: the terms of one description kept together; 5: a div
 whose class names a section stands apart, permalink marks left out; 6: navigation (menus,
@@ -60,8 +60,10 @@ over the text read as text, navigation named in camel case or with digits left o
 paragraphs and headings, see `ingest.pdf`; Markdown 2: setext headings, front matter,
 paragraphs kept apart; 3: a heading of closing #s alone is empty (CommonMark); 4: a link's or
 image's data URI without its payload; 5: kept in inline code; 6: a backslash-escaped
-backtick opens no code; RST 2: markup a reader never sees left out; 3: directive names in any
-case; text 2: paragraphs grouped by topic when chunked, see `ingest.chunking`), so that the
+backtick opens no code; 7: a heading of more than `MAX_HEADING_WORDS` words is text, a front
+matter title at most that long, control characters left out; RST 2: markup a reader never
+sees left out; 3: directive names in any case; 4: as Markdown 7; text 2: paragraphs grouped
+by topic when chunked, see `ingest.chunking`; 3: control characters left out), so that the
 next ingest re-reads files of that type instead of skipping them as unchanged."""
 
 
@@ -128,7 +130,17 @@ def load_document(path: Path, data: bytes) -> LoadedDocument:
     return document
 
 
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")
+"""Control characters no text shows (tab, line ends and form feed kept)."""
+
+
 def decode_text(data: bytes) -> str:
+    """Text of a file (`_decoded`), without control characters no reader sees: NUL bytes past
+    the first 8 KB, which tell a binary file, reached chunks and prompts."""
+    return _CONTROL_CHARACTERS.sub("", _decoded(data))
+
+
+def _decoded(data: bytes) -> str:
     """Text of a file: UTF-8 (with or without BOM), UTF-16 or UTF-32 with a BOM, UTF-8 with a
     few stray bytes of Windows-1252 (a file edited in two editors), else the detected
     encoding."""
@@ -308,6 +320,10 @@ def _load_rst(path: Path, data: bytes) -> LoadedDocument:
     i = 0
     while i < len(lines):
         found = _rst_heading(lines, i)
+        if found is not None and not _heading_sized(found[0]):
+            body.extend(lines[i : i + found[2]])  # text, as an HTML heading that long is
+            i += found[2]
+            continue
         if found is None:
             body.append(lines[i])
             i += 1
@@ -382,11 +398,14 @@ _MD_NOT_A_TITLE = re.compile(r"^(?: {4}|\t| {0,3}(?:[-*+>|]|\d+[.)])(?:\s|$))")
 # no text, only junk chunks to embed (100 KB of base64 made 437), so only its media type is
 # kept.
 _MD_DATA_URI = re.compile(
-    r"(\]\(\s*<?|^ {0,3}\[[^\]]+\]:[ \t]*<?|\bsrc\s*=\s*[\"']?)data:([^,\s)>\"']*),[^\s)>\"']*",
+    r"(\]\(\s*<?|^ {0,3}\[[^\]]+\]:[ \t]*<?|\bsrc\s*=\s*[\"']?)"
+    # The media type: its own characters only, so that a run of "](data:" without a comma
+    # fails at once (it scanned to the line's end from each: 70 KB took 10 s).
+    r"data:([\w/+.=;%-]{0,256}),[^\s)>\"']*",
     re.IGNORECASE,
 )
 _MD_BACKTICKS = re.compile(r"`+")
-_MD_FRONT_TITLE = re.compile(r"^title:[ \t]*(.+?)[ \t]*$", re.MULTILINE)
+_MD_FRONT_TITLE = re.compile(r"^title:(.*)$", re.MULTILINE)
 
 
 def _load_markdown(path: Path, data: bytes) -> LoadedDocument:
@@ -403,7 +422,8 @@ def _load_markdown(path: Path, data: bytes) -> LoadedDocument:
         end = next((n for n in range(1, len(lines)) if lines[n].strip() in ("---", "...")), None)
         if end is not None:
             found = _MD_FRONT_TITLE.search("\n".join(lines[1:end]))
-            title = found.group(1).strip("'\"") if found else ""
+            title = found.group(1).strip(" \t").strip("'\"") if found else ""
+            title = " ".join(title.split()[:MAX_HEADING_WORDS])  # metadata of every chunk
             start = end + 1
     sections: list[Section] = []
     stack: list[tuple[int, str]] = []
@@ -433,7 +453,7 @@ def _load_markdown(path: Path, data: bytes) -> LoadedDocument:
         elif opened:
             fence = opened.group(1)
             body.append(line)
-        elif atx := _md_atx(line):
+        elif (atx := _md_atx(line)) and _heading_sized(atx[1]):
             enter(*atx)
         elif not line.strip() and (not body or not body[-1].strip()):
             pass  # blank lines in a row are one (CommonMark): no break the chunker would keep
@@ -443,6 +463,7 @@ def _load_markdown(path: Path, data: bytes) -> LoadedDocument:
             and not _MD_NOT_A_TITLE.match(line)
             and (not body or not body[-1].strip())
             and (underline := _MD_SETEXT.match(lines[n + 1]))
+            and _heading_sized(line)
         ):
             enter(1 if underline.group(1)[0] == "=" else 2, line.strip())
             n += 1
@@ -720,6 +741,12 @@ open that runs over the page's text) is read as text, as one that holds blocks i
 by default, and copied whole into every chunk's metadata."""
 
 
+def _heading_sized(heading: str) -> bool:
+    """Whether a Markdown or reStructuredText heading's text is a heading's length
+    (`MAX_HEADING_WORDS`); a longer one is read as text, as an HTML heading is."""
+    return len(heading.split()) <= MAX_HEADING_WORDS
+
+
 def _is_heading_sized(heading: Any) -> bool:
     """Whether a heading element reads as a heading: no blocks inside, a heading's length.
     Read up to the first block or the word too many, no further (headings left open nest)."""
@@ -859,6 +886,8 @@ def _load_pdf(path: Path, data: bytes) -> LoadedDocument:
                 "encrypted PDF: it needs a password; save a decrypted copy (for example "
                 "`qpdf --decrypt --password=... in.pdf out.pdf`) and ingest that"
             )
+        if len(reader.pages) == 0:
+            raise DocumentLoadError("the PDF has no pages; re-export it from its source")
         pieces = structured_pieces(reader)
         if pieces:
             sections = [Section(p.path, p.text, page=p.page) for p in pieces]

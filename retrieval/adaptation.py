@@ -46,7 +46,7 @@ from ragtune.retrieval.errors import RetrievalError, StagingDroppedError
 from ragtune.retrieval.evaluation import QAItem, evaluate
 from ragtune.retrieval.lexical import LexicalIndex, LexicalIndexes
 from ragtune.retrieval.search import Retriever, SearchHit, SearchMode
-from ragtune.retrieval.settings import RetrievalSettings
+from ragtune.retrieval.settings import RetrievalSettings, file_name_for
 from ragtune.retrieval.store import (
     EMBEDDING_BASE_KEY,
     EMBEDDING_MODEL_KEY,
@@ -180,7 +180,37 @@ def fine_tune(
 
 
 def tuned_name(collection: str) -> str:
-    return f"{TUNED_PREFIX}{collection}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+    # Its folder is named so (`model_dir`): a long collection name is shortened.
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    return f"{TUNED_PREFIX}{file_name_for(collection)}-{stamp}"
+
+
+def remove_orphaned_models(
+    store: VectorStore, target: Collection, settings: RetrievalSettings
+) -> list[str]:
+    """Remove the models tuned for `target` (`tuned_name`'s folders under `embedders/`, about
+    90 MB each) that no collection is embedded with: left by runs killed before they could
+    remove their own (kill -9, a power cut). Only with the embedded store, which the caller
+    holds for writing: a Chroma server lets another run tune the same collection meanwhile,
+    and its model, not adopted yet, would look the same. The names of the folders removed."""
+    if settings.chroma_url:
+        return []
+    # The collection's exact name: "docs-2"'s models are not "docs"'s.
+    own = re.compile(re.escape(file_name_for(target.name)) + r"-\d{8}-\d{6}")
+    in_use = {target.embedding_model, target.metadata().get(EMBEDDING_BASE_KEY)}
+    in_use.update(info.embedding_model for info in store.list_collections())
+    embedders = model_dir(settings, tuned_name(target.name)).parent  # where all tuned models lie
+    removed: list[str] = []
+    for folder in sorted(embedders.iterdir()) if embedders.is_dir() else []:
+        if (
+            own.fullmatch(folder.name)
+            and folder.is_dir()
+            and not folder.is_symlink()
+            and TUNED_PREFIX + folder.name not in in_use
+        ):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder.name)
+    return removed
 
 
 def reembed(
@@ -401,6 +431,10 @@ def model_dir(settings: RetrievalSettings, model_id: str) -> Path:
     return tuned_model_dir(settings.data_dir, model_id)
 
 
+MIN_HELD_OUT = 20
+"""The fewest held-out pseudo-queries a tuned model is measured on."""
+
+
 @dataclass(frozen=True)
 class TuneOptions:
     steps: int = 60
@@ -472,14 +506,15 @@ def try_tuned(
     say = status or (lambda _: None)
     lexical = indexes.current(target, save=False)
     held = held_out_queries(target, lexical, options.held_out, options.seed)
-    if len(held) < 20:
+    if len(held) < MIN_HELD_OUT:
         raise RetrievalError(
             f"collection {target.name!r} gives only {len(held)} held-out pseudo-queries; "
-            "20 are needed to measure a tuned embedder"
+            f"{MIN_HELD_OUT} are needed to measure a tuned embedder"
         )
-    pairs = training_pairs(
-        target, options.steps * options.batch_size, options.seed, excluded_chunks(held)
-    )
+    excluded = excluded_chunks(held)
+    pairs = training_pairs(target, options.steps * options.batch_size, options.seed, excluded)
+    if len(pairs) < options.batch_size and excluded:
+        _check_held_out_leaves_a_batch(target, options, len(held), excluded, len(pairs))
     model_id = tuned_name(target.name)
     folder = model_dir(settings, model_id)
     training = Training(
@@ -524,6 +559,25 @@ def try_tuned(
             store.delete_staging(staging)
         shutil.rmtree(folder, ignore_errors=True)
         raise
+
+
+def _check_held_out_leaves_a_batch(
+    target: Collection, options: TuneOptions, held: int, excluded: frozenset[str], pairs: int
+) -> None:
+    """Refuse, with what to lower, when the chunks kept out for measuring are what leaves too
+    few training pairs (the collection alone would give a batch)."""
+    if len(training_pairs(target, options.batch_size, options.seed)) < options.batch_size:
+        return  # too few without them too: `fine_tune` says so
+    fix = (
+        f"Lower --held-out (now {options.held_out}; {MIN_HELD_OUT} at least) or --batch-size"
+        if options.held_out > MIN_HELD_OUT
+        else f"Lower --batch-size (--held-out is at its least, {MIN_HELD_OUT})"
+    )
+    raise RetrievalError(
+        f"the {held} held-out pseudo-queries and their answers take {len(excluded)} of the "
+        f"{target.count()} chunks of collection {target.name!r}, leaving {pairs} training "
+        f"pairs; at least one batch ({options.batch_size}) is needed to tune the embedder. {fix}"
+    )
 
 
 def settle(

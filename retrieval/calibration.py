@@ -35,7 +35,7 @@ from ragtune.retrieval.embedder import Embedder, is_tuned
 from ragtune.retrieval.errors import RetrievalError
 from ragtune.retrieval.fusion import FusionMethod, Ranked, fuse
 from ragtune.retrieval.lexical import LexicalIndex
-from ragtune.retrieval.settings import RetrievalSettings
+from ragtune.retrieval.settings import MAX_FUSION_WEIGHT, MAX_RRF_K, RetrievalSettings
 from ragtune.retrieval.store import Collection
 
 CALIBRATION_KEY = "calibration"
@@ -94,11 +94,11 @@ class Calibration:
         if self.fusion not in ("score", "rrf"):
             raise ValueError(f"unknown fusion method {self.fusion!r}")
         for name in ("lexical_weight", "dense_weight"):
-            _require(name, getattr(self, name), float, minimum=0)
+            _require(name, getattr(self, name), float, minimum=0, maximum=MAX_FUSION_WEIGHT)
         if self.lexical_weight == 0 and self.dense_weight == 0:
             raise ValueError("lexical_weight and dense_weight are both 0")
         # Ranks start at 1: rrf_k >= 0 keeps every 1 / (rrf_k + rank) finite and positive.
-        _require("rrf_k", self.rrf_k, int, minimum=0)
+        _require("rrf_k", self.rrf_k, int, minimum=0, maximum=MAX_RRF_K)
         _require("pseudo_queries", self.pseudo_queries, int, minimum=0)
         for name in ("mrr", "default_mrr", "seconds", "created"):
             _require(name, getattr(self, name), float)
@@ -118,7 +118,7 @@ class Calibration:
         )
 
     def describe(self) -> str:
-        return describe_fusion(self.fusion, self.lexical_weight, self.rrf_k)
+        return describe_fusion(self.fusion, self.lexical_weight, self.rrf_k, self.dense_weight)
 
     def summary(self) -> dict[str, Any]:
         """What `docs list` and `search --json` show."""
@@ -135,11 +135,19 @@ class Calibration:
         }
 
 
-def _require(name: str, value: object, kind: type, minimum: float | None = None) -> None:
+def _require(
+    name: str,
+    value: object,
+    kind: type,
+    minimum: float | None = None,
+    maximum: float | None = None,
+) -> None:
     """ValueError unless `value` is a finite number (an int for `kind` int; never a bool) of
-    at least `minimum`."""
-    wanted = ("an integer" if kind is int else "a finite number") + (
-        f" >= {minimum}" if minimum is not None else ""
+    at least `minimum` and at most `maximum`."""
+    wanted = (
+        ("an integer" if kind is int else "a finite number")
+        + (f" >= {minimum:g}" if minimum is not None else "")
+        + (f" and <= {maximum:g}" if maximum is not None else "")
     )
     allowed = (int,) if kind is int else (int, float)
     if (
@@ -147,6 +155,7 @@ def _require(name: str, value: object, kind: type, minimum: float | None = None)
         or not isinstance(value, allowed)
         or not math.isfinite(value)
         or (minimum is not None and value < minimum)
+        or (maximum is not None and value > maximum)
     ):
         raise ValueError(f"{name} is {value!r}, not {wanted}")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import hashlib
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -133,14 +134,65 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
+FINGERPRINT_SEPARATOR = "@"
+"""Between a model folder's name and its fingerprint in its identity (`model_id_for`)."""
+
+
+def same_model(recorded: object, configured: str) -> bool:
+    """Whether an identity recorded with a collection (or a file made for one) is the
+    configured model's `configured`: the same, or a folder's name alone, as identities were
+    recorded before they carried a fingerprint, for a folder of that name (such collections
+    keep opening; they are told apart from another folder of the same name only once made
+    again)."""
+    if recorded == configured:
+        return True
+    name, separator, _ = configured.partition(FINGERPRINT_SEPARATOR)
+    return bool(separator) and recorded == name
+
+
 def model_id_for(name: str) -> str:
-    """A stable identity for a configured model: recorded in each collection."""
+    """A stable identity for a configured model: recorded in each collection. A folder's is its
+    name and a fingerprint of what it holds (`folder_fingerprint`): two folders of one name
+    (`/models/v1/model`, `/models/v2/model`) are two models, and one folder copied elsewhere
+    is the same model. Identities recorded before fingerprints are read by `same_model`."""
     if name in _DEFAULT_NAMES:
         return f"sentence-transformers/{DEFAULT_EMBEDDING_MODEL}"
     path = Path(name)
+    if path.is_dir():
+        resolved = path.resolve()
+        return f"{resolved.name}{FINGERPRINT_SEPARATOR}{folder_fingerprint(resolved)}"
     if path.exists():
         return path.resolve().name
     return name
+
+
+_SAMPLE_BYTES = 1 << 16
+"""Of a large file, a fingerprint reads this much at its start, middle and end: a model tuned
+from another differs in all its weights, so any part of them tells the two apart."""
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """12 hex digits of SHA-256 over a model folder: every file's relative path and size, the
+    whole of each file up to 1 MiB (configs, pooling, tokenizer), samples of larger ones (the
+    weights). A few milliseconds for MiniLM; hidden entries (caches) are not read."""
+    digest = hashlib.sha256()
+    files = sorted(
+        path
+        for path in folder.rglob("*")
+        if path.is_file()
+        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+    )
+    for path in files:
+        size = path.stat().st_size
+        digest.update(f"{path.relative_to(folder).as_posix()}\0{size}\0".encode())
+        with path.open("rb") as file:
+            if size <= 16 * _SAMPLE_BYTES:
+                digest.update(file.read())
+                continue
+            for at in (0, size // 2, size - _SAMPLE_BYTES):
+                file.seek(at)
+                digest.update(file.read(_SAMPLE_BYTES))
+    return digest.hexdigest()[:12]
 
 
 class SentenceTransformerEmbedder(Embedder):

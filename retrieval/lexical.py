@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ragtune.retrieval.settings import file_name_for
 from ragtune.retrieval.store import Collection, Metadata, VectorStore
 
 FORMAT = 2
@@ -292,7 +293,7 @@ class LexicalIndexes:
         self.root = root / key
 
     def directory(self, collection_name: str) -> Path:
-        return self.root / collection_name
+        return self.root / file_name_for(collection_name)
 
     def current(self, collection: Collection, save: bool = True) -> LexicalIndex:
         """The index of `collection` at its current revision, rebuilt (and saved) if stale."""

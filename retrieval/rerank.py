@@ -6,9 +6,10 @@ local Hugging Face cache (`RAGTUNE_RERANKER`); nothing is ever downloaded. None 
 default: no cross-encoder installs from PyPI with its weights, and no model-free reranker
 measured here paid for itself on all three developers' sets (the README, "A reranking stage";
 `bench/rerank_explore.py`). A model that is not a cross-encoder (a bi-encoder such as the
-embedding model, or anything without a sequence-classification head) is refused when loaded,
-not used with a head of random weights; so is one without its own tokenizer, found by scoring one
-probe pair at load rather than by meaningless scores or a failure per query.
+embedding model, or anything without a sequence-classification head whose weights are in its
+checkpoint) is refused when loaded, not used with a head of random weights; so is one without
+its own tokenizer, found by scoring one probe pair at load rather than by meaningless scores or
+a failure per query.
 """
 
 from __future__ import annotations
@@ -122,6 +123,15 @@ class CrossEncoderSetting:
             raise self.error(
                 f"cannot load {self.role} {name!r} ({type(exc).__name__}: {exc})"
             ) from None
+        untrained = untrained_head(model.model, folder)
+        if untrained:
+            raise self.error(
+                f"{self.role} {name!r} is not a cross-encoder: its checkpoint holds no weights "
+                f"for its classification head ({', '.join(untrained)}), which transformers would "
+                "fill with random ones (scores would be noise). A bi-encoder such as the "
+                "embedding model, with its config.json changed to a sequence-classification "
+                f"architecture, cannot do this: use a CrossEncoder ({self.example}) or none."
+            )
         fix = (
             f"Point {self.env} at a cross-encoder folder holding its own tokenizer "
             f"(tokenizer.json, or vocab.txt with tokenizer_config.json), or leave it empty for "
@@ -155,6 +165,50 @@ class CrossEncoderSetting:
                 f"CrossEncoder ({self.example}) or none."
             )
         return model
+
+
+def untrained_head(model: Any, folder: Path) -> list[str]:
+    """The weights of a loaded transformers model's task head (all but its base model's) that
+    its checkpoint does not hold: transformers initialises those at random, with no more than a
+    warning. Read from the checkpoint's key names, without loading a tensor again; empty when
+    the checkpoint is in a form not read here."""
+    stored = checkpoint_keys(folder)
+    if stored is None:
+        return []
+    base = getattr(model, "base_model_prefix", "")
+    head = [key for key in model.state_dict() if not base or not key.startswith(f"{base}.")]
+    return [key for key in head if key not in stored]
+
+
+def checkpoint_keys(folder: Path) -> set[str] | None:
+    """The names of the weights a model folder's checkpoint holds, from the first file
+    transformers would load (safetensors before PyTorch, one file before shards), or None when
+    there is none readable here."""
+    try:
+        if (folder / "model.safetensors").is_file():
+            from safetensors import safe_open
+
+            with safe_open(str(folder / "model.safetensors"), "pt") as weights:
+                return set(weights.keys())
+        if (folder / "model.safetensors.index.json").is_file():
+            return _sharded_keys(folder / "model.safetensors.index.json")
+        if (folder / "pytorch_model.bin").is_file():
+            import torch
+
+            # On the meta device and memory-mapped: the names, no tensor read.
+            state = torch.load(
+                folder / "pytorch_model.bin", map_location="meta", weights_only=True, mmap=True
+            )
+            return set(state)
+        if (folder / "pytorch_model.bin.index.json").is_file():
+            return _sharded_keys(folder / "pytorch_model.bin.index.json")
+    except Exception:  # transformers read it; what cannot be read here is not judged
+        return None
+    return None
+
+
+def _sharded_keys(index: Path) -> set[str]:
+    return set(json.loads(index.read_text("utf-8"))["weight_map"])
 
 
 RERANKER = CrossEncoderSetting(

@@ -6,6 +6,7 @@ named by `RAGTUNE_CONFIG` (default `./ragtune.toml` when it exists), then the de
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
 import re
@@ -125,8 +126,8 @@ class RetrievalSettings(RagtuneSettings):
     @field_validator("dense_weight", "lexical_weight", "tuned_lexical_weight")
     @classmethod
     def _weight(cls, value: float) -> float:
-        if not 0 <= value < float("inf"):
-            raise ValueError("must be a number >= 0")
+        if not 0 <= value <= MAX_FUSION_WEIGHT:
+            raise ValueError(f"must be a number from 0 to {MAX_FUSION_WEIGHT:g}")
         return value
 
     @field_validator("exact_search_max_chunks")
@@ -140,8 +141,10 @@ class RetrievalSettings(RagtuneSettings):
     @classmethod
     def _rrf_k(cls, value: int) -> int:
         # Ranks start at 1: from 0 up, weight / (rrf_k + rank) never divides by zero.
-        if value < 0:
-            raise ValueError("must be 0 or more (a hit at rank r scores weight / (rrf_k + r))")
+        if not 0 <= value <= MAX_RRF_K:
+            raise ValueError(
+                f"must be from 0 to {MAX_RRF_K} (a hit at rank r scores weight / (rrf_k + r))"
+            )
         return value
 
     @field_validator("lexical_weight")
@@ -191,6 +194,29 @@ def check_collection_name(name: str) -> str:
             "for ragtune's copies of a collection being rebuilt; choose another name"
         )
     return name
+
+
+MAX_FUSION_WEIGHT = 1000.0
+"""The largest fusion weight: only the weights' ratio ranks, and sums of larger ones may
+overflow to infinity (every score then ties)."""
+MAX_RRF_K = 100_000
+"""The largest rrf_k: far past it every 1 / (rrf_k + rank) is alike and fusion ranks by
+nothing (RRF's own paper uses 60)."""
+
+MAX_FILE_NAME_CHARS = 128
+"""A collection name longer than this (names may have 512 characters) is shortened where it
+names a file or folder (`file_name_for`): most file systems allow 255 bytes per name, and
+derived names add to it."""
+
+
+def file_name_for(collection: str) -> str:
+    """`collection` as a file or folder name: itself up to `MAX_FILE_NAME_CHARS` characters
+    (what names have always been on disk), else its first 96 characters and 16 hex digits of
+    its SHA-256, so two long names sharing a beginning stay apart."""
+    if len(collection) <= MAX_FILE_NAME_CHARS:
+        return collection
+    digest = hashlib.sha256(collection.encode()).hexdigest()[:16]
+    return f"{collection[:96]}-{digest}"
 
 
 def settings_keys(*classes: type[BaseSettings]) -> set[str]:

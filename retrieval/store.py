@@ -26,7 +26,7 @@ from urllib.parse import urlparse
 import numpy as np
 import numpy.typing as npt
 
-from ragtune.retrieval.embedder import Vector
+from ragtune.retrieval.embedder import Vector, same_model
 from ragtune.retrieval.errors import (
     CollectionNotFoundError,
     EmbeddingModelMismatchError,
@@ -351,7 +351,7 @@ class VectorStore(ABC):
 
 
 def check_embedding_model(name: str, recorded: object, configured: str) -> None:
-    if recorded is not None and recorded != configured:
+    if recorded is not None and not same_model(recorded, configured):
         raise EmbeddingModelMismatchError(
             f"collection {name!r} was built with embedding model {recorded!r}, but "
             f"{configured!r} is configured: vectors of two models cannot be compared. Set "
@@ -670,10 +670,12 @@ class ChromaStore(VectorStore):
                 raise collection_not_found(name, self.location) from None
             raw = self._create_raw(name, embedding_model, {})
         recorded = (raw.metadata or {}).get(EMBEDDING_MODEL_KEY)
-        if recorded != embedding_model and (raw.metadata or {}).get(EMBEDDING_BASE_KEY) == (
-            embedding_model
+        if recorded is not None and (
+            same_model(recorded, embedding_model)
+            or same_model((raw.metadata or {}).get(EMBEDDING_BASE_KEY), embedding_model)
         ):
-            # Re-embedded with a model tuned from the configured one: read with that model.
+            # The configured model under the identity it was recorded with (a folder's name
+            # alone, before fingerprints), or a model tuned from it: read with that model.
             embedding_model = str(recorded)
         check_embedding_model(name, recorded, embedding_model)
         return ChromaCollection(self._client, raw, embedding_model, self._max_batch)

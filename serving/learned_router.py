@@ -25,6 +25,7 @@ from typing import Any, Literal, cast, get_args
 
 import numpy as np
 
+from ragtune.retrieval.embedder import same_model
 from ragtune.serving.errors import RouteModelError
 from ragtune.serving.router import FEATURES, Route
 
@@ -215,7 +216,7 @@ def load_route_model(path: Path, *, embedding_model: str) -> RouteModel:
             f"than this ragtune computes ({', '.join(FEATURES)}): collect outcomes and train it "
             "again (`ragtune router collect`, `ragtune router train`)"
         )
-    if data.get("embedding_model") != embedding_model:
+    if not same_model(data.get("embedding_model"), embedding_model):
         raise RouteModelError(
             f"{path} was trained with similarities from the embedding model "
             f"{data.get('embedding_model')!r}, but this server embeds with {embedding_model!r}: "

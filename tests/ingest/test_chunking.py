@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from ragtune.ingest.chunking import _MOST_PARAGRAPHS, Chunker, gap_similarities, topic_groups
 from ragtune.ingest.loaders import LoadedDocument, Section, load_document
 from ragtune.retrieval.embedder import Embedder
@@ -49,6 +51,21 @@ def test_a_run_the_model_reads_as_one_unknown_piece_is_cut_like_any_text(
         LoadedDocument("D", "text", [Section(("D",), words)])
     )
     assert real_embedder.count_tokens([first.text])[0] > real_embedder.max_tokens - 8
+
+
+@pytest.mark.parametrize("kind", ["text", "markdown", "rst"])
+def test_text_written_without_spaces_is_cut_after_a_sentence(
+    real_embedder: Embedder, kind: str
+) -> None:
+    """Chinese and Japanese put no space after a sentence: a long paragraph was cut anywhere,
+    mid-sentence ("…设置。工作线程处理"). Each chunk now ends with its sentence's mark."""
+    ends = "。\uff01\uff1f"  # and fullwidth ! and ?
+    sentences = [f"工作线程{n}处理队列中的任务并记录结果{ends[n % 3]}" for n in range(400)]
+    document = LoadedDocument("Doc", kind, [Section(("Doc",), "".join(sentences))])
+    chunks = Chunker(real_embedder, overlap_tokens=0).chunk(document)
+    assert len(chunks) > 3
+    assert all(chunk.text[-1] in ends for chunk in chunks)
+    assert "".join(chunk.text for chunk in chunks) == "".join(sentences)
 
 
 def test_chunks_never_cross_sections() -> None:

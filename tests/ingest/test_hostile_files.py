@@ -156,3 +156,45 @@ def test_a_heading_that_runs_over_the_text_is_read_as_text() -> None:
     assert "First boxed paragraph.\n\nSecond boxed paragraph." in text
     short = html("<html><body><h2>Setup <code>tool</code></h2><p>text</p></body></html>")
     assert short.sections[0].path == ("Setup tool",)
+
+
+def test_markdown_that_only_looks_like_data_uris_is_read_in_one_pass() -> None:
+    """A media type has its own characters: 400 KB of "](data:" with no comma is text (70 KB
+    took 10 s, each one scanned to the line's end); a real data URI still loses its payload."""
+    decoy = "](data:" * 60_000
+    real = "![logo](data:image/svg+xml;charset=utf-8,PHN2Zz4=)"
+    document = load_document(Path("notes.md"), f"# Notes\n{decoy}\n\n{real}\n".encode())
+    text = text_of(document)
+    assert decoy in text
+    assert "![logo](data:image/svg+xml;charset=utf-8,…)" in text
+    assert "PHN2Zz4" not in text
+
+
+def test_markdown_and_rst_headings_longer_than_a_heading_are_text() -> None:
+    """As in HTML (`MAX_HEADING_WORDS`): 50,000 words of `#` line went into the heading path
+    of every chunk after it (19 MB of metadata from a 265 KB file)."""
+    long = " ".join(f"word{n}" for n in range(loaders.MAX_HEADING_WORDS + 1))
+    fitting = " ".join(f"word{n}" for n in range(loaders.MAX_HEADING_WORDS))
+    for markup in (f"# {long}\n\nBody.\n", f"{long}\n{'=' * len(long)}\n\nBody.\n"):
+        document = load_document(Path("long.md"), markup.encode())
+        assert [s.path for s in document.sections] == [()]
+        assert long in text_of(document)
+    assert load_document(Path("fit.md"), f"# {fitting}\n\nBody.\n".encode()).title == fitting
+    rst = f"Intro.\n\n{long}\n{'=' * len(long)}\n\nBody.\n"
+    document = load_document(Path("long.rst"), rst.encode())
+    assert [s.path for s in document.sections] == [()]
+    assert long in text_of(document)
+    # A front matter title is the document's title, at most a heading's length.
+    spaced = "---\ntitle: a" + " " * 40_000 + "b\n---\n\nBody.\n"
+    assert load_document(Path("spaced.md"), spaced.encode()).title == "a b"
+    front = f"---\ntitle: {long}\n---\n\nBody.\n"
+    assert load_document(Path("front.md"), front.encode()).title == fitting
+
+
+@pytest.mark.parametrize("name", ["notes.txt", "notes.md", "notes.rst"])
+def test_control_characters_past_the_first_8_kb_are_left_out(name: str) -> None:
+    """NUL bytes in the first 8 KB tell a binary file; past them they reached chunks."""
+    data = ("Plain words. " * 800 + "\x00tail\x01\x02 text\x7f\tend\x0c").encode()
+    text = text_of(load_document(Path(name), data))
+    assert "tail text" in text
+    assert not any(c in text for c in "\x00\x01\x02\x7f")

@@ -11,9 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from ragtune.retrieval.adaptation import adopt, excluded_chunks, reembed, training_pairs
+from ragtune.retrieval.adaptation import (
+    TuneOptions,
+    adopt,
+    excluded_chunks,
+    reembed,
+    remove_orphaned_models,
+    training_pairs,
+    try_tuned,
+)
 from ragtune.retrieval.calibration import PseudoQuery
 from ragtune.retrieval.errors import RetrievalError, StagingDroppedError
+from ragtune.retrieval.lexical import LexicalIndexes
 from ragtune.retrieval.settings import RetrievalSettings
 from ragtune.retrieval.store import (
     EMBEDDING_BASE_KEY,
@@ -350,3 +359,61 @@ def test_training_pairs_follow_the_seeds_draw_not_the_stores_order(
     assert training_pairs(collection, 8, seed=3) == drawn
     first = [pair.query.split()[1] for pair in drawn]  # "Chunk N says ...": N
     assert sorted(first, key=int) != first  # not storage order
+
+
+def test_models_left_by_killed_runs_go_when_the_collection_is_tuned_again(
+    store: VectorStore, settings: RetrievalSettings
+) -> None:
+    """A run killed (kill -9) while it trained or measured left its model folder (about 90 MB)
+    under embedders/ for good; the next run on the collection removes it, and nothing in use."""
+    docs = store.collection("docs", "ragtune-tuned/docs-20250101-000000", create=True)
+    docs.set_metadata_value(EMBEDDING_BASE_KEY, BASE.model_id)
+    store.collection("docs-2", "ragtune-tuned/docs-2-20250101-000000", create=True)
+    embedders = settings.data_dir / "embedders"
+    names = [
+        "docs-20250101-000000",  # the model "docs" is embedded with
+        "docs-20250102-000000",  # orphans of "docs"
+        "docs-20250103-000000",
+        "docs-2-20250101-000000",  # "docs-2"'s model, and an orphan of that collection
+        "docs-2-20250104-000000",
+        "docs-notes",  # not a tuned model's name
+    ]
+    for name in names:
+        (embedders / name).mkdir(parents=True)
+    (embedders / "docs-20250103-000000" / "model.safetensors").write_bytes(b"half written")
+    # With a Chroma server another run may be tuning the collection now: nothing goes.
+    served = settings.model_copy(update={"chroma_url": "http://localhost:8000"})
+    assert remove_orphaned_models(store, docs, served) == []
+    assert sorted(p.name for p in embedders.iterdir()) == sorted(names)
+    removed = remove_orphaned_models(store, docs, settings)
+    assert removed == ["docs-20250102-000000", "docs-20250103-000000"]
+    assert sorted(p.name for p in embedders.iterdir()) == sorted(set(names) - set(removed))
+    assert remove_orphaned_models(store, docs, settings) == []
+
+
+def test_held_out_queries_taking_every_chunk_say_to_lower_held_out(tmp_path: Path) -> None:
+    """It said "only 0 training pairs (chunks with a sentence of 6 words or more)" of a
+    collection full of such chunks: the held-out queries and their answers had taken them all."""
+    store = InMemoryStore()
+    collection = store.collection("docs", BASE.model_id, create=True)
+    topics = ["llamas", "copper", "valves", "rivers", "tea", "maps"]
+    texts = [
+        f"Chunk {i} says that {topics[i % 6]} number {i} grow in the hills. It is spun by hand."
+        for i in range(36)
+    ]
+    collection.add(
+        [
+            ChunkRecord(f"c{i}", text, {"doc_id": f"d{i % 6}", "chunk_index": i // 6}, vector)
+            for i, (text, vector) in enumerate(zip(texts, BASE.embed(texts), strict=True))
+        ]
+    )
+    settings = RetrievalSettings(data_dir=tmp_path)
+    indexes = LexicalIndexes.for_store(tmp_path, store)
+    options = TuneOptions(steps=1, batch_size=2, held_out=5000)
+    with pytest.raises(RetrievalError) as refused:
+        try_tuned(store, collection, BASE, settings, indexes, options)
+    message = str(refused.value)
+    assert "the 36 held-out pseudo-queries and their answers take 36 of the 36 chunks" in message
+    assert "leaving 0 training pairs; at least one batch (2) is needed" in message
+    assert "Lower --held-out (now 5000; 20 at least)" in message
+    assert not (tmp_path / "embedders").exists()  # refused before any training

@@ -219,10 +219,11 @@ def test_a_collection_read_with_a_tuned_embedder_weighs_bm25_less(
     assert (summary["from"], summary["lexical_weight"]) == ("calibration", 0.7)
 
 
-@pytest.mark.parametrize("value", [-0.1, float("nan"), float("inf")])
+@pytest.mark.parametrize("value", [-0.1, float("nan"), float("inf"), 1e308, 1000.5])
 def test_fusion_weights_refuse_what_is_not_a_weight(value: float) -> None:
+    """1e308 is finite, but two of them sum to infinity: every fused score would tie."""
     for name in ("dense_weight", "lexical_weight", "tuned_lexical_weight"):
-        with pytest.raises(ValidationError, match="must be a number >= 0"):
+        with pytest.raises(ValidationError, match="must be a number from 0 to 1000"):
             RetrievalSettings(**{name: value})
 
 
@@ -331,6 +332,8 @@ def test_the_draw_follows_the_seed_not_the_order_the_store_returns(
         ('{"lexical_weight": NaN, "rrf_k": 10}', "lexical_weight is nan"),
         ('{"lexical_weight": 0.5, "dense_weight": -1e308, "rrf_k": 10}', "dense_weight is"),
         ('{"lexical_weight": 0.5, "dense_weight": Infinity, "rrf_k": 10}', "dense_weight is"),
+        ('{"lexical_weight": 1e308, "dense_weight": 1e308, "rrf_k": 10}', "and <= 1000"),
+        ('{"lexical_weight": 0.5, "rrf_k": 1000000000000000000000000000000}', "rrf_k is 1"),
         ('{"lexical_weight": 0, "dense_weight": 0, "rrf_k": 10}', "both 0"),
         ('{"lexical_weight": 0.5, "rrf_k": 10, "mrr": "high"}', "mrr is 'high'"),
         ('{"lexical_weight": 0.5, "rrf_k": 10, "fusion": "max"}', "unknown fusion method"),
@@ -375,6 +378,8 @@ def test_fusion_settings_that_would_divide_by_zero_are_refused() -> None:
     with pytest.raises(ValidationError, match="rrf_k"):
         RetrievalSettings(fusion="rrf", rrf_k=-1)
     assert RetrievalSettings(fusion="rrf", rrf_k=0).rrf_k == 0
+    with pytest.raises(ValidationError, match="rrf_k"):
+        RetrievalSettings(fusion="rrf", rrf_k=10**30)  # every score 1e-30: fusion by nothing
     with pytest.raises(ValidationError, match="dense_weight"):
         RetrievalSettings(dense_weight=0, lexical_weight=0)
     assert RetrievalSettings(dense_weight=0).dense_weight == 0  # BM25 alone
@@ -395,3 +400,10 @@ def test_calibration_measures_against_bm25_alone_when_dense_weighs_nothing(
     result = calibrate(ingested, indexes.current(ingested), embedder, lexical_only, queries=40)
     assert result.pseudo_queries >= 20
     assert 0.0 <= result.default_mrr <= 1.0
+
+
+def test_a_calibration_in_words_names_a_dense_weight_other_than_one() -> None:
+    """What `docs list` and `tune retrieval` print: a stored dense weight was left out."""
+    weighted = Calibration(lexical_weight=0.5, rrf_k=40, dense_weight=2.0, embedding_model="m")
+    assert weighted.describe() == "RRF, dense weight 2.0, lexical weight 0.5, rrf_k 40"
+    assert "dense" not in replace(weighted, dense_weight=1.0).describe()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +22,35 @@ def test_default_model_loads_offline(real_embedder: Embedder) -> None:
     assert real_embedder.dimension == 384
     assert real_embedder.max_tokens == 256
     assert model_id_for("all-MiniLM-L6-v2") == real_embedder.model_id
+
+
+def test_a_model_folders_identity_is_its_name_and_what_it_holds(tmp_path: Path) -> None:
+    """Two folders of one name holding different models (another pooling; weights tuned from
+    the same base) are two identities; a copy of a folder elsewhere is the same model."""
+    first = tmp_path / "v1" / "model"
+    (first / "1_Pooling").mkdir(parents=True)
+    (first / "config.json").write_text('{"hidden_size": 384}')
+    (first / "1_Pooling" / "config.json").write_text('{"pooling_mode_mean_tokens": true}')
+    weights = bytes(range(256)) * 8192  # 2 MiB: sampled, not read whole
+    (first / "model.safetensors").write_bytes(weights)
+    (first / ".cache").mkdir()
+    (first / ".cache" / "lock").write_text("ignored")
+    identity = model_id_for(str(first))
+    assert identity.startswith("model@")
+    assert len(identity) == len("model@") + 12
+    copy = tmp_path / "elsewhere" / "model"
+    shutil.copytree(first, copy, ignore=shutil.ignore_patterns(".cache"))
+    assert model_id_for(str(copy)) == identity
+    pooled = tmp_path / "v2" / "model"
+    shutil.copytree(first, pooled)
+    (pooled / "1_Pooling" / "config.json").write_text('{"pooling_mode_cls_token": true}')
+    assert model_id_for(str(pooled)) != identity
+    tuned = tmp_path / "v3" / "model"
+    shutil.copytree(first, tuned)
+    changed = bytearray(weights)
+    changed[len(weights) // 2 + 7] ^= 1  # one byte of the weights, as tuning changes them all
+    (tuned / "model.safetensors").write_bytes(bytes(changed))
+    assert model_id_for(str(tuned)) != identity
 
 
 def test_vectors_are_unit_length_and_meaningful(real_embedder: Embedder) -> None:

@@ -205,6 +205,33 @@ def test_a_reranker_that_cannot_score_the_probe_pair_is_refused_at_load(
         CrossEncoderReranker(str(broken))
 
 
+@pytest.mark.parametrize("weights", ["model.safetensors", "pytorch_model.bin"])
+def test_a_classifier_config_over_weights_without_its_head_is_refused_at_load(
+    tmp_path: Path, weights: str
+) -> None:
+    """The embedding model's folder with its config edited to a one-label classifier: accepted,
+    transformers gave the head random weights (a warning on stderr only) and the scores were
+    noise, different on every start."""
+    folder = tmp_path / "minilm-as-classifier"
+    shutil.copytree(
+        MINILM, folder, ignore=shutil.ignore_patterns("1_Pooling", "modules.json", "sentence_*")
+    )
+    config = json.loads((folder / "config.json").read_text())
+    config.update(architectures=["BertForSequenceClassification"], id2label={"0": "LABEL_0"})
+    (folder / "config.json").write_text(json.dumps(config))
+    if weights == "pytorch_model.bin":
+        import torch
+        from safetensors.torch import load_file
+
+        torch.save(load_file(folder / "model.safetensors"), folder / weights)
+        (folder / "model.safetensors").unlink()
+    check_reranker(RetrievalSettings(reranker=str(folder)))  # its config is a cross-encoder's
+    with pytest.raises(RerankerError, match="no weights for its classification head") as refused:
+        CrossEncoderReranker(str(folder))
+    assert "(classifier.weight, classifier.bias)" in str(refused.value)
+    assert "use a CrossEncoder (e.g. one trained on MS MARCO) or none" in str(refused.value)
+
+
 @pytest.mark.parametrize(
     ("config", "refusal"),
     [

@@ -116,6 +116,22 @@ def test_lexical_index_follows_ingest_change_rm_and_sync(
     assert "beach" in texts
 
 
+@pytest.mark.parametrize("length", [300, 512])
+def test_a_collection_of_a_long_name_keeps_its_lexical_index(
+    store: VectorStore, embedder: FakeEmbedder, indexes: LexicalIndexes, corpus: Path, length: int
+) -> None:
+    """Names may have 512 characters, file names 255 bytes: a long name's index folder is
+    shortened, and two long names sharing their beginning keep two folders (before, the
+    ingest failed with a traceback after storing its chunks, and every search after it)."""
+    first, second = ("x" * (length - 1) + end for end in "12")
+    for name in (first, second):
+        collection = store.collection(name, embedder.model_id, create=True)
+        ingest(collection, embedder, indexes, corpus / "pets")
+        assert saved_ids(indexes, collection) == stored_ids(collection) != set()
+    assert indexes.directory(first) != indexes.directory(second)
+    assert len(indexes.directory(first).name) < 128
+
+
 def test_a_stale_lexical_index_is_never_searched(
     collection: Collection,
     embedder: FakeEmbedder,

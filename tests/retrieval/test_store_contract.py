@@ -131,6 +131,24 @@ def test_collection_records_its_embedding_model(store: VectorStore, name: str) -
     assert info.embedding_model == MODEL
 
 
+def test_a_folders_identity_recorded_before_fingerprints_still_opens(
+    store: VectorStore, name: str
+) -> None:
+    """A collection recorded a model folder by its name alone before identities carried a
+    fingerprint (`model_id_for`): it opens with that folder configured, under the identity it
+    recorded; two fingerprints of one folder name are two models."""
+    store.collection(name, "model", create=True)
+    assert store.collection(name, "model@0123456789ab").embedding_model == "model"
+    with pytest.raises(EmbeddingModelMismatchError):
+        store.collection(name, "other@0123456789ab")
+    fingerprinted = name + "-2"
+    store.collection(fingerprinted, "model@aaaaaaaaaaaa", create=True)
+    with pytest.raises(EmbeddingModelMismatchError, match="model@aaaaaaaaaaaa"):
+        store.collection(fingerprinted, "model@bbbbbbbbbbbb")
+    with pytest.raises(EmbeddingModelMismatchError):
+        store.collection(fingerprinted, "model")  # the folder's name alone is not its identity
+
+
 def test_missing_collection_is_a_clear_error(store: VectorStore, name: str) -> None:
     with pytest.raises(CollectionNotFoundError, match="ragtune ingest"):
         store.collection(name, MODEL)

@@ -9,7 +9,7 @@ import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from ragtune.retrieval.embedder import Embedder, Vector
+from ragtune.retrieval.embedder import Embedder, Vector, same_model
 from ragtune.retrieval.errors import StagingDroppedError
 from ragtune.retrieval.settings import check_collection_name
 from ragtune.retrieval.store import (
@@ -174,7 +174,7 @@ class InMemoryStore(VectorStore):
                 raise collection_not_found(name, "memory")
             self._hold(InMemoryCollection(name, embedding_model))
         existing = self.collections[name]
-        if existing.base_model != embedding_model:  # else read with the model tuned from it
+        if not same_model(existing.base_model, embedding_model):  # else: read with its tuned model
             check_embedding_model(name, existing.embedding_model, embedding_model)
         return existing
 
