@@ -227,7 +227,7 @@ def tune_embedder(
     options = TuneOptions(steps, batch_size, learning_rate, held_out, seed)
     with open_store(settings, "write") as store:
         target = store.collection(settings.collection, configured.model_id)
-        orphans = remove_orphaned_models(store, target, settings)
+        orphans = [] if dry_run else remove_orphaned_models(store, target, settings)
         if orphans:
             stderr.print(
                 f"removed {len(orphans)} model folder(s) tuned for {target.name!r} by runs that "

@@ -320,7 +320,7 @@ def _load_rst(path: Path, data: bytes) -> LoadedDocument:
     i = 0
     while i < len(lines):
         found = _rst_heading(lines, i)
-        if found is not None and not _heading_sized(found[0]):
+        if found is not None and not _short_heading(found[0]):
             body.extend(lines[i : i + found[2]])  # text, as an HTML heading that long is
             i += found[2]
             continue
@@ -453,7 +453,7 @@ def _load_markdown(path: Path, data: bytes) -> LoadedDocument:
         elif opened:
             fence = opened.group(1)
             body.append(line)
-        elif (atx := _md_atx(line)) and _heading_sized(atx[1]):
+        elif (atx := _md_atx(line)) and _short_heading(atx[1]):
             enter(*atx)
         elif not line.strip() and (not body or not body[-1].strip()):
             pass  # blank lines in a row are one (CommonMark): no break the chunker would keep
@@ -463,7 +463,7 @@ def _load_markdown(path: Path, data: bytes) -> LoadedDocument:
             and not _MD_NOT_A_TITLE.match(line)
             and (not body or not body[-1].strip())
             and (underline := _MD_SETEXT.match(lines[n + 1]))
-            and _heading_sized(line)
+            and _short_heading(line)
         ):
             enter(1 if underline.group(1)[0] == "=" else 2, line.strip())
             n += 1
@@ -741,7 +741,7 @@ open that runs over the page's text) is read as text, as one that holds blocks i
 by default, and copied whole into every chunk's metadata."""
 
 
-def _heading_sized(heading: str) -> bool:
+def _short_heading(heading: str) -> bool:
     """Whether a Markdown or reStructuredText heading's text is a heading's length
     (`MAX_HEADING_WORDS`); a longer one is read as text, as an HTML heading is."""
     return len(heading.split()) <= MAX_HEADING_WORDS

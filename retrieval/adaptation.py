@@ -188,11 +188,13 @@ def tuned_name(collection: str) -> str:
 def remove_orphaned_models(
     store: VectorStore, target: Collection, settings: RetrievalSettings
 ) -> list[str]:
-    """Remove the models tuned for `target` (`tuned_name`'s folders under `embedders/`, about
-    90 MB each) that no collection is embedded with: left by runs killed before they could
-    remove their own (kill -9, a power cut). Only with the embedded store, which the caller
-    holds for writing: a Chroma server lets another run tune the same collection meanwhile,
-    and its model, not adopted yet, would look the same. The names of the folders removed."""
+    """Remove the models tuned for `target` in this store (`tuned_name`'s folders under
+    `embedders/` marked with the store's location, `STORE_MARK`; about 90 MB each) that no
+    collection is embedded with: left by runs killed before they could remove their own (kill
+    -9, a power cut). Only with the embedded store, which the caller holds for writing: a
+    Chroma server lets another run tune the same collection meanwhile, and its model, not
+    adopted yet, would look the same; and a data directory may serve both, so a folder marked
+    for another store (or made before marks) is never removed. The names of those removed."""
     if settings.chroma_url:
         return []
     # The collection's exact name: "docs-2"'s models are not "docs"'s.
@@ -207,10 +209,22 @@ def remove_orphaned_models(
             and folder.is_dir()
             and not folder.is_symlink()
             and TUNED_PREFIX + folder.name not in in_use
+            and _marked_for(folder, store.location)
         ):
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder.name)
     return removed
+
+
+STORE_MARK = ".ragtune-store"
+"""A tuned model's file naming the store it was tuned for (its location)."""
+
+
+def _marked_for(folder: Path, location: str) -> bool:
+    try:
+        return (folder / STORE_MARK).read_text("utf-8") == location
+    except OSError:
+        return False
 
 
 def reembed(
@@ -525,6 +539,10 @@ def try_tuned(
     say(f"tuning on {len(pairs)} pairs of {target.name!r}...")
     staging: Collection | None = None
     try:
+        # Whose it is, before anything else is written: a run killed from here on leaves a
+        # folder `remove_orphaned_models` knows for this store's (no other store's).
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / STORE_MARK).write_text(store.location, "utf-8")
         fine_tune(
             settings.embedding_model, pairs, folder, training,
             lambda step, loss: say(f"tuning: step {step}/{options.steps}, loss {loss:.3f}"),

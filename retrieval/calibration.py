@@ -326,7 +326,8 @@ def choose_fusion(runs: Sequence[Run], defaults: RetrievalSettings) -> tuple[Cho
     scored = {choice: fused_mrr(runs, choice) for choice in grid}
     if defaults.dense_weight > 0:
         # Fusion ranks alike when both weights are scaled alike: dense weight 1, as the grid.
-        ratio = defaults.lexical_weight / defaults.dense_weight
+        # Past the largest weight the dense score hardly counts: read as the largest.
+        ratio = min(defaults.lexical_weight / defaults.dense_weight, MAX_FUSION_WEIGHT)
         default: Choice = (defaults.fusion, ratio, defaults.rrf_k)
         default_mrr = scored.setdefault(default, fused_mrr(runs, default))
     else:  # BM25 alone: the grid's highest BM25 weight is the setting nearest it
@@ -414,4 +415,9 @@ def store_calibration(collection: Collection, calibration: Calibration | None) -
             f"this calibration was measured with {calibration.embedding_model!r}; collection "
             f"{collection.name!r} is embedded with {collection.embedding_model!r}"
         )
+    if calibration is not None:
+        try:  # what every search will read back: never one it would refuse
+            calibration.check()
+        except ValueError as exc:
+            raise RetrievalError(f"this calibration cannot be stored: {exc}") from None
     collection.set_metadata_value(CALIBRATION_KEY, calibration.to_json() if calibration else "")

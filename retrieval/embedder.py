@@ -146,8 +146,8 @@ def same_model(recorded: object, configured: str) -> bool:
     again)."""
     if recorded == configured:
         return True
-    name, separator, _ = configured.partition(FINGERPRINT_SEPARATOR)
-    return bool(separator) and recorded == name
+    name, separator, fingerprint = configured.rpartition(FINGERPRINT_SEPARATOR)
+    return bool(separator) and len(fingerprint) == 12 and recorded == name  # "a@b" folders too
 
 
 def model_id_for(name: str) -> str:
@@ -166,32 +166,47 @@ def model_id_for(name: str) -> str:
     return name
 
 
-_SAMPLE_BYTES = 1 << 16
-"""Of a large file, a fingerprint reads this much at its start, middle and end: a model tuned
-from another differs in all its weights, so any part of them tells the two apart."""
+_MODEL_FILES = frozenset({".json", ".txt", ".model", ".safetensors", ".bin", ".pt", ".pth"})
+"""What a model loads: configs, vocabularies, tokenizers, weights. A README, a licence or a
+lock file added to the folder is no other model."""
+_EXPORTS = frozenset({"onnx", "openvino"})
+"""Folders of the same model exported for other runtimes (sentence-transformers' ONNX and
+OpenVINO exports), which the model loaded here never reads."""
 
 
 def folder_fingerprint(folder: Path) -> str:
-    """12 hex digits of SHA-256 over a model folder: every file's relative path and size, the
-    whole of each file up to 1 MiB (configs, pooling, tokenizer), samples of larger ones (the
-    weights). A few milliseconds for MiniLM; hidden entries (caches) are not read."""
+    """12 hex digits of SHA-256 over what a model folder holds for loading (`_MODEL_FILES`,
+    outside hidden folders and `_EXPORTS`): each file's relative path, size and whole content,
+    so that weights tuned from the same base in any part differ. Hashed once per process for
+    files of the same sizes and times (90 MB of MiniLM: about 0.1 s); EmbeddingModelError for a
+    folder that cannot be read."""
+    try:
+        files = []
+        for path in sorted(folder.rglob("*")):
+            relative = path.relative_to(folder)
+            if (
+                path.suffix.lower() in _MODEL_FILES
+                and not any(part.startswith(".") or part in _EXPORTS for part in relative.parts)
+                and path.is_file()
+            ):
+                stat = path.stat()
+                files.append((relative.as_posix(), stat.st_size, stat.st_mtime_ns))
+        return _fingerprint(str(folder), tuple(files))
+    except OSError as exc:
+        raise EmbeddingModelError(
+            f"cannot read the model folder {folder} ({exc.strerror or exc}): check its "
+            "permissions, or set RAGTUNE_EMBEDDING_MODEL to another folder"
+        ) from None
+
+
+@functools.lru_cache(maxsize=16)
+def _fingerprint(folder: str, files: tuple[tuple[str, int, int], ...]) -> str:
     digest = hashlib.sha256()
-    files = sorted(
-        path
-        for path in folder.rglob("*")
-        if path.is_file()
-        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
-    )
-    for path in files:
-        size = path.stat().st_size
-        digest.update(f"{path.relative_to(folder).as_posix()}\0{size}\0".encode())
-        with path.open("rb") as file:
-            if size <= 16 * _SAMPLE_BYTES:
-                digest.update(file.read())
-                continue
-            for at in (0, size // 2, size - _SAMPLE_BYTES):
-                file.seek(at)
-                digest.update(file.read(_SAMPLE_BYTES))
+    for relative, size, _ in files:
+        digest.update(f"{relative}\0{size}\0".encode())
+        with (Path(folder) / relative).open("rb") as file:
+            while block := file.read(1 << 20):
+                digest.update(block)
     return digest.hexdigest()[:12]
 
 

@@ -123,7 +123,7 @@ class CrossEncoderSetting:
             raise self.error(
                 f"cannot load {self.role} {name!r} ({type(exc).__name__}: {exc})"
             ) from None
-        untrained = untrained_head(model.model, folder)
+        untrained = untrained_head(getattr(model, "model", None), folder)
         if untrained:
             raise self.error(
                 f"{self.role} {name!r} is not a cross-encoder: its checkpoint holds no weights "
@@ -173,10 +173,13 @@ def untrained_head(model: Any, folder: Path) -> list[str]:
     warning. Read from the checkpoint's key names, without loading a tensor again; empty when
     the checkpoint is in a form not read here."""
     stored = checkpoint_keys(folder)
-    if stored is None:
+    if stored is None or model is None:
         return []
     base = getattr(model, "base_model_prefix", "")
-    head = [key for key in model.state_dict() if not base or not key.startswith(f"{base}.")]
+    # Parameters, not the state dict: buffers (position ids) may be left out of a checkpoint.
+    head = [
+        key for key, _ in model.named_parameters() if not base or not key.startswith(f"{base}.")
+    ]
     return [key for key in head if key not in stored]
 
 

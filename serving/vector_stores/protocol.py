@@ -168,6 +168,10 @@ UNSERVED_FILTERS = (
 """What a search answers to filters it does not serve, malformed ones included."""
 
 
+MAX_SEARCH_RESULTS = 50
+"""The most results a vector store search returns (OpenAI's bound)."""
+
+
 class RankingOptions(BaseModel):
     model_config = ConfigDict(extra="allow")
     ranker: str | None = None
@@ -202,7 +206,7 @@ class VectorStoreSearchRequest(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     query: str | list[str]
-    max_num_results: int = Field(default=10, ge=1, le=50)
+    max_num_results: int = Field(default=10, ge=1, le=MAX_SEARCH_RESULTS)
     filters: Annotated[Any, WithJsonSchema(OBJECT_OR_NULL)] = None
     """An object (see above) or null. Typed loosely so that any other value is refused with
     the filters' own 400, as a malformed filter object is, not a schema error."""

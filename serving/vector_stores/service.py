@@ -43,6 +43,7 @@ from ragtune.serving.retrievers import RetrieverCache, merge_ranked
 from ragtune.serving.tenants.principal import Principal
 from ragtune.serving.vector_stores.jobs import IngestJobs
 from ragtune.serving.vector_stores.protocol import (
+    MAX_SEARCH_RESULTS,
     CreateFileBatchRequest,
     CreateVectorStoreRequest,
     FileCounts,
@@ -378,9 +379,12 @@ class VectorStoreService:
             raise ServingError("this server has no retrievers: search is not available")
         embedder = self.retrievers.embedder_for(collection.name)
         k = request.max_num_results
-        # As deep as a reranking stage reorders: a passage at the threshold it put past `k`
-        # is shown before one below it.
-        depth = self.retrievers.depth(k)
+        options = request.ranking_options
+        threshold = options.score_threshold if options and options.score_threshold else 0.0
+        # With a threshold, passages below it (one only BM25 found scores 0) leave places to
+        # deeper ones that reach it: searched as deep as a result may be (50), and as a
+        # reranking stage reorders.
+        depth = self.retrievers.depth(MAX_SEARCH_RESULTS if threshold else k)
         ranked = [
             self.retrievers.search(
                 text,
@@ -399,10 +403,8 @@ class VectorStoreService:
             if hit.chunk_id not in seen:
                 seen.add(hit.chunk_id)
                 hits.append(hit)
-        options = request.ranking_options
-        threshold = options.score_threshold if options and options.score_threshold else 0.0
-        data = [found for found in self.results(hits) if found.score >= threshold][:k]
-        return VectorStoreSearchPage(search_query=texts, data=data)
+        reaching = [hit for hit in hits if _score(hit) >= threshold][:k]
+        return VectorStoreSearchPage(search_query=texts, data=self.results(reaching))
 
     def results(self, hits: Sequence[SearchHit]) -> Sequence[VectorStoreSearchResult]:
         """Passages (of any stores) as search results, in order: each with the file it came
@@ -422,7 +424,7 @@ class VectorStoreService:
                 VectorStoreSearchResult(
                     file_id=record.id if record else document_id,
                     filename=record.filename if record else hit.document,
-                    score=round(max(0.0, min(1.0, hit.similarity)), 4),
+                    score=_score(hit),
                     attributes={
                         "heading": str(hit.metadata.get("heading", "")),
                         "section": hit.section,
@@ -578,3 +580,8 @@ def _valid_name(name: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _score(hit: SearchHit) -> float:
+    """A result's `score`: its similarity to the query, 0..1 (what a threshold reads)."""
+    return round(max(0.0, min(1.0, hit.similarity)), 4)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from ragtune.retrieval.adaptation import (
+    STORE_MARK,
     TuneOptions,
     adopt,
     excluded_chunks,
@@ -380,7 +381,14 @@ def test_models_left_by_killed_runs_go_when_the_collection_is_tuned_again(
     ]
     for name in names:
         (embedders / name).mkdir(parents=True)
+        (embedders / name / STORE_MARK).write_text(store.location)
     (embedders / "docs-20250103-000000" / "model.safetensors").write_bytes(b"half written")
+    # Of the same data directory's other store (a Chroma server's "docs"), or from before
+    # marks: never removed.
+    (embedders / "docs-20250105-000000").mkdir()
+    (embedders / "docs-20250105-000000" / STORE_MARK).write_text("http://chroma:8000")
+    (embedders / "docs-20250106-000000").mkdir()
+    names += ["docs-20250105-000000", "docs-20250106-000000"]
     # With a Chroma server another run may be tuning the collection now: nothing goes.
     served = settings.model_copy(update={"chroma_url": "http://localhost:8000"})
     assert remove_orphaned_models(store, docs, served) == []

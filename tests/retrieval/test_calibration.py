@@ -33,7 +33,7 @@ from ragtune.retrieval.lexical import LexicalIndexes
 from ragtune.retrieval.search import Retriever
 from ragtune.retrieval.settings import RetrievalSettings
 from ragtune.retrieval.store import Collection, VectorStore
-from tests.support.fakes import FakeEmbedder, spy_on_index
+from tests.support.fakes import FakeEmbedder, InMemoryCollection, spy_on_index
 
 TOPICS = ["river", "forest", "engine", "garden", "harbour", "library", "kitchen", "orchard"]
 WORDS = [
@@ -105,6 +105,18 @@ def test_choose_fusion_follows_the_retriever_that_ranks_the_answers() -> None:
     assert fused_mrr(lexical_misleads, choice) == 1.0
     assert fused_mrr(lexical_misleads, ("rrf", 1.0, 10)) < 1.0  # equal weights lose it
     assert fused_mrr(lexical_misleads, ("score", 1.5, 10)) < 1.0
+
+
+def test_defaults_weighing_dense_almost_nothing_give_a_storable_choice() -> None:
+    """Weights within the bounds whose ratio is past them (1 / 0.0005): the defaults' setting,
+    read as a dense weight of 1, was a BM25 weight of 2000, which every search then refused."""
+    settings = RetrievalSettings(dense_weight=0.0005, lexical_weight=1.0, fusion="score")
+    runs = [({"a": (1, 0.9)}, {"a": (1, 5.0)}, frozenset({"a"}))] * 5
+    choice, _, _ = choose_fusion(runs, settings)
+    assert choice[1] <= 1000
+    stored = Calibration(lexical_weight=2000.0, rrf_k=10, embedding_model="m")
+    with pytest.raises(RetrievalError, match="cannot be stored: lexical_weight is 2000"):
+        store_calibration(InMemoryCollection("docs", "m"), stored)
 
 
 def test_score_fusion_scales_each_retriever_to_its_best() -> None:

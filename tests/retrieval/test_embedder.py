@@ -34,7 +34,7 @@ def test_a_model_folders_identity_is_its_name_and_what_it_holds(tmp_path: Path) 
     weights = bytes(range(256)) * 8192  # 2 MiB: sampled, not read whole
     (first / "model.safetensors").write_bytes(weights)
     (first / ".cache").mkdir()
-    (first / ".cache" / "lock").write_text("ignored")
+    (first / ".cache" / "lock.json").write_text("ignored")
     identity = model_id_for(str(first))
     assert identity.startswith("model@")
     assert len(identity) == len("model@") + 12
@@ -48,9 +48,15 @@ def test_a_model_folders_identity_is_its_name_and_what_it_holds(tmp_path: Path) 
     tuned = tmp_path / "v3" / "model"
     shutil.copytree(first, tuned)
     changed = bytearray(weights)
-    changed[len(weights) // 2 + 7] ^= 1  # one byte of the weights, as tuning changes them all
+    changed[len(weights) // 4 + 7] ^= 1  # one byte anywhere: a bias tuned alone
     (tuned / "model.safetensors").write_bytes(bytes(changed))
     assert model_id_for(str(tuned)) != identity
+    # What the model never loads is no other model: a README, an ONNX export beside it.
+    (copy / "README.md").write_text("# My model")
+    (copy / "onnx").mkdir()
+    (copy / "onnx" / "model.onnx").write_bytes(b"exported")
+    (copy / "onnx" / "config.json").write_text("{}")
+    assert model_id_for(str(copy)) == identity
 
 
 def test_vectors_are_unit_length_and_meaningful(real_embedder: Embedder) -> None:

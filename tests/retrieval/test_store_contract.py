@@ -147,6 +147,11 @@ def test_a_folders_identity_recorded_before_fingerprints_still_opens(
         store.collection(fingerprinted, "model@bbbbbbbbbbbb")
     with pytest.raises(EmbeddingModelMismatchError):
         store.collection(fingerprinted, "model")  # the folder's name alone is not its identity
+    at_sign = name + "-3"  # a folder whose own name holds the separator
+    store.collection(at_sign, "model@v2", create=True)
+    assert store.collection(at_sign, "model@v2@0123456789ab").embedding_model == "model@v2"
+    with pytest.raises(EmbeddingModelMismatchError):
+        store.collection(at_sign, "model@v3@0123456789ab")
 
 
 def test_missing_collection_is_a_clear_error(store: VectorStore, name: str) -> None:
