@@ -272,6 +272,7 @@ def test_brackets_in_documents_are_shown_as_written(tmp_path: Path) -> None:
         "Colour \x1b[31mred\x1b[0m and a title \x1b]0;pwned\x07 stay text.\n"
     )
     (docs / "a[b].md").write_text(text)
+    (docs / "e\x1b[31mx.md").write_text("# Escaped\nA name with an escape in it.\n")
     (docs / "bad[red].txt").write_bytes(b"\x00\x01\x02" * 100)
     ingest = ragtune("ingest", docs, data_dir=data_dir)
     assert ingest.returncode == 1, ingest.stderr
@@ -280,11 +281,14 @@ def test_brackets_in_documents_are_shown_as_written(tmp_path: Path) -> None:
     assert listed.returncode == 0, listed.stderr
     assert "a[b].md" in listed.stdout
     assert "Types [bold]" in listed.stdout
+    # Terminal control is data: shown as escapes, never sent to the terminal.
+    assert "e\\x1b[31mx.md" in listed.stdout
+    assert "\x1b" not in listed.stdout
     found = ragtune("search", "llamas list[int]", data_dir=data_dir)
     assert found.returncode == 0, found.stderr
     assert "list[int] and close with [/x] here" in found.stdout
-    # Terminal control is data too: shown as escapes, never sent to the terminal.
-    assert "Colour \\x1b[31mred\\x1b[0m and a title \\x1b]0;pwned\\x07 stay text" in found.stdout
+    # Control characters no reader sees are not a document's text (loaders leave them out).
+    assert "Colour [31mred[0m and a title ]0;pwned stay text" in found.stdout
     assert "\x1b" not in found.stdout
     assert "a[b].md" in found.stdout
     removed = ragtune("docs", "rm", docs / "a[b].md", data_dir=data_dir)
