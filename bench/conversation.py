@@ -298,6 +298,7 @@ VARIANTS: dict[str, TurnWeighting] = {
     "alone at .37": TurnWeighting(standalone_similarity=0.37),
     "alone at .45": TurnWeighting(standalone_similarity=0.45),
     "no own topic": TurnWeighting(own_topic_words=0),
+    "nameless alone": TurnWeighting(nameless_alone=True),
     "own topic at 1": TurnWeighting(own_topic_words=1),
     "own topic at 3": TurnWeighting(own_topic_words=3),
 }
@@ -309,7 +310,8 @@ all those read after it; `every`: no turn stands alone, each read with up to two
 `decay`: the last turn weighs more; `alone at`: another similarity for a turn to stand alone
 (.37: the router's evidence threshold, the default before 2026-12-06);
 `no own topic`: a turn that names words no chunk uses is read as any other, the default
-without that rule; `own topic at`: another count of such words)."""
+without that rule; `nameless alone`: a turn that names nothing ("and?", "why not?") may stand
+alone by its similarity, as before 2026-12-07; `own topic at`: another count of such words)."""
 METRICS = ("recall@1", "recall@5", "mrr@10", "evidence@5")
 EVIDENCE = RouterSettings().evidence_threshold
 

@@ -20,7 +20,7 @@ from ragtune.retrieval.conversation import user_turns
 from ragtune.retrieval.search import SearchMode
 from ragtune.serving.chat.protocol import ChatMessage
 from ragtune.serving.components import Components, open_components
-from ragtune.serving.errors import RouteCasesError
+from ragtune.serving.errors import InvalidRequestError, RouteCasesError
 from ragtune.serving.router import ROUTES, Route, RouteRequest
 from ragtune.serving.settings import ServingSettings
 
@@ -48,6 +48,11 @@ class _CaseLine(BaseModel):
             raise ValueError('give either "question" or "messages", not both or neither')
         if not self.turns():
             raise ValueError("the request has no text (no user message with text)")
+        for index, message in enumerate(self.messages or []):
+            try:  # what the server refuses is no case to route (an image part, say)
+                message.check(index, "base")
+            except InvalidRequestError as exc:
+                raise ValueError(str(exc)) from None
         if self.expected_adapter is not None and not (self.expected_route or "").startswith(
             "adapter"
         ):

@@ -32,7 +32,15 @@ from typing import Protocol
 
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 
-from ragtune.ingest.loaders import MARKDOWN, RST, TEXT, LoadedDocument, Section
+from ragtune.ingest.loaders import (
+    FENCE_OPENS,
+    MARKDOWN,
+    RST,
+    TEXT,
+    LoadedDocument,
+    Section,
+    md_fenced_lines,
+)
 
 HEADING_SEPARATOR = " > "
 # Where to cut, best first, per format (headings are already split off by the loaders).
@@ -41,9 +49,13 @@ HEADING_SEPARATOR = " > "
 # lookbehind): with none, a long paragraph was cut anywhere, mid-sentence. Text without them
 # splits as before.
 _SENTENCE_ENDS = [re.escape(". "), "(?<=[。\uff01\uff1f])"]  # 。, fullwidth ! and ?
+_FENCE_MARK = "\x1d"
+"""Put before a Markdown line that opens a fenced code block, for the splitter to cut there
+first (a loaded text holds no control characters); counted as nothing, and gone from chunks.
+Cut before every fence line, a short block's closing fence went to the next chunk."""
 _SEPARATORS: dict[str, list[str]] = {
     RST: [re.escape("\n\n.. "), "\n\n", "\n", *_SENTENCE_ENDS, " ", ""],
-    MARKDOWN: [re.escape("\n```"), "\n\n", "\n", *_SENTENCE_ENDS, " ", ""],
+    MARKDOWN: [re.escape("\n" + _FENCE_MARK), "\n\n", "\n", *_SENTENCE_ENDS, " ", ""],
 }
 _DEFAULT_SEPARATORS = ["\n\n", "\n", *_SENTENCE_ENDS, " ", ""]
 _BLANK_RUN = re.compile(r"\n[ \t]*\n(?:[ \t]*\n)+")
@@ -65,6 +77,9 @@ _SPACE = re.compile(r"\s+")
 # Bounds the work on a text of very many short paragraphs (the largest group in the
 # developers' plain-text sets has 110).
 _MOST_PARAGRAPHS = 128
+# Characters of the pieces whose lengths `_CharactersCount` remembers, at most (about 32 MB of
+# short pieces; forgotten after each document).
+_MOST_REMEMBERED = 1 << 20
 
 
 class TokenCounter(Protocol):
@@ -89,14 +104,36 @@ class _CharactersCount:
         self.max_tokens = counter.max_tokens
         self.special = counter.count_tokens([""])[0]
         """Word pieces a model adds to every text (its start and end markers)."""
+        self._known: dict[str, int] = {}
+        self._remembered = 0
+        """Characters of the texts in `_known`."""
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        texts = [text.replace(_FENCE_MARK, "") for text in texts]
         counted = self._counter.count_tokens(texts)
         least = (_least_pieces(text) + self.special for text in texts)
         return [max(n, fewest) for n, fewest in zip(counted, least, strict=True)]
 
+    def forget(self) -> None:
+        """Let go of the lengths remembered (a document's pieces: a chunker outlives it)."""
+        self._known.clear()
+        self._remembered = 0
+
     def content_tokens(self, text: str) -> int:
-        return max(self._counter.content_tokens(text), _least_pieces(text))
+        # The splitter measures each piece it cuts two or three times (to cut, to merge, to
+        # overlap), one call of the tokenizer at a time: text it cuts down to words (1 MB
+        # without punctuation) took 46 s. Remembered, each distinct piece costs one call, and
+        # words repeat.
+        known = self._known.get(text)
+        if known is None:
+            if self._remembered > _MOST_REMEMBERED:
+                self.forget()
+            shown = text.replace(_FENCE_MARK, "")
+            known = self._known[text] = max(
+                self._counter.content_tokens(shown), _least_pieces(shown)
+            )
+            self._remembered += len(text)
+        return known
 
 
 def _least_pieces(text: str) -> int:
@@ -148,6 +185,12 @@ class Chunker:
         self.split_on_blank_lines = split_on_blank_lines
 
     def chunk(self, document: LoadedDocument) -> list[Chunk]:
+        try:
+            return self._chunk(document)
+        finally:
+            self.counter.forget()
+
+    def _chunk(self, document: LoadedDocument) -> list[Chunk]:
         chunks: list[Chunk] = []
         # The section path (as loaded) of the last chunk, to find a small section's parent.
         last_path: tuple[str, ...] | None = None
@@ -156,7 +199,10 @@ class Chunker:
         for n, section in enumerate(sections):
             heading, section_path = heading_of(document.title, section.path)
             prefix = self._fit_heading(heading) if self.embed_headings else ""
-            blocks = _BLANK_RUN.split(section.text) if self.split_on_blank_lines else [section.text]
+            text = section.text
+            if document.file_type == MARKDOWN:
+                text = _mark_fence_openings(text)
+            blocks = _BLANK_RUN.split(text) if self.split_on_blank_lines else [text]
             if document.file_type == TEXT:
                 budget = self._budget(prefix)
                 blocks = [g for b in blocks for g in topic_groups(b, self.counter, budget)]
@@ -215,7 +261,7 @@ class Chunker:
         return heading[:fits].rstrip()
 
     def _split(self, text: str, heading: str, separators: list[str]) -> list[str]:
-        if not text.strip():
+        if not text.replace(_FENCE_MARK, "").strip():
             return []
         budget = self._budget(heading)
         texts = self._split_to(text, budget, separators)
@@ -225,7 +271,7 @@ class Chunker:
             lengths = self.counter.count_tokens([embed_text(heading, t) for t in texts])
             over = [i for i, n in enumerate(lengths) if n > self.max_tokens]
             if not over:
-                return texts
+                return [t.replace(_FENCE_MARK, "") for t in texts]
             budget = max(8, int(budget * 0.85))
             for i in reversed(over):
                 texts[i : i + 1] = self._split_to(texts[i], budget, separators)
@@ -244,7 +290,18 @@ class Chunker:
             strip_whitespace=True,
             is_separator_regex=True,
         )
-        return [t for t in splitter.split_text(text) if t.strip()]
+        return [t for t in splitter.split_text(text) if t.replace(_FENCE_MARK, "").strip()]
+
+
+def _mark_fence_openings(text: str) -> str:
+    """`text` with `_FENCE_MARK` before each line after the first that opens a fenced code
+    block (never before one that closes it)."""
+    lines = text.split("\n")
+    roles = md_fenced_lines(lines)
+    return "\n".join(
+        _FENCE_MARK + line if n and role == FENCE_OPENS else line
+        for n, (line, role) in enumerate(zip(lines, roles, strict=True))
+    )
 
 
 def _is_leaf_under(sections: Sequence[Section], n: int, parent: tuple[str, ...]) -> bool:

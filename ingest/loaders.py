@@ -17,7 +17,7 @@ import re
 import unicodedata
 import warnings
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
@@ -47,7 +47,7 @@ SUFFIXES: dict[str, str] = {
 }
 
 
-LOADER_VERSIONS: dict[str, int] = {HTML: 8, PDF: 2, MARKDOWN: 7, RST: 4, TEXT: 3}
+LOADER_VERSIONS: dict[str, int] = {HTML: 9, PDF: 2, MARKDOWN: 8, RST: 4, TEXT: 3}
 """Bumped when a loader reads the same file differently (HTML 2: inline elements in place;
 3: self-contained blocks apart; 4: the terms of one description kept together; 5: a div
 whose class names a section stands apart, permalink marks left out; 6: navigation (menus,
@@ -56,12 +56,14 @@ answer set's rows read as entries; 7: an empty named anchor before a block start
 entry, a term's description shares chunks with its neighbours, in-page links hidden from
 assistive technology left out; 8: a form's text read (its controls and buttons left out),
 pages after the first `</html>` read, `<br>` inside `pre` a line break, a heading that runs
-over the text read as text, navigation named in camel case or with digits left out; PDF 2:
+over the text read as text, navigation named in camel case or with digits left out; 9: a
+heading's scope ends with the section, article or other self-contained block it is in; PDF 2:
 paragraphs and headings, see `ingest.pdf`; Markdown 2: setext headings, front matter,
 paragraphs kept apart; 3: a heading of closing #s alone is empty (CommonMark); 4: a link's or
 image's data URI without its payload; 5: kept in inline code; 6: a backslash-escaped
 backtick opens no code; 7: a heading of more than `MAX_HEADING_WORDS` words is text, a front
-matter title at most that long, control characters left out; RST 2: markup a reader never
+matter title at most that long, control characters left out; 8: cut before a code block's
+opening fence only, see `ingest.chunking`; RST 2: markup a reader never
 sees left out; 3: directive names in any case; 4: as Markdown 7; text 2: paragraphs grouped
 by topic when chunked, see `ingest.chunking`; 3: control characters left out), so that the
 next ingest re-reads files of that type instead of skipping them as unchanged."""
@@ -428,7 +430,6 @@ def _load_markdown(path: Path, data: bytes) -> LoadedDocument:
     sections: list[Section] = []
     stack: list[tuple[int, str]] = []
     body: list[str] = []
-    fence = ""
 
     def enter(level: int, heading: str) -> None:
         nonlocal title
@@ -442,16 +443,11 @@ def _load_markdown(path: Path, data: bytes) -> LoadedDocument:
             stack.append((level, heading))
             title = title or (heading if level == 1 else "")
 
+    fenced = [""] * start + md_fenced_lines(lines[start:])  # front matter is no Markdown
     n = start
     while n < len(lines):
         line = lines[n]
-        opened = _MD_FENCE.match(line)
-        if fence:
-            if opened and opened.group(1)[0] == fence[0] and len(opened.group(1)) >= len(fence):
-                fence = ""
-            body.append(line)
-        elif opened:
-            fence = opened.group(1)
+        if fenced[n]:
             body.append(line)
         elif (atx := _md_atx(line)) and _short_heading(atx[1]):
             enter(*atx)
@@ -472,6 +468,31 @@ def _load_markdown(path: Path, data: bytes) -> LoadedDocument:
         n += 1
     enter(0, "")
     return LoadedDocument(title or _title_from_name(path), MARKDOWN, sections)
+
+
+FENCE_OPENS = "opens"
+"""`md_fenced_lines`' value for a line that opens a fenced code block."""
+
+
+def md_fenced_lines(lines: Sequence[str]) -> list[str]:
+    """For each Markdown line, its part in a fenced code block: `FENCE_OPENS`, "inside",
+    "closes" (a run of the opening's character at least as long), or "" outside any. A fence
+    left open runs to the end, as CommonMark reads it."""
+    roles: list[str] = []
+    fence = ""
+    for line in lines:
+        opened = _MD_FENCE.match(line)
+        if fence:
+            run = opened.group(1) if opened else ""
+            closes = run[:1] == fence[0] and len(run) >= len(fence)
+            roles.append("closes" if closes else "inside")
+            fence = "" if closes else fence
+        elif opened:
+            fence = opened.group(1)
+            roles.append(FENCE_OPENS)
+        else:
+            roles.append("")
+    return roles
 
 
 def _without_data_uris(line: str) -> str:
@@ -647,8 +668,7 @@ _HTML_BLOCKS = frozenset(
     {
         "address", "article", "aside", "blockquote", "caption", "dd", "details", "dialog",
         "div", "dl", "dt", "fieldset", "figcaption", "figure", "footer", "header", "hr", "li",
-        "main", "menu", "ol", "p", "pre", "section", "summary", "table", "tbody", "td", "tfoot",
-        "th", "thead", "tr", "ul",
+        "main", "menu", "ol", "p", "pre", "section", "summary", "table", "tr", "ul",
     }
 )  # fmt: skip
 _HTML_UNITS = frozenset({"article", "aside", "blockquote", "details", "figure", "section"})
@@ -675,13 +695,35 @@ _QANDA_ROWS = frozenset({"question", "answer"})
 _PARAGRAPH_BREAK = "\x00"  # a block boundary, resolved to line breaks once the text is whole
 _UNIT_BREAK = "\x02"  # the edge of a self-contained block, resolved to a chunk break
 _PRE_LINE = "\x01"  # a line break inside `pre`, kept with the indentation after it
+_CELL = "\x03"  # the start of a table cell, resolved to " | " between cells of a line
+_ROW = "\x04"  # the edge of a table row, resolved to one line break
+_TABLE_CELLS = frozenset({"td", "th"})
 
 
 def _unmarked(text: str) -> str:
     """A document's text without the control characters the walk uses as marks."""
-    for mark in (_PARAGRAPH_BREAK, _PRE_LINE, _UNIT_BREAK):
+    for mark in (_PARAGRAPH_BREAK, _PRE_LINE, _UNIT_BREAK, _CELL, _ROW):
         text = text.replace(mark, "")
     return text
+
+
+def _rows(text: str) -> str:
+    """`text` with its table rows one line apart: the white space between them in the page's
+    source, and rows of empty cells (spacers), aside."""
+    if _ROW not in text:
+        return text
+    pieces = (piece.strip() for piece in text.split(_ROW))
+    return "\n".join(piece for piece in pieces if piece.replace(_CELL, "").strip())
+
+
+def _row(line: str) -> str:
+    """A line of the page's text, stripped, its table cells apart by " | " (a cell that
+    starts the line, or holds blocks, has no mark before it)."""
+    if _CELL not in line:
+        return line.strip()
+    cells = [cell.strip() for cell in line.split(_CELL)]
+    filled = [n for n, cell in enumerate(cells) if cell]
+    return " | ".join(cells[filled[0] : filled[-1] + 1]) if filled else ""
 
 
 def _sibling_tag(siblings: Any) -> str | None:
@@ -798,14 +840,23 @@ class _HtmlSections:
         pages nest elements by the thousand (1,200 unclosed `<font>` tags)."""
         from bs4.element import NavigableString, PreformattedString, Tag
 
-        stack: list[tuple[Any, str | None]] = [(iter(node.children), None)]
+        # Each open element: its children, what its end adds, and for a self-contained block
+        # the headings in force where it began (its own end their scope's end: `_HTML_UNITS`).
+        stack: list[tuple[Any, str | None, list[tuple[int, str]] | None]] = [
+            (iter(node.children), None, None)
+        ]
         while stack:
-            children, closing = stack[-1]
+            children, closing, outer = stack[-1]
             child = next(children, None)
             if child is None:
                 stack.pop()
                 if closing is not None:
                     self.parts.append(closing)
+                if outer is not None and outer != self.headings:
+                    # What follows `</section>` is under the headings before it, not the last
+                    # heading inside it.
+                    self.flush()
+                    self.headings = outer
                 continue
             if isinstance(child, PreformattedString):
                 continue  # comments, doctype, CDATA, processing instructions
@@ -833,6 +884,16 @@ class _HtmlSections:
             if _is_entry_anchor(child):
                 self.parts.append(_UNIT_BREAK)
                 continue
+            if child.name in _TABLE_CELLS:
+                self.parts.append(_CELL)
+                stack.append((iter(child.children), None, None))
+                continue
+            if child.name == "tr" and not _QANDA_ROWS & set(child.get("class") or ()):
+                # A row is a line, its cells apart by " | " (as .docx tables are read): read
+                # cell by cell, a term's description went to a chunk of its own, away from it.
+                self.parts.append(_ROW)
+                stack.append((iter(child.children), _ROW, None))
+                continue
             block = child.name in _HTML_BLOCKS or level is not None
             unit = child.name in _HTML_UNITS or (
                 child.name == "div"
@@ -852,16 +913,20 @@ class _HtmlSections:
                 opens = unit or alone or "question" in row
                 self.parts.append(_UNIT_BREAK if opens else _PARAGRAPH_BREAK)
                 closes = unit or alone or "answer" in row
-                stack.append((iter(child.children), _UNIT_BREAK if closes else _PARAGRAPH_BREAK))
+                scope = list(self.headings) if unit else None
+                closing = _UNIT_BREAK if closes else _PARAGRAPH_BREAK
+                stack.append((iter(child.children), closing, scope))
             else:
-                stack.append((iter(child.children), None))
+                stack.append((iter(child.children), None, None))
 
     def flush(self) -> None:
         # Paragraphs one blank line apart; self-contained blocks two, which the chunker never
         # joins (see ingest.chunking).
         pieces = []
         for unit in "".join(self.parts).split(_UNIT_BREAK):
-            lines = [line.strip() for line in unit.replace(_PARAGRAPH_BREAK, "\n\n").split("\n")]
+            lines = [
+                _row(line) for line in _rows(unit).replace(_PARAGRAPH_BREAK, "\n\n").split("\n")
+            ]
             piece = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip().replace(_PRE_LINE, "\n")
             if piece:
                 pieces.append(piece)

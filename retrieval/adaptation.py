@@ -41,6 +41,7 @@ from ragtune.retrieval.embedder import (
     load_tuned_embedder,
     resolve_model_path,
     tuned_model_dir,
+    tuned_models_root,
 )
 from ragtune.retrieval.errors import RetrievalError, StagingDroppedError
 from ragtune.retrieval.evaluation import QAItem, evaluate
@@ -179,9 +180,14 @@ def fine_tune(
     return training
 
 
+TUNED_STAMP = "%Y%m%d-%H%M%S"
+"""When a model was tuned, in its name (UTC); `_TUNED_STAMP_PATTERN` reads it back."""
+_TUNED_STAMP_PATTERN = r"\d{8}-\d{6}"
+
+
 def tuned_name(collection: str) -> str:
     # Its folder is named so (`model_dir`): a long collection name is shortened.
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    stamp = time.strftime(TUNED_STAMP, time.gmtime())
     return f"{TUNED_PREFIX}{file_name_for(collection)}-{stamp}"
 
 
@@ -198,10 +204,10 @@ def remove_orphaned_models(
     if settings.chroma_url:
         return []
     # The collection's exact name: "docs-2"'s models are not "docs"'s.
-    own = re.compile(re.escape(file_name_for(target.name)) + r"-\d{8}-\d{6}")
+    own = re.compile(re.escape(file_name_for(target.name)) + "-" + _TUNED_STAMP_PATTERN)
     in_use = {target.embedding_model, target.metadata().get(EMBEDDING_BASE_KEY)}
     in_use.update(info.embedding_model for info in store.list_collections())
-    embedders = model_dir(settings, tuned_name(target.name)).parent  # where all tuned models lie
+    embedders = tuned_models_root(settings.data_dir)
     removed: list[str] = []
     for folder in sorted(embedders.iterdir()) if embedders.is_dir() else []:
         if (

@@ -26,7 +26,7 @@ import math
 import random
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -35,7 +35,12 @@ from ragtune.retrieval.embedder import Embedder, is_tuned
 from ragtune.retrieval.errors import RetrievalError
 from ragtune.retrieval.fusion import FusionMethod, Ranked, fuse
 from ragtune.retrieval.lexical import LexicalIndex
-from ragtune.retrieval.settings import MAX_FUSION_WEIGHT, MAX_RRF_K, RetrievalSettings
+from ragtune.retrieval.settings import (
+    MAX_FUSION_WEIGHT,
+    RetrievalSettings,
+    check_fusion_weight,
+    check_rrf_k,
+)
 from ragtune.retrieval.store import Collection
 
 CALIBRATION_KEY = "calibration"
@@ -94,11 +99,11 @@ class Calibration:
         if self.fusion not in ("score", "rrf"):
             raise ValueError(f"unknown fusion method {self.fusion!r}")
         for name in ("lexical_weight", "dense_weight"):
-            _require(name, getattr(self, name), float, minimum=0, maximum=MAX_FUSION_WEIGHT)
+            _require(name, getattr(self, name), float, bounds=check_fusion_weight)
         if self.lexical_weight == 0 and self.dense_weight == 0:
             raise ValueError("lexical_weight and dense_weight are both 0")
         # Ranks start at 1: rrf_k >= 0 keeps every 1 / (rrf_k + rank) finite and positive.
-        _require("rrf_k", self.rrf_k, int, minimum=0, maximum=MAX_RRF_K)
+        _require("rrf_k", self.rrf_k, int, bounds=check_rrf_k)
         _require("pseudo_queries", self.pseudo_queries, int, minimum=0)
         for name in ("mrr", "default_mrr", "seconds", "created"):
             _require(name, getattr(self, name), float)
@@ -140,14 +145,12 @@ def _require(
     value: object,
     kind: type,
     minimum: float | None = None,
-    maximum: float | None = None,
+    bounds: Callable[[Any], object] | None = None,
 ) -> None:
     """ValueError unless `value` is a finite number (an int for `kind` int; never a bool) of
-    at least `minimum` and at most `maximum`."""
-    wanted = (
-        ("an integer" if kind is int else "a finite number")
-        + (f" >= {minimum:g}" if minimum is not None else "")
-        + (f" and <= {maximum:g}" if maximum is not None else "")
+    at least `minimum`, that `bounds` (the settings' own check of that knob) accepts."""
+    wanted = ("an integer" if kind is int else "a finite number") + (
+        f" >= {minimum:g}" if minimum is not None else ""
     )
     allowed = (int,) if kind is int else (int, float)
     if (
@@ -155,9 +158,13 @@ def _require(
         or not isinstance(value, allowed)
         or not math.isfinite(value)
         or (minimum is not None and value < minimum)
-        or (maximum is not None and value > maximum)
     ):
         raise ValueError(f"{name} is {value!r}, not {wanted}")
+    if bounds is not None:
+        try:
+            bounds(value)
+        except ValueError as exc:
+            raise ValueError(f"{name} is {value!r}: {exc}") from None
 
 
 def describe_fusion(

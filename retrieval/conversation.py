@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from ragtune.retrieval.embedder import Embedder, Vector
 from ragtune.retrieval.filters import SearchFilter
+from ragtune.retrieval.lexical import names_anything
 from ragtune.retrieval.search import Retriever, SearchMode
 
 Closest = Callable[[Vector], float]
@@ -44,7 +45,8 @@ class TurnWeighting:
     """How many user turns back (the last one included; `turns` at least) the turn a run of
     follow-ups continues is looked for; none found: the last `turns` are read."""
     standalone_similarity: float = 0.41
-    """A turn whose closest chunk is at least this similar stands alone: as the last turn it is
+    """A turn whose closest chunk is at least this similar stands alone (unless it names
+    nothing, `nameless_alone`): as the last turn it is
     searched alone; before it, the reading stops there. Above the router's evidence threshold
     (0.37): a follow-up often finds a passage that barely passes on its own words ("Is it
     thread safe?", "And how do I turn that off?" matching a "To disable ..." passage), and is
@@ -53,6 +55,11 @@ class TurnWeighting:
     -> 0.889) and Python's other phrasings (0.655 -> 0.730), for two Python topic switches of
     174 (0.862 -> 0.851); 0.43 and 0.45 cost one more switch, 0.45 also two runs of three
     follow-ups and two switches followed by a follow-up."""
+    nameless_alone: bool = False
+    """Whether a turn that names nothing (`lexical.names_anything`: "and?", "why not?",
+    "Could you elaborate?") may stand alone by `standalone_similarity`. It finds whatever chunk
+    is shortest: "and?" came within 0.57 of a chunk reading "Or," on the SQLite docs, and its
+    topic was dropped for it. True: as before 2026-12-07 (`bench/conversation.py` compares)."""
     decay: float = 1.0
     """The weight of each turn read relative to the one after it in the query vector."""
     anchor_weight: bool = True
@@ -153,7 +160,8 @@ def conversation_query(
         if back > len(vectors):
             vectors = embedder.embed_queries(looked[: len(looked) - len(vectors)]) + vectors
         if _own_topic(looked[-back], unknown, weighting) or (
-            closest(vectors[-back]) >= weighting.standalone_similarity
+            (weighting.nameless_alone or names_anything(looked[-back]))
+            and closest(vectors[-back]) >= weighting.standalone_similarity
         ):
             anchor = back
             break

@@ -213,7 +213,11 @@ def _fingerprint(folder: str, files: tuple[tuple[str, int, int], ...]) -> str:
 class SentenceTransformerEmbedder(Embedder):
     """The real embedder: a sentence-transformers model, loaded from disk, never downloaded."""
 
-    def __init__(self, name: str, device: str = "cpu", batch_size: int = 32) -> None:
+    def __init__(
+        self, name: str, device: str = "cpu", batch_size: int = 32, model_id: str | None = None
+    ) -> None:
+        """`model_id`: the identity vectors are recorded under (a tuned model's own); by
+        default `model_id_for(name)`."""
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
@@ -230,7 +234,7 @@ class SentenceTransformerEmbedder(Embedder):
                 "RAGTUNE_EMBEDDING_MODEL to a local sentence-transformers directory, or to a "
                 "model name already in the local cache (nothing is downloaded)."
             ) from exc
-        self.model_id = model_id_for(name)
+        self.model_id = model_id if model_id is not None else model_id_for(name)
         dimension = self._model.get_embedding_dimension()
         if dimension is None:
             raise EmbeddingModelError(f"embedding model {name!r} does not report its dimension")
@@ -296,9 +300,14 @@ def is_tuned(model_id: str) -> bool:
     return model_id.startswith(TUNED_PREFIX)
 
 
+def tuned_models_root(data_dir: Path) -> Path:
+    """The folder every tuned model of this data directory lies in."""
+    return data_dir / "embedders"
+
+
 def tuned_model_dir(data_dir: Path, model_id: str) -> Path:
     """Where the tuned model `model_id` (`ragtune-tuned/NAME`) lies."""
-    return data_dir / "embedders" / model_id.removeprefix(TUNED_PREFIX)
+    return tuned_models_root(data_dir) / model_id.removeprefix(TUNED_PREFIX)
 
 
 def collection_embedder(
@@ -331,6 +340,6 @@ def _tuned_embedder(path: str, model_id: str, device: str, batch_size: int) -> E
 
 def load_tuned_embedder(path: Path, model_id: str, device: str, batch_size: int) -> Embedder:
     """The tuned model at `path`, loaded under its identity `model_id`."""
-    embedder = SentenceTransformerEmbedder(str(path), device=device, batch_size=batch_size)
-    embedder.model_id = model_id
-    return embedder
+    return SentenceTransformerEmbedder(
+        str(path), device=device, batch_size=batch_size, model_id=model_id
+    )

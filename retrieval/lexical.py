@@ -9,6 +9,7 @@ to the store (this process, an interrupted run, another process on a Chroma serv
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -88,6 +89,14 @@ def naming_words(text: str, stemmer: Any) -> list[tuple[str, str]]:
     (words,) = LexicalIndex._tokenize([text], None, not_naming())
     words = [word for word in words if word.isalpha()]
     return list(zip(words, stemmer.stemWords(words), strict=True))
+
+
+def names_anything(text: str) -> bool:
+    """Whether `text` has a word of two characters or more that is not a stop or chat word
+    (`not_naming()`; numbers and codes count): "and?", "why not?", "Example?", "?" have none,
+    and read alone they find whatever chunk is shortest ("Or,")."""
+    (words,) = LexicalIndex._tokenize([text], None, not_naming())
+    return bool(words)
 
 
 def swapped_from(word: str, known: Container[str], stemmer: Any) -> bool:
@@ -304,7 +313,16 @@ class LexicalIndexes:
         index = LexicalIndex.build(collection)
         if save:
             index.save(directory)
+            self._drop_unshortened(collection.name)
         return index
 
     def drop(self, collection_name: str) -> None:
         shutil.rmtree(self.directory(collection_name), ignore_errors=True)
+        self._drop_unshortened(collection_name)
+
+    def _drop_unshortened(self, collection_name: str) -> None:
+        """The folder a long name (129-255 characters) had before names were shortened
+        (`file_name_for`): rebuilt under the short name, the old one was left on disk."""
+        if self.directory(collection_name).name != collection_name:
+            with contextlib.suppress(OSError):  # over the file system's 255: never written
+                shutil.rmtree(self.root / collection_name)

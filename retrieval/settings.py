@@ -126,9 +126,7 @@ class RetrievalSettings(RagtuneSettings):
     @field_validator("dense_weight", "lexical_weight", "tuned_lexical_weight")
     @classmethod
     def _weight(cls, value: float) -> float:
-        if not 0 <= value <= MAX_FUSION_WEIGHT:
-            raise ValueError(f"must be a number from 0 to {MAX_FUSION_WEIGHT:g}")
-        return value
+        return check_fusion_weight(value)
 
     @field_validator("exact_search_max_chunks")
     @classmethod
@@ -140,12 +138,7 @@ class RetrievalSettings(RagtuneSettings):
     @field_validator("rrf_k")
     @classmethod
     def _rrf_k(cls, value: int) -> int:
-        # Ranks start at 1: from 0 up, weight / (rrf_k + rank) never divides by zero.
-        if not 0 <= value <= MAX_RRF_K:
-            raise ValueError(
-                f"must be from 0 to {MAX_RRF_K} (a hit at rank r scores weight / (rrf_k + r))"
-            )
-        return value
+        return check_rrf_k(value)
 
     @field_validator("lexical_weight")
     @classmethod
@@ -202,6 +195,25 @@ overflow to infinity (every score then ties)."""
 MAX_RRF_K = 100_000
 """The largest rrf_k: far past it every 1 / (rrf_k + rank) is alike and fusion ranks by
 nothing (RRF's own paper uses 60)."""
+
+
+def check_fusion_weight(value: float) -> float:
+    """`value`, a fusion weight search can fuse with (settings and stored calibrations alike);
+    ValueError otherwise (NaN included)."""
+    if not 0 <= value <= MAX_FUSION_WEIGHT:
+        raise ValueError(f"must be a number from 0 to {MAX_FUSION_WEIGHT:g}")
+    return value
+
+
+def check_rrf_k(value: int) -> int:
+    """`value`, an rrf_k search can fuse with; ValueError otherwise."""
+    # Ranks start at 1: from 0 up, weight / (rrf_k + rank) never divides by zero.
+    if not 0 <= value <= MAX_RRF_K:
+        raise ValueError(
+            f"must be from 0 to {MAX_RRF_K} (a hit at rank r scores weight / (rrf_k + r))"
+        )
+    return value
+
 
 MAX_FILE_NAME_CHARS = 128
 """A collection name longer than this (names may have 512 characters) is shortened where it

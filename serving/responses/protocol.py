@@ -107,6 +107,13 @@ class FunctionCallOutputItem(_Lenient):
     output: str | list[ContentPart]
 
 
+class FileSearchCallItem(_Lenient):
+    """A `file_search` search of a previous response (its output item, sent back as it is): a
+    record of what was searched then; this request's `file_search` searches afresh."""
+
+    type: Literal["file_search_call"]
+
+
 class OtherItem(_Lenient):
     """Any other kind of item (reasoning, item references, built-in tool calls...): refused."""
 
@@ -115,7 +122,7 @@ class OtherItem(_Lenient):
 
 def _item_kind(value: Any) -> str:
     kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-    if kind in ("message", "function_call", "function_call_output"):
+    if kind in ("message", "function_call", "function_call_output", "file_search_call"):
         return str(kind)
     return "message" if kind is None else "other"
 
@@ -124,6 +131,7 @@ InputItem = Annotated[
     Annotated[MessageItem, Tag("message")]
     | Annotated[FunctionCallItem, Tag("function_call")]
     | Annotated[FunctionCallOutputItem, Tag("function_call_output")]
+    | Annotated[FileSearchCallItem, Tag("file_search_call")]
     | Annotated[OtherItem, Tag("other")],
     Discriminator(_item_kind),
 ]

@@ -41,7 +41,8 @@ async def create_response(
 
     `input` is a string or a list of items: messages (`user`, `assistant`, `system`,
     `developer`; text or `input_text`/`output_text` parts) and, for function tools,
-    `function_call` and `function_call_output` items. Also: `instructions`,
+    `function_call` and `function_call_output` items; a previous response's `file_search_call`
+    item sent back is read as the record it is. Also: `instructions`,
     `max_output_tokens`, `temperature`, `top_p`, function `tools` and `tool_choice`,
     `text.format` (text, json_object, json_schema) and `stream` (typed events:
     response.created ... response.completed). The Response's `ragtune` field says which route

@@ -28,6 +28,7 @@ from ragtune.serving.responses.protocol import (
     TEXT_ONLY_PARTS,
     UNSUPPORTED_FIELDS,
     ContentPart,
+    FileSearchCallItem,
     FunctionCallItem,
     FunctionCallOutputItem,
     FunctionTool,
@@ -323,10 +324,14 @@ def _messages(request: ResponsesRequest) -> list[dict[str, Any]]:
                 )
             content = _chat_content(item.output, f"{where}.output", request)
             messages.append({"role": "tool", "tool_call_id": item.call_id, "content": content})
+        elif isinstance(item, FileSearchCallItem):
+            # A previous response's output, sent back with it: its answer (the message after
+            # it) is the conversation; this request's file_search searches for the conversation.
+            continue
         else:
             raise InvalidRequestError(
                 f"{where}: items of type {shorten(item.type)!r} are not supported; send "
-                "messages, function_call and function_call_output items",
+                "messages, function_call, function_call_output and file_search_call items",
                 param=f"{where}.type",
             )
     if not any(m["role"] == "user" for m in messages):

@@ -250,7 +250,7 @@ def metadata_filters(filters: object) -> dict[str, str]:
             or not isinstance(condition.get("value"), str | int | float | bool)
         ):
             raise ValueError(UNSERVED_FILTERS)
-        key, value = condition["key"], str(condition["value"])
+        key, value = condition["key"], _filter_value(condition["value"])
         if found.setdefault(key, value) != value:
             # Read as the last of them, it would search where the client did not ask.
             raise ValueError(
@@ -258,6 +258,15 @@ def metadata_filters(filters: object) -> dict[str, str]:
                 "passage has: give one"
             )
     return found
+
+
+def _filter_value(value: str | float | bool) -> str:
+    """A filter's value as the metadata it is matched against holds it (`--meta KEY=VALUE`,
+    text): a boolean as JSON writes it, `true` (Python writes True, which `--meta draft=true`
+    never matched); a number as written (2024, 2.0: a version "2.0" is not "2")."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 class SearchContent(BaseModel):

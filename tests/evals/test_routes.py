@@ -17,6 +17,7 @@ from ragtune.retrieval.store import ChunkRecord
 from ragtune.serving.components import assemble
 from ragtune.serving.engine.client import EngineClient
 from ragtune.serving.engine.pool import EnginePool
+from ragtune.serving.errors import RouteCasesError
 from ragtune.serving.settings import EngineSettings, RouterSettings, ServingSettings
 from tests.support.cli import ragtune
 from tests.support.fakes import FakeEmbedder, InMemoryStore
@@ -127,6 +128,25 @@ def test_a_bad_case_file_names_the_line(tmp_path: Path) -> None:
     result = ragtune("eval", "route", "--cases", tmp_path / "none.jsonl", data_dir=tmp_path)
     assert result.returncode == 2
     assert "no such case file" in result.stderr
+
+
+def test_a_case_the_server_would_refuse_is_refused_naming_its_line(tmp_path: Path) -> None:
+    """A conversation with an image part, or a tool result without its call's id, is a 400 at
+    the server; as a case it was routed on its text, a score for a request no client can send."""
+    image = [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": "https://example.com/x.png"}},
+    ]
+    bad = [
+        {"messages": [{"role": "user", "content": image}], "expected_route": "rag"},
+        {"messages": [{"role": "user", "content": "Weather?"}, {"role": "tool", "content": "18"},
+                      {"role": "user", "content": "And tomorrow?"}], "expected_route": "base"},
+    ]  # fmt: skip
+    for case, says in zip(bad, ("'image_url' part", "tool_call_id"), strict=True):
+        cases = tmp_path / "cases.jsonl"
+        cases.write_text('{"question": "How?", "expected_route": "rag"}\n' + json.dumps(case))
+        with pytest.raises(RouteCasesError, match=f"line 2.*{says}"):
+            load_cases(cases)
 
 
 def test_a_case_file_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:

@@ -73,6 +73,18 @@ def test_markdown_setext_headings_front_matter_and_paragraphs(tmp_path: Path) ->
     ]
 
 
+def test_a_fence_in_front_matter_opens_no_code_block() -> None:
+    """Front matter is YAML, not Markdown: a ``` in one of its values hid every heading after
+    it, the whole file read as one code block."""
+    front = "---\ntitle: Demo\nexample: |\n  ```\n  run it\n---\n"
+    text = front + "# Install\n\nRun it.\n\n## Configure\n\nEdit.\n"
+    document = load_document(Path("a.md"), text.encode())
+    assert paths_and_texts(document) == [
+        (("Install",), "Run it."),
+        (("Install", "Configure"), "Edit."),
+    ]
+
+
 def test_markdown_data_uris_keep_their_media_type_only(tmp_path: Path) -> None:
     """An image inlined as base64 is no text: 100 KB of it made 437 chunks to embed."""
     payload = "iVBORw0KGgoAAAANSUhEUgAA+/=" * 4000
@@ -172,6 +184,56 @@ def test_html_drops_scripts_and_keeps_headings(tmp_path: Path) -> None:
     assert paths_and_texts(document) == [
         (("Leave",), "Ask your manager."),
         (("Leave", "Sick leave"), "Call in before 9."),
+    ]
+
+
+def test_an_html_headings_scope_ends_with_its_section() -> None:
+    """A heading inside `section` or `article` (or a div that is a section) heads that block
+    alone: what follows its end is under the headings before it. The text after an aside's
+    heading was read as part of the aside, and a page's closing paragraph under the last
+    section's heading."""
+    page = (
+        "<html><body><h1>Guide</h1><p>Intro.</p>"
+        "<section><h2>Install</h2><p>Run the installer.</p>"
+        "<section><h3>On Windows</h3><p>Use the MSI.</p></section>"
+        "<p>Then restart.</p></section>"
+        "<article><h1>News</h1><p>Version 2 is out.</p></article>"
+        "<p>Questions go to the list.</p>"
+        "<div class='sect1'><h2>Usage</h2><p>Call it.</p></div><p>Last words.</p>"
+        "<h2>Outside</h2><p>Plain.</p></body></html>"
+    )
+    assert html_sections(page) == [
+        (("Guide",), "Intro."),
+        (("Guide", "Install"), "Run the installer."),
+        (("Guide", "Install", "On Windows"), "Use the MSI."),
+        (("Guide", "Install"), "Then restart."),
+        (("News",), "Version 2 is out."),
+        (("Guide",), "Questions go to the list."),
+        (("Guide", "Usage"), "Call it."),
+        (("Guide",), "Last words."),
+        (("Guide", "Outside"), "Plain."),
+    ]
+
+
+def test_an_html_table_row_is_a_line() -> None:
+    """A row is read as one line, its cells apart by " | " (as a .docx table): read cell by
+    cell, a name and its value were paragraphs apart, and a chunk could cut between them. A
+    cell holding paragraphs keeps them; the white space between rows in the source is not a
+    blank line."""
+    page = (
+        "<html><body><h1>Limits</h1><table>\n<thead><tr><th>Name</th><th>Default</th><th></th>"
+        "</tr></thead>\n<tbody>\n  <tr><td>SQLITE_MAX_LENGTH</td>\n <td>1000000000</td></tr>\n"
+        "  <tr><td><code>SQLITE_MAX_SQL_LENGTH</code> (bytes)</td><td>1000000</td></tr>\n"
+        "  <tr><td> </td><td></td></tr>\n"  # a spacer row: no blank line inside the table
+        "  <tr><td><p>First.</p><p>Second.</p></td></tr></tbody></table><p>After.</p>"
+        "</body></html>"
+    )
+    assert html_sections(page) == [
+        (
+            ("Limits",),
+            "Name | Default\nSQLITE_MAX_LENGTH | 1000000000\n"
+            "SQLITE_MAX_SQL_LENGTH (bytes) | 1000000\n\nFirst.\n\nSecond.\n\nAfter.",
+        )
     ]
 
 

@@ -20,8 +20,10 @@ from ragtune.retrieval.adaptation import (
     remove_orphaned_models,
     training_pairs,
     try_tuned,
+    tuned_name,
 )
 from ragtune.retrieval.calibration import PseudoQuery
+from ragtune.retrieval.embedder import tuned_model_dir
 from ragtune.retrieval.errors import RetrievalError, StagingDroppedError
 from ragtune.retrieval.lexical import LexicalIndexes
 from ragtune.retrieval.settings import RetrievalSettings
@@ -383,6 +385,11 @@ def test_models_left_by_killed_runs_go_when_the_collection_is_tuned_again(
         (embedders / name).mkdir(parents=True)
         (embedders / name / STORE_MARK).write_text(store.location)
     (embedders / "docs-20250103-000000" / "model.safetensors").write_bytes(b"half written")
+    # A name `tuned_name` writes now is one this reads back.
+    fresh = tuned_model_dir(settings.data_dir, tuned_name("docs"))
+    fresh.mkdir()
+    (fresh / STORE_MARK).write_text(store.location)
+    names.append(fresh.name)
     # Of the same data directory's other store (a Chroma server's "docs"), or from before
     # marks: never removed.
     (embedders / "docs-20250105-000000").mkdir()
@@ -394,7 +401,7 @@ def test_models_left_by_killed_runs_go_when_the_collection_is_tuned_again(
     assert remove_orphaned_models(store, docs, served) == []
     assert sorted(p.name for p in embedders.iterdir()) == sorted(names)
     removed = remove_orphaned_models(store, docs, settings)
-    assert removed == ["docs-20250102-000000", "docs-20250103-000000"]
+    assert removed == ["docs-20250102-000000", "docs-20250103-000000", fresh.name]
     assert sorted(p.name for p in embedders.iterdir()) == sorted(set(names) - set(removed))
     assert remove_orphaned_models(store, docs, settings) == []
 

@@ -139,6 +139,31 @@ def test_a_follow_up_that_barely_finds_evidence_is_read_with_its_topic(
     )
 
 
+@pytest.mark.parametrize("follow_up", ["and?", "?", "Why not?", "Could you elaborate?", "\u200b"])
+def test_a_turn_that_names_nothing_never_stands_alone(
+    embedder: FakeEmbedder, follow_up: str
+) -> None:
+    """A turn of stop words, chat words or punctuation alone found a chunk of a word or two
+    ("Or,") close enough to stand alone (0.5 and more with MiniLM on the SQLite docs): its
+    topic was dropped and the route took that chunk for evidence. It is read with its topic
+    however close its closest chunk, and a turn that names something still stands alone."""
+
+    def everything_close(vector: Vector) -> float:
+        return 0.9
+
+    query = conversation_query([REFUNDS, follow_up], embedder, everything_close)
+    assert query.texts == (REFUNDS, follow_up)
+    chain = conversation_query([REFUNDS, "?", follow_up], embedder, everything_close)
+    assert chain.texts == (REFUNDS, "?", follow_up)  # nor does one in between
+    for named in ("WAL?", "sqlite3_open_v2?"):
+        alone = conversation_query([REFUNDS, named], embedder, everything_close)
+        assert alone.texts == (named,)
+    before = TurnWeighting(nameless_alone=True)
+    assert conversation_query([REFUNDS, follow_up], embedder, everything_close, before).texts == (
+        follow_up,
+    )
+
+
 def test_a_follow_up_reads_back_to_the_last_turn_that_stands_alone(
     embedder: FakeEmbedder, closest: Closest
 ) -> None:

@@ -132,6 +132,25 @@ def test_a_collection_of_a_long_name_keeps_its_lexical_index(
     assert len(indexes.directory(first).name) < 128
 
 
+def test_a_long_names_folder_from_before_names_were_shortened_goes(
+    store: VectorStore, embedder: FakeEmbedder, indexes: LexicalIndexes, corpus: Path
+) -> None:
+    """A name of 129-255 characters had its index under its whole name; rebuilt under the
+    short name, the old folder (a copy of every chunk's text) stayed on disk for good."""
+    name = "y" * 200
+    collection = store.collection(name, embedder.model_id, create=True)
+    old = indexes.root / name
+    (old / "bm25").mkdir(parents=True)
+    (old / "rows.json").write_text("{}")
+    ingest(collection, embedder, indexes, corpus / "pets")
+    assert saved_ids(indexes, collection) == stored_ids(collection) != set()
+    assert not old.exists()
+    old.mkdir()
+    indexes.drop(name)
+    assert not old.exists()
+    assert not indexes.directory(name).exists()
+
+
 def test_a_stale_lexical_index_is_never_searched(
     collection: Collection,
     embedder: FakeEmbedder,

@@ -14,6 +14,7 @@ from openai import BadRequestError, NotFoundError, OpenAI, UnprocessableEntityEr
 
 from ragtune.ingest.pipeline import IngestService
 from ragtune.ingest.settings import IngestSettings
+from ragtune.serving.vector_stores.protocol import metadata_filters
 from tests.support.documents import (
     ADMIN_KEY,
     GUIDE,
@@ -237,3 +238,16 @@ def test_no_filters_given_or_null_search_the_whole_store(
         )
         assert answer.status_code == 200
         assert answer.json()["data"]
+
+
+def test_a_filters_boolean_is_read_as_json_writes_it() -> None:
+    """Metadata is text (`--meta draft=true year=2024 version=2.0`): the JSON value true is
+    "true" (read as Python's True, it matched nothing); a number is read as written."""
+    assert metadata_filters({"type": "eq", "key": "draft", "value": True}) == {"draft": "true"}
+    assert metadata_filters({"type": "eq", "key": "draft", "value": False}) == {"draft": "false"}
+    assert metadata_filters({"type": "eq", "key": "year", "value": 2024}) == {"year": "2024"}
+    assert metadata_filters({"type": "eq", "key": "v", "value": 2.0}) == {"v": "2.0"}
+    with pytest.raises(ValueError, match="two values"):
+        metadata_filters({"type": "and", "filters": [
+            {"type": "eq", "key": "v", "value": True}, {"type": "eq", "key": "v", "value": "x"},
+        ]})  # fmt: skip

@@ -256,6 +256,35 @@ def test_a_function_call_round_trip_becomes_tool_calls_and_a_tool_message() -> N
     assert sent["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
 
 
+def test_a_previous_responses_file_search_output_goes_back_as_it_is() -> None:
+    """A response that used file_search starts its output with a `file_search_call` item;
+    sent back with the rest of that output (as the README says output items can be), it was
+    a 400, so a follow-up could not be asked. It is the record of that search: the follow-up
+    is read with the conversation, and its own file_search searches again."""
+    chat = to_chat_request(
+        request(
+            input=[
+                {"role": "user", "content": "How do I enable WAL mode?"},
+                {"type": "file_search_call", "id": "fs_1", "status": "completed",
+                 "queries": ["How do I enable WAL mode?"], "results": None},
+                {"type": "message", "role": "assistant", "id": "msg_1", "status": "completed",
+                 "content": [{"type": "output_text", "text": "Run PRAGMA journal_mode=WAL [1].",
+                              "annotations": []}]},
+                {"role": "user", "content": "And how do I turn that off?"},
+            ],
+            tools=[{"type": "file_search", "vector_store_ids": ["docs"]}],
+        )
+    )  # fmt: skip
+    assert [(m.role, m.text()) for m in chat.messages] == [
+        ("user", "How do I enable WAL mode?"),
+        ("assistant", "Run PRAGMA journal_mode=WAL [1]."),
+        ("user", "And how do I turn that off?"),
+    ]
+    assert chat.user_turns() == ["How do I enable WAL mode?", "And how do I turn that off?"]
+    with pytest.raises(InvalidRequestError, match="'web_search_call' are not supported"):
+        to_chat_request(request(input=[{"type": "web_search_call", "id": "ws_1"}]))
+
+
 def test_text_formats_become_the_chat_response_format() -> None:
     schema = {"type": "object", "properties": {"title": {"type": "string"}}}
     chat = to_chat_request(
