@@ -3,7 +3,9 @@
 Each chunk stays inside one section, and inside one block of it: a run of two or more blank
 lines is a break its author put there (reStructuredText sources put two before each section;
 the HTML loader puts two around self-contained blocks such as blockquotes and definition-list
-entries), so no chunk spans one. The one exception is a subsection of a few words with no
+entries), so no chunk spans one. A label is the first exception: a block of a few words that
+ends no sentence (a term, a signature, a line of code, "Or,") is read with the block it
+introduces, the one after it. The other is a subsection of a few words with no
 subsections of its own (an API function's "Parameters" and "Returns"): it is read with its
 section, joining the chunk that section's text ends with when both fit, under its own title
 and the section's heading path. The heading path ("Title > Section > Subsection") is kept
@@ -61,6 +63,11 @@ _DEFAULT_SEPARATORS = ["\n\n", "\n", *_SENTENCE_ENDS, " ", ""]
 _BLANK_RUN = re.compile(r"\n[ \t]*\n(?:[ \t]*\n)+")
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
 _WORD = re.compile(r"\w+")
+_SENTENCE_DONE = re.compile(
+    r"[.!?\u3002\uff01\uff1f][\"'\u201d\u2019)\]\u300d\u300f\uff09\u3011\u300b*_`]*\s*\Z"
+)
+"""A text that ends a sentence: its last mark, then any closing quotes or brackets (CJK ones
+too) and Markdown's emphasis or code marks."""
 # Topic grouping: paragraphs on each side of a possible cut compared, and what a cut costs
 # besides the similarity it breaks (so that a chunk is not cut where it need not be).
 _TOPIC_WINDOW = 2
@@ -203,10 +210,15 @@ class Chunker:
             if document.file_type == MARKDOWN:
                 text = _mark_fence_openings(text)
             blocks = _BLANK_RUN.split(text) if self.split_on_blank_lines else [text]
-            if document.file_type == TEXT:
-                budget = self._budget(prefix)
-                blocks = [g for b in blocks for g in topic_groups(b, self.counter, budget)]
-            texts = [t for block in blocks for t in self._split(block, prefix, separators)]
+            texts: list[str] = []
+            budget = self._budget(prefix)
+            for label, block in self._labelled(blocks, budget):
+                groups = [block]
+                if document.file_type == TEXT:  # groups that leave a label room
+                    room = self.counter.content_tokens(f"{label}\n\n") if label else 0
+                    groups = topic_groups(block, self.counter, max(8, budget - room))
+                for i, group in enumerate(groups):
+                    texts += self._split(group, prefix, separators, "" if i else label)
             if texts and last_path is not None and _is_leaf_under(sections, n, last_path):
                 whole = "\n\n".join(texts)
                 joined = self._joined(chunks[-1], section.path[-1], whole, section.page)
@@ -226,6 +238,38 @@ class Chunker:
                 )
                 last_path = section.path
         return chunks
+
+    def _labelled(self, blocks: list[str], budget: int) -> list[tuple[str, str]]:
+        """`blocks` (empty ones left out), each with the label before it ("" for none). A
+        label is a block of fewer than `_SMALL_SECTION` word pieces (a quarter of `budget` at
+        most) that ends no sentence: an option's name above its description, a function's
+        signature, a line of code, "Or,". It introduces what follows; alone it is a chunk that
+        answers nothing (SQLite's compile-time options were each a chunk of one name, their
+        descriptions another). Labels in a row are one label while they stay that small, and
+        the block that makes them larger goes with them ("use this pragma:", then the
+        pragma); labels that end their section are a block, and so is a short block that is a
+        sentence (an answer)."""
+        most = min(_SMALL_SECTION, budget // 4)
+        found: list[tuple[str, str]] = []
+        label = ""
+        for block in blocks:
+            if not block.replace(_FENCE_MARK, "").strip():
+                continue
+            if not _SENTENCE_DONE.search(block):
+                with_label = f"{label}\n\n{block.strip()}" if label else block.strip()
+                if self._pieces(with_label, most) < most:
+                    label = with_label
+                    continue
+            found.append((label, block))
+            label = ""
+        return [*found, ("", label)] if label else found
+
+    def _pieces(self, text: str, most: int) -> int:
+        """`text`'s word pieces, or at least `most` for a text far longer than that (without
+        tokenizing a long block only to find it is no label)."""
+        if len(text) > most * 4 * _MOST_CHARACTERS_PER_PIECE:
+            return most
+        return self.counter.content_tokens(text)
 
     def _joined(self, parent: Chunk, title: str, text: str, page: int | None) -> Chunk | None:
         """`parent` (the last chunk of a section) with a small subsection of it that follows
@@ -260,11 +304,18 @@ class Chunker:
                 over = middle
         return heading[:fits].rstrip()
 
-    def _split(self, text: str, heading: str, separators: list[str]) -> list[str]:
+    def _split(self, text: str, heading: str, separators: list[str], label: str = "") -> list[str]:
+        """`text` cut to chunks that fit the model under `heading`, the first one starting with
+        `label` (a text too long for one chunk is cut to leave the label room)."""
         if not text.replace(_FENCE_MARK, "").strip():
-            return []
+            return [label.replace(_FENCE_MARK, "")] if label else []
         budget = self._budget(heading)
+        if label:
+            label += "\n\n"
+            budget = max(8, budget - self.counter.content_tokens(label))
         texts = self._split_to(text, budget, separators)
+        if label:
+            texts = [label + texts[0], *texts[1:]] if texts else [label]
         # Token counts of pieces do not always add up exactly once the pieces are joined:
         # check every chunk as it will be embedded and cut again what is still too long.
         while True:

@@ -264,6 +264,38 @@ def test_self_contained_html_blocks_are_chunked_apart() -> None:
     ]
 
 
+def test_a_label_is_read_with_the_block_it_introduces() -> None:
+    """SQLite's compile-time options: each name a bold line, its description the blockquote
+    after it. Read apart, 214 of that set's 2,314 chunks held two words or fewer ("Or,",
+    "HAVE_USLEEP"), and a description's chunk did not say what it described. A block of a few
+    words that ends no sentence (a name, a signature, "Or,") now goes with the block after it;
+    a short answer that is a sentence still stands alone, and so does a label nothing follows."""
+    page = (
+        "<html><body><h1>Compile-time Options</h1>"
+        "<p><b>HAVE_USLEEP</b></p><blockquote><p>The unix VFS uses usleep() to sleep.</p>"
+        "</blockquote>"
+        "<p><b>SQLITE_DEFAULT_CACHE_SIZE=<i>&lt;N&gt;</i></b></p>"
+        "<blockquote><p>The suggested cache size.</p></blockquote>"
+        "<blockquote><pre>int sqlite3_step(sqlite3_stmt*);</pre></blockquote>"
+        "<p>Or,</p><blockquote><p>Evaluate the statement again.</p></blockquote>"
+        "<blockquote><p>SQLite uses dynamic typing.</p></blockquote>"
+        "<blockquote><p>See also</p></blockquote></body></html>"
+    )
+    assert _html_chunks("compile.html", page) == [
+        "HAVE_USLEEP\n\nThe unix VFS uses usleep() to sleep.",
+        "SQLITE_DEFAULT_CACHE_SIZE=<N>\n\nThe suggested cache size.",
+        "int sqlite3_step(sqlite3_stmt*);\n\nOr,\n\nEvaluate the statement again.",
+        "SQLite uses dynamic typing.",
+        "See also",
+    ]
+    # A label and the long block it introduces: the label starts that block's first chunk.
+    long = " ".join(f"Sentence {n} of the description." for n in range(60))
+    document = LoadedDocument("T", "text", [Section(("T",), f"OPTION_NAME\n\n\n{long}")])
+    chunks = Chunker(FakeEmbedder(max_tokens=60), overlap_tokens=0).chunk(document)
+    assert len(chunks) > 2
+    assert chunks[0].text.startswith("OPTION_NAME\n\nSentence 0 of")
+
+
 def test_a_named_anchor_before_a_block_starts_an_entry() -> None:
     """makeinfo (Texinfo 6) writes a page flat: each heading after an empty `<a name>`, beside
     its paragraphs. With an FAQ's question headings cut (or a question written as a bold
