@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -167,22 +168,45 @@ def _converted(script: Path, html_set: Path, out: Path) -> Path:
     return out
 
 
+_ASKED_WORDS = 8
+"""A question of this many words or more counts as left in the corpus when any run of this
+many of its words is there, word for word."""
+
+
 def asked_in_corpus(qa_path: Path, *collections: Collection) -> list[str]:
-    """The questions of `qa_path` that some chunk of `collections` holds word for word (case
-    and spacing aside): a set whose builder left a question in the corpus (a heading it did not
-    cut, a link that names the question by its title) lets a search find the question rather
-    than its answer. A question split between two chunks is not seen."""
-    asked = {
-        " ".join(str(item["question"]).lower().split()): str(item["question"])
-        for item in json.loads(qa_path.read_text(encoding="utf-8"))
-        if isinstance(item, dict) and item.get("question")
-    }
+    """The questions of `qa_path` that some chunk of `collections` holds (case and spacing
+    aside): a set whose builder left a question in the corpus (a heading it did not cut, a
+    link that names the question by its title, a reST label spelled from it,
+    `why-can-t-i-use-an-assignment-in-an-expression`) lets a search find the question rather
+    than its answer. A question of `_ASKED_WORDS` words or more is found by any run of that
+    many of its words (punctuation aside), a shorter one only whole, as written. A question
+    split between two chunks is not seen."""
+    asked: dict[str, str] = {}
+    runs: dict[tuple[str, ...], str] = {}
+    for item in json.loads(qa_path.read_text(encoding="utf-8")):
+        if not (isinstance(item, dict) and item.get("question")):
+            continue
+        question = str(item["question"])
+        words = _words(question)
+        if len(words) < _ASKED_WORDS:
+            asked[" ".join(question.lower().split())] = question
+        for n in range(len(words) - _ASKED_WORDS + 1):
+            runs[tuple(words[n : n + _ASKED_WORDS])] = question
     found: set[str] = set()
     for collection in collections:
         for chunk in collection.scan(with_text=True):
             text = " ".join((chunk.text or "").lower().split())
-            found.update(q for q in asked if q in text)
-    return sorted(asked[q] for q in found)
+            found.update(question for q, question in asked.items() if q in text)
+            words = _words(text)
+            for n in range(len(words) - _ASKED_WORDS + 1):
+                question = runs.get(tuple(words[n : n + _ASKED_WORDS]))
+                if question is not None:
+                    found.add(question)
+    return sorted(found)
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9_]+", text.lower())
 
 
 DEV_SETS = {

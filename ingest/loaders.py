@@ -47,7 +47,7 @@ SUFFIXES: dict[str, str] = {
 }
 
 
-LOADER_VERSIONS: dict[str, int] = {HTML: 9, PDF: 2, MARKDOWN: 8, RST: 4, TEXT: 3}
+LOADER_VERSIONS: dict[str, int] = {HTML: 10, PDF: 2, MARKDOWN: 8, RST: 4, TEXT: 3}
 """Bumped when a loader reads the same file differently (HTML 2: inline elements in place;
 3: self-contained blocks apart; 4: the terms of one description kept together; 5: a div
 whose class names a section stands apart, permalink marks left out; 6: navigation (menus,
@@ -57,7 +57,8 @@ entry, a term's description shares chunks with its neighbours, in-page links hid
 assistive technology left out; 8: a form's text read (its controls and buttons left out),
 pages after the first `</html>` read, `<br>` inside `pre` a line break, a heading that runs
 over the text read as text, navigation named in camel case or with digits left out; 9: a
-heading's scope ends with the section, article or other self-contained block it is in; PDF 2:
+heading's scope ends with the section, article or other self-contained block it is in; 10:
+an element with the `hidden` attribute left out; PDF 2:
 paragraphs and headings, see `ingest.pdf`; Markdown 2: setext headings, front matter,
 paragraphs kept apart; 3: a heading of closing #s alone is empty (CommonMark); 4: a link's or
 image's data URI without its payload; 5: kept in inline code; 6: a backslash-escaped
@@ -566,7 +567,8 @@ its text is link text: a site's menu is links, a reST sidebar (`div.sidebar`) or
 wrapper (`with-sidebar`) is content."""
 _NAVIGATION_ROLES = frozenset({"navigation", "search", "doc-toc"})
 """ARIA's navigation and search landmarks and DPUB-ARIA's table of contents."""
-_NEVER_NAVIGATION = frozenset({"html", "body", "main", "article", *_HTML_HEADING_NAMES})
+_PAGE_ROOTS = frozenset({"html", "body", "main", "article"})
+_NEVER_NAVIGATION = _PAGE_ROOTS | frozenset(_HTML_HEADING_NAMES)
 
 
 def _is_navigation(tag: Any) -> bool:
@@ -610,11 +612,20 @@ def _is_line_numbers(text: str) -> bool:
 
 def _is_apparatus(tag: Any) -> bool:
     """Whether an element is the page's apparatus rather than its text: navigation, a
-    listing's line numbers or a permalink mark (an in-page link whose text is a mark, or
+    listing's line numbers, a permalink mark (an in-page link whose text is a mark, or
     that the page hides from assistive technology: makeinfo's "#" and "TOC" in every
-    heading)."""
+    heading), or an element with the `hidden` attribute, which HTML defines as not relevant
+    to the page as it stands, for every reader (a script's "Copied!" or "No results"
+    message, a closed panel's template). `hidden="until-found"` is collapsed text a reader
+    finds by searching the page: text. (Text hidden by a style, `display: none`, is read: a
+    page's script shows it on request, as SQLite's syntax diagrams.)"""
     if tag.name == "pre" and _is_line_numbers(tag.get_text()):
         return True
+    marked = tag.get("hidden")
+    if marked is not None and str(marked).strip().lower() != "until-found":
+        # A page's `html`, `body`, `main` or `article` may be hidden until its script has
+        # styled it (a flash of unstyled text avoided): its text is still the page's.
+        return tag.name not in _PAGE_ROOTS
     permalink = tag.name == "a" and str(tag.get("href", "")).startswith("#")
     hidden = str(tag.get("aria-hidden", "")).strip().lower() == "true"
     mark = permalink and (hidden or tag.get_text(strip=True) in _PERMALINKS)

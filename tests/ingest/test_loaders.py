@@ -269,6 +269,30 @@ def test_html_links_hidden_from_assistive_technology_are_not_text() -> None:
     ]
 
 
+def test_html_elements_with_the_hidden_attribute_are_not_text() -> None:
+    """HTML's `hidden` says an element is not relevant to the page as it stands, for every
+    reader: a copy button's "Copied!", a search box's "No results", a closed panel's template
+    were read into the page's text. Collapsed text a reader finds by searching the page
+    (`hidden="until-found"`), text hidden by a style, and a `body` hidden until a script has
+    styled the page are still read."""
+    page = (
+        "<html><body hidden><h1>Install</h1>"
+        "<p>Run pip install ragtune.<span class='tip' hidden>Copied!</span></p>"
+        "<div hidden=''><p>No results for this search.</p></div>"
+        "<div HIDDEN='hidden'><h2>Template</h2><p>Loading the panel.</p></div>"
+        "<details><summary>Offline</summary><div hidden='until-found'>Use a wheel file."
+        "</div></details>"
+        "<div style='display: none'>Syntax: pip install NAME</div></body></html>"
+    )
+    assert html_sections(page) == [
+        (
+            ("Install",),
+            "Run pip install ragtune.\n\n\nOffline\n\nUse a wheel file.\n\n\n"
+            "Syntax: pip install NAME",
+        ),
+    ]
+
+
 def test_html_navigation_is_not_text() -> None:
     """A site's menu, a page's table of contents, DocBook's navigation bars, Javadoc's and
     Doxygen's (`topNav`, `navrow1`) and ARIA's navigation landmark are where to go, not what
