@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import random
-import re
 import shutil
 import signal
 import socket
@@ -25,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from ragtune.retrieval.evaluation import ngrams, words
 from ragtune.retrieval.lexical import LexicalIndexes
 from ragtune.retrieval.settings import RetrievalSettings
 from ragtune.retrieval.store import ChunkRecord, Collection, open_store
@@ -187,26 +187,17 @@ def asked_in_corpus(qa_path: Path, *collections: Collection) -> list[str]:
         if not (isinstance(item, dict) and item.get("question")):
             continue
         question = str(item["question"])
-        words = _words(question)
-        if len(words) < _ASKED_WORDS:
+        said = words(question)
+        if len(said) < _ASKED_WORDS:
             asked[" ".join(question.lower().split())] = question
-        for n in range(len(words) - _ASKED_WORDS + 1):
-            runs[tuple(words[n : n + _ASKED_WORDS])] = question
+        runs.update(dict.fromkeys(ngrams(said, _ASKED_WORDS), question))
     found: set[str] = set()
     for collection in collections:
         for chunk in collection.scan(with_text=True):
             text = " ".join((chunk.text or "").lower().split())
             found.update(question for q, question in asked.items() if q in text)
-            words = _words(text)
-            for n in range(len(words) - _ASKED_WORDS + 1):
-                question = runs.get(tuple(words[n : n + _ASKED_WORDS]))
-                if question is not None:
-                    found.add(question)
+            found.update(runs[run] for run in ngrams(words(text), _ASKED_WORDS) if run in runs)
     return sorted(found)
-
-
-def _words(text: str) -> list[str]:
-    return re.findall(r"[a-z0-9_]+", text.lower())
 
 
 DEV_SETS = {

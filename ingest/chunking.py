@@ -265,9 +265,10 @@ class Chunker:
         return [*found, ("", label)] if label else found
 
     def _pieces(self, text: str, most: int) -> int:
-        """`text`'s word pieces, or at least `most` for a text far longer than that (without
-        tokenizing a long block only to find it is no label)."""
-        if len(text) > most * 4 * _MOST_CHARACTERS_PER_PIECE:
+        """`text`'s word pieces, or `most` when its characters alone count that many (the
+        counter's own lower bound, `_least_pieces`: a long block is not tokenized only to
+        find it is no label)."""
+        if _least_pieces(text.replace(_FENCE_MARK, "")) >= most:
             return most
         return self.counter.content_tokens(text)
 
