@@ -47,7 +47,7 @@ SUFFIXES: dict[str, str] = {
 }
 
 
-LOADER_VERSIONS: dict[str, int] = {HTML: 10, PDF: 2, MARKDOWN: 8, RST: 4, TEXT: 3}
+LOADER_VERSIONS: dict[str, int] = {HTML: 11, PDF: 2, MARKDOWN: 8, RST: 4, TEXT: 3}
 """Bumped when a loader reads the same file differently (HTML 2: inline elements in place;
 3: self-contained blocks apart; 4: the terms of one description kept together; 5: a div
 whose class names a section stands apart, permalink marks left out; 6: navigation (menus,
@@ -58,7 +58,7 @@ assistive technology left out; 8: a form's text read (its controls and buttons l
 pages after the first `</html>` read, `<br>` inside `pre` a line break, a heading that runs
 over the text read as text, navigation named in camel case or with digits left out; 9: a
 heading's scope ends with the section, article or other self-contained block it is in; 10:
-an element with the `hidden` attribute left out; PDF 2:
+an element with the `hidden` attribute left out; 11: a `<br>` in a row of cells a space; PDF 2:
 paragraphs and headings, see `ingest.pdf`; Markdown 2: setext headings, front matter,
 paragraphs kept apart; 3: a heading of closing #s alone is empty (CommonMark); 4: a link's or
 image's data URI without its payload; 5: kept in inline code; 6: a backslash-escaped
@@ -708,12 +708,14 @@ _UNIT_BREAK = "\x02"  # the edge of a self-contained block, resolved to a chunk 
 _PRE_LINE = "\x01"  # a line break inside `pre`, kept with the indentation after it
 _CELL = "\x03"  # the start of a table cell, resolved to " | " between cells of a line
 _ROW = "\x04"  # the edge of a table row, resolved to one line break
+_LINE = "\x05"  # a `<br>` outside `pre`: a line break, or a space inside a row of cells
+_SPACED_LINE = re.compile(r"[ \t]*\x05[ \t]*")
 _TABLE_CELLS = frozenset({"td", "th"})
 
 
 def _unmarked(text: str) -> str:
     """A document's text without the control characters the walk uses as marks."""
-    for mark in (_PARAGRAPH_BREAK, _PRE_LINE, _UNIT_BREAK, _CELL, _ROW):
+    for mark in (_PARAGRAPH_BREAK, _PRE_LINE, _UNIT_BREAK, _CELL, _ROW, _LINE):
         text = text.replace(mark, "")
     return text
 
@@ -722,9 +724,19 @@ def _rows(text: str) -> str:
     """`text` with its table rows one line apart: the white space between them in the page's
     source, and rows of empty cells (spacers), aside."""
     if _ROW not in text:
-        return text
-    pieces = (piece.strip() for piece in text.split(_ROW))
+        return text.replace(_LINE, "\n")
+    pieces = (_cell_lines(piece).strip() for piece in text.split(_ROW))
     return "\n".join(piece for piece in pieces if piece.replace(_CELL, "").strip())
+
+
+def _cell_lines(row: str) -> str:
+    """`row` (the text between two row edges) with its `<br>`s resolved: a space in a row of
+    two or more cells that hold no blocks, where the row is one line ("MySQL<br>3.23.41" in a
+    header is one cell of it, and a line break there shifted every cell after it to a line of
+    its own); a line break anywhere else (a layout table's cells, text between tables)."""
+    if row.count(_CELL) >= 2 and _PARAGRAPH_BREAK not in row:
+        return _SPACED_LINE.sub(" ", row)
+    return row.replace(_LINE, "\n")
 
 
 def _row(line: str) -> str:
@@ -890,7 +902,7 @@ class _HtmlSections:
                     self.headings.append((level, heading))
                 continue
             if child.name == "br":
-                self.parts.append("\n")
+                self.parts.append(_LINE)
                 continue
             if _is_entry_anchor(child):
                 self.parts.append(_UNIT_BREAK)

@@ -296,6 +296,37 @@ def test_a_label_is_read_with_the_block_it_introduces() -> None:
     assert chunks[0].text.startswith("OPTION_NAME\n\nSentence 0 of")
 
 
+def test_a_few_words_leading_into_a_long_piece_are_cut_with_it() -> None:
+    """Inside a block, LangChain's splitter made a chunk of whatever came before a piece too
+    long for one chunk: reStructuredText's `.. code-block:: none` before a long listing, "it
+    prints something like:" at the end of one, each a chunk of a few words (14 in the Python
+    set). They lead into what follows and now start its chunk; a sentence stays where it is."""
+    listing = "\n".join(f"    $ step {n} runs here" for n in range(30))
+    text = (
+        "Run the tool as shown:\n\n.. code-block:: none\n\n" + listing + "\n\n"
+        "When the script runs it prints something like:\n\n.. code-block:: none\n\n"
+        "    done 1\n    done 2\n\nThat is all it prints."
+    )
+    document = LoadedDocument("T", "rst", [Section(("T",), text)])
+    chunks = [
+        c.text for c in Chunker(FakeEmbedder(max_tokens=60), overlap_tokens=0).chunk(document)
+    ]
+    assert chunks[0].startswith("Run the tool as shown:\n\n.. code-block:: none\n\n    $ step 0")
+    assert chunks[-1] == (
+        "When the script runs it prints something like:\n\n.. code-block:: none\n\n"
+        "    done 1\n    done 2\n\nThat is all it prints."
+    )
+    assert "\n".join(chunks).count("$ step") == 30  # nothing lost, nothing twice
+    # A sentence before the long piece is not carried with it.
+    text = "Run the tool as shown.\n\n.. code-block:: none\n\n" + listing
+    document = LoadedDocument("T", "rst", [Section(("T",), text)])
+    chunks = [
+        c.text for c in Chunker(FakeEmbedder(max_tokens=60), overlap_tokens=0).chunk(document)
+    ]
+    assert chunks[0] == "Run the tool as shown."
+    assert chunks[1].startswith(".. code-block:: none\n\n    $ step 0")
+
+
 def test_a_named_anchor_before_a_block_starts_an_entry() -> None:
     """makeinfo (Texinfo 6) writes a page flat: each heading after an empty `<a name>`, beside
     its paragraphs. With an FAQ's question headings cut (or a question written as a bold
