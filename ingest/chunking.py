@@ -352,20 +352,25 @@ class _Splitter(RecursiveCharacterTextSplitter):
     except for a piece too long for a chunk: the small pieces just before it that end no
     sentence (fewer than `lead_most` word pieces together) are cut with it, not flushed as a
     chunk of their own. They introduce it, as a label introduces its block
-    (`Chunker._labelled`): reStructuredText's `.. code-block:: none` before a long listing,
-    "it should print something like:" before the output, a function's signature before a long
-    description were each a chunk of a few words. Likewise a long piece's last chunk, when it is
-    that small and ends no sentence, is read with the pieces after it. Chunks of fewer than 24
-    word pieces ending no sentence with more of their section after them: Python set 14 -> 1,
-    SQLite 1 -> 0, Git 1 -> 0, GTK 6 -> 3, FFmpeg 2 -> 0. Only where the text is cut at line
-    breaks: pieces cut at sentence ends carry their end mark at the start of the next piece.
-    (`_split_text_with_regex` is LangChain's own cut, the one its splitter uses.)"""
+    (`Chunker._labelled`): reStructuredText's `.. code-block:: none` before a long listing, a
+    `.. data::` signature before a long description were each a chunk of a few words. They
+    start its first chunk whole (never cut again at the separators the long piece is cut
+    at). Likewise a long piece's last chunk, when it is that small and introduces what comes
+    next (it ends with a colon: "it should print something like:"), is read with the pieces
+    after it; a listing's last lines are not moved into the next listing. Only where the text
+    is cut at line breaks: pieces cut at sentence ends carry their end mark at the start of
+    the next piece. (`_split_text_with_regex` is LangChain's own cut, the one its splitter
+    uses.)"""
 
     def __init__(self, *, lead_most: int, **kwargs: Any) -> None:
         super().__init__(keep_separator=True, **kwargs)
         self._lead_most = lead_most
 
     def _split_text(self, text: str, separators: list[str]) -> list[str]:
+        return self._cut(text, separators, [])
+
+    def _cut(self, text: str, separators: list[str], lead: list[str]) -> list[str]:
+        """`text` cut to chunks, the first starting with the pieces `lead` (whole)."""
         separator, deeper = separators[-1], []
         for n, candidate in enumerate(separators):
             pattern = candidate if self._is_separator_regex else re.escape(candidate)
@@ -373,23 +378,30 @@ class _Splitter(RecursiveCharacterTextSplitter):
                 separator, deeper = candidate, separators[n + 1 :] if candidate else []
                 break
         pattern = separator if self._is_separator_regex else re.escape(separator)
+        # A separator made of line breaks (`re.escape` keeps a line break as it is).
+        at_lines = "\n" in separator
         chunks: list[str] = []
-        small: list[str] = []
+        small = list(lead)
         for piece in _split_text_with_regex(text, pattern, keep_separator=True):
             if self._length_function(piece) < self._chunk_size:
                 small.append(piece)
                 continue
-            lead = self._lead(small) if deeper and "\n" in separator else 0
-            carried, small = small[len(small) - lead :], small[: len(small) - lead]
+            carried = 0
+            if deeper:
+                # The lead passed in goes on whole while nothing has joined it.
+                carried = len(small) if small == lead else 0
+                carried = max(carried, self._lead(small) if at_lines else 0)
+            lead, carry = [], small[len(small) - carried :]
+            small = small[: len(small) - carried]
             if small:
                 chunks += self._merge_splits(small, "")
                 small = []
             if not deeper:
                 chunks.append(piece)
                 continue
-            cut = self._split_text("".join(carried) + piece, deeper)
-            if len(cut) > 1 and "\n" in separator and self._lead([cut[-1]]):
-                small.append(cut.pop())  # it ends leading into the pieces after it
+            cut = self._cut(piece, deeper, carry)
+            if len(cut) > 1 and at_lines and self._introduces(cut[-1]):
+                small.append(cut.pop())
             chunks += cut
         if small:
             chunks += self._merge_splits(small, "")
@@ -405,6 +417,10 @@ class _Splitter(RecursiveCharacterTextSplitter):
                 break
             n += 1
         return n
+
+    def _introduces(self, text: str) -> bool:
+        """Whether a chunk is a few words that introduce what follows ("like this:")."""
+        return text.rstrip().endswith(":") and self._length_function(text) < self._lead_most
 
 
 def _mark_fence_openings(text: str) -> str:

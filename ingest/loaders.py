@@ -709,7 +709,6 @@ _PRE_LINE = "\x01"  # a line break inside `pre`, kept with the indentation after
 _CELL = "\x03"  # the start of a table cell, resolved to " | " between cells of a line
 _ROW = "\x04"  # the edge of a table row, resolved to one line break
 _LINE = "\x05"  # a `<br>` outside `pre`: a line break, or a space inside a row of cells
-_SPACED_LINE = re.compile(r"[ \t]*\x05[ \t]*")
 _TABLE_CELLS = frozenset({"td", "th"})
 
 
@@ -731,12 +730,19 @@ def _rows(text: str) -> str:
 
 def _cell_lines(row: str) -> str:
     """`row` (the text between two row edges) with its `<br>`s resolved: a space in a row of
-    two or more cells that hold no blocks, where the row is one line ("MySQL<br>3.23.41" in a
-    header is one cell of it, and a line break there shifted every cell after it to a line of
-    its own); a line break anywhere else (a layout table's cells, text between tables)."""
-    if row.count(_CELL) >= 2 and _PARAGRAPH_BREAK not in row:
-        return _SPACED_LINE.sub(" ", row)
-    return row.replace(_LINE, "\n")
+    two or more filled cells that hold no blocks, where the row is one line ("MySQL<br>3.23.41"
+    in a header is one cell of it, and a line break there shifted every cell after it to a
+    line of its own); a line break anywhere else (a layout table's cells, a row of one filled
+    cell beside a spacer, text between tables)."""
+    if _LINE not in row:
+        return row
+    filled = sum(1 for cell in row.split(_CELL)[1:] if cell.replace(_LINE, "").strip())
+    if filled < 2 or _PARAGRAPH_BREAK in row:
+        return row.replace(_LINE, "\n")
+    # Each side of a break stripped of its spaces (linear: a regular expression matching the
+    # spaces around a mark backtracked over every run of them).
+    sides = [side.strip(" \t") for side in row.split(_LINE)]
+    return " ".join(side for side in sides if side)
 
 
 def _row(line: str) -> str:

@@ -325,6 +325,31 @@ def test_a_few_words_leading_into_a_long_piece_are_cut_with_it() -> None:
     ]
     assert chunks[0] == "Run the tool as shown."
     assert chunks[1].startswith(".. code-block:: none\n\n    $ step 0")
+    # What is carried starts the chunk whole, even where the long piece is cut at sentence
+    # ends or words: "e.g." and ".." are not places to cut it.
+    words = " ".join(f"w{n}" for n in range(80))
+    for kind, text in [
+        ("rst", f"Intro.\n\n.. code-block:: none\n\n   {words}"),
+        ("html", f"Some intro sentence here.\n\nThe options, e.g. these:\n\n{words}"),
+    ]:
+        document = LoadedDocument("T", kind, [Section(("T",), text)])
+        chunks = [
+            c.text for c in Chunker(FakeEmbedder(max_tokens=60), overlap_tokens=0).chunk(document)
+        ]
+        assert chunks[0] in ("Intro.", "Some intro sentence here.")
+        assert chunks[1].startswith(
+            (".. code-block:: none\n\n   w0 ", "The options, e.g. these:\n\nw0 ")
+        )
+    # The last lines of a listing introduce nothing: they stay out of the next listing.
+    first = "\n".join(f"    a{n} = f(a{n - 1})" for n in range(20))
+    second = "\n".join(f"    b{n} = g(b{n - 1})" for n in range(25))
+    text = f".. code-block:: python\n\n{first}\n\n.. code-block:: python\n\n{second}"
+    document = LoadedDocument("T", "rst", [Section(("T",), text)])
+    chunks = [
+        c.text for c in Chunker(FakeEmbedder(max_tokens=60), overlap_tokens=0).chunk(document)
+    ]
+    assert [c for c in chunks if "a19" in c and "b0" in c] == []
+    assert any(c.startswith(".. code-block:: python\n\n    b0 = g(b-1)") for c in chunks)
 
 
 def test_a_named_anchor_before_a_block_starts_an_entry() -> None:

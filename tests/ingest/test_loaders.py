@@ -240,21 +240,21 @@ def test_an_html_table_row_is_a_line() -> None:
 def test_a_line_break_in_a_row_of_cells_keeps_the_row_one_line() -> None:
     """SQLite's NULL-handling chart heads its columns "MySQL<br>3.23.41", "SQL<br>Anywhere":
     read as line breaks, the header row came out as five lines with the cells shifted between
-    them. In a row of two or more cells that hold no blocks a `<br>` is a space; anywhere else
-    (a paragraph, a table of one cell a row, a cell that holds paragraphs) it is a line
-    break."""
+    them. In a row of two or more filled cells that hold no blocks a `<br>` is a space;
+    anywhere else (a paragraph, a table of one cell a row, a cell beside a spacer, a cell that
+    holds paragraphs) it is a line break."""
     page = (
         "<html><body><h1>Nulls</h1><p>One<br>two</p><table>"
         "<tr><th>MySQL<br>\n 3.23.41</th><th>SQL<br/>Anywhere</th></tr>"
         "<tr><td>Yes</td><td>No<br>(Note 1)</td></tr></table>"
-        "<table><tr><td>Street 1<br>Town</td></tr>"
-        "<tr><td><p>First.</p>Then<br>more</td><td>Side</td></tr></table></body></html>"
+        "<table><tr><td>Street 1<br>Town</td></tr><tr><td></td><td>Line one<br>Line two</td>"
+        "</tr><tr><td><p>First.</p>Then<br>more</td><td>Side</td></tr></table></body></html>"
     )
     assert html_sections(page) == [
         (
             ("Nulls",),
             "One\ntwo\n\nMySQL 3.23.41 | SQL Anywhere\nYes | No (Note 1)\n\n"
-            "Street 1\nTown\n\nFirst.\n\nThen\nmore | Side",
+            "Street 1\nTown\nLine one\nLine two\n\nFirst.\n\nThen\nmore | Side",
         )
     ]
 
