@@ -4,6 +4,7 @@ engine started for the tests."""
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -33,11 +34,44 @@ def content_length(head: bytes) -> int:
     return 0
 
 
+def _unassigned_ports() -> range:
+    """Ports the kernel never hands out by itself: outside its ephemeral range
+    (`ip_local_port_range`), the larger side of it, above the well-known and common ones."""
+    try:
+        fields = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        low, high = int(fields[0]), int(fields[1])
+    except (OSError, ValueError, IndexError):
+        low, high = 32768, 60999
+    below, above = range(10_000, low), range(high + 1, 65_536)
+    return below if len(below) >= len(above) else above
+
+
+_HANDED: set[int] = set()
+_PICK = random.SystemRandom()  # unaffected by a test plugin seeding `random` for each test
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
+    """A loopback port nothing listens on, never the same twice in one run. Not one the kernel
+    picks for port 0: it hands out that range to every socket bound to port 0 and every
+    outgoing connection, and a starting vLLM opens many (a test's port for `ragtune serve`,
+    free when chosen, was taken by one in the minute the engine took to start)."""
+    ports = _unassigned_ports()
+    for _ in range(200) if len(ports) > 1_000 else ():
+        port = _PICK.choice(ports)
+        if port in _HANDED:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED.add(port)
         return port
+    with socket.socket() as s:  # no range of our own: the kernel's choice
+        s.bind(("127.0.0.1", 0))
+        chosen: int = s.getsockname()[1]
+        _HANDED.add(chosen)
+        return chosen
 
 
 class ChromaServer:
