@@ -3,6 +3,7 @@ engine started for the tests."""
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import shutil
@@ -34,9 +35,11 @@ def content_length(head: bytes) -> int:
     return 0
 
 
+@functools.cache
 def _unassigned_ports() -> range:
     """Ports the kernel never hands out by itself: outside its ephemeral range
-    (`ip_local_port_range`), the larger side of it, above the well-known and common ones."""
+    (`ip_local_port_range`, read once a run), the larger side of it, above the well-known and
+    common ones."""
     try:
         fields = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
         low, high = int(fields[0]), int(fields[1])
