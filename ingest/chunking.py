@@ -12,6 +12,9 @@ and the section's heading path. The heading path ("Title > Section > Subsection"
 with every chunk; it is embedded in front of the text only when `embed_headings` is set,
 because on the developers' evaluation set it made dense retrieval worse (all chunks of a page
 share a prefix).
+A table too long for one chunk is cut between its rows, and every chunk of it starts with
+its header's rows (`_table_parts`: reStructuredText's grid and simple tables, Markdown's, and
+the HTML loader's rows, which mark a row of `th` cells as Markdown does).
 Plain text has no markup to say where one topic ends and the next begins (an FAQ whose
 questions were left out runs its answers together), so a `.txt` document's paragraphs are
 grouped by topic (`topic_groups`) before the splitter packs them: each group fits the budget,
@@ -25,6 +28,7 @@ written without spaces that the model does not know) is cut like any text.
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 from collections import Counter
@@ -367,7 +371,13 @@ class _Splitter(RecursiveCharacterTextSplitter):
         self._lead_most = lead_most
 
     def _split_text(self, text: str, separators: list[str]) -> list[str]:
-        return self._cut(text, separators, [])
+        # A text that is a table alone (no paragraph break in it) is a piece too long for a
+        # chunk that nothing above cut out.
+        cut = self._cut(text, separators, [])
+        table = _table_parts(text) if len(cut) > 1 and "\n" in separators else None
+        if table and "\n\n" not in text.strip():
+            return self._table_cut(*table, separators[separators.index("\n") :], []) or cut
+        return cut
 
     def _cut(self, text: str, separators: list[str], lead: list[str]) -> list[str]:
         """`text` cut to chunks, the first starting with the pieces `lead` (whole)."""
@@ -399,13 +409,49 @@ class _Splitter(RecursiveCharacterTextSplitter):
             if not deeper:
                 chunks.append(piece)
                 continue
-            cut = self._cut(piece, deeper, carry)
+            table = _table_parts(piece) if deeper[0] == "\n" else None
+            cut = self._table_cut(*table, deeper, carry) if table else None
+            if cut is None:
+                cut = self._cut(piece, deeper, carry)
             if len(cut) > 1 and at_lines and self._introduces(cut[-1]):
                 small.append(cut.pop())
             chunks += cut
         if small:
             chunks += self._merge_splits(small, "")
         return chunks
+
+    def _table_cut(
+        self, start: str, head: str, body: str, separators: list[str], carry: list[str]
+    ) -> list[str] | None:
+        """A table too long for a chunk (`_table_parts`) cut between its rows (a grid table's
+        at its row borders first), its header's rows at the start of every chunk: a chunk of
+        rows without them is values whose columns nobody can tell. The first chunk starts with
+        `carry` and the table's top as written (a caption, the header), its rules (borders, a
+        delimiter row) left out when they take a quarter of a chunk or more: the tokenizer
+        reads each `-` or `=` as a word piece. A chunk of nothing but rules (a border cut off)
+        is dropped. None when the header takes a quarter of a chunk or more, or the top half
+        (cut as any text)."""
+        size = self._length_function(head + "\n")
+        if size >= self._chunk_size // 4:
+            return None
+        first = "".join(carry) + start
+        if self._length_function(start) >= self._chunk_size // 4:
+            first = "".join(carry) + "\n".join(
+                line for line in start.split("\n") if not line.strip() or not _only_rules(line)
+            )
+        first_size = self._length_function(first + "\n")
+        if first_size > self._chunk_size // 2:
+            return None
+        budget = self._chunk_size - max(size, first_size)
+        rows = copy.copy(self)
+        rows._chunk_size = budget
+        rows._chunk_overlap = min(self._chunk_overlap, budget // 4)
+        if _GRID_HEAD_END.fullmatch(start.rsplit("\n", 1)[-1]):
+            separators = [_GRID_ROW_END, *separators]
+        cut = [text for text in rows._cut(body, separators, []) if not _only_rules(text)]
+        if not cut:
+            return None
+        return [f"{first if n == 0 else head}\n{text}".strip() for n, text in enumerate(cut)]
 
     def _lead(self, pieces: list[str]) -> int:
         """How many of the last `pieces` lead into what follows them: none ends a sentence,
@@ -421,6 +467,64 @@ class _Splitter(RecursiveCharacterTextSplitter):
     def _introduces(self, text: str) -> bool:
         """Whether a chunk is a few words that introduce what follows ("like this:")."""
         return text.rstrip().endswith(":") and self._length_function(text) < self._lead_most
+
+
+_GRID_BORDER = re.compile(r"[ \t]*\+(?:-+\+)+[ \t]*")
+_GRID_HEAD_END = re.compile(r"[ \t]*\+(?:=+\+)+[ \t]*")
+_SIMPLE_BORDER = re.compile(r"[ \t]*=+(?: +=+)+[ \t]*")
+_DELIMITER_ROW = re.compile(r"[ \t]*\|?(?:[ \t]*:?-+:?[ \t]*\|)+(?:[ \t]*:?-+:?)?[ \t]*")
+"""A Markdown table's delimiter row ("| --- | :-: |", "---|---"): the line under its header."""
+_GRID_ROW_END = r"(?<=-\+)\n(?=[ \t]*\|)"
+"""Where a grid table's row ends: the line break after a border, before the next row."""
+_MOST_HEAD_LINES = 12
+_MOST_HEAD_ROWS = 3
+_NOT_RULE = re.compile(r"[^-=+|:\s]")
+
+
+def _table_parts(piece: str) -> tuple[str, str, str] | None:
+    """A table with a header that `piece` is (a Markdown table perhaps after a line or two
+    leading into it, a caption), as (its text through the header's last line, the header's rows
+    without borders, the rest from the line break before the body's first row), indented as
+    its first line is not; None for anything else. Tables written as text:
+    reStructuredText's grid tables (a header ends at a `+===+` line) and simple tables (a
+    header between the first two `===  ===` lines, with rows after them), Markdown's (a line
+    of cells over a delimiter row, as the HTML loader writes a row of `th` cells)."""
+    lines = piece.rstrip().split("\n")
+    top = next((n for n, line in enumerate(lines) if line.strip()), len(lines))
+    if top == len(lines):
+        return None
+    near = range(top + 1, min(len(lines), top + _MOST_HEAD_LINES))
+    end: int | None = None
+    if _GRID_BORDER.fullmatch(lines[top]):
+        end = next((n for n in near if _GRID_HEAD_END.fullmatch(lines[n])), None)
+    elif _SIMPLE_BORDER.fullmatch(lines[top]):
+        end = next((n for n in near if _SIMPLE_BORDER.fullmatch(lines[n])), None)
+    else:  # after two lines at most (a caption), up to three rows of cells
+        near = range(top + 1, min(len(lines), top + 3 + _MOST_HEAD_ROWS))
+        end = next((n for n in near if _DELIMITER_ROW.fullmatch(lines[n])), None)
+        if end is None or "|" not in lines[end - 1]:
+            return None
+        # Rows of cells right above it head the table too (HTML's header rows, a column's
+        # name over its subcolumns'), up to three.
+        first = end - 1
+        while first > top and end - first < _MOST_HEAD_ROWS and "|" in lines[first - 1]:
+            first -= 1
+        top = first - 1
+    if end is None or end + 1 == len(lines):
+        return None
+    indent = lines[top + 1][: len(lines[top + 1]) - len(lines[top + 1].lstrip())]
+    lines = [line.removeprefix(indent) for line in lines]
+    rows = [line.strip() for line in lines[top + 1 : end] if not _GRID_BORDER.fullmatch(line)]
+    if not any(rows):
+        return None
+    body = "\n" + "\n".join(lines[end + 1 :])
+    return "\n".join(lines[: end + 1]), "\n".join(row for row in rows if row), body
+
+
+def _only_rules(text: str) -> bool:
+    """Whether `text` is a table's rules and nothing else: borders, a delimiter row, or a
+    piece of one (a border wider than a chunk is cut like any text)."""
+    return not _NOT_RULE.search(text)
 
 
 def _mark_fence_openings(text: str) -> str:

@@ -47,7 +47,7 @@ SUFFIXES: dict[str, str] = {
 }
 
 
-LOADER_VERSIONS: dict[str, int] = {HTML: 11, PDF: 2, MARKDOWN: 8, RST: 4, TEXT: 3}
+LOADER_VERSIONS: dict[str, int] = {HTML: 12, PDF: 2, MARKDOWN: 8, RST: 4, TEXT: 3, DOCX: 2}
 """Bumped when a loader reads the same file differently (HTML 2: inline elements in place;
 3: self-contained blocks apart; 4: the terms of one description kept together; 5: a div
 whose class names a section stands apart, permalink marks left out; 6: navigation (menus,
@@ -58,7 +58,8 @@ assistive technology left out; 8: a form's text read (its controls and buttons l
 pages after the first `</html>` read, `<br>` inside `pre` a line break, a heading that runs
 over the text read as text, navigation named in camel case or with digits left out; 9: a
 heading's scope ends with the section, article or other self-contained block it is in; 10:
-an element with the `hidden` attribute left out; 11: a `<br>` in a row of cells a space; PDF 2:
+an element with the `hidden` attribute left out; 11: a `<br>` in a row of cells a space; 12: a
+delimiter row ("--- | ---") under a row of `th` cells; PDF 2:
 paragraphs and headings, see `ingest.pdf`; Markdown 2: setext headings, front matter,
 paragraphs kept apart; 3: a heading of closing #s alone is empty (CommonMark); 4: a link's or
 image's data URI without its payload; 5: kept in inline code; 6: a backslash-escaped
@@ -66,7 +67,8 @@ backtick opens no code; 7: a heading of more than `MAX_HEADING_WORDS` words is t
 matter title at most that long, control characters left out; 8: cut before a code block's
 opening fence only, see `ingest.chunking`; RST 2: markup a reader never
 sees left out; 3: directive names in any case; 4: as Markdown 7; text 2: paragraphs grouped
-by topic when chunked, see `ingest.chunking`; 3: control characters left out), so that the
+by topic when chunked, see `ingest.chunking`; 3: control characters left out; DOCX 2: a
+delimiter row under a table's header rows), so that the
 next ingest re-reads files of that type instead of skipping them as unchanged."""
 
 
@@ -709,12 +711,13 @@ _PRE_LINE = "\x01"  # a line break inside `pre`, kept with the indentation after
 _CELL = "\x03"  # the start of a table cell, resolved to " | " between cells of a line
 _ROW = "\x04"  # the edge of a table row, resolved to one line break
 _LINE = "\x05"  # a `<br>` outside `pre`: a line break, or a space inside a row of cells
+_HEAD = "\x06"  # after `_CELL` for a header cell (`th`)
 _TABLE_CELLS = frozenset({"td", "th"})
 
 
 def _unmarked(text: str) -> str:
     """A document's text without the control characters the walk uses as marks."""
-    for mark in (_PARAGRAPH_BREAK, _PRE_LINE, _UNIT_BREAK, _CELL, _ROW, _LINE):
+    for mark in (_PARAGRAPH_BREAK, _PRE_LINE, _UNIT_BREAK, _CELL, _ROW, _LINE, _HEAD):
         text = text.replace(mark, "")
     return text
 
@@ -725,7 +728,7 @@ def _rows(text: str) -> str:
     if _ROW not in text:
         return text.replace(_LINE, "\n")
     pieces = (_cell_lines(piece).strip() for piece in text.split(_ROW))
-    return "\n".join(piece for piece in pieces if piece.replace(_CELL, "").strip())
+    return "\n".join(piece for piece in pieces if _empty_cells(piece).strip())
 
 
 def _cell_lines(row: str) -> str:
@@ -736,7 +739,7 @@ def _cell_lines(row: str) -> str:
     cell beside a spacer, text between tables)."""
     if _LINE not in row:
         return row
-    filled = sum(1 for cell in row.split(_CELL)[1:] if cell.replace(_LINE, "").strip())
+    filled = sum(1 for cell in row.split(_CELL)[1:] if _empty_cells(cell).strip())
     if filled < 2 or _PARAGRAPH_BREAK in row:
         return row.replace(_LINE, "\n")
     # Each side of a break stripped of its spaces (linear: a regular expression matching the
@@ -745,14 +748,51 @@ def _cell_lines(row: str) -> str:
     return " ".join(side for side in sides if side)
 
 
+def _empty_cells(text: str) -> str:
+    """`text` without the marks of cells and line breaks (what is left of an empty cell is
+    white space)."""
+    return text.replace(_CELL, "").replace(_HEAD, "").replace(_LINE, "")
+
+
 def _row(line: str) -> str:
     """A line of the page's text, stripped, its table cells apart by " | " (a cell that
     starts the line, or holds blocks, has no mark before it)."""
     if _CELL not in line:
         return line.strip()
-    cells = [cell.strip() for cell in line.split(_CELL)]
+    cells = [cell.replace(_HEAD, "").strip() for cell in line.split(_CELL)]
     filled = [n for n, cell in enumerate(cells) if cell]
     return " | ".join(cells[filled[0] : filled[-1] + 1]) if filled else ""
+
+
+def _header_columns(line: str) -> int:
+    """How many columns `line` heads when it is a row of header cells (every filled cell a
+    `th`), else 0."""
+    before, *cells = line.split(_CELL)
+    if before.strip():
+        return 0
+    filled = [n for n, cell in enumerate(cells) if _empty_cells(cell).strip()]
+    if not filled or not all(cells[n].startswith(_HEAD) for n in filled):
+        return 0
+    return filled[-1] - filled[0] + 1
+
+
+def _table_lines(lines: list[str]) -> list[str]:
+    """`lines` read as rows (`_row`), with a Markdown delimiter row ("--- | ---") under the
+    header rows that start a table, when a row of data follows them: what tells a reader,
+    and the chunker, which rows name the columns (they start every chunk of a table cut in
+    several). A row of `th` cells after rows of data (a group's title, a footer) is not a
+    header."""
+    rows: list[str] = []
+    heading = True  # no row of data yet since the last line that is no row
+    for n, line in enumerate(lines):
+        rows.append(_row(line))
+        columns = _header_columns(line)
+        after = lines[n + 1] if n + 1 < len(lines) else ""
+        data = _CELL in after and not _header_columns(after) and bool(_row(after))
+        if columns > 1 and heading and data:  # a row of one is a title across the table
+            rows.append(" | ".join(["---"] * columns))
+        heading = _CELL not in line or (heading and bool(columns))
+    return rows
 
 
 def _sibling_tag(siblings: Any) -> str | None:
@@ -914,7 +954,7 @@ class _HtmlSections:
                 self.parts.append(_UNIT_BREAK)
                 continue
             if child.name in _TABLE_CELLS:
-                self.parts.append(_CELL)
+                self.parts.append(_CELL + _HEAD if child.name == "th" else _CELL)
                 stack.append((iter(child.children), None, None))
                 continue
             if child.name == "tr" and not _QANDA_ROWS & set(child.get("class") or ()):
@@ -953,9 +993,7 @@ class _HtmlSections:
         # joins (see ingest.chunking).
         pieces = []
         for unit in "".join(self.parts).split(_UNIT_BREAK):
-            lines = [
-                _row(line) for line in _rows(unit).replace(_PARAGRAPH_BREAK, "\n\n").split("\n")
-            ]
+            lines = _table_lines(_rows(unit).replace(_PARAGRAPH_BREAK, "\n\n").split("\n"))
             piece = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip().replace(_PRE_LINE, "\n")
             if piece:
                 pieces.append(piece)
@@ -1052,6 +1090,10 @@ def _load_docx(path: Path, data: bytes) -> LoadedDocument:
     for block in document.iter_inner_content():
         if isinstance(block, Table):
             rows = [" | ".join(cell.text.strip() for cell in row.cells) for row in block.rows]
+            heads = _docx_header_rows(block)
+            if 0 < heads < len(rows):  # marked as Markdown marks a header (see `_table_lines`)
+                columns = len(block.rows[heads - 1].cells)
+                rows.insert(heads, " | ".join(["---"] * columns))
             body.append("\n".join(rows))
             continue
         text = block.text.strip()
@@ -1070,6 +1112,21 @@ def _load_docx(path: Path, data: bytes) -> LoadedDocument:
         stack.append(text)
     flush()
     return LoadedDocument(title or _title_from_name(path), DOCX, sections)
+
+
+def _docx_header_rows(table: Any) -> int:
+    """How many of a Word table's first rows are its header: those marked to repeat at the
+    top of each page (`w:tblHeader`, Word's "Repeat as header row")."""
+    from docx.oxml.ns import qn
+
+    count = 0
+    for row in table.rows:
+        properties = row._tr.trPr
+        mark = properties.find(qn("w:tblHeader")) if properties is not None else None
+        if mark is None or mark.get(qn("w:val"), "true") in ("0", "false", "off"):
+            break
+        count += 1
+    return count
 
 
 def _docx_heading_level(style: str) -> int | None:

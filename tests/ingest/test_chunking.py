@@ -539,3 +539,86 @@ def test_paragraphs_sharing_words_are_more_alike_across_their_gap() -> None:
     between_answers = similarities[2]
     assert between_answers < min(similarities[:2])
     assert gap_similarities(["one", "!!!"], window=2) == [0.0]
+
+
+def test_a_long_tables_header_starts_each_of_its_chunks() -> None:
+    """A table too long for one chunk was cut between rows, its header in the first chunk
+    only: the rest were rows whose columns nobody could tell (25 chunks of the Python set).
+    Every chunk of it now starts with the header's rows (its borders only in the first); a
+    table that fits one chunk, and a table without a header, are cut as before."""
+    rows = [f"item{n} | value {n} and more" for n in range(30)]
+    grid_rule = "\n+------+---------+\n"
+    cases = [
+        # (kind, the table's lines through its header, its rows, the header's rows)
+        (
+            "markdown",
+            "| Name | Meaning |\n| --- | :-: |",
+            "\n".join(f"| {r} |" for r in rows),
+            "| Name | Meaning |",
+        ),
+        (
+            "rst",
+            "+------+---------+\n| Name | Meaning |\n+======+=========+",
+            grid_rule.join(f"| {r} |" for r in rows) + grid_rule.rstrip(),
+            "| Name | Meaning |",
+        ),
+        (
+            "rst",
+            "====  =======\nName  Meaning\n====  =======",
+            "\n".join(r.replace(" |", "") for r in rows) + "\n====  =======",
+            "Name  Meaning",
+        ),
+        # The HTML loader's delimiter row under a row of `th` cells, after the table's caption.
+        ("html", "Limits\nName | Meaning\n--- | ---", "\n".join(rows), "Name | Meaning"),
+        # Two header rows (a column's name over its subcolumns').
+        (
+            "html",
+            "Name | Meaning\nfirst | last\n--- | ---",
+            "\n".join(rows),
+            "Name | Meaning\nfirst | last",
+        ),
+    ]
+    for kind, top, body, head in cases:
+        text = f"A table follows.\n\n{top}\n{body}\n\nAfter it."
+        document = LoadedDocument("T", kind, [Section(("T",), text)])
+        chunks = [
+            c.text for c in Chunker(FakeEmbedder(max_tokens=60), overlap_tokens=0).chunk(document)
+        ]
+        assert chunks[0] == "A table follows.", kind
+        assert chunks[-1] == "After it.", kind
+        parts = chunks[1:-1]
+        assert len(parts) > 2, kind
+        assert parts[0].startswith(top + "\n"), kind
+        for part in parts[1:]:
+            assert part.startswith(head + "\n"), (kind, part)
+            assert "item" in part.removeprefix(head), (kind, part)
+        assert sum(p.count("item") for p in parts) == 30, kind  # nothing lost or twice
+        # The same table short enough for one chunk is left as it is.
+        short = top + "\n" + "\n".join(body.split("\n")[:3])
+        document = LoadedDocument("T", kind, [Section(("T",), short)])
+        assert [c.text for c in Chunker(FakeEmbedder(max_tokens=60)).chunk(document)] == [short]
+    # A top too long to keep its rules (a long caption here: the fake model counts words
+    # only) keeps its caption and header in the first chunk, its delimiter row left out.
+    caption = "Table three lists the limits of every engine the server supports by default"
+    text = f"{caption}\n| Name | Meaning |\n| --- | --- |\n" + "\n".join(f"| {r} |" for r in rows)
+    document = LoadedDocument("T", "markdown", [Section(("T",), text)])
+    chunks = [
+        c.text for c in Chunker(FakeEmbedder(max_tokens=60), overlap_tokens=0).chunk(document)
+    ]
+    assert chunks[0].startswith(f"{caption}\n| Name | Meaning |\n| item0 |")
+    assert all(c.startswith("| Name | Meaning |\n| item") for c in chunks[1:])
+    assert sum(c.count("item") for c in chunks) == 30
+    # A simple table without a header (its second border is its last line), and rows with no
+    # delimiter row under their first: no header is repeated.
+    for kind, table in [
+        (
+            "rst",
+            "====  =======\n" + "\n".join(r.replace(" |", "") for r in rows) + "\n====  =======",
+        ),
+        ("html", "\n".join(rows)),
+    ]:
+        document = LoadedDocument("T", kind, [Section(("T",), table)])
+        chunker = Chunker(FakeEmbedder(max_tokens=60), overlap_tokens=0)
+        chunks = [c.text for c in chunker.chunk(document)]
+        assert sum(c.count("item") for c in chunks) == 30, kind
+        assert all(c.startswith("item") for c in chunks[1:]), kind

@@ -231,7 +231,7 @@ def test_an_html_table_row_is_a_line() -> None:
     assert html_sections(page) == [
         (
             ("Limits",),
-            "Name | Default\nSQLITE_MAX_LENGTH | 1000000000\n"
+            "Name | Default\n--- | ---\nSQLITE_MAX_LENGTH | 1000000000\n"
             "SQLITE_MAX_SQL_LENGTH (bytes) | 1000000\n\nFirst.\n\nSecond.\n\nAfter.",
         )
     ]
@@ -253,7 +253,7 @@ def test_a_line_break_in_a_row_of_cells_keeps_the_row_one_line() -> None:
     assert html_sections(page) == [
         (
             ("Nulls",),
-            "One\ntwo\n\nMySQL 3.23.41 | SQL Anywhere\nYes | No (Note 1)\n\n"
+            "One\ntwo\n\nMySQL 3.23.41 | SQL Anywhere\n--- | ---\nYes | No (Note 1)\n\n"
             "Street 1\nTown\nLine one\nLine two\n\nFirst.\n\nThen\nmore | Side",
         )
     ]
@@ -474,3 +474,54 @@ def test_a_docx_that_expands_too_far_is_refused_before_it_is_read(
     monkeypatch.setattr(loaders, "MAX_DOCX_UNPACKED", 2_000)
     with pytest.raises(DocumentLoadError, match=r"expands to .* remove embedded media"):
         load(path)
+
+
+def test_an_html_header_row_is_marked_as_one() -> None:
+    """A row of `th` cells heads the rows after it: a Markdown delimiter row under it says so
+    (to a reader, and to the chunker, which starts each chunk of a long table with it). A
+    column of `th` cells beside data (row headers), a table of header cells only, a row of
+    one `th` (a title across the table: it may head the header) and a row of `th` cells after
+    data (a group's title, a footer) get none."""
+    page = (
+        "<html><body><h1>Limits</h1><table><caption>Defaults</caption>"
+        "<tr><th>Name</th><th>Value</th><th></th></tr><tr><td>a</td><td>1</td></tr>"
+        "<tr><th>b</th><td>2</td></tr></table>"
+        "<table><tr><th>Only</th><th>heads</th></tr></table>"
+        "<table><tr><th>Title across</th></tr><tr><td>x</td><td>y</td></tr></table>"
+        "<table><tr><th>X</th><th>Y</th></tr><tr><th>x2</th><th>y2</th></tr>"
+        "<tr><td>1</td><td>2</td></tr></table>"
+        # A title across the table over the header; a group's title and a footer after data.
+        "<table><tr><th colspan='2'>Sizes</th></tr><tr><th>P</th><th>Q</th></tr><tr><td>3</td>"
+        "<td>4</td></tr><tr><th>Group</th><th>two</th></tr><tr><td>5</td><td>6</td></tr>"
+        "<tfoot><tr><th>Sum</th><th>all</th></tr></tfoot></table></body></html>"
+    )
+    assert html_sections(page) == [
+        (
+            ("Limits",),
+            "Defaults\n\nName | Value\n--- | ---\na | 1\nb | 2\n\nOnly | heads\n\n"
+            "Title across\nx | y\n\nX | Y\nx2 | y2\n--- | ---\n1 | 2\n\nSizes\nP | Q\n--- | ---\n"
+            "3 | 4\nGroup | two\n5 | 6\nSum | all",
+        )
+    ]
+
+
+def test_a_word_tables_header_rows_are_marked_as_such(tmp_path: Path) -> None:
+    """Word marks a long table's header rows to repeat on every page ("Repeat as header row",
+    `w:tblHeader`): a delimiter row under them says so, as under an HTML header row, and the
+    chunker starts each chunk of the table with them. A table without the mark gets none."""
+    import docx
+    from docx.oxml import OxmlElement
+
+    document = docx.Document()
+    marked = document.add_table(rows=3, cols=2)
+    unmarked = document.add_table(rows=2, cols=2)
+    for table, cells in [(marked, ["Name", "Value", "a", "1", "b", "2"]), (unmarked, "wxyz")]:
+        for cell, text in zip((c for row in table.rows for c in row.cells), cells, strict=True):
+            cell.text = text
+    marked.rows[0]._tr.get_or_add_trPr().append(OxmlElement("w:tblHeader"))
+    path = tmp_path / "limits.docx"
+    document.save(str(path))
+    loaded = load_document(path, path.read_bytes())
+    assert [s.text for s in loaded.sections] == [
+        "Name | Value\n--- | ---\na | 1\nb | 2\n\nw | x\ny | z"
+    ]
