@@ -47,7 +47,7 @@ SUFFIXES: dict[str, str] = {
 }
 
 
-LOADER_VERSIONS: dict[str, int] = {HTML: 12, PDF: 2, MARKDOWN: 8, RST: 4, TEXT: 3, DOCX: 2}
+LOADER_VERSIONS: dict[str, int] = {HTML: 13, PDF: 2, MARKDOWN: 8, RST: 4, TEXT: 3, DOCX: 2}
 """Bumped when a loader reads the same file differently (HTML 2: inline elements in place;
 3: self-contained blocks apart; 4: the terms of one description kept together; 5: a div
 whose class names a section stands apart, permalink marks left out; 6: navigation (menus,
@@ -59,7 +59,8 @@ pages after the first `</html>` read, `<br>` inside `pre` a line break, a headin
 over the text read as text, navigation named in camel case or with digits left out; 9: a
 heading's scope ends with the section, article or other self-contained block it is in; 10:
 an element with the `hidden` attribute left out; 11: a `<br>` in a row of cells a space; 12: a
-delimiter row ("--- | ---") under a row of `th` cells; PDF 2:
+delimiter row ("--- | ---") under a table's header rows of `th` cells; 13: a cell's only
+paragraph read as its text; PDF 2:
 paragraphs and headings, see `ingest.pdf`; Markdown 2: setext headings, front matter,
 paragraphs kept apart; 3: a heading of closing #s alone is empty (CommonMark); 4: a link's or
 image's data URI without its payload; 5: kept in inline code; 6: a backslash-escaped
@@ -795,6 +796,25 @@ def _table_lines(lines: list[str]) -> list[str]:
     return rows
 
 
+def _lone_paragraph_of_cell(paragraph: Any) -> bool:
+    """Whether `paragraph` is all a table cell holds (white space aside): the cell's text, as
+    a `td`'s own text is. Not in a DocBook question or answer, whose rows are entries."""
+    from bs4.element import Comment, NavigableString, Tag
+
+    cell = paragraph.parent
+    if cell is None or cell.name not in _TABLE_CELLS:
+        return False
+    row = cell.parent
+    if isinstance(row, Tag) and _QANDA_ROWS & set(row.get("class") or ()):
+        return False
+    for child in cell.children:
+        if child is paragraph or isinstance(child, Comment):
+            continue
+        if isinstance(child, Tag) or (isinstance(child, NavigableString) and child.strip()):
+            return False
+    return True
+
+
 def _sibling_tag(siblings: Any) -> str | None:
     """The name of the first element among `siblings` (white space between aside), None when
     text or nothing comes first."""
@@ -962,6 +982,11 @@ class _HtmlSections:
                 # cell by cell, a term's description went to a chunk of its own, away from it.
                 self.parts.append(_ROW)
                 stack.append((iter(child.children), _ROW, None))
+                continue
+            if child.name == "p" and _lone_paragraph_of_cell(child):
+                # Sphinx, docutils and gtk-doc put each cell's text in a `p`: read as
+                # paragraphs, the cells of a row were paragraphs apart and the row no line.
+                stack.append((iter(child.children), None, None))
                 continue
             block = child.name in _HTML_BLOCKS or level is not None
             unit = child.name in _HTML_UNITS or (

@@ -10,11 +10,15 @@ to the store (this process, an interrupted run, another process on a Chroma serv
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
+import time
+import uuid
 from collections.abc import Container, Sequence
 from dataclasses import dataclass
 from functools import cache, cached_property
@@ -27,9 +31,28 @@ import numpy.typing as npt
 from ragtune.retrieval.settings import file_name_for
 from ragtune.retrieval.store import Collection, Metadata, VectorStore
 
+logger = logging.getLogger("ragtune.lexical")
+
 FORMAT = 2
 """Bumped when what a saved index keeps changes: an index of another format is rebuilt (2: rows
 keep `display_source`, which API filters match)."""
+_SAVE_TRIES = 8
+"""Times a save tries to move its index in (each time another save's moved in first)."""
+_SAVING = ".lexical-"
+"""How the folders a save writes in, and moves another save's index aside to, are named."""
+_ABANDONED_SECONDS = 3600
+"""A save's folder this old was left by a process that stopped mid-save."""
+
+
+def _drop_abandoned(root: Path) -> None:
+    """Remove the folders saves that stopped midway left in `root` (each a whole index)."""
+    now = time.time()
+    for folder in root.glob(_SAVING + "*"):
+        with contextlib.suppress(OSError):
+            if now - folder.stat().st_mtime > _ABANDONED_SECONDS:
+                shutil.rmtree(folder, ignore_errors=True)
+
+
 # Metadata kept beside the index, for filters and neighbour lookups without a store round trip.
 ROW_KEYS = (
     "source",
@@ -253,23 +276,44 @@ class LexicalIndex:
         )
 
     def save(self, directory: Path) -> None:
-        """Write atomically: readers see the old index or the new one, never half of one."""
+        """Write atomically: readers read one save's index whole (every save is stamped, and
+        `load` takes nothing read across two), or for a moment none, which they build. Saves
+        of one index may run at once (two ingest jobs of a collection, two processes): each
+        moves what it finds aside to a folder of its own, so none fails on another's (with
+        one `.old` folder for all, a job failed with "Directory not empty"); the last one
+        moved in stays, and a save that loses `_SAVE_TRIES` races in a row leaves the others'
+        in place. Folders of saves a stopped process left are removed after an hour."""
         directory.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".lexical-", dir=directory.parent))
+        _drop_abandoned(directory.parent)
+        staging = Path(tempfile.mkdtemp(prefix=_SAVING, dir=directory.parent))
+        aside: list[Path] = []
         try:
             if self._bm25 is not None:
                 self._bm25.save(str(staging / "bm25"), show_progress=False)
-            state = {"format": FORMAT, "revision": self.revision}
-            (staging / "rows.json").write_text(json.dumps({"ids": self.ids, "rows": self.rows}))
+            stamp = uuid.uuid4().hex
+            state = {"format": FORMAT, "revision": self.revision, "save": stamp}
+            rows = {"ids": self.ids, "rows": self.rows, "save": stamp}
+            (staging / "rows.json").write_text(json.dumps(rows))
             (staging / "state.json").write_text(json.dumps(state))
-            old = directory.with_name(directory.name + ".old")
-            shutil.rmtree(old, ignore_errors=True)
-            if directory.exists():
-                os.replace(directory, old)
-            os.replace(staging, directory)
-            shutil.rmtree(old, ignore_errors=True)
+            for tried in range(1, _SAVE_TRIES + 1):
+                try:
+                    os.replace(staging, directory)  # a folder replaces nothing or an empty one
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                        raise
+                if tried == _SAVE_TRIES:  # the others' saves stand
+                    logger.warning(
+                        "lexical index of %s not saved: %d saves beside it", directory.name, tried
+                    )
+                    break
+                aside.append(Path(tempfile.mkdtemp(prefix=_SAVING + "old-", dir=directory.parent)))
+                with contextlib.suppress(FileNotFoundError):  # another save moved it first
+                    os.replace(directory, aside[-1])
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+            for old in aside:
+                shutil.rmtree(old, ignore_errors=True)
 
     @classmethod
     def load(cls, directory: Path) -> LexicalIndex | None:
@@ -284,7 +328,13 @@ class LexicalIndex:
             bm25 = None
             if (directory / "bm25").is_dir():
                 bm25 = bm25s.BM25.load(str(directory / "bm25"), mmap=False, show_progress=False)
+            # Each file is read through the folder's name, which a save moves (`save`): read
+            # across two saves, rows and scores of one beside the revision of another made a
+            # search fail (a row past the ids) or search stale rows. Every save is stamped.
+            again = json.loads((directory / "state.json").read_text())
         except (OSError, ValueError, KeyError):
+            return None
+        if not state.get("save") == data.get("save") == again.get("save"):
             return None
         return cls(str(state["revision"]), data["ids"], data["rows"], bm25)
 

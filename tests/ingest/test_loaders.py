@@ -525,3 +525,22 @@ def test_a_word_tables_header_rows_are_marked_as_such(tmp_path: Path) -> None:
     assert [s.text for s in loaded.sections] == [
         "Name | Value\n--- | ---\na | 1\nb | 2\n\nw | x\ny | z"
     ]
+
+
+def test_a_cells_only_paragraph_is_its_text() -> None:
+    """Sphinx, docutils and gtk-doc wrap each cell's text in a `p`: read as paragraphs, a row's
+    cells came out paragraphs apart (gtk-doc's parameters: "value", a blank line, "the initial
+    value") and a header row was no row. A cell's only paragraph is now its text; a cell of
+    several paragraphs keeps them."""
+    page = (
+        "<html><body><h1>Ops</h1><table><thead><tr><th><p>Operation</p></th><th><p>Result</p>"
+        "</th></tr></thead><tbody><tr><td><p><code>x or y</code></p></td><td><p>if <em>x</em> "
+        "is false, <em>y</em></p></td></tr><tr><td><p>a</p><p>b</p></td><td><p>c</p></td></tr>"
+        "</tbody></table></body></html>"
+    )
+    assert html_sections(page) == [
+        (
+            ("Ops",),
+            "Operation | Result\n--- | ---\nx or y | if x is false, y\n\na\n\nb\n\nc",
+        )
+    ]

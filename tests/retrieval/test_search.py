@@ -4,6 +4,7 @@ step with every kind of write."""
 from __future__ import annotations
 
 import itertools
+import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -149,6 +150,56 @@ def test_a_long_names_folder_from_before_names_were_shortened_goes(
     indexes.drop(name)
     assert not old.exists()
     assert not indexes.directory(name).exists()
+
+
+def test_saves_of_one_lexical_index_at_once_never_fail(
+    collection: Collection, embedder: FakeEmbedder, indexes: LexicalIndexes, corpus: Path
+) -> None:
+    """Two ingest jobs of one collection save its index at once: with one `.old` folder for
+    every save, one moved the index there while the other still had its own in it, and the
+    job failed with "Directory not empty" (a restarted server's two resumed jobs). Each save
+    now moves what it finds to a folder of its own; the last one in stays, whole."""
+    import threading
+
+    ingest(collection, embedder, indexes, corpus)
+    index = indexes.current(collection, save=False)
+    directory = indexes.directory(collection.name)
+    errors: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def save() -> None:
+        start.wait()
+        try:
+            for _ in range(25):
+                index.save(directory)
+        except BaseException as exc:  # any failure is what the test looks for
+            errors.append(exc)
+
+    threads = [threading.Thread(target=save) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert saved_ids(indexes, collection) == stored_ids(collection)
+    assert sorted(p.name for p in directory.parent.iterdir()) == [directory.name]
+
+
+def test_an_index_read_across_two_saves_is_not_used(
+    collection: Collection, embedder: FakeEmbedder, indexes: LexicalIndexes, corpus: Path
+) -> None:
+    """A reader reads the index's files one by one through the folder's name, which a save
+    moves: rows of one save beside the revision of another made a search fail (a row past
+    the ids) or search stale rows. Every save is stamped; files of two saves are no index."""
+    ingest(collection, embedder, indexes, corpus)
+    directory = indexes.directory(collection.name)
+    assert LexicalIndex.load(directory) is not None
+    rows = json.loads((directory / "rows.json").read_text())
+    rows["save"] = "another"
+    (directory / "rows.json").write_text(json.dumps(rows))
+    assert LexicalIndex.load(directory) is None
+    assert set(indexes.current(collection).ids) == stored_ids(collection)  # built again
+    assert saved_ids(indexes, collection) == stored_ids(collection)
 
 
 def test_a_stale_lexical_index_is_never_searched(
