@@ -202,6 +202,11 @@ FEATURES: tuple[str, ...] = (
 )
 """What a learned router reads (`decision_features`): the schema a router file is trained on."""
 
+MOST_TURNS_COUNTED = 16
+"""The `turns` feature counts at most this many user turns: a conversation of hundreds (a
+client's padding, a long chat) was a number no router file was trained near, which a logistic
+router's linear score could let decide the route alone."""
+
 _WORD = re.compile(r"[a-z0-9_]{3,}")
 
 
@@ -236,7 +241,7 @@ def decision_features(
         "adapter_match": best,
         "adapter_margin": best - runner_up,
         "question_words": math.log1p(len(request.question.split())),
-        "turns": float(len(request.turns)),
+        "turns": float(min(len(request.turns), MOST_TURNS_COUNTED)),
         "verdict_against": 1.0 if verdict in ADVISED_AGAINST else 0.0,
         "verdict_finetune": 1.0 if verdict == "fine-tune" else 0.0,
         "adapter_stale": 1.0 if stale_evidence else 0.0,

@@ -9,7 +9,13 @@ import pytest
 
 from ragtune.retrieval.search import SearchHit
 from ragtune.serving.errors import InvalidRequestError, RouteRequestError
-from ragtune.serving.router import AnswerBound, Route, RouteRequest, plan_route
+from ragtune.serving.router import (
+    MOST_TURNS_COUNTED,
+    AnswerBound,
+    Route,
+    RouteRequest,
+    plan_route,
+)
 from ragtune.serving.settings import RouterSettings
 
 SETTINGS = RouterSettings(
@@ -302,3 +308,13 @@ def test_strong_evidence_keeps_its_reason_for_a_stale_adapter() -> None:
     plan = plan_route(SETTINGS, RouteRequest("q"), hits_in(("changed", 0.7)), CLEAR, None, STALE)
     assert (plan.route, plan.adapter) == ("adapter+rag", "titler")
     assert "strong evidence" in plan.reason
+
+
+def test_the_turns_a_router_reads_are_bounded() -> None:
+    """A learned router reads how many user turns the conversation has: hundreds (a client's
+    padding, a long chat) were a number no router file is trained near, which its linear
+    score could let decide alone. The count stops at `MOST_TURNS_COUNTED`."""
+    for history, counted in [((), 1), (("a?",) * 4, 5), (("a?",) * 500, MOST_TURNS_COUNTED)]:
+        request = RouteRequest("and b?", history=history)
+        plan = plan_route(SETTINGS, request, hits(*WEAK), LOW)
+        assert plan.features["turns"] == float(counted)
