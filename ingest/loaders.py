@@ -783,17 +783,23 @@ def _table_lines(lines: list[str]) -> list[str]:
     and the chunker, which rows name the columns (they start every chunk of a table cut in
     several). A row of `th` cells after rows of data (a group's title, a footer) is not a
     header."""
+    texts = [_row(line) for line in lines]
+    heads = [_header_columns(line) for line in lines]
     rows: list[str] = []
     heading = True  # no row of data yet since the last line that is no row
-    for n, line in enumerate(lines):
-        rows.append(_row(line))
-        columns = _header_columns(line)
-        after = lines[n + 1] if n + 1 < len(lines) else ""
-        data = _CELL in after and not _header_columns(after) and bool(_row(after))
+    for n, (line, text, columns) in enumerate(zip(lines, texts, heads, strict=True)):
+        rows.append(text)
+        after = n + 1 < len(lines) and _CELL in lines[n + 1]
+        data = after and not heads[n + 1] and bool(texts[n + 1])
         if columns > 1 and heading and data:  # a row of one is a title across the table
-            rows.append(" | ".join(["---"] * columns))
+            rows.append(_delimiter_row(columns))
         heading = _CELL not in line or (heading and bool(columns))
     return rows
+
+
+def _delimiter_row(columns: int) -> str:
+    """The Markdown delimiter row under a table's header rows of `columns` cells."""
+    return " | ".join(["---"] * columns)
 
 
 def _lone_paragraph_of_cell(paragraph: Any) -> bool:
@@ -1118,7 +1124,7 @@ def _load_docx(path: Path, data: bytes) -> LoadedDocument:
             heads = _docx_header_rows(block)
             if 0 < heads < len(rows):  # marked as Markdown marks a header (see `_table_lines`)
                 columns = len(block.rows[heads - 1].cells)
-                rows.insert(heads, " | ".join(["---"] * columns))
+                rows.insert(heads, _delimiter_row(columns))
             body.append("\n".join(rows))
             continue
         text = block.text.strip()
