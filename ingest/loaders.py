@@ -47,7 +47,7 @@ SUFFIXES: dict[str, str] = {
 }
 
 
-LOADER_VERSIONS: dict[str, int] = {HTML: 13, PDF: 2, MARKDOWN: 8, RST: 4, TEXT: 3, DOCX: 2}
+LOADER_VERSIONS: dict[str, int] = {HTML: 14, PDF: 2, MARKDOWN: 8, RST: 4, TEXT: 3, DOCX: 2}
 """Bumped when a loader reads the same file differently (HTML 2: inline elements in place;
 3: self-contained blocks apart; 4: the terms of one description kept together; 5: a div
 whose class names a section stands apart, permalink marks left out; 6: navigation (menus,
@@ -713,12 +713,13 @@ _CELL = "\x03"  # the start of a table cell, resolved to " | " between cells of 
 _ROW = "\x04"  # the edge of a table row, resolved to one line break
 _LINE = "\x05"  # a `<br>` outside `pre`: a line break, or a space inside a row of cells
 _HEAD = "\x06"  # after `_CELL` for a header cell (`th`)
+_ROW_START = "\x07"  # after the `_ROW` that opens a row: its first line is where the row starts
 _TABLE_CELLS = frozenset({"td", "th"})
 
 
 def _unmarked(text: str) -> str:
     """A document's text without the control characters the walk uses as marks."""
-    for mark in (_PARAGRAPH_BREAK, _PRE_LINE, _UNIT_BREAK, _CELL, _ROW, _LINE, _HEAD):
+    for mark in (_PARAGRAPH_BREAK, _PRE_LINE, _UNIT_BREAK, _CELL, _ROW, _LINE, _HEAD, _ROW_START):
         text = text.replace(mark, "")
     return text
 
@@ -752,29 +753,44 @@ def _cell_lines(row: str) -> str:
 def _empty_cells(text: str) -> str:
     """`text` without the marks of cells and line breaks (what is left of an empty cell is
     white space)."""
-    return text.replace(_CELL, "").replace(_HEAD, "").replace(_LINE, "")
+    return text.replace(_CELL, "").replace(_HEAD, "").replace(_LINE, "").replace(_ROW_START, "")
 
 
-def _row(line: str) -> str:
+def _first_cell(line: str) -> int | None:
+    """Where the first filled cell of `line` is, counting the text before its first cell mark
+    as place 0; None for a line that is no row, or a row of empty cells."""
+    if _CELL not in line:
+        return None
+    cells = line.split(_CELL)
+    return next((n for n, cell in enumerate(cells) if _empty_cells(cell).strip()), None)
+
+
+def _row(line: str, start: int | None = None) -> str:
     """A line of the page's text, stripped, its table cells apart by " | " (a cell that
-    starts the line, or holds blocks, has no mark before it)."""
+    starts the line, or holds blocks, has no mark before it): from place `start` (the first
+    filled cell's by default: empty cells before it are left out unless the rows around it
+    fill their place) to its last filled cell."""
     if _CELL not in line:
         return line.strip()
     cells = [cell.replace(_HEAD, "").strip() for cell in line.split(_CELL)]
     filled = [n for n, cell in enumerate(cells) if cell]
-    return " | ".join(cells[filled[0] : filled[-1] + 1]) if filled else ""
+    if not filled:
+        return ""
+    first = filled[0] if start is None else min(start, filled[0])
+    return " | ".join(cells[first : filled[-1] + 1]).strip()
 
 
-def _header_columns(line: str) -> int:
+def _header_columns(line: str, start: int | None = None) -> int:
     """How many columns `line` heads when it is a row of header cells (every filled cell a
-    `th`), else 0."""
+    `th`), from place `start` (its first filled cell's by default), else 0."""
     before, *cells = line.split(_CELL)
     if before.strip():
         return 0
-    filled = [n for n, cell in enumerate(cells) if _empty_cells(cell).strip()]
-    if not filled or not all(cells[n].startswith(_HEAD) for n in filled):
+    filled = [n for n, cell in enumerate(cells, 1) if _empty_cells(cell).strip()]
+    if not filled or not all(cells[n - 1].startswith(_HEAD) for n in filled):
         return 0
-    return filled[-1] - filled[0] + 1
+    first = filled[0] if start is None else min(start, filled[0])
+    return filled[-1] - first + 1
 
 
 def _table_lines(lines: list[str]) -> list[str]:
@@ -782,19 +798,51 @@ def _table_lines(lines: list[str]) -> list[str]:
     header rows that start a table, when a row of data follows them: what tells a reader,
     and the chunker, which rows name the columns (they start every chunk of a table cut in
     several). A row of `th` cells after rows of data (a group's title, a footer) is not a
-    header."""
-    texts = [_row(line) for line in lines]
-    heads = [_header_columns(line) for line in lines]
+    header, nor is a row of one filled `th` (a title across the table). The rows of a table
+    (lines of cells one after another) start at the same place: an empty cell before a row's
+    first filled one is kept where another row fills that column (a header's empty corner
+    above the rows' names: left out, every name stood a column left of its values)."""
+    starts = _row_starts(lines)
+    lines = [line.replace(_ROW_START, "") for line in lines]
+    texts = [_row(line, at) for line, at in zip(lines, starts, strict=True)]
+    heads = [_header_columns(line, at) for line, at in zip(lines, starts, strict=True)]
     rows: list[str] = []
     heading = True  # no row of data yet since the last line that is no row
     for n, (line, text, columns) in enumerate(zip(lines, texts, heads, strict=True)):
         rows.append(text)
         after = n + 1 < len(lines) and _CELL in lines[n + 1]
         data = after and not heads[n + 1] and bool(texts[n + 1])
-        if columns > 1 and heading and data:  # a row of one is a title across the table
+        if columns and heading and data and _filled_cells(line) > 1:
             rows.append(_delimiter_row(columns))
         heading = _CELL not in line or (heading and bool(columns))
     return rows
+
+
+def _row_starts(lines: list[str]) -> list[int | None]:
+    """For each of `lines`, the place its row's cells are read from (`_row`): the earliest
+    first filled cell (`_first_cell`) of the rows of its table, lines of cells one after
+    another; None for a line that is no row's start (text, or the rest of a row whose cell
+    held blocks: its places are not the columns')."""
+    starts = [
+        _first_cell(line.removeprefix(_ROW_START)) if line.startswith(_ROW_START) else None
+        for line in lines
+    ]
+    begin = 0
+    for n in range(len(lines) + 1):
+        if n == len(lines) or _CELL not in lines[n]:
+            # Place 0 is text before a row's first cell mark (a row broken by a cell of
+            # blocks): no place for the other rows to keep.
+            table = [at for at in starts[begin:n] if at]
+            for m in range(begin, n):
+                if starts[m] is not None:
+                    starts[m] = min(table) if table else None
+            begin = n + 1
+    return starts
+
+
+def _filled_cells(line: str) -> int:
+    """How many cells of `line` hold something."""
+    return sum(1 for cell in line.split(_CELL)[1:] if _empty_cells(cell).strip())
 
 
 def _delimiter_row(columns: int) -> str:
@@ -986,7 +1034,7 @@ class _HtmlSections:
             if child.name == "tr" and not _QANDA_ROWS & set(child.get("class") or ()):
                 # A row is a line, its cells apart by " | " (as .docx tables are read): read
                 # cell by cell, a term's description went to a chunk of its own, away from it.
-                self.parts.append(_ROW)
+                self.parts.append(_ROW + _ROW_START)
                 stack.append((iter(child.children), _ROW, None))
                 continue
             if child.name == "p" and _lone_paragraph_of_cell(child):

@@ -505,6 +505,33 @@ def test_an_html_header_row_is_marked_as_one() -> None:
     ]
 
 
+def test_the_rows_of_an_html_table_keep_their_columns() -> None:
+    """An empty cell before a row's first filled one is kept where the table's other rows
+    fill that column: a header's empty corner above the rows' names (SQLite's NULL chart; left
+    out, every database's name stood a column left of its answers) and a row whose first
+    column is blank. A table whose every row starts with an empty cell (a spacer) loses it in
+    every row, and a table's columns do not carry over to the next one."""
+    page = (
+        "<html><body><h1>Nulls</h1><table><tr><th></th><th>SQLite</th><th>Oracle</th></tr>"
+        "<tr><td>null + 1 is null</td><td>Yes</td><td>Yes</td></tr>"
+        "<tr><td></td><td>(note 1)</td><td></td></tr></table>"
+        "<table><tr><td></td><td>spaced</td><td>a</td></tr><tr><td></td><td>b</td></tr></table>"
+        "<p>Then</p><table><tr><td></td><td>own</td><td>c</td></tr></table>"
+        # A title across the table beside the corner is no header; the rest of a row whose
+        # cell held paragraphs is no row start (its places are not the columns).
+        "<table><tr><th></th><th colspan='2'>Results</th></tr><tr><td>r</td><td>1</td>"
+        "<td>2</td></tr></table><table><tr><td></td><td><p>x</p><p>y</p></td><td>1</td></tr>"
+        "<tr><td></td><td>k</td><td>2</td></tr></table></body></html>"
+    )
+    assert html_sections(page) == [
+        (
+            ("Nulls",),
+            "| SQLite | Oracle\n--- | --- | ---\nnull + 1 is null | Yes | Yes\n| (note 1)\n\n"
+            "spaced | a\nb\n\nThen\n\nown | c\n\n| Results\nr | 1 | 2\n\nx\n\ny\n\n1\nk | 2",
+        )
+    ]
+
+
 def test_a_word_tables_header_rows_are_marked_as_such(tmp_path: Path) -> None:
     """Word marks a long table's header rows to repeat on every page ("Repeat as header row",
     `w:tblHeader`): a delimiter row under them says so, as under an HTML header row, and the
