@@ -8,7 +8,9 @@ ends no sentence (a term, a signature, a line of code, "Or,") is read with the b
 introduces, the one after it. The other is a subsection of a few words with no
 subsections of its own (an API function's "Parameters" and "Returns"): it is read with its
 section, joining the chunk that section's text ends with when both fit, under its own title
-and the section's heading path. The heading path ("Title > Section > Subsection") is kept
+and the section's heading path; what a section says after its subsections, when as small
+(gtk-doc's "Since: 3.0" after a function's "Parameters"), ends the chunk the section's own
+text ended with. The heading path ("Title > Section > Subsection") is kept
 with every chunk; it is embedded in front of the text only when `embed_headings` is set,
 because on the developers' evaluation set it made dense retrieval worse (all chunks of a page
 share a prefix).
@@ -204,8 +206,10 @@ class Chunker:
 
     def _chunk(self, document: LoadedDocument) -> list[Chunk]:
         chunks: list[Chunk] = []
-        # The section path (as loaded) of the last chunk, to find a small section's parent.
+        # The section path (as loaded) whose text was read last, to find a small section's
+        # parent, and the last chunk of it and of each section above it still open.
         last_path: tuple[str, ...] | None = None
+        ends: dict[tuple[str, ...], int] = {}
         separators = _SEPARATORS.get(document.file_type, _DEFAULT_SEPARATORS)
         sections = document.sections
         for n, section in enumerate(sections):
@@ -225,10 +229,22 @@ class Chunker:
                 for i, group in enumerate(groups):
                     texts += self._split(group, prefix, separators, "" if i else label)
             if texts and last_path is not None and _is_leaf_under(sections, n, last_path):
+                at = ends[last_path]
                 whole = "\n\n".join(texts)
-                joined = self._joined(chunks[-1], section.path[-1], whole, section.page)
+                joined = self._joined(chunks[at], section.path[-1], whole, section.page)
                 if joined is not None:
-                    chunks[-1] = joined
+                    chunks[at] = joined
+                    continue
+            at = ends.get(section.path)
+            if texts and at is not None and _resumes(sections, n):
+                # What a section says after its subsections (gtk-doc's "Since: 3.0" after a
+                # function's "Parameters"; alone, a chunk of three word pieces) ends the
+                # chunk its own text ended with, when small; its small subsections after it
+                # join that chunk too.
+                joined = self._joined(chunks[at], "", "\n\n".join(texts), section.page)
+                if joined is not None:
+                    chunks[at] = joined
+                    last_path = section.path
                     continue
             for text in texts:
                 chunks.append(
@@ -241,7 +257,10 @@ class Chunker:
                         embed_text(prefix, text),
                     )
                 )
+            if texts:
                 last_path = section.path
+                ends = {path: at for path, at in ends.items() if path == section.path[: len(path)]}
+                ends[section.path] = len(chunks) - 1
         return chunks
 
     def _labelled(self, blocks: list[str], budget: int) -> list[tuple[str, str]]:
@@ -279,12 +298,13 @@ class Chunker:
 
     def _joined(self, parent: Chunk, title: str, text: str, page: int | None) -> Chunk | None:
         """`parent` (the last chunk of a section) with a small subsection of it that follows
-        it, under the subsection's own title: None when the subsection is not small, is on
-        another page or the two do not fit one chunk."""
+        it, under the subsection's own `title`, or with the section's own small text after its
+        subsections (no title): None when that is not small, is on another page or the two do
+        not fit one chunk."""
         if page != parent.page or self.counter.content_tokens(text) >= _SMALL_SECTION:
             return None
         prefix = parent.embed_text.removesuffix(parent.text)
-        joined = f"{parent.text}\n\n{title}\n{text}"
+        joined = f"{parent.text}\n\n{title}\n{text}" if title else f"{parent.text}\n\n{text}"
         if self.counter.count_tokens([prefix + joined])[0] > self.max_tokens:
             return None
         return Chunk(parent.index, joined, parent.heading, parent.section, page, prefix + joined)
@@ -545,6 +565,15 @@ def _is_leaf_under(sections: Sequence[Section], n: int, parent: tuple[str, ...])
     if not path or path[:-1] != parent:
         return False
     return n + 1 == len(sections) or sections[n + 1].path[: len(path)] != path
+
+
+def _resumes(sections: Sequence[Section], n: int) -> bool:
+    """Whether section `n` is the rest of a section after its subsections (the one before it
+    is under it): gtk-doc's "Since: 3.0" after a function's "Parameters", the text of an HTML
+    section after a nested one closed."""
+    path = sections[n].path
+    before = sections[n - 1].path if n else ()
+    return len(before) > len(path) and before[: len(path)] == path
 
 
 def topic_groups(text: str, counter: TokenCounter, budget: int) -> list[str]:

@@ -233,6 +233,75 @@ def test_a_small_subsection_with_none_of_its_own_is_read_with_its_section() -> N
     assert f.embed_text == f"API > f()\n{f.text}"
 
 
+def test_what_a_section_says_after_its_subsections_ends_its_own_chunk() -> None:
+    """gtk-doc closes each function with "Since: 3.0" after its "Parameters" (a nested
+    section): alone, a chunk of a few word pieces that answers nothing (a fifth of the GTK
+    set's chunks). When small it ends the chunk the section's own text ended with, also when
+    a subsection came between as chunks of its own; not when it does not fit there, is not
+    small, is on another page, or merely shares its heading with the section before."""
+    fake = FakeEmbedder(max_tokens=100)
+    document = LoadedDocument(
+        "API",
+        "html",
+        [
+            Section(("API", "f()"), "f doubles a number."),
+            Section(("API", "f()", "Parameters"), "x | the number"),
+            Section(("API", "f()"), "Since: 3.0"),
+            Section(("API", "g()"), "g halves a number."),
+            Section(("API", "g()", "Notes"), "note " * 60),
+            Section(("API", "g()"), "Since: 2.4"),
+            Section(("API", "k()"), "k " * 97),
+            Section(("API", "k()", "Notes"), "note " * 60),
+            Section(("API", "k()"), "Since: 2.6"),
+            Section(("API", "n()"), "n adds one."),
+            Section(("API", "n()", "Notes"), "note " * 60),
+            Section(("API", "n()"), "more " * 40),
+            Section(("API", "m()"), "m negates a number.", page=1),
+            Section(("API", "m()", "Notes"), "note " * 60, page=1),
+            Section(("API", "m()"), "Since: 3.2", page=2),
+            Section(("API", "p()"), "p one."),
+            Section(("API", "p()"), "p two."),
+            # a small subsection after the resumed text joins the same chunk
+            Section(("API", "q()"), "q triples a number."),
+            Section(("API", "q()", "Notes"), "note " * 60),
+            Section(("API", "q()"), "Since: 3.4"),
+            Section(("API", "q()", "Returns"), "thrice x"),
+            # a section whose subsection came back after another section was read: its own
+            # chunk is no longer the one before
+            Section(("API", "r()"), "r example."),
+            Section(("API", "r()", "Out"), "out " * 60),
+            Section(("API", "s()"), "s text."),
+            Section(("API", "r()", "Out"), "out " * 60),
+            Section(("API", "r()"), "See above."),
+        ],
+    )
+    chunks = Chunker(fake, overlap_tokens=0).chunk(document)
+    by_section: dict[str, list[str]] = {}
+    for chunk in chunks:
+        by_section.setdefault(chunk.section, []).append(chunk.text)
+    assert by_section["f()"] == ["f doubles a number.\n\nParameters\nx | the number\n\nSince: 3.0"]
+    assert by_section["g()"] == ["g halves a number.\n\nSince: 2.4"]
+    assert by_section["g() > Notes"] == [("note " * 60).strip()]
+    assert by_section["k()"] == [("k " * 97).strip(), "Since: 2.6"]
+    assert by_section["n()"] == ["n adds one.", ("more " * 40).strip()]
+    assert by_section["m()"] == ["m negates a number.", "Since: 3.2"]
+    assert by_section["p()"] == ["p one.", "p two."]
+    assert by_section["q()"] == ["q triples a number.\n\nSince: 3.4\n\nReturns\nthrice x"]
+    assert by_section["r()"] == ["r example.", "See above."]
+    assert [c.index for c in chunks] == list(range(len(chunks)))
+    # As gtk-doc writes it: the function's text, its parameters and its version one chunk.
+    page = (
+        "<html><body><div class='refsect2'><h3>f ()</h3><p>f doubles a number.</p>"
+        "<div class='refsect3'><h4>Parameters</h4><table><tr><td><p>x</p></td>"
+        "<td><p>the number</p></td></tr></table></div><p class='since'>Since: 3.0</p></div>"
+        "<div class='refsect2'><h3>g ()</h3><p>g halves a number.</p></div></body></html>"
+    )
+    assert _html_chunks("f.html", page) == [
+        "f doubles a number.\n\nParameters\nx | the number\n\nSince: 3.0",
+        "g halves a number.",
+    ]
+
+
 def _html_chunks(name: str, page: str) -> list[str]:
     """The chunks' texts of an HTML page, each block small enough to be a chunk of its own."""
     document = load_document(Path(name), page.encode())
