@@ -568,12 +568,12 @@ def _is_leaf_under(sections: Sequence[Section], n: int, parent: tuple[str, ...])
 
 
 def _resumes(sections: Sequence[Section], n: int) -> bool:
-    """Whether section `n` is the rest of a section after its subsections (the one before it
-    is under it): gtk-doc's "Since: 3.0" after a function's "Parameters", the text of an HTML
-    section after a nested one closed."""
+    """Whether section `n` is the rest of a section right after its subsections (the loader
+    says it resumes, and the section before it is under it): gtk-doc's "Since: 3.0" after a
+    function's "Parameters". A section a heading starts is its own, the same title or not."""
     path = sections[n].path
     before = sections[n - 1].path if n else ()
-    return len(before) > len(path) and before[: len(path)] == path
+    return sections[n].resumed and len(before) > len(path) and before[: len(path)] == path
 
 
 def topic_groups(text: str, counter: TokenCounter, budget: int) -> list[str]:

@@ -86,6 +86,9 @@ class Section:
     path: tuple[str, ...]
     text: str
     page: int | None = None
+    resumed: bool = False
+    """The rest of the section `path` after a subsection of it ended, not a section its heading
+    starts: in HTML, what follows a nested `section` (or section `div`) inside its own."""
 
 
 @dataclass
@@ -977,6 +980,7 @@ class _HtmlSections:
         self.headings: list[tuple[int, str]] = []
         self.parts: list[str] = []
         self._descriptions: dict[int, bool] = {}
+        self._resumed = False  # the text read since the last flush resumes its section
 
     def read(self, node: Any) -> None:
         """Read `node`'s children in document order. With a stack, not recursion: legacy
@@ -1000,6 +1004,7 @@ class _HtmlSections:
                     # heading inside it.
                     self.flush()
                     self.headings = outer
+                    self._resumed = True
                 continue
             if isinstance(child, PreformattedString):
                 continue  # comments, doctype, CDATA, processing instructions
@@ -1015,6 +1020,7 @@ class _HtmlSections:
             level = _HTML_HEADINGS.get(child.name)
             if level is not None and _is_heading_sized(child):
                 self.flush()
+                self._resumed = False
                 heading = child.get_text(" ", strip=True)
                 while self.headings and self.headings[-1][0] >= level:
                     self.headings.pop()
@@ -1079,7 +1085,8 @@ class _HtmlSections:
         self.parts = []
         text = "\n\n\n".join(pieces)
         if text:
-            self.sections.append(Section(tuple(h for _, h in self.headings), text))
+            path = tuple(h for _, h in self.headings)
+            self.sections.append(Section(path, text, resumed=self._resumed))
 
     def finish(self) -> list[Section]:
         self.flush()

@@ -238,7 +238,8 @@ def test_what_a_section_says_after_its_subsections_ends_its_own_chunk() -> None:
     section): alone, a chunk of a few word pieces that answers nothing (a fifth of the GTK
     set's chunks). When small it ends the chunk the section's own text ended with, also when
     a subsection came between as chunks of its own; not when it does not fit there, is not
-    small, is on another page, or merely shares its heading with the section before."""
+    small, is on another page, or is a section of its own (its heading starts it, or no
+    subsection of it came before)."""
     fake = FakeEmbedder(max_tokens=100)
     document = LoadedDocument(
         "API",
@@ -246,25 +247,29 @@ def test_what_a_section_says_after_its_subsections_ends_its_own_chunk() -> None:
         [
             Section(("API", "f()"), "f doubles a number."),
             Section(("API", "f()", "Parameters"), "x | the number"),
-            Section(("API", "f()"), "Since: 3.0"),
+            Section(("API", "f()"), "Since: 3.0", resumed=True),
             Section(("API", "g()"), "g halves a number."),
             Section(("API", "g()", "Notes"), "note " * 60),
-            Section(("API", "g()"), "Since: 2.4"),
+            Section(("API", "g()"), "Since: 2.4", resumed=True),
             Section(("API", "k()"), "k " * 97),
             Section(("API", "k()", "Notes"), "note " * 60),
-            Section(("API", "k()"), "Since: 2.6"),
+            Section(("API", "k()"), "Since: 2.6", resumed=True),
             Section(("API", "n()"), "n adds one."),
             Section(("API", "n()", "Notes"), "note " * 60),
-            Section(("API", "n()"), "more " * 40),
+            Section(("API", "n()"), "more " * 40, resumed=True),
             Section(("API", "m()"), "m negates a number.", page=1),
             Section(("API", "m()", "Notes"), "note " * 60, page=1),
-            Section(("API", "m()"), "Since: 3.2", page=2),
+            Section(("API", "m()"), "Since: 3.2", page=2, resumed=True),
             Section(("API", "p()"), "p one."),
-            Section(("API", "p()"), "p two."),
+            Section(("API", "p()"), "p two.", resumed=True),
+            # a heading of the same title after a subsection starts a section of its own
+            Section(("API", "t()"), "t one."),
+            Section(("API", "t()", "Notes"), "note " * 60),
+            Section(("API", "t()"), "t two."),
             # a small subsection after the resumed text joins the same chunk
             Section(("API", "q()"), "q triples a number."),
             Section(("API", "q()", "Notes"), "note " * 60),
-            Section(("API", "q()"), "Since: 3.4"),
+            Section(("API", "q()"), "Since: 3.4", resumed=True),
             Section(("API", "q()", "Returns"), "thrice x"),
             # a section whose subsection came back after another section was read: its own
             # chunk is no longer the one before
@@ -272,7 +277,7 @@ def test_what_a_section_says_after_its_subsections_ends_its_own_chunk() -> None:
             Section(("API", "r()", "Out"), "out " * 60),
             Section(("API", "s()"), "s text."),
             Section(("API", "r()", "Out"), "out " * 60),
-            Section(("API", "r()"), "See above."),
+            Section(("API", "r()"), "See above.", resumed=True),
         ],
     )
     chunks = Chunker(fake, overlap_tokens=0).chunk(document)
@@ -288,6 +293,7 @@ def test_what_a_section_says_after_its_subsections_ends_its_own_chunk() -> None:
     assert by_section["p()"] == ["p one.", "p two."]
     assert by_section["q()"] == ["q triples a number.\n\nSince: 3.4\n\nReturns\nthrice x"]
     assert by_section["r()"] == ["r example.", "See above."]
+    assert by_section["t()"] == ["t one.", "t two."]
     assert [c.index for c in chunks] == list(range(len(chunks)))
     # As gtk-doc writes it: the function's text, its parameters and its version one chunk.
     page = (
