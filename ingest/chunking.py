@@ -229,11 +229,11 @@ class Chunker:
                 for i, group in enumerate(groups):
                     texts += self._split(group, prefix, separators, "" if i else label)
             if texts and last_path is not None and _is_leaf_under(sections, n, last_path):
-                at = ends[last_path]
+                end = ends[last_path]
                 whole = "\n\n".join(texts)
-                joined = self._joined(chunks[at], section.path[-1], whole, section.page)
+                joined = self._joined(chunks[end], section.path[-1], whole, section.page)
                 if joined is not None:
-                    chunks[at] = joined
+                    chunks[end] = joined
                     continue
             at = ends.get(section.path)
             if texts and at is not None and _resumes(sections, n):
