@@ -47,7 +47,7 @@ SUFFIXES: dict[str, str] = {
 }
 
 
-LOADER_VERSIONS: dict[str, int] = {HTML: 14, PDF: 2, MARKDOWN: 8, RST: 4, TEXT: 3, DOCX: 2}
+LOADER_VERSIONS: dict[str, int] = {HTML: 15, PDF: 2, MARKDOWN: 8, RST: 4, TEXT: 3, DOCX: 2}
 """Bumped when a loader reads the same file differently (HTML 2: inline elements in place;
 3: self-contained blocks apart; 4: the terms of one description kept together; 5: a div
 whose class names a section stands apart, permalink marks left out; 6: navigation (menus,
@@ -571,6 +571,12 @@ change to capitals or trailing digits (`fancy_toc`, `nav-links`, `menu mainmenu`
 `topNav` and `navList`, Doxygen's `navrow1`). A box so named is navigation only when most of
 its text is link text: a site's menu is links, a reST sidebar (`div.sidebar`) or a layout
 wrapper (`with-sidebar`) is content."""
+_CONTENTS_NAMES = frozenset({"contents", "shortcontents"})
+"""A class or id, whole, that names a table of contents (makeinfo's `div.contents` and
+`div.shortcontents`, docutils' `div.contents`): navigation when most of its text is link text,
+as a box named with a navigation word (some sites call the box of a page's text "contents";
+gtk-doc's `example-contents` and `table-contents` are an example's and a table's text, so the
+word alone names nothing)."""
 _NAVIGATION_ROLES = frozenset({"navigation", "search", "doc-toc"})
 """ARIA's navigation and search landmarks and DPUB-ARIA's table of contents."""
 _PAGE_ROOTS = frozenset({"html", "body", "main", "article"})
@@ -580,8 +586,8 @@ _NEVER_NAVIGATION = _PAGE_ROOTS | frozenset(_HTML_HEADING_NAMES)
 def _is_navigation(tag: Any) -> bool:
     """Whether an element is a page's navigation, where to go rather than what the page says
     (as `nav` is): ARIA's navigation or search landmark, a box named as navigation
-    (`_NAVIGATION_NAMES`), or one whose name has a navigation word (`_NAVIGATION_WORDS`) and
-    whose text is mostly link text."""
+    (`_NAVIGATION_NAMES`), or one whose name has a navigation word (`_NAVIGATION_WORDS`) or
+    names a table of contents (`_CONTENTS_NAMES`) and whose text is mostly link text."""
     if tag.name in _NEVER_NAVIGATION:
         return False
     if str(tag.get("role", "")).strip().lower() in _NAVIGATION_ROLES:
@@ -599,7 +605,7 @@ def _is_navigation(tag: Any) -> bool:
             *re.split(r"[-_]|(?<=[a-z])(?=[A-Z])", name),  # `topNav` is a nav
         )
     }
-    if not words & _NAVIGATION_WORDS:
+    if not words & _NAVIGATION_WORDS and not any(n.lower() in _CONTENTS_NAMES for n in written):
         return False
     text = len(tag.get_text("", strip=True))
     linked = sum(len(a.get_text("", strip=True)) for a in tag.find_all("a"))

@@ -348,6 +348,31 @@ def test_html_navigation_is_not_text() -> None:
     ]
 
 
+def test_an_html_table_of_contents_is_not_text() -> None:
+    """makeinfo heads every page with its table of contents (`div.contents`): FFmpeg's
+    filters page read as 24 chunks of section numbers and filter names, which matched
+    questions by a filter's name. A box named "contents" that is mostly links is left out;
+    one of text (a site's box of the page's text) stays, and so do gtk-doc's
+    `table-contents` and `example-contents`, a table's and an example's text, links or not."""
+    page = (
+        "<html><body><h1>ffmpeg-filters</h1><div class='Contents_element' id='SEC_Contents'>"
+        "<h2 class='contents-heading'>Table of Contents</h2><div class='contents'>"
+        "<ul><li><a href='#Description'>1 Description</a></li><li><a href='#afade'>"
+        "8.20 afade</a></li></ul></div></div><div class='shortcontents'><ul><li>"
+        "<a href='#Description'>1 Description</a></li></ul></div>"
+        "<h2>1 Description</h2><div id='contents'><p>Filters change <a href='m.html'>"
+        "media</a> as it passes through.</p></div><div class='table-contents'><table><tr>"
+        "<td><a href='a.html'>afade</a></td><td><a href='f.html'>fade</a></td></tr></table>"
+        "</div></body></html>"
+    )
+    assert html_sections(page) == [
+        (
+            ("ffmpeg-filters", "1 Description"),
+            "Filters change media as it passes through.\n\nafade | fade",
+        ),
+    ]
+
+
 def test_html_listing_line_numbers_are_not_text() -> None:
     """gtk-doc and Pygments set a listing's line numbers in a `pre` of their own beside the
     code: "1 2 3" read as text between a sentence and its code. Numbers that do not count
