@@ -47,7 +47,7 @@ SUFFIXES: dict[str, str] = {
 }
 
 
-LOADER_VERSIONS: dict[str, int] = {HTML: 15, PDF: 2, MARKDOWN: 8, RST: 4, TEXT: 3, DOCX: 2}
+LOADER_VERSIONS: dict[str, int] = {HTML: 15, PDF: 2, MARKDOWN: 8, RST: 5, TEXT: 3, DOCX: 2}
 """Bumped when a loader reads the same file differently (HTML 2: inline elements in place;
 3: self-contained blocks apart; 4: the terms of one description kept together; 5: a div
 whose class names a section stands apart, permalink marks left out; 6: navigation (menus,
@@ -60,14 +60,16 @@ over the text read as text, navigation named in camel case or with digits left o
 heading's scope ends with the section, article or other self-contained block it is in; 10:
 an element with the `hidden` attribute left out; 11: a `<br>` in a row of cells a space; 12: a
 delimiter row ("--- | ---") under a table's header rows of `th` cells; 13: a cell's only
-paragraph read as its text; PDF 2:
+paragraph read as its text; 14: a table's rows keep their columns, text resuming a section
+after a nested one marked as such; 15: a table of contents named `contents` left out; PDF 2:
 paragraphs and headings, see `ingest.pdf`; Markdown 2: setext headings, front matter,
 paragraphs kept apart; 3: a heading of closing #s alone is empty (CommonMark); 4: a link's or
 image's data URI without its payload; 5: kept in inline code; 6: a backslash-escaped
 backtick opens no code; 7: a heading of more than `MAX_HEADING_WORDS` words is text, a front
 matter title at most that long, control characters left out; 8: cut before a code block's
 opening fence only, see `ingest.chunking`; RST 2: markup a reader never
-sees left out; 3: directive names in any case; 4: as Markdown 7; text 2: paragraphs grouped
+sees left out; 3: directive names in any case; 4: as Markdown 7; 5: `.. only::` content read
+as markup; text 2: paragraphs grouped
 by topic when chunked, see `ingest.chunking`; 3: control characters left out; DOCX 2: a
 delimiter row under a table's header rows), so that the
 next ingest re-reads files of that type instead of skipping them as unchanged."""
@@ -279,6 +281,9 @@ _RST_HIDDEN = re.compile(
     re.IGNORECASE,  # directive names are case-insensitive: `.. Contents::` is `.. contents::`
 )
 _RST_PAGE_FIELD = re.compile(r"^:(?:tocdepth|orphan|nocomments|nosearch):")
+_RST_ONLY = re.compile(r"^\s*\.\.\s+only::", re.IGNORECASE)
+"""Sphinx's `.. only:: html`: its content is the page's own markup, shown for some builders;
+the line goes, the content is read as any (a `.. contents::` in it was a chunk of markup)."""
 _RST_BLOCK_START = re.compile(r"^\s*\.\.\s+[\w:+.-]+::|.*::\s*$")
 """A line whose indented lines after it are its content, kept as written (a directive, or a
 paragraph ending in "::" before a literal block): markup-looking lines in there are text."""
@@ -302,6 +307,14 @@ def _rst_shown_lines(lines: list[str]) -> list[str]:
             i += 1
             continue
         literal = None
+        if _RST_ONLY.match(line):
+            own = _indent(line)
+            i += 1
+            while i < len(lines) and lines[i].strip() and _indent(lines[i]) > own:
+                i += 1  # the expression's lines after the first ("html or\n   epub")
+            if i < len(lines) and not lines[i].strip():
+                i += 1  # the blank line before its content: one break, not two
+            continue
         if _RST_HIDDEN.match(line) or _RST_PAGE_FIELD.match(line):
             own = _indent(line)
             i += 1
@@ -573,10 +586,11 @@ its text is link text: a site's menu is links, a reST sidebar (`div.sidebar`) or
 wrapper (`with-sidebar`) is content."""
 _CONTENTS_NAMES = frozenset({"contents", "shortcontents"})
 """A class or id, whole, that names a table of contents (makeinfo's `div.contents` and
-`div.shortcontents`, docutils' `div.contents`): navigation when most of its text is link text,
-as a box named with a navigation word (some sites call the box of a page's text "contents";
-gtk-doc's `example-contents` and `table-contents` are an example's and a table's text, so the
-word alone names nothing)."""
+`div.shortcontents`, docutils' `div.contents`): navigation when most of its text is the text
+of links into the page itself (`href="#..."`). Doxygen calls the box of a page's text
+`contents`, which on an index page is mostly links to other pages; gtk-doc's
+`example-contents` and `table-contents` are an example's and a table's text, so the word
+alone names nothing."""
 _NAVIGATION_ROLES = frozenset({"navigation", "search", "doc-toc"})
 """ARIA's navigation and search landmarks and DPUB-ARIA's table of contents."""
 _PAGE_ROOTS = frozenset({"html", "body", "main", "article"})
@@ -586,8 +600,9 @@ _NEVER_NAVIGATION = _PAGE_ROOTS | frozenset(_HTML_HEADING_NAMES)
 def _is_navigation(tag: Any) -> bool:
     """Whether an element is a page's navigation, where to go rather than what the page says
     (as `nav` is): ARIA's navigation or search landmark, a box named as navigation
-    (`_NAVIGATION_NAMES`), or one whose name has a navigation word (`_NAVIGATION_WORDS`) or
-    names a table of contents (`_CONTENTS_NAMES`) and whose text is mostly link text."""
+    (`_NAVIGATION_NAMES`), one whose name has a navigation word (`_NAVIGATION_WORDS`) and
+    whose text is mostly link text, or one that names a table of contents
+    (`_CONTENTS_NAMES`) and whose text is mostly links into the page."""
     if tag.name in _NEVER_NAVIGATION:
         return False
     if str(tag.get("role", "")).strip().lower() in _NAVIGATION_ROLES:
@@ -605,10 +620,13 @@ def _is_navigation(tag: Any) -> bool:
             *re.split(r"[-_]|(?<=[a-z])(?=[A-Z])", name),  # `topNav` is a nav
         )
     }
-    if not words & _NAVIGATION_WORDS and not any(n.lower() in _CONTENTS_NAMES for n in written):
-        return False
+    links = tag.find_all("a")
+    if not words & _NAVIGATION_WORDS:
+        if not any(name.lower() in _CONTENTS_NAMES for name in written):
+            return False
+        links = [a for a in links if str(a.get("href", "")).startswith("#")]
     text = len(tag.get_text("", strip=True))
-    linked = sum(len(a.get_text("", strip=True)) for a in tag.find_all("a"))
+    linked = sum(len(a.get_text("", strip=True)) for a in links)
     return 2 * linked >= text
 
 

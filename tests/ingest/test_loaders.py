@@ -142,12 +142,15 @@ def test_rst_markup_a_reader_never_sees_is_left_out(tmp_path: Path) -> None:
     set how a page is shown are not text (alone, each became a chunk of its own); literal
     blocks and directive content are kept as written, markup-looking lines included, and an
     empty comment before a blank line takes no text; directive names are case-insensitive
-    (reStructuredText's rules)."""
+    (reStructuredText's rules). Sphinx's `.. only::` is no text but its content is the
+    page's own markup, read as any (the Python FAQ's `.. contents::` sits in one), a
+    paragraph apart from the text before it (not a block: the chunker cuts at two blank
+    lines)."""
     path = tmp_path / "doc.rst.txt"
     path.write_text(
         ":tocdepth: 2\n\n.. highlight:: python\n\n=====\nTitle\n=====\n\n"
         ".. sectionauthor:: A. Writer <a@example.org>\n.. currentmodule:: os\n\nIntro.\n\n"
-        ".. Contents::\n\n"
+        ".. Contents::\n\n.. only:: html\n\n   .. contents::\n\n.. ONLY:: html\n\n   Shown.\n\n"
         ".. testsetup::\n\n   import os\n\n"
         ".. XXX update this answer\n   before the next release.\n\nKept one.\n\n"
         ".. _next-part:\n\nPart\n====\n\nAn example::\n\n   .. _not-a-label:\n   x = 1\n\n"
@@ -156,13 +159,16 @@ def test_rst_markup_a_reader_never_sees_is_left_out(tmp_path: Path) -> None:
         "..\n\n   A quote after an empty comment.\n"
     )
     assert paths_and_texts(load(path)) == [
-        (("Title",), "Intro. Kept one."),
+        (("Title",), "Intro. Shown. Kept one."),
         (
             ("Title", "Part"),
             "An example:: .. _not-a-label: x = 1 .. note:: A note. End. "
             "A quote after an empty comment.",
         ),
     ]
+    path.write_text("=====\nTitle\n=====\n\nIntro.\n\n.. only:: html or\n   epub\n\n   Shown.\n")
+    (section,) = load(path).sections
+    assert section.text == "Intro.\n\n   Shown."
 
 
 def test_real_rst_from_the_python_docs(eval_small: Path) -> None:
@@ -351,9 +357,10 @@ def test_html_navigation_is_not_text() -> None:
 def test_an_html_table_of_contents_is_not_text() -> None:
     """makeinfo heads every page with its table of contents (`div.contents`): FFmpeg's
     filters page read as 24 chunks of section numbers and filter names, which matched
-    questions by a filter's name. A box named "contents" that is mostly links is left out;
-    one of text (a site's box of the page's text) stays, and so do gtk-doc's
-    `table-contents` and `example-contents`, a table's and an example's text, links or not."""
+    questions by a filter's name. A box named "contents" that is mostly links into the page
+    is left out; one of text, or of links to other pages (Doxygen's box of a page's text, on
+    an index page), stays, and so do gtk-doc's `table-contents` and `example-contents`, a
+    table's and an example's text, links or not."""
     page = (
         "<html><body><h1>ffmpeg-filters</h1><div class='Contents_element' id='SEC_Contents'>"
         "<h2 class='contents-heading'>Table of Contents</h2><div class='contents'>"
@@ -363,12 +370,14 @@ def test_an_html_table_of_contents_is_not_text() -> None:
         "<h2>1 Description</h2><div id='contents'><p>Filters change <a href='m.html'>"
         "media</a> as it passes through.</p></div><div class='table-contents'><table><tr>"
         "<td><a href='a.html'>afade</a></td><td><a href='f.html'>fade</a></td></tr></table>"
-        "</div></body></html>"
+        "</div><div class='contents'><ul><li><a href='a.html'>Drawing with the geometry "
+        "module</a></li></ul></div></body></html>"
     )
     assert html_sections(page) == [
         (
             ("ffmpeg-filters", "1 Description"),
-            "Filters change media as it passes through.\n\nafade | fade",
+            "Filters change media as it passes through.\n\nafade | fade\n\n"
+            "Drawing with the geometry module",
         ),
     ]
 
