@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from ragtune.ingest.chunking import _MOST_PARAGRAPHS, Chunker, gap_similarities, topic_groups
+from ragtune.ingest.chunking import (
+    _MOST_PARAGRAPHS,
+    Chunk,
+    Chunker,
+    gap_similarities,
+    topic_groups,
+)
 from ragtune.ingest.loaders import LoadedDocument, Section, load_document
 from ragtune.retrieval.embedder import Embedder
 from tests.support.fakes import FakeEmbedder
@@ -186,35 +192,41 @@ def test_a_very_long_heading_keeps_its_innermost_part() -> None:
     assert heading == "word0 word1 word2 word3 word4 word5 word6 word7 word8 word9"
 
 
+def _by_section(chunks: Sequence[Chunk]) -> dict[str, list[str]]:
+    """The chunks' texts by their section path (below the title)."""
+    found: dict[str, list[str]] = {}
+    for chunk in chunks:
+        found.setdefault(chunk.section, []).append(chunk.text)
+    return found
+
+
+def _api(*sections: Section) -> LoadedDocument:
+    return LoadedDocument("API", "html", list(sections))
+
+
 def test_a_small_subsection_with_none_of_its_own_is_read_with_its_section() -> None:
     fake = FakeEmbedder(max_tokens=100)
-    document = LoadedDocument(
-        "API",
-        "html",
-        [
-            Section(("API", "f()"), "f doubles a number."),
-            Section(("API", "f()", "Parameters"), "x\n\nthe number"),
-            Section(("API", "f()", "Returns"), "twice x"),
-            # too long to join
-            Section(("API", "g()"), "g halves a number."),
-            Section(("API", "g()", "Notes"), "note " * 60),
-            Section(("API", "g()", "Returns"), "half x"),
-            # small, but with a subsection of its own
-            Section(("API", "h()"), "h squares a number."),
-            Section(("API", "h()", "Usage"), "call it"),
-            Section(("API", "h()", "Usage", "Errors"), "none at all"),
-            # joined, the two would not fit
-            Section(("API", "k()"), "k " * 80),
-            Section(("API", "k()", "Returns"), "a number " * 10),
-            # on another page
-            Section(("API", "m()"), "m negates a number.", page=1),
-            Section(("API", "m()", "Returns"), "minus x", page=2),
-        ],
+    document = _api(
+        Section(("API", "f()"), "f doubles a number."),
+        Section(("API", "f()", "Parameters"), "x\n\nthe number"),
+        Section(("API", "f()", "Returns"), "twice x"),
+        # too long to join
+        Section(("API", "g()"), "g halves a number."),
+        Section(("API", "g()", "Notes"), "note " * 60),
+        Section(("API", "g()", "Returns"), "half x"),
+        # small, but with a subsection of its own
+        Section(("API", "h()"), "h squares a number."),
+        Section(("API", "h()", "Usage"), "call it"),
+        Section(("API", "h()", "Usage", "Errors"), "none at all"),
+        # joined, the two would not fit
+        Section(("API", "k()"), "k " * 80),
+        Section(("API", "k()", "Returns"), "a number " * 10),
+        # on another page
+        Section(("API", "m()"), "m negates a number.", page=1),
+        Section(("API", "m()", "Returns"), "minus x", page=2),
     )
     chunks = Chunker(fake, overlap_tokens=0).chunk(document)
-    by_section: dict[str, list[str]] = {}
-    for chunk in chunks:
-        by_section.setdefault(chunk.section, []).append(chunk.text)
+    by_section = _by_section(chunks)
     assert by_section["f()"] == [
         "f doubles a number.\n\nParameters\nx\n\nthe number\n\nReturns\ntwice x"
     ]
@@ -241,49 +253,43 @@ def test_what_a_section_says_after_its_subsections_ends_its_own_chunk() -> None:
     small, is on another page, or is a section of its own (its heading starts it, or no
     subsection of it came before)."""
     fake = FakeEmbedder(max_tokens=100)
-    document = LoadedDocument(
-        "API",
-        "html",
-        [
-            Section(("API", "f()"), "f doubles a number."),
-            Section(("API", "f()", "Parameters"), "x | the number"),
-            Section(("API", "f()"), "Since: 3.0", resumed=True),
-            Section(("API", "g()"), "g halves a number."),
-            Section(("API", "g()", "Notes"), "note " * 60),
-            Section(("API", "g()"), "Since: 2.4", resumed=True),
-            Section(("API", "k()"), "k " * 97),
-            Section(("API", "k()", "Notes"), "note " * 60),
-            Section(("API", "k()"), "Since: 2.6", resumed=True),
-            Section(("API", "n()"), "n adds one."),
-            Section(("API", "n()", "Notes"), "note " * 60),
-            Section(("API", "n()"), "more " * 40, resumed=True),
-            Section(("API", "m()"), "m negates a number.", page=1),
-            Section(("API", "m()", "Notes"), "note " * 60, page=1),
-            Section(("API", "m()"), "Since: 3.2", page=2, resumed=True),
-            Section(("API", "p()"), "p one."),
-            Section(("API", "p()"), "p two.", resumed=True),
-            # a heading of the same title after a subsection starts a section of its own
-            Section(("API", "t()"), "t one."),
-            Section(("API", "t()", "Notes"), "note " * 60),
-            Section(("API", "t()"), "t two."),
-            # a small subsection after the resumed text joins the same chunk
-            Section(("API", "q()"), "q triples a number."),
-            Section(("API", "q()", "Notes"), "note " * 60),
-            Section(("API", "q()"), "Since: 3.4", resumed=True),
-            Section(("API", "q()", "Returns"), "thrice x"),
-            # a section whose subsection came back after another section was read: its own
-            # chunk is no longer the one before
-            Section(("API", "r()"), "r example."),
-            Section(("API", "r()", "Out"), "out " * 60),
-            Section(("API", "s()"), "s text."),
-            Section(("API", "r()", "Out"), "out " * 60),
-            Section(("API", "r()"), "See above.", resumed=True),
-        ],
+    document = _api(
+        Section(("API", "f()"), "f doubles a number."),
+        Section(("API", "f()", "Parameters"), "x | the number"),
+        Section(("API", "f()"), "Since: 3.0", resumed=True),
+        Section(("API", "g()"), "g halves a number."),
+        Section(("API", "g()", "Notes"), "note " * 60),
+        Section(("API", "g()"), "Since: 2.4", resumed=True),
+        Section(("API", "k()"), "k " * 97),
+        Section(("API", "k()", "Notes"), "note " * 60),
+        Section(("API", "k()"), "Since: 2.6", resumed=True),
+        Section(("API", "n()"), "n adds one."),
+        Section(("API", "n()", "Notes"), "note " * 60),
+        Section(("API", "n()"), "more " * 40, resumed=True),
+        Section(("API", "m()"), "m negates a number.", page=1),
+        Section(("API", "m()", "Notes"), "note " * 60, page=1),
+        Section(("API", "m()"), "Since: 3.2", page=2, resumed=True),
+        Section(("API", "p()"), "p one."),
+        Section(("API", "p()"), "p two.", resumed=True),
+        # a heading of the same title after a subsection starts a section of its own
+        Section(("API", "t()"), "t one."),
+        Section(("API", "t()", "Notes"), "note " * 60),
+        Section(("API", "t()"), "t two."),
+        # a small subsection after the resumed text joins the same chunk
+        Section(("API", "q()"), "q triples a number."),
+        Section(("API", "q()", "Notes"), "note " * 60),
+        Section(("API", "q()"), "Since: 3.4", resumed=True),
+        Section(("API", "q()", "Returns"), "thrice x"),
+        # a section whose subsection came back after another section was read: its own
+        # chunk is no longer the one before
+        Section(("API", "r()"), "r example."),
+        Section(("API", "r()", "Out"), "out " * 60),
+        Section(("API", "s()"), "s text."),
+        Section(("API", "r()", "Out"), "out " * 60),
+        Section(("API", "r()"), "See above.", resumed=True),
     )
     chunks = Chunker(fake, overlap_tokens=0).chunk(document)
-    by_section: dict[str, list[str]] = {}
-    for chunk in chunks:
-        by_section.setdefault(chunk.section, []).append(chunk.text)
+    by_section = _by_section(chunks)
     assert by_section["f()"] == ["f doubles a number.\n\nParameters\nx | the number\n\nSince: 3.0"]
     assert by_section["g()"] == ["g halves a number.\n\nSince: 2.4"]
     assert by_section["g() > Notes"] == [("note " * 60).strip()]
