@@ -620,10 +620,11 @@ def _is_navigation(tag: Any) -> bool:
             *re.split(r"[-_]|(?<=[a-z])(?=[A-Z])", name),  # `topNav` is a nav
         )
     }
-    links = tag.find_all("a")
-    if not words & _NAVIGATION_WORDS:
-        if not any(name.lower() in _CONTENTS_NAMES for name in written):
-            return False
+    named = bool(words & _NAVIGATION_WORDS)
+    if not named and not any(name.lower() in _CONTENTS_NAMES for name in written):
+        return False
+    links = tag.find_all("a")  # only for a box so named: every element of a page is asked
+    if not named:  # a table of contents: of this page
         links = [a for a in links if str(a.get("href", "")).startswith("#")]
     text = len(tag.get_text("", strip=True))
     linked = sum(len(a.get_text("", strip=True)) for a in links)
@@ -857,12 +858,12 @@ def _row_starts(lines: list[str]) -> list[int | None]:
     begin = 0
     for n in range(len(lines) + 1):
         if n == len(lines) or _CELL not in lines[n]:
-            # Place 0 is text before a row's first cell mark (a row broken by a cell of
-            # blocks): no place for the other rows to keep.
-            table = [at for at in starts[begin:n] if at]
+            # Place 0 is text in a row before its first cell: no place for the other rows
+            # to keep.
+            first = min((at for at in starts[begin:n] if at), default=None)
             for m in range(begin, n):
                 if starts[m] is not None:
-                    starts[m] = min(table) if table else None
+                    starts[m] = first
             begin = n + 1
     return starts
 
