@@ -228,23 +228,22 @@ class Chunker:
                     groups = topic_groups(block, self.counter, max(8, budget - room))
                 for i, group in enumerate(groups):
                     texts += self._split(group, prefix, separators, "" if i else label)
+            # The section whose last chunk a small section joins, and the title it joins under:
+            # a subsection with none of its own joins its section's, titled; what a section
+            # says after its subsections (gtk-doc's "Since: 3.0" after a function's
+            # "Parameters"; alone, a chunk of three word pieces) joins its own, untitled, and
+            # its small subsections after it join that chunk too.
+            into: tuple[tuple[str, ...], str] | None = None
             if texts and last_path is not None and _is_leaf_under(sections, n, last_path):
-                end = ends[last_path]
-                whole = "\n\n".join(texts)
-                joined = self._joined(chunks[end], section.path[-1], whole, section.page)
+                into = (last_path, section.path[-1])
+            elif texts and section.path in ends and _resumes(sections, n):
+                into = (section.path, "")
+            if into is not None:
+                path, title = into
+                joined = self._joined(chunks[ends[path]], title, "\n\n".join(texts), section.page)
                 if joined is not None:
-                    chunks[end] = joined
-                    continue
-            at = ends.get(section.path)
-            if texts and at is not None and _resumes(sections, n):
-                # What a section says after its subsections (gtk-doc's "Since: 3.0" after a
-                # function's "Parameters"; alone, a chunk of three word pieces) ends the
-                # chunk its own text ended with, when small; its small subsections after it
-                # join that chunk too.
-                joined = self._joined(chunks[at], "", "\n\n".join(texts), section.page)
-                if joined is not None:
-                    chunks[at] = joined
-                    last_path = section.path
+                    chunks[ends[path]] = joined
+                    last_path = path
                     continue
             for text in texts:
                 chunks.append(

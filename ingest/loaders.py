@@ -769,8 +769,7 @@ def _cell_lines(row: str) -> str:
     cell beside a spacer, text between tables)."""
     if _LINE not in row:
         return row
-    filled = sum(1 for cell in row.split(_CELL)[1:] if _empty_cells(cell).strip())
-    if filled < 2 or _PARAGRAPH_BREAK in row:
+    if _filled_cells(row) < 2 or _PARAGRAPH_BREAK in row:
         return row.replace(_LINE, "\n")
     # Each side of a break stripped of its spaces (linear: a regular expression matching the
     # spaces around a mark backtracked over every run of them).
@@ -851,10 +850,7 @@ def _row_starts(lines: list[str]) -> list[int | None]:
     first filled cell (`_first_cell`) of the rows of its table, lines of cells one after
     another; None for a line that is no row's start (text, or the rest of a row whose cell
     held blocks: its places are not the columns')."""
-    starts = [
-        _first_cell(line.removeprefix(_ROW_START)) if line.startswith(_ROW_START) else None
-        for line in lines
-    ]
+    starts = [_first_cell(line) if line.startswith(_ROW_START) else None for line in lines]
     begin = 0
     for n in range(len(lines) + 1):
         if n == len(lines) or _CELL not in lines[n]:
