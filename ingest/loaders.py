@@ -48,32 +48,30 @@ SUFFIXES: dict[str, str] = {
 
 
 LOADER_VERSIONS: dict[str, int] = {HTML: 16, PDF: 2, MARKDOWN: 8, RST: 5, TEXT: 3, DOCX: 2}
-"""Bumped when a loader reads the same file differently (HTML 2: inline elements in place;
-3: self-contained blocks apart; 4: the terms of one description kept together; 5: a div
-whose class names a section stands apart, permalink marks left out; 6: navigation (menus,
-tables of contents, sidebars) and listings' line numbers left out, a DocBook question and
-answer set's rows read as entries; 7: an empty named anchor before a block starts an
-entry, a term's description shares chunks with its neighbours, in-page links hidden from
-assistive technology left out; 8: a form's text read (its controls and buttons left out),
-pages after the first `</html>` read, `<br>` inside `pre` a line break, a heading that runs
-over the text read as text, navigation named in camel case or with digits left out; 9: a
-heading's scope ends with the section, article or other self-contained block it is in; 10:
-an element with the `hidden` attribute left out; 11: a `<br>` in a row of cells a space; 12: a
-delimiter row ("--- | ---") under a table's header rows of `th` cells; 13: a cell's only
-paragraph read as its text; 14: a table's rows keep their columns, text resuming a section
-after a nested one marked as such; 15: a table of contents named `contents` left out; 16: a
-page's footer left out; PDF 2:
-paragraphs and headings, see `ingest.pdf`; Markdown 2: setext headings, front matter,
-paragraphs kept apart; 3: a heading of closing #s alone is empty (CommonMark); 4: a link's or
-image's data URI without its payload; 5: kept in inline code; 6: a backslash-escaped
-backtick opens no code; 7: a heading of more than `MAX_HEADING_WORDS` words is text, a front
-matter title at most that long, control characters left out; 8: cut before a code block's
-opening fence only, see `ingest.chunking`; RST 2: markup a reader never
-sees left out; 3: directive names in any case; 4: as Markdown 7; 5: `.. only::` content read
-as markup; text 2: paragraphs grouped
-by topic when chunked, see `ingest.chunking`; 3: control characters left out; DOCX 2: a
-delimiter row under a table's header rows), so that the
-next ingest re-reads files of that type instead of skipping them as unchanged."""
+"""Bumped when a loader reads the same file differently (HTML 2: inline elements in place; 3:
+self-contained blocks apart; 4: the terms of one description kept together; 5: a div whose class
+names a section stands apart, permalink marks left out; 6: navigation (menus, tables of
+contents, sidebars) and listings' line numbers left out, a DocBook question and answer set's
+rows read as entries; 7: an empty named anchor before a block starts an entry, a term's
+description shares chunks with its neighbours, in-page links hidden from assistive technology
+left out; 8: a form's text read (its controls and buttons left out), pages after the first
+`</html>` read, `<br>` inside `pre` a line break, a heading that runs over the text read as
+text, navigation named in camel case or with digits left out; 9: a heading's scope ends with the
+section, article or other self-contained block it is in; 10: an element with the `hidden`
+attribute left out; 11: a `<br>` in a row of cells a space; 12: a delimiter row ("--- | ---")
+under a table's header rows of `th` cells; 13: a cell's only paragraph read as its text; 14: a
+table's rows keep their columns, text resuming a section after a nested one marked as such; 15:
+a table of contents named `contents` left out; 16: a page's footer left out; PDF 2: paragraphs
+and headings, see `ingest.pdf`; Markdown 2: setext headings, front matter, paragraphs kept
+apart; 3: a heading of closing #s alone is empty (CommonMark); 4: a link's or image's data URI
+without its payload; 5: kept in inline code; 6: a backslash-escaped backtick opens no code; 7: a
+heading of more than `MAX_HEADING_WORDS` words is text, a front matter title at most that long,
+control characters left out; 8: cut before a code block's opening fence only, see
+`ingest.chunking`; RST 2: markup a reader never sees left out; 3: directive names in any case;
+4: as Markdown 7; 5: `.. only::` content read as markup; text 2: paragraphs grouped by topic
+when chunked, see `ingest.chunking`; 3: control characters left out; DOCX 2: a delimiter row
+under a table's header rows), so that the next ingest re-reads files of that type instead of
+skipping them as unchanged."""
 
 
 def loader_version(path: Path) -> int:
@@ -594,24 +592,27 @@ of links into the page itself (`href="#..."`). Doxygen calls the box of a page's
 alone names nothing."""
 _NAVIGATION_ROLES = frozenset({"navigation", "search", "doc-toc"})
 """ARIA's navigation and search landmarks and DPUB-ARIA's table of contents."""
-_FOOTER_ROLES = frozenset({"contentinfo"})
+_FOOTER_ROLE = "contentinfo"
 """ARIA's footer landmark (Sphinx's `div.footer` says `role="contentinfo"`)."""
-_ATTRIBUTED = ("blockquote", "figure")
+_FOOTER_BOXES = frozenset({"address", "div", "p"})
+"""The elements a class, id or role makes a footer: boxes, not a section (`section`, a
+section `div`, which docutils names after its title: a section "Footer" is `div#footer`), a
+table's cell, a term, a list item or a word in a sentence (`span.footer`)."""
+_ATTRIBUTED = frozenset({"blockquote", "figure"})
 """Where a `footer` element is content: a quotation's attribution, a figure's credit."""
 _PAGE_ROOTS = frozenset({"html", "body", "main", "article"})
 _NEVER_NAVIGATION = _PAGE_ROOTS | frozenset(_HTML_HEADING_NAMES)
 
 
-def _is_navigation(tag: Any, written: list[str], words: set[str]) -> bool:
+def _is_navigation(tag: Any, role: str, written: list[str], words: set[str]) -> bool:
     """Whether an element is a page's navigation, where to go rather than what the page says
     (as `nav` is): ARIA's navigation or search landmark, a box named as navigation
     (`_NAVIGATION_NAMES`), one whose name has a navigation word (`_NAVIGATION_WORDS`) and
     whose text is mostly link text, or one that names a table of contents
-    (`_CONTENTS_NAMES`) and whose text is mostly links into the page. `written` are its
-    classes and id (`_names`), `words` their words (`_name_words`)."""
-    if tag.name in _NEVER_NAVIGATION:
-        return False
-    if str(tag.get("role", "")).strip().lower() in _NAVIGATION_ROLES:
+    (`_CONTENTS_NAMES`) and whose text is mostly links into the page. `role` is its ARIA
+    role (lowercase), `written` its classes and id (`_names`), `words` their words
+    (`_name_words`)."""
+    if role in _NAVIGATION_ROLES:
         return True
     if any(name.lower() in _NAVIGATION_NAMES for name in written):
         return True
@@ -637,7 +638,7 @@ def _names(tag: Any) -> list[str]:
 def _name_words(written: list[str]) -> set[str]:
     """The words of classes and ids: each whole, and its parts split at `-`, `_`, a change to
     capitals, trailing digits dropped (`sideBar` is a sidebar, `topNav` a nav, `navrow1` a
-    navrow, `footer-text` a footer)."""
+    navrow)."""
     return {
         re.sub(r"\d+$", "", word).lower()
         for name in written
@@ -648,19 +649,20 @@ def _name_words(written: list[str]) -> set[str]:
     }
 
 
-def _is_footer(tag: Any, words: set[str]) -> bool:
+def _is_footer(tag: Any, role: str, written: list[str], quoted: bool) -> bool:
     """Whether an element is a page's footer, what a site says at the foot of each of its
     pages ("Generated by GTK-Doc V1.33.1", asciidoc's "Last updated 2024-05-31", a
-    copyright): the `footer` element outside a quotation or figure, ARIA's `contentinfo`
-    landmark, or a box whose class or id has the word "footer" (as `_NAVIGATION_WORDS`:
-    gtk-doc's and Doxygen's `footer`, asciidoc's `#footer`, `site-footer`). Said on every
-    page, it is about none: it was a chunk on each page of the GTK set (54) and the Git set
-    (32). `words` are the element's classes' and id's words (`_name_words`)."""
-    if tag.name in _NEVER_NAVIGATION:
-        return False
+    copyright): the `footer` element unless `quoted` (inside a quotation or a figure, where it
+    is an attribution), or a box (`_FOOTER_BOXES`) that is ARIA's `contentinfo` landmark or
+    whose class or id is "footer", whole (gtk-doc's and Doxygen's `footer`, Sphinx's
+    `div.footer`, asciidoc's `div#footer`; not `page-with-footer`, a layout wrapper). Said
+    on every page, it is about none: it was a chunk on each page of the GTK set (54) and the
+    Git set (32). `role` is its ARIA role (lowercase), `written` its classes and id."""
     if tag.name == "footer":
-        return tag.find_parent(_ATTRIBUTED) is None
-    return str(tag.get("role", "")).strip().lower() in _FOOTER_ROLES or "footer" in words
+        return not quoted
+    if tag.name not in _FOOTER_BOXES or _is_section_div(tag):
+        return False
+    return role == _FOOTER_ROLE or any(name.lower() == "footer" for name in written)
 
 
 def _is_line_numbers(text: str) -> bool:
@@ -673,7 +675,7 @@ def _is_line_numbers(text: str) -> bool:
     return all(int(b) == int(a) + 1 for a, b in pairwise(numbers))
 
 
-def _is_apparatus(tag: Any) -> bool:
+def _is_apparatus(tag: Any, quoted: bool = False) -> bool:
     """Whether an element is the page's apparatus rather than its text: navigation, a
     listing's line numbers, a permalink mark (an in-page link whose text is a mark, or
     that the page hides from assistive technology: makeinfo's "#" and "TOC" in every
@@ -682,7 +684,7 @@ def _is_apparatus(tag: Any) -> bool:
     message, a closed panel's template), or the page's footer (`_is_footer`).
     `hidden="until-found"` is collapsed text a reader finds by searching the page: text.
     (Text hidden by a style, `display: none`, is read: a page's script shows it on request,
-    as SQLite's syntax diagrams.)"""
+    as SQLite's syntax diagrams.) `quoted`: the element is inside a quotation or a figure."""
     if tag.name == "pre" and _is_line_numbers(tag.get_text()):
         return True
     marked = tag.get("hidden")
@@ -695,9 +697,12 @@ def _is_apparatus(tag: Any) -> bool:
     mark = permalink and (hidden or tag.get_text(strip=True) in _PERMALINKS)
     if mark:
         return True
+    if tag.name in _NEVER_NAVIGATION:
+        return False
+    role = str(tag.get("role", "")).strip().lower()
     written = _names(tag)
-    words = _name_words(written) if written else set()
-    return _is_navigation(tag, written, words) or _is_footer(tag, words)
+    words = _name_words(written)
+    return _is_navigation(tag, role, written, words) or _is_footer(tag, role, written, quoted)
 
 
 def _load_html(path: Path, data: bytes) -> LoadedDocument:
@@ -722,11 +727,16 @@ def _load_html(path: Path, data: bytes) -> LoadedDocument:
     # element whether it was already removed, `Tag.decomposed`, searches its subtree for a tag
     # of that name: 3,000 nested divs took 10 s.)
     apparatus: list[Tag] = []
-    stack: list[Tag] = [soup]
+    stack: list[tuple[Tag, bool]] = [(soup, False)]  # an element, and whether it is quoted
     while stack:
-        for child in stack.pop().children:
-            if isinstance(child, Tag):
-                (apparatus if _is_apparatus(child) else stack).append(child)
+        parent, quoted = stack.pop()
+        for child in parent.children:
+            if not isinstance(child, Tag):
+                continue
+            if _is_apparatus(child, quoted):
+                apparatus.append(child)
+            else:
+                stack.append((child, quoted or child.name in _ATTRIBUTED))
     for element in apparatus:
         element.decompose()
     for head in soup.find_all("head"):
@@ -769,6 +779,13 @@ XSL (`section`, `sect1`-`sect5`, `chapter`, `appendix`, `preface`, `refsect1`, .
 AsciiDoc and Asciidoctor (`sect1`-`sect5`) and Texinfo (`section-level-extent`). Such a
 div stands on its own as `section` does; a FAQ page whose question headings are gone keeps
 each answer in its section's div. Other divs are layout (wrappers, boxes) and stay blocks."""
+
+
+def _is_section_div(tag: Any) -> bool:
+    """Whether an element is a `div` that is a section (`_SECTION_CLASS`)."""
+    return tag.name == "div" and any(_SECTION_CLASS.fullmatch(c) for c in tag.get("class") or ())
+
+
 _QANDA_ROWS = frozenset({"question", "answer"})
 """The classes DocBook XSL gives the rows (`tr`) of a question-and-answer set's table."""
 _PARAGRAPH_BREAK = "\x00"  # a block boundary, resolved to line breaks once the text is whole
@@ -1107,10 +1124,7 @@ class _HtmlSections:
                 stack.append((iter(child.children), None, None))
                 continue
             block = child.name in _HTML_BLOCKS or level is not None
-            unit = child.name in _HTML_UNITS or (
-                child.name == "div"
-                and any(_SECTION_CLASS.fullmatch(c) for c in child.get("class") or ())
-            )
+            unit = child.name in _HTML_UNITS or _is_section_div(child)
             if block:
                 # A description with no term before it stands on its own: descriptions side
                 # by side with no term between them (an FAQ whose questions were cut, Git's
