@@ -355,8 +355,12 @@ def answer_sentences(text: str) -> list[Claim]:
     for line in _FENCED_CODE.sub("\n", text).splitlines():
         item = _CITATIONS_AFTER_STOP.sub(r"\2\1", _LIST_MARKER.sub("", line))
         for piece in _SENTENCE_END.split(item.strip()):
-            cited = tuple(n for _, numbers in citations(piece) for n in numbers)
-            plain = " ".join(_CITATION.sub("", piece).split())
+            markers = _citation_markers(piece)
+            cited = tuple(n for marker in markers for n in _numbers(marker))
+            plain = piece
+            for marker in reversed(markers):  # the markers only: `sys.argv[1]` stays whole
+                plain = plain[: marker.start()] + plain[marker.end() :]
+            plain = " ".join(plain.split())
             if not re.search(r"\w", plain):
                 if cited and claims:  # a bare citation: its sentence's
                     last = claims[-1]
@@ -370,18 +374,46 @@ def answer_sentences(text: str) -> list[Claim]:
 def citations(text: str) -> list[tuple[int, tuple[int, ...]]]:
     """The citation markers of a text ("[1]", "[1, 2]"): where each one's "[" is, and the
     passage numbers it cites. Code (fenced, or inline between backticks) cites nothing:
-    `xs[1]` is an index."""
+    `xs[1]` is an index; nor does an index in code written outside backticks (`_indexes`:
+    `sys.argv[1]`)."""
+    return [(marker.start(1) - 1, _numbers(marker)) for marker in _citation_markers(text)]
+
+
+def _citation_markers(text: str) -> list[re.Match[str]]:
+    """The citation markers of a text (see `citations`), each with the spaces before it."""
     code = [match.span() for match in _FENCED_CODE.finditer(text)]
     # Inline code never runs past a paragraph: a stray backtick pairs with none in the next.
     bounds = [0, *(at for blank in _BLANK_LINE.finditer(text) for at in blank.span()), len(text)]
     for begin, end in zip(bounds[::2], bounds[1::2], strict=True):
         code += [(begin + opens, begin + closes) for opens, closes in code_spans(text[begin:end])]
-    found = []
-    for match in _CITATION.finditer(text):
-        at = match.start(1) - 1
-        if not any(start <= at < end for start, end in code):
-            found.append((at, tuple(int(n) for n in re.split(r"[,;]", match.group(1)))))
-    return found
+    return [
+        match
+        for match in _CITATION.finditer(text)
+        if not any(start <= match.start(1) - 1 < end for start, end in code)
+        and not _indexes(text, match.start(1) - 1, match.end())
+    ]
+
+
+def _numbers(marker: re.Match[str]) -> tuple[int, ...]:
+    return tuple(int(n) for n in re.split(r"[,;]", marker.group(1)))
+
+
+_CODE_GOES_ON = re.compile(r"\(|\.\w| ?=")
+
+
+def _indexes(text: str, opens: int, closes: int) -> bool:
+    """Whether the "[n]" from `opens` (its "[") to `closes` indexes code written outside
+    backticks rather than cites: glued to a name with an underscore or a dot inside
+    (`sys.argv[1]`, `my_list[0]`), or glued to a name and followed by more code
+    (`args[2].strip()`, `x[1] = 5`, `f[3](y)`). Glued to a word alone it cites ("it[1]."),
+    and so does a marker after a space or a full stop ("days [1]", "days.[1]")."""
+    start = opens  # back over the name it is glued to (a loop: linear in the name's length)
+    while start > 0 and (text[start - 1].isalnum() or text[start - 1] in "_."):
+        start -= 1
+    name = text[start:opens]
+    if not name or name[-1] == ".":
+        return False
+    return "_" in name or "." in name or bool(_CODE_GOES_ON.match(text, closes))
 
 
 def _passage_sentences(text: str) -> list[str]:

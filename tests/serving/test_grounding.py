@@ -126,6 +126,20 @@ def test_an_index_in_code_cites_nothing() -> None:
     assert [numbers for _, numbers in citations(tilde)] == [(4,)]
 
 
+def test_an_index_in_code_outside_backticks_cites_nothing() -> None:
+    """A small model writes code in its prose without backticks: `sys.argv[1]` cited the first
+    passage. An index glued to a name with an underscore or a dot in it, or followed by more
+    code, is code; a marker glued to a plain word, after a full stop or after another marker
+    still cites, and the sentence's plain text keeps the code whole."""
+    code = "Read sys.argv[1], my_list[0], args[2].strip(), x[3] = 5 and f[4](y) [5]."
+    assert citations(code) == [(code.index("[5]"), (5,))]
+    (sentence,) = answer_sentences(code)
+    assert sentence.cited == (5,)
+    assert sentence.plain.startswith("Read sys.argv[1], my_list[0], args[2].strip()")
+    prose = "SQLite supports it[1]. Writes are atomic.[2] Reads too [3][4]."
+    assert [numbers for _, numbers in citations(prose)] == [(1,), (2,), (3,), (4,)]
+
+
 # The NLI model, when one is configured
 
 
