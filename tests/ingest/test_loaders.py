@@ -393,7 +393,7 @@ def test_an_html_pages_footer_is_not_text() -> None:
         "<html><body><div class='page-with-footer'><h1>Storage Classes</h1>"
         "<p>Each value is stored as INTEGER or TEXT.</p>"
         "<blockquote><p>Types are advisory.</p><footer>D. Richard Hipp</footer></blockquote>"
-        "<figure><img src='a.png'><footer>Photo: the authors</footer></figure>"
+        "<figure><img src='a.png'><div class='footer'>Photo: the authors</div></figure>"
         "<div class='footnote'><p>[1] Since version 3.0.</p></div>"
         "<div class='section' id='footer'><h2>Footer</h2><p>Set html_show_copyright.</p>"
         "<dl><dt id='cmdoption-footer'>--footer TEXT</dt><dd>The footer's text.</dd></dl>"

@@ -127,17 +127,24 @@ def test_an_index_in_code_cites_nothing() -> None:
 
 
 def test_an_index_in_code_outside_backticks_cites_nothing() -> None:
-    """A small model writes code in its prose without backticks: `sys.argv[1]` cited the first
-    passage. An index glued to a name with an underscore or a dot in it, or followed by more
-    code, is code; a marker glued to a plain word, after a full stop or after another marker
-    still cites, and the sentence's plain text keeps the code whole."""
-    code = "Read sys.argv[1], my_list[0], args[2].strip(), x[3] = 5 and f[4](y) [5]."
+    """A small model writes code in its prose without backticks: `args[2].strip()` cited the
+    second passage. An index glued to a name and followed by more code (an attribute, a call,
+    an assignment, a comparison) is code; a marker glued to a name alone still cites, as
+    answers cite after identifiers, versions and abbreviations, and the sentence's plain text
+    keeps the code whole. What the sentences cite is what the text cites."""
+    code = "Call args[2].strip(), set x[3] = 5, x[1] += 1, f[4](y) and ptr[1]->next [5]."
     assert citations(code) == [(code.index("[5]"), (5,))]
     (sentence,) = answer_sentences(code)
     assert sentence.cited == (5,)
-    assert sentence.plain.startswith("Read sys.argv[1], my_list[0], args[2].strip()")
-    prose = "SQLite supports it[1]. Writes are atomic.[2] Reads too [3][4]."
-    assert [numbers for _, numbers in citations(prose)] == [(1,), (2,), (3,), (4,)]
+    assert sentence.plain.startswith("Call args[2].strip(), set x[3] = 5")
+    prose = (
+        "SQLite supports it[1]. Writes are atomic.[2] Reads too [3][4]. Set "
+        "SQLITE_MAX_LENGTH[1] or use Node.js[2], v3.35[3], e.g.[4] (see it[1](https://x.org))."
+    )
+    cited = [numbers for _, numbers in citations(prose)]
+    assert cited == [(1,), (2,), (3,), (4,), (1,), (2,), (3,), (4,), (1,)]
+    in_sentences = [n for claim in answer_sentences(prose) for n in claim.cited]
+    assert sorted(in_sentences) == sorted(n for numbers in cited for n in numbers)
 
 
 # The NLI model, when one is configured
