@@ -601,7 +601,9 @@ table's cell, a term, a list item or a word in a sentence (`span.footer`)."""
 _ATTRIBUTED = frozenset({"blockquote", "figure"})
 """Where a `footer` element is content: a quotation's attribution, a figure's credit."""
 _PAGE_ROOTS = frozenset({"html", "body", "main", "article"})
-_NEVER_NAVIGATION = _PAGE_ROOTS | frozenset(_HTML_HEADING_NAMES)
+_NEVER_FURNITURE = _PAGE_ROOTS | frozenset(_HTML_HEADING_NAMES)
+"""Elements that are never navigation or a footer, whatever their names or role say: the
+page's own roots and its headings."""
 
 
 def _is_navigation(tag: Any, role: str, written: list[str], words: set[str]) -> bool:
@@ -699,7 +701,7 @@ def _is_apparatus(tag: Any, quoted: bool) -> bool:
     mark = permalink and (hidden or tag.get_text(strip=True) in _PERMALINKS)
     if mark:
         return True
-    if tag.name in _NEVER_NAVIGATION:
+    if tag.name in _NEVER_FURNITURE:
         return False
     role = str(tag.get("role", "")).strip().lower()
     written = _names(tag)
