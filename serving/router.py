@@ -219,13 +219,18 @@ def decision_features(
     settings: RouterSettings,
     *,
     stale_evidence: bool = False,
+    query: str | None = None,
 ) -> dict[str, float]:
     """The numbers the router has when it decides, by name (`FEATURES`): evidence (dense
-    similarities of the hits, how many reach the threshold, how many of the question's words the
-    best passage holds), the best adapter's match and lead, the question's length and turn, the
-    best adapter's `ragtune advise` verdict and staleness."""
+    similarities of the hits, how many reach the threshold, how many of the words the best
+    passage was found for it holds), the best adapter's match and lead, the question's length
+    and turn, the best adapter's `ragtune advise` verdict and staleness. `query`: the text the
+    best passage was retrieved for (`retrieval.conversation`: a follow-up read with the turn
+    whose topic it continues); None: the question. A follow-up's own words ("And how do I turn
+    that off?") are rarely its passage's, so its overlap read weak evidence where the passage
+    answered the conversation."""
     scores = evidence.scores
-    words = set(_WORD.findall(request.question.lower()))
+    words = set(_WORD.findall((query or request.question).lower()))
     top_text = hits[0].text.lower() if hits else ""
     overlap = sum(1 for w in words if w in top_text) / len(words) if words and hits else 0.0
     best_name, best = matches[0] if matches else (None, 0.0)
@@ -276,18 +281,27 @@ def plan_route(
     stale: Mapping[str, frozenset[str]] | None = None,
     *,
     model: RouteChooser | None = None,
+    query: str | None = None,
 ) -> RoutePlan:
     """Choose the route for one request. `hits` are the retrieved passages (none when the
     request does not search documents), `matches` each adapter's similarity to the question,
     best first; `advice` the `ragtune advise` verdict of each adapter that has one; `stale` the
     ids of the documents changed since each stale adapter was trained (`doc_id`s); `model` a
-    learned router, which replaces the thresholds where the request leaves the choice open."""
+    learned router, which replaces the thresholds where the request leaves the choice open;
+    `query` the text the first of `hits` was retrieved for (None: the question)."""
     advice = advice or {}
     changed = _changed_evidence(settings, hits, stale or {})
     best_name = matches[0][0] if matches else None
     evidence = Evidence.of(hits)
     features = decision_features(
-        request, evidence, hits, matches, advice, settings, stale_evidence=best_name in changed
+        request,
+        evidence,
+        hits,
+        matches,
+        advice,
+        settings,
+        stale_evidence=best_name in changed,
+        query=query,
     )
     route, adapter, reason, scores = _decide(settings, request, evidence, matches, advice, changed)
     if model is not None and request.route is None and request.named_adapter is None:

@@ -301,8 +301,17 @@ class ChatService:
             for name, documents in self.fleet.stale_documents(collection).items():
                 if principal.sees_adapter(name):
                     stale[name] = stale.get(name, frozenset()) | documents
+        # The text the first passage was found for: a follow-up's is read with its topic.
+        top = queries.get(hits[0].collection) if hits else None
         plan = plan_route(
-            self.settings, request, hits, matches, advice, stale, model=self.route_model
+            self.settings,
+            request,
+            hits,
+            matches,
+            advice,
+            stale,
+            model=self.route_model,
+            query=top.text if top is not None else None,
         )
         timings = {"retrieval": retrieved - started, "routing": time.perf_counter() - retrieved}
         if searched:

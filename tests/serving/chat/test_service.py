@@ -27,6 +27,7 @@ from ragtune.serving.chat.protocol import ChatCompletionRequest
 from ragtune.serving.components import Components, assemble
 from ragtune.serving.engine.pool import EnginePool
 from ragtune.serving.errors import ModelNotFoundError
+from ragtune.serving.router import Evidence, RouteRequest, decision_features
 from ragtune.serving.settings import (
     ApiSettings,
     EngineSettings,
@@ -181,6 +182,43 @@ def test_a_follow_up_retrieves_the_document_of_the_question_it_follows(
     else:
         assert info["route"] == "rag"
         assert [s["document"] for s in info["sources"]] == ["policy-1.md"]
+
+
+def test_the_routers_word_overlap_reads_what_a_follow_up_was_searched_for(
+    tmp_path: Path, engine: FakeEngine
+) -> None:
+    """The learned router's `lexical_overlap` (how many of the searched words the best passage
+    holds) read the follow-up's own words: "And how do I turn that off?" shares none with the
+    refund passage found for the conversation, which read as weak evidence."""
+    parts = components(tmp_path, engine)
+    question = "Within how many days are invoices refunded after a refund request?"
+    follow_up = "And how do I turn that off?"
+    request = ChatCompletionRequest.model_validate(
+        {
+            "model": BASE,
+            "messages": [
+                {"role": "user", "content": question},
+                {"role": "assistant", "content": "Within thirty days."},
+                {"role": "user", "content": follow_up},
+            ],
+        }
+    )
+    routed = parts.chat.route(parts.chat.read(request))
+    assert routed.queries == (f"{question}\n{follow_up}",)
+    assert routed.hits[0].text == PASSAGES[0]
+    assert routed.plan.features["lexical_overlap"] == 0.5  # 7 of its 14 words
+    alone = decision_features(
+        RouteRequest(follow_up),
+        Evidence.of(routed.hits),
+        routed.hits,
+        [],
+        {},
+        RouterSettings(),
+    )
+    assert alone["lexical_overlap"] == 0.0
+    # A question searched alone: its own words, as before.
+    routed = parts.chat.route(parts.chat.read(chat(BASE, REFUND_QUESTION)))
+    assert routed.plan.features["lexical_overlap"] == 0.625  # 5 of its 8 words
 
 
 def test_a_follow_up_just_after_its_collection_was_re_embedded_elsewhere_is_answered(
