@@ -47,7 +47,7 @@ SUFFIXES: dict[str, str] = {
 }
 
 
-LOADER_VERSIONS: dict[str, int] = {HTML: 16, PDF: 2, MARKDOWN: 8, RST: 5, TEXT: 3, DOCX: 2}
+LOADER_VERSIONS: dict[str, int] = {HTML: 17, PDF: 2, MARKDOWN: 8, RST: 5, TEXT: 3, DOCX: 2}
 """Bumped when a loader reads the same file differently (HTML 2: inline elements in place; 3:
 self-contained blocks apart; 4: the terms of one description kept together; 5: a div whose class
 names a section stands apart, permalink marks left out; 6: navigation (menus, tables of
@@ -61,7 +61,8 @@ section, article or other self-contained block it is in; 10: an element with the
 attribute left out; 11: a `<br>` in a row of cells a space; 12: a delimiter row ("--- | ---")
 under a table's header rows of `th` cells; 13: a cell's only paragraph read as its text; 14: a
 table's rows keep their columns, text resuming a section after a nested one marked as such; 15:
-a table of contents named `contents` left out; 16: a page's footer left out; PDF 2: paragraphs
+a table of contents named `contents` left out; 16: a page's footer left out; 17: a cell's
+paragraphs read as its text, a space apart; PDF 2: paragraphs
 and headings, see `ingest.pdf`; Markdown 2: setext headings, front matter, paragraphs kept
 apart; 3: a heading of closing #s alone is empty (CommonMark); 4: a link's or image's data URI
 without its payload; 5: kept in inline code; 6: a backslash-escaped backtick opens no code; 7: a
@@ -932,10 +933,12 @@ def _delimiter_row(columns: int) -> str:
     return " | ".join(["---"] * columns)
 
 
-def _lone_paragraph_of_cell(paragraph: Any) -> bool:
-    """Whether `paragraph` is all a table cell holds (white space aside): the cell's text, as
-    a `td`'s own text is. Not in a DocBook question or answer, whose rows are entries."""
-    from bs4.element import Comment, NavigableString, Tag
+def _paragraph_of_cell(paragraph: Any) -> bool:
+    """Whether `paragraph` is one of a table cell's paragraphs, and the cell holds nothing else
+    that is a block (text, inline elements and other paragraphs aside): the cell's text, as a
+    `td`'s own text is, its paragraphs a space apart. Not in a DocBook question or answer,
+    whose rows are entries."""
+    from bs4.element import Tag
 
     cell = paragraph.parent
     if cell is None or cell.name not in _TABLE_CELLS:
@@ -943,12 +946,12 @@ def _lone_paragraph_of_cell(paragraph: Any) -> bool:
     row = cell.parent
     if isinstance(row, Tag) and _QANDA_ROWS & set(row.get("class") or ()):
         return False
-    for child in cell.children:
-        if child is paragraph or isinstance(child, Comment):
-            continue
-        if isinstance(child, Tag) or (isinstance(child, NavigableString) and child.strip()):
-            return False
-    return True
+    return not any(
+        isinstance(child, Tag)
+        and child.name != "p"
+        and (child.name in _HTML_BLOCKS or child.name in _HTML_HEADINGS)
+        for child in cell.children
+    )
 
 
 def _sibling_tag(siblings: Any) -> str | None:
@@ -1122,10 +1125,13 @@ class _HtmlSections:
                 self.parts.append(_ROW + _ROW_START)
                 stack.append((iter(child.children), _ROW, None))
                 continue
-            if child.name == "p" and _lone_paragraph_of_cell(child):
+            if child.name == "p" and _paragraph_of_cell(child):
                 # Sphinx, docutils and gtk-doc put each cell's text in a `p`: read as
-                # paragraphs, the cells of a row were paragraphs apart and the row no line.
-                stack.append((iter(child.children), None, None))
+                # paragraphs, the cells of a row were paragraphs apart and the row no line
+                # (a cell of two paragraphs put the row's next cells on lines of their own).
+                if self.parts and not self.parts[-1][-1:].isspace():
+                    self.parts.append(" ")  # after the cell's text before it
+                stack.append((iter(child.children), " ", None))
                 continue
             block = child.name in _HTML_BLOCKS or level is not None
             unit = child.name in _HTML_UNITS or _is_section_div(child)

@@ -224,8 +224,8 @@ def test_an_html_headings_scope_ends_with_its_section() -> None:
 def test_an_html_table_row_is_a_line() -> None:
     """A row is read as one line, its cells apart by " | " (as a .docx table): read cell by
     cell, a name and its value were paragraphs apart, and a chunk could cut between them. A
-    cell holding paragraphs keeps them; the white space between rows in the source is not a
-    blank line."""
+    cell of paragraphs is their text, a space apart; the white space between rows in the
+    source is not a blank line."""
     page = (
         "<html><body><h1>Limits</h1><table>\n<thead><tr><th>Name</th><th>Default</th><th></th>"
         "</tr></thead>\n<tbody>\n  <tr><td>SQLITE_MAX_LENGTH</td>\n <td>1000000000</td></tr>\n"
@@ -238,7 +238,7 @@ def test_an_html_table_row_is_a_line() -> None:
         (
             ("Limits",),
             "Name | Default\n--- | ---\nSQLITE_MAX_LENGTH | 1000000000\n"
-            "SQLITE_MAX_SQL_LENGTH (bytes) | 1000000\n\nFirst.\n\nSecond.\n\nAfter.",
+            "SQLITE_MAX_SQL_LENGTH (bytes) | 1000000\nFirst. Second.\n\nAfter.",
         )
     ]
 
@@ -247,20 +247,22 @@ def test_a_line_break_in_a_row_of_cells_keeps_the_row_one_line() -> None:
     """SQLite's NULL-handling chart heads its columns "MySQL<br>3.23.41", "SQL<br>Anywhere":
     read as line breaks, the header row came out as five lines with the cells shifted between
     them. In a row of two or more filled cells that hold no blocks a `<br>` is a space;
-    anywhere else (a paragraph, a table of one cell a row, a cell beside a spacer, a cell that
-    holds paragraphs) it is a line break."""
+    anywhere else (a paragraph, a table of one cell a row, a cell beside a spacer, a row whose
+    cell holds a list or code) it is a line break. A cell's paragraphs are its text."""
     page = (
         "<html><body><h1>Nulls</h1><p>One<br>two</p><table>"
         "<tr><th>MySQL<br>\n 3.23.41</th><th>SQL<br/>Anywhere</th></tr>"
         "<tr><td>Yes</td><td>No<br>(Note 1)</td></tr></table>"
         "<table><tr><td>Street 1<br>Town</td></tr><tr><td></td><td>Line one<br>Line two</td>"
-        "</tr><tr><td><p>First.</p>Then<br>more</td><td>Side</td></tr></table></body></html>"
+        "</tr><tr><td><p>First.</p>Then<br>more</td><td>Side</td></tr>"
+        "<tr><td><ul><li>Item</li></ul>Then<br>more</td><td>Side</td></tr></table></body></html>"
     )
     assert html_sections(page) == [
         (
             ("Nulls",),
             "One\ntwo\n\nMySQL 3.23.41 | SQL Anywhere\n--- | ---\nYes | No (Note 1)\n\n"
-            "Street 1\nTown\nLine one\nLine two\n\nFirst.\n\nThen\nmore | Side",
+            "Street 1\nTown\nLine one\nLine two\nFirst. Then more | Side\n\nItem\n\n"
+            "Then\nmore | Side",
         )
     ]
 
@@ -588,9 +590,9 @@ def test_the_rows_of_an_html_table_keep_their_columns() -> None:
         "<table><tr><td></td><td>spaced</td><td>a</td></tr><tr><td></td><td>b</td></tr></table>"
         "<p>Then</p><table><tr><td></td><td>own</td><td>c</td></tr></table>"
         # A title across the table beside the corner is no header; the rest of a row whose
-        # cell held paragraphs is no row start (its places are not the columns).
+        # cell held blocks (code) is no row start (its places are not the columns).
         "<table><tr><th></th><th colspan='2'>Results</th></tr><tr><td>r</td><td>1</td>"
-        "<td>2</td></tr></table><table><tr><td></td><td><p>x</p><p>y</p></td><td>1</td></tr>"
+        "<td>2</td></tr></table><table><tr><td></td><td><p>x</p><pre>y</pre></td><td>1</td></tr>"
         "<tr><td></td><td>k</td><td>2</td></tr></table></body></html>"
     )
     assert html_sections(page) == [
@@ -624,20 +626,24 @@ def test_a_word_tables_header_rows_are_marked_as_such(tmp_path: Path) -> None:
     ]
 
 
-def test_a_cells_only_paragraph_is_its_text() -> None:
+def test_a_cells_paragraphs_are_its_text() -> None:
     """Sphinx, docutils and gtk-doc wrap each cell's text in a `p`: read as paragraphs, a row's
     cells came out paragraphs apart (gtk-doc's parameters: "value", a blank line, "the initial
-    value") and a header row was no row. A cell's only paragraph is now its text; a cell of
-    several paragraphs keeps them."""
+    value") and a header row was no row. A cell's only paragraph is now its text, and so are
+    a cell's several paragraphs, a space apart (Sphinx's two-paragraph cell put the row's next
+    cells on lines of their own, its columns lost); a cell that holds another block (a list,
+    code) keeps its blocks."""
     page = (
         "<html><body><h1>Ops</h1><table><thead><tr><th><p>Operation</p></th><th><p>Result</p>"
         "</th></tr></thead><tbody><tr><td><p><code>x or y</code></p></td><td><p>if <em>x</em> "
         "is false, <em>y</em></p></td></tr><tr><td><p>a</p><p>b</p></td><td><p>c</p></td></tr>"
-        "</tbody></table></body></html>"
+        "<tr><td>d<p>e</p>f</td><td>g</td></tr><tr><td><p>h</p><ul><li>i</li></ul></td>"
+        "<td>j</td></tr></tbody></table></body></html>"
     )
     assert html_sections(page) == [
         (
             ("Ops",),
-            "Operation | Result\n--- | ---\nx or y | if x is false, y\n\na\n\nb\n\nc",
+            "Operation | Result\n--- | ---\nx or y | if x is false, y\na b | c\nd e f | g\n\n"
+            "h\n\ni\n\nj",
         )
     ]
