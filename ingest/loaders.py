@@ -933,25 +933,28 @@ def _delimiter_row(columns: int) -> str:
     return " | ".join(["---"] * columns)
 
 
-def _paragraph_of_cell(paragraph: Any) -> bool:
+def _paragraph_of_cell(paragraph: Any, known: dict[int, bool]) -> bool:
     """Whether `paragraph` is one of a table cell's paragraphs, and the cell holds nothing else
     that is a block (text, inline elements and other paragraphs aside): the cell's text, as a
     `td`'s own text is, its paragraphs a space apart. Not in a DocBook question or answer,
-    whose rows are entries."""
+    whose rows are entries. `known`: the answers for the cells read before (by `id`), so that
+    a cell of thousands of paragraphs is read in linear time."""
     from bs4.element import Tag
 
     cell = paragraph.parent
     if cell is None or cell.name not in _TABLE_CELLS:
         return False
-    row = cell.parent
-    if isinstance(row, Tag) and _QANDA_ROWS & set(row.get("class") or ()):
-        return False
-    return not any(
-        isinstance(child, Tag)
-        and child.name != "p"
-        and (child.name in _HTML_BLOCKS or child.name in _HTML_HEADINGS)
-        for child in cell.children
-    )
+    if id(cell) not in known:
+        row = cell.parent
+        entry = isinstance(row, Tag) and bool(_QANDA_ROWS & set(row.get("class") or ()))
+        blocks = any(
+            isinstance(child, Tag)
+            and child.name != "p"
+            and (child.name in _HTML_BLOCKS or child.name in _HTML_HEADINGS)
+            for child in cell.children
+        )
+        known[id(cell)] = not entry and not blocks
+    return known[id(cell)]
 
 
 def _sibling_tag(siblings: Any) -> str | None:
@@ -1062,6 +1065,7 @@ class _HtmlSections:
         self.headings: list[tuple[int, str]] = []
         self.parts: list[str] = []
         self._descriptions: dict[int, bool] = {}
+        self._cells: dict[int, bool] = {}  # whether a cell's paragraphs are its text, by id
         self._resumed = False  # the text read since the last flush resumes its section
 
     def read(self, node: Any) -> None:
@@ -1125,7 +1129,7 @@ class _HtmlSections:
                 self.parts.append(_ROW + _ROW_START)
                 stack.append((iter(child.children), _ROW, None))
                 continue
-            if child.name == "p" and _paragraph_of_cell(child):
+            if child.name == "p" and _paragraph_of_cell(child, self._cells):
                 # Sphinx, docutils and gtk-doc put each cell's text in a `p`: read as
                 # paragraphs, the cells of a row were paragraphs apart and the row no line
                 # (a cell of two paragraphs put the row's next cells on lines of their own).
