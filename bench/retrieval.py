@@ -3,6 +3,7 @@ both developers' sets.
 
     .venv/bin/python bench/retrieval.py [--subset small|full] [--sets python,sqlite[,git]]
         [--calibrate] [--tune-embedder [--tuned-weights 0.2,0.4]]
+        [--ranks-out FILE] [--against FILE]
 
 The sets are of two kinds: the Python FAQ over the Python docs (reStructuredText,
 `../shared/eval/`) and the SQLite FAQ over the SQLite docs (HTML,
@@ -25,7 +26,10 @@ Each set also prints ragtune hybrid against naive hybrid and against ragtune's d
 lexical search question by question: the differences of R@5 and MRR@10 with paired bootstrap
 95% intervals, and how many questions rank their first relevant hit higher or lower (a margin on
 20 or 27 questions is a handful of them). A retrieval change is taken only if it does not hurt
-either set. Targets (python small):
+either set: `--ranks-out before.json` on the tree before it, then `--against before.json` on
+the tree with it prints, per set, ragtune's figures before and after on the same questions
+(paired bootstrap), how many questions moved up and down, and which left or joined the
+first five, by id and question. Targets (python small):
 ragtune hybrid Recall@5 >= 0.82 and MRR@10 >= 0.68; on every set, ragtune hybrid >= naive
 hybrid and hybrid beats dense and lexical.
 """
@@ -34,11 +38,13 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 # The repository root goes first on the path, not bench/ (whose ingest.py would otherwise
 # shadow the `ingest` package when a bench runs as a script).
@@ -308,6 +314,89 @@ def paired_line(
     )
 
 
+COMPARED = (("ragtune", "hybrid"), ("ragtune", "dense"), ("ragtune", "lexical"))
+"""The searches `--against` compares with the run it was given."""
+
+
+def first_ranks(report: RetrievalReport, mode: str) -> dict[str, int | None]:
+    """Each question's rank of its first relevant hit in one mode (None: none in the first
+    ten), by id."""
+    runs = next(m.runs for m in report.modes if m.mode == mode)
+    ranks: dict[str, int | None] = {}
+    for run in runs:
+        flags = [bool(hit["relevant"]) for hit in run["hits"]][:CUTOFF]
+        ranks[str(run["id"])] = flags.index(True) + 1 if True in flags else None
+    return ranks
+
+
+def ranks_record(subset: str, reports: dict[str, RetrievalReport]) -> dict[str, Any]:
+    """What `--ranks-out` keeps of one set's run: its questions and, for each search
+    `--against` compares, each question's first relevant rank."""
+    runs = next(m.runs for m in reports["ragtune"].modes)
+    return {
+        "subset": subset,
+        "questions": {str(run["id"]): str(run["question"]) for run in runs},
+        "ranks": {
+            f"{setup} {mode}": first_ranks(reports[setup], mode)
+            for setup, mode in COMPARED
+            if setup in reports
+        },
+    }
+
+
+def _scores(rank: int | None) -> tuple[float, float]:
+    """A question's Recall@5 and reciprocal rank (MRR@10's term) from its first relevant
+    rank."""
+    return (1.0 if rank is not None and rank <= 5 else 0.0, 1 / rank if rank else 0.0)
+
+
+def compare_ranks(name: str, before: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """One set's searches now against a run before (`ranks_record`s), on the questions both
+    asked: R@5 and MRR@10 before -> now with the paired bootstrap's 95% interval of the
+    difference, questions up and down, and the hybrid questions that left or joined the first
+    five."""
+    if before.get("subset") != now["subset"]:
+        return [
+            f"{name}: the run before scored the {before.get('subset')} set, this one the "
+            f"{now['subset']} set: nothing compared"
+        ]
+    lines = []
+    for search, ranks in now["ranks"].items():
+        old = before.get("ranks", {}).get(search)
+        if old is None:
+            lines.append(f"{name} {search}: not in the run before")
+            continue
+        ids = sorted(old.keys() & ranks.keys())
+        was = [_scores(old[i]) for i in ids]
+        is_ = [_scores(ranks[i]) for i in ids]
+        parts = []
+        for n, metric in enumerate(("R@5", "MRR@10")):
+            gain = paired_bootstrap([v[n] for v in was], [v[n] for v in is_])
+            mean_was = sum(v[n] for v in was) / max(1, len(ids))
+            mean_is = sum(v[n] for v in is_) / max(1, len(ids))
+            parts.append(
+                f"{metric} {mean_was:.3f} -> {mean_is:.3f} ({gain.mean:+.3f} "
+                f"[{gain.low:+.3f}, {gain.high:+.3f}])"
+            )
+        up = sum(1 for a, b in zip(was, is_, strict=True) if b[1] > a[1])
+        down = sum(1 for a, b in zip(was, is_, strict=True) if b[1] < a[1])
+        lines.append(
+            f"{name} {search}, before -> now on {len(ids)} questions: {'; '.join(parts)}; "
+            f"first relevant hit higher for {up} questions, lower for {down}"
+        )
+        if search != "ragtune hybrid":
+            continue
+        for i, a, b in zip(ids, was, is_, strict=True):
+            if a[0] != b[0]:
+                moved = "joined" if b[0] else "left"
+                question = str(now["questions"].get(i, ""))[:80]
+                lines.append(
+                    f"  {moved} the first five: {i} ({old[i] or '-'} -> {ranks[i] or '-'}) "
+                    f"{question!r}"
+                )
+    return lines
+
+
 def bm25_weights(text: str) -> list[float]:
     """`--tuned-weights`: comma-separated BM25 weights, each a number >= 0."""
     try:
@@ -341,18 +430,44 @@ def main() -> None:
         help="with --tune-embedder, also score the tuned collection at these BM25 weights "
         "(comma-separated; the shipped fusion's otherwise)",
     )
+    parser.add_argument(
+        "--ranks-out",
+        type=Path,
+        help="write each question's first relevant rank per set and search to this JSON file "
+        "(for a later run's --against)",
+    )
+    parser.add_argument(
+        "--against",
+        type=Path,
+        help="a --ranks-out file of a run before: compare ragtune's searches with it, "
+        "question by question",
+    )
     args = parser.parse_args()
     if args.tuned_weights and not args.tune_embedder:
         parser.error("--tuned-weights needs --tune-embedder")
     names = chosen_sets(parser, args)
+    before: dict[str, dict[str, Any]] = {}
+    if args.against is not None:
+        try:
+            before = json.loads(args.against.read_text())["sets"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            parser.error(f"--against {args.against}: not a --ranks-out file ({exc})")
     embedder = SentenceTransformerEmbedder("all-MiniLM-L6-v2")
+    records: dict[str, dict[str, Any]] = {}
     for name in names:
         data = DEV_SETS[name](args.subset)
-        print_set(
-            name,
-            args.subset,
-            score_set(name, data, embedder, args.calibrate, args.tune_embedder, args.tuned_weights),
+        reports = score_set(
+            name, data, embedder, args.calibrate, args.tune_embedder, args.tuned_weights
         )
+        print_set(name, args.subset, reports)
+        records[name] = ranks_record(args.subset, reports)
+        if args.ranks_out is not None:  # after each set: an interrupted run keeps its sets
+            args.ranks_out.write_text(json.dumps({"sets": records}, indent=1))
+        if args.against is not None:
+            if name in before:
+                print("\n".join(compare_ranks(name, before[name], records[name])), end="\n\n")
+            else:
+                print(f"{name}: not in {args.against}\n")
 
 
 if __name__ == "__main__":

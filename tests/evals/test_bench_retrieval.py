@@ -39,3 +39,47 @@ def test_a_question_left_in_the_corpus_is_found_whatever_its_case_and_spacing(
     assert asked_in_corpus(qa, first, second) == sorted([*questions[:2], questions[3]])
     assert asked_in_corpus(qa, second) == sorted(["Is it free?", questions[3]])
     assert asked_in_corpus(qa) == []
+
+
+def test_a_run_is_compared_with_the_run_before_question_by_question() -> None:
+    """`bench/retrieval.py --ranks-out` keeps each question's first relevant rank per search;
+    `--against` compares a later run with it: the figures before and after on the same
+    questions, how many moved, and which left or joined the first five."""
+    from bench.retrieval import compare_ranks, ranks_record
+    from ragtune.retrieval.evaluation import ModeReport, RetrievalReport
+
+    def report(ranks: dict[str, int | None]) -> RetrievalReport:
+        runs = [
+            {
+                "id": i,
+                "question": f"Question {i}?",
+                "hits": [{"relevant": n + 1 == rank} for n in range(12)],
+            }
+            for i, rank in ranks.items()
+        ]
+        modes = [ModeReport(mode, {}, runs) for mode in ("hybrid", "dense", "lexical")]
+        return RetrievalReport("ragtune", 10, len(runs), len(runs), modes)
+
+    before = ranks_record("small", {"ragtune": report({"a": 1, "b": 5, "c": None, "d": 11})})
+    assert before["ranks"]["ragtune hybrid"] == {"a": 1, "b": 5, "c": None, "d": None}
+    now = ranks_record("small", {"ragtune": report({"a": 2, "b": 6, "c": 4, "d": 3})})
+    lines = compare_ranks("python", before, now)
+    assert lines[0].startswith(
+        "python ragtune hybrid, before -> now on 4 questions: R@5 0.500 -> 0.750 (+0.250 "
+    )
+    assert "MRR@10 0.300 -> 0.312 (+0.012 " in lines[0]
+    assert lines[0].endswith("first relevant hit higher for 2 questions, lower for 2")
+    assert lines[1:4] == [
+        "  left the first five: b (5 -> 6) 'Question b?'",
+        "  joined the first five: c (- -> 4) 'Question c?'",
+        "  joined the first five: d (- -> 3) 'Question d?'",
+    ]
+    assert lines[4].startswith("python ragtune dense, before -> now on 4 questions")
+    del before["ranks"]["ragtune lexical"]
+    assert (
+        compare_ranks("python", before, now)[-1] == "python ragtune lexical: not in the run before"
+    )
+    before["subset"] = "full"
+    assert compare_ranks("python", before, now) == [
+        "python: the run before scored the full set, this one the small set: nothing compared"
+    ]
