@@ -801,14 +801,28 @@ _ROW = "\x04"  # the edge of a table row, resolved to one line break
 _LINE = "\x05"  # a `<br>` outside `pre`: a line break, or a space inside a row of cells
 _HEAD = "\x06"  # after `_CELL` for a header cell (`th`)
 _ROW_START = "\x07"  # after the `_ROW` that opens a row: its first line is where the row starts
+_SOFT_SPACE = "\x08"  # around a cell's paragraph read as its text: one space with what is beside
 _TABLE_CELLS = frozenset({"td", "th"})
 
 
 def _unmarked(text: str) -> str:
     """A document's text without the control characters the walk uses as marks."""
-    for mark in (_PARAGRAPH_BREAK, _PRE_LINE, _UNIT_BREAK, _CELL, _ROW, _LINE, _HEAD, _ROW_START):
+    for mark in (
+        _PARAGRAPH_BREAK, _PRE_LINE, _UNIT_BREAK, _CELL, _ROW, _LINE, _HEAD, _ROW_START,
+        _SOFT_SPACE,
+    ):  # fmt: skip
         text = text.replace(mark, "")
     return text
+
+
+def _soft_spaces(text: str) -> str:
+    """`text` with each run of `_SOFT_SPACE` marks and the spaces beside them one space (by
+    string operations: linear however long a run of spaces is)."""
+    if _SOFT_SPACE not in text:
+        return text
+    first, *between, last = text.split(_SOFT_SPACE)
+    pieces = [first.rstrip(" "), *(p.strip(" ") for p in between), last.lstrip(" ")]
+    return " ".join(p for n, p in enumerate(pieces) if p or n in (0, len(pieces) - 1))
 
 
 def _rows(text: str) -> str:
@@ -934,27 +948,58 @@ def _delimiter_row(columns: int) -> str:
 
 
 def _paragraph_of_cell(paragraph: Any, known: dict[int, bool]) -> bool:
-    """Whether `paragraph` is one of a table cell's paragraphs, and the cell holds nothing else
-    that is a block (text, inline elements and other paragraphs aside): the cell's text, as a
-    `td`'s own text is, its paragraphs a space apart. Not in a DocBook question or answer,
-    whose rows are entries. `known`: the answers for the cells read before (by `id`), so that
-    a cell of thousands of paragraphs is read in linear time."""
-    from bs4.element import Tag
+    """Whether `paragraph` is read as its table cell's text, as a `td`'s own text is: the
+    cell's only paragraph, or one of several (beside text or inline elements, a space apart)
+    in a row of two or more filled cells, as a `<br>` is a space there (`_cell_lines`); a
+    table of one cell a row is a box (a layout table around a page's text), whose paragraphs
+    stay paragraphs. Never where the cell holds another block (a list, code, a table), nor
+    in a DocBook question or answer, whose rows are entries. `known`: the answers for the
+    cells and rows read before (by `id`), so that a cell of thousands of paragraphs or a row
+    of thousands of cells is read in linear time."""
+    from bs4.element import Comment, NavigableString, Tag
 
     cell = paragraph.parent
     if cell is None or cell.name not in _TABLE_CELLS:
         return False
     if id(cell) not in known:
         row = cell.parent
+        paragraphs, others = 0, False  # others: text or elements beside its paragraphs
+        blocks = False
+        for child in cell.children:
+            if isinstance(child, Tag):
+                if child.name == "p":
+                    paragraphs += 1
+                    continue
+                others = True
+                blocks = blocks or child.name in _HTML_BLOCKS or child.name in _HTML_HEADINGS
+            elif isinstance(child, NavigableString) and not isinstance(child, Comment):
+                others = others or bool(child.strip())
         entry = isinstance(row, Tag) and bool(_QANDA_ROWS & set(row.get("class") or ()))
-        blocks = any(
-            isinstance(child, Tag)
-            and child.name != "p"
-            and (child.name in _HTML_BLOCKS or child.name in _HTML_HEADINGS)
-            for child in cell.children
+        lone = paragraphs == 1 and not others
+        known[id(cell)] = (
+            not blocks
+            and not entry
+            and (lone or (isinstance(row, Tag) and _row_of_cells(row, known)))
         )
-        known[id(cell)] = not entry and not blocks
     return known[id(cell)]
+
+
+def _row_of_cells(row: Any, known: dict[int, bool]) -> bool:
+    """Whether `row` is a row (`tr`) of two or more filled cells and no DocBook question or
+    answer (an entry). `known`: as `_paragraph_of_cell`'s."""
+    from bs4.element import Tag
+
+    if id(row) not in known:
+        entry = bool(_QANDA_ROWS & set(row.get("class") or ()))
+        filled = 0
+        if row.name == "tr" and not entry:
+            for cell in row.children:
+                if isinstance(cell, Tag) and cell.name in _TABLE_CELLS and cell.get_text().strip():
+                    filled += 1
+                    if filled == 2:
+                        break
+        known[id(row)] = filled == 2
+    return known[id(row)]
 
 
 def _sibling_tag(siblings: Any) -> str | None:
@@ -1133,9 +1178,8 @@ class _HtmlSections:
                 # Sphinx, docutils and gtk-doc put each cell's text in a `p`: read as
                 # paragraphs, the cells of a row were paragraphs apart and the row no line
                 # (a cell of two paragraphs put the row's next cells on lines of their own).
-                if self.parts and not self.parts[-1][-1:].isspace():
-                    self.parts.append(" ")  # after the cell's text before it
-                stack.append((iter(child.children), " ", None))
+                self.parts.append(_SOFT_SPACE)
+                stack.append((iter(child.children), _SOFT_SPACE, None))
                 continue
             block = child.name in _HTML_BLOCKS or level is not None
             unit = child.name in _HTML_UNITS or _is_section_div(child)
@@ -1163,7 +1207,7 @@ class _HtmlSections:
         # Paragraphs one blank line apart; self-contained blocks two, which the chunker never
         # joins (see ingest.chunking).
         pieces = []
-        for unit in "".join(self.parts).split(_UNIT_BREAK):
+        for unit in _soft_spaces("".join(self.parts)).split(_UNIT_BREAK):
             lines = _table_lines(_rows(unit).replace(_PARAGRAPH_BREAK, "\n\n").split("\n"))
             piece = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip().replace(_PRE_LINE, "\n")
             if piece:

@@ -224,8 +224,8 @@ def test_an_html_headings_scope_ends_with_its_section() -> None:
 def test_an_html_table_row_is_a_line() -> None:
     """A row is read as one line, its cells apart by " | " (as a .docx table): read cell by
     cell, a name and its value were paragraphs apart, and a chunk could cut between them. A
-    cell of paragraphs is their text, a space apart; the white space between rows in the
-    source is not a blank line."""
+    row of one cell is a box, its paragraphs kept; the white space between rows in the source
+    is not a blank line."""
     page = (
         "<html><body><h1>Limits</h1><table>\n<thead><tr><th>Name</th><th>Default</th><th></th>"
         "</tr></thead>\n<tbody>\n  <tr><td>SQLITE_MAX_LENGTH</td>\n <td>1000000000</td></tr>\n"
@@ -238,7 +238,7 @@ def test_an_html_table_row_is_a_line() -> None:
         (
             ("Limits",),
             "Name | Default\n--- | ---\nSQLITE_MAX_LENGTH | 1000000000\n"
-            "SQLITE_MAX_SQL_LENGTH (bytes) | 1000000\nFirst. Second.\n\nAfter.",
+            "SQLITE_MAX_SQL_LENGTH (bytes) | 1000000\n\nFirst.\n\nSecond.\n\nAfter.",
         )
     ]
 
@@ -630,20 +630,26 @@ def test_a_cells_paragraphs_are_its_text() -> None:
     """Sphinx, docutils and gtk-doc wrap each cell's text in a `p`: read as paragraphs, a row's
     cells came out paragraphs apart (gtk-doc's parameters: "value", a blank line, "the initial
     value") and a header row was no row. A cell's only paragraph is now its text, and so are
-    a cell's several paragraphs, a space apart (Sphinx's two-paragraph cell put the row's next
-    cells on lines of their own, its columns lost); a cell that holds another block (a list,
-    code) keeps its blocks."""
+    a cell's several paragraphs in a row of two or more filled cells, one space apart whatever
+    the white space around them (Sphinx's two-paragraph cell put the row's next cells on lines
+    of their own, its columns lost); a cell that holds another block (a list, code) keeps its
+    blocks, and so does a table of one cell a row (a layout table around a page's text)."""
     page = (
         "<html><body><h1>Ops</h1><table><thead><tr><th><p>Operation</p></th><th><p>Result</p>"
         "</th></tr></thead><tbody><tr><td><p><code>x or y</code></p></td><td><p>if <em>x</em> "
         "is false, <em>y</em></p></td></tr><tr><td><p>a</p><p>b</p></td><td><p>c</p></td></tr>"
         "<tr><td>d<p>e</p>f</td><td>g</td></tr><tr><td><p>h</p><ul><li>i</li></ul></td>"
-        "<td>j</td></tr></tbody></table></body></html>"
+        "<td>j</td></tr><tr><td> k <p> l </p>\n <p>m</p>\n</td><td><p>n</p></td></tr>"
+        "</tbody></table><table width='100%'><tr><td><p>Page one.</p>\n<p>Page two.</p></td>"
+        "</tr></table><table><tr><th><p>Text</p></th><th><p>Bytes</p></th></tr><tr><td><p>decode"
+        "</p></td><td></td></tr><tr><td></td><td><p>encode</p></td></tr></table></body></html>"
     )
     assert html_sections(page) == [
         (
             ("Ops",),
             "Operation | Result\n--- | ---\nx or y | if x is false, y\na b | c\nd e f | g\n\n"
-            "h\n\ni\n\nj",
+            "h\n\ni\n\nj\nk l m | n\n\nPage one.\n\nPage two.\n\n"
+            # A cell's only paragraph is its text in any row (a row of one filled cell too).
+            "Text | Bytes\n--- | ---\ndecode\n| encode",
         )
     ]
