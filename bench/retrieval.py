@@ -452,6 +452,11 @@ def main() -> None:
             before = json.loads(args.against.read_text())["sets"]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             parser.error(f"--against {args.against}: not a --ranks-out file ({exc})")
+    if args.ranks_out is not None:
+        try:  # before any work (a --against file of the same name is already read)
+            args.ranks_out.write_text(json.dumps({"sets": {}}))
+        except OSError as exc:
+            parser.error(f"--ranks-out {args.ranks_out}: cannot be written ({exc})")
     embedder = SentenceTransformerEmbedder("all-MiniLM-L6-v2")
     records: dict[str, dict[str, Any]] = {}
     for name in names:

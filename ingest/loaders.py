@@ -62,7 +62,7 @@ attribute left out; 11: a `<br>` in a row of cells a space; 12: a delimiter row 
 under a table's header rows of `th` cells; 13: a cell's only paragraph read as its text; 14: a
 table's rows keep their columns, text resuming a section after a nested one marked as such; 15:
 a table of contents named `contents` left out; 16: a page's footer left out; 17: a cell's
-paragraphs read as its text, a space apart; PDF 2: paragraphs
+paragraphs read as its text, a space apart, in a row of two or more filled cells; PDF 2: paragraphs
 and headings, see `ingest.pdf`; Markdown 2: setext headings, front matter, paragraphs kept
 apart; 3: a heading of closing #s alone is empty (CommonMark); 4: a link's or image's data URI
 without its payload; 5: kept in inline code; 6: a backslash-escaped backtick opens no code; 7: a
@@ -985,14 +985,13 @@ def _paragraph_of_cell(paragraph: Any, known: dict[int, bool]) -> bool:
 
 
 def _row_of_cells(row: Any, known: dict[int, bool]) -> bool:
-    """Whether `row` is a row (`tr`) of two or more filled cells and no DocBook question or
-    answer (an entry). `known`: as `_paragraph_of_cell`'s."""
+    """Whether `row` is a row (`tr`) of two or more filled cells. `known`: as
+    `_paragraph_of_cell`'s."""
     from bs4.element import Tag
 
     if id(row) not in known:
-        entry = bool(_QANDA_ROWS & set(row.get("class") or ()))
         filled = 0
-        if row.name == "tr" and not entry:
+        if row.name == "tr":
             for cell in row.children:
                 if isinstance(cell, Tag) and cell.name in _TABLE_CELLS and cell.get_text().strip():
                     filled += 1
