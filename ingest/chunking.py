@@ -53,11 +53,12 @@ from ragtune.ingest.loaders import (
 
 HEADING_SEPARATOR = " > "
 # Where to cut, best first, per format (headings are already split off by the loaders).
-# Where text may be cut, best first, as regular expressions. The sentence ends of scripts
-# written without spaces (Chinese, Japanese) come before spaces, each cut after its mark (a
-# lookbehind): with none, a long paragraph was cut anywhere, mid-sentence. Text without them
-# splits as before.
-_SENTENCE_ENDS = [re.escape(". "), "(?<=[。\uff01\uff1f])"]  # 。, fullwidth ! and ?
+# Where text may be cut, best first, as regular expressions. A sentence is cut after its stop
+# and the space after it (a lookbehind: cut before ". ", the stop went to the next chunk,
+# which began ". The CAST operator ..." while the chunk before ended without it). The sentence
+# ends of scripts written without spaces (Chinese, Japanese) come before spaces, each cut
+# after its mark: with none, a long paragraph was cut anywhere, mid-sentence.
+_SENTENCE_ENDS = [r"(?<=\. )", "(?<=[。\uff01\uff1f])"]  # 。, fullwidth ! and ?
 _FENCE_MARK = "\x1d"
 """Put before a Markdown line that opens a fenced code block, for the splitter to cut there
 first (a loaded text holds no control characters); counted as nothing, and gone from chunks.
@@ -381,9 +382,8 @@ class _Splitter(RecursiveCharacterTextSplitter):
     at). Likewise a long piece's last chunk, when it is that small and introduces what comes
     next (it ends with a colon: "it should print something like:"), is read with the pieces
     after it; a listing's last lines are not moved into the next listing. Only where the text
-    is cut at line breaks: pieces cut at sentence ends carry their end mark at the start of
-    the next piece. (`_split_text_with_regex` is LangChain's own cut, the one its splitter
-    uses.)"""
+    is cut at line breaks: a piece cut at a sentence's end is a sentence, which introduces
+    nothing. (`_split_text_with_regex` is LangChain's own cut, the one its splitter uses.)"""
 
     def __init__(self, *, lead_most: int, **kwargs: Any) -> None:
         super().__init__(keep_separator=True, **kwargs)

@@ -310,7 +310,7 @@ class IngestService:
         # Known without loading the model: the configured sizes and the model's identity.
         s = self.settings
         return (
-            f"chunker-v9:max={s.chunk_max_tokens}:overlap={s.chunk_overlap_tokens}:"
+            f"chunker-v10:max={s.chunk_max_tokens}:overlap={s.chunk_overlap_tokens}:"
             f"headings={s.embed_headings}:blank-lines={s.split_on_blank_lines}:"
             f"model={self.collection.embedding_model}"
         )

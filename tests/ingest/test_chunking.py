@@ -75,6 +75,22 @@ def test_text_written_without_spaces_is_cut_after_a_sentence(
     assert "".join(chunk.text for chunk in chunks) == "".join(sentences)
 
 
+def test_a_paragraph_cut_at_a_sentence_end_keeps_the_stop_with_its_sentence() -> None:
+    """A long paragraph is cut at sentence ends; the cut was before ". ", so a chunk ended
+    without its stop and the next began with it (". The CAST operator ..."). Each chunk now
+    ends with its sentence's stop and none starts with one."""
+    sentences = [f"Sentence number {n} says what the operator does" for n in range(60)]
+    text = ". ".join(sentences) + "."
+    document = LoadedDocument("T", "html", [Section(("T",), text)])
+    chunks = [
+        c.text for c in Chunker(FakeEmbedder(max_tokens=60), overlap_tokens=0).chunk(document)
+    ]
+    assert len(chunks) > 3
+    assert all(chunk.endswith("does.") for chunk in chunks)
+    assert not any(chunk.startswith(".") for chunk in chunks)
+    assert " ".join(chunks) == text
+
+
 def test_each_distinct_piece_is_measured_once() -> None:
     """The splitter measures every piece two or three times, one tokenizer call each: text it
     cuts down to words (a megabyte without punctuation) took 46 s. Each distinct piece is now
