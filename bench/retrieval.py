@@ -282,14 +282,27 @@ def print_set(name: str, subset: str, reports: dict[str, RetrievalReport]) -> No
     print()
 
 
+def first_ranks(report: RetrievalReport, mode: str) -> dict[str, int | None]:
+    """Each question's rank of its first relevant hit in one mode (None: none in the first
+    ten), by id."""
+    runs = next(m.runs for m in report.modes if m.mode == mode)
+    ranks: dict[str, int | None] = {}
+    for run in runs:
+        flags = [bool(hit["relevant"]) for hit in run["hits"]][:CUTOFF]
+        ranks[str(run["id"])] = flags.index(True) + 1 if True in flags else None
+    return ranks
+
+
+def _scores(rank: int | None) -> tuple[float, float]:
+    """A question's Recall@5 and reciprocal rank (MRR@10's term) from its first relevant
+    rank (`first_ranks`)."""
+    flags = [n == rank for n in range(1, CUTOFF + 1)]
+    return recall_at(flags, 5), reciprocal_rank(flags, CUTOFF)
+
+
 def per_question(report: RetrievalReport, mode: str) -> dict[str, tuple[float, float]]:
     """Each question's Recall@5 and reciprocal rank (MRR@10's term) in one mode, by id."""
-    runs = next(m.runs for m in report.modes if m.mode == mode)
-    scores = {}
-    for run in runs:
-        flags = [bool(hit["relevant"]) for hit in run["hits"]]
-        scores[str(run["id"])] = (recall_at(flags, 5), reciprocal_rank(flags, CUTOFF))
-    return scores
+    return {i: _scores(rank) for i, rank in first_ranks(report, mode).items()}
 
 
 def paired_line(
@@ -318,17 +331,6 @@ COMPARED = (("ragtune", "hybrid"), ("ragtune", "dense"), ("ragtune", "lexical"))
 """The searches `--against` compares with the run it was given."""
 
 
-def first_ranks(report: RetrievalReport, mode: str) -> dict[str, int | None]:
-    """Each question's rank of its first relevant hit in one mode (None: none in the first
-    ten), by id."""
-    runs = next(m.runs for m in report.modes if m.mode == mode)
-    ranks: dict[str, int | None] = {}
-    for run in runs:
-        flags = [bool(hit["relevant"]) for hit in run["hits"]][:CUTOFF]
-        ranks[str(run["id"])] = flags.index(True) + 1 if True in flags else None
-    return ranks
-
-
 def ranks_record(subset: str, reports: dict[str, RetrievalReport]) -> dict[str, Any]:
     """What `--ranks-out` keeps of one set's run: its questions and, for each search
     `--against` compares, each question's first relevant rank."""
@@ -342,12 +344,6 @@ def ranks_record(subset: str, reports: dict[str, RetrievalReport]) -> dict[str, 
             if setup in reports
         },
     }
-
-
-def _scores(rank: int | None) -> tuple[float, float]:
-    """A question's Recall@5 and reciprocal rank (MRR@10's term) from its first relevant
-    rank."""
-    return (1.0 if rank is not None and rank <= 5 else 0.0, 1 / rank if rank else 0.0)
 
 
 def compare_ranks(name: str, before: dict[str, Any], now: dict[str, Any]) -> list[str]:
