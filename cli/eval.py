@@ -292,7 +292,7 @@ def policy_report(
     settings: ServingSettings, files: list[Path], router_model: Path | None, as_json: bool
 ) -> None:
     from ragtune.evals.outcomes import read_outcomes
-    from ragtune.evals.router_training import compare_policies
+    from ragtune.evals.router_training import compare_policies, left_out_note
 
     path = router_model or route_model_path(settings)
     model = None
@@ -321,6 +321,8 @@ def policy_report(
             f"the learned router closes {report.gap_closed:.0%} of the gap between the "
             "thresholds and the oracle"
         )
+    if report.left_out:
+        stdout.print(left_out_note(report.left_out))
 
 
 class RouteProgress:

@@ -13,7 +13,7 @@ from rich.table import Table
 from ragtune.cli.eval import case_bar
 from ragtune.cli.settings import command_settings
 from ragtune.evals.outcomes import collect_case_file, read_outcomes
-from ragtune.evals.router_training import TrainedRouter, train_router
+from ragtune.evals.router_training import TrainedRouter, left_out_note, train_router
 from ragtune.retrieval.embedder import model_id_for
 from ragtune.serving.components import outcomes_path, route_model_path
 
@@ -143,6 +143,8 @@ def train(
         f"best route per case: {targets}; the thresholds' mean grade on the same cases: "
         f"{trained.thresholds_grade:.3f}\nwrote {target} (the server reads it at start)"
     )
+    if trained.left_out:
+        stdout.print(left_out_note(trained.left_out))
 
 
 def _train_dict(trained: TrainedRouter, path: Path) -> dict[str, object]:
@@ -152,5 +154,6 @@ def _train_dict(trained: TrainedRouter, path: Path) -> dict[str, object]:
         "cases": trained.cases,
         "targets": trained.targets,
         "thresholds_mean_grade": trained.thresholds_grade,
+        "left_out": trained.left_out,
         "candidates": [vars(score) for score in trained.candidates],
     }

@@ -38,6 +38,29 @@ WEIGHT_FLOOR = 0.05
 MIN_CASES = 20
 
 
+def read_as_now(outcomes: Sequence[CaseOutcome]) -> tuple[list[CaseOutcome], int]:
+    """The cases whose features the router would compute today (`CaseOutcome.reads_as_now`),
+    and how many were left out: follow-ups recorded with an earlier revision of the features.
+    EvalError, saying to collect again, when none is left."""
+    kept = [case for case in outcomes if case.reads_as_now]
+    if outcomes and not kept:
+        raise EvalError(
+            f"all {len(outcomes)} cases were recorded with an earlier revision of the router's "
+            "features (follow-ups before 2026-12-07, whose word overlap read their own words): "
+            "collect them again (`ragtune router collect`, or shadow mode)"
+        )
+    return kept, len(outcomes) - len(kept)
+
+
+def left_out_note(left_out: int) -> str:
+    """What a report says of the cases `read_as_now` left out."""
+    return (
+        f"left out {left_out} follow-up case(s) recorded with an earlier revision of the "
+        "router's features (before 2026-12-07 a follow-up's word overlap read its own words, "
+        "not its conversation's query): collect them again (`ragtune router collect`)"
+    )
+
+
 def target(case: CaseOutcome, tolerance: float = TOLERANCE) -> Route:
     """The route the router should have taken for `case` (see the module's docstring)."""
     grades = case.choosable
@@ -177,6 +200,8 @@ class TrainedRouter:
     """How often each route was the one to take."""
     thresholds_grade: float
     """The thresholds' mean grade on the same cases (what the router must beat)."""
+    left_out: int = 0
+    """Cases left out: recorded with an earlier revision of the features (`read_as_now`)."""
 
 
 def learned_choice(model: RouteModel, case: CaseOutcome) -> Route:
@@ -193,11 +218,19 @@ def train_router(
     tolerance: float = TOLERANCE,
 ) -> TrainedRouter:
     """Choose among `candidates` by `folds`-fold cross-validation (mean grade of the chosen
-    routes; ties go to the earlier, simpler candidate) and fit the winner on every case."""
+    routes; ties go to the earlier, simpler candidate) and fit the winner on every case whose
+    features read as the router computes them now (`read_as_now`)."""
+    outcomes, left_out = read_as_now(outcomes)
     if len(outcomes) < MIN_CASES:
+        stale = (
+            f" ({left_out} more were recorded with an earlier revision of the router's features "
+            "and are left out)"
+            if left_out
+            else ""
+        )
         raise EvalError(
-            f"{len(outcomes)} cases with outcomes: a learned router needs at least {MIN_CASES} "
-            "(`ragtune router collect --cases FILE`)"
+            f"{len(outcomes)} cases with outcomes{stale}: a learned router needs at least "
+            f"{MIN_CASES} (`ragtune router collect --cases FILE`)"
         )
     x = features_of(outcomes)
     y = [target(case, tolerance) for case in outcomes]
@@ -242,6 +275,7 @@ def train_router(
         len(outcomes),
         dict(Counter(y)),
         statistics.fmean(_grade(case, case.decision) for case in outcomes),
+        left_out,
     )
 
 
@@ -288,6 +322,8 @@ class PolicyReport:
     cases: int
     labelled: int
     policies: list[PolicyScore]
+    left_out: int = 0
+    """Cases left out: recorded with an earlier revision of the features (`read_as_now`)."""
 
     def score(self, policy: str) -> PolicyScore:
         return next(p for p in self.policies if p.policy == policy)
@@ -309,6 +345,7 @@ class PolicyReport:
             "cases": self.cases,
             "labelled": self.labelled,
             "gap_closed": self.gap_closed,
+            "left_out": self.left_out,
             "policies": [vars(p) for p in self.policies],
         }
 
@@ -317,7 +354,10 @@ def compare_policies(outcomes: Sequence[CaseOutcome], model: RouteModel | None) 
     """Each policy's route per case and what it earned: the thresholds (as collected), the
     learned router, always rag / adapter / base (where that route was not run for a case, e.g.
     no adapter is registered, the thresholds' route counts), and the oracle (the best route per
-    case, any adapter)."""
+    case, any adapter); on the cases whose features read as the router computes them now
+    (`read_as_now`): a follow-up recorded before would judge the learned router on numbers it
+    is no longer given."""
+    outcomes, left_out = read_as_now(outcomes)
     policies: dict[str, Callable[[CaseOutcome], Route]] = {
         "thresholds": lambda case: case.decision,
     }
@@ -347,4 +387,4 @@ def compare_policies(outcomes: Sequence[CaseOutcome], model: RouteModel | None) 
         )
     )
     labelled = sum(1 for case in outcomes if case.expected_route)
-    return PolicyReport(len(outcomes), labelled, scores)
+    return PolicyReport(len(outcomes), labelled, scores, left_out)

@@ -27,7 +27,7 @@ import numpy as np
 
 from ragtune.retrieval.embedder import same_model
 from ragtune.serving.errors import RouteModelError
-from ragtune.serving.router import FEATURES, Route
+from ragtune.serving.router import FEATURES, FEATURES_REVISION, Route
 
 FORMAT = "ragtune-route-model"
 VERSION = 1
@@ -185,6 +185,7 @@ def model_data(
         "version": VERSION,
         "kind": kind,
         "features": list(FEATURES),
+        "features_revision": FEATURES_REVISION,
         "classes": list(classes),
         "embedding_model": embedding_model,
         "baseline": [float(v) for v in baseline],
@@ -195,7 +196,8 @@ def model_data(
 
 def load_route_model(path: Path, *, embedding_model: str) -> RouteModel:
     """The learned router stored at `path`, checked against this server: its format, the
-    feature schema the router computes and the embedding model its similarities come from.
+    feature schema and revision the router computes and the embedding model its similarities
+    come from.
     RouteModelError says what is wrong and what to do."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -215,6 +217,15 @@ def load_route_model(path: Path, *, embedding_model: str) -> RouteModel:
             f"{path} was trained on other router features ({_listed(data.get('features'))}) "
             f"than this ragtune computes ({', '.join(FEATURES)}): collect outcomes and train it "
             "again (`ragtune router collect`, `ragtune router train`)"
+        )
+    revision = data.get("features_revision", 1)
+    if revision != FEATURES_REVISION:
+        raise RouteModelError(
+            f"{path} was trained on revision {revision!r} of the router's features, and this "
+            f"ragtune computes revision {FEATURES_REVISION} (since 2026-12-07 a follow-up's word "
+            "overlap reads the conversation's query, not its own words): train it again "
+            "(`ragtune router train`; follow-ups collected before are left out, collect them "
+            "again)"
         )
     if not same_model(data.get("embedding_model"), embedding_model):
         raise RouteModelError(

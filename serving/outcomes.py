@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, get_args
 
-from ragtune.serving.router import ADAPTER_ROUTES, FEATURES, Route
+from ragtune.serving.router import ADAPTER_ROUTES, FEATURES, FEATURES_REVISION, Route
 
 FORMAT = "ragtune-route-outcome"
 VERSION = 1
@@ -56,6 +56,19 @@ class CaseOutcome:
     """collect (a case file) or shadow (live traffic)."""
     question: str | None = None
     history: list[str] = field(default_factory=list)
+    features_revision: int = FEATURES_REVISION
+    """What the features meant when they were recorded (`FEATURES_REVISION`; a line written
+    before it was stored is revision 1)."""
+
+    @property
+    def reads_as_now(self) -> bool:
+        """Whether the router would compute these features today: a case recorded with an
+        earlier revision of them still does when it was one question (only follow-ups and
+        long conversations were read otherwise). A router trained or judged on the others
+        would learn what the server no longer computes."""
+        return self.features_revision == FEATURES_REVISION or (
+            self.features_revision == 1 and self.features["turns"] <= 1
+        )
 
     def grade(self, route: Route, adapter: str | None = None) -> float | None:
         """The grade of `route` (its adapter routes with `adapter`, default the best match)."""
@@ -102,8 +115,14 @@ class CaseOutcome:
         if not outcomes:
             raise ValueError("no route was graded")
         features = {name: float(data["features"][name]) for name in FEATURES}
+        revision = data.get("features_revision", 1)
+        if type(revision) is not int or not 1 <= revision <= FEATURES_REVISION:
+            raise ValueError(
+                f"features of revision {revision!r}, which this ragtune does not know (it "
+                f"computes revision {FEATURES_REVISION}): a newer ragtune wrote it"
+            )
         fields = {k: v for k, v in data.items() if k not in ("format", "version")}
-        fields.update(features=features, outcomes=outcomes)
+        fields.update(features=features, outcomes=outcomes, features_revision=revision)
         return cls(**fields)
 
 

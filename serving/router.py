@@ -202,6 +202,13 @@ FEATURES: tuple[str, ...] = (
 )
 """What a learned router reads (`decision_features`): the schema a router file is trained on."""
 
+FEATURES_REVISION = 2
+"""What the numbers of `FEATURES` mean, as outcomes record them and a router file is trained on
+them: 1 until 2026-12-07; 2 since, when `lexical_overlap` reads a follow-up's conversation query
+(its own words before) and `turns` counts at most `MOST_TURNS_COUNTED`. A question asked alone
+reads the same in both: only a case of several user turns was recorded otherwise
+(`CaseOutcome.reads_as_now`)."""
+
 MOST_TURNS_COUNTED = 16
 """The `turns` feature counts at most this many user turns: a conversation of hundreds (a
 client's padding, a long chat) was a number no router file was trained near, which a logistic

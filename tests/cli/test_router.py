@@ -63,3 +63,29 @@ def test_bad_input_says_what_to_do(tmp_path: Path) -> None:
     other = ragtune("eval", "route", "--outcomes", few, data_dir=data_dir)
     assert other.returncode != 0
     assert "other/model" in other.stderr
+
+
+def test_follow_ups_from_an_earlier_revision_of_the_features_are_left_out_and_said(
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path / "data"
+    path = data_dir / "router" / "outcomes.jsonl"
+    append_outcomes(path, outcomes(40, seed=7))
+    with path.open("a") as out:
+        for case in outcomes(4, seed=8):
+            line = case.to_dict()  # as written before 2026-12-07, a follow-up
+            del line["features_revision"]
+            line["features"]["turns"] = 2.0
+            out.write(json.dumps(line) + "\n")
+
+    trained = ragtune("router", "train", "--json", data_dir=data_dir)
+    assert trained.returncode == 0, trained.stderr
+    report = json.loads(trained.stdout)
+    assert (report["cases"], report["left_out"]) == (40, 4)
+    stored = json.loads((data_dir / "router" / "model.json").read_text())
+    assert stored["features_revision"] == 2
+
+    compared = ragtune("eval", "route", "--outcomes", path, data_dir=data_dir)
+    assert compared.returncode == 0, compared.stderr
+    assert "routing policies on 40 cases" in compared.stdout
+    assert "left out 4 follow-up case(s) recorded with an earlier revision" in compared.stdout

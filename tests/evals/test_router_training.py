@@ -16,6 +16,7 @@ from ragtune.evals.router_training import (
     compare_policies,
     features_of,
     fit,
+    read_as_now,
     target,
     train_router,
 )
@@ -127,6 +128,63 @@ def test_outcomes_round_trip_and_a_bad_line_is_named(tmp_path: Path) -> None:
         read_outcomes([other])
     with pytest.raises(EvalError, match="router collect"):
         read_outcomes([tmp_path / "missing.jsonl"])
+
+
+def recorded_before_revisions(case: CaseOutcome, turns: int) -> dict[str, object]:
+    """`case` as an outcome line written before 2026-12-07 (no features revision), `turns`
+    user turns long."""
+    line = case.to_dict()
+    del line["features_revision"]
+    line["features"]["turns"] = float(turns)
+    return line
+
+
+def test_follow_ups_recorded_with_an_earlier_revision_of_the_features_are_left_out(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "outcomes.jsonl"
+    current = outcomes(40, seed=3)
+    assert append_outcomes(path, current) == 40
+    older = outcomes(12, seed=4)
+    with path.open("a") as out:
+        for i, old in enumerate(older):
+            # every other one a question asked alone, which reads today as it did then
+            out.write(json.dumps(recorded_before_revisions(old, 1 if i % 2 else 3)) + "\n")
+    read = read_outcomes([path])
+    assert [c.features_revision for c in read] == [2] * 40 + [1] * 12
+    assert [c.reads_as_now for c in read[40:]] == [False, True] * 6
+
+    kept, left_out = read_as_now(read)
+    assert (len(kept), left_out) == (46, 6)
+    assert all(c.reads_as_now for c in kept)
+    trained = train_router(read, embedding_model=EMBEDDER, folds=3)
+    assert (trained.cases, trained.left_out) == (46, 6)
+    report = compare_policies(read, trained.model)
+    assert (report.cases, report.left_out) == (46, 6)
+    assert report.to_dict()["left_out"] == 6
+
+    # only follow-ups from before: nothing to train or judge on, and the error says why
+    stale = [CaseOutcome.from_dict(recorded_before_revisions(c, 2)) for c in outcomes(30)]
+    for run in (
+        lambda: train_router(stale, embedding_model=EMBEDDER),
+        lambda: compare_policies(stale, None),
+    ):
+        with pytest.raises(EvalError, match=r"all 30 cases .*earlier revision.*router collect"):
+            run()
+    # too few left once they are out: the count says where the others went
+    few = outcomes(15, seed=9) + stale[:10]
+    with pytest.raises(EvalError, match=r"15 cases with outcomes \(10 more .*left out\)"):
+        train_router(few, embedding_model=EMBEDDER)
+
+
+def test_a_features_revision_this_ragtune_does_not_know_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "outcomes.jsonl"
+    line = outcomes(1)[0].to_dict()
+    for revision in (3, 0, "2", True):
+        line["features_revision"] = revision
+        path.write_text(json.dumps(line) + "\n")
+        with pytest.raises(EvalError, match=r"line 1: features of revision .*newer ragtune"):
+            read_outcomes([path])
 
 
 def test_policies_are_scored_on_the_grades_of_the_routes_they_pick() -> None:

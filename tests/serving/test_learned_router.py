@@ -96,6 +96,8 @@ def test_a_stored_model_reads_back_identical(model: RouteModel, stored: Path) ->
         ({"embedding_model": "other/model"}, "embedding model 'other/model'.*train it again"),
         ({"features": ["evidence_top"]}, "other router features.*router collect"),
         ({"version": 99}, "format version 99"),
+        ({"features_revision": 1}, "revision 1 of the router's features.*train it again"),
+        ({"features_revision": 3}, "revision 3 of the router's features"),
         ({"format": "something"}, "not a ragtune learned router"),
         ({"classes": ["rag", "nowhere"]}, "damaged learned router"),
         ({"logistic": {"mean": [0.0]}}, "damaged learned router"),
@@ -108,6 +110,16 @@ def test_a_router_file_for_something_else_is_refused(
     data.update(change)
     stored.write_text(json.dumps(data))
     with pytest.raises(RouteModelError, match=message):
+        load_route_model(stored, embedding_model=EMBEDDER)
+
+
+def test_a_router_file_from_before_the_features_had_a_revision_is_refused(stored: Path) -> None:
+    # Trained before 2026-12-07: a follow-up's word overlap then read its own words, so the
+    # file's weights mean something else for follow-ups; train again.
+    data = json.loads(stored.read_text())
+    assert data.pop("features_revision") == 2
+    stored.write_text(json.dumps(data))
+    with pytest.raises(RouteModelError, match=r"revision 1 .*`ragtune router train`"):
         load_route_model(stored, embedding_model=EMBEDDER)
 
 
