@@ -71,6 +71,8 @@ from ragtune.retrieval.lexical import LexicalIndexes
 from ragtune.retrieval.search import Retriever, SearchMode
 from ragtune.retrieval.settings import RetrievalSettings
 from ragtune.retrieval.store import ChunkRecord, Collection, VectorStore, open_store
+from ragtune.serving.router import Evidence
+from ragtune.serving.settings import RouterSettings
 
 METRICS = ["recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10"]
 NAIVE_FUSIONS: dict[str, dict[str, object]] = {
@@ -163,6 +165,44 @@ def chunk_shape(collection: Collection, embedder: SentenceTransformerEmbedder) -
     )
 
 
+def evidence_tops(retriever: Retriever, questions: Sequence[str]) -> list[float]:
+    """What the router reads as each question's evidence: the best dense similarity among the
+    hits the RAG route retrieves (hybrid search, `rag_top_k` of them)."""
+    k = RouterSettings().rag_top_k
+    return [Evidence.of(retriever.search(q, k, SearchMode.HYBRID)).top for q in questions]
+
+
+def evidence_lines(
+    name: str,
+    own: tuple[list[float], list[float]],
+    off_topic: tuple[list[float], list[float]],
+) -> list[str]:
+    """How a tuned embedder moves the router's evidence (`evidence_tops`, untuned -> tuned) for
+    the set's own questions and for other sets' (off topic) against the router's thresholds,
+    which were chosen with the configured model: how many reach each, and how many cross it
+    either way."""
+    router = RouterSettings()
+    lines = []
+    for label, (was, now) in (("own questions", own), ("other sets' questions", off_topic)):
+        if not was:
+            continue
+        ordered = sorted(was), sorted(now)
+        p10 = [values[len(values) // 10] for values in ordered]
+        p50 = [values[len(values) // 2] for values in ordered]
+        parts = [f"p10 {p10[0]:.3f} -> {p10[1]:.3f}, median {p50[0]:.3f} -> {p50[1]:.3f}"]
+        for threshold in (router.evidence_threshold, router.strong_evidence_threshold):
+            up = sum(a < threshold <= b for a, b in zip(was, now, strict=True))
+            down = sum(b < threshold <= a for a, b in zip(was, now, strict=True))
+            parts.append(
+                f">= {threshold:g}: {sum(a >= threshold for a in was)} -> "
+                f"{sum(b >= threshold for b in now)} ({up} up, {down} down)"
+            )
+        lines.append(
+            f"{name} router evidence, untuned -> tuned, {label} ({len(was)}): {'; '.join(parts)}"
+        )
+    return lines
+
+
 def score_set(
     name: str,
     data: Path,
@@ -170,6 +210,7 @@ def score_set(
     calibrated: bool = False,
     tuned: bool = False,
     tuned_weights: Sequence[float] = (),
+    off_topic: Sequence[str] = (),
 ) -> dict[str, RetrievalReport]:
     """Both setups indexed and scored on one set: {setup: RetrievalReport}; with `calibrated`,
     ragtune's collection also calibrated by `ragtune tune retrieval`'s procedure and scored
@@ -177,7 +218,8 @@ def score_set(
     chunks by `ragtune tune embedder`'s procedure (default options, adopted whatever it
     measures) and scored as searches of it run, BM25 weighed by `tuned_lexical_weight`
     ("ragtune-emb"), and its hybrid search with each BM25 weight of `tuned_weights`
-    ("ragtune-emb@W")."""
+    ("ragtune-emb@W"), and what the router reads as evidence before and after for the set's
+    questions and the `off_topic` ones (`evidence_lines`)."""
     reports: dict[str, RetrievalReport] = {}
     with tempfile.TemporaryDirectory() as tmp:
         settings = RetrievalSettings(data_dir=Path(tmp))
@@ -217,6 +259,9 @@ def score_set(
                     Retriever(product, embedder, indexes, settings), product, data / "qa.json"
                 )
             if tuned:
+                own = [item.question for item in load_qa(data / "qa.json")]
+                untuned = Retriever(product, embedder, indexes, settings)
+                evidence = (evidence_tops(untuned, own), evidence_tops(untuned, off_topic))
                 print(f"{name}: tuning the embedder...", file=sys.stderr)
                 trial = try_tuned(store, product, embedder, settings, indexes, TuneOptions())
                 settle(store, product, trial, True, indexes, settings)
@@ -227,9 +272,14 @@ def score_set(
                 )
                 adopted = store.collection("ragtune", embedder.model_id)
                 tuned_embedder = collection_embedder(adopted, settings)
-                reports["ragtune-emb"] = run_modes(
-                    Retriever(adopted, tuned_embedder, indexes, settings), adopted, data / "qa.json"
+                retuned = Retriever(adopted, tuned_embedder, indexes, settings)
+                reports["ragtune-emb"] = run_modes(retuned, adopted, data / "qa.json")
+                lines = evidence_lines(
+                    name,
+                    (evidence[0], evidence_tops(retuned, own)),
+                    (evidence[1], evidence_tops(retuned, off_topic)),
                 )
+                print("\n".join(lines))
                 for weight in tuned_weights:
                     weighted = settings.model_copy(update={"lexical_weight": weight})
                     reports[f"ragtune-emb@{weight:g}"] = run_modes(
@@ -455,10 +505,25 @@ def main() -> None:
             parser.error(f"--ranks-out {args.ranks_out}: cannot be written ({exc})")
     embedder = SentenceTransformerEmbedder("all-MiniLM-L6-v2")
     records: dict[str, dict[str, Any]] = {}
+    built = {name: DEV_SETS[name](args.subset) for name in names}
     for name in names:
-        data = DEV_SETS[name](args.subset)
+        data = built[name]
+        # The other sets' questions are off topic here: where a tuned model's evidence for
+        # them goes says whether the router's thresholds still tell them apart.
+        off_topic = [
+            item.question
+            for other in names
+            if other != name and args.tune_embedder
+            for item in load_qa(built[other] / "qa.json")
+        ]
         reports = score_set(
-            name, data, embedder, args.calibrate, args.tune_embedder, args.tuned_weights
+            name,
+            data,
+            embedder,
+            args.calibrate,
+            args.tune_embedder,
+            args.tuned_weights,
+            off_topic,
         )
         print_set(name, args.subset, reports)
         records[name] = ranks_record(args.subset, reports)

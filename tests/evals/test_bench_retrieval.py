@@ -83,3 +83,19 @@ def test_a_run_is_compared_with_the_run_before_question_by_question() -> None:
     assert compare_ranks("python", before, now) == [
         "python: the run before scored the full set, this one the small set: nothing compared"
     ]
+
+
+def test_a_tuned_models_evidence_is_counted_against_the_routers_thresholds() -> None:
+    from bench.retrieval import evidence_lines
+
+    own = ([0.30, 0.50, 0.60, 0.80], [0.40, 0.36, 0.50, 0.56])
+    lines = evidence_lines("sqlite", own, ([], []))
+    assert len(lines) == 1  # no off-topic questions: no line for them
+    assert lines[0] == (
+        "sqlite router evidence, untuned -> tuned, own questions (4): "
+        "p10 0.300 -> 0.360, median 0.600 -> 0.500; "
+        ">= 0.37: 3 -> 3 (1 up, 1 down); >= 0.55: 2 -> 1 (0 up, 1 down)"
+    )
+    off = evidence_lines("python", ([0.5], [0.5]), ([0.2, 0.38], [0.37, 0.2]))[1]
+    assert off.endswith(">= 0.37: 1 -> 1 (1 up, 1 down); >= 0.55: 0 -> 0 (0 up, 0 down)")
+    assert "other sets' questions (2)" in off
