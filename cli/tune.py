@@ -221,7 +221,8 @@ def tune_embedder(
 
     Example: ragtune tune embedder --collection handbook --dev-set questions.json
     """
-    settings = command_settings(ctx).retrieval_for(collection)
+    everything = command_settings(ctx)
+    settings = everything.retrieval_for(collection)
     qa = load_qa(dev_set) if dev_set is not None else None
     configured = load_embedder(settings)
     options = TuneOptions(steps, batch_size, learning_rate, held_out, seed)
@@ -253,8 +254,9 @@ def tune_embedder(
             return
         with stderr.status(f"tuning for {target.name!r}...") as status:
             trial = try_tuned(
-                store, target, configured, settings, indexes, options, qa, status.update
-            )
+                store, target, configured, settings, indexes, options, qa, status.update,
+                everything.serving.router.turn_weighting(),
+            )  # fmt: skip
         adopted = not dry_run and (trial.better or force)
         settle(store, target, trial, adopted, indexes, settings)
     _report(target.name, trial, adopted, dry_run, as_json, settings.tuned_lexical_weight)

@@ -19,14 +19,11 @@ from ragtune.ingest.settings import IngestSettings
 from ragtune.retrieval.conversation import (
     DEFAULT_WEIGHTING,
     TurnWeighting,
-    closest_in,
-    conversation_query,
-    unknown_words_in,
+    conversation_searches,
 )
 from ragtune.retrieval.embedder import collection_embedder, load_embedder, model_id_for
 from ragtune.retrieval.errors import RetrievalError
 from ragtune.retrieval.evaluation import (
-    ConversationSearch,
     QAItem,
     RetrievalReport,
     evaluate_conversations,
@@ -34,7 +31,7 @@ from ragtune.retrieval.evaluation import (
 from ragtune.retrieval.filters import SearchFilter
 from ragtune.retrieval.lexical import LexicalIndexes
 from ragtune.retrieval.rerank import load_reranker
-from ragtune.retrieval.search import Retriever, SearchHit, SearchMode
+from ragtune.retrieval.search import Retriever, SearchMode
 from ragtune.retrieval.settings import RetrievalSettings
 from ragtune.retrieval.store import Collection, open_store
 
@@ -117,21 +114,10 @@ def evaluate_retrieval(
                     # Every question would score 0: a measurement of nothing, not of search.
                     raise RetrievalError(_no_chunks(corpus, summary))
             retriever = Retriever(target, embedder, indexes, settings, reranker=reranker)
-
-            closest, unknown = closest_in(retriever, search_filter), unknown_words_in([retriever])
-
-            def searcher(mode: SearchMode) -> ConversationSearch:
-                def run(turns: Sequence[str], depth: int) -> list[SearchHit]:
-                    # One turn (a plain question) is searched as it is.
-                    query = conversation_query(turns, embedder, closest, weighting, unknown)
-                    return retriever.search(
-                        query.text, depth, mode, search_filter, neighbours, vector=query.vector
-                    )
-
-                return run
-
+            searches = conversation_searches(
+                retriever, embedder, modes, weighting, search_filter, neighbours
+            )
             with reporter.scoring(len(qa)):
-                searches = [(m.value, searcher(m)) for m in modes]
                 return evaluate_conversations(target, qa, searches, ks)
         finally:
             if corpus is not None and target is not None:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ragtune.retrieval.calibration import CUTOFF, PseudoQuery, pseudo_queries
+from ragtune.retrieval.conversation import DEFAULT_WEIGHTING, TurnWeighting, conversation_searches
 from ragtune.retrieval.dense import DenseSearch
 from ragtune.retrieval.embedder import (
     TUNED_PREFIX,
@@ -44,9 +45,9 @@ from ragtune.retrieval.embedder import (
     tuned_models_root,
 )
 from ragtune.retrieval.errors import RetrievalError, StagingDroppedError
-from ragtune.retrieval.evaluation import QAItem, evaluate
+from ragtune.retrieval.evaluation import QAItem, evaluate_conversations
 from ragtune.retrieval.lexical import LexicalIndex, LexicalIndexes
-from ragtune.retrieval.search import Retriever, SearchHit, SearchMode
+from ragtune.retrieval.search import Retriever, SearchMode
 from ragtune.retrieval.settings import RetrievalSettings, file_name_for
 from ragtune.retrieval.store import (
     EMBEDDING_BASE_KEY,
@@ -519,10 +520,12 @@ def try_tuned(
     options: TuneOptions,
     qa: Sequence[QAItem] | None = None,
     status: Status | None = None,
+    weighting: TurnWeighting = DEFAULT_WEIGHTING,
 ) -> Trial:
     """Tune the configured model on `target`'s chunks, re-embed a staging copy with it and
-    measure both (held-out pseudo-queries; `qa` too when given). The collection itself is not
-    changed; on an error nothing is left behind."""
+    measure both (held-out pseudo-queries; `qa` too when given, its conversations read as
+    `weighting` says). The collection itself is not changed; on an error nothing is left
+    behind."""
     say = status or (lambda _: None)
     lexical = indexes.current(target, save=False)
     held = held_out_queries(target, lexical, options.held_out, options.seed)
@@ -574,8 +577,8 @@ def try_tuned(
         )
         if qa is not None:
             trial.dev = (
-                dev_metrics(target, current, indexes, settings, qa),
-                dev_metrics(staging, tuned, indexes, settings, qa),
+                dev_metrics(target, current, indexes, settings, qa, weighting),
+                dev_metrics(staging, tuned, indexes, settings, qa, weighting),
             )
         return trial
     except BaseException:
@@ -654,14 +657,14 @@ def dev_metrics(
     indexes: LexicalIndexes,
     settings: RetrievalSettings,
     qa: Sequence[QAItem],
+    weighting: TurnWeighting = DEFAULT_WEIGHTING,
 ) -> Metrics:
     """Hybrid and dense metrics of `qa` on `collection` searched with `embedder`, as its
-    searches run (a tuned collection's BM25 weight included: `Retriever.fusion`)."""
+    searches run (a tuned collection's BM25 weight included: `Retriever.fusion`); an item
+    given as a conversation is searched as the chat path searches it, as `eval retrieval`
+    scores it (`conversation_searches`: its follow-up read with its topic, `weighting`)."""
     retriever = Retriever(collection, embedder, indexes, settings, save_lexical=False)
-
-    def searcher(mode: SearchMode) -> Callable[[str, int], list[SearchHit]]:
-        return lambda question, depth: retriever.search(question, depth, mode)
-
-    searches = [(mode.value, searcher(mode)) for mode in (SearchMode.HYBRID, SearchMode.DENSE)]
-    report = evaluate(collection, qa, searches)
+    modes = (SearchMode.HYBRID, SearchMode.DENSE)
+    searches = conversation_searches(retriever, embedder, modes, weighting)
+    report = evaluate_conversations(collection, qa, searches)
     return {m.mode: m.metrics for m in report.modes}

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from ragtune.retrieval.embedder import Embedder, Vector
 from ragtune.retrieval.filters import SearchFilter
 from ragtune.retrieval.lexical import names_anything
-from ragtune.retrieval.search import Retriever, SearchMode
+from ragtune.retrieval.search import Retriever, SearchHit, SearchMode
 
 Closest = Callable[[Vector], float]
 """The dense similarity of the collection's chunk closest to a vector (0.0 when none is)."""
@@ -200,6 +200,33 @@ def _combined(vectors: Sequence[Vector], weights: Sequence[float]) -> Vector:
     ]
     norm = math.sqrt(sum(x * x for x in combined)) or 1.0
     return [x / norm for x in combined]
+
+
+def conversation_searches(
+    retriever: Retriever,
+    embedder: Embedder,
+    modes: Sequence[SearchMode],
+    weighting: TurnWeighting = DEFAULT_WEIGHTING,
+    filters: SearchFilter | None = None,
+    neighbours: int = 0,
+) -> list[tuple[str, Callable[[Sequence[str], int], list[SearchHit]]]]:
+    """One search per mode of a conversation's user turns (oldest first) to a depth, each
+    searching the query the chat path builds from them (`conversation_query` over the
+    retriever's collection, as `weighting` says; one turn, a plain question, as it is): what
+    every measurement of labelled conversations uses (`eval retrieval`, `tune embedder
+    --dev-set`), so that it scores what the server serves."""
+    closest, unknown = closest_in(retriever, filters), unknown_words_in([retriever])
+
+    def searcher(mode: SearchMode) -> Callable[[Sequence[str], int], list[SearchHit]]:
+        def run(turns: Sequence[str], depth: int) -> list[SearchHit]:
+            query = conversation_query(turns, embedder, closest, weighting, unknown)
+            return retriever.search(
+                query.text, depth, mode, filters, neighbours, vector=query.vector
+            )
+
+        return run
+
+    return [(mode.value, searcher(mode)) for mode in modes]
 
 
 def closest_in(retriever: Retriever, filters: SearchFilter | None = None) -> Closest:

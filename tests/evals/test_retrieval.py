@@ -12,11 +12,14 @@ from pathlib import Path
 import pytest
 
 from ragtune.evals.retrieval import evaluate_retrieval
-from ragtune.ingest.pipeline import IngestProgress, IngestSummary
+from ragtune.ingest.pipeline import IngestProgress, IngestService, IngestSummary
 from ragtune.ingest.settings import IngestSettings
+from ragtune.retrieval.adaptation import dev_metrics
 from ragtune.retrieval.conversation import unknown_words_in
+from ragtune.retrieval.embedder import load_embedder
 from ragtune.retrieval.errors import RetrievalError
 from ragtune.retrieval.evaluation import QAItem, load_qa
+from ragtune.retrieval.lexical import LexicalIndexes
 from ragtune.retrieval.search import SearchMode
 from ragtune.retrieval.settings import RetrievalSettings
 from ragtune.retrieval.store import open_store
@@ -135,7 +138,7 @@ def test_a_conversation_is_searched_with_the_question_it_follows(
 ) -> None:
     # Three passages use too few words to tell small talk by: here the rule counts from one.
     monkeypatch.setattr(
-        "ragtune.evals.retrieval.unknown_words_in", partial(unknown_words_in, vocabulary=0)
+        "ragtune.retrieval.conversation.unknown_words_in", partial(unknown_words_in, vocabulary=0)
     )
     (corpus / "bread.md").write_text(f"# Bread\n\n{BREAD}\n")
     follow_up = "Why does it work that way?"
@@ -164,3 +167,40 @@ def test_a_conversation_is_searched_with_the_question_it_follows(
         assert found == {"follow-up": True, "alone": False, "own topic": False}, mode.mode
     (run, _, _) = report.modes[0].runs
     assert run["history"] == [QA[0].question]
+
+
+def test_tune_embedders_dev_set_reads_a_conversation_as_eval_retrieval_does(
+    corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `tune embedder --dev-set` decides on these metrics: a follow-up was searched alone there
+    # (every conversation scored 0 before and after, and "no worse" adopted the model).
+    monkeypatch.setattr(
+        "ragtune.retrieval.conversation.unknown_words_in", partial(unknown_words_in, vocabulary=0)
+    )
+    (corpus / "bread.md").write_text(f"# Bread\n\n{BREAD}\n")
+    follow_up = "Why does it work that way?"
+    conversation = [
+        {"role": "user", "content": QA[0].question},
+        {"role": "assistant", "content": "Their feathers are soft."},
+        {"role": "user", "content": follow_up},
+    ]
+    qa_file = tmp_path / "qa.json"
+    qa_file.write_text(
+        json.dumps(
+            [
+                {"id": "follow-up", "messages": conversation, "answer_passage": OWLS},
+                {"id": "alone", "question": follow_up, "answer_passage": OWLS},
+            ]
+        )
+    )
+    followed, alone = load_qa(qa_file)
+    settings = RetrievalSettings(data_dir=tmp_path / "data")
+    embedder = load_embedder(settings)
+    with open_store(settings, "write") as store:
+        indexes = LexicalIndexes.for_store(settings.data_dir, store)
+        docs = store.collection("docs", embedder.model_id, create=True)
+        IngestService(IngestSettings(), docs, lambda: embedder, indexes).run([corpus])
+        for mode, metrics in dev_metrics(docs, embedder, indexes, settings, [followed]).items():
+            assert metrics["recall@1"] == 1.0, mode
+        for mode, metrics in dev_metrics(docs, embedder, indexes, settings, [alone]).items():
+            assert metrics["recall@1"] == 0.0, mode  # the follow-up alone finds the bread
