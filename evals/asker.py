@@ -101,9 +101,16 @@ class Asker:
 
     # -- one example -> one request
     async def chat(
-        self, model: str, route: Route, messages: list[dict[str, str]], max_tokens: int
+        self,
+        model: str,
+        route: Route,
+        messages: list[dict[str, str]],
+        max_tokens: int,
+        own_turns: int | None = None,
     ) -> dict[str, Any]:
-        """Through the chat service, as a client's request would go (greedy)."""
+        """Through the chat service, as a client's request would go (greedy). `own_turns`: the
+        example's own user turns, the last of `messages` (the turns before them are few-shot
+        examples, which retrieval does not read)."""
         chat = self.components.chat
         request = ChatCompletionRequest(
             model=model,
@@ -114,7 +121,7 @@ class Asker:
                 route=route, collection=self.collection if route == "rag" else None
             ),
         )
-        return await chat.complete(await chat.prepare(request))
+        return await chat.complete(await chat.prepare(request, own_turns=own_turns))
 
     async def engine(
         self, served: str, messages: list[dict[str, str]], max_tokens: int
@@ -136,7 +143,9 @@ class Asker:
             while shots and builder.count(messages) + max_tokens > builder.context_length:
                 shots -= 1
                 messages = variant.messages(example, shots)
-            return await self.chat(base, route, messages, max_tokens)
+            # Retrieval reads the example's own turns, not the shots' inputs before them.
+            own = sum(1 for m in example.messages if m["role"] == "user")
+            return await self.chat(base, route, messages, max_tokens, own_turns=own)
 
         return ask
 

@@ -167,12 +167,17 @@ class ChatService:
         return self.fleet.base_model
 
     async def prepare(
-        self, request: ChatCompletionRequest, principal: Principal = OPERATOR
+        self,
+        request: ChatCompletionRequest,
+        principal: Principal = OPERATOR,
+        *,
+        own_turns: int | None = None,
     ) -> PreparedChat:
         """Route -> prompt: everything but the engine call, for `principal` (the collections
         searched and adapters considered are those it sees). The request is counted in flight
-        on its replica from here until `finish` (which `complete` and the stream call)."""
-        ask = self.read(request, principal)
+        on its replica from here until `finish` (which `complete` and the stream call).
+        `own_turns`: as `read` says (never a client's: `ragtune advise`'s few-shot prompts)."""
+        ask = self.read(request, principal, own_turns=own_turns)
         routed = await anyio.to_thread.run_sync(self.route, ask, principal)
         plan = routed.plan
         self._record(request, ask, routed)
@@ -200,12 +205,21 @@ class ChatService:
             queries=routed.queries,
         )
 
-    def read(self, request: ChatCompletionRequest, principal: Principal = OPERATOR) -> RouteRequest:
+    def read(
+        self,
+        request: ChatCompletionRequest,
+        principal: Principal = OPERATOR,
+        *,
+        own_turns: int | None = None,
+    ) -> RouteRequest:
         """The request as the router reads it, once checked: values no engine can take, fields
         it does not forward, content the model cannot read, tools and formats, the answer bound,
         a named adapter (an unknown one is a 404 before any work) and collection. An adapter or
         collection `principal` may not see is refused exactly as one that does not exist, so
-        that a tenant learns nothing of another's."""
+        that a tenant learns nothing of another's. `own_turns`: how many of the last user turns
+        are the conversation the router reads (None: all), for a prompt whose earlier user
+        turns are worked examples (`ragtune advise`'s few-shot variants): another example's
+        input is no follow-up's topic, and must not be what its passages are retrieved for."""
         request.check_values()
         request.check_content(auto_tool_choice=self.auto_tool_choice)
         refused = sorted(REFUSED_FIELDS & set(request.unknown_fields()))
@@ -238,6 +252,8 @@ class ChatService:
                     f"collection {shorten(collection)!r} does not exist", collection=collection
                 )
         *history, question = request.user_turns()
+        if own_turns is not None:
+            history = history[max(0, len(history) - (own_turns - 1)) :]
         return RouteRequest(
             question,
             history=tuple(history),

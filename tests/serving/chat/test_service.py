@@ -221,6 +221,36 @@ def test_the_routers_word_overlap_reads_what_a_follow_up_was_searched_for(
     assert routed.plan.features["lexical_overlap"] == 0.625  # 5 of its 8 words
 
 
+def test_worked_examples_before_a_prompt_are_not_what_its_passages_are_retrieved_for(
+    tmp_path: Path, engine: FakeEngine
+) -> None:
+    """`ragtune advise`'s few-shot variants put worked examples before an example's own turn
+    as user/assistant pairs: read as a conversation, another example's input was what a
+    follow-up-looking input was searched with (`own_turns`)."""
+    parts = components(tmp_path, engine)
+    shot = "Label it: within how many days are invoices refunded after a refund request?"
+    own = "Label it: and how do I turn that off?"
+    request = ChatCompletionRequest.model_validate(
+        {
+            "model": BASE,
+            "messages": [
+                {"role": "user", "content": shot},
+                {"role": "assistant", "content": "billing"},
+                {"role": "user", "content": own},
+            ],
+        }
+    )
+    as_conversation = parts.chat.read(request)
+    assert as_conversation.history == (shot,)
+    assert parts.chat.route(as_conversation).queries == (f"{shot}\n{own}",)
+    read = parts.chat.read(request, own_turns=1)
+    assert (read.question, read.history) == (own, ())
+    assert parts.chat.route(read).queries == (own,)
+    # An example of two user turns keeps both; more than there are is all of them.
+    assert parts.chat.read(request, own_turns=2).history == (shot,)
+    assert parts.chat.read(request, own_turns=5).history == (shot,)
+
+
 def test_a_follow_up_just_after_its_collection_was_re_embedded_elsewhere_is_answered(
     tmp_path: Path, engine: FakeEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
