@@ -389,18 +389,19 @@ class ChatService:
     def _unsearched_query(
         self, request: RouteRequest, collections: Sequence[str]
     ) -> ConversationQuery:
-        """The query of a request that searches no documents, by the shared embedder. The
-        documents only tell a follow-up from a new question here: when they cannot (a store
-        down, a collection gone or embedded with a tuned model), the last turn is read alone
-        rather than the request failed; a collection replaced meanwhile is opened again, once,
-        as for a search (`_refreshed`)."""
+        """The query of a request that searches no documents: the one a search of
+        `collections` would build (`_build_queries`: each collection told by its own model, a
+        collection re-embedded with a model tuned for it included), which adapters are matched
+        with through the shared embedder (`ConversationQuery.vector_of`). The documents only
+        tell a follow-up from a new question here: when they cannot (a store down, a
+        collection gone), the last turn is read alone rather than the request failed; a
+        collection replaced meanwhile is opened again, once, as for a search (`_refreshed`).
+        (Until 2026-12-08 they were asked with the shared embedder's vector, which a tuned
+        collection cannot compare: a forced adapter or base route read its follow-up alone
+        there, while the automatic route read it with its topic.)"""
 
         def told() -> ConversationQuery:
-            closest = self._closest(collections, request.filters, self.embedder.model_id)
-            unknown = self._unknown(request, collections)
-            return conversation_query(
-                request.turns, self.embedder, closest, self.weighting, unknown
-            )
+            return self._build_queries(request, collections)[0]
 
         if not request.history or not collections:
             return conversation_query(request.turns, self.embedder, None, self.weighting)

@@ -409,6 +409,54 @@ def test_an_adapter_is_matched_to_the_conversation_whichever_route_is_asked(
     assert follow_up_alone[0] == "switcher"  # what the last turn alone would have matched
 
 
+@pytest.mark.parametrize("route", [None, "adapter", "base"])
+def test_an_adapter_is_matched_to_the_conversation_over_a_collection_with_a_tuned_model(
+    tmp_path: Path, engine: FakeEngine, monkeypatch: pytest.MonkeyPatch, route: str | None
+) -> None:
+    """A collection re-embedded with a model tuned for it (`ragtune tune embedder`) tells a
+    follow-up from a new question with its own model, also on a route that searches nothing:
+    asked with the shared embedder's vector, which it cannot compare, a forced adapter or base
+    route read the follow-up alone while the automatic route read it with its topic."""
+    tuned = FakeEmbedder(dimension=32)
+    tuned.model_id = TUNED_PREFIX + "default-1"
+    monkeypatch.setattr(
+        "ragtune.serving.retrievers.collection_embedder",
+        lambda target, settings, configured: (
+            tuned if is_tuned(target.embedding_model) else configured
+        ),
+    )
+    topic = "Within how many days are invoices refunded after a refund request?"
+    register(tmp_path, "refunder", topic)
+    register(tmp_path, "switcher", "Turn the lights off")
+    retrieval = RetrievalSettings(data_dir=tmp_path)
+    conversation = [
+        {"role": "user", "content": topic},
+        {"role": "assistant", "content": "Within thirty days."},
+        {"role": "user", "content": "And how do I turn that off?"},
+    ]
+    body: dict[str, Any] = {"model": BASE, "messages": conversation}
+    if route:
+        body["ragtune"] = {"route": route}
+    with open_store(retrieval, "write") as store:
+        parts = components(tmp_path, engine, retrieval=retrieval, store=store)
+        old = store.collection("default", FakeEmbedder().model_id)
+        copied_at = old.revision()
+        adopt(store, old, reembed(store, old, tuned, old.embedding_model), tuned, copied_at)
+        tuned.calls.clear()
+
+        async def plan() -> Any:
+            await anyio.to_thread.run_sync(parts.fleet.refresh)
+            return parts.chat.route(parts.chat.read(ChatCompletionRequest.model_validate(body)))
+
+        routed = run(parts, plan)
+    assert tuned.embedded > 0  # the turns, embedded by the collection's model to tell them
+    if route == "base":
+        assert (routed.plan.route, routed.plan.adapter) == ("base", None)
+    else:  # the adapter of the conversation's topic, not the follow-up's own words'
+        assert routed.plan.adapter == "refunder"
+        assert routed.plan.route in {"adapter", "adapter+rag"}
+
+
 @pytest.mark.parametrize("own_topic_words", [2, 0])
 def test_small_talk_is_matched_to_adapters_alone_on_a_route_that_searches_nothing(
     tmp_path: Path, engine: FakeEngine, monkeypatch: pytest.MonkeyPatch, own_topic_words: int
