@@ -181,6 +181,8 @@ def _text_part(part: object, where: str) -> str:
             'retrieval reads text only; give {"type": "text", "text": "..."} parts'
         )
     text = part.get("text") if isinstance(part, dict) else None
+    if text is None:  # no text, or null: an empty part, as the chat API reads it
+        return ""
     if not isinstance(text, str):
         raise RetrievalError(f"{where}.text is not a text")
     return text

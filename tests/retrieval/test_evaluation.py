@@ -161,6 +161,8 @@ def test_load_qa_reads_conversations(tmp_path: Path) -> None:
         {"role": "user", "content": "How do I create an AUTOINCREMENT field?"},
         {"role": "assistant", "content": "Declare an INTEGER PRIMARY KEY."},
         {"role": "user", "content": [{"type": "text", "text": "And how do I turn that off?"}]},
+        # A text part with no text, or a null one, is empty, as the chat API reads it.
+        {"role": "user", "content": [{"type": "text"}, {"type": "text", "text": None}]},
     ]
     items = [
         {
