@@ -37,7 +37,7 @@ def serve(
     """
     import uvicorn
 
-    from ragtune.retrieval.rerank import check_reranker
+    from ragtune.retrieval.rerank import load_reranker
     from ragtune.serving.app import create_app
     from ragtune.serving.limits import server_options
     from ragtune.serving.observability import configure_logging
@@ -48,7 +48,11 @@ def serve(
     )
     settings = dataclasses.replace(settings, api=api)
     app = create_app(settings)  # refuses to start without keys before starting anything
-    check_reranker(settings.retrieval)  # so is a reranker that is none, before the engine
+    # So is a reranker that is none, before the engine: loaded once here, as every check of
+    # it (a tokenizer of its own, weights for its head, a probe pair scored) needs the model
+    # (only its folder and config were checked before: the rest failed in the app's startup
+    # as a traceback, after the engine had started).
+    load_reranker(settings.retrieval)
     launcher = EngineLauncher(settings.engine)
     started_here = False
     # SIGTERM ends this command the way Ctrl-C does, through `finally`: uvicorn handles it, then

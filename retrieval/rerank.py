@@ -151,6 +151,14 @@ class CrossEncoderSetting:
                 f"sentence (each becomes {tokenizer.unk_token}): the folder has no tokenizer of "
                 f"its own. {fix}"
             )
+        if isinstance(vocab_size, int) and len(tokenizer) < vocab_size // 2:
+            # A model's table is at most padded a little past its tokenizer (to a multiple of
+            # 64 or 128, a few hundred reserved ids); a tokenizer of a smaller family (a 5,000
+            # token BPE over BERT's 30,522) gives ids the model reads as other words.
+            raise self.error(
+                f"{self.role} {name!r}: its tokenizer has {len(tokenizer)} tokens but the model "
+                f"{vocab_size}, more than twice as many: the tokenizer is another model's. {fix}"
+            )
         try:
             scores = np.asarray(model.predict([PROBE], show_progress_bar=False))
         except Exception as exc:

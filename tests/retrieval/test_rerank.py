@@ -172,6 +172,16 @@ def test_a_reranker_without_its_own_tokenizer_is_refused_at_load(
     assert "Point RAGTUNE_RERANKER at a cross-encoder folder holding its own tokenizer" in str(
         refused.value
     )
+    # A server refuses it before it starts anything: it checked the folder and config only,
+    # then failed in the app's startup (a logged traceback) after starting the engine.
+    serve = ragtune(
+        "serve", "--no-start-engine", data_dir=tmp_path / "data", timeout=120,
+        RAGTUNE_RERANKER=str(bare), RAGTUNE_API_KEYS="k", RAGTUNE_ADMIN_API_KEYS="a",
+    )  # fmt: skip
+    assert serve.returncode == 2, serve.stderr
+    assert "no tokenizer of its own" in serve.stderr
+    assert "Traceback" not in serve.stderr
+    assert "ragtune API on" not in serve.stderr
 
 
 def test_a_reranker_with_another_models_tokenizer_is_refused_at_load(
@@ -187,6 +197,15 @@ def test_a_reranker_with_another_models_tokenizer_is_refused_at_load(
     tokenizer.save_pretrained(foreign)
     with pytest.raises(RerankerError, match=r"tokenizer has 31522 tokens but the model only 30522"):
         CrossEncoderReranker(str(foreign))
+    # A smaller family's (5,000 word pieces over BERT's 30,522): every id is in the table, the
+    # probe pair scores, and each id is read as another word than the tokenizer meant.
+    from transformers import BertTokenizerFast
+
+    small = model_only(cross_encoder, tmp_path / "smaller-tokenizer")
+    words = (MINILM / "vocab.txt").read_text().splitlines()[:5000]
+    BertTokenizerFast(vocab={word: i for i, word in enumerate(words)}).save_pretrained(small)
+    with pytest.raises(RerankerError, match=r"has 5000 tokens but the model 30522, more than tw"):
+        CrossEncoderReranker(str(small))
 
 
 def test_a_reranker_that_cannot_score_the_probe_pair_is_refused_at_load(
