@@ -16,7 +16,7 @@ from ragtune.retrieval.lexical import LexicalIndexes
 from ragtune.retrieval.rerank import (
     CrossEncoderReranker,
     RerankerError,
-    check_reranker,
+    check_cross_encoder,
     load_reranker,
 )
 from ragtune.retrieval.search import Retriever, SearchMode
@@ -128,7 +128,7 @@ def test_a_two_score_head_whose_config_states_no_labels_is_refused_before_loadin
     with pytest.raises(RerankerError, match="states no number of labels"):
         CrossEncoderReranker(str(folder))
     with pytest.raises(RerankerError, match="states no number of labels"):
-        check_reranker(RetrievalSettings(reranker=str(folder)))  # what serve checks first
+        check_cross_encoder(folder, str(folder))  # from its config, before any weight is read
 
 
 def test_a_bad_reranker_setting_is_one_clear_error(tmp_path: Path) -> None:
@@ -244,7 +244,7 @@ def test_a_classifier_config_over_weights_without_its_head_is_refused_at_load(
 
         torch.save(load_file(folder / "model.safetensors"), folder / weights)
         (folder / "model.safetensors").unlink()
-    check_reranker(RetrievalSettings(reranker=str(folder)))  # its config is a cross-encoder's
+    check_cross_encoder(folder, str(folder))  # its config is a cross-encoder's
     with pytest.raises(RerankerError, match="no weights for its classification head") as refused:
         CrossEncoderReranker(str(folder))
     assert "(classifier.weight, classifier.bias)" in str(refused.value)
