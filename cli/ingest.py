@@ -222,7 +222,9 @@ def _refused_calibration(name: str, refused: str) -> str:
 
 def _fusion_caption(calibration: Calibration | None, fusion: RetrievalSettings, source: str) -> str:
     if source == "settings":
-        described = describe_fusion(fusion.fusion, fusion.lexical_weight, fusion.rrf_k)
+        described = describe_fusion(
+            fusion.fusion, fusion.lexical_weight, fusion.rrf_k, fusion.dense_weight
+        )
         return f"search fusion: as configured, {described}"
     if source == "tuned defaults":
         return (

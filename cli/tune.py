@@ -25,6 +25,7 @@ from ragtune.retrieval.calibration import (
     calibrate,
     default_fusion,
     describe_fusion,
+    fusion_in_force,
     read_calibration,
     store_calibration,
 )
@@ -35,6 +36,7 @@ from ragtune.retrieval.embedder import (
     model_id_for,
     same_model,
 )
+from ragtune.retrieval.errors import RetrievalError
 from ragtune.retrieval.evaluation import load_qa
 from ragtune.retrieval.lexical import LexicalIndexes
 from ragtune.retrieval.store import open_store
@@ -104,10 +106,21 @@ def tune_retrieval(
                 store_calibration(target, None)
             if as_json:
                 stdout.print_json(json.dumps({"collection": target.name, "reset": writes}))
-            elif not writes:
-                stdout.print(f"{target.name}: would go back to the shipped defaults (dry run)")
+                return
+            # What searches fuse with once no calibration is stored (settings given explicitly,
+            # or a tuned embedder's defaults, if not the shipped ones).
+            after, source = fusion_in_force(target, settings, None)
+            fused = describe_fusion(
+                after.fusion, after.lexical_weight, after.rrf_k, after.dense_weight
+            )
+            then = {
+                "settings": f"the fusion settings given explicitly ({fused})",
+                "tuned defaults": f"the shipped defaults for a tuned embedder ({fused})",
+            }.get(source, f"the shipped defaults ({fused})")
+            if not writes:
+                stdout.print(f"{target.name}: would search with {then} (dry run)")
             else:
-                stdout.print(f"collection {target.name!r} searches with the shipped defaults")
+                stdout.print(f"collection {target.name!r} searches with {then}")
             return
         # One refused (another embedding model's, or unreadable) is what this replaces.
         before, refused = read_calibration(target)
@@ -122,7 +135,15 @@ def tune_retrieval(
             # The model loads only once the collection has been found fit to calibrate.
             embedder = LazyEmbedder(lambda: collection_embedder(target, settings))
             defaults = default_fusion(target, settings)  # what the calibration replaces
-            result = calibrate(target, lexical, embedder, defaults, queries, seed)
+            try:
+                result = calibrate(target, lexical, embedder, defaults, queries, seed)
+            except RetrievalError as exc:
+                if refused is None:
+                    raise
+                raise RetrievalError(
+                    f"{exc} The calibration it holds is refused, so its searches fail until it "
+                    f"goes: ragtune tune retrieval --collection {target.name} --reset"
+                ) from None
         if writes:
             store_calibration(target, result)
     # A fusion setting given explicitly wins over any calibration: searches keep using it.
@@ -144,7 +165,12 @@ def tune_retrieval(
         defaults.fusion, defaults.lexical_weight, defaults.rrf_k, defaults.dense_weight
     )
     compared = "the settings in force" if explicit else "the defaults"
-    was = before.describe() if before else f"{'settings' if explicit else 'defaults'} ({in_force})"
+    if explicit:  # they win over any calibration stored
+        was = f"settings ({in_force})"
+    elif refused is not None:
+        was = "a refused calibration, searches failing"
+    else:
+        was = before.describe() if before else f"defaults ({in_force})"
     stdout.print(
         f"{target.name}: {result.describe()} "
         f"(MRR@10 on {result.pseudo_queries} pseudo-queries {result.mrr:.3f}; {compared} "
@@ -157,12 +183,19 @@ def tune_retrieval(
             f"RAGTUNE_LEXICAL_WEIGHT={result.lexical_weight} RAGTUNE_RRF_K={result.rrf_k} "
             f"ragtune eval retrieval -c {target.name} --qa ..."
         )
+        first = (
+            # Its searches refuse the calibration stored: the comparison needs it gone.
+            f"ragtune tune retrieval --collection {target.name} --reset first (searches of it "
+            "fail while the refused calibration is stored), then "
+            if refused is not None
+            else ""
+        )
         stdout.print(
             "Not stored: on each of the developers' sets it was measured on, a label-free "
             "choice ranked real questions worse than the shipped defaults (its pseudo-queries "
             "favour BM25). Compare it with what searches use now on questions of your own first "
-            f"({escape(trial)}, and the same command without the settings); --store uses it "
-            "for every search of the collection.",
+            f"({escape(first + trial)}, and the same command without the settings); --store "
+            "uses it for every search of the collection.",
             soft_wrap=True,
         )
     if explicit:

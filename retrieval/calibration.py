@@ -359,11 +359,14 @@ def calibrate(
     defaults: RetrievalSettings,
     queries: int = 300,
     seed: int = 0,
-    depth: int = 50,
+    depth: int | None = None,
     keep_words: float = 0.6,
 ) -> Calibration:
-    """Choose the collection's fusion from its own pseudo-queries (see the module doc)."""
+    """Choose the collection's fusion from its own pseudo-queries (see the module doc), each
+    retriever's candidates `depth` deep (None: as deep as searches fuse them, the settings'
+    `fusion_depth`)."""
     started = time.perf_counter()
+    depth = defaults.fusion_depth if depth is None else depth
     if collection.count() == 0:
         raise RetrievalError(
             f"collection {collection.name!r} is empty: ingest documents before calibrating"

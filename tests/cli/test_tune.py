@@ -81,10 +81,15 @@ def test_tune_retrieval_stores_a_calibration_searches_use_when_asked(faq_docs: P
     listed = ragtune("docs", "list", "-c", "faq-docs", data_dir=data_dir, RAGTUNE_RRF_K="33")
     assert "as configured" in listed.stdout
     assert "calibrated" not in listed.stdout
+    # The listing names every weight in force (a dense weight under BM25's was left out).
+    listed = ragtune(
+        "docs", "list", "-c", "faq-docs", data_dir=data_dir, RAGTUNE_DENSE_WEIGHT="0.5"
+    )
+    assert "dense weight 0.5, lexical weight" in listed.stdout
 
     dry = ragtune("tune", "retrieval", "-c", "faq-docs", "--reset", "--dry-run", data_dir=data_dir)
     assert dry.returncode == 0, dry.stderr
-    assert "would go back to the shipped defaults (dry run)" in dry.stdout
+    assert "would search with the shipped defaults (score fusion, lexical weight" in dry.stdout
     assert "search fusion: calibrated," in listed_fusion()
     dry_json = ("tune", "retrieval", "-c", "faq-docs", "--reset", "--dry-run")
     assert ragtune_json(*dry_json, data_dir=data_dir) == {"collection": "faq-docs", "reset": False}
@@ -111,6 +116,13 @@ def test_tune_retrieval_refuses_what_it_cannot_calibrate(tmp_path: Path) -> None
     assert "Traceback" not in refused.stderr
     listed = ragtune("docs", "list", "-c", "tiny-docs", data_dir=data_dir)
     assert "shipped defaults" in listed.stdout  # nothing stored
+    # Over a calibration searches refuse (another model's), which stays stored: the way out.
+    other = {"lexical_weight": 1.0, "rrf_k": 5, "embedding_model": "other-model"}
+    store_raw_calibration(data_dir, "tiny-docs", json.dumps(other))
+    refused = ragtune("tune", "retrieval", "-c", "tiny-docs", "--store", data_dir=data_dir)
+    assert refused.returncode == 2
+    assert "20 are needed" in refused.stderr
+    assert "ragtune tune retrieval --collection tiny-docs --reset" in refused.stderr
 
 
 def test_reset_and_store_contradict_each_other(tmp_path: Path) -> None:
@@ -158,6 +170,11 @@ def test_a_calibration_searches_refuse_is_replaced_by_the_command_they_advise(
     assert dry["stored"] is False
     assert "other-model" in dry["ignored_calibration"]
     assert search().returncode == 2  # a dry run leaves it stored
+    # What it shows says searches fail now, and that the comparison needs it gone first.
+    shown = ragtune("tune", "retrieval", "-c", "faq-docs", data_dir=data_dir)
+    assert shown.returncode == 0, shown.stderr
+    assert "before: a refused calibration, searches failing" in shown.stdout
+    assert "ragtune tune retrieval --collection faq-docs --reset first" in shown.stdout
 
     tuned = ragtune("tune", "retrieval", "-c", "faq-docs", "--store", data_dir=data_dir)
     assert tuned.returncode == 0, tuned.stderr
@@ -178,6 +195,7 @@ def test_tune_retrieval_says_when_explicit_settings_win_over_it(faq_docs: Path) 
     assert "the defaults" not in told.stdout
     assert "searches would not use it" in told.stdout
     assert "lexical_weight" in told.stdout
+    assert "before: settings (score fusion, lexical weight 0.6)" in told.stdout
     as_json = ragtune_json(
         "tune", "retrieval", "-c", "faq-docs", "--dry-run", data_dir=data_dir, **explicit
     )
