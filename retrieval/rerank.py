@@ -67,8 +67,9 @@ class CrossEncoderSetting:
         if path.is_dir():
             return path
         if path.exists() or name.startswith((".", "/", "~")):
+            what = "a file, not a model folder" if path.exists() else "no such folder"
             raise self.error(
-                f"{self.role} {name!r}: no such folder. Set {self.env} to a local "
+                f"{self.role} {name!r}: {what}. Set {self.env} to a local "
                 f"sentence-transformers CrossEncoder folder, or leave it empty for {self.unset}."
             )
         try:
@@ -89,7 +90,9 @@ class CrossEncoderSetting:
             config: dict[str, Any] = json.loads((folder / "config.json").read_text("utf-8"))
         except (OSError, ValueError):
             raise self.error(
-                f"{self.role} {name!r} has no readable config.json: it is not a model folder"
+                f"{self.role} {name!r} has no readable config.json: it is not a model folder. "
+                f"Set {self.env} to a local CrossEncoder folder, or leave it empty for "
+                f"{self.unset}."
             ) from None
         if not isinstance(config, dict):
             raise self.error(
@@ -232,6 +235,14 @@ def check_cross_encoder(folder: Path, name: str) -> None:
     loaded."""
     config = RERANKER.config(folder, name)
     labels = config.get("id2label")
+    if labels is not None and not isinstance(labels, dict):
+        # transformers reads it as a mapping (a list failed at load: "'list' object has no
+        # attribute 'items'").
+        raise RerankerError(
+            f"reranker {name!r}: its config.json's id2label is not an object of label ids to "
+            'names ({"0": "LABEL_0"}); a reranker has one relevance score. Fix its config or '
+            "use a CrossEncoder (e.g. one trained on MS MARCO)."
+        )
     if "num_labels" not in config and not (isinstance(labels, dict | list) and labels):
         raise RerankerError(
             f"reranker {name!r}: its config.json states no number of labels (no num_labels, no "

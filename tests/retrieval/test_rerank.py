@@ -93,6 +93,12 @@ def test_the_reranker_orders_the_best_fused_candidates_by_its_scores(
 def test_what_is_not_a_cross_encoder_is_refused(cross_encoder: Path, tmp_path: Path) -> None:
     with pytest.raises(RerankerError, match="no such folder"):
         CrossEncoderReranker(str(tmp_path / "missing"))
+    (tmp_path / "weights.bin").write_bytes(b"")
+    with pytest.raises(RerankerError, match=r"a file, not a model folder\. Set RAGTUNE_RERANKER"):
+        CrossEncoderReranker(str(tmp_path / "weights.bin"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RerankerError, match=r"not a model folder\. Set RAGTUNE_RERANKER to"):
+        CrossEncoderReranker(str(tmp_path / "empty"))
     with pytest.raises(RerankerError, match="nor in the local Hugging Face cache"):
         CrossEncoderReranker("someone/not-downloaded-reranker")
     with pytest.raises(RerankerError, match=r"not a cross-encoder \(its architecture is BertModel"):
@@ -258,6 +264,8 @@ def test_a_classifier_config_over_weights_without_its_head_is_refused_at_load(
         ({"num_labels": "1"}, "gives num_labels as '1', not a number"),
         ({"architectures": 7}, r"not a cross-encoder \(its architecture is not stated"),
         ([{"architectures": ["BertForSequenceClassification"]}], "not a JSON object"),
+        # A list failed at load ("'list' object has no attribute 'items'"), a traceback.
+        ({"id2label": ["LABEL_0"]}, "id2label is not an object of label ids to names"),
     ],
 )
 def test_a_malformed_reranker_config_is_a_clear_error(
