@@ -305,7 +305,8 @@ VARIANTS: dict[str, TurnWeighting] = {
 """`last turn`: what the chat path searched before; `conversation`: the server's default; the
 others show why it is the default (`no lookback`: the topic looked for among the last three
 turns only, every turn read weighing the same and no turn given a topic of its own by its
-words, as before 2026-12-06; `even weights`: the topic weighs as one follow-up instead of as
+words, as before 2026-12-06, with today's `standalone_similarity` and `nameless_alone`, so not
+all of the search of then; `even weights`: the topic weighs as one follow-up instead of as
 all those read after it; `every`: no turn stands alone, each read with up to two before it;
 `decay`: the last turn weighs more; `alone at`: another similarity for a turn to stand alone
 (.37: the router's evidence threshold, the default before 2026-12-06);
