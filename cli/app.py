@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import tomllib
 from typing import Annotated
 
 import typer
@@ -26,7 +27,7 @@ from ragtune.cli.tune import tune_app
 from ragtune.evals.errors import EvalError
 from ragtune.ingest.errors import IngestError
 from ragtune.retrieval.errors import RetrievalError
-from ragtune.retrieval.settings import unknown_config_keys
+from ragtune.retrieval.settings import DEFAULT_CONFIG_FILE, config_file, unknown_config_keys
 from ragtune.serving.errors import ServingError
 
 app = typer.Typer(
@@ -64,7 +65,20 @@ def root(
     """
     # The composition root: the settings tree is read here, once, and every command takes its
     # part from the context.
-    unknown = unknown_config_keys(*settings_classes())
+    path = config_file()
+    if path is not None and not path.is_file():
+        # Read as no file at all, a mistyped name ran every command on the defaults.
+        raise typer.BadParameter(
+            f"RAGTUNE_CONFIG names {path}, which is not a file: give the path of a TOML "
+            f"config file, or unset it (./{DEFAULT_CONFIG_FILE} is read when it exists)"
+        )
+    try:
+        unknown = unknown_config_keys(*settings_classes())
+    except tomllib.TOMLDecodeError as exc:
+        raise typer.BadParameter(
+            f"the config file {path} is not valid TOML ({exc}): fix it, or point "
+            "RAGTUNE_CONFIG at another file"
+        ) from None
     if unknown:
         raise typer.BadParameter(f"unknown keys in the config file: {', '.join(unknown)}")
     ctx.obj = CommandSettings()

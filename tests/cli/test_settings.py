@@ -52,3 +52,19 @@ def test_every_package_may_be_configured_in_the_file(tmp_path: Path) -> None:
     result = ragtune("adapters", "list", "--json", data_dir=tmp_path, RAGTUNE_CONFIG=str(config))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_a_config_file_that_is_missing_or_not_toml_is_an_error_not_the_defaults(
+    tmp_path: Path,
+) -> None:
+    missing = ragtune(
+        "adapters", "list", data_dir=tmp_path, RAGTUNE_CONFIG=str(tmp_path / "ragtun.toml")
+    )
+    assert missing.returncode == 2
+    assert "ragtun.toml, which is not a file" in missing.stderr
+    broken = tmp_path / "ragtune.toml"
+    broken.write_text("rag_top_k = [\n")
+    refused = ragtune("adapters", "list", data_dir=tmp_path, RAGTUNE_CONFIG=str(broken))
+    assert refused.returncode == 2
+    assert "is not valid TOML" in refused.stderr
+    assert "Traceback" not in refused.stderr
