@@ -262,7 +262,7 @@ def source_collection() -> Path:
     """The full corpus ingested once by the real pipeline (cached)."""
     corpus = eval_set("full") / "corpus"
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAGTUNE_")}
-    env.update(RAGTUNE_DATA_DIR=str(SOURCE_DIR), RAGTUNE_CONFIG="/nonexistent.toml")
+    env.update(RAGTUNE_DATA_DIR=str(SOURCE_DIR), RAGTUNE_CONFIG="none")
     print("ingesting the full corpus (cached after the first run)...", file=sys.stderr)
     subprocess.run(
         [str(Path(sys.executable).parent / "ragtune"), "ingest", str(corpus), "--json"],
@@ -385,7 +385,7 @@ def use_api_settings(data_dir: Path, engine: EngineSettings, **extra: str) -> No
     for name in [n for n in os.environ if n.startswith("RAGTUNE_")]:
         del os.environ[name]
     os.environ.update(
-        RAGTUNE_CONFIG="/nonexistent.toml",  # no ragtune.toml from the working directory
+        RAGTUNE_CONFIG="none",  # no ragtune.toml from the working directory
         RAGTUNE_DATA_DIR=str(data_dir),
         RAGTUNE_MODEL=str(engine.model),
         RAGTUNE_SERVED_MODEL_NAME=DEFAULT_MODEL_NAME,

@@ -80,7 +80,7 @@ def main() -> None:
         env.update(
             RAGTUNE_DATA_DIR=str(Path(tmp) / "data"),
             RAGTUNE_EMBEDDING_BATCH_SIZE=str(args.batch_size),
-            RAGTUNE_CONFIG=str(Path(tmp) / "none.toml"),
+            RAGTUNE_CONFIG="none",
             HF_HUB_OFFLINE="1",
         )
         ingest = [str(BIN / "ragtune"), "ingest", str(docs), "--json"]

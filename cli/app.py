@@ -27,7 +27,12 @@ from ragtune.cli.tune import tune_app
 from ragtune.evals.errors import EvalError
 from ragtune.ingest.errors import IngestError
 from ragtune.retrieval.errors import RetrievalError
-from ragtune.retrieval.settings import DEFAULT_CONFIG_FILE, config_file, unknown_config_keys
+from ragtune.retrieval.settings import (
+    DEFAULT_CONFIG_FILE,
+    NO_CONFIG_FILE,
+    config_file,
+    unknown_config_keys,
+)
 from ragtune.serving.errors import ServingError
 
 app = typer.Typer(
@@ -70,15 +75,18 @@ def root(
         # Read as no file at all, a mistyped name ran every command on the defaults.
         raise typer.BadParameter(
             f"RAGTUNE_CONFIG names {path}, which is not a file: give the path of a TOML "
-            f"config file, or unset it (./{DEFAULT_CONFIG_FILE} is read when it exists)"
+            f"config file, `{NO_CONFIG_FILE}` for none, or unset it (./{DEFAULT_CONFIG_FILE} "
+            "is read when it exists)"
         )
     try:
         unknown = unknown_config_keys(*settings_classes())
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise typer.BadParameter(
-            f"the config file {path} is not valid TOML ({exc}): fix it, or point "
-            "RAGTUNE_CONFIG at another file"
+            f"the config file {path} is not valid TOML in UTF-8 ({exc}): fix it (save it as "
+            "UTF-8), or point RAGTUNE_CONFIG at another file"
         ) from None
+    except OSError as exc:
+        raise typer.BadParameter(f"the config file {path} cannot be read ({exc})") from None
     if unknown:
         raise typer.BadParameter(f"unknown keys in the config file: {', '.join(unknown)}")
     ctx.obj = CommandSettings()

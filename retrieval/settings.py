@@ -1,7 +1,8 @@
 """Settings shared by everything that reads or writes the store (env prefix `RAGTUNE_`).
 
 Values come, highest first, from: arguments, `RAGTUNE_*` environment variables, the TOML file
-named by `RAGTUNE_CONFIG` (default `./ragtune.toml` when it exists), then the defaults here.
+named by `RAGTUNE_CONFIG` (default `./ragtune.toml` when it exists; `none`: no file), then the
+defaults here.
 """
 
 from __future__ import annotations
@@ -27,9 +28,16 @@ DEFAULT_CONFIG_FILE = "ragtune.toml"
 _COLLECTION_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]$")
 
 
+NO_CONFIG_FILE = "none"
+"""`RAGTUNE_CONFIG=none`: read no config file, not even `./ragtune.toml` (a path that names no
+file is an error: `ragtune`'s root command)."""
+
+
 def config_file() -> Path | None:
     """The TOML config file in force, if any."""
     named = os.environ.get("RAGTUNE_CONFIG")
+    if named and named.strip().lower() == NO_CONFIG_FILE:
+        return None
     if named:
         return Path(named)
     default = Path(DEFAULT_CONFIG_FILE)

@@ -37,7 +37,7 @@ def _isolated_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
         if key.startswith("RAGTUNE_") and key != "RAGTUNE_EVAL_CACHE":
             monkeypatch.delenv(key)
-    monkeypatch.setenv("RAGTUNE_CONFIG", str(REPO / "tests" / "no-such-config.toml"))
+    monkeypatch.setenv("RAGTUNE_CONFIG", "none")
 
 
 def build_eval_set(subset: str) -> Path:

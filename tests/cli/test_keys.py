@@ -18,7 +18,7 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for name in ("RAGTUNE_API_KEYS", "RAGTUNE_ADMIN_API_KEYS", "RAGTUNE_COLLECTION"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("RAGTUNE_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("RAGTUNE_CONFIG", str(tmp_path / "no-config.toml"))
+    monkeypatch.setenv("RAGTUNE_CONFIG", "none")
     monkeypatch.setenv("COLUMNS", "200")
     return tmp_path
 

@@ -68,3 +68,10 @@ def test_a_config_file_that_is_missing_or_not_toml_is_an_error_not_the_defaults(
     assert refused.returncode == 2
     assert "is not valid TOML" in refused.stderr
     assert "Traceback" not in refused.stderr
+    broken.write_text("rag_top_k = 3\n", encoding="utf-16")  # what PowerShell's > writes
+    refused = ragtune("adapters", "list", data_dir=tmp_path, RAGTUNE_CONFIG=str(broken))
+    assert refused.returncode == 2
+    assert "save it as UTF-8" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    # `none` reads no file, not even ./ragtune.toml (what the tests and benches run with).
+    assert ragtune("adapters", "list", data_dir=tmp_path, RAGTUNE_CONFIG="none").returncode == 0

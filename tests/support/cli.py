@@ -25,7 +25,7 @@ def env_for(data_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAGTUNE_")}
     env.update(
         RAGTUNE_DATA_DIR=str(data_dir),
-        RAGTUNE_CONFIG=str(data_dir / "no-config.toml"),
+        RAGTUNE_CONFIG="none",  # no ragtune.toml from the working directory
         RAGTUNE_ENGINE_API_KEY=ENGINE_API_KEY,
         HF_HUB_OFFLINE="1",
         ANONYMIZED_TELEMETRY="False",
