@@ -165,10 +165,10 @@ def tune_retrieval(
         defaults.fusion, defaults.lexical_weight, defaults.rrf_k, defaults.dense_weight
     )
     compared = "the settings in force" if explicit else "the defaults"
-    if explicit:  # they win over any calibration stored
-        was = f"settings ({in_force})"
-    elif refused is not None:
+    if refused is not None:  # checked by every search, explicit settings or not
         was = "a refused calibration, searches failing"
+    elif explicit:  # they win over any calibration stored
+        was = f"settings ({in_force})"
     else:
         was = before.describe() if before else f"defaults ({in_force})"
     stdout.print(
@@ -199,11 +199,16 @@ def tune_retrieval(
             soft_wrap=True,
         )
     if explicit:
+        fuse = (
+            f"fuse with {in_force}"
+            if refused is None or writes
+            else f"would fuse with {in_force} once the refused calibration is gone (--reset)"
+        )
         stdout.print(
             f"searches {'do' if writes else 'would'} not use it: the fusion settings given "
             f"explicitly ({', '.join(explicit)}"
-            f"; environment or config file) win over a calibration, so searches fuse with "
-            f"{in_force}; remove them to use the calibration"
+            f"; environment or config file) win over a calibration, so searches {fuse}; "
+            "remove them to use the calibration"
         )
 
 

@@ -354,10 +354,13 @@ def compare_policies(outcomes: Sequence[CaseOutcome], model: RouteModel | None) 
     """Each policy's route per case and what it earned: the thresholds (as collected), the
     learned router, always rag / adapter / base (where that route was not run for a case, e.g.
     no adapter is registered, the thresholds' route counts), and the oracle (the best route per
-    case, any adapter); on the cases whose features read as the router computes them now
-    (`read_as_now`): a follow-up recorded before would judge the learned router on numbers it
-    is no longer given."""
-    outcomes, left_out = read_as_now(outcomes)
+    case, any adapter). With a learned router, every policy on the cases whose features read
+    as the router computes them now (`read_as_now`): a follow-up recorded before would judge
+    it on numbers it is no longer given, and the policies are compared on the same cases.
+    Without one, on every case (no other policy reads the features)."""
+    left_out = 0
+    if model is not None:
+        outcomes, left_out = read_as_now(outcomes)
     policies: dict[str, Callable[[CaseOutcome], Route]] = {
         "thresholds": lambda case: case.decision,
     }

@@ -167,10 +167,12 @@ def test_follow_ups_recorded_with_an_earlier_revision_of_the_features_are_left_o
     stale = [CaseOutcome.from_dict(recorded_before_revisions(c, 2)) for c in outcomes(30)]
     for run in (
         lambda: train_router(stale, embedding_model=EMBEDDER),
-        lambda: compare_policies(stale, None),
+        lambda: compare_policies(stale, trained.model),
     ):
         with pytest.raises(EvalError, match=r"all 30 cases .*earlier revision.*router collect"):
             run()
+    # Without a learned router no policy reads the features: every case is scored.
+    assert (compare_policies(stale, None).cases, compare_policies(read, None).left_out) == (30, 0)
     # too few left once they are out: the count says where the others went
     few = outcomes(15, seed=9) + stale[:10]
     with pytest.raises(EvalError, match=r"15 cases with outcomes \(10 more .*left out\)"):
