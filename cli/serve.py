@@ -37,22 +37,26 @@ def serve(
     """
     import uvicorn
 
-    from ragtune.retrieval.rerank import load_reranker
+    from ragtune.retrieval.rerank import Reranker, check_reranker, load_reranker
     from ragtune.serving.app import create_app
+    from ragtune.serving.components import Components, open_components
     from ragtune.serving.limits import server_options
     from ragtune.serving.observability import configure_logging
+    from ragtune.serving.settings import ServingSettings
 
     settings = command_settings(ctx).serving
     api = settings.api.model_copy(
         update={k: v for k, v in (("host", host), ("port", port)) if v is not None}
     )
     settings = dataclasses.replace(settings, api=api)
-    app = create_app(settings)  # refuses to start without keys before starting anything
-    # So is a reranker that is none, before the engine: loaded once here, as every check of
-    # it (a tokenizer of its own, weights for its head, a probe pair scored) needs the model
-    # (only its folder and config were checked before: the rest failed in the app's startup
-    # as a traceback, after the engine had started).
-    load_reranker(settings.retrieval)
+    loaded: list[Reranker | None] = []  # the reranker, once loaded below (None: none set)
+
+    def open_parts(configured: ServingSettings) -> Components:
+        return open_components(configured, reranker=loaded[0] if loaded else None)
+
+    # Refuses to start without keys before starting anything.
+    app = create_app(settings, open_parts=open_parts)
+    check_reranker(settings.retrieval)  # so is a reranker that is none, by its folder and config
     launcher = EngineLauncher(settings.engine)
     started_here = False
     # SIGTERM ends this command the way Ctrl-C does, through `finally`: uvicorn handles it, then
@@ -69,6 +73,11 @@ def serve(
                     tied=True,
                 )
             stderr.print(f"engine ready at {status.url} ({status.base_model})")
+        # What only loading the reranker finds (a tokenizer not its own, a head without weights)
+        # stops the command here, the engine it started with it, with one line: in the app's
+        # startup it was a logged traceback. After the engine, as the embedding model: an
+        # engine on the same GPU measures its free memory before them.
+        loaded.append(load_reranker(settings.retrieval))
         import torch
 
         torch.set_num_threads(api.torch_threads)

@@ -290,6 +290,14 @@ class CrossEncoderReranker:
         return [float(s) for s in scores]
 
 
+def check_reranker(settings: RetrievalSettings) -> None:
+    """The configured reranker's folder and config, checked without loading it (no memory of
+    any device taken): what a server refuses before it starts an engine; `load_reranker`
+    checks the rest."""
+    if settings.reranker:
+        check_cross_encoder(RERANKER.folder(settings.reranker), settings.reranker)
+
+
 def load_reranker(settings: RetrievalSettings) -> Reranker | None:
     """The configured reranker (`RAGTUNE_RERANKER`), or None for no reranking stage."""
     if not settings.reranker:

@@ -13,7 +13,7 @@ import anyio
 
 from ragtune.adapters.registry import AdapterRegistry
 from ragtune.retrieval.embedder import Embedder, load_embedder
-from ragtune.retrieval.rerank import load_reranker
+from ragtune.retrieval.rerank import Reranker, load_reranker
 from ragtune.retrieval.store import VectorStore, open_store
 from ragtune.serving.admin.service import AdapterAdmin
 from ragtune.serving.chat.service import ChatService
@@ -106,10 +106,13 @@ class Components:
         await self.aclose()
 
 
-def open_components(settings: ServingSettings, *, generation: bool = True) -> Components:
+def open_components(
+    settings: ServingSettings, *, generation: bool = True, reranker: Reranker | None = None
+) -> Components:
     """Open the store (read-only), load the embedding model and, with `generation`, the served
     model's tokenizer; make the engine clients (they connect on first use) and read the adapter
-    registry. Blocking: the app calls it from a worker thread."""
+    registry. `reranker`: the configured one, loaded already (`ragtune serve` loads it before
+    it serves; loaded here otherwise). Blocking: the app calls it from a worker thread."""
     store = open_store(settings.retrieval, "read")
     try:
         embedder = load_embedder(settings.retrieval)
@@ -123,6 +126,7 @@ def open_components(settings: ServingSettings, *, generation: bool = True) -> Co
             tokenizer=tokenizer,
             base_model=launcher.served_model_name(),
             base_model_path=launcher.model_path(prepare=False),
+            reranker=reranker,
         )
     except BaseException:
         store.close()
@@ -138,6 +142,7 @@ def assemble(
     tokenizer: Tokenizer | None,
     base_model: str,
     base_model_path: str = "",
+    reranker: Reranker | None = None,
 ) -> Components:
     """The parts wired together over an open store, an embedder and engine clients (real ones
     from `open_components`, or fakes in unit tests); the adapters' profiles are read (or
@@ -160,7 +165,7 @@ def assemble(
             return await engines.context_length(base_model, configured)
 
         prompts = PromptFactory(tokenizer, context_length)
-    reranker = load_reranker(settings.retrieval)
+    reranker = reranker or load_reranker(settings.retrieval)
     retrievers = RetrieverCache(store, embedder, settings.retrieval, reranker=reranker)
     chat = ChatService(
         embedder,

@@ -178,8 +178,8 @@ def test_a_reranker_without_its_own_tokenizer_is_refused_at_load(
     assert "Point RAGTUNE_RERANKER at a cross-encoder folder holding its own tokenizer" in str(
         refused.value
     )
-    # A server refuses it before it starts anything: it checked the folder and config only,
-    # then failed in the app's startup (a logged traceback) after starting the engine.
+    # A server refuses it before it serves, with one line: it failed in the app's startup (a
+    # logged traceback, exit 3) after starting the engine.
     serve = ragtune(
         "serve", "--no-start-engine", data_dir=tmp_path / "data", timeout=120,
         RAGTUNE_RERANKER=str(bare), RAGTUNE_API_KEYS="k", RAGTUNE_ADMIN_API_KEYS="a",
