@@ -22,6 +22,7 @@ from ragtune.adapters.examples import Example
 from ragtune.evals.errors import AdviceError
 from ragtune.evals.metrics import Scorer
 from ragtune.evals.variants import FormatSpec, Variant
+from ragtune.retrieval.conversation import user_turns
 from ragtune.serving.chat.protocol import ChatCompletionRequest, ChatMessage, RagtuneOptions
 from ragtune.serving.components import Components
 from ragtune.serving.engine.client import EngineClient
@@ -143,8 +144,10 @@ class Asker:
             while shots and builder.count(messages) + max_tokens > builder.context_length:
                 shots -= 1
                 messages = variant.messages(example, shots)
-            # Retrieval reads the example's own turns, not the shots' inputs before them.
-            own = sum(1 for m in example.messages if m["role"] == "user")
+            # Retrieval reads the example's own turns, not the shots' inputs before them,
+            # counted as the chat service counts turns (user messages with text).
+            own_messages = [ChatMessage.model_validate(m) for m in example.messages]
+            own = len(user_turns((m.role, m.text()) for m in own_messages))
             return await self.chat(base, route, messages, max_tokens, own_turns=own)
 
         return ask

@@ -46,8 +46,8 @@ def read_as_now(outcomes: Sequence[CaseOutcome]) -> tuple[list[CaseOutcome], int
     if outcomes and not kept:
         raise EvalError(
             f"all {len(outcomes)} cases were recorded with an earlier revision of the router's "
-            "features (follow-ups before 2026-12-07, whose word overlap read their own words): "
-            "collect them again (`ragtune router collect`, or shadow mode)"
+            "features (follow-ups recorded before 2026-12-08, whose word overlap read their own "
+            "words): collect them again (`ragtune router collect`, or shadow mode)"
         )
     return kept, len(outcomes) - len(kept)
 
@@ -56,7 +56,7 @@ def left_out_note(left_out: int) -> str:
     """What a report says of the cases `read_as_now` left out."""
     return (
         f"left out {left_out} follow-up case(s) recorded with an earlier revision of the "
-        "router's features (before 2026-12-07 a follow-up's word overlap read its own words, "
+        "router's features (before 2026-12-08 a follow-up's word overlap read its own words, "
         "not its conversation's query): collect them again (`ragtune router collect`)"
     )
 

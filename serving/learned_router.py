@@ -222,7 +222,7 @@ def load_route_model(path: Path, *, embedding_model: str) -> RouteModel:
     if revision != FEATURES_REVISION:
         raise RouteModelError(
             f"{path} was trained on revision {revision!r} of the router's features, and this "
-            f"ragtune computes revision {FEATURES_REVISION} (since 2026-12-07 a follow-up's word "
+            f"ragtune computes revision {FEATURES_REVISION} (since 2026-12-08 a follow-up's word "
             "overlap reads the conversation's query, not its own words): train it again "
             "(`ragtune router train`; follow-ups collected before are left out, collect them "
             "again)"

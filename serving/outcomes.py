@@ -116,9 +116,13 @@ class CaseOutcome:
             raise ValueError("no route was graded")
         features = {name: float(data["features"][name]) for name in FEATURES}
         revision = data.get("features_revision", 1)
-        if type(revision) is not int or not 1 <= revision <= FEATURES_REVISION:
+        if type(revision) is not int or revision < 1:
             raise ValueError(
-                f"features of revision {revision!r}, which this ragtune does not know (it "
+                f"features_revision is {revision!r}, not a revision (a whole number from 1)"
+            )
+        if revision > FEATURES_REVISION:
+            raise ValueError(
+                f"features of revision {revision}, which this ragtune does not know (it "
                 f"computes revision {FEATURES_REVISION}): a newer ragtune wrote it"
             )
         fields = {k: v for k, v in data.items() if k not in ("format", "version")}

@@ -204,8 +204,10 @@ FEATURES: tuple[str, ...] = (
 
 FEATURES_REVISION = 2
 """What the numbers of `FEATURES` mean, as outcomes record them and a router file is trained on
-them: 1 until 2026-12-07; 2 since, when `lexical_overlap` reads a follow-up's conversation query
-(its own words before) and `turns` counts at most `MOST_TURNS_COUNTED`. A question asked alone
+them: 1 until 2026-12-08; 2 since, when `lexical_overlap` reads a follow-up's conversation query
+(its own words before; and `turns` counts at most `MOST_TURNS_COUNTED`, since 2026-12-07; a
+line or file written between that change and this revision, on 2026-12-08, has no revision and
+reads as 1). A question asked alone
 reads the same in both: only a case of several user turns was recorded otherwise
 (`CaseOutcome.reads_as_now`)."""
 

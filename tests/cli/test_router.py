@@ -73,7 +73,7 @@ def test_follow_ups_from_an_earlier_revision_of_the_features_are_left_out_and_sa
     append_outcomes(path, outcomes(40, seed=7))
     with path.open("a") as out:
         for case in outcomes(4, seed=8):
-            line = case.to_dict()  # as written before 2026-12-07, a follow-up
+            line = case.to_dict()  # as written before 2026-12-08, a follow-up
             del line["features_revision"]
             line["features"]["turns"] = 2.0
             out.write(json.dumps(line) + "\n")

@@ -131,7 +131,7 @@ def test_outcomes_round_trip_and_a_bad_line_is_named(tmp_path: Path) -> None:
 
 
 def recorded_before_revisions(case: CaseOutcome, turns: int) -> dict[str, object]:
-    """`case` as an outcome line written before 2026-12-07 (no features revision), `turns`
+    """`case` as an outcome line written before 2026-12-08 (no features revision), `turns`
     user turns long."""
     line = case.to_dict()
     del line["features_revision"]
@@ -182,10 +182,14 @@ def test_follow_ups_recorded_with_an_earlier_revision_of_the_features_are_left_o
 def test_a_features_revision_this_ragtune_does_not_know_is_named(tmp_path: Path) -> None:
     path = tmp_path / "outcomes.jsonl"
     line = outcomes(1)[0].to_dict()
-    for revision in (3, 0, "2", True):
+    line["features_revision"] = 3
+    path.write_text(json.dumps(line) + "\n")
+    with pytest.raises(EvalError, match=r"line 1: features of revision 3, .*newer ragtune"):
+        read_outcomes([path])
+    for revision in (0, "2", True, None):
         line["features_revision"] = revision
         path.write_text(json.dumps(line) + "\n")
-        with pytest.raises(EvalError, match=r"line 1: features of revision .*newer ragtune"):
+        with pytest.raises(EvalError, match=r"line 1: features_revision is .*, not a revision"):
             read_outcomes([path])
 
 

@@ -114,7 +114,7 @@ def test_a_router_file_for_something_else_is_refused(
 
 
 def test_a_router_file_from_before_the_features_had_a_revision_is_refused(stored: Path) -> None:
-    # Trained before 2026-12-07: a follow-up's word overlap then read its own words, so the
+    # Trained before 2026-12-08: a follow-up's word overlap then read its own words, so the
     # file's weights mean something else for follow-ups; train again.
     data = json.loads(stored.read_text())
     assert data.pop("features_revision") == 2

@@ -450,9 +450,12 @@ def test_an_adapter_is_matched_to_the_conversation_over_a_collection_with_a_tune
 
         routed = run(parts, plan)
     assert tuned.embedded > 0  # the turns, embedded by the collection's model to tell them
+    # The adapters are matched to the conversation's topic, not to the follow-up's own words
+    # (which match "switcher"), on every route.
+    assert routed.matches[0][0] == "refunder"
     if route == "base":
         assert (routed.plan.route, routed.plan.adapter) == ("base", None)
-    else:  # the adapter of the conversation's topic, not the follow-up's own words'
+    else:
         assert routed.plan.adapter == "refunder"
         assert routed.plan.route in {"adapter", "adapter+rag"}
 
