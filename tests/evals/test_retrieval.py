@@ -133,20 +133,29 @@ BREAD = (
 )
 
 
-def test_a_conversation_is_searched_with_the_question_it_follows(
-    corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+FOLLOW_UP = "Why does it work that way?"
+"""Read alone it finds the bread ("works that way"); with the question before it, the owls."""
+
+
+def owls_then_follow_up(corpus: Path, monkeypatch: pytest.MonkeyPatch) -> list[dict[str, str]]:
+    """The corpus with the bread too, and a conversation about owls ending in `FOLLOW_UP`."""
     # Three passages use too few words to tell small talk by: here the rule counts from one.
     monkeypatch.setattr(
         "ragtune.retrieval.conversation.unknown_words_in", partial(unknown_words_in, vocabulary=0)
     )
     (corpus / "bread.md").write_text(f"# Bread\n\n{BREAD}\n")
-    follow_up = "Why does it work that way?"
-    conversation = [
+    return [
         {"role": "user", "content": QA[0].question},
         {"role": "assistant", "content": "Their feathers are soft."},
-        {"role": "user", "content": follow_up},
+        {"role": "user", "content": FOLLOW_UP},
     ]
+
+
+def test_a_conversation_is_searched_with_the_question_it_follows(
+    corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conversation = owls_then_follow_up(corpus, monkeypatch)
+    follow_up = FOLLOW_UP
     bakery = "Which bakery in Paris sells the best croissants?"
     small_talk = [*conversation[:2], {"role": "user", "content": bakery}]
     qa_file = tmp_path / "qa.json"
@@ -174,16 +183,8 @@ def test_tune_embedders_dev_set_reads_a_conversation_as_eval_retrieval_does(
 ) -> None:
     # `tune embedder --dev-set` decides on these metrics: a follow-up was searched alone there
     # (every conversation scored 0 before and after, and "no worse" adopted the model).
-    monkeypatch.setattr(
-        "ragtune.retrieval.conversation.unknown_words_in", partial(unknown_words_in, vocabulary=0)
-    )
-    (corpus / "bread.md").write_text(f"# Bread\n\n{BREAD}\n")
-    follow_up = "Why does it work that way?"
-    conversation = [
-        {"role": "user", "content": QA[0].question},
-        {"role": "assistant", "content": "Their feathers are soft."},
-        {"role": "user", "content": follow_up},
-    ]
+    conversation = owls_then_follow_up(corpus, monkeypatch)
+    follow_up = FOLLOW_UP
     qa_file = tmp_path / "qa.json"
     qa_file.write_text(
         json.dumps(

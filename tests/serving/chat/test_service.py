@@ -24,6 +24,7 @@ from ragtune.retrieval.errors import StoreUnavailableError
 from ragtune.retrieval.settings import RetrievalSettings
 from ragtune.retrieval.store import ChunkRecord, VectorStore, open_store
 from ragtune.serving.chat.protocol import ChatCompletionRequest
+from ragtune.serving.chat.service import Routed
 from ragtune.serving.components import Components, assemble
 from ragtune.serving.engine.pool import EnginePool
 from ragtune.serving.errors import ModelNotFoundError
@@ -113,6 +114,55 @@ def chat(model: str, question: str, **fields: Any) -> ChatCompletionRequest:
     )
 
 
+def exchange(question: str, answer: str, last: str, **fields: Any) -> ChatCompletionRequest:
+    """A request of two user turns to the base model, an assistant's answer between them."""
+    return ChatCompletionRequest.model_validate(
+        {
+            "model": BASE,
+            "messages": [
+                {"role": "user", "content": question},
+                {"role": "assistant", "content": answer},
+                {"role": "user", "content": last},
+            ],
+            **fields,
+        }
+    )
+
+
+def refund_follow_up(data_dir: Path, route: str | None) -> ChatCompletionRequest:
+    """Two adapters registered, one for refunds and one for switching lights off, and "And how
+    do I turn that off?" after a refund question, asking `route` (None: the router's)."""
+    topic = "Within how many days are invoices refunded after a refund request?"
+    register(data_dir, "refunder", topic)
+    register(data_dir, "switcher", "Turn the lights off")
+    asked = {"ragtune": {"route": route}} if route else {}
+    return exchange(topic, "Within thirty days.", "And how do I turn that off?", **asked)
+
+
+def tuned_embedder(monkeypatch: pytest.MonkeyPatch) -> FakeEmbedder:
+    """The model a collection re-embedded by `ragtune tune embedder` reads with (the server
+    loads it for a collection embedded with it)."""
+    tuned = FakeEmbedder(dimension=32)
+    tuned.model_id = TUNED_PREFIX + "default-1"
+    monkeypatch.setattr(
+        "ragtune.serving.retrievers.collection_embedder",
+        lambda target, settings, configured: (
+            tuned if is_tuned(target.embedding_model) else configured
+        ),
+    )
+    return tuned
+
+
+def routed_with_adapters(parts: Components, request: ChatCompletionRequest) -> Routed:
+    """The request routed once the adapters registered are read."""
+
+    async def plan() -> Routed:
+        await anyio.to_thread.run_sync(parts.fleet.refresh)
+        return parts.chat.route(parts.chat.read(request))
+
+    return run(parts, plan)
+
+
 def run(parts: Components, work: Callable[[], Awaitable[T]]) -> T:
     async def within() -> T:
         async with parts:
@@ -193,16 +243,7 @@ def test_the_routers_word_overlap_reads_what_a_follow_up_was_searched_for(
     parts = components(tmp_path, engine)
     question = "Within how many days are invoices refunded after a refund request?"
     follow_up = "And how do I turn that off?"
-    request = ChatCompletionRequest.model_validate(
-        {
-            "model": BASE,
-            "messages": [
-                {"role": "user", "content": question},
-                {"role": "assistant", "content": "Within thirty days."},
-                {"role": "user", "content": follow_up},
-            ],
-        }
-    )
+    request = exchange(question, "Within thirty days.", follow_up)
     routed = parts.chat.route(parts.chat.read(request))
     assert routed.queries == (f"{question}\n{follow_up}",)
     assert routed.hits[0].text == PASSAGES[0]
@@ -230,16 +271,7 @@ def test_worked_examples_before_a_prompt_are_not_what_its_passages_are_retrieved
     parts = components(tmp_path, engine)
     shot = "Label it: within how many days are invoices refunded after a refund request?"
     own = "Label it: and how do I turn that off?"
-    request = ChatCompletionRequest.model_validate(
-        {
-            "model": BASE,
-            "messages": [
-                {"role": "user", "content": shot},
-                {"role": "assistant", "content": "billing"},
-                {"role": "user", "content": own},
-            ],
-        }
-    )
+    request = exchange(shot, "billing", own)
     as_conversation = parts.chat.read(request)
     assert as_conversation.history == (shot,)
     assert parts.chat.route(as_conversation).queries == (f"{shot}\n{own}",)
@@ -258,14 +290,7 @@ def test_a_follow_up_just_after_its_collection_was_re_embedded_elsewhere_is_answ
     the place of the collection between two of the server's checks (an hour apart here): the
     next follow-up, whose query is told from the collection this server still holds (now
     deleted), is built again on the new one, with its model, not failed."""
-    tuned = FakeEmbedder(dimension=32)
-    tuned.model_id = TUNED_PREFIX + "default-1"
-    monkeypatch.setattr(
-        "ragtune.serving.retrievers.collection_embedder",
-        lambda target, settings, configured: (
-            tuned if is_tuned(target.embedding_model) else configured
-        ),
-    )
+    tuned = tuned_embedder(monkeypatch)
     retrieval = RetrievalSettings(data_dir=tmp_path, lexical_check_seconds=3600)
     conversation = [
         {"role": "user", "content": "Within how many days are invoices refunded?"},
@@ -381,24 +406,9 @@ def test_an_adapter_is_matched_to_the_conversation_whichever_route_is_asked(
     """A follow-up is read with its topic for adapter matching too, also when the request asks
     for a route that searches no documents (they still tell a follow-up from a new question):
     the same conversation gets the same adapter on every route that takes one."""
-    topic = "Within how many days are invoices refunded after a refund request?"
-    register(tmp_path, "refunder", topic)
-    register(tmp_path, "switcher", "Turn the lights off")
+    request = refund_follow_up(tmp_path, route)
     parts = components(tmp_path, engine)
-    conversation = [
-        {"role": "user", "content": topic},
-        {"role": "assistant", "content": "Within thirty days."},
-        {"role": "user", "content": "And how do I turn that off?"},
-    ]
-    body: dict[str, Any] = {"model": BASE, "messages": conversation}
-    if route:
-        body["ragtune"] = {"route": route}
-
-    async def plan() -> Any:
-        await anyio.to_thread.run_sync(parts.fleet.refresh)
-        return parts.chat.route(parts.chat.read(ChatCompletionRequest.model_validate(body)))
-
-    routed = run(parts, plan)
+    routed = routed_with_adapters(parts, request)
     assert routed.plan.adapter == "refunder"
     follow_up_alone = [
         name
@@ -417,38 +427,16 @@ def test_an_adapter_is_matched_to_the_conversation_over_a_collection_with_a_tune
     follow-up from a new question with its own model, also on a route that searches nothing:
     asked with the shared embedder's vector, which it cannot compare, a forced adapter or base
     route read the follow-up alone while the automatic route read it with its topic."""
-    tuned = FakeEmbedder(dimension=32)
-    tuned.model_id = TUNED_PREFIX + "default-1"
-    monkeypatch.setattr(
-        "ragtune.serving.retrievers.collection_embedder",
-        lambda target, settings, configured: (
-            tuned if is_tuned(target.embedding_model) else configured
-        ),
-    )
-    topic = "Within how many days are invoices refunded after a refund request?"
-    register(tmp_path, "refunder", topic)
-    register(tmp_path, "switcher", "Turn the lights off")
+    tuned = tuned_embedder(monkeypatch)
+    request = refund_follow_up(tmp_path, route)
     retrieval = RetrievalSettings(data_dir=tmp_path)
-    conversation = [
-        {"role": "user", "content": topic},
-        {"role": "assistant", "content": "Within thirty days."},
-        {"role": "user", "content": "And how do I turn that off?"},
-    ]
-    body: dict[str, Any] = {"model": BASE, "messages": conversation}
-    if route:
-        body["ragtune"] = {"route": route}
     with open_store(retrieval, "write") as store:
         parts = components(tmp_path, engine, retrieval=retrieval, store=store)
         old = store.collection("default", FakeEmbedder().model_id)
         copied_at = old.revision()
         adopt(store, old, reembed(store, old, tuned, old.embedding_model), tuned, copied_at)
         tuned.calls.clear()
-
-        async def plan() -> Any:
-            await anyio.to_thread.run_sync(parts.fleet.refresh)
-            return parts.chat.route(parts.chat.read(ChatCompletionRequest.model_validate(body)))
-
-        routed = run(parts, plan)
+        routed = routed_with_adapters(parts, request)
     assert tuned.embedded > 0  # the turns, embedded by the collection's model to tell them
     # The adapters are matched to the conversation's topic, not to the follow-up's own words
     # (which match "switcher"), on every route.
