@@ -148,12 +148,13 @@ def same_model(recorded: object, configured: str) -> bool:
     again)."""
     if recorded == configured:
         return True
-    if configured == _DEFAULT_ID and isinstance(recorded, str) and _default_fingerprint():
+    if configured == _DEFAULT_ID and isinstance(recorded, str):
         # The default model's installed folder (or a copy) given as a path, as it was recorded
         # before such a path read as the default model: its name and fingerprint (the same
         # weights), or before fingerprints its name alone (read as a folder of that name is).
-        name, separator, fingerprint = recorded.rpartition(FINGERPRINT_SEPARATOR)
-        if fingerprint == _default_fingerprint() if separator else recorded == _default_name():
+        _, separator, fingerprint = recorded.rpartition(FINGERPRINT_SEPARATOR)
+        default = _default_fingerprint() if separator else _default_name()
+        if default is not None and (fingerprint if separator else recorded) == default:
             return True
     name, separator, fingerprint = configured.rpartition(FINGERPRINT_SEPARATOR)
     return bool(separator) and len(fingerprint) == 12 and recorded == name  # "a@b" folders too
@@ -189,8 +190,10 @@ def _default_folder() -> Path | None:
         return None
 
 
+@functools.cache
 def _default_fingerprint() -> str | None:
-    """`folder_fingerprint` of the default model as installed, None without it."""
+    """`folder_fingerprint` of the default model as installed, None without it (once per
+    process: the installed folder does not change under it)."""
     folder = _default_folder()
     return folder_fingerprint(folder) if folder is not None else None
 

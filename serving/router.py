@@ -207,9 +207,8 @@ FEATURES_REVISION = 2
 them: 1 until 2026-12-08; 2 since, when `lexical_overlap` reads a follow-up's conversation query
 (its own words before; and `turns` counts at most `MOST_TURNS_COUNTED`, since 2026-12-07; a
 line or file written between that change and this revision, on 2026-12-08, has no revision and
-reads as 1). A question asked alone
-reads the same in both: only a case of several user turns was recorded otherwise
-(`CaseOutcome.reads_as_now`)."""
+reads as 1). A question asked alone reads the same in both: only a case of several user turns
+was recorded otherwise (`CaseOutcome.reads_as_now`)."""
 
 MOST_TURNS_COUNTED = 16
 """The `turns` feature counts at most this many user turns: a conversation of hundreds (a
